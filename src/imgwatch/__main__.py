@@ -1,0 +1,3 @@
+from imgwatch.cli import main
+
+main()

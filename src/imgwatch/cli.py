@@ -1,0 +1,242 @@
+"""The `imgwatch` command line."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import json
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import click
+
+from imgwatch.config import Config, ConfigError, load_config
+
+EXIT_ERROR = 2
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    # Imported lazily: `similar` and `status` must not pay for torch.
+    from imgwatch.store import StoreError
+    from imgwatch.workqueue import QueueUnavailable
+
+    errors: list[type[BaseException]] = [ConfigError, StoreError, QueueUnavailable]
+    if "imgwatch.embedding" in sys.modules:
+        from imgwatch.embedding import DecodeError, WeightsUnavailable
+
+        errors += [DecodeError, WeightsUnavailable]
+    if "imgwatch.daemon.watcher" in sys.modules:
+        from imgwatch.daemon.watcher import WatchError
+
+        errors.append(WatchError)
+    if "imgwatch.supervisor" in sys.modules:
+        from imgwatch.supervisor import AlreadyRunning
+
+        errors.append(AlreadyRunning)
+    return tuple(errors)
+
+
+@contextlib.contextmanager
+def exit_on_known_errors() -> Iterator[None]:
+    """Turn expected failures into one line on stderr and a non-zero exit, no traceback."""
+    try:
+        yield
+    except Exception as exc:
+        if isinstance(exc, _known_errors()):
+            click.echo(f"imgwatch: error: {exc}", err=True)
+            sys.exit(EXIT_ERROR)
+        raise
+
+
+def common_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--config/--data-dir/--weights on every command, turned into one Config."""
+
+    @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+                  help="Config file (default: $IMGWATCH_CONFIG or ~/.config/imgwatch/config.toml).")
+    @click.option("--data-dir", default=None, help="Where the store and the embedded queue live.")
+    @click.option("--weights", default=None, help="imagenet | random | PATH to a ResNet50 state_dict.")
+    @click.option("--log-format", type=click.Choice(["auto", "console", "json"]), default=None)
+    @functools.wraps(command)
+    def wrapper(config_file: str | None, data_dir: str | None, weights: str | None,
+                log_format: str | None, **kwargs: Any) -> Any:
+        from imgwatch.log import configure_logging
+
+        with exit_on_known_errors():
+            overrides: dict[str, Any] = {
+                "general.data_dir": data_dir,
+                "embedding.weights": weights,
+                "general.log_format": log_format,
+            }
+            roots = kwargs.pop("roots", None)
+            if roots:
+                overrides["general.roots"] = [os.path.abspath(r) for r in roots]
+            config = load_config(config_file, overrides)
+            configure_logging(config.general.log_format, config.general.log_level)
+            return command(config, **kwargs)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="imgwatch")
+def main() -> None:
+    """Watch photo folders and find similar images."""
+
+
+# -- processes -----------------------------------------------------------------
+
+
+@main.command()
+@click.argument("roots", nargs=-1, type=click.Path(file_okay=False))
+@click.option("--workers", type=int, default=None, help="Worker processes (default: workers.count).")
+@common_options
+def run(config: Config, workers: int | None) -> None:
+    """Embedded queue + daemon + workers: index ROOTS and keep watching them."""
+    from imgwatch.supervisor import run_all
+
+    if workers is not None:
+        config.workers.count = max(1, workers)
+    sys.exit(run_all(config))
+
+
+@main.command()
+@click.argument("roots", nargs=-1, type=click.Path(file_okay=False))
+@common_options
+def daemon(config: Config) -> None:
+    """Watch ROOTS and put work on the queue (workers run elsewhere)."""
+    import signal
+
+    from imgwatch.daemon.service import Daemon
+    from imgwatch.store import open_store
+    from imgwatch.workqueue import WorkQueue
+
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    work_queue = WorkQueue.from_config(config)
+    with open_store(config.general.store, config.data_path) as store:
+        Daemon(config, store, work_queue).run(stop)
+
+
+@main.command()
+@click.option("--burst", is_flag=True, help="Exit once the queue is empty.")
+@common_options
+def worker(config: Config, burst: bool) -> None:
+    """Embed, store and link images from the queue."""
+    from imgwatch.workers.worker import run_worker
+
+    run_worker(config, burst=burst)
+
+
+@main.command()
+@click.argument("roots", nargs=-1, type=click.Path(file_okay=False))
+@common_options
+def scan(config: Config) -> None:
+    """Reconcile ROOTS against the store once: enqueue what changed, then exit."""
+    from imgwatch.daemon.service import reconcile_and_enqueue
+    from imgwatch.store import open_store
+    from imgwatch.workqueue import WorkQueue
+
+    if not config.general.roots:
+        raise click.UsageError("no folders to scan: pass ROOT arguments or set general.roots")
+    work_queue = WorkQueue.from_config(config)
+    with open_store(config.general.store, config.data_path) as store:
+        plan = reconcile_and_enqueue(config, store, work_queue)
+    click.echo(f"enqueued {len(plan.changed)} new or changed and {len(plan.gone)} removed file(s); "
+               f"{plan.unchanged} unchanged")
+
+
+# -- queries -------------------------------------------------------------------
+
+
+def _print_matches(matches: list[Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps([{"path": m.path, "score": round(m.score, 6)} for m in matches], indent=2))
+        return
+    for match in matches:
+        click.echo(f"{match.score:.4f}  {match.path}")
+
+
+@main.command()
+@click.argument("image", type=click.Path(exists=True, dir_okay=False))
+@click.option("--top", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {path, score}.")
+@common_options
+def search(config: Config, image: str, top: int, as_json: bool) -> None:
+    """Images most similar to IMAGE (any file; it need not be indexed)."""
+    from imgwatch.embedding import Embedder, load_model
+    from imgwatch.store import ModelMismatchError, open_store
+
+    with open_store(config.general.store, config.data_path) as store:
+        stored_model = store.stats().model
+        model = load_model(config.embedding.weights, config.embedding.device, config.embedding.seed)
+        if stored_model is not None and stored_model != model.identity:
+            raise ModelMismatchError(
+                f"the store holds embeddings from {stored_model} but this search uses {model.identity}; "
+                "pass the same --weights the workers use"
+            )
+        embedder = Embedder(model, batch_size=1, decode_threads=1)
+        try:
+            query = embedder.embed_file(os.path.abspath(image))
+        finally:
+            embedder.close()
+        _print_matches(store.nearest(query.vector, top), as_json)
+
+
+@main.command()
+@click.argument("path", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {path, score}.")
+@common_options
+def similar(config: Config, path: str, as_json: bool) -> None:
+    """The SIMILAR_TO neighbours of an indexed PATH (no model needed)."""
+    from imgwatch.store import open_store
+
+    with open_store(config.general.store, config.data_path) as store:
+        _print_matches(store.neighbours(os.path.abspath(path)), as_json)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@common_options
+def status(config: Config, as_json: bool) -> None:
+    """Queued and running work, failed items with reasons, image and link counts."""
+    from imgwatch.store import open_store
+    from imgwatch.workqueue import QueueUnavailable, WorkQueue
+
+    report: dict[str, Any] = {}
+    try:
+        report["queue"] = dataclasses.asdict(WorkQueue.from_config(config).snapshot())
+        report["queue_error"] = None
+    except QueueUnavailable as exc:
+        report["queue"] = None
+        report["queue_error"] = str(exc)
+    with open_store(config.general.store, config.data_path) as store:
+        report["store"] = dataclasses.asdict(store.stats())
+
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    store_stats = report["store"]
+    click.echo(f"store:   {store_stats['images']} images, {store_stats['links']} links "
+               f"({store_stats['backend']}: {store_stats['location']}; model {store_stats['model'] or '-'})")
+    queue = report["queue"]
+    if queue is None:
+        click.echo(f"queue:   not reachable ({report['queue_error']})")
+        return
+    click.echo(f"queue:   {queue['queued_jobs']} job(s) / {queue['queued_paths']} path(s) waiting, "
+               f"{queue['running_jobs']} job(s) / {queue['running_paths']} path(s) running, "
+               f"{queue['workers']} worker(s)")
+    failed_files = queue["failed_files"]
+    click.echo(f"failed:  {len(failed_files)} file(s), {len(queue['failed_jobs'])} job(s)")
+    for item in failed_files:
+        click.echo(f"  {item['path']}: {item['reason']}")
+    for job in queue["failed_jobs"]:
+        click.echo(f"  job {job['job_id']} ({job['paths']} paths): {job['reason']}")
+
+
+if __name__ == "__main__":
+    main()

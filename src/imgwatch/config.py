@@ -1,0 +1,245 @@
+"""Configuration: defaults < config file < IMGWATCH_* environment < command-line flags.
+
+Every key lives in a section of ``config.toml``; its environment variable is
+``IMGWATCH_<SECTION>_<KEY>`` (upper case). Invalid values fail with the key's
+name and where the value came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "IMGWATCH_"
+CONFIG_ENV = "IMGWATCH_CONFIG"
+
+
+class ConfigError(Exception):
+    """A configuration value is invalid; the message names the key and its source."""
+
+
+def _default_data_dir() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "imgwatch")
+
+
+def _default_config_file() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "imgwatch" / "config.toml"
+
+
+@dataclass
+class GeneralConfig:
+    data_dir: str = field(default_factory=_default_data_dir)
+    roots: list[str] = field(default_factory=list)
+    store: str = "embedded"
+    log_format: str = "auto"  # auto | console | json
+    log_level: str = "info"
+
+
+@dataclass
+class WatchConfig:
+    observer: str = "inotify"  # inotify | polling
+    polling_interval: float = 5.0
+    settle_seconds: float = 2.0
+    batch_size: int = 32
+    extensions: list[str] = field(
+        default_factory=lambda: ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
+    )
+    exclude: list[str] = field(default_factory=lambda: [".*", "@eaDir", "#recycle"])
+
+
+@dataclass
+class QueueConfig:
+    # Empty: `imgwatch run` starts an embedded server on a unix socket in the data dir.
+    redis_url: str = ""
+    # A file holding the Redis password, so it never has to sit in config.toml.
+    password_file: str = ""
+    name: str = "imgwatch"
+    job_timeout: int = 1800
+
+
+@dataclass
+class EmbeddingConfig:
+    weights: str = "imagenet"  # imagenet | random | /path/to/state_dict.pth
+    device: str = "auto"  # auto | cpu | cuda
+    batch_size: int = 16
+    decode_threads: int = 2
+    seed: int = 0
+
+
+@dataclass
+class LinksConfig:
+    threshold: float = 0.8
+    top_k: int = 10
+
+
+@dataclass
+class WorkersConfig:
+    count: int = 1
+
+
+@dataclass
+class Config:
+    general: GeneralConfig = field(default_factory=GeneralConfig)
+    watch: WatchConfig = field(default_factory=WatchConfig)
+    queue: QueueConfig = field(default_factory=QueueConfig)
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    links: LinksConfig = field(default_factory=LinksConfig)
+    workers: WorkersConfig = field(default_factory=WorkersConfig)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.general.data_dir).expanduser().resolve()
+
+    @property
+    def root_paths(self) -> list[Path]:
+        return [Path(r).expanduser().resolve() for r in self.general.roots]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
+
+
+def _parse(key: str, raw: Any, kind: str, source: str) -> Any:
+    """Coerce one value to the field's type; strings come from env or flags."""
+    where = f"{key} (from {source})"
+    try:
+        if kind == "list[str]":
+            if isinstance(raw, str):
+                return [part.strip() for part in raw.split(",") if part.strip()]
+            if isinstance(raw, list) and all(isinstance(x, str) for x in raw):
+                return list(raw)
+            raise ValueError("expected a list of strings")
+        if kind == "int":
+            if isinstance(raw, bool):
+                raise ValueError("expected an integer")
+            return int(raw)
+        if kind == "float":
+            if isinstance(raw, bool):
+                raise ValueError("expected a number")
+            return float(raw)
+        if kind == "str":
+            if not isinstance(raw, str):
+                raise ValueError("expected a string")
+            return raw
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid value for {where}: {raw!r} ({exc})") from None
+    raise AssertionError(f"unsupported config type {kind}")
+
+
+def _validate(config: Config) -> None:
+    checks: list[tuple[str, bool, str]] = [
+        ("general.store", config.general.store in ("embedded", "neo4j"), "embedded or neo4j"),
+        ("general.log_format", config.general.log_format in ("auto", "console", "json"), "auto, console or json"),
+        ("general.log_level", config.general.log_level in ("debug", "info", "warning", "error"), "debug, info, warning or error"),
+        ("watch.observer", config.watch.observer in ("inotify", "polling"), "inotify or polling"),
+        ("watch.polling_interval", config.watch.polling_interval > 0, "a number > 0"),
+        ("watch.settle_seconds", config.watch.settle_seconds >= 0, "a number >= 0"),
+        ("watch.batch_size", config.watch.batch_size >= 1, "an integer >= 1"),
+        ("watch.extensions", bool(config.watch.extensions), "a non-empty list"),
+        ("queue.name", bool(config.queue.name), "a non-empty string"),
+        ("queue.job_timeout", config.queue.job_timeout >= 1, "an integer >= 1"),
+        ("embedding.device", config.embedding.device in ("auto", "cpu", "cuda"), "auto, cpu or cuda"),
+        ("embedding.weights", bool(config.embedding.weights), "imagenet, random or a file path"),
+        ("embedding.batch_size", config.embedding.batch_size >= 1, "an integer >= 1"),
+        ("embedding.decode_threads", config.embedding.decode_threads >= 1, "an integer >= 1"),
+        ("links.threshold", -1.0 <= config.links.threshold <= 1.0, "a cosine between -1 and 1"),
+        ("links.top_k", config.links.top_k >= 1, "an integer >= 1"),
+        ("workers.count", config.workers.count >= 1, "an integer >= 1"),
+    ]
+    for key, ok, expected in checks:
+        if not ok:
+            section, name = key.split(".")
+            value = getattr(getattr(config, section), name)
+            raise ConfigError(f"invalid value for {key}: {value!r} (expected {expected})")
+
+
+def _apply(config: Config, values: Mapping[str, Mapping[str, Any]], source: str) -> None:
+    for section_name, section_values in values.items():
+        if section_name not in _SECTIONS:
+            raise ConfigError(f"unknown config section [{section_name}] (from {source})")
+        if not isinstance(section_values, Mapping):
+            raise ConfigError(f"[{section_name}] must be a table (from {source})")
+        section = getattr(config, section_name)
+        kinds = {f.name: str(f.type) for f in dataclasses.fields(section)}
+        for key, raw in section_values.items():
+            if key not in kinds:
+                raise ConfigError(f"unknown config key {section_name}.{key} (from {source})")
+            setattr(section, key, _parse(f"{section_name}.{key}", raw, kinds[key], source))
+
+
+def _env_values(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    values: dict[str, dict[str, str]] = {}
+    for section_name in _SECTIONS:
+        section_type = type(getattr(Config(), section_name))
+        for f in dataclasses.fields(section_type):
+            var = f"{ENV_PREFIX}{section_name}_{f.name}".upper()
+            if var in environ:
+                values.setdefault(section_name, {})[f.name] = environ[var]
+    return values
+
+
+def env_var(key: str) -> str:
+    """The environment variable for a dotted key, e.g. 'watch.settle_seconds'."""
+    return ENV_PREFIX + key.replace(".", "_").upper()
+
+
+def load_config(
+    config_file: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Build the effective configuration.
+
+    ``config_file``: explicit path (must exist); otherwise ``$IMGWATCH_CONFIG``,
+    then ``~/.config/imgwatch/config.toml`` if present. ``overrides``: dotted
+    keys from command-line flags, e.g. ``{"general.data_dir": "/tmp/x"}``.
+    """
+    environ = os.environ if environ is None else environ
+    config = Config()
+
+    path: Path | None = None
+    if config_file is not None:
+        path = Path(config_file).expanduser()
+    elif environ.get(CONFIG_ENV):
+        path = Path(environ[CONFIG_ENV]).expanduser()
+    elif _default_config_file().is_file():
+        path = _default_config_file()
+    if path is not None:
+        try:
+            with path.open("rb") as fh:
+                file_values = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        _apply(config, file_values, str(path))
+
+    _apply(config, _env_values(environ), "environment")
+
+    flag_values: dict[str, dict[str, Any]] = {}
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        section_name, key = dotted.split(".", 1)
+        flag_values.setdefault(section_name, {})[key] = value
+    _apply(config, flag_values, "command line")
+
+    _validate(config)
+    return config
+
+
+def read_secret_file(path: str, what: str) -> str:
+    """Read a password from a file (first line), with an error that says which file."""
+    try:
+        return Path(path).expanduser().read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} from {path}: {exc.strerror}") from None

@@ -1,0 +1,1 @@
+"""Watching roots, settling file events, reconciling and enqueueing work."""

@@ -1,0 +1,69 @@
+"""Reconciling roots against the store: what changed while nobody was watching."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from imgwatch.files import PathFilter, walk_images
+from imgwatch.store import FileState, GraphStore
+
+
+@dataclass
+class ReconcilePlan:
+    """Paths to enqueue: new or changed files, and stored images whose files are gone."""
+
+    changed: list[str] = field(default_factory=list)
+    gone: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    known_failures: int = 0
+
+    @property
+    def paths(self) -> list[str]:
+        return self.changed + self.gone
+
+
+def plan_reconcile(
+    roots: Sequence[str],
+    path_filter: PathFilter,
+    stored: Iterable[FileState],
+    failed: Mapping[str, tuple[int, int]] | None = None,
+) -> ReconcilePlan:
+    """Compare the files below ``roots`` with ``stored`` (already limited to those roots).
+
+    ``failed`` maps paths that failed before to the (size, mtime_ns) they had:
+    an unchanged bad file is not retried on every start.
+    """
+    failed = failed or {}
+    on_disk: dict[str, tuple[int, int]] = {}
+    for root in roots:
+        for path, st in walk_images(root, path_filter):
+            on_disk[path] = (st.st_size, st.st_mtime_ns)
+
+    plan = ReconcilePlan()
+    for state in stored:
+        current = on_disk.pop(state.path, None)
+        if current is None:
+            plan.gone.append(state.path)
+        elif current == (state.size, state.mtime_ns):
+            plan.unchanged += 1
+        else:
+            plan.changed.append(state.path)
+    for path, signature in on_disk.items():
+        if failed.get(path) == signature:
+            plan.known_failures += 1
+        else:
+            plan.changed.append(path)
+    plan.changed.sort()
+    plan.gone.sort()
+    return plan
+
+
+def reconcile_roots(
+    roots: Sequence[str],
+    path_filter: PathFilter,
+    store: GraphStore,
+    failed: Mapping[str, tuple[int, int]] | None = None,
+) -> ReconcilePlan:
+    stored = (state for root in roots for state in store.file_states(under=root))
+    return plan_reconcile(roots, path_filter, stored, failed)

@@ -1,0 +1,66 @@
+"""Which files are images imgwatch indexes, and walking roots for them."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PathFilter:
+    """Image files by extension (case-insensitive), minus excluded names.
+
+    Exclude globs match any single path component below a root (a file or a
+    folder name), so ".*" skips hidden files and everything in hidden folders.
+    """
+
+    extensions: frozenset[str]
+    exclude: tuple[str, ...]
+
+    @classmethod
+    def create(cls, extensions: Iterable[str], exclude: Iterable[str]) -> PathFilter:
+        return cls(frozenset(e.lower().lstrip(".") for e in extensions), tuple(exclude))
+
+    def is_excluded_name(self, name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.exclude)
+
+    def has_image_extension(self, path: str) -> bool:
+        _, ext = os.path.splitext(path)
+        return ext[1:].lower() in self.extensions
+
+    def accepts(self, path: str, root: str | None = None) -> bool:
+        """True if ``path`` is an image to index (below ``root`` if given)."""
+        if not self.has_image_extension(path):
+            return False
+        relative = os.path.relpath(path, root) if root else path
+        return not any(self.is_excluded_name(part) for part in relative.split(os.sep) if part)
+
+
+def root_of(path: str, roots: Iterable[str]) -> str | None:
+    for root in roots:
+        if path == root or path.startswith(root.rstrip(os.sep) + os.sep):
+            return root
+    return None
+
+
+def walk_images(directory: str, path_filter: PathFilter) -> Iterator[tuple[str, os.stat_result]]:
+    """Yield (path, stat) for every accepted image below ``directory``; unreadable folders are skipped."""
+    stack = [directory]
+    while stack:
+        current = stack.pop()
+        try:
+            entries = list(os.scandir(current))
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            continue
+        for entry in entries:
+            if path_filter.is_excluded_name(entry.name):
+                continue
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                elif entry.is_file() and path_filter.has_image_extension(entry.name):
+                    yield entry.path, entry.stat()
+            except OSError:
+                continue  # vanished or unreadable between scandir and stat

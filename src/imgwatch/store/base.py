@@ -1,0 +1,148 @@
+"""The graph-store contract: the only store API that workers and the CLI use.
+
+An image is a node keyed by its absolute path, carrying file facts and one
+L2-normalised float32 embedding. ``SIMILAR_TO`` links are undirected, stored
+once per pair, and scored with the raw cosine similarity of the two embeddings.
+Backends (embedded SQLite, Neo4j) implement :class:`GraphStore`; nothing outside
+``imgwatch.store`` knows which one is in use.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+
+import numpy as np
+
+
+class StoreError(Exception):
+    """A store operation failed; the message says what and what to do."""
+
+
+class ImageNotFound(StoreError):
+    def __init__(self, path: str) -> None:
+        super().__init__(f"{path} is not indexed (yet); check the path or run `imgwatch status`")
+        self.path = path
+
+
+class ModelMismatchError(StoreError):
+    """The store holds embeddings of another model; mixing them would make scores meaningless."""
+
+
+@dataclass(frozen=True)
+class FileState:
+    """What reconciliation compares between the filesystem and the store."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """An image's node as stored, without its embedding."""
+
+    path: str
+    sha256: str
+    size: int
+    mtime_ns: int
+    width: int
+    height: int
+    model: str
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """An image to upsert: its node facts and its embedding."""
+
+    path: str
+    sha256: str
+    size: int
+    mtime_ns: int
+    width: int
+    height: int
+    model: str
+    embedding: np.ndarray = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Match:
+    path: str
+    score: float  # raw cosine similarity, in [-1, 1]
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    backend: str
+    location: str
+    images: int
+    links: int
+    model: str | None
+
+
+class GraphStore(abc.ABC):
+    """Contract shared by every backend. Paths are absolute strings."""
+
+    backend: str = "abstract"
+
+    @abc.abstractmethod
+    def ensure_model(self, model: str, dim: int) -> None:
+        """Record the embedding model on first use; raise ModelMismatchError if another is stored."""
+
+    @abc.abstractmethod
+    def upsert(self, records: Sequence[ImageRecord]) -> None:
+        """Insert or replace images (node facts and embeddings), committed together."""
+
+    @abc.abstractmethod
+    def update_file_states(self, states: Sequence[FileState]) -> None:
+        """Refresh size/mtime of stored images whose content did not change."""
+
+    @abc.abstractmethod
+    def remove(self, paths: Iterable[str]) -> int:
+        """Delete images and their links; return how many existed."""
+
+    @abc.abstractmethod
+    def get_many(self, paths: Iterable[str]) -> dict[str, StoredImage]:
+        """Stored facts for those of ``paths`` that are indexed."""
+
+    @abc.abstractmethod
+    def nearest(self, vector: np.ndarray, k: int, *, exclude: Iterable[str] = ()) -> list[Match]:
+        """The ``k`` images most similar to ``vector``, best first (exact or ANN per backend)."""
+
+    @abc.abstractmethod
+    def link(self, images: Sequence[ImageRecord], threshold: float, top_k: int) -> int:
+        """Replace each image's links with its nearest neighbours (cosine >= threshold, at most top_k).
+
+        Images in ``images`` must already be upserted; they are linked to each other
+        too. Returns the number of links written.
+        """
+
+    @abc.abstractmethod
+    def neighbours(self, path: str) -> list[Match]:
+        """An image's SIMILAR_TO neighbours, best first; ImageNotFound if not indexed."""
+
+    @abc.abstractmethod
+    def stats(self) -> StoreStats: ...
+
+    @abc.abstractmethod
+    def file_states(self, under: str | None = None) -> Iterator[FileState]:
+        """Every stored image's (path, size, mtime), optionally only below directory ``under``."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    def get(self, path: str) -> StoredImage | None:
+        return self.get_many([path]).get(path)
+
+    def __enter__(self) -> GraphStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

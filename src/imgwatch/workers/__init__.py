@@ -1,0 +1,1 @@
+"""RQ jobs and the worker process that embeds, stores and links images."""

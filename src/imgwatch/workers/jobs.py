@@ -1,0 +1,35 @@
+"""RQ job functions. They run inside `imgwatch worker`, which installs the indexer first."""
+
+from __future__ import annotations
+
+import time
+
+from imgwatch.log import get_logger
+from imgwatch.workers.indexer import Indexer
+
+log = get_logger("imgwatch.worker")
+
+_indexer: Indexer | None = None
+
+
+def install_indexer(indexer: Indexer | None) -> None:
+    """Called once per worker process after the model and store are loaded."""
+    global _indexer
+    _indexer = indexer
+
+
+def index_paths(paths: list[str]) -> dict[str, int]:
+    """Index, refresh or remove each path so the store matches the filesystem."""
+    if _indexer is None:
+        raise RuntimeError("index_paths runs only inside `imgwatch worker` (no indexer installed)")
+    started = time.perf_counter()
+    try:
+        outcome = _indexer.index(paths)
+    except Exception as exc:
+        log.error("job_failed", paths=len(paths), seconds=round(time.perf_counter() - started, 3),
+                  error=f"{type(exc).__name__}: {exc}")
+        raise
+    counts = outcome.counts()
+    log.info("job_done", paths=len(paths), seconds=round(time.perf_counter() - started, 3),
+             outcome="ok" if not outcome.failed else "partial", **counts)
+    return counts

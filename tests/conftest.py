@@ -1,0 +1,72 @@
+"""Shared fixtures: real servers, real files, real photos."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from imgwatch.config import Config, load_config
+from imgwatch.redis_server import EmbeddedRedis
+from imgwatch.workqueue import WorkQueue
+
+PHOTO_NAMES = ["astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "retina", "camera"]
+
+
+def make_config(data_dir: Path, **overrides: object) -> Config:
+    """A Config as the CLI builds it, on a private data dir, without reading the user's files."""
+    values: dict[str, object] = {"general.data_dir": str(data_dir), "embedding.weights": "random",
+                                 "embedding.device": "cpu", "general.log_format": "json"}
+    values.update(overrides)
+    return load_config(overrides=values, environ={})
+
+
+@pytest.fixture(scope="session")
+def queue_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    """One real embedded Valkey for the session; tests isolate themselves by queue name."""
+    config = make_config(tmp_path_factory.mktemp("queue-server"))
+    with EmbeddedRedis(config) as server:
+        yield server
+
+
+@pytest.fixture
+def config(tmp_path: Path, queue_server: EmbeddedRedis) -> Config:
+    config = make_config(tmp_path / "data")
+    config.queue.redis_url = queue_server.url
+    config.queue.name = f"test-{uuid.uuid4().hex[:8]}"
+    return config
+
+
+@pytest.fixture
+def work_queue(config: Config) -> WorkQueue:
+    return WorkQueue.from_config(config)
+
+
+@pytest.fixture(scope="session")
+def photo_arrays() -> dict[str, object]:
+    """scikit-image's real sample photos as RGB arrays."""
+    import numpy as np
+    from skimage import data
+
+    photos = {}
+    for name in PHOTO_NAMES:
+        image = getattr(data, name)()
+        if image.ndim == 2:
+            image = np.stack([image] * 3, axis=-1)
+        photos[name] = image[..., :3]
+    return photos
+
+
+@pytest.fixture
+def write_photo(photo_arrays: dict[str, object]) -> Callable[..., Path]:
+    """write_photo(path, name="astronaut", fmt=None) saves a real photo to ``path``."""
+    from PIL import Image
+
+    def write(path: Path, name: str = "astronaut", fmt: str | None = None) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(photo_arrays[name]).save(path, format=fmt)  # type: ignore[arg-type]
+        return path
+
+    return write

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from imgwatch.daemon.reconcile import plan_reconcile
+from imgwatch.files import PathFilter
+from imgwatch.store import FileState
+
+FILTER = PathFilter.create(["jpg", "png"], [".*", "@eaDir"])
+
+
+def state_of(path: Path) -> FileState:
+    st = path.stat()
+    return FileState(str(path), st.st_size, st.st_mtime_ns)
+
+
+def test_new_changed_gone_and_unchanged_files_are_told_apart(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    unchanged = root / "same.jpg"
+    unchanged.write_bytes(b"1")
+    changed = root / "sub" / "changed.png"
+    changed.write_bytes(b"22")
+    new = root / "sub" / "new.JPG"
+    new.write_bytes(b"3")
+    (root / ".hidden.jpg").write_bytes(b"h")
+    (root / "@eaDir").mkdir()
+    (root / "@eaDir" / "thumb.jpg").write_bytes(b"t")
+    (root / "readme.txt").write_text("no")
+
+    stored = [
+        state_of(unchanged),
+        FileState(str(changed), 2, changed.stat().st_mtime_ns - 1_000_000_000),
+        FileState(str(root / "deleted.jpg"), 5, 1),
+    ]
+    plan = plan_reconcile([str(root)], FILTER, stored)
+    assert plan.changed == sorted([str(changed), str(new)])
+    assert plan.gone == [str(root / "deleted.jpg")]
+    assert plan.unchanged == 1
+
+
+def test_an_unchanged_file_that_failed_before_is_not_retried_but_a_changed_one_is(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    bad = root / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    fixed = root / "fixed.jpg"
+    fixed.write_bytes(b"now complete")
+    failed = {str(bad): (bad.stat().st_size, bad.stat().st_mtime_ns), str(fixed): (3, 1)}
+    plan = plan_reconcile([str(root)], FILTER, [], failed)
+    assert plan.changed == [str(fixed)]
+    assert plan.known_failures == 1
+
+
+def test_unreadable_folders_are_skipped(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    locked = root / "locked"
+    locked.mkdir(parents=True)
+    (locked / "a.jpg").write_bytes(b"x")
+    (root / "b.jpg").write_bytes(b"x")
+    os.chmod(locked, 0)
+    try:
+        plan = plan_reconcile([str(root)], FILTER, [])
+    finally:
+        os.chmod(locked, 0o755)
+    # root can read anything; others cannot: either way b.jpg is found and nothing raises
+    assert str(root / "b.jpg") in plan.changed

@@ -1,0 +1,122 @@
+"""Real watchdog observers on temp folders feeding a real settler."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from imgwatch.daemon.settler import Settler
+from imgwatch.daemon.watcher import EventRouter, WatchError, make_observer, start_observer
+from imgwatch.files import PathFilter
+
+FILTER = PathFilter.create(["jpg", "jpeg", "png"], [".*", "@eaDir", "#recycle"])
+
+
+class Watch:
+    def __init__(self, root: Path, observer_kind: str) -> None:
+        self.root = root
+        self.settler = Settler(0.3, close_events=observer_kind == "inotify", unclosed_grace=30)
+        self.router = EventRouter(self.settler, FILTER, [str(root)])
+        self.observer = make_observer(observer_kind, polling_interval=0.2)
+        start_observer(self.observer, self.router, [str(root)])
+        self.released: list[str] = []
+        self.removed_dirs: list[str] = []
+
+    def collect(self, until: Callable[[], bool], timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.released += self.settler.due()
+            self.removed_dirs += self.router.take_removed_dirs()
+            if until():
+                return
+            time.sleep(0.05)
+
+    def quiet_for(self, seconds: float) -> None:
+        self.collect(lambda: False, timeout=seconds)
+
+
+@pytest.fixture(params=["inotify", "polling"])
+def watch(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Watch]:
+    root = tmp_path / "photos"
+    root.mkdir()
+    w = Watch(root, request.param)
+    time.sleep(0.3)  # polling takes its first snapshot
+    yield w
+    w.observer.stop()
+    w.observer.join()
+
+
+def test_a_copied_image_is_released_once(watch: Watch, tmp_path: Path) -> None:
+    source = tmp_path / "src.jpg"
+    source.write_bytes(os.urandom(50_000))
+    shutil.copy(source, watch.root / "a.JPG")
+    target = str(watch.root / "a.JPG")
+    watch.collect(lambda: target in watch.released)
+    watch.quiet_for(1.0)
+    assert watch.released == [target]
+
+
+def test_a_slowly_written_file_is_released_only_after_its_writer_closes(watch: Watch) -> None:
+    target = watch.root / "slow.jpg"
+    with open(target, "wb") as handle:
+        for _ in range(6):
+            handle.write(os.urandom(10_000))
+            handle.flush()
+            watch.quiet_for(0.25)
+        assert watch.released == []  # still being written
+    watch.collect(lambda: str(target) in watch.released)
+    assert watch.released == [str(target)]
+
+
+def test_non_images_hidden_and_excluded_paths_are_ignored(watch: Watch) -> None:
+    (watch.root / "notes.txt").write_text("hello")
+    (watch.root / ".hidden.jpg").write_bytes(b"x")
+    (watch.root / "@eaDir").mkdir()
+    (watch.root / "@eaDir" / "thumb.jpg").write_bytes(b"x")
+    (watch.root / "ok.png").write_bytes(b"x")
+    watch.collect(lambda: str(watch.root / "ok.png") in watch.released)
+    watch.quiet_for(1.0)
+    assert watch.released == [str(watch.root / "ok.png")]
+
+
+def test_deletes_and_moves_are_released(watch: Watch) -> None:
+    first = watch.root / "first.jpg"
+    first.write_bytes(b"x")
+    watch.collect(lambda: str(first) in watch.released)
+    watch.released.clear()
+    renamed = watch.root / "renamed.jpg"
+    first.rename(renamed)
+    watch.collect(lambda: {str(first), str(renamed)} <= set(watch.released))
+    assert {str(first), str(renamed)} <= set(watch.released)
+    watch.released.clear()
+    renamed.unlink()
+    watch.collect(lambda: str(renamed) in watch.released)
+    assert str(renamed) in watch.released
+
+
+def test_a_folder_moved_in_releases_its_images_and_one_moved_out_is_reported(watch: Watch, tmp_path: Path) -> None:
+    outside = tmp_path / "album"
+    (outside / "sub").mkdir(parents=True)
+    (outside / "one.jpg").write_bytes(b"1")
+    (outside / "sub" / "two.jpg").write_bytes(b"2")
+    inside = watch.root / "album"
+    outside.rename(inside)
+    expected = {str(inside / "one.jpg"), str(inside / "sub" / "two.jpg")}
+    watch.collect(lambda: expected <= set(watch.released))
+    assert expected <= set(watch.released)
+    inside.rename(tmp_path / "album-out")
+    watch.collect(lambda: str(inside) in watch.removed_dirs or expected <= set(watch.released[2:]))
+    # inotify reports the folder; polling reports each file that disappeared
+    assert str(inside) in watch.removed_dirs or expected <= set(watch.released[2:])
+
+
+def test_watching_a_missing_root_is_a_clear_error(tmp_path: Path) -> None:
+    observer = make_observer("inotify", 1.0)
+    router = EventRouter(Settler(1, close_events=True), FILTER, [str(tmp_path / "nope")])
+    with pytest.raises(WatchError, match="not a directory"):
+        start_observer(observer, router, [str(tmp_path / "nope")])

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from imgwatch.config import Config, ConfigError, env_var, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_shipped_config_toml_documents_exactly_the_defaults() -> None:
+    from_file = load_config(REPO / "config.toml", environ={})
+    assert from_file == load_config(environ={"XDG_CONFIG_HOME": "/nonexistent"})
+    assert from_file.links.threshold == 0.8 and from_file.links.top_k == 10
+    assert from_file.watch.settle_seconds == 2 and from_file.queue.redis_url == ""
+
+
+def test_flags_beat_environment_beat_file_beat_defaults(tmp_path: Path) -> None:
+    config_file = tmp_path / "c.toml"
+    config_file.write_text('[watch]\nsettle_seconds = 5\nbatch_size = 8\n[links]\ntop_k = 3\n')
+    env = {env_var("watch.settle_seconds"): "7", env_var("general.roots"): "/a, /b"}
+    config = load_config(config_file, {"watch.settle_seconds": 9.0}, environ=env)
+    assert config.watch.settle_seconds == 9.0  # flag
+    assert config.general.roots == ["/a", "/b"]  # environment, comma-separated list
+    assert config.watch.batch_size == 8  # file
+    assert config.links.top_k == 3  # file
+    assert config.links.threshold == Config().links.threshold  # default
+    assert load_config(config_file, environ=env).watch.settle_seconds == 7.0
+
+
+def test_config_file_from_environment(tmp_path: Path) -> None:
+    config_file = tmp_path / "c.toml"
+    config_file.write_text('[workers]\ncount = 3\n')
+    assert load_config(environ={"IMGWATCH_CONFIG": str(config_file)}).workers.count == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "message"),
+    [
+        ("[watch]\nsettle_seconds = 'soon'\n", {}, r"watch\.settle_seconds.*c\.toml"),
+        ("", {"IMGWATCH_LINKS_TOP_K": "many"}, r"links\.top_k \(from environment\)"),
+        ("[links]\nthreshold = 1.5\n", {}, r"links\.threshold"),
+        ("[watch]\nobserver = 'fanotify'\n", {}, r"watch\.observer"),
+        ("[watch]\nsettle = 1\n", {}, r"unknown config key watch\.settle"),
+        ("[nope]\nx = 1\n", {}, r"unknown config section \[nope\]"),
+        ("[watch\n", {}, r"not valid TOML"),
+    ],
+)
+def test_invalid_values_name_the_key(tmp_path: Path, text: str, env: dict[str, str], message: str) -> None:
+    config_file = tmp_path / "c.toml"
+    config_file.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(config_file, environ=env)
+
+
+def test_a_missing_config_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.toml", environ={})

@@ -1,0 +1,73 @@
+"""The work queue against a real embedded Valkey server."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+
+import pytest
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from imgwatch.config import ConfigError
+from imgwatch.redis_server import EmbeddedRedis
+from imgwatch.workqueue import INDEX_JOB, QueueUnavailable, WorkQueue
+from tests.conftest import make_config
+
+
+def test_paths_go_out_deduplicated_in_json_jobs_of_batch_size(work_queue: WorkQueue) -> None:
+    paths = [f"/photos/{i}.jpg" for i in range(70)] + ["/photos/0.jpg"]
+    job_ids = work_queue.enqueue_paths(paths, batch_size=32)
+    assert len(job_ids) == 3
+    jobs = [Job.fetch(j, connection=work_queue.connection, serializer=JSONSerializer) for j in job_ids]
+    assert [len(job.args[0]) for job in jobs] == [32, 32, 6]
+    assert jobs[0].func_name == INDEX_JOB
+    raw = work_queue.connection.hget(jobs[0].key, "data")
+    assert raw is not None
+    func, _, args, _ = json.loads(zlib.decompress(raw))  # JSON, never a pickle
+    assert func == INDEX_JOB and args[0][0] == "/photos/0.jpg"
+    snapshot = work_queue.snapshot()
+    assert (snapshot.queued_jobs, snapshot.queued_paths, snapshot.running_jobs) == (3, 70, 0)
+
+
+def test_failed_files_are_kept_with_reason_and_signature_until_cleared(work_queue: WorkQueue) -> None:
+    work_queue.record_failure("/p/bad.jpg", "cannot decode /p/bad.jpg: truncated", 10, 1234)
+    work_queue.record_failure("/p/gone.jpg", "cannot read", None, None)
+    assert [f.path for f in work_queue.snapshot().failed_files] == ["/p/bad.jpg", "/p/gone.jpg"]
+    assert work_queue.failed_signatures() == {"/p/bad.jpg": (10, 1234)}
+    work_queue.clear_failures(["/p/bad.jpg"])
+    assert [f.path for f in work_queue.failed_files()] == ["/p/gone.jpg"]
+
+
+def test_queued_work_survives_a_restart_of_the_embedded_server(tmp_path: Path) -> None:
+    config = make_config(tmp_path / "data")
+    with EmbeddedRedis(config):
+        WorkQueue.from_config(config).enqueue_paths(["/a.jpg", "/b.jpg"], batch_size=1)
+    with EmbeddedRedis(config):
+        assert WorkQueue.from_config(config).snapshot().queued_paths == 2
+
+
+def test_an_unreachable_queue_is_one_clear_error(tmp_path: Path) -> None:
+    config = make_config(tmp_path / "data")
+    with pytest.raises(QueueUnavailable, match="imgwatch run"):
+        WorkQueue.from_config(config)
+    config.queue.redis_url = "redis://127.0.0.1:1/0"
+    with pytest.raises(QueueUnavailable, match="127.0.0.1:1"):
+        WorkQueue.from_config(config)
+
+
+def test_the_password_comes_from_password_file(tmp_path: Path) -> None:
+    config = make_config(tmp_path / "data")
+    with EmbeddedRedis(config) as server:
+        config.queue.redis_url = server.url
+        WorkQueue.from_config(config).connection.config_set("requirepass", "s3cret")
+        with pytest.raises(QueueUnavailable, match="refused the credentials"):
+            WorkQueue.from_config(config)
+        secret = tmp_path / "secret"
+        secret.write_text("s3cret\n")
+        config.queue.password_file = str(secret)
+        assert WorkQueue.from_config(config).connection.ping()
+        config.queue.password_file = str(tmp_path / "missing")
+        with pytest.raises(ConfigError, match="missing"):
+            WorkQueue.from_config(config)
