@@ -1,0 +1,179 @@
+"""End to end: `imgwatch run` as a user starts it, queried from a second "terminal"."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    environ = dict(os.environ)
+    environ.update({
+        "XDG_CONFIG_HOME": str(tmp_path / "xdg-config"),  # never read the developer's own config
+        "IMGWATCH_GENERAL_DATA_DIR": str(tmp_path / "data"),
+        "IMGWATCH_EMBEDDING_WEIGHTS": "random",
+        "IMGWATCH_EMBEDDING_DEVICE": "cpu",
+        "IMGWATCH_WATCH_SETTLE_SECONDS": "0.5",
+        "IMGWATCH_GENERAL_LOG_FORMAT": "json",
+    })
+    return environ
+
+
+def imgwatch(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([sys.executable, "-m", "imgwatch", *args], env=env, capture_output=True,
+                            text=True, timeout=120)
+    if check and result.returncode != 0:
+        raise AssertionError(f"imgwatch {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+    return result
+
+
+def status(env: dict[str, str]) -> dict[str, Any]:
+    return json.loads(imgwatch(env, "status", "--json").stdout)
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class RunningImgwatch:
+    def __init__(self, env: dict[str, str], root: Path, log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "a")
+        self.process = subprocess.Popen([sys.executable, "-m", "imgwatch", "run", str(root)], env=env,
+                                        stdout=self._log, stderr=subprocess.STDOUT)
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        try:
+            return self.process.wait(timeout=120)
+        finally:
+            self._log.close()
+
+
+@pytest.fixture
+def start_run(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[[Path], RunningImgwatch]]:
+    started: list[RunningImgwatch] = []
+
+    def start(root: Path) -> RunningImgwatch:
+        run = RunningImgwatch(env, root, tmp_path / "run.log")
+        started.append(run)
+        return run
+
+    yield start
+    for run in started:
+        run.stop()
+
+
+def test_photos_dropped_in_are_indexed_searchable_and_removed(
+    env: dict[str, str], tmp_path: Path, write_photo: Callable[..., Path],
+    start_run: Callable[[Path], RunningImgwatch],
+) -> None:
+    root = tmp_path / "photos"
+    root.mkdir()
+    staging = tmp_path / "staging"
+    names = ["astronaut", "coffee", "chelsea", "rocket", "retina"]
+    originals = {name: write_photo(staging / f"{name}.jpg", name) for name in names}
+    write_photo(root / "already-there.png", "camera")  # present before start: found by reconciliation
+
+    run = start_run(root)
+    wait_for(lambda: status(env)["queue"] is not None, "the embedded queue")
+
+    for name in names[:3]:
+        shutil.copy(originals[name], root / f"{name}.jpg")
+    # One photo written slowly, in chunks, like a download or a camera upload.
+    data = originals["rocket"].read_bytes()
+    slow = root / "album" / "rocket.jpg"
+    slow.parent.mkdir()
+    with open(slow, "wb") as handle:
+        for start in range(0, len(data), len(data) // 5 + 1):
+            handle.write(data[start : start + len(data) // 5 + 1])
+            handle.flush()
+            time.sleep(0.4)
+    # One corrupt photo: the first half of a real JPEG.
+    corrupt = root / "corrupt.jpg"
+    corrupt.write_bytes(originals["retina"].read_bytes()[: len(originals["retina"].read_bytes()) // 2])
+
+    wait_for(lambda: status(env)["store"]["images"] == 5 and status(env)["queue"]["failed_files"],
+             f"5 images indexed and one failure; log:\n{run.log()}")
+    report = status(env)
+    assert report["store"]["links"] > 0
+    assert [f["path"] for f in report["queue"]["failed_files"]] == [str(corrupt)]
+    assert str(corrupt) in report["queue"]["failed_files"][0]["reason"]
+
+    # search from a "second terminal": the image itself ranks first with score ≈ 1
+    for name, indexed in [("chelsea", root / "chelsea.jpg"), ("rocket", slow)]:
+        results = json.loads(imgwatch(env, "search", str(originals[name]), "--json", "--top", "3").stdout)
+        assert results[0]["path"] == str(indexed)
+        assert results[0]["score"] == pytest.approx(1.0, abs=1e-4)
+        assert all(r["score"] < results[0]["score"] for r in results[1:])
+    text = imgwatch(env, "search", str(originals["coffee"])).stdout.splitlines()
+    assert text[0].split()[-1] == str(root / "coffee.jpg")
+
+    neighbours = json.loads(imgwatch(env, "similar", str(root / "coffee.jpg"), "--json").stdout)
+    assert neighbours and all(n["path"] != str(root / "coffee.jpg") for n in neighbours)
+
+    (root / "coffee.jpg").unlink()
+    wait_for(lambda: status(env)["store"]["images"] == 4, "the deleted photo to leave the store")
+    gone = imgwatch(env, "similar", str(root / "coffee.jpg"), check=False)
+    assert gone.returncode != 0 and "not indexed" in gone.stderr
+    results = json.loads(imgwatch(env, "search", str(originals["coffee"]), "--json").stdout)
+    assert str(root / "coffee.jpg") not in {r["path"] for r in results}
+
+    assert run.stop() == 0, run.log()
+    assert "Traceback" not in run.log()
+
+
+def test_a_second_run_catches_up_with_changes_made_while_stopped(
+    env: dict[str, str], tmp_path: Path, write_photo: Callable[..., Path],
+    start_run: Callable[[Path], RunningImgwatch],
+) -> None:
+    root = tmp_path / "photos"
+    write_photo(root / "a.jpg", "astronaut")
+    write_photo(root / "b.jpg", "coffee")
+    run = start_run(root)
+    wait_for(lambda: status(env)["store"]["images"] == 2, f"first indexing; log:\n{run.log()}")
+    assert run.stop() == 0
+
+    (root / "a.jpg").unlink()
+    write_photo(root / "c.jpg", "chelsea")
+    offline = status(env)
+    assert offline["queue"] is None and "imgwatch run" in offline["queue_error"]
+
+    run = start_run(root)
+    wait_for(lambda: status(env)["store"]["images"] == 2 and not imgwatch(
+        env, "similar", str(root / "a.jpg"), check=False).returncode == 0, f"catch-up; log:\n{run.log()}")
+    assert json.loads(imgwatch(env, "search", str(root / "c.jpg"), "--json").stdout)[0]["path"] == str(root / "c.jpg")
+    assert run.stop() == 0
+
+
+def test_unavailable_weights_stop_run_with_a_clear_message(env: dict[str, str], tmp_path: Path) -> None:
+    env["IMGWATCH_EMBEDDING_WEIGHTS"] = str(tmp_path / "missing-weights.pth")
+    root = tmp_path / "photos"
+    root.mkdir()
+    result = subprocess.run([sys.executable, "-m", "imgwatch", "run", str(root)], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "missing-weights.pth" in result.stderr
+    assert "Traceback" not in result.stderr
