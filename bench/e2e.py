@@ -1,0 +1,94 @@
+"""End-to-end throughput of `imgwatch run` against the model-only rate, on one machine.
+
+    python bench/e2e.py PHOTO_DIR [--weights random] [--workers 1]
+
+PHOTO_DIR holds the photos (make 12-megapixel JPEGs with `python bench/photos.py DIR --count 96`).
+The model-only rate is measured first, in this process: ResNet50 forward passes on
+pre-decoded tensors at the worker's batch size. Then `imgwatch run` starts on a fresh data
+dir; the clock runs from its worker's `worker_ready` log line (the model is loaded) until
+the store holds every photo, so start-up and model loading are not counted against the
+pipeline. Reported: both rates and their ratio (target on CPU: >= 0.85).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from imgwatch.embedding import load_model
+from imgwatch.store import open_store
+
+
+def model_only_rate(weights: str, batch_size: int, batches: int) -> float:
+    model = load_model(weights, "auto")
+    batch = torch.randn(batch_size, 3, 224, 224)
+    model.embed(batch)  # warm-up
+    started = time.perf_counter()
+    for _ in range(batches):
+        model.embed(batch)
+    return batch_size * batches / (time.perf_counter() - started)
+
+
+def end_to_end_rate(photo_dir: Path, weights: str, workers: int) -> tuple[float, int, float]:
+    count = sum(1 for p in photo_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    with tempfile.TemporaryDirectory(prefix="imgwatch-bench-") as data_dir:
+        env = dict(os.environ, IMGWATCH_GENERAL_DATA_DIR=data_dir, IMGWATCH_EMBEDDING_WEIGHTS=weights,
+                   IMGWATCH_GENERAL_LOG_FORMAT="json", XDG_CONFIG_HOME=os.path.join(data_dir, "xdg"))
+        log_path = Path(data_dir) / "run.log"
+        with open(log_path, "w") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "imgwatch", "run", str(photo_dir), "--workers", str(workers)],
+                env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            ready_at = None
+            while ready_at is None:
+                if process.poll() is not None:
+                    raise SystemExit(f"imgwatch run exited early:\n{log_path.read_text()}")
+                if '"worker_ready"' in log_path.read_text():
+                    ready_at = time.perf_counter()
+                time.sleep(0.05)
+            with open_store("embedded", Path(data_dir)) as store:
+                while store.stats().images < count:
+                    if process.poll() is not None:
+                        raise SystemExit(f"imgwatch run exited early:\n{log_path.read_text()}")
+                    time.sleep(0.05)
+            elapsed = time.perf_counter() - ready_at
+        finally:
+            process.send_signal(2)
+            process.wait(timeout=120)
+        jobs = [json.loads(line) for line in log_path.read_text().splitlines() if '"job_done"' in line]
+        job_seconds = sum(j["seconds"] for j in jobs)
+    return count / elapsed, count, job_seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("photo_dir", type=Path)
+    parser.add_argument("--weights", default="random")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=16)
+    args = parser.parse_args()
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"machine: {platform.node()} {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), device {device}"
+          + (f" ({torch.cuda.get_device_name()})" if device == "cuda" else ""))
+    model_rate = model_only_rate(args.weights, args.batch, batches=6 if device == "cpu" else 50)
+    print(f"model only:  {model_rate:7.2f} images/s (batch {args.batch})")
+    rate, count, job_seconds = end_to_end_rate(args.photo_dir, args.weights, args.workers)
+    print(f"end to end:  {rate:7.2f} images/s ({count} photos, {args.workers} worker(s), "
+          f"{job_seconds:.1f} s inside jobs)")
+    print(f"ratio:       {rate / model_rate:7.2%} of the model-only rate")
+
+
+if __name__ == "__main__":
+    main()

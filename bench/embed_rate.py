@@ -1,0 +1,123 @@
+"""How fast are files embedded, and how much of the model's speed survives decoding?
+
+Usage: python bench/embed_rate.py DIR [--batch 16] [--threads N] [--device auto]
+
+Reports
+  (0) decode cost per 12 MP image, single thread: decode_for_model vs the full reference decode
+  (1) model-only rate: EmbeddingModel.embed on pre-decoded tensors
+  (2) end-to-end rate: Embedder.embed_files (read + hash + decode overlapped with inference)
+  (3) the ratio (2)/(1): 1.0 means decoding is completely hidden behind the model
+Random weights are used (the speed is the same as with real ones).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+import torch
+from PIL import Image
+
+from imgwatch.embedding import (
+    Embedded,
+    Embedder,
+    EmbeddingModel,
+    decode_for_model,
+    load_model,
+    read_file,
+    reference_preprocess,
+)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("directory", type=Path)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="decode threads")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--decode-samples", type=int, default=8)
+    args = parser.parse_args()
+
+    paths = sorted(str(p) for p in args.directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise SystemExit(f"no images in {args.directory}; create some with bench/photos.py")
+
+    # The random-weights warning is expected here; keep the report readable.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    model = load_model("random", device=args.device)
+    print_machine(model, args, len(paths))
+
+    measure_decode_cost(paths[: args.decode_samples])
+    model_rate = measure_model_only(model, paths, args.batch)
+    pipeline_rate = measure_pipeline(model, paths, args.batch, args.threads)
+    print(f"(3) ratio end-to-end / model-only: {pipeline_rate / model_rate:.2f}")
+
+
+def print_machine(model: EmbeddingModel, args: argparse.Namespace, count: int) -> None:
+    print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, python {platform.python_version()}")
+    print(f"torch {torch.__version__} ({torch.get_num_threads()} intra-op threads), device {model.device}", end="")
+    if model.device.type == "cuda":
+        print(f" ({torch.cuda.get_device_name(model.device)})", end="")
+    print(f"\nfiles: {count} in {args.directory}, batch {args.batch}, decode threads {args.threads}")
+
+
+def measure_decode_cost(paths: list[str]) -> None:
+    blobs = [read_file(path)[1] for path in paths]  # exclude disk I/O: this times decoding only
+    sizes = {Image.open(io.BytesIO(blob)).size for blob in blobs}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        fast_ms = _median_ms(blobs, lambda blob: decode_for_model(blob, "<bench>"))
+        full_ms = _median_ms(blobs, lambda blob: reference_preprocess(Image.open(io.BytesIO(blob))))
+    finally:
+        torch.set_num_threads(threads)
+    print(f"(0) decode, 1 thread, {len(blobs)} images {sorted(sizes)}: "
+          f"decode_for_model {fast_ms:.1f} ms/image, reference {full_ms:.1f} ms/image "
+          f"({full_ms / fast_ms:.1f}x)")
+
+
+def _median_ms(blobs: list[bytes], decode: Callable[[bytes], object]) -> float:
+    decode(blobs[0])  # warm-up: first-call imports and allocations
+    timings = []
+    for blob in blobs:
+        started = time.perf_counter()
+        decode(blob)
+        timings.append(time.perf_counter() - started)
+    return statistics.median(timings) * 1000
+
+
+def measure_model_only(model: EmbeddingModel, paths: list[str], batch_size: int) -> float:
+    tensors = [decode_for_model(read_file(path)[1], path)[0] for path in paths]
+    batches = [torch.stack(tensors[i : i + batch_size]) for i in range(0, len(tensors), batch_size)]
+    model.embed(batches[0])  # warm-up: cuDNN autotuning, allocator, lazy init
+    started = time.perf_counter()
+    for batch in batches:
+        model.embed(batch)
+    elapsed = time.perf_counter() - started
+    rate = len(tensors) / elapsed
+    print(f"(1) model only: {rate:.2f} images/s ({len(tensors)} images in {elapsed:.2f} s)")
+    return rate
+
+
+def measure_pipeline(model: EmbeddingModel, paths: list[str], batch_size: int, threads: int) -> float:
+    with Embedder(model, batch_size=batch_size, decode_threads=threads) as embedder:
+        started = time.perf_counter()
+        results = list(embedder.embed_files(paths))
+        elapsed = time.perf_counter() - started
+    embedded = sum(isinstance(result, Embedded) for result in results)
+    rate = embedded / elapsed
+    print(f"(2) read+decode+embed: {rate:.2f} images/s ({embedded}/{len(paths)} embedded in {elapsed:.2f} s)")
+    return rate
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,274 @@
+"""decode_for_model against the torchvision reference, on real photos and real broken files."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage.data
+import torch
+from PIL import Image
+
+from imgwatch.embedding import (
+    DecodeError,
+    EmbeddingModel,
+    decode_for_model,
+    load_model,
+    read_file,
+    reference_preprocess,
+)
+from imgwatch.embedding.decode import MIN_DECODED_SHORT_SIDE, _draft_jpeg
+
+TWELVE_MP = (4000, 3000)
+BIG_JPEG_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
+EXIF_ORIENTATION = 0x0112
+
+
+def photo(name: str) -> Image.Image:
+    return Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+
+
+def upscaled_to(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Centre-crop to the target aspect ratio, then upscale (like a phone photo's pixel count)."""
+    target_aspect = size[0] / size[1]
+    width, height = image.size
+    if width / height > target_aspect:
+        crop_width = round(height * target_aspect)
+        left = (width - crop_width) // 2
+        image = image.crop((left, 0, left + crop_width, height))
+    else:
+        crop_height = round(width / target_aspect)
+        top = (height - crop_height) // 2
+        image = image.crop((0, top, width, top + crop_height))
+    return image.resize(size, Image.Resampling.BICUBIC)
+
+
+def encoded(image: Image.Image, fmt: str, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def cosine(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> float:
+    a_flat = torch.as_tensor(a).flatten().double()
+    b_flat = torch.as_tensor(b).flatten().double()
+    return float(torch.nn.functional.cosine_similarity(a_flat, b_flat, dim=0))
+
+
+def fast(data: bytes) -> torch.Tensor:
+    tensor, _, _ = decode_for_model(data, "<memory>")
+    return tensor
+
+
+def reference(data: bytes) -> torch.Tensor:
+    return reference_preprocess(Image.open(io.BytesIO(data)))
+
+
+@pytest.fixture(scope="module")
+def random_model() -> EmbeddingModel:
+    return load_model("random", device="cpu", seed=0)
+
+
+@pytest.fixture(scope="module")
+def big_jpegs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("big_jpegs")
+    paths = {}
+    for name in BIG_JPEG_PHOTOS:
+        path = folder / f"{name}.jpg"
+        upscaled_to(photo(name), TWELVE_MP).save(path, "JPEG", quality=90)
+        paths[name] = path
+    return paths
+
+
+@pytest.mark.parametrize("name", BIG_JPEG_PHOTOS)
+def test_fast_path_matches_reference_on_12mp_jpeg(
+    name: str, big_jpegs: dict[str, Path], random_model: EmbeddingModel
+) -> None:
+    data = big_jpegs[name].read_bytes()
+    tensor, width, height = decode_for_model(data, str(big_jpegs[name]))
+    expected = reference(data)
+
+    assert tensor.dtype == torch.float32 and tensor.shape == (3, 224, 224)
+    assert (width, height) == TWELVE_MP
+    assert cosine(tensor, expected) >= 0.999
+    embeddings = random_model.embed(torch.stack([tensor, expected]))
+    assert cosine(embeddings[0], embeddings[1]) >= 0.999
+
+
+def test_tensor_comparison_discriminates_between_photos(big_jpegs: dict[str, Path]) -> None:
+    # Guards the test above: if any two photos scored >= 0.999 it would prove nothing.
+    tensors = [fast(big_jpegs[name].read_bytes()) for name in BIG_JPEG_PHOTOS]
+    for i in range(len(tensors)):
+        for j in range(i + 1, len(tensors)):
+            assert cosine(tensors[i], tensors[j]) < 0.99
+
+
+def test_fast_path_matches_reference_on_large_png(random_model: EmbeddingModel) -> None:
+    data = encoded(upscaled_to(photo("hubble_deep_field"), TWELVE_MP), "PNG", compress_level=1)
+    tensor, width, height = decode_for_model(data, "big.png")
+    expected = reference(data)
+
+    assert (width, height) == TWELVE_MP
+    assert cosine(tensor, expected) >= 0.999
+    embeddings = random_model.embed(torch.stack([tensor, expected]))
+    assert cosine(embeddings[0], embeddings[1]) >= 0.999
+
+
+def test_exif_orientation_is_applied(random_model: EmbeddingModel) -> None:
+    pixels = upscaled_to(photo("astronaut"), TWELVE_MP)
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = 6  # "rotate 90 degrees clockwise to display"
+    rotated_data = encoded(pixels, "JPEG", quality=90, exif=exif.tobytes())
+    plain_data = encoded(pixels, "JPEG", quality=90)
+
+    tensor, width, height = decode_for_model(rotated_data, "rotated.jpg")
+
+    assert (width, height) == (3000, 4000)
+    assert cosine(tensor, reference(rotated_data)) >= 0.999
+    turned_by_hand = reference_preprocess(
+        Image.open(io.BytesIO(plain_data)).transpose(Image.Transpose.ROTATE_270)
+    )
+    assert cosine(tensor, turned_by_hand) >= 0.999
+    assert cosine(tensor, fast(plain_data)) < 0.99  # the rotation really changed the input
+    embeddings = random_model.embed(torch.stack([tensor, reference(rotated_data)]))
+    assert cosine(embeddings[0], embeddings[1]) >= 0.999
+
+
+@pytest.mark.parametrize(
+    ("mode", "fmt", "looks_like"),
+    [
+        ("P", "PNG", "RGB"),
+        ("RGBA", "PNG", "RGB"),
+        ("CMYK", "JPEG", "RGB"),
+        ("LA", "PNG", "L"),
+        ("L", "JPEG", "L"),
+    ],
+)
+def test_image_modes_convert_to_rgb_correctly(mode: str, fmt: str, looks_like: str) -> None:
+    source = photo("astronaut").resize((1600, 1200))
+    if mode == "P":
+        converted = source.convert("P", palette=Image.Palette.ADAPTIVE)
+    else:
+        converted = source.convert(mode)
+    data = encoded(converted, fmt)
+    assert Image.open(io.BytesIO(data)).mode == mode
+
+    tensor = fast(data)
+
+    assert cosine(tensor, reference(data)) >= 0.999
+    assert cosine(tensor, reference_preprocess(source.convert(looks_like))) >= 0.995
+
+
+def test_sixteen_bit_greyscale_is_rescaled_not_clipped() -> None:
+    grey = skimage.data.camera()
+    eight_bit = fast(encoded(Image.fromarray(grey), "PNG"))
+    sixteen_bit_data = encoded(Image.fromarray(grey.astype(np.uint16) * 257), "PNG")
+    assert Image.open(io.BytesIO(sixteen_bit_data)).mode.startswith("I")
+
+    # A plain convert("RGB") clips 16-bit values to 255: an almost white image.
+    assert cosine(fast(sixteen_bit_data), eight_bit) >= 0.9999
+
+
+def test_animated_gif_uses_first_frame() -> None:
+    first = photo("astronaut")
+    second = photo("coffee").resize(first.size)
+    animation = encoded(first, "GIF", save_all=True, append_images=[second], duration=100, loop=0)
+    assert Image.open(io.BytesIO(animation)).n_frames == 2
+
+    tensor = fast(animation)
+
+    assert cosine(tensor, fast(encoded(first, "GIF"))) >= 0.999
+    assert cosine(tensor, fast(encoded(second, "GIF"))) < 0.99
+
+
+def _zero_bytes(_: bytes) -> bytes:
+    return b""
+
+
+def _first_half(jpeg: bytes) -> bytes:
+    return jpeg[: len(jpeg) // 2]
+
+
+def _text(_: bytes) -> bytes:
+    return b"this is a shopping list, not a photo\n"
+
+
+def _random_bytes(_: bytes) -> bytes:
+    return np.random.default_rng(7).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+
+
+@pytest.mark.parametrize(
+    ("filename", "make_bytes", "expected_reason"),
+    [
+        ("empty.jpg", _zero_bytes, "empty file"),
+        ("half.jpg", _first_half, "truncated"),
+        ("notes.jpg", _text, "not a recognised image format"),
+        ("noise.png", _random_bytes, "not a recognised image format"),
+    ],
+)
+def test_bad_files_raise_decode_error_naming_the_file(
+    tmp_path: Path, filename: str, make_bytes: object, expected_reason: str
+) -> None:
+    good_jpeg = encoded(photo("chelsea"), "JPEG", quality=90)
+    path = tmp_path / filename
+    path.write_bytes(make_bytes(good_jpeg))  # type: ignore[operator]
+    _, data = read_file(str(path))
+
+    with pytest.raises(DecodeError) as caught:
+        decode_for_model(data, str(path))
+
+    message = str(caught.value)
+    assert str(path) in message
+    assert expected_reason in message
+    assert "\n" not in message
+    assert caught.value.path == str(path)
+    assert expected_reason in caught.value.reason
+    assert str(pickle.loads(pickle.dumps(caught.value))) == message
+
+
+def test_decompression_bomb_is_a_decode_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = encoded(photo("coffee"), "PNG")  # 600x400 = 240,000 pixels
+    # Pillow refuses images over twice this limit; lower it instead of writing a 180 MP file.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100_000)
+
+    with pytest.raises(DecodeError) as caught:
+        decode_for_model(data, "/photos/bomb.png")
+
+    assert "/photos/bomb.png" in str(caught.value)
+    assert "too large" in caught.value.reason
+
+
+def test_read_file_reports_hash_size_and_mtime(tmp_path: Path) -> None:
+    path = tmp_path / "photo.jpg"
+    content = encoded(photo("rocket"), "JPEG")
+    path.write_bytes(content)
+    os.utime(path, ns=(1_600_000_000_123_456_789, 1_600_000_000_123_456_789))
+
+    facts, data = read_file(str(path))
+
+    assert data == content
+    assert facts.path == str(path)
+    assert facts.sha256 == hashlib.sha256(content).hexdigest()
+    assert facts.size == len(content)
+    assert facts.mtime_ns == 1_600_000_000_123_456_789
+
+
+def test_read_file_missing_raises_file_not_found(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        read_file(str(tmp_path / "gone.jpg"))
+
+
+def test_fast_path_decodes_12mp_jpegs_at_reduced_scale(big_jpegs: dict[str, Path]) -> None:
+    # draft() is what keeps decoding cheap (speed itself is measured in bench/, not here).
+    with Image.open(big_jpegs["astronaut"]) as image:
+        full = image.size
+        _draft_jpeg(image)
+        image.load()
+        assert min(image.size) >= MIN_DECODED_SHORT_SIDE
+        assert image.size[0] * image.size[1] <= full[0] * full[1] // 4
+

@@ -1,0 +1,119 @@
+"""Level-triggered indexing with the real model, a real store and a real queue."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from imgwatch.config import Config
+from imgwatch.embedding import Embedder, EmbeddingModel, load_model
+from imgwatch.files import PathFilter
+from imgwatch.store import GraphStore, open_store
+from imgwatch.workers.indexer import Indexer, LinkPolicy
+from imgwatch.workqueue import WorkQueue
+
+
+@pytest.fixture(scope="module")
+def model() -> EmbeddingModel:
+    return load_model("random", device="cpu", seed=0)
+
+
+@pytest.fixture
+def store(config: Config) -> Iterator[GraphStore]:
+    with open_store(config.general.store, config.data_path) as store:
+        yield store
+
+
+@pytest.fixture
+def indexer(model: EmbeddingModel, store: GraphStore, work_queue: WorkQueue, tmp_path: Path) -> Iterator[Indexer]:
+    embedder = Embedder(model, batch_size=4, decode_threads=2)
+    store.ensure_model(model.identity, model.dim)
+    # Random weights put every pair near cosine 0.998, so a threshold of 0 links by rank alone.
+    yield Indexer(embedder, store, work_queue, LinkPolicy(threshold=0.0, top_k=2),
+                  PathFilter.create(["jpg", "png"], [".*"]), [str(tmp_path / "photos")])
+    embedder.close()
+
+
+def test_new_files_are_embedded_stored_and_linked_within_their_batch(
+    indexer: Indexer, store: GraphStore, tmp_path: Path, write_photo: Callable[..., Path]
+) -> None:
+    root = tmp_path / "photos"
+    paths = [str(write_photo(root / f"{name}.jpg", name)) for name in ["astronaut", "coffee", "chelsea"]]
+    outcome = indexer.index(paths)
+    assert sorted(outcome.indexed) == sorted(paths)
+    assert store.stats().images == 3
+    for path in paths:
+        neighbours = store.neighbours(path)
+        assert neighbours and {n.path for n in neighbours} <= set(paths) - {path}
+    stored = store.get(paths[0])
+    assert stored is not None and (stored.width, stored.height) == (512, 512)
+    assert stored.model == indexer.embedder.identity
+
+
+def test_unchanged_files_are_skipped_and_touched_ones_are_not_reembedded(
+    indexer: Indexer, store: GraphStore, tmp_path: Path, write_photo: Callable[..., Path]
+) -> None:
+    path = str(write_photo(tmp_path / "photos" / "a.jpg", "coffee"))
+    indexer.index([path])
+    assert indexer.index([path]).unchanged == [path]
+    os.utime(path, ns=(1_000_000_000, 1_000_000_000))  # mtime moved, content identical
+    outcome = indexer.index([path])
+    assert outcome.unchanged == [path] and outcome.indexed == []
+    stored = store.get(path)
+    assert stored is not None and stored.mtime_ns == 1_000_000_000
+
+
+def test_changed_content_is_reembedded(
+    indexer: Indexer, store: GraphStore, tmp_path: Path, write_photo: Callable[..., Path]
+) -> None:
+    path = tmp_path / "photos" / "a.jpg"
+    write_photo(path, "coffee")
+    indexer.index([str(path)])
+    before = store.get(str(path))
+    write_photo(path, "rocket")
+    assert indexer.index([str(path)]).indexed == [str(path)]
+    after = store.get(str(path))
+    assert before is not None and after is not None and after.sha256 != before.sha256
+
+
+def test_missing_and_excluded_paths_are_removed_from_the_store(
+    indexer: Indexer, store: GraphStore, tmp_path: Path, write_photo: Callable[..., Path]
+) -> None:
+    root = tmp_path / "photos"
+    keep = str(write_photo(root / "keep.jpg", "coffee"))
+    doomed = str(write_photo(root / "doomed.jpg", "rocket"))
+    indexer.index([keep, doomed])
+    os.remove(doomed)
+    outcome = indexer.index([doomed, str(root / "never-existed.jpg")])
+    assert doomed in outcome.removed
+    assert store.get(doomed) is None and store.get(keep) is not None
+    assert all(n.path != doomed for n in store.neighbours(keep))
+    hidden = str(write_photo(root / ".hidden" / "x.jpg", "astronaut"))
+    assert indexer.index([hidden]).removed == [hidden]
+
+
+def test_bad_files_fail_alone_with_a_reason_and_are_cleared_once_fixed(
+    indexer: Indexer, store: GraphStore, work_queue: WorkQueue, tmp_path: Path,
+    write_photo: Callable[..., Path],
+) -> None:
+    root = tmp_path / "photos"
+    good = str(write_photo(root / "good.jpg", "chelsea"))
+    empty = root / "empty.jpg"
+    empty.write_bytes(b"")
+    text = root / "text.png"
+    text.write_text("this is not a picture")
+    truncated = root / "truncated.jpg"
+    truncated.write_bytes(Path(good).read_bytes()[:2000])
+    outcome = indexer.index([str(empty), good, str(text), str(truncated)])
+    assert outcome.indexed == [good]
+    assert set(outcome.failed) == {str(empty), str(text), str(truncated)}
+    failures = {f.path: f for f in work_queue.failed_files()}
+    assert set(failures) == {str(empty), str(text), str(truncated)}
+    assert str(truncated) in failures[str(truncated)].reason
+    assert failures[str(empty)].size == 0
+    write_photo(truncated, "rocket")  # replaced with a complete copy
+    assert indexer.index([str(truncated)]).indexed == [str(truncated)]
+    assert str(truncated) not in {f.path for f in work_queue.failed_files()}
