@@ -26,9 +26,9 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 
     errors: list[type[BaseException]] = [ConfigError, StoreError, QueueUnavailable]
     if "imgwatch.embedding" in sys.modules:
-        from imgwatch.embedding import DecodeError, WeightsUnavailable
+        from imgwatch.embedding import DecodeError, DeviceUnavailable, WeightsUnavailable
 
-        errors += [DecodeError, WeightsUnavailable]
+        errors += [DecodeError, DeviceUnavailable, WeightsUnavailable]
     if "imgwatch.daemon.watcher" in sys.modules:
         from imgwatch.daemon.watcher import WatchError
 

@@ -68,8 +68,10 @@ class QueueConfig:
 class EmbeddingConfig:
     weights: str = "imagenet"  # imagenet | random | /path/to/state_dict.pth
     device: str = "auto"  # auto | cpu | cuda
-    batch_size: int = 16
+    batch_size: int = 0  # 0: automatic (CPU: 8; CUDA: 64)
     decode_threads: int = 2
+    streams: int = 0  # 0: automatic (CPU: one per core; CUDA: one)
+    threads: int = 0  # torch threads per stream; 0: automatic
     seed: int = 0
 
 
@@ -149,8 +151,10 @@ def _validate(config: Config) -> None:
         ("queue.job_timeout", config.queue.job_timeout >= 1, "an integer >= 1"),
         ("embedding.device", config.embedding.device in ("auto", "cpu", "cuda"), "auto, cpu or cuda"),
         ("embedding.weights", bool(config.embedding.weights), "imagenet, random or a file path"),
-        ("embedding.batch_size", config.embedding.batch_size >= 1, "an integer >= 1"),
+        ("embedding.batch_size", config.embedding.batch_size >= 0, "an integer >= 0 (0: automatic)"),
         ("embedding.decode_threads", config.embedding.decode_threads >= 1, "an integer >= 1"),
+        ("embedding.streams", config.embedding.streams >= 0, "an integer >= 0 (0: automatic)"),
+        ("embedding.threads", config.embedding.threads >= 0, "an integer >= 0 (0: automatic)"),
         ("links.threshold", -1.0 <= config.links.threshold <= 1.0, "a cosine between -1 and 1"),
         ("links.top_k", config.links.top_k >= 1, "an integer >= 1"),
         ("workers.count", config.workers.count >= 1, "an integer >= 1"),

@@ -18,26 +18,32 @@ from imgwatch.embedding.embedder import (
 from imgwatch.embedding.model import (
     EMBEDDING_DIM,
     MODEL_NAME,
+    DeviceUnavailable,
     EmbeddingModel,
+    InferencePlan,
     WeightsUnavailable,
     load_model,
+    plan_inference,
 )
 
 __all__ = [
     "EMBEDDING_DIM",
     "MODEL_NAME",
     "DecodeError",
+    "DeviceUnavailable",
     "EmbedResult",
     "Embedded",
     "Embedder",
     "EmbeddingModel",
     "Failed",
+    "InferencePlan",
     "FileFacts",
     "Missing",
     "Unchanged",
     "WeightsUnavailable",
     "decode_for_model",
     "load_model",
+    "plan_inference",
     "read_file",
     "reference_preprocess",
 ]

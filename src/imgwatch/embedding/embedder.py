@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -57,12 +58,22 @@ class _Decoded:
 class Embedder:
     """Embeds files in micro-batches while a thread pool reads and decodes ahead."""
 
-    def __init__(self, model: EmbeddingModel, batch_size: int = 16, decode_threads: int = 2) -> None:
-        if batch_size < 1 or decode_threads < 1:
-            raise ValueError("batch_size and decode_threads must be at least 1")
+    def __init__(
+        self, model: EmbeddingModel, batch_size: int = 16, decode_threads: int = 2, streams: int = 1
+    ) -> None:
+        """``streams``: micro-batches run through the model at once, each on its own thread.
+
+        On a CPU, several single-threaded streams beat one multi-threaded forward
+        pass: they never wait on each other at the per-layer barriers that make
+        intra-op threads stall whenever a decode thread takes their core.
+        """
+        if batch_size < 1 or decode_threads < 1 or streams < 1:
+            raise ValueError("batch_size, decode_threads and streams must be at least 1")
         self.model = model
         self.batch_size = batch_size
+        self.streams = streams
         self._pool = ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="imgwatch-decode")
+        self._inference = ThreadPoolExecutor(max_workers=streams, thread_name_prefix="imgwatch-infer")
 
     @property
     def identity(self) -> str:
@@ -78,13 +89,15 @@ class Embedder:
         """Yield exactly one result per path; per-file problems become Failed/Missing.
 
         Results come in path order, except that Embedded ones are held back
-        until their micro-batch has run. Reads and decodes for up to two
-        batches ahead run in the pool while the model works on the current one.
+        until their micro-batch has run. Reads and decodes run ahead in the pool
+        (one micro-batch more than there are streams) while the model works.
         """
         known = known_sha256 or {}
-        window = 2 * self.batch_size
+        batch_size = self._micro_batch_size(len(paths))
+        window = (self.streams + 1) * batch_size
         remaining = iter(paths)
         in_flight: deque[Future[EmbedResult | _Decoded]] = deque()
+        running: deque[Future[list[Embedded]]] = deque()
         waiting: list[_Decoded] = []
 
         def top_up() -> None:
@@ -94,6 +107,10 @@ class Embedder:
                     return
                 in_flight.append(self._pool.submit(_prepare, path, known.get(path)))
 
+        def finished(wait_for_free_stream: bool) -> Iterator[Embedded]:
+            while running and (running[0].done() or (wait_for_free_stream and len(running) >= self.streams)):
+                yield from running.popleft().result()
+
         try:
             top_up()
             while in_flight:
@@ -102,16 +119,28 @@ class Embedder:
                 top_up()
                 if isinstance(outcome, _Decoded):
                     waiting.append(outcome)
-                    if len(waiting) == self.batch_size:
-                        yield from self._run_batch(waiting)
+                    if len(waiting) == batch_size:
+                        yield from finished(wait_for_free_stream=True)
+                        running.append(self._inference.submit(self._run_batch, waiting))
                         waiting = []
                 else:
                     yield outcome
-            yield from self._run_batch(waiting)
+                yield from finished(wait_for_free_stream=False)
+            if waiting:
+                running.append(self._inference.submit(self._run_batch, waiting))
+            while running:
+                yield from running.popleft().result()
         finally:
             # The caller may stop iterating early; don't keep decoding for nobody.
-            for future in in_flight:
+            for future in (*in_flight, *running):
                 future.cancel()
+
+    def _micro_batch_size(self, count: int) -> int:
+        """Split ``count`` images into equal micro-batches, a multiple of ``streams`` of them,
+        so that no stream is left idle while another works through a big remainder."""
+        batches = max(1, math.ceil(count / self.batch_size))
+        batches = math.ceil(batches / self.streams) * self.streams
+        return max(1, math.ceil(count / batches))
 
     def embed_file(self, path: str) -> Embedded:
         """Embed one image (e.g. a query). Raises DecodeError or FileNotFoundError."""
@@ -120,16 +149,17 @@ class Embedder:
         vector = self.model.embed(tensor.unsqueeze(0))[0]
         return Embedded(facts=facts, width=width, height=height, vector=vector)
 
-    def _run_batch(self, decoded: list[_Decoded]) -> Iterator[Embedded]:
-        if not decoded:
-            return
+    def _run_batch(self, decoded: list[_Decoded]) -> list[Embedded]:
         vectors = self.model.embed(torch.stack([item.tensor for item in decoded]))
-        for item, vector in zip(decoded, vectors, strict=True):
-            # copy: each result owns its row rather than pinning the whole batch array
-            yield Embedded(facts=item.facts, width=item.width, height=item.height, vector=vector.copy())
+        # copy: each result owns its row rather than pinning the whole batch array
+        return [
+            Embedded(facts=item.facts, width=item.width, height=item.height, vector=vector.copy())
+            for item, vector in zip(decoded, vectors, strict=True)
+        ]
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._inference.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> Embedder:
         return self

@@ -14,7 +14,7 @@ from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
 from imgwatch.config import Config
-from imgwatch.embedding import Embedder, load_model
+from imgwatch.embedding import Embedder, load_model, plan_inference
 from imgwatch.files import PathFilter
 from imgwatch.log import get_logger
 from imgwatch.store import open_store
@@ -33,8 +33,10 @@ def run_worker(config: Config, *, burst: bool = False, name: str | None = None) 
     """
     work_queue = WorkQueue.from_config(config)
     model = load_model(config.embedding.weights, config.embedding.device, config.embedding.seed)
-    embedder = Embedder(model, batch_size=config.embedding.batch_size,
-                        decode_threads=config.embedding.decode_threads)
+    plan = plan_inference(model.device, config.embedding.batch_size, config.embedding.streams,
+                          config.embedding.threads, processes=config.workers.count)
+    embedder = Embedder(model, batch_size=plan.batch_size,
+                        decode_threads=config.embedding.decode_threads, streams=plan.streams)
     store = open_store(config.general.store, config.data_path)
     try:
         store.ensure_model(model.identity, model.dim)
@@ -54,7 +56,7 @@ def run_worker(config: Config, *, burst: bool = False, name: str | None = None) 
             name=name or f"imgwatch-{socket.gethostname()}-{os.getpid()}",
         )
         log.info("worker_ready", worker=worker.name, model=model.identity, device=str(model.device),
-                 queue=work_queue.name)
+                 batch_size=plan.batch_size, streams=plan.streams, threads=plan.threads, queue=work_queue.name)
         worker.work(burst=burst, logging_level="WARNING")
     finally:
         install_indexer(None)

@@ -1,0 +1,265 @@
+"""Behaviour every GraphStore backend must share (run against each backend)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from imgwatch.store import (
+    FileState,
+    GraphStore,
+    ImageNotFound,
+    Match,
+    ModelMismatchError,
+    StoredImage,
+    StoreError,
+)
+
+from .conftest import DIM, MODEL, angled, axis, make_record
+
+SCORE_TOLERANCE = 1e-5
+
+
+def paths_and_scores(matches: list[Match]) -> list[tuple[str, float]]:
+    return [(m.path, round(m.score, 5)) for m in matches]
+
+
+def test_upsert_then_get_returns_the_node_facts(store: GraphStore) -> None:
+    first = make_record("/photos/a.jpg", axis(0), size=11, mtime_ns=22, width=33, height=44)
+    second = make_record("/photos/b.jpg", axis(1))
+    store.upsert([first, second])
+
+    assert store.get("/photos/a.jpg") == StoredImage(
+        path="/photos/a.jpg", sha256=first.sha256, size=11, mtime_ns=22, width=33, height=44, model=MODEL
+    )
+    assert store.get("/photos/missing.jpg") is None
+    found = store.get_many(["/photos/b.jpg", "/photos/missing.jpg", "/photos/a.jpg"])
+    assert set(found) == {"/photos/a.jpg", "/photos/b.jpg"}
+    assert found["/photos/b.jpg"].sha256 == second.sha256
+    stats = store.stats()
+    assert (stats.images, stats.links, stats.model) == (2, 0, MODEL)
+
+
+def test_upsert_of_an_existing_path_replaces_it(store: GraphStore) -> None:
+    store.upsert([make_record("/photos/a.jpg", axis(0), sha256="old", size=1)])
+    store.upsert([make_record("/photos/a.jpg", axis(1), sha256="new", size=2)])
+
+    stored = store.get("/photos/a.jpg")
+    assert stored is not None and (stored.sha256, stored.size) == ("new", 2)
+    assert store.stats().images == 1
+    # The new embedding is the one searched.
+    [match] = store.nearest(axis(1), 1)
+    assert match.path == "/photos/a.jpg" and match.score == pytest.approx(1.0, abs=SCORE_TOLERANCE)
+    assert store.nearest(axis(0), 1)[0].score == pytest.approx(0.0, abs=SCORE_TOLERANCE)
+
+
+def test_update_file_states_changes_only_size_and_mtime(store: GraphStore) -> None:
+    record = make_record("/photos/a.jpg", axis(0), size=10, mtime_ns=100)
+    store.upsert([record])
+
+    store.update_file_states([FileState("/photos/a.jpg", 20, 200), FileState("/photos/unknown.jpg", 1, 1)])
+
+    stored = store.get("/photos/a.jpg")
+    assert stored is not None
+    assert (stored.size, stored.mtime_ns) == (20, 200)
+    assert (stored.sha256, stored.width) == (record.sha256, record.width)
+    assert store.get("/photos/unknown.jpg") is None
+
+
+def test_nearest_ranks_the_exact_match_first_and_returns_raw_cosines(store: GraphStore) -> None:
+    store.upsert([
+        make_record("/p/half.jpg", angled(0.5, 2)),
+        make_record("/p/exact.jpg", axis(0)),
+        make_record("/p/opposite-ish.jpg", angled(-0.3, 3)),
+        make_record("/p/close.jpg", angled(0.8, 1)),
+    ])
+
+    matches = store.nearest(axis(0), 10)
+
+    assert paths_and_scores(matches) == [
+        ("/p/exact.jpg", 1.0), ("/p/close.jpg", 0.8), ("/p/half.jpg", 0.5), ("/p/opposite-ish.jpg", -0.3)
+    ]
+    # Cosines between two stored vectors are predictable too: 0.8 · 0.5.
+    from_close = dict(paths_and_scores(store.nearest(angled(0.8, 1), 4)))
+    assert from_close == {
+        "/p/close.jpg": 1.0, "/p/exact.jpg": 0.8, "/p/half.jpg": 0.4, "/p/opposite-ish.jpg": -0.24
+    }
+
+
+def test_nearest_limits_to_k_and_skips_excluded_paths(store: GraphStore) -> None:
+    store.upsert([make_record(f"/p/{i}.jpg", angled(1.0 - i / 10, 1 + i % 5)) for i in range(6)])
+
+    assert [m.path for m in store.nearest(axis(0), 2)] == ["/p/0.jpg", "/p/1.jpg"]
+    assert [m.path for m in store.nearest(axis(0), 3, exclude=["/p/0.jpg", "/p/2.jpg", "/p/nope.jpg"])] == [
+        "/p/1.jpg", "/p/3.jpg", "/p/4.jpg"
+    ]
+    assert store.nearest(axis(0), 0) == []
+
+
+def test_nearest_on_an_empty_store_finds_nothing(store: GraphStore) -> None:
+    assert store.nearest(axis(0), 5) == []
+
+
+def test_link_keeps_neighbours_above_threshold_up_to_top_k(store: GraphStore) -> None:
+    store.upsert([
+        make_record("/p/anchor.jpg", axis(0)),
+        make_record("/p/95.jpg", angled(0.95, 1)),
+        make_record("/p/90.jpg", angled(0.90, 2)),
+        make_record("/p/85.jpg", angled(0.85, 3)),
+        make_record("/p/50.jpg", angled(0.50, 4)),
+    ])
+    written = store.link([make_record("/p/anchor.jpg", axis(0))], threshold=0.8, top_k=2)
+
+    assert written == 2
+    assert paths_and_scores(store.neighbours("/p/anchor.jpg")) == [("/p/95.jpg", 0.95), ("/p/90.jpg", 0.9)]
+    # A high threshold leaves fewer than top_k.
+    assert store.link([make_record("/p/anchor.jpg", axis(0))], threshold=0.92, top_k=10) == 1
+    assert paths_and_scores(store.neighbours("/p/anchor.jpg")) == [("/p/95.jpg", 0.95)]
+
+
+def test_links_are_undirected_and_stored_once(store: GraphStore) -> None:
+    a, b = make_record("/p/a.jpg", axis(0)), make_record("/p/b.jpg", angled(0.9, 1))
+    store.upsert([a, b])
+
+    assert store.link([a], threshold=0.5, top_k=5) == 1
+    assert paths_and_scores(store.neighbours("/p/b.jpg")) == [("/p/a.jpg", 0.9)]
+    assert paths_and_scores(store.neighbours("/p/a.jpg")) == [("/p/b.jpg", 0.9)]
+    assert store.stats().links == 1
+    # Linking the other end finds the same pair: still one link.
+    assert store.link([b], threshold=0.5, top_k=5) == 1
+    assert store.stats().links == 1
+
+
+def test_images_in_one_link_call_link_to_each_other(store: GraphStore) -> None:
+    a, b = make_record("/p/a.jpg", axis(0)), make_record("/p/b.jpg", angled(0.9, 1))
+    far = make_record("/p/far.jpg", axis(5))
+    store.upsert([a, b, far])
+
+    written = store.link([a, b, far], threshold=0.5, top_k=5)
+
+    assert written == 1  # a–b found from both ends, stored once
+    assert [m.path for m in store.neighbours("/p/a.jpg")] == ["/p/b.jpg"]
+    assert [m.path for m in store.neighbours("/p/b.jpg")] == ["/p/a.jpg"]
+    assert store.neighbours("/p/far.jpg") == []
+    assert store.stats().links == 1
+
+
+def test_link_replaces_every_link_of_the_image_at_either_end(store: GraphStore) -> None:
+    anchor = make_record("/p/anchor.jpg", axis(0))
+    close = make_record("/p/close.jpg", angled(0.95, 1))
+    other = make_record("/p/other.jpg", angled(0.85, 2))
+    store.upsert([close, other, anchor])  # anchor last, so it is the higher-id end in any backend using ids
+    store.link([other], threshold=0.82, top_k=5)  # other–anchor (0.85), not other–close (0.8075)
+    assert [m.path for m in store.neighbours("/p/anchor.jpg")] == ["/p/other.jpg"]
+
+    written = store.link([anchor], threshold=0.9, top_k=5)
+
+    # anchor's links are now exactly its own picks; the other–anchor link is gone.
+    assert written == 1
+    assert [m.path for m in store.neighbours("/p/anchor.jpg")] == ["/p/close.jpg"]
+    assert store.neighbours("/p/other.jpg") == []
+    assert store.stats().links == 1
+
+
+def test_link_with_nothing_above_threshold_clears_links(store: GraphStore) -> None:
+    a, b = make_record("/p/a.jpg", axis(0)), make_record("/p/b.jpg", angled(0.7, 1))
+    store.upsert([a, b])
+    assert store.link([a], threshold=0.6, top_k=3) == 1
+
+    assert store.link([a], threshold=0.75, top_k=3) == 0
+    assert store.neighbours("/p/a.jpg") == []
+    assert store.stats().links == 0
+
+
+def test_remove_deletes_the_node_and_its_links(store: GraphStore) -> None:
+    a, b, c = (make_record("/p/a.jpg", axis(0)), make_record("/p/b.jpg", angled(0.9, 2)),
+               make_record("/p/c.jpg", angled(0.8, 3)))
+    store.upsert([a, b, c])
+    store.link([a, b, c], threshold=0.5, top_k=5)
+    assert store.stats().links == 3
+
+    assert store.remove(["/p/a.jpg", "/p/not-there.jpg"]) == 1
+
+    assert store.get("/p/a.jpg") is None
+    assert [m.path for m in store.neighbours("/p/b.jpg")] == ["/p/c.jpg"]
+    assert store.stats().images == 2 and store.stats().links == 1
+    assert "/p/a.jpg" not in [m.path for m in store.nearest(axis(0), 5)]
+    with pytest.raises(ImageNotFound):
+        store.neighbours("/p/a.jpg")
+    assert store.remove([]) == 0
+
+
+def test_neighbours_of_a_missing_path_raises_image_not_found(store: GraphStore) -> None:
+    with pytest.raises(ImageNotFound) as raised:
+        store.neighbours("/p/never.jpg")
+    assert raised.value.path == "/p/never.jpg"
+
+
+def test_file_states_under_a_directory_excludes_prefix_siblings(store: GraphStore) -> None:
+    paths = ["/photos/a/b/x.jpg", "/photos/a/b/deep/y.jpg", "/photos/a/bc/z.jpg", "/photos/a/b.jpg",
+             "/photos/other.jpg"]
+    store.upsert([make_record(p, angled(0.5, 1 + i), size=i, mtime_ns=10 * i) for i, p in enumerate(paths)])
+
+    below = set(store.file_states(under="/photos/a/b"))
+    assert below == {FileState("/photos/a/b/x.jpg", 0, 0), FileState("/photos/a/b/deep/y.jpg", 1, 10)}
+    assert set(store.file_states(under="/photos/a/b/")) == below
+    assert {s.path for s in store.file_states(under="/photos/a")} == set(paths) - {"/photos/other.jpg"}
+    assert {s.path for s in store.file_states()} == set(paths)
+    assert list(store.file_states(under="/elsewhere")) == []
+
+
+def test_ensure_model_refuses_another_model_while_images_exist(store: GraphStore) -> None:
+    store.ensure_model(MODEL, DIM)  # the same model again is fine
+    store.upsert([make_record("/p/a.jpg", axis(0))])
+
+    with pytest.raises(ModelMismatchError) as raised:
+        store.ensure_model("other-model/v2", DIM)
+
+    message = str(raised.value)
+    assert MODEL in message and "other-model/v2" in message and "1 embeddings" in message
+    assert "--data-dir" in message
+    assert store.stats().model == MODEL
+
+
+def test_ensure_model_switches_when_the_store_is_empty(store: GraphStore) -> None:
+    store.upsert([make_record("/p/a.jpg", axis(0))])
+    store.remove(["/p/a.jpg"])
+
+    store.ensure_model("other-model/v2", 8)
+
+    assert store.stats().model == "other-model/v2"
+    store.upsert([make_record("/p/b.jpg", axis(0, dim=8), model="other-model/v2")])
+    assert store.nearest(axis(0, dim=8), 1)[0].path == "/p/b.jpg"
+
+
+def test_upserting_a_record_of_another_model_is_refused(store: GraphStore) -> None:
+    with pytest.raises(ModelMismatchError, match="--data-dir"):
+        store.upsert([make_record("/p/a.jpg", axis(0), model="other-model/v2")])
+    assert store.stats().images == 0
+
+
+@pytest.mark.parametrize(
+    "embedding",
+    [
+        pytest.param(np.ones(DIM + 1, dtype=np.float32) / math.sqrt(DIM + 1), id="wrong-dim"),
+        pytest.param(np.ones((1, DIM), dtype=np.float32) / math.sqrt(DIM), id="wrong-shape"),
+        pytest.param(np.full(DIM, np.nan, dtype=np.float32), id="nan"),
+        pytest.param(np.where(np.arange(DIM) == 0, np.inf, 0).astype(np.float32), id="inf"),
+        pytest.param(np.full(DIM, 1.0, dtype=np.float32), id="not-normalised"),
+        pytest.param(np.zeros(DIM, dtype=np.float32), id="zero"),
+    ],
+)
+def test_bad_embeddings_are_refused_and_nothing_is_written(store: GraphStore, embedding: np.ndarray) -> None:
+    good = make_record("/p/good.jpg", axis(0))
+
+    with pytest.raises(StoreError):
+        store.upsert([good, make_record("/p/bad.jpg", embedding)])
+
+    assert store.stats().images == 0  # the batch is all or nothing
+
+
+def test_float64_embeddings_are_stored_as_float32(store: GraphStore) -> None:
+    store.upsert([make_record("/p/a.jpg", angled(0.6, 1).astype(np.float64))])
+    assert store.nearest(axis(0), 1)[0].score == pytest.approx(0.6, abs=SCORE_TOLERANCE)
