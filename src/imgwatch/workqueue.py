@@ -9,6 +9,7 @@ does not retry an unchanged bad file on every start.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -124,18 +125,19 @@ class WorkQueue:
     # -- failed files -------------------------------------------------------
     def record_failure(self, path: str, reason: str, size: int | None, mtime_ns: int | None) -> None:
         value = json.dumps({"reason": reason, "size": size, "mtime_ns": mtime_ns, "at": time.time()})
-        self.connection.hset(self._failed_key, path, value)
+        # fsencode: a file name that is not valid UTF-8 still gets its record.
+        self.connection.hset(self._failed_key, os.fsencode(path), value)
 
     def clear_failures(self, paths: Iterable[str]) -> None:
-        paths = list(paths)
-        if paths:
-            self.connection.hdel(self._failed_key, *paths)
+        keys = [os.fsencode(p) for p in paths]
+        if keys:
+            self.connection.hdel(self._failed_key, *keys)
 
     def failed_files(self) -> list[FailedFile]:
         files = []
         for raw_path, raw_value in self.connection.hscan_iter(self._failed_key):
             value = json.loads(raw_value)
-            files.append(FailedFile(raw_path.decode(), value["reason"], value.get("size"),
+            files.append(FailedFile(os.fsdecode(raw_path), value["reason"], value.get("size"),
                                     value.get("mtime_ns"), value.get("at", 0.0)))
         return sorted(files, key=lambda f: f.path)
 

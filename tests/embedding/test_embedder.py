@@ -194,3 +194,27 @@ def _path_of(result: Embedded | Unchanged | Failed | Missing) -> str:
     if isinstance(result, Embedded | Unchanged):
         return result.facts.path
     return result.path
+
+
+def test_several_inference_streams_give_the_same_vectors_as_one(
+    random_model: EmbeddingModel, photo_paths: dict[str, str], reference_vectors: dict[str, np.ndarray]
+) -> None:
+    paths = list(photo_paths.values()) * 3  # 15 paths: several micro-batches per stream
+    with Embedder(random_model, batch_size=2, decode_threads=2, streams=3) as parallel:
+        results = list(parallel.embed_files(paths))
+    assert sorted(_path_of(r) for r in results) == sorted(paths)
+    by_name = {path: name for name, path in photo_paths.items()}
+    for result in results:
+        assert isinstance(result, Embedded)
+        np.testing.assert_allclose(result.vector, reference_vectors[by_name[result.facts.path]], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("count", "batch_size", "streams", "expected"),
+    [(32, 8, 2, 8), (20, 16, 2, 10), (48, 16, 2, 12), (3, 8, 2, 2), (1, 8, 2, 1), (40, 16, 1, 14)],
+)
+def test_micro_batches_are_split_evenly_across_streams(
+    random_model: EmbeddingModel, count: int, batch_size: int, streams: int, expected: int
+) -> None:
+    with Embedder(random_model, batch_size=batch_size, streams=streams) as embedder:
+        assert embedder._micro_batch_size(count) == expected

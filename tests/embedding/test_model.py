@@ -20,8 +20,10 @@ from imgwatch.embedding import (
     EmbeddingModel,
     WeightsUnavailable,
     load_model,
+    plan_inference,
     reference_preprocess,
 )
+from imgwatch.embedding.model import CPU_BATCH_SIZE
 
 
 @pytest.fixture(scope="module")
@@ -184,3 +186,21 @@ def test_unknown_or_unavailable_device_is_value_error() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             load_model("random", device="cuda")
+
+
+def test_cpu_inference_plan_runs_one_single_threaded_stream_per_core() -> None:
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    before = torch.get_num_threads()
+    try:
+        plan = plan_inference(torch.device("cpu"))
+        assert (plan.batch_size, plan.streams, plan.threads) == (CPU_BATCH_SIZE, cores, 1)
+        assert torch.get_num_threads() == 1
+        shared = plan_inference(torch.device("cpu"), processes=cores)  # a core per worker process
+        assert (shared.streams, shared.threads) == (1, 1)
+        explicit = plan_inference(torch.device("cpu"), batch_size=4, streams=1, threads=2)
+        assert (explicit.batch_size, explicit.streams, explicit.threads) == (4, 1, 2)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

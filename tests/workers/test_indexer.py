@@ -117,3 +117,20 @@ def test_bad_files_fail_alone_with_a_reason_and_are_cleared_once_fixed(
     write_photo(truncated, "rocket")  # replaced with a complete copy
     assert indexer.index([str(truncated)]).indexed == [str(truncated)]
     assert str(truncated) not in {f.path for f in work_queue.failed_files()}
+
+
+def test_a_file_name_that_is_not_utf8_fails_alone_with_a_clear_reason(
+    indexer: Indexer, store: GraphStore, work_queue: WorkQueue, tmp_path: Path,
+    write_photo: Callable[..., Path],
+) -> None:
+    root = tmp_path / "photos"
+    good = str(write_photo(root / "good.jpg", "coffee"))
+    odd = os.fsdecode(os.fsencode(str(root)) + b"/caf\xe9.jpg")  # Latin-1 name on a UTF-8 system
+    with open(os.fsencode(odd), "wb") as handle:
+        handle.write(Path(good).read_bytes())
+    outcome = indexer.index([odd, good])
+    assert outcome.indexed == [good]
+    assert "not valid UTF-8" in outcome.failed[odd]
+    assert [f.path for f in work_queue.failed_files()] == [odd]
+    work_queue.clear_failures([odd])
+    assert work_queue.failed_files() == []

@@ -73,11 +73,16 @@ class Indexer:
         outcome = IndexOutcome()
         unique = list(dict.fromkeys(os.path.abspath(p) for p in paths))
         model = self.embedder.identity
-        stored = self.store.get_many(unique)
+        stored = self.store.get_many([p for p in unique if _has_utf8_name(p)])
 
         to_remove: list[str] = []
         to_embed: list[str] = []
         for path in unique:
+            if not _has_utf8_name(path):
+                # Stores and Redis keep paths as UTF-8 text; such a name cannot be a node key.
+                outcome.failed[path] = (f"cannot index {path!r}: its name is not valid UTF-8; "
+                                        "rename the file (e.g. with `convmv`)")
+                continue
             try:
                 st = os.stat(path)
             except (FileNotFoundError, NotADirectoryError):
@@ -143,3 +148,11 @@ class Indexer:
             self.work_queue.record_failure(path, reason, size, mtime)
         self.work_queue.clear_failures([*outcome.indexed, *outcome.unchanged, *outcome.removed])
         return outcome
+
+
+def _has_utf8_name(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes in the name arrive as lone surrogates
+        return False
+    return True
