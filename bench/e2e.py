@@ -20,25 +20,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
-from imgwatch.embedding import InferencePlan, load_model, plan_inference
+from embed_rate import model_only_rate  # bench/ is on sys.path when run as a script
+from imgwatch.embedding import load_model, plan_inference
 from imgwatch.store import open_store
-
-
-def model_only_rate(weights: str, batch_size: int, streams: int, batches: int) -> tuple[float, InferencePlan]:
-    """ResNet50 alone, on pre-decoded tensors, threaded as a worker threads it."""
-    model = load_model(weights, "auto")
-    plan = plan_inference(model.device, batch_size, streams)
-    batch = torch.randn(plan.batch_size, 3, 224, 224)
-    with ThreadPoolExecutor(plan.streams) as pool:
-        list(pool.map(model.embed, [batch] * plan.streams))  # warm-up
-        started = time.perf_counter()
-        list(pool.map(model.embed, [batch] * batches))
-    return plan.batch_size * batches / (time.perf_counter() - started), plan
 
 
 def end_to_end_rate(photo_dir: Path, weights: str, workers: int) -> tuple[float, int, float]:
@@ -89,8 +77,9 @@ def main() -> None:
     print(f"machine: {platform.node()} {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), device {device}"
           + (f" ({torch.cuda.get_device_name()})" if device == "cuda" else ""))
-    model_rate, plan = model_only_rate(args.weights, args.batch, args.streams,
-                                       batches=12 if device == "cpu" else 50)
+    model = load_model(args.weights, "auto")
+    plan = plan_inference(model.device, args.batch, args.streams)
+    model_rate = model_only_rate(model, plan, batches=12 if device == "cpu" else 50)
     print(f"model only:  {model_rate:7.2f} images/s (batch {plan.batch_size}, {plan.streams} stream(s) "
           f"x {plan.threads} thread(s))")
     rate, count, job_seconds = end_to_end_rate(args.photo_dir, args.weights, args.workers)

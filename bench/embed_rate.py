@@ -1,11 +1,12 @@
 """How fast are files embedded, and how much of the model's speed survives decoding?
 
-Usage: python bench/embed_rate.py DIR [--batch 16] [--threads N] [--device auto]
+Usage: python bench/embed_rate.py DIR [--batch 0] [--streams 0] [--threads 2] [--device auto]
 
 Reports
   (0) decode cost per 12 MP image, single thread: decode_for_model vs the full reference decode
-  (1) model-only rate: EmbeddingModel.embed on pre-decoded tensors
-  (2) end-to-end rate: Embedder.embed_files (read + hash + decode overlapped with inference)
+  (1) model-only rate: EmbeddingModel.embed on tensors, threaded as a worker threads it
+  (2) embedder rate: Embedder.embed_files (read + hash + decode overlapped with inference),
+      without the queue and the store (bench/e2e.py measures the whole pipeline)
   (3) the ratio (2)/(1): 1.0 means decoding is completely hidden behind the model
 Random weights are used (the speed is the same as with real ones).
 """
@@ -19,6 +20,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import structlog
@@ -29,8 +31,10 @@ from imgwatch.embedding import (
     Embedded,
     Embedder,
     EmbeddingModel,
+    InferencePlan,
     decode_for_model,
     load_model,
+    plan_inference,
     read_file,
     reference_preprocess,
 )
@@ -41,8 +45,9 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".ti
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("directory", type=Path)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="decode threads")
+    parser.add_argument("--batch", type=int, default=0, help="images per forward pass (0: automatic)")
+    parser.add_argument("--streams", type=int, default=0, help="inference streams (0: automatic)")
+    parser.add_argument("--threads", type=int, default=2, help="decode threads")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--decode-samples", type=int, default=8)
     args = parser.parse_args()
@@ -54,20 +59,22 @@ def main() -> None:
     # The random-weights warning is expected here; keep the report readable.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
     model = load_model("random", device=args.device)
-    print_machine(model, args, len(paths))
-
     measure_decode_cost(paths[: args.decode_samples])
-    model_rate = measure_model_only(model, paths, args.batch)
-    pipeline_rate = measure_pipeline(model, paths, args.batch, args.threads)
+    plan = plan_inference(model.device, args.batch, args.streams)
+    print_machine(model, plan, args, len(paths))
+    model_rate = model_only_rate(model, plan, batches=12 if model.device.type == "cpu" else 50)
+    print(f"(1) model only: {model_rate:.2f} images/s")
+    pipeline_rate = measure_pipeline(model, plan, paths, args.threads)
     print(f"(3) ratio end-to-end / model-only: {pipeline_rate / model_rate:.2f}")
 
 
-def print_machine(model: EmbeddingModel, args: argparse.Namespace, count: int) -> None:
+def print_machine(model: EmbeddingModel, plan: InferencePlan, args: argparse.Namespace, count: int) -> None:
     print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, python {platform.python_version()}")
-    print(f"torch {torch.__version__} ({torch.get_num_threads()} intra-op threads), device {model.device}", end="")
+    print(f"torch {torch.__version__}, device {model.device}", end="")
     if model.device.type == "cuda":
         print(f" ({torch.cuda.get_device_name(model.device)})", end="")
-    print(f"\nfiles: {count} in {args.directory}, batch {args.batch}, decode threads {args.threads}")
+    print(f"\nfiles: {count} in {args.directory}, batch {plan.batch_size}, {plan.streams} stream(s) x "
+          f"{plan.threads} thread(s), decode threads {args.threads}")
 
 
 def measure_decode_cost(paths: list[str]) -> None:
@@ -95,21 +102,18 @@ def _median_ms(blobs: list[bytes], decode: Callable[[bytes], object]) -> float:
     return statistics.median(timings) * 1000
 
 
-def measure_model_only(model: EmbeddingModel, paths: list[str], batch_size: int) -> float:
-    tensors = [decode_for_model(read_file(path)[1], path)[0] for path in paths]
-    batches = [torch.stack(tensors[i : i + batch_size]) for i in range(0, len(tensors), batch_size)]
-    model.embed(batches[0])  # warm-up: cuDNN autotuning, allocator, lazy init
-    started = time.perf_counter()
-    for batch in batches:
-        model.embed(batch)
-    elapsed = time.perf_counter() - started
-    rate = len(tensors) / elapsed
-    print(f"(1) model only: {rate:.2f} images/s ({len(tensors)} images in {elapsed:.2f} s)")
-    return rate
+def model_only_rate(model: EmbeddingModel, plan: InferencePlan, batches: int) -> float:
+    """Images/s of the model alone on pre-made tensors, with the worker's batches and streams."""
+    batch = torch.randn(plan.batch_size, 3, 224, 224)
+    with ThreadPoolExecutor(plan.streams) as pool:
+        list(pool.map(model.embed, [batch] * plan.streams))  # warm-up: allocator, cuDNN autotuning
+        started = time.perf_counter()
+        list(pool.map(model.embed, [batch] * batches))
+    return plan.batch_size * batches / (time.perf_counter() - started)
 
 
-def measure_pipeline(model: EmbeddingModel, paths: list[str], batch_size: int, threads: int) -> float:
-    with Embedder(model, batch_size=batch_size, decode_threads=threads) as embedder:
+def measure_pipeline(model: EmbeddingModel, plan: InferencePlan, paths: list[str], threads: int) -> float:
+    with Embedder(model, batch_size=plan.batch_size, decode_threads=threads, streams=plan.streams) as embedder:
         started = time.perf_counter()
         results = list(embedder.embed_files(paths))
         elapsed = time.perf_counter() - started

@@ -97,7 +97,7 @@ def run(args: argparse.Namespace, db_path: Path) -> None:
     print(f"check    image 123 finds itself first: {best.path == path_of(123)}, score {best.score:.6f}")
 
     batch_ids = list(range(1, 1 + args.link_batch))
-    batch = [record(i - 1, vector) for i, vector in zip(batch_ids, index.vectors(batch_ids))]
+    batch = [record(i - 1, vector) for i, vector in zip(batch_ids, index.vectors(batch_ids), strict=True)]
     link_timings, written = [], 0
     for _ in range(5):
         started = time.perf_counter()
@@ -143,7 +143,6 @@ def time_kernels(matrix: np.ndarray, queries: np.ndarray) -> None:
     columns = np.ascontiguousarray(matrix.T)  # (dim, n): column per image
     report("float32 column-major  M.T @ q", lambda q: columns.T @ q)
     report("float32 column-major  q @ M", lambda q: q @ columns)
-    del columns
     try:
         import torch
     except ImportError:

@@ -12,7 +12,8 @@ from imgwatch.config import Config, load_config
 from imgwatch.redis_server import EmbeddedRedis
 from imgwatch.workqueue import WorkQueue
 
-PHOTO_NAMES = ["astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "retina", "camera"]
+PHOTO_NAMES = ["astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry",
+               "retina", "camera"]
 
 
 def make_config(data_dir: Path, **overrides: object) -> Config:

@@ -141,7 +141,8 @@ def _validate(config: Config) -> None:
     checks: list[tuple[str, bool, str]] = [
         ("general.store", config.general.store in ("embedded", "neo4j"), "embedded or neo4j"),
         ("general.log_format", config.general.log_format in ("auto", "console", "json"), "auto, console or json"),
-        ("general.log_level", config.general.log_level in ("debug", "info", "warning", "error"), "debug, info, warning or error"),
+        ("general.log_level", config.general.log_level in ("debug", "info", "warning", "error"),
+         "debug, info, warning or error"),
         ("watch.observer", config.watch.observer in ("inotify", "polling"), "inotify or polling"),
         ("watch.polling_interval", config.watch.polling_interval > 0, "a number > 0"),
         ("watch.settle_seconds", config.watch.settle_seconds >= 0, "a number >= 0"),

@@ -44,7 +44,8 @@ def redis_url_for(config: Config) -> str:
 def connect(config: Config, timeout: float = 5.0) -> redis.Redis:
     """A checked connection to the configured Redis (or the embedded server)."""
     url = redis_url_for(config)
-    password = read_secret_file(config.queue.password_file, "the Redis password") if config.queue.password_file else None
+    password_file = config.queue.password_file
+    password = read_secret_file(password_file, "the Redis password") if password_file else None
     kwargs: dict[str, object] = {"socket_connect_timeout": timeout, "health_check_interval": 30}
     if password is not None:
         kwargs["password"] = password

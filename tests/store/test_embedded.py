@@ -255,7 +255,7 @@ def test_query_vectors_are_validated_and_normalised(writer: EmbeddedGraphStore) 
 def test_file_states_stream_every_row_once_across_pages(writer: EmbeddedGraphStore) -> None:
     vectors = random_unit_vectors(4500, DIM, seed=9)  # more than two 2000-row pages
     paths = [f"/lib/{'ab'[i % 2]}/{i:05d}.jpg" for i in range(4500)]
-    writer.upsert([make_record(p, v, size=i) for i, (p, v) in enumerate(zip(paths, vectors))])
+    writer.upsert([make_record(p, v, size=i) for i, (p, v) in enumerate(zip(paths, vectors, strict=True))])
 
     states = list(writer.file_states())
     assert [s.path for s in states] == sorted(paths)

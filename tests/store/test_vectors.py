@@ -55,7 +55,7 @@ def test_add_replace_remove_and_grow_stay_exact() -> None:
 
     replaced = np.arange(0, 500, 5)  # replace every fifth vector in place
     index.upsert(replaced, vectors[500:600])
-    reference.vectors.update(zip(replaced.tolist(), vectors[500:600]))
+    reference.vectors.update(zip(replaced.tolist(), vectors[500:600], strict=True))
     assert len(index) == 500
     assert_exact(index, reference, queries, k=10)
 
@@ -66,7 +66,7 @@ def test_add_replace_remove_and_grow_stay_exact() -> None:
     assert_exact(index, reference, queries, k=10)
 
     index.upsert(np.arange(1000, 1300), vectors[600:900])  # grows again past 512
-    reference.vectors.update(zip(range(1000, 1300), vectors[600:900]))
+    reference.vectors.update(zip(range(1000, 1300), vectors[600:900], strict=True))
     assert index.capacity == 1024
     assert_exact(index, reference, queries, k=25)
     assert_exact(index, reference, queries, k=5, exclude={1000, 1001, 3, 7})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+
 import redis
 
 from imgwatch.config import Config, ConfigError

@@ -127,7 +127,9 @@ def decode_for_model(data: bytes, path: str) -> tuple[torch.Tensor, int, int]:
     """
     if not data:
         raise DecodeError(
-            path, "empty file (0 bytes)", "the file may still be being written, or was saved empty; replace it with a complete copy"
+            path,
+            "empty file (0 bytes)",
+            "the file may still be being written, or was saved empty; replace it with a complete copy",
         )
     try:
         # Image.open raises DecompressionBombError for absurd sizes before any

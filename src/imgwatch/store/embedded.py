@@ -238,7 +238,7 @@ class EmbeddedGraphStore(GraphStore):
             excluded_ids = list(self._ids_by_path(db, excluded_paths).values())
             ids, scores = index.search(query, k, excluded_ids)
             path_of = self._paths_by_id(db, ids.tolist())
-        return [Match(path_of[i], float(s)) for i, s in zip(ids.tolist(), scores.tolist()) if i in path_of]
+        return [Match(path_of[i], float(s)) for i, s in zip(ids.tolist(), scores.tolist(), strict=True) if i in path_of]
 
     def link(self, images: Sequence[ImageRecord], threshold: float, top_k: int) -> int:
         """Replace the links of ``images`` with their best matches among all stored images.
@@ -269,8 +269,8 @@ class EmbeddedGraphStore(GraphStore):
                 return 0
             results = index.search_many(index.vectors(ids), top_k, [(i,) for i in ids])
             best: dict[tuple[int, int], float] = {}
-            for source, (neighbour_ids, scores) in zip(ids, results):
-                for neighbour, score in zip(neighbour_ids.tolist(), scores.tolist()):
+            for source, (neighbour_ids, scores) in zip(ids, results, strict=True):
+                for neighbour, score in zip(neighbour_ids.tolist(), scores.tolist(), strict=True):
                     if score < threshold:
                         break  # best first, so the rest are below too
                     pair = (source, neighbour) if source < neighbour else (neighbour, source)
