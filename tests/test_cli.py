@@ -1,0 +1,110 @@
+"""The split commands (scan, worker, daemon) against an external Redis, and CLI errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from imgwatch.redis_server import EmbeddedRedis
+
+
+@pytest.fixture
+def env(tmp_path: Path, queue_server: EmbeddedRedis) -> dict[str, str]:
+    environ = dict(os.environ)
+    environ.update({
+        "XDG_CONFIG_HOME": str(tmp_path / "xdg-config"),
+        "IMGWATCH_GENERAL_DATA_DIR": str(tmp_path / "data"),
+        "IMGWATCH_EMBEDDING_WEIGHTS": "random",
+        "IMGWATCH_EMBEDDING_DEVICE": "cpu",
+        "IMGWATCH_WATCH_SETTLE_SECONDS": "0.3",
+        "IMGWATCH_GENERAL_LOG_FORMAT": "json",
+        # "external" Redis: the session's server, with a queue of this test's own
+        "IMGWATCH_QUEUE_REDIS_URL": queue_server.url,
+        "IMGWATCH_QUEUE_NAME": f"cli-{tmp_path.name}",
+    })
+    return environ
+
+
+def imgwatch(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "imgwatch", *args], env=env, capture_output=True, text=True,
+                          timeout=180, check=False)
+
+
+def test_scan_then_a_burst_worker_indexes_a_folder(
+    env: dict[str, str], tmp_path: Path, write_photo: Callable[..., Path]
+) -> None:
+    root = tmp_path / "photos"
+    for name in ["astronaut", "coffee", "rocket"]:
+        write_photo(root / f"{name}.jpg", name)
+    (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+
+    scanned = imgwatch(env, "scan", str(root))
+    assert scanned.returncode == 0, scanned.stderr
+    assert "enqueued 4 new or changed" in scanned.stdout
+    queued = json.loads(imgwatch(env, "status", "--json").stdout)["queue"]
+    assert queued["queued_paths"] == 4
+
+    worked = imgwatch(env, "worker", "--burst")
+    assert worked.returncode == 0, worked.stderr
+    jobs = [json.loads(line) for line in worked.stderr.splitlines() if '"job_done"' in line]
+    assert sum(job["paths"] for job in jobs) == 4 and sum(job["indexed"] for job in jobs) == 3
+
+    report = json.loads(imgwatch(env, "status", "--json").stdout)
+    assert report["store"]["images"] == 3
+    assert [f["path"] for f in report["queue"]["failed_files"]] == [str(root / "broken.png")]
+    text = imgwatch(env, "status").stdout
+    assert "3 images" in text and "broken.png" in text
+
+    rescanned = imgwatch(env, "scan", str(root))
+    assert "enqueued 0 new or changed" in rescanned.stdout  # the unchanged bad file is not retried
+
+
+def test_daemon_enqueues_dropped_files_and_stops_on_sigterm(
+    env: dict[str, str], tmp_path: Path, write_photo: Callable[..., Path]
+) -> None:
+    root = tmp_path / "photos"
+    root.mkdir()
+    daemon = subprocess.Popen([sys.executable, "-m", "imgwatch", "daemon", str(root)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while '"watching"' not in (line := daemon.stderr.readline()):  # type: ignore[union-attr]
+            assert line and time.monotonic() < deadline, "daemon did not start"
+        write_photo(root / "new.jpg", "chelsea")
+        while time.monotonic() < deadline:
+            if json.loads(imgwatch(env, "status", "--json").stdout)["queue"]["queued_paths"] == 1:
+                break
+            time.sleep(0.3)
+        else:
+            raise AssertionError("the dropped photo was not enqueued")
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["similar", "/nowhere/x.jpg"], "not indexed"),
+        (["status", "--config", "/nowhere/config.toml"], "does not exist"),
+        (["scan"], "no folders to scan"),
+    ],
+)
+def test_errors_are_one_line_without_traceback(env: dict[str, str], args: list[str], message: str) -> None:
+    result = imgwatch(env, *args)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_invalid_environment_value_names_the_key(env: dict[str, str]) -> None:
+    env["IMGWATCH_LINKS_TOP_K"] = "lots"
+    result = imgwatch(env, "status")
+    assert result.returncode == 2 and "links.top_k" in result.stderr
