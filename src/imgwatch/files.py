@@ -7,6 +7,16 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+FileSignature = tuple[int, int] | None  # (size, mtime_ns); None when the file is missing
+
+
+def file_signature(path: str) -> FileSignature:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns)
+
 
 @dataclass(frozen=True)
 class PathFilter:

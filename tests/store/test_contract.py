@@ -32,7 +32,8 @@ def test_upsert_then_get_returns_the_node_facts(store: GraphStore) -> None:
     store.upsert([first, second])
 
     assert store.get("/photos/a.jpg") == StoredImage(
-        path="/photos/a.jpg", sha256=first.sha256, size=11, mtime_ns=22, width=33, height=44, model=MODEL
+        path="/photos/a.jpg", sha256=first.sha256, size=11, mtime_ns=22, width=33, height=44, model=MODEL,
+        linked=False,
     )
     assert store.get("/photos/missing.jpg") is None
     found = store.get_many(["/photos/b.jpg", "/photos/missing.jpg", "/photos/a.jpg"])
@@ -161,6 +162,32 @@ def test_link_replaces_every_link_of_the_image_at_either_end(store: GraphStore) 
     assert [m.path for m in store.neighbours("/p/anchor.jpg")] == ["/p/close.jpg"]
     assert store.neighbours("/p/other.jpg") == []
     assert store.stats().links == 1
+
+
+def test_an_image_is_marked_linked_until_its_embedding_changes(store: GraphStore) -> None:
+    a, b = make_record("/p/a.jpg", axis(0)), make_record("/p/b.jpg", angled(0.9, 1))
+    store.upsert([a, b])
+    assert not store.get_many(["/p/a.jpg"])["/p/a.jpg"].linked  # a crash here must be detectable
+    store.link([a, b], threshold=0.5, top_k=3)
+    assert all(image.linked for image in store.get_many(["/p/a.jpg", "/p/b.jpg"]).values())
+    store.upsert([make_record("/p/a.jpg", axis(0), size=2)])  # same embedding: links stay valid
+    assert store.get("/p/a.jpg").linked  # type: ignore[union-attr]
+    store.upsert([make_record("/p/a.jpg", angled(0.99, 2))])
+    assert not store.get("/p/a.jpg").linked  # type: ignore[union-attr]
+
+
+def test_relinking_an_image_keeps_the_links_its_neighbours_still_choose(store: GraphStore) -> None:
+    x = make_record("/p/x.jpg", axis(0))
+    a = make_record("/p/a.jpg", angled(0.95, 1))
+    y = make_record("/p/y.jpg", angled(0.99, 2))
+    store.upsert([x, a])
+    store.link([x, a], threshold=0.5, top_k=1)
+    assert [m.path for m in store.neighbours("/p/a.jpg")] == ["/p/x.jpg"]
+    store.upsert([y])  # x's new best match
+    store.link([x, y], threshold=0.5, top_k=1)
+    # x now picks y, but a still picks x: that link survives x's re-link.
+    assert [m.path for m in store.neighbours("/p/a.jpg")] == ["/p/x.jpg"]
+    assert sorted(m.path for m in store.neighbours("/p/x.jpg")) == ["/p/a.jpg", "/p/y.jpg"]
 
 
 def test_link_with_nothing_above_threshold_clears_links(store: GraphStore) -> None:

@@ -134,3 +134,23 @@ def test_a_file_name_that_is_not_utf8_fails_alone_with_a_clear_reason(
     assert [f.path for f in work_queue.failed_files()] == [odd]
     work_queue.clear_failures([odd])
     assert work_queue.failed_files() == []
+
+
+def test_an_image_left_unlinked_by_an_interrupted_job_is_linked_on_retry(
+    indexer: Indexer, store: GraphStore, tmp_path: Path, write_photo: Callable[..., Path]
+) -> None:
+    root = tmp_path / "photos"
+    paths = [str(write_photo(root / f"{name}.jpg", name)) for name in ["astronaut", "coffee"]]
+    indexer.index(paths)
+    # A job that stopped between upsert and link: same facts stored, links gone, flag down.
+    stored = {p: store.get(p) for p in paths}
+    vectors = {r.facts.path: r.vector for r in indexer.embedder.embed_files(paths)}  # type: ignore[union-attr]
+    store.remove(paths)
+    from imgwatch.store import ImageRecord
+
+    store.upsert([ImageRecord(p, s.sha256, s.size, s.mtime_ns, s.width, s.height, s.model, vectors[p])
+                  for p, s in stored.items() if s is not None])
+    assert store.stats().links == 0
+    outcome = indexer.index(paths)
+    assert sorted(outcome.indexed) == sorted(paths)
+    assert store.stats().links == 1 and all(store.get(p).linked for p in paths)  # type: ignore[union-attr]

@@ -9,21 +9,12 @@ become one release.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-FileSignature = tuple[int, int] | None  # (size, mtime_ns); None when the file is missing
-
-
-def file_signature(path: str) -> FileSignature:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_size, st.st_mtime_ns)
+from imgwatch.files import FileSignature, file_signature
 
 
 @dataclass

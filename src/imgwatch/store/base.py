@@ -51,6 +51,7 @@ class StoredImage:
     width: int
     height: int
     model: str
+    linked: bool = True  # False between upsert() and link(): a crash there leaves it unlinked
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,10 @@ class GraphStore(abc.ABC):
         """Replace each image's links with its nearest neighbours (cosine >= threshold, at most top_k).
 
         Images in ``images`` must already be upserted; they are linked to each other
-        too. Returns the number of links written.
+        too. Their former neighbours keep the links they would still choose. A link
+        exists while either end chooses the other, so an image chosen by many others
+        can have more than top_k links. Marks the images as linked. Returns the
+        number of links written.
         """
 
     @abc.abstractmethod

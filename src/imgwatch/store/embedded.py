@@ -70,7 +70,8 @@ CREATE TABLE IF NOT EXISTS images (
     height    INTEGER NOT NULL,
     model     TEXT    NOT NULL,
     embedding BLOB    NOT NULL,   -- dim little-endian float32 values
-    rev       INTEGER NOT NULL    -- revision of the transaction that last wrote it
+    rev       INTEGER NOT NULL,   -- revision of the transaction that last wrote it
+    linked    INTEGER NOT NULL DEFAULT 0  -- 1 once link() ran for the current embedding
 );
 CREATE INDEX IF NOT EXISTS images_by_rev ON images(rev);
 
@@ -176,6 +177,7 @@ class EmbeddedGraphStore(GraphStore):
                     ON CONFLICT (path) DO UPDATE SET
                         sha256 = excluded.sha256, size = excluded.size, mtime_ns = excluded.mtime_ns,
                         width = excluded.width, height = excluded.height, model = excluded.model,
+                        linked = images.linked AND images.embedding = excluded.embedding,
                         embedding = excluded.embedding, rev = excluded.rev
                     """,
                     (record.path, record.sha256, record.size, record.mtime_ns,
@@ -219,11 +221,11 @@ class EmbeddedGraphStore(GraphStore):
             for chunk in _chunks(unique, _SQL_CHUNK):
                 marks = ",".join("?" * len(chunk))
                 for row in db.execute(
-                    "SELECT path, sha256, size, mtime_ns, width, height, model FROM images "
+                    "SELECT path, sha256, size, mtime_ns, width, height, model, linked FROM images "
                     f"WHERE path IN ({marks})",
                     chunk,
                 ):
-                    found[row[0]] = StoredImage(*row)
+                    found[row[0]] = StoredImage(*row[:7], linked=bool(row[7]))
         return found
 
     def nearest(self, vector: np.ndarray, k: int, *, exclude: Iterable[str] = ()) -> list[Match]:
@@ -243,8 +245,10 @@ class EmbeddedGraphStore(GraphStore):
     def link(self, images: Sequence[ImageRecord], threshold: float, top_k: int) -> int:
         """Replace the links of ``images`` with their best matches among all stored images.
 
-        Scores use the stored embeddings. Images no longer stored (a concurrent
-        ``remove`` won the race) are skipped rather than failing the whole batch.
+        Their former neighbours choose their own best matches again (adding links
+        only), so a link that such a neighbour still wants survives a re-link of
+        the other end. Scores use the stored embeddings. Images no longer stored (a
+        concurrent ``remove`` won the race) are skipped rather than failing the batch.
         """
         if not images:
             return 0
@@ -264,12 +268,15 @@ class EmbeddedGraphStore(GraphStore):
             index = self._synced_index(db, recorded[1])
             id_of = self._ids_by_path(db, list(dict.fromkeys(image.path for image in images)))
             ids = [i for i in id_of.values() if i in index]
+            former = [i for i in self._neighbour_ids(db, ids) if i in index]
             self._delete_links_of(db, ids)
+            db.executemany("UPDATE images SET linked = 1 WHERE id = ?", [(i,) for i in ids])
             if not ids or top_k <= 0:
                 return 0
-            results = index.search_many(index.vectors(ids), top_k, [(i,) for i in ids])
+            choosers = ids + former
+            results = index.search_many(index.vectors(choosers), top_k, [(i,) for i in choosers])
             best: dict[tuple[int, int], float] = {}
-            for source, (neighbour_ids, scores) in zip(ids, results, strict=True):
+            for source, (neighbour_ids, scores) in zip(choosers, results, strict=True):
                 for neighbour, score in zip(neighbour_ids.tolist(), scores.tolist(), strict=True):
                     if score < threshold:
                         break  # best first, so the rest are below too
@@ -523,6 +530,19 @@ class EmbeddedGraphStore(GraphStore):
             ):
                 found[path] = (image_id, blob)
         return found
+
+    @staticmethod
+    def _neighbour_ids(db: sqlite3.Connection, ids: Sequence[int]) -> list[int]:
+        """Images linked to any of ``ids``, excluding ``ids`` themselves."""
+        own = set(ids)
+        found: dict[int, None] = {}
+        for chunk in _chunks(list(ids), _SQL_CHUNK):
+            marks = ",".join("?" * len(chunk))
+            for a, b in db.execute(f"SELECT a, b FROM links WHERE a IN ({marks}) OR b IN ({marks})", [*chunk, *chunk]):
+                for other in (a, b):
+                    if other not in own:
+                        found[other] = None
+        return list(found)
 
     @staticmethod
     def _delete_links_of(db: sqlite3.Connection, ids: Sequence[int]) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from imgwatch.embedding import Embedded, Embedder, Failed, Missing, Unchanged
-from imgwatch.files import PathFilter, root_of
+from imgwatch.files import PathFilter, file_signature, root_of
 from imgwatch.log import get_logger
 from imgwatch.store import FileState, GraphStore, ImageRecord
 from imgwatch.workqueue import WorkQueue
@@ -95,13 +95,14 @@ class Indexer:
                 to_remove.append(path)
                 continue
             previous = stored.get(path)
-            if (previous is not None and previous.model == model
+            if (previous is not None and previous.model == model and previous.linked
                     and (previous.size, previous.mtime_ns) == (st.st_size, st.st_mtime_ns)):
                 outcome.unchanged.append(path)
                 continue
             to_embed.append(path)
 
-        known = {p: s.sha256 for p, s in stored.items() if s.model == model}
+        # Content seen before needs no decoding, unless an interrupted job left it unlinked.
+        known = {p: s.sha256 for p, s in stored.items() if s.model == model and s.linked}
         records: list[ImageRecord] = []
         touched: list[FileState] = []
         for result in self.embedder.embed_files(to_embed, known_sha256=known):
@@ -120,13 +121,16 @@ class Indexer:
             elif isinstance(result, Failed):
                 outcome.failed[result.path] = result.reason
 
-        # A file deleted while it was being embedded must not come back as a stale node.
-        still_there = [r for r in records if os.path.exists(r.path)]
-        to_remove.extend(r.path for r in records if not os.path.exists(r.path))
-        if still_there:
-            self.store.upsert(still_there)
-            outcome.links = self.store.link(still_there, self.links.threshold, self.links.top_k)
-            outcome.indexed = [r.path for r in still_there]
+        if records:
+            self.store.upsert(records)
+            outcome.links = self.store.link(records, self.links.threshold, self.links.top_k)
+            outcome.indexed = [r.path for r in records]
+            # The file may have changed or gone while we embedded it, and another worker may
+            # have stored the newer state meanwhile, which we just overwrote: look again.
+            stale = [r.path for r in records if file_signature(r.path) != (r.size, r.mtime_ns)]
+            if stale:
+                log.info("requeued_changed_files", paths=len(stale))
+                self.work_queue.enqueue_paths(stale, batch_size=len(stale))
         if touched:
             self.store.update_file_states(touched)
         if to_remove:
@@ -156,3 +160,4 @@ def _has_utf8_name(path: str) -> bool:
     except UnicodeEncodeError:  # undecodable bytes in the name arrive as lone surrogates
         return False
     return True
+
