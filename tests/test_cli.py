@@ -93,7 +93,8 @@ def test_daemon_enqueues_dropped_files_and_stops_on_sigterm(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["similar", "/nowhere/x.jpg"], "not indexed"),
+        (["similar", "/nowhere/x.jpg"], "no imgwatch store"),
+        (["search", __file__], "no imgwatch store"),
         (["status", "--config", "/nowhere/config.toml"], "does not exist"),
         (["scan"], "no folders to scan"),
     ],
@@ -104,7 +105,17 @@ def test_errors_are_one_line_without_traceback(env: dict[str, str], args: list[s
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
-def test_invalid_environment_value_names_the_key(env: dict[str, str]) -> None:
-    env["IMGWATCH_LINKS_TOP_K"] = "lots"
+@pytest.mark.parametrize(("value", "expected"), [("lots", "invalid literal"), ("0", "expected an integer >= 1")])
+def test_invalid_environment_value_names_the_key_and_its_source(env: dict[str, str], value: str, expected: str) -> None:
+    env["IMGWATCH_LINKS_TOP_K"] = value
     result = imgwatch(env, "status")
-    assert result.returncode == 2 and "links.top_k" in result.stderr
+    assert result.returncode == 2
+    assert "links.top_k" in result.stderr and "(from environment)" in result.stderr
+    assert expected in result.stderr
+
+
+def test_status_before_anything_was_indexed_says_so(env: dict[str, str], tmp_path: Path) -> None:
+    result = imgwatch(env, "status")
+    assert result.returncode == 0
+    assert "store:   none yet" in result.stdout and "queue:" in result.stdout
+    assert not (tmp_path / "data").exists()  # a read-only command creates nothing

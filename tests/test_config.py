@@ -40,8 +40,8 @@ def test_config_file_from_environment(tmp_path: Path) -> None:
     [
         ("[watch]\nsettle_seconds = 'soon'\n", {}, r"watch\.settle_seconds.*c\.toml"),
         ("", {"IMGWATCH_LINKS_TOP_K": "many"}, r"links\.top_k \(from environment\)"),
-        ("[links]\nthreshold = 1.5\n", {}, r"links\.threshold"),
-        ("[watch]\nobserver = 'fanotify'\n", {}, r"watch\.observer"),
+        ("[links]\nthreshold = 1.5\n", {}, r"links\.threshold \(from .*c\.toml\)"),
+        ("", {"IMGWATCH_WATCH_OBSERVER": "fanotify"}, r"watch\.observer \(from environment\)"),
         ("[watch]\nsettle = 1\n", {}, r"unknown config key watch\.settle"),
         ("[nope]\nx = 1\n", {}, r"unknown config section \[nope\]"),
         ("[watch\n", {}, r"not valid TOML"),

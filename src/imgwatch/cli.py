@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from imgwatch.config import Config, ConfigError, load_config
+from imgwatch.files import canonical_path
 
 EXIT_ERROR = 2
 
@@ -73,7 +74,7 @@ def common_options(command: Callable[..., Any]) -> Callable[..., Any]:
             }
             roots = kwargs.pop("roots", None)
             if roots:
-                overrides["general.roots"] = [os.path.abspath(r) for r in roots]
+                overrides["general.roots"] = [canonical_path(r) for r in roots]
             config = load_config(config_file, overrides)
             configure_logging(config.general.log_format, config.general.log_level)
             return command(config, **kwargs)
@@ -171,7 +172,7 @@ def search(config: Config, image: str, top: int, as_json: bool) -> None:
     from imgwatch.embedding import Embedder, load_model
     from imgwatch.store import ModelMismatchError, open_store
 
-    with open_store(config.general.store, config.data_path) as store:
+    with open_store(config.general.store, config.data_path, create=False) as store:
         stored_model = store.stats().model
         model = load_model(config.embedding.weights, config.embedding.device, config.embedding.seed)
         if stored_model is not None and stored_model != model.identity:
@@ -195,8 +196,8 @@ def similar(config: Config, path: str, as_json: bool) -> None:
     """The SIMILAR_TO neighbours of an indexed PATH (no model needed)."""
     from imgwatch.store import open_store
 
-    with open_store(config.general.store, config.data_path) as store:
-        _print_matches(store.neighbours(os.path.abspath(path)), as_json)
+    with open_store(config.general.store, config.data_path, create=False) as store:
+        _print_matches(store.neighbours(canonical_path(path)), as_json)
 
 
 @main.command()
@@ -204,7 +205,7 @@ def similar(config: Config, path: str, as_json: bool) -> None:
 @common_options
 def status(config: Config, as_json: bool) -> None:
     """Queued and running work, failed items with reasons, image and link counts."""
-    from imgwatch.store import open_store
+    from imgwatch.store import StoreMissing, open_store
     from imgwatch.workqueue import QueueUnavailable, WorkQueue
 
     report: dict[str, Any] = {}
@@ -214,15 +215,23 @@ def status(config: Config, as_json: bool) -> None:
     except QueueUnavailable as exc:
         report["queue"] = None
         report["queue_error"] = str(exc)
-    with open_store(config.general.store, config.data_path) as store:
-        report["store"] = dataclasses.asdict(store.stats())
+    try:
+        with open_store(config.general.store, config.data_path, create=False) as store:
+            report["store"] = dataclasses.asdict(store.stats())
+        report["store_error"] = None
+    except StoreMissing as exc:
+        report["store"] = None
+        report["store_error"] = str(exc)
 
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
     store_stats = report["store"]
-    click.echo(f"store:   {store_stats['images']} images, {store_stats['links']} links "
-               f"({store_stats['backend']}: {store_stats['location']}; model {store_stats['model'] or '-'})")
+    if store_stats is None:
+        click.echo(f"store:   none yet ({report['store_error']})")
+    else:
+        click.echo(f"store:   {store_stats['images']} images, {store_stats['links']} links "
+                   f"({store_stats['backend']}: {store_stats['location']}; model {store_stats['model'] or '-'})")
     queue = report["queue"]
     if queue is None:
         click.echo(f"queue:   not reachable ({report['queue_error']})")

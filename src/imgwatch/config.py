@@ -101,7 +101,10 @@ class Config:
 
     @property
     def root_paths(self) -> list[Path]:
-        return [Path(r).expanduser().resolve() for r in self.general.roots]
+        """Resolved roots; one nested in another is covered by it and dropped."""
+        from imgwatch.files import outermost
+
+        return [Path(r) for r in outermost(str(Path(r).expanduser().resolve()) for r in self.general.roots)]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -137,7 +140,7 @@ def _parse(key: str, raw: Any, kind: str, source: str) -> Any:
     raise AssertionError(f"unsupported config type {kind}")
 
 
-def _validate(config: Config) -> None:
+def _validate(config: Config, sources: Mapping[str, str]) -> None:
     checks: list[tuple[str, bool, str]] = [
         ("general.store", config.general.store in ("embedded", "neo4j"), "embedded or neo4j"),
         ("general.log_format", config.general.log_format in ("auto", "console", "json"), "auto, console or json"),
@@ -164,10 +167,11 @@ def _validate(config: Config) -> None:
         if not ok:
             section, name = key.split(".")
             value = getattr(getattr(config, section), name)
-            raise ConfigError(f"invalid value for {key}: {value!r} (expected {expected})")
+            source = sources.get(key, "defaults")
+            raise ConfigError(f"invalid value for {key} (from {source}): {value!r} (expected {expected})")
 
 
-def _apply(config: Config, values: Mapping[str, Mapping[str, Any]], source: str) -> None:
+def _apply(config: Config, values: Mapping[str, Mapping[str, Any]], source: str, sources: dict[str, str]) -> None:
     for section_name, section_values in values.items():
         if section_name not in _SECTIONS:
             raise ConfigError(f"unknown config section [{section_name}] (from {source})")
@@ -179,6 +183,7 @@ def _apply(config: Config, values: Mapping[str, Mapping[str, Any]], source: str)
             if key not in kinds:
                 raise ConfigError(f"unknown config key {section_name}.{key} (from {source})")
             setattr(section, key, _parse(f"{section_name}.{key}", raw, kinds[key], source))
+            sources[f"{section_name}.{key}"] = source
 
 
 def _env_values(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
@@ -210,6 +215,7 @@ def load_config(
     """
     environ = os.environ if environ is None else environ
     config = Config()
+    sources: dict[str, str] = {}  # dotted key -> where its value came from, for error messages
 
     path: Path | None = None
     if config_file is not None:
@@ -226,9 +232,9 @@ def load_config(
             raise ConfigError(f"config file {path} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-        _apply(config, file_values, str(path))
+        _apply(config, file_values, str(path), sources)
 
-    _apply(config, _env_values(environ), "environment")
+    _apply(config, _env_values(environ), "environment", sources)
 
     flag_values: dict[str, dict[str, Any]] = {}
     for dotted, value in (overrides or {}).items():
@@ -236,9 +242,9 @@ def load_config(
             continue
         section_name, key = dotted.split(".", 1)
         flag_values.setdefault(section_name, {})[key] = value
-    _apply(config, flag_values, "command line")
+    _apply(config, flag_values, "command line", sources)
 
-    _validate(config)
+    _validate(config, sources)
     return config
 
 

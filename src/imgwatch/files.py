@@ -18,6 +18,21 @@ def file_signature(path: str) -> FileSignature:
     return (st.st_size, st.st_mtime_ns)
 
 
+def canonical_path(path: str) -> str:
+    """Absolute, with symlinked folders resolved as the daemon resolves its roots.
+
+    The last component is kept as given, so a symlinked file is named by its link.
+    """
+    absolute = os.path.abspath(path)
+    return os.path.join(os.path.realpath(os.path.dirname(absolute)), os.path.basename(absolute))
+
+
+def outermost(roots: Iterable[str]) -> list[str]:
+    """Drop roots inside other roots: each file must belong to exactly one root."""
+    unique = sorted(set(roots))
+    return [r for r in unique if not any(r != o and root_of(r, [o]) for o in unique)]
+
+
 @dataclass(frozen=True)
 class PathFilter:
     """Image files by extension (case-insensitive), minus excluded names.

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Iterator
 from multiprocessing.process import BaseProcess
 
-from imgwatch.config import Config
+from imgwatch.config import Config, ConfigError
 from imgwatch.daemon.service import Daemon
 from imgwatch.log import configure_logging, get_logger
 from imgwatch.redis_server import EmbeddedRedis
@@ -38,9 +38,16 @@ class AlreadyRunning(Exception):
 @contextlib.contextmanager
 def exclusive_run_lock(config: Config) -> Iterator[None]:
     """One `imgwatch run` per data dir: it owns the embedded queue there."""
-    config.data_path.mkdir(parents=True, exist_ok=True)
     path = config.data_path / "run.lock"
-    with open(path, "w") as handle:
+    try:
+        config.data_path.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+")  # not "w": a refused second run must not wipe the owner's pid
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot use data dir {config.data_path}: {exc.strerror}; "
+            "fix general.data_dir (--data-dir, IMGWATCH_GENERAL_DATA_DIR)"
+        ) from None
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -48,6 +55,7 @@ def exclusive_run_lock(config: Config) -> Iterator[None]:
                 f"another `imgwatch run` is already using {config.data_path}; "
                 "stop it first or pass a different --data-dir"
             ) from None
+        handle.truncate(0)
         handle.write(str(os.getpid()))
         handle.flush()
         yield

@@ -47,10 +47,12 @@ def test_an_unchanged_file_that_failed_before_is_not_retried_but_a_changed_one_i
     bad.write_bytes(b"not an image")
     fixed = root / "fixed.jpg"
     fixed.write_bytes(b"now complete")
-    failed = {str(bad): (bad.stat().st_size, bad.stat().st_mtime_ns), str(fixed): (3, 1)}
+    failed = {str(bad): (bad.stat().st_size, bad.stat().st_mtime_ns), str(fixed): (3, 1),
+              str(root / "deleted-bad.jpg"): (1, 1), str(tmp_path / "elsewhere" / "bad.jpg"): (1, 1)}
     plan = plan_reconcile([str(root)], FILTER, [], failed)
     assert plan.changed == [str(fixed)]
     assert plan.known_failures == 1
+    assert plan.gone == [str(root / "deleted-bad.jpg")]  # enqueued so its failure record is cleared
 
 
 def test_unreadable_folders_are_skipped(tmp_path: Path) -> None:

@@ -120,3 +120,12 @@ def test_watching_a_missing_root_is_a_clear_error(tmp_path: Path) -> None:
     router = EventRouter(Settler(1, close_events=True), FILTER, [str(tmp_path / "nope")])
     with pytest.raises(WatchError, match="not a directory"):
         start_observer(observer, router, [str(tmp_path / "nope")])
+
+
+def test_a_file_moved_in_from_outside_is_released_after_settling_not_the_grace(watch: Watch, tmp_path: Path) -> None:
+    outside = tmp_path / "download.jpg"
+    outside.write_bytes(os.urandom(1000))
+    outside.rename(watch.root / "arrived.jpg")
+    target = str(watch.root / "arrived.jpg")
+    watch.collect(lambda: target in watch.released, timeout=10)  # the grace period is 30 s
+    assert watch.released == [target]

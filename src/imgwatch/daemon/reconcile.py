@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from imgwatch.files import PathFilter, walk_images
+from imgwatch.files import PathFilter, root_of, walk_images
 from imgwatch.store import FileState, GraphStore
 
 
@@ -32,7 +32,8 @@ def plan_reconcile(
     """Compare the files below ``roots`` with ``stored`` (already limited to those roots).
 
     ``failed`` maps paths that failed before to the (size, mtime_ns) they had:
-    an unchanged bad file is not retried on every start.
+    an unchanged bad file is not retried on every start, a vanished one is
+    enqueued so that the worker clears its record.
     """
     failed = failed or {}
     on_disk: dict[str, tuple[int, int]] = {}
@@ -41,6 +42,8 @@ def plan_reconcile(
             on_disk[path] = (st.st_size, st.st_mtime_ns)
 
     plan = ReconcilePlan()
+    # A bad file deleted while nobody watched still has its failure record: clear it.
+    plan.gone.extend(p for p in failed if p not in on_disk and root_of(p, roots) is not None)
     for state in stored:
         current = on_disk.pop(state.path, None)
         if current is None:

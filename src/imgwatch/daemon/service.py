@@ -11,7 +11,7 @@ from imgwatch.config import Config, ConfigError
 from imgwatch.daemon.reconcile import ReconcilePlan, reconcile_roots
 from imgwatch.daemon.settler import Settler
 from imgwatch.daemon.watcher import EventRouter, make_observer, start_observer
-from imgwatch.files import PathFilter
+from imgwatch.files import PathFilter, root_of
 from imgwatch.log import get_logger
 from imgwatch.store import GraphStore
 from imgwatch.workqueue import WorkQueue
@@ -81,6 +81,7 @@ class Daemon:
         ready = self.settler.due()
         for directory in self.router.take_removed_dirs():
             ready.extend(state.path for state in self.store.file_states(under=directory))
+            ready.extend(p for p in self.work_queue.failed_signatures() if root_of(p, [directory]))
         if ready and not self._unsent:
             self._unsent_since = time.monotonic()
         self._unsent.extend(ready)

@@ -75,16 +75,20 @@ class EventRouter(FileSystemEventHandler):
             self._removed_dirs.append(path)
 
     def on_any_event(self, event: FileSystemEvent) -> None:
+        # An empty side of a move is outside every watched root (full inotify events).
         src = os.fsdecode(event.src_path)
         if isinstance(event, FileMovedEvent):
             dest = os.fsdecode(event.dest_path)
-            if self._accepts(src):
+            if src and self._accepts(src):
                 self.settler.gone(src)
-            if self._accepts(dest):
+            if dest and self._accepts(dest):
                 self.settler.closed(dest)  # a rename into place is a finished file
         elif isinstance(event, DirMovedEvent):
-            self._left_dir(src)
-            self._arrived_dir(os.fsdecode(event.dest_path))
+            dest = os.fsdecode(event.dest_path)
+            if src:
+                self._left_dir(src)
+            if dest:
+                self._arrived_dir(dest)
         elif isinstance(event, DirCreatedEvent):
             # Files copied in with the folder may predate the watch on it.
             self._arrived_dir(src)
@@ -106,7 +110,9 @@ def make_observer(kind: str, polling_interval: float) -> BaseObserver:
         return PollingObserver(timeout=polling_interval)
     from watchdog.observers.inotify import InotifyObserver
 
-    return InotifyObserver()
+    # Full events report a move in from outside a root as a move (a finished file),
+    # not as a "created" file whose writer we would wait for.
+    return InotifyObserver(generate_full_events=True)
 
 
 def start_observer(observer: BaseObserver, router: EventRouter, roots: Sequence[str]) -> None:

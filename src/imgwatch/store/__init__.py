@@ -33,16 +33,30 @@ __all__ = [
     "Match",
     "ModelMismatchError",
     "StoreError",
+    "StoreMissing",
     "StoreStats",
     "StoredImage",
     "open_store",
 ]
 
 
-def open_store(kind: str, data_dir: Path) -> GraphStore:
-    """Open the store backend named ``kind`` keeping its files under ``data_dir``."""
+class StoreMissing(StoreError):
+    """Nothing has been indexed under this data dir (or it is the wrong one)."""
+
+
+def open_store(kind: str, data_dir: Path, *, create: bool = True) -> GraphStore:
+    """Open the store backend named ``kind`` keeping its files under ``data_dir``.
+
+    ``create=False`` is for read-only commands: a mistyped data dir then fails
+    with StoreMissing instead of quietly creating an empty store there.
+    """
     if kind == "embedded":
         data_dir = Path(data_dir)
+        if not create and not (data_dir / EMBEDDED_DB_NAME).exists():
+            raise StoreMissing(
+                f"no imgwatch store in {data_dir}: nothing is indexed there yet; start `imgwatch run FOLDER`, "
+                "or point --data-dir (IMGWATCH_GENERAL_DATA_DIR) at the right place"
+            )
         try:
             data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
