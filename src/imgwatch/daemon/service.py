@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import stat
 import threading
 import time
 
 import redis
+from watchdog.observers.api import BaseObserver, ObservedWatch
 
 from imgwatch.config import Config, ConfigError
 from imgwatch.daemon.reconcile import ReconcilePlan, reconcile_roots
@@ -19,15 +23,25 @@ from imgwatch.workqueue import WorkQueue
 log = get_logger("imgwatch.daemon")
 
 POLL_SECONDS = 0.25
+ROOT_CHECK_SECONDS = 2.0
 # Settled paths wait this long for company before going out in a partial batch:
 # a folder being copied in then becomes a few full jobs, not many tiny ones.
 LINGER_SECONDS = 1.0
 
 
-def reconcile_and_enqueue(config: Config, store: GraphStore, work_queue: WorkQueue) -> ReconcilePlan:
-    """One reconciliation pass over every root (what `imgwatch scan` runs)."""
+def reconcile_and_enqueue(
+    config: Config, store: GraphStore, work_queue: WorkQueue, roots: list[str] | None = None
+) -> ReconcilePlan:
+    """One reconciliation pass over ``roots`` (default: every root; what `imgwatch scan` runs).
+
+    A root that is not there (an unmounted share) is skipped, not emptied.
+    """
     started = time.perf_counter()
-    roots = [str(p) for p in config.root_paths]
+    roots = [str(p) for p in config.root_paths] if roots is None else roots
+    missing = [root for root in roots if not os.path.isdir(root)]
+    for root in missing:
+        log.warning("root_missing", root=root, note="skipped: its images stay indexed until it is back")
+    roots = [root for root in roots if root not in missing]
     plan = reconcile_roots(
         roots,
         PathFilter.create(config.watch.extensions, config.watch.exclude),
@@ -57,16 +71,24 @@ class Daemon:
         self._unsent: list[str] = []  # kept across queue outages so nothing is lost
         self._unsent_since = 0.0
         self.enqueued_paths = 0
+        # Each root's (st_dev, st_ino) as watched; None while it is missing.
+        self._root_ids: dict[str, tuple[int, int] | None] = {}
+        self._watches: dict[str, ObservedWatch] = {}
 
     def run(self, stop: threading.Event) -> None:
         observer = make_observer(self.config.watch.observer, self.config.watch.polling_interval)
         # Watch first, then reconcile: a file that changes during the scan is caught by one or the other.
-        start_observer(observer, self.router, self.roots)
+        self._watches = start_observer(observer, self.router, self.roots)
+        self._root_ids = {root: _dir_identity(root) for root in self.roots}
         log.info("watching", roots=self.roots, observer=self.config.watch.observer,
                  settle_seconds=self.config.watch.settle_seconds)
         try:
             reconcile_and_enqueue(self.config, self.store, self.work_queue)
+            next_root_check = time.monotonic() + ROOT_CHECK_SECONDS
             while not stop.wait(POLL_SECONDS):
+                if time.monotonic() >= next_root_check:
+                    self.check_roots(observer)
+                    next_root_check = time.monotonic() + ROOT_CHECK_SECONDS
                 self.tick()
             self.tick(flush=True)
         finally:
@@ -76,12 +98,44 @@ class Daemon:
                 log.warning("stopping_with_pending", unsent=len(self._unsent), unsettled=len(self.settler),
                             note="the next start reconciles them")
 
+    def check_roots(self, observer: BaseObserver) -> None:
+        """Notice roots that vanished (an unmounted share) or came back or were replaced.
+
+        While a root is missing, removals below it are held back: an unmounted share must
+        not empty the index. When it is back, it is watched again and reconciled.
+        """
+        for root in self.roots:
+            identity = _dir_identity(root)
+            if identity == self._root_ids.get(root):
+                continue
+            self._root_ids[root] = identity
+            if identity is None:
+                log.warning("root_missing", root=root, note="holding removals below it until it is back")
+                continue
+            watch = self._watches.pop(root, None)
+            if watch is not None:
+                with contextlib.suppress(KeyError, OSError):
+                    observer.unschedule(watch)
+            try:
+                self._watches[root] = observer.schedule(self.router, root, recursive=True)
+            except OSError as exc:
+                log.error("root_unwatchable", root=root, error=str(exc))
+                self._root_ids[root] = None
+                continue
+            log.info("root_back", root=root)
+            reconcile_and_enqueue(self.config, self.store, self.work_queue, [root])
+
+    def _below_missing_root(self, path: str) -> bool:
+        root = root_of(path, self.roots)
+        return root in self._root_ids and self._root_ids[root] is None
+
     def tick(self, flush: bool = False) -> None:
         """Move settled paths (and paths below removed folders) onto the queue."""
         ready = self.settler.due()
         for directory in self.router.take_removed_dirs():
             ready.extend(state.path for state in self.store.file_states(under=directory))
             ready.extend(p for p in self.work_queue.failed_signatures() if root_of(p, [directory]))
+        ready = [p for p in ready if not self._below_missing_root(p)]
         if ready and not self._unsent:
             self._unsent_since = time.monotonic()
         self._unsent.extend(ready)
@@ -98,3 +152,11 @@ class Daemon:
         self.enqueued_paths += len(self._unsent)
         log.info("enqueued", paths=len(self._unsent))
         self._unsent = []
+
+
+def _dir_identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None

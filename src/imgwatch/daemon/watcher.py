@@ -19,7 +19,7 @@ from watchdog.events import (
     FileSystemEvent,
     FileSystemEventHandler,
 )
-from watchdog.observers.api import BaseObserver
+from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.polling import PollingObserver
 
 from imgwatch.daemon.settler import Settler
@@ -115,18 +115,20 @@ def make_observer(kind: str, polling_interval: float) -> BaseObserver:
     return InotifyObserver(generate_full_events=True)
 
 
-def start_observer(observer: BaseObserver, router: EventRouter, roots: Sequence[str]) -> None:
+def start_observer(observer: BaseObserver, router: EventRouter, roots: Sequence[str]) -> dict[str, ObservedWatch]:
+    watches = {}
     for root in roots:
         if not os.path.isdir(root):
             raise WatchError(f"cannot watch {root}: it is not a directory (create it or fix `general.roots`)")
         try:
-            observer.schedule(router, root, recursive=True)
+            watches[root] = observer.schedule(router, root, recursive=True)
         except OSError as exc:
             raise _explain(exc, root) from None
     try:
         observer.start()
     except OSError as exc:
         raise _explain(exc, ", ".join(roots)) from None
+    return watches
 
 
 def _explain(exc: OSError, where: str) -> WatchError:
