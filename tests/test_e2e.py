@@ -44,6 +44,11 @@ def status(env: dict[str, str]) -> dict[str, Any]:
     return json.loads(imgwatch(env, "status", "--json").stdout)
 
 
+def indexed_count(env: dict[str, str]) -> int:
+    store = status(env)["store"]
+    return 0 if store is None else int(store["images"])
+
+
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 180.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -115,7 +120,7 @@ def test_photos_dropped_in_are_indexed_searchable_and_removed(
     corrupt = root / "corrupt.jpg"
     corrupt.write_bytes(originals["retina"].read_bytes()[: len(originals["retina"].read_bytes()) // 2])
 
-    wait_for(lambda: status(env)["store"]["images"] == 5 and status(env)["queue"]["failed_files"],
+    wait_for(lambda: indexed_count(env) == 5 and status(env)["queue"]["failed_files"],
              f"5 images indexed and one failure; log:\n{run.log()}")
     report = status(env)
     assert report["store"]["links"] > 0
@@ -135,7 +140,7 @@ def test_photos_dropped_in_are_indexed_searchable_and_removed(
     assert neighbours and all(n["path"] != str(root / "coffee.jpg") for n in neighbours)
 
     (root / "coffee.jpg").unlink()
-    wait_for(lambda: status(env)["store"]["images"] == 4, "the deleted photo to leave the store")
+    wait_for(lambda: indexed_count(env) == 4, "the deleted photo to leave the store")
     gone = imgwatch(env, "similar", str(root / "coffee.jpg"), check=False)
     assert gone.returncode != 0 and "not indexed" in gone.stderr
     results = json.loads(imgwatch(env, "search", str(originals["coffee"]), "--json").stdout)
@@ -153,7 +158,7 @@ def test_a_second_run_catches_up_with_changes_made_while_stopped(
     write_photo(root / "a.jpg", "astronaut")
     write_photo(root / "b.jpg", "coffee")
     run = start_run(root)
-    wait_for(lambda: status(env)["store"]["images"] == 2, f"first indexing; log:\n{run.log()}")
+    wait_for(lambda: indexed_count(env) == 2, f"first indexing; log:\n{run.log()}")
     assert run.stop() == 0
 
     (root / "a.jpg").unlink()
@@ -162,7 +167,7 @@ def test_a_second_run_catches_up_with_changes_made_while_stopped(
     assert offline["queue"] is None and "imgwatch run" in offline["queue_error"]
 
     run = start_run(root)
-    wait_for(lambda: status(env)["store"]["images"] == 2 and not imgwatch(
+    wait_for(lambda: indexed_count(env) == 2 and not imgwatch(
         env, "similar", str(root / "a.jpg"), check=False).returncode == 0, f"catch-up; log:\n{run.log()}")
     assert json.loads(imgwatch(env, "search", str(root / "c.jpg"), "--json").stdout)[0]["path"] == str(root / "c.jpg")
     assert run.stop() == 0
