@@ -290,3 +290,20 @@ def test_bad_embeddings_are_refused_and_nothing_is_written(store: GraphStore, em
 def test_float64_embeddings_are_stored_as_float32(store: GraphStore) -> None:
     store.upsert([make_record("/p/a.jpg", angled(0.6, 1).astype(np.float64))])
     assert store.nearest(axis(0), 1)[0].score == pytest.approx(0.6, abs=SCORE_TOLERANCE)
+
+
+def test_a_neighbour_keeps_or_drops_its_link_as_a_fresh_pick_would(store: GraphStore) -> None:
+    a = make_record("/p/a.jpg", axis(0))
+    x = make_record("/p/x.jpg", angled(0.95, 1))
+    z = make_record("/p/z.jpg", angled(0.9, 2))
+    store.upsert([a, x, z])
+    store.link([a, x, z], threshold=0.5, top_k=1)
+    assert "/p/x.jpg" in {m.path for m in store.neighbours("/p/a.jpg")}  # a picked x
+    # x moves a little away from a (0.92): below a's old bar (0.95) but still a's best pick
+    store.upsert([make_record("/p/x.jpg", angled(0.92, 1))])
+    store.link([make_record("/p/x.jpg", angled(0.92, 1))], threshold=0.5, top_k=1)
+    assert "/p/x.jpg" in {m.path for m in store.neighbours("/p/a.jpg")}
+    # x moves next to z (0.6 from a): a now picks z (0.9) and x picks z too, so nothing keeps a–x
+    store.upsert([make_record("/p/x.jpg", angled(0.6, 2))])
+    store.link([make_record("/p/x.jpg", angled(0.6, 2))], threshold=0.5, top_k=1)
+    assert "/p/x.jpg" not in {m.path for m in store.neighbours("/p/a.jpg")}

@@ -50,6 +50,8 @@ T = TypeVar("T")
 
 # Bound the number of "?" in one statement (old SQLite builds allow only 999).
 _SQL_CHUNK = 500
+# Scores are recomputed from the same float32 vectors; allow for summation-order noise.
+_SCORE_EPSILON = 1e-6
 # Rows per page when streaming file states or loading embeddings.
 _PAGE_SIZE = 2000
 
@@ -71,7 +73,8 @@ CREATE TABLE IF NOT EXISTS images (
     model     TEXT    NOT NULL,
     embedding BLOB    NOT NULL,   -- dim little-endian float32 values
     rev       INTEGER NOT NULL,   -- revision of the transaction that last wrote it
-    linked    INTEGER NOT NULL DEFAULT 0  -- 1 once link() ran for the current embedding
+    linked    INTEGER NOT NULL DEFAULT 0,  -- 1 once link() ran for the current embedding
+    pick_bar  REAL                -- lowest score this image picked when linked (its k-th best)
 );
 CREATE INDEX IF NOT EXISTS images_by_rev ON images(rev);
 
@@ -245,10 +248,13 @@ class EmbeddedGraphStore(GraphStore):
     def link(self, images: Sequence[ImageRecord], threshold: float, top_k: int) -> int:
         """Replace the links of ``images`` with their best matches among all stored images.
 
-        Their former neighbours choose their own best matches again (adding links
-        only), so a link that such a neighbour still wants survives a re-link of
-        the other end. Scores use the stored embeddings. Images no longer stored (a
-        concurrent ``remove`` won the race) are skipped rather than failing the batch.
+        A link to a former neighbour survives if that neighbour would still pick the
+        image: the new score reaches the bar the neighbour set when it last linked
+        (its k-th best score, or the threshold if it found fewer), or failing that, a
+        fresh search for the neighbour still finds it. Usually one dot product per
+        former link decides, instead of a search per neighbour. Scores use the
+        stored embeddings. Images no longer stored (a concurrent ``remove`` won the
+        race) are skipped rather than failing the batch.
         """
         if not images:
             return 0
@@ -268,20 +274,43 @@ class EmbeddedGraphStore(GraphStore):
             index = self._synced_index(db, recorded[1])
             id_of = self._ids_by_path(db, list(dict.fromkeys(image.path for image in images)))
             ids = [i for i in id_of.values() if i in index]
-            former = [i for i in self._neighbour_ids(db, ids) if i in index]
+            former = self._former_links(db, ids, index)
             self._delete_links_of(db, ids)
-            db.executemany("UPDATE images SET linked = 1 WHERE id = ?", [(i,) for i in ids])
-            if not ids or top_k <= 0:
+            if top_k <= 0:
+                db.executemany("UPDATE images SET linked = 1 WHERE id = ?", [(i,) for i in ids])
                 return 0
-            choosers = ids + former
-            results = index.search_many(index.vectors(choosers), top_k, [(i,) for i in choosers])
+            if not ids:
+                return 0
             best: dict[tuple[int, int], float] = {}
-            for source, (neighbour_ids, scores) in zip(choosers, results, strict=True):
-                for neighbour, score in zip(neighbour_ids.tolist(), scores.tolist(), strict=True):
-                    if score < threshold:
-                        break  # best first, so the rest are below too
+            bars: dict[int, float] = {}
+            results = index.search_many(index.vectors(ids), top_k, [(i,) for i in ids])
+            for source, (neighbour_ids, scores) in zip(ids, results, strict=True):
+                picked = [s for s in scores.tolist() if s >= threshold]
+                bars[source] = picked[-1] if picked and len(picked) == top_k else threshold
+                for neighbour, score in zip(neighbour_ids.tolist(), picked, strict=False):
                     pair = (source, neighbour) if source < neighbour else (neighbour, source)
-                    best[pair] = max(score, best.get(pair, score))
+                    best[pair] = score
+            undecided: dict[int, set[int]] = {}
+            for (kept, relinked), bar in former.items():
+                score = float(index.vectors([kept])[0] @ index.vectors([relinked])[0])
+                pair = (kept, relinked) if kept < relinked else (relinked, kept)
+                if score >= max(bar, threshold) - _SCORE_EPSILON:
+                    best.setdefault(pair, score)
+                elif score >= threshold:
+                    undecided.setdefault(kept, set()).add(relinked)
+            if undecided:
+                # Below the old bar but above the threshold: only a fresh search can tell
+                # whether the neighbour still picks it (rare: the image changed a lot).
+                kept_ids = list(undecided)
+                results = index.search_many(index.vectors(kept_ids), top_k, [(i,) for i in kept_ids])
+                for kept, (neighbour_ids, scores) in zip(kept_ids, results, strict=True):
+                    for neighbour, score in zip(neighbour_ids.tolist(), scores.tolist(), strict=True):
+                        if score >= threshold and neighbour in undecided[kept]:
+                            pair = (kept, neighbour) if kept < neighbour else (neighbour, kept)
+                            best.setdefault(pair, score)
+            db.executemany(
+                "UPDATE images SET linked = 1, pick_bar = ? WHERE id = ?", [(bar, i) for i, bar in bars.items()]
+            )
             db.executemany(
                 "INSERT OR REPLACE INTO links (a, b, score) VALUES (?, ?, ?)",
                 [(a, b, score) for (a, b), score in best.items()],
@@ -532,17 +561,27 @@ class EmbeddedGraphStore(GraphStore):
         return found
 
     @staticmethod
-    def _neighbour_ids(db: sqlite3.Connection, ids: Sequence[int]) -> list[int]:
-        """Images linked to any of ``ids``, excluding ``ids`` themselves."""
+    def _former_links(db: sqlite3.Connection, ids: Sequence[int], index: VectorIndex) -> dict[tuple[int, int], float]:
+        """Links from images outside ``ids`` to images in ``ids``: (outside, inside) -> outside's pick bar."""
         own = set(ids)
-        found: dict[int, None] = {}
+        found: dict[tuple[int, int], float] = {}
         for chunk in _chunks(list(ids), _SQL_CHUNK):
             marks = ",".join("?" * len(chunk))
-            for a, b in db.execute(f"SELECT a, b FROM links WHERE a IN ({marks}) OR b IN ({marks})", [*chunk, *chunk]):
-                for other in (a, b):
-                    if other not in own:
-                        found[other] = None
-        return list(found)
+            rows = db.execute(
+                f"""
+                SELECT links.a, links.b, images.pick_bar FROM links JOIN images
+                  ON images.id = (CASE WHEN links.a IN ({marks}) THEN links.b ELSE links.a END)
+                WHERE links.a IN ({marks}) OR links.b IN ({marks})
+                """,
+                [*chunk, *chunk, *chunk],
+            )
+            for a, b, bar in rows:
+                if a in own and b in own:
+                    continue  # both ends pick again anyway
+                outside, inside = (b, a) if a in own else (a, b)
+                if outside in index:
+                    found[(outside, inside)] = -1.0 if bar is None else bar
+        return found
 
     @staticmethod
     def _delete_links_of(db: sqlite3.Connection, ids: Sequence[int]) -> None:
