@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from imgwatch.config import Config, load_config
+from imgwatch.embedding import EmbeddingModel, load_model
 from imgwatch.redis_server import EmbeddedRedis
 from imgwatch.workqueue import WorkQueue
 
@@ -43,6 +44,12 @@ def config(tmp_path: Path, queue_server: EmbeddedRedis) -> Config:
 @pytest.fixture
 def work_queue(config: Config) -> WorkQueue:
     return WorkQueue.from_config(config)
+
+
+@pytest.fixture(scope="session")
+def random_model() -> EmbeddingModel:
+    """The real ResNet50 code with seeded random weights, on the CPU, built once per session."""
+    return load_model("random", device="cpu", seed=0)
 
 
 @pytest.fixture(scope="session")

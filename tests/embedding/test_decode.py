@@ -18,7 +18,6 @@ from imgwatch.embedding import (
     DecodeError,
     EmbeddingModel,
     decode_for_model,
-    load_model,
     read_file,
     reference_preprocess,
 )
@@ -68,10 +67,6 @@ def fast(data: bytes) -> torch.Tensor:
 def reference(data: bytes) -> torch.Tensor:
     return reference_preprocess(Image.open(io.BytesIO(data)))
 
-
-@pytest.fixture(scope="module")
-def random_model() -> EmbeddingModel:
-    return load_model("random", device="cpu", seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,6 @@ from imgwatch.embedding import (
     Failed,
     Missing,
     Unchanged,
-    load_model,
 )
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry")
@@ -29,10 +28,6 @@ PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry")
 def photo(name: str) -> Image.Image:
     return Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
 
-
-@pytest.fixture(scope="module")
-def random_model() -> EmbeddingModel:
-    return load_model("random", device="cpu", seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -27,11 +27,6 @@ from imgwatch.embedding.model import CPU_BATCH_SIZE
 
 
 @pytest.fixture(scope="module")
-def random_model() -> EmbeddingModel:
-    return load_model("random", device="cpu", seed=0)
-
-
-@pytest.fixture(scope="module")
 def photo_batch() -> torch.Tensor:
     names = ("astronaut", "coffee", "chelsea")
     images = [Image.fromarray(getattr(skimage.data, name)()) for name in names]

@@ -9,16 +9,11 @@ from pathlib import Path
 import pytest
 
 from imgwatch.config import Config
-from imgwatch.embedding import Embedder, EmbeddingModel, load_model
+from imgwatch.embedding import Embedder, EmbeddingModel
 from imgwatch.files import PathFilter
 from imgwatch.store import GraphStore, open_store
 from imgwatch.workers.indexer import Indexer, LinkPolicy
 from imgwatch.workqueue import WorkQueue
-
-
-@pytest.fixture(scope="module")
-def model() -> EmbeddingModel:
-    return load_model("random", device="cpu", seed=0)
 
 
 @pytest.fixture
@@ -28,9 +23,11 @@ def store(config: Config) -> Iterator[GraphStore]:
 
 
 @pytest.fixture
-def indexer(model: EmbeddingModel, store: GraphStore, work_queue: WorkQueue, tmp_path: Path) -> Iterator[Indexer]:
-    embedder = Embedder(model, batch_size=4, decode_threads=2)
-    store.ensure_model(model.identity, model.dim)
+def indexer(
+    random_model: EmbeddingModel, store: GraphStore, work_queue: WorkQueue, tmp_path: Path
+) -> Iterator[Indexer]:
+    embedder = Embedder(random_model, batch_size=4, decode_threads=2)
+    store.ensure_model(random_model.identity, random_model.dim)
     # Random weights put every pair near cosine 0.998, so a threshold of 0 links by rank alone.
     yield Indexer(embedder, store, work_queue, LinkPolicy(threshold=0.0, top_k=2),
                   PathFilter.create(["jpg", "png"], [".*"]), [str(tmp_path / "photos")])

@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -535,30 +535,16 @@ class EmbeddedGraphStore(GraphStore):
 
     @staticmethod
     def _ids_by_path(db: sqlite3.Connection, paths: Sequence[str]) -> dict[str, int]:
-        found: dict[str, int] = {}
-        for chunk in _chunks(paths, _SQL_CHUNK):
-            marks = ",".join("?" * len(chunk))
-            found.update(db.execute(f"SELECT path, id FROM images WHERE path IN ({marks})", chunk))
-        return found
+        return dict(_select_in(db, "SELECT path, id FROM images WHERE path IN ({marks})", paths))
 
     @staticmethod
     def _paths_by_id(db: sqlite3.Connection, ids: Sequence[int]) -> dict[int, str]:
-        found: dict[int, str] = {}
-        for chunk in _chunks(ids, _SQL_CHUNK):
-            marks = ",".join("?" * len(chunk))
-            found.update(db.execute(f"SELECT id, path FROM images WHERE id IN ({marks})", chunk))
-        return found
+        return dict(_select_in(db, "SELECT id, path FROM images WHERE id IN ({marks})", ids))
 
     @staticmethod
     def _embeddings_by_path(db: sqlite3.Connection, paths: Sequence[str]) -> dict[str, tuple[int, bytes]]:
-        found: dict[str, tuple[int, bytes]] = {}
-        for chunk in _chunks(paths, _SQL_CHUNK):
-            marks = ",".join("?" * len(chunk))
-            for path, image_id, blob in db.execute(
-                f"SELECT path, id, embedding FROM images WHERE path IN ({marks})", chunk
-            ):
-                found[path] = (image_id, blob)
-        return found
+        rows = _select_in(db, "SELECT path, id, embedding FROM images WHERE path IN ({marks})", paths)
+        return {path: (image_id, blob) for path, image_id, blob in rows}
 
     @staticmethod
     def _former_links(db: sqlite3.Connection, ids: Sequence[int], index: VectorIndex) -> dict[tuple[int, int], float]:
@@ -633,6 +619,12 @@ def _under_condition(under: str | None) -> tuple[str, tuple[str, ...]]:
     prefix = directory + os.sep
     upper = directory + chr(ord(os.sep) + 1)
     return "AND (path = ? OR (path >= ? AND path < ?))", (directory, prefix, upper)
+
+
+def _select_in(db: sqlite3.Connection, query: str, keys: Sequence[object]) -> Iterator[tuple[Any, ...]]:
+    """Rows of ``query`` (with an ``IN ({marks})`` placeholder) for ``keys``, in bounded chunks."""
+    for chunk in _chunks(keys, _SQL_CHUNK):
+        yield from db.execute(query.format(marks=",".join("?" * len(chunk))), chunk)
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
