@@ -176,13 +176,14 @@ def test_embed_file_raises_for_bad_and_missing_files(tmp_path: Path, embedder: E
         embedder.embed_file(str(tmp_path / "nope.jpg"))
 
 
-def test_stopping_early_does_not_hang(embedder: Embedder, photo_paths: dict[str, str]) -> None:
+def test_stopping_early_leaves_the_embedder_usable(embedder: Embedder, photo_paths: dict[str, str]) -> None:
     results = embedder.embed_files(list(photo_paths.values()) * 4)
     assert isinstance(next(results), Embedded)
     results.close()  # the consumer walks away; pending decodes are cancelled
 
-    assert embedder.identity == "resnet50/random-seed0"
-    assert embedder.dim == EMBEDDING_DIM
+    again = list(embedder.embed_files(list(photo_paths.values())))
+    assert sorted(_path_of(r) for r in again) == sorted(photo_paths.values())
+    assert all(isinstance(r, Embedded) for r in again)
 
 
 def _path_of(result: Embedded | Unchanged | Failed | Missing) -> str:
