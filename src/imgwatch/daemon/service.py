@@ -70,7 +70,6 @@ class Daemon:
         )
         self._unsent: list[str] = []  # kept across queue outages so nothing is lost
         self._unsent_since = 0.0
-        self.enqueued_paths = 0
         # Each root's (st_dev, st_ino) as watched; None while it is missing.
         self._root_ids: dict[str, tuple[int, int] | None] = {}
         self._watches: dict[str, ObservedWatch] = {}
@@ -149,7 +148,6 @@ class Daemon:
         except redis.RedisError as exc:
             log.warning("enqueue_failed", paths=len(self._unsent), error=str(exc), note="retrying")
             return
-        self.enqueued_paths += len(self._unsent)
         log.info("enqueued", paths=len(self._unsent))
         self._unsent = []
 
