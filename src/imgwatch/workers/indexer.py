@@ -143,12 +143,7 @@ class Indexer:
 
         for path, reason in outcome.failed.items():
             log.warning("file_failed", path=path, reason=reason)
-            size = mtime = None
-            try:
-                st = os.stat(path)
-                size, mtime = st.st_size, st.st_mtime_ns
-            except OSError:
-                pass
+            size, mtime = file_signature(path) or (None, None)
             self.work_queue.record_failure(path, reason, size, mtime)
         self.work_queue.clear_failures([*outcome.indexed, *outcome.unchanged, *outcome.removed])
         return outcome
