@@ -131,9 +131,11 @@ class Daemon:
     def tick(self, flush: bool = False) -> None:
         """Move settled paths (and paths below removed folders) onto the queue."""
         ready = self.settler.due()
-        for directory in self.router.take_removed_dirs():
+        removed_dirs = self.router.take_removed_dirs()
+        failed = list(self.work_queue.failed_signatures()) if removed_dirs else []
+        for directory in removed_dirs:
             ready.extend(state.path for state in self.store.file_states(under=directory))
-            ready.extend(p for p in self.work_queue.failed_signatures() if root_of(p, [directory]))
+            ready.extend(p for p in failed if root_of(p, [directory]))
         ready = [p for p in ready if not self._below_missing_root(p)]
         if ready and not self._unsent:
             self._unsent_since = time.monotonic()

@@ -73,16 +73,19 @@ class Indexer:
         outcome = IndexOutcome()
         unique = list(dict.fromkeys(os.path.abspath(p) for p in paths))
         model = self.embedder.identity
-        stored = self.store.get_many([p for p in unique if _has_utf8_name(p)])
-
-        to_remove: list[str] = []
-        to_embed: list[str] = []
+        storable = []
         for path in unique:
-            if not _has_utf8_name(path):
+            if _has_utf8_name(path):
+                storable.append(path)
+            else:
                 # Stores and Redis keep paths as UTF-8 text; such a name cannot be a node key.
                 outcome.failed[path] = (f"cannot index {path!r}: its name is not valid UTF-8; "
                                         "rename the file (e.g. with `convmv`)")
-                continue
+        stored = self.store.get_many(storable)
+
+        to_remove: list[str] = []
+        to_embed: list[str] = []
+        for path in storable:
             try:
                 st = os.stat(path)
             except (FileNotFoundError, NotADirectoryError):
