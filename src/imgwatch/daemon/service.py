@@ -132,7 +132,12 @@ class Daemon:
         """Move settled paths (and paths below removed folders) onto the queue."""
         ready = self.settler.due()
         removed_dirs = self.router.take_removed_dirs()
-        failed = list(self.work_queue.failed_signatures()) if removed_dirs else []
+        failed: list[str] = []
+        if removed_dirs:
+            try:
+                failed = list(self.work_queue.failed_signatures())
+            except redis.RedisError:
+                pass  # queue down: their failure records are cleared by the next reconcile
         for directory in removed_dirs:
             ready.extend(state.path for state in self.store.file_states(under=directory))
             ready.extend(p for p in failed if root_of(p, [directory]))
