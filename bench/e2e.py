@@ -26,7 +26,7 @@ import torch
 
 from embed_rate import model_only_rate  # bench/ is on sys.path when run as a script
 from imgwatch.embedding import load_model, plan_inference
-from imgwatch.store import open_store
+from imgwatch.store import EMBEDDED_DB_NAME, EmbeddedGraphStore
 
 
 def end_to_end_rate(photo_dir: Path, weights: str, workers: int) -> tuple[float, int, float]:
@@ -47,7 +47,7 @@ def end_to_end_rate(photo_dir: Path, weights: str, workers: int) -> tuple[float,
                 if '"worker_ready"' in log_path.read_text():
                     ready_at = time.perf_counter()
                 time.sleep(0.05)
-            with open_store("embedded", Path(data_dir)) as store:
+            with EmbeddedGraphStore(Path(data_dir) / EMBEDDED_DB_NAME) as store:
                 while store.stats().images < count:
                     if process.poll() is not None:
                         raise SystemExit(f"imgwatch run exited early:\n{log_path.read_text()}")

@@ -119,7 +119,7 @@ def daemon(config: Config) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     work_queue = WorkQueue.from_config(config)
-    with open_store(config.general.store, config.data_path) as store:
+    with open_store(config) as store:
         Daemon(config, store, work_queue).run(stop)
 
 
@@ -145,7 +145,7 @@ def scan(config: Config) -> None:
     if not config.general.roots:
         raise click.UsageError("no folders to scan: pass ROOT arguments or set general.roots")
     work_queue = WorkQueue.from_config(config)
-    with open_store(config.general.store, config.data_path) as store:
+    with open_store(config) as store:
         plan = reconcile_and_enqueue(config, store, work_queue)
     click.echo(f"enqueued {len(plan.changed)} new or changed and {len(plan.gone)} removed file(s); "
                f"{plan.unchanged} unchanged")
@@ -172,7 +172,7 @@ def search(config: Config, image: str, top: int, as_json: bool) -> None:
     from imgwatch.embedding import Embedder, load_model
     from imgwatch.store import ModelMismatchError, open_store
 
-    with open_store(config.general.store, config.data_path, create=False) as store:
+    with open_store(config, create=False) as store:
         stored_model = store.stats().model
         model = load_model(config.embedding.weights, config.embedding.device, config.embedding.seed)
         if stored_model is not None and stored_model != model.identity:
@@ -196,7 +196,7 @@ def similar(config: Config, path: str, as_json: bool) -> None:
     """The SIMILAR_TO neighbours of an indexed PATH (no model needed)."""
     from imgwatch.store import open_store
 
-    with open_store(config.general.store, config.data_path, create=False) as store:
+    with open_store(config, create=False) as store:
         _print_matches(store.neighbours(canonical_path(path)), as_json)
 
 
@@ -216,7 +216,7 @@ def status(config: Config, as_json: bool) -> None:
         report["queue"] = None
         report["queue_error"] = str(exc)
     try:
-        with open_store(config.general.store, config.data_path, create=False) as store:
+        with open_store(config, create=False) as store:
             report["store"] = dataclasses.asdict(store.stats())
         report["store_error"] = None
     except StoreMissing as exc:

@@ -86,6 +86,22 @@ class WorkersConfig:
     count: int = 1
 
 
+NEO4J_PASSWORD_ENV = "IMGWATCH_NEO4J_PASSWORD"
+NEO4J_URI_SCHEMES = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc")
+
+
+@dataclass
+class Neo4jConfig:
+    uri: str = "neo4j://localhost:7687"
+    user: str = "neo4j"
+    database: str = "neo4j"
+    # The password comes from $IMGWATCH_NEO4J_PASSWORD or this file, never from config.toml.
+    password_file: str = ""
+    connect_timeout: float = 5.0
+    # How long a store operation keeps retrying through an outage before its job fails.
+    retry_seconds: float = 120.0
+
+
 @dataclass
 class Config:
     general: GeneralConfig = field(default_factory=GeneralConfig)
@@ -94,6 +110,7 @@ class Config:
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     links: LinksConfig = field(default_factory=LinksConfig)
     workers: WorkersConfig = field(default_factory=WorkersConfig)
+    neo4j: Neo4jConfig = field(default_factory=Neo4jConfig)
 
     @property
     def data_path(self) -> Path:
@@ -162,6 +179,11 @@ def _validate(config: Config, sources: Mapping[str, str]) -> None:
         ("links.threshold", -1.0 <= config.links.threshold <= 1.0, "a cosine between -1 and 1"),
         ("links.top_k", config.links.top_k >= 1, "an integer >= 1"),
         ("workers.count", config.workers.count >= 1, "an integer >= 1"),
+        ("neo4j.uri", config.neo4j.uri.partition("://")[0] in NEO4J_URI_SCHEMES and "://" in config.neo4j.uri,
+         "a URI like neo4j://host:7687 (schemes: " + ", ".join(NEO4J_URI_SCHEMES) + ")"),
+        ("neo4j.database", bool(config.neo4j.database), "a database name"),
+        ("neo4j.connect_timeout", config.neo4j.connect_timeout > 0, "a number of seconds > 0"),
+        ("neo4j.retry_seconds", config.neo4j.retry_seconds >= 0, "a number of seconds >= 0"),
     ]
     for key, ok, expected in checks:
         if not ok:
@@ -180,6 +202,11 @@ def _apply(config: Config, values: Mapping[str, Mapping[str, Any]], source: str,
         section = getattr(config, section_name)
         kinds = {f.name: str(f.type) for f in dataclasses.fields(section)}
         for key, raw in section_values.items():
+            if section_name == "neo4j" and key == "password":
+                raise ConfigError(
+                    f"neo4j.password (from {source}) is not read from configuration: keep the secret out "
+                    f"of config files and set {NEO4J_PASSWORD_ENV} or neo4j.password_file instead"
+                )
             if key not in kinds:
                 raise ConfigError(f"unknown config key {section_name}.{key} (from {source})")
             setattr(section, key, _parse(f"{section_name}.{key}", raw, kinds[key], source))
@@ -246,6 +273,16 @@ def load_config(
 
     _validate(config, sources)
     return config
+
+
+def neo4j_password(config: Config, environ: Mapping[str, str] | None = None) -> str | None:
+    """The Neo4j password: $IMGWATCH_NEO4J_PASSWORD, else neo4j.password_file, else none."""
+    environ = os.environ if environ is None else environ
+    if environ.get(NEO4J_PASSWORD_ENV):
+        return environ[NEO4J_PASSWORD_ENV]
+    if config.neo4j.password_file:
+        return read_secret_file(config.neo4j.password_file, "the Neo4j password")
+    return None
 
 
 def read_secret_file(path: str, what: str) -> str:

@@ -95,7 +95,7 @@ def run_all(config: Config) -> int:
             recovered = work_queue.recover_abandoned()
             if recovered:
                 log.info("recovered_abandoned_jobs", jobs=recovered)
-        store = stack.enter_context(open_store(config.general.store, config.data_path))
+        store = stack.enter_context(open_store(config))
         daemon = Daemon(config, store, work_queue)
 
         context = multiprocessing.get_context("spawn")

@@ -38,7 +38,7 @@ def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
 
 @pytest.fixture
 def store(config: Config) -> Iterator[GraphStore]:
-    with open_store(config.general.store, config.data_path) as store:
+    with open_store(config) as store:
         store.ensure_model("test/model", 4)
         yield store
 
@@ -106,7 +106,7 @@ def test_work_waits_out_a_queue_outage_and_is_not_lost(tmp_path: Path, write_pho
     with EmbeddedRedis(config) as server:
         config.queue.redis_url = server.url
         work_queue = WorkQueue.from_config(config)
-        with open_store(config.general.store, config.data_path) as store:
+        with open_store(config) as store:
             daemon = Daemon(config, store, work_queue)
             daemon.settler.closed(str(root / "a.jpg"))
             (root / "a.jpg").write_bytes(b"x")

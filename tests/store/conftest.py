@@ -16,7 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from imgwatch.config import Config
 from imgwatch.store import GraphStore, ImageRecord, open_store
+
+from ..conftest import make_config
 
 MODEL = "test-model/v1"
 DIM = 16
@@ -71,12 +74,39 @@ def random_unit_vectors(count: int, dim: int = DIM, seed: int = 0) -> np.ndarray
     return normalised
 
 
-def open_backend(kind: str, tmp_path: Path) -> GraphStore:
+def backend_config(kind: str, tmp_path: Path) -> Config:
+    """A config for ``kind``; for Neo4j the test server's, or the test is skipped."""
+    config = make_config(tmp_path / "data", **{"general.store": kind})
     if kind == "neo4j":
-        if not os.environ.get("IMGWATCH_TEST_NEO4J_URI"):
+        uri = os.environ.get("IMGWATCH_TEST_NEO4J_URI")
+        if not uri:
             pytest.skip(NEO4J_SKIP_REASON)
-        pytest.skip("neo4j backend not implemented yet")
-    return open_store(kind, tmp_path / "data")
+        config.neo4j.uri = uri
+        config.neo4j.user = os.environ.get("IMGWATCH_TEST_NEO4J_USER", "neo4j")
+        config.neo4j.database = os.environ.get("IMGWATCH_TEST_NEO4J_DATABASE", "neo4j")
+        password_file = tmp_path / "neo4j-password"
+        password_file.write_text(os.environ.get("IMGWATCH_TEST_NEO4J_PASSWORD", "") + "\n")
+        config.neo4j.password_file = str(password_file)
+    return config
+
+
+def wipe_neo4j(config: Config) -> None:
+    """Delete every imgwatch node from the test database (only ever the test server)."""
+    import neo4j
+
+    from imgwatch.config import neo4j_password
+
+    auth = (config.neo4j.user, neo4j_password(config, environ={}) or "")
+    with neo4j.GraphDatabase.driver(config.neo4j.uri, auth=auth) as driver:
+        driver.execute_query("MATCH (n) WHERE n:Image OR n:ImgwatchStore DETACH DELETE n",
+                             database_=config.neo4j.database)
+
+
+def open_backend(kind: str, tmp_path: Path) -> GraphStore:
+    config = backend_config(kind, tmp_path)
+    if kind == "neo4j":
+        wipe_neo4j(config)
+    return open_store(config)
 
 
 @pytest.fixture(params=["embedded", "neo4j"])

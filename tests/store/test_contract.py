@@ -246,7 +246,7 @@ def test_ensure_model_refuses_another_model_while_images_exist(store: GraphStore
 
     message = str(raised.value)
     assert MODEL in message and "other-model/v2" in message and "1 embeddings" in message
-    assert "--data-dir" in message
+    assert "re-index everything" in message
     assert store.stats().model == MODEL
 
 
@@ -262,7 +262,7 @@ def test_ensure_model_switches_when_the_store_is_empty(store: GraphStore) -> Non
 
 
 def test_upserting_a_record_of_another_model_is_refused(store: GraphStore) -> None:
-    with pytest.raises(ModelMismatchError, match="--data-dir"):
+    with pytest.raises(ModelMismatchError, match="re-index everything"):
         store.upsert([make_record("/p/a.jpg", axis(0), model="other-model/v2")])
     assert store.stats().images == 0
 

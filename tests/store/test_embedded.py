@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 import imgwatch
-from imgwatch.store import EmbeddedGraphStore, ModelMismatchError, StoreError, open_store
+from imgwatch.store import EmbeddedGraphStore, ModelMismatchError, StoreError, StoreMissing, open_store
 
+from ..conftest import make_config
 from .conftest import DIM, MODEL, angled, axis, make_record, random_unit_vectors
 
 SRC_DIR = str(Path(imgwatch.__file__).resolve().parents[1])
@@ -291,12 +292,13 @@ def test_a_closed_store_refuses_calls(writer: EmbeddedGraphStore) -> None:
 
 def test_open_store_creates_the_data_dir_and_rejects_unknown_backends(tmp_path: Path) -> None:
     data_dir = tmp_path / "deep" / "data"
-    with open_store("embedded", data_dir) as store:
+    config = make_config(data_dir)
+    with pytest.raises(StoreMissing, match="nothing is indexed"):
+        open_store(config, create=False)
+    with open_store(config) as store:
         assert isinstance(store, EmbeddedGraphStore)
         assert store.stats().location == str(data_dir / "store.sqlite3")
     assert (data_dir / "store.sqlite3").is_file()
 
-    with pytest.raises(StoreError, match="neo4j"):
-        open_store("neo4j", tmp_path)
     with pytest.raises(StoreError, match="unknown store backend 'mongo'"):
-        open_store("mongo", tmp_path)
+        open_store(config, backend="mongo")

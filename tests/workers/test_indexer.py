@@ -18,7 +18,7 @@ from imgwatch.workqueue import WorkQueue
 
 @pytest.fixture
 def store(config: Config) -> Iterator[GraphStore]:
-    with open_store(config.general.store, config.data_path) as store:
+    with open_store(config) as store:
         yield store
 
 

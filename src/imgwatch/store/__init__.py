@@ -8,60 +8,72 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from imgwatch.config import Config, neo4j_password
 from imgwatch.store.base import (
+    ExportedImage,
     FileState,
     GraphStore,
     ImageNotFound,
     ImageRecord,
+    Link,
     Match,
     ModelMismatchError,
     StoredImage,
     StoreError,
+    StoreMissing,
     StoreStats,
+    StoreUnavailable,
 )
 from imgwatch.store.embedded import EmbeddedGraphStore
 
 EMBEDDED_DB_NAME = "store.sqlite3"
+BACKENDS = ("embedded", "neo4j")
 
 __all__ = [
+    "BACKENDS",
     "EMBEDDED_DB_NAME",
     "EmbeddedGraphStore",
+    "ExportedImage",
     "FileState",
     "GraphStore",
     "ImageNotFound",
     "ImageRecord",
+    "Link",
     "Match",
     "ModelMismatchError",
     "StoreError",
     "StoreMissing",
     "StoreStats",
+    "StoreUnavailable",
     "StoredImage",
     "open_store",
 ]
 
 
-class StoreMissing(StoreError):
-    """Nothing has been indexed under this data dir (or it is the wrong one)."""
+def open_store(config: Config, *, backend: str | None = None, create: bool = True) -> GraphStore:
+    """Open the configured store (or ``backend``, for migrations).
 
-
-def open_store(kind: str, data_dir: Path, *, create: bool = True) -> GraphStore:
-    """Open the store backend named ``kind`` keeping its files under ``data_dir``.
-
-    ``create=False`` is for read-only commands: a mistyped data dir then fails
-    with StoreMissing instead of quietly creating an empty store there.
+    ``create=False`` is for read-only commands: a mistyped data dir or an empty Neo4j
+    database then fails with StoreMissing instead of quietly creating an empty store.
     """
+    kind = backend or config.general.store
     if kind == "embedded":
-        data_dir = Path(data_dir)
-        if not create and not (data_dir / EMBEDDED_DB_NAME).exists():
-            raise StoreMissing(
-                f"no imgwatch store in {data_dir}: nothing is indexed there yet; start `imgwatch run FOLDER`, "
-                "or point --data-dir (IMGWATCH_GENERAL_DATA_DIR) at the right place"
-            )
-        try:
-            data_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create data dir {data_dir}: {exc.strerror}") from exc
-        return EmbeddedGraphStore(data_dir / EMBEDDED_DB_NAME)
+        return _open_embedded(config.data_path, create=create)
     if kind == "neo4j":
-        raise StoreError("the neo4j store backend is not available yet; use store = \"embedded\"")
-    raise StoreError(f"unknown store backend {kind!r}; supported: \"embedded\"")
+        from imgwatch.store.neo4j import Neo4jGraphStore  # the driver loads only when used
+
+        return Neo4jGraphStore(config.neo4j, neo4j_password(config), create=create)
+    raise StoreError(f"unknown store backend {kind!r}; supported: {', '.join(BACKENDS)}")
+
+
+def _open_embedded(data_dir: Path, *, create: bool) -> EmbeddedGraphStore:
+    if not create and not (data_dir / EMBEDDED_DB_NAME).exists():
+        raise StoreMissing(
+            f"no imgwatch store in {data_dir}: nothing is indexed there yet; start `imgwatch run FOLDER`, "
+            "or point --data-dir (IMGWATCH_GENERAL_DATA_DIR) at the right place"
+        )
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create data dir {data_dir}: {exc.strerror}") from exc
+    return EmbeddedGraphStore(data_dir / EMBEDDED_DB_NAME)

@@ -21,6 +21,14 @@ class StoreError(Exception):
     """A store operation failed; the message says what and what to do."""
 
 
+class StoreUnavailable(StoreError):
+    """The store's server could not be reached (even after retrying); the work can be retried later."""
+
+
+class StoreMissing(StoreError):
+    """Nothing has been indexed in this store yet (or it is the wrong one)."""
+
+
 class ImageNotFound(StoreError):
     def __init__(self, path: str) -> None:
         super().__init__(f"{path} is not indexed (yet); check the path or run `imgwatch status`")
@@ -81,6 +89,69 @@ class StoreStats:
     images: int
     links: int
     model: str | None
+    dim: int | None = None
+
+
+@dataclass(frozen=True)
+class ExportedImage:
+    """An image with everything a store holds about it, for copying between stores."""
+
+    record: ImageRecord
+    linked: bool
+    pick_bar: float | None  # the lowest cosine it picked when last linked (see GraphStore.link)
+
+
+@dataclass(frozen=True, order=True)
+class Link:
+    """One undirected SIMILAR_TO link, named by its two paths with ``a < b``."""
+
+    a: str
+    b: str
+    score: float
+
+    @classmethod
+    def between(cls, one: str, other: str, score: float) -> Link:
+        return cls(one, other, score) if one < other else cls(other, one, score)
+
+
+def checked_embedding(embedding: np.ndarray, dim: int, path: str) -> np.ndarray:
+    """One record's embedding as float32, or StoreError saying what is wrong with it."""
+    try:
+        vector = np.asarray(embedding, dtype="<f4")
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"{path}: embedding is not numeric ({exc})") from exc
+    if vector.shape != (dim,):
+        raise StoreError(f"{path}: embedding has shape {vector.shape}, the store's model needs ({dim},)")
+    if not np.isfinite(vector).all():
+        raise StoreError(f"{path}: embedding contains NaN or infinite values")
+    norm = float(np.linalg.norm(vector))
+    if abs(norm - 1.0) > 1e-3:
+        raise StoreError(f"{path}: embedding must be L2-normalised (its norm is {norm:.6g})")
+    return vector
+
+
+def unit_query(vector: np.ndarray, dim: int) -> np.ndarray:
+    """A query vector checked and scaled to length 1 (cosine only needs its direction)."""
+    query = np.asarray(vector, dtype=np.float32)
+    if query.shape != (dim,):
+        raise StoreError(f"query vector has shape {query.shape}, the store's model needs ({dim},)")
+    if not np.isfinite(query).all():
+        raise StoreError("query vector contains NaN or infinite values")
+    norm = float(np.linalg.norm(query))
+    if norm == 0.0:
+        raise StoreError("query vector is all zeros; it has no direction to compare")
+    unit: np.ndarray = query / np.float32(norm)
+    return unit
+
+
+def model_mismatch_message(stored_model: str, stored_dim: int, count: int, model: str, dim: int,
+                           how_to_reset: str) -> str:
+    return (
+        f"this store holds {count} embeddings from {stored_model} (dim {stored_dim}); "
+        f"you are using {model} (dim {dim}). Similarity scores across models are "
+        f"meaningless. To re-index everything with {model}, {how_to_reset}; otherwise "
+        f"configure {stored_model} again."
+    )
 
 
 class GraphStore(abc.ABC):
@@ -133,6 +204,28 @@ class GraphStore(abc.ABC):
     @abc.abstractmethod
     def file_states(self, under: str | None = None) -> Iterator[FileState]:
         """Every stored image's (path, size, mtime), optionally only below directory ``under``."""
+
+    @abc.abstractmethod
+    def describe(self) -> dict[str, object]:
+        """Facts for `imgwatch doctor`: where the store is, its version, index state, counts."""
+
+    # -- copying between stores (imgwatch migrate) -------------------------------------
+
+    @abc.abstractmethod
+    def export_images(self, after: str, limit: int) -> list[ExportedImage]:
+        """Up to ``limit`` images with paths after ``after``, in this backend's path order."""
+
+    @abc.abstractmethod
+    def export_links(self, paths: Sequence[str]) -> list[Link]:
+        """Every link with at least one end in ``paths``."""
+
+    @abc.abstractmethod
+    def import_images(self, images: Sequence[ExportedImage]) -> None:
+        """Upsert images as exported, keeping their linked flag and pick bar (no re-linking)."""
+
+    @abc.abstractmethod
+    def import_links(self, links: Sequence[Link]) -> int:
+        """Create or update links as given; links to images not stored here are skipped."""
 
     @abc.abstractmethod
     def close(self) -> None: ...

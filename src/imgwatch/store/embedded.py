@@ -32,15 +32,20 @@ from typing import Any, TypeVar
 import numpy as np
 
 from imgwatch.store.base import (
+    ExportedImage,
     FileState,
     GraphStore,
     ImageNotFound,
     ImageRecord,
+    Link,
     Match,
     ModelMismatchError,
     StoredImage,
     StoreError,
     StoreStats,
+    checked_embedding,
+    model_mismatch_message,
+    unit_query,
 )
 from imgwatch.store.vectors import VectorIndex
 
@@ -140,14 +145,10 @@ class EmbeddedGraphStore(GraphStore):
             if recorded is not None:
                 count = db.execute("SELECT COUNT(*) FROM images").fetchone()[0]
                 if count:
-                    stored_model, stored_dim = recorded
-                    raise ModelMismatchError(
-                        f"this store holds {count} embeddings from {stored_model} (dim {stored_dim}); "
-                        f"you are using {model} (dim {dim}). Similarity scores across models are "
-                        f"meaningless. To re-index everything with {model}, use a new --data-dir, or "
-                        f"stop imgwatch and delete {self.db_path} (and its -wal/-shm files); otherwise "
-                        f"configure {stored_model} again."
-                    )
+                    raise ModelMismatchError(model_mismatch_message(
+                        *recorded, count, model, dim,
+                        f"use a new --data-dir, or stop imgwatch and delete {self.db_path} (and its -wal/-shm files)",
+                    ))
             self._set_meta(db, "model", model)
             self._set_meta(db, "dim", dim)
 
@@ -157,22 +158,26 @@ class EmbeddedGraphStore(GraphStore):
         A replaced image keeps its id. If its embedding changed, its links are dropped
         here (their scores would be stale); the caller re-creates them with ``link``.
         """
-        if not records:
+        self._write_images([(record, None) for record in records])
+
+    def _write_images(self, images: Sequence[tuple[ImageRecord, tuple[bool, float | None] | None]]) -> None:
+        """Upsert records; with a (linked, pick_bar) pair those are set as given (imports)."""
+        if not images:
             return
         with self._write() as db:
             model, dim = self._require_model(db)
             rows = []
-            for record in records:
+            for record, link_state in images:
                 if record.model != model:
                     raise ModelMismatchError(
                         f"{record.path} was embedded with {record.model}, but this store holds "
                         f"embeddings from {model}. To re-index everything with {record.model}, use a "
                         f"new --data-dir, or delete {self.db_path} (and its -wal/-shm files)."
                     )
-                rows.append((record, _embedding_bytes(record.embedding, dim, record.path)))
+                rows.append((record, checked_embedding(record.embedding, dim, record.path).tobytes(), link_state))
             rev = self._next_rev(db)
-            previous = self._embeddings_by_path(db, [record.path for record, _ in rows])
-            for record, blob in rows:
+            previous = self._embeddings_by_path(db, [record.path for record, _, _ in rows])
+            for record, blob, link_state in rows:
                 db.execute(
                     """
                     INSERT INTO images (path, sha256, size, mtime_ns, width, height, model, embedding, rev)
@@ -190,6 +195,9 @@ class EmbeddedGraphStore(GraphStore):
                 if old is not None and old[1] != blob:
                     self._delete_links_of(db, [old[0]])
                     previous[record.path] = (old[0], blob)
+                if link_state is not None:
+                    db.execute("UPDATE images SET linked = ?, pick_bar = ? WHERE path = ?",
+                               (int(link_state[0]), link_state[1], record.path))
 
     def update_file_states(self, states: Sequence[FileState]) -> None:
         if not states:
@@ -238,7 +246,7 @@ class EmbeddedGraphStore(GraphStore):
             recorded = self._recorded_model(db)
             if recorded is None or k <= 0:
                 return []
-            query = _unit_query(vector, recorded[1])
+            query = unit_query(vector, recorded[1])
             index = self._synced_index(db, recorded[1])
             excluded_ids = list(self._ids_by_path(db, excluded_paths).values())
             ids, scores = index.search(query, k, excluded_ids)
@@ -346,7 +354,76 @@ class EmbeddedGraphStore(GraphStore):
             images=images,
             links=links,
             model=recorded[0] if recorded else None,
+            dim=recorded[1] if recorded else None,
         )
+
+    def describe(self) -> dict[str, object]:
+        stats = self.stats()
+        with self._read() as db:
+            journal = db.execute("PRAGMA journal_mode").fetchone()[0]
+            schema = self._schema_version(db)
+        size = sum(p.stat().st_size for p in self.db_path.parent.glob(self.db_path.name + "*") if p.is_file())
+        return {
+            "backend": self.backend,
+            "file": str(self.db_path),
+            "sqlite": sqlite3.sqlite_version,
+            "journal_mode": journal,
+            "schema_version": schema,
+            "size_mib": round(size / 2**20, 1),
+            "vector_index": "exact, in memory (rebuilt from the file by each process)",
+            "images": stats.images,
+            "links": stats.links,
+            "model": stats.model,
+            "dim": stats.dim,
+        }
+
+    def export_images(self, after: str, limit: int) -> list[ExportedImage]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT path, sha256, size, mtime_ns, width, height, model, embedding, linked, pick_bar "
+                "FROM images WHERE path > ? ORDER BY path LIMIT ?",
+                (after, limit),
+            ).fetchall()
+        return [
+            ExportedImage(
+                ImageRecord(path, sha256, size, mtime_ns, width, height, model,
+                            np.frombuffer(blob, dtype="<f4").copy()),
+                linked=bool(linked),
+                pick_bar=pick_bar,
+            )
+            for path, sha256, size, mtime_ns, width, height, model, blob, linked, pick_bar in rows
+        ]
+
+    def export_links(self, paths: Sequence[str]) -> list[Link]:
+        found: set[Link] = set()
+        with self._read() as db:
+            ids = list(self._ids_by_path(db, list(dict.fromkeys(paths))).values())
+            for column in ("a", "b"):
+                rows = _select_in(
+                    db,
+                    "SELECT ia.path, ib.path, links.score FROM links "
+                    "JOIN images AS ia ON ia.id = links.a JOIN images AS ib ON ib.id = links.b "
+                    f"WHERE links.{column} IN ({{marks}})",
+                    ids,
+                )
+                found.update(Link.between(a, b, score) for a, b, score in rows)
+        return sorted(found)
+
+    def import_images(self, images: Sequence[ExportedImage]) -> None:
+        self._write_images([(image.record, (image.linked, image.pick_bar)) for image in images])
+
+    def import_links(self, links: Sequence[Link]) -> int:
+        if not links:
+            return 0
+        with self._write() as db:
+            id_of = self._ids_by_path(db, list({p for link in links for p in (link.a, link.b)}))
+            rows = []
+            for link in links:
+                a, b = id_of.get(link.a), id_of.get(link.b)
+                if a is not None and b is not None and a != b:
+                    rows.append((min(a, b), max(a, b), link.score))
+            db.executemany("INSERT OR REPLACE INTO links (a, b, score) VALUES (?, ?, ?)", rows)
+            return len(rows)
 
     def file_states(self, under: str | None = None) -> Iterator[FileState]:
         """Stream states in path order, one page per short read transaction.
@@ -574,34 +651,6 @@ class EmbeddedGraphStore(GraphStore):
         parameters = [(i,) for i in ids]
         db.executemany("DELETE FROM links WHERE a = ?", parameters)
         db.executemany("DELETE FROM links WHERE b = ?", parameters)
-
-
-def _embedding_bytes(embedding: np.ndarray, dim: int, path: str) -> bytes:
-    """Validate one record's embedding and encode it as little-endian float32."""
-    try:
-        vector = np.asarray(embedding, dtype="<f4")
-    except (TypeError, ValueError) as exc:
-        raise StoreError(f"{path}: embedding is not numeric ({exc})") from exc
-    if vector.shape != (dim,):
-        raise StoreError(f"{path}: embedding has shape {vector.shape}, the store's model needs ({dim},)")
-    if not np.isfinite(vector).all():
-        raise StoreError(f"{path}: embedding contains NaN or infinite values")
-    norm = float(np.linalg.norm(vector))
-    if abs(norm - 1.0) > 1e-3:
-        raise StoreError(f"{path}: embedding must be L2-normalised (its norm is {norm:.6g})")
-    return vector.tobytes()
-
-
-def _unit_query(vector: np.ndarray, dim: int) -> np.ndarray:
-    query = np.asarray(vector, dtype=np.float32)
-    if query.shape != (dim,):
-        raise StoreError(f"query vector has shape {query.shape}, the store's model needs ({dim},)")
-    if not np.isfinite(query).all():
-        raise StoreError("query vector contains NaN or infinite values")
-    norm = float(np.linalg.norm(query))
-    if norm == 0.0:
-        raise StoreError("query vector is all zeros; it has no direction to compare")
-    return query / np.float32(norm)  # cosine: only the direction matters
 
 
 def _under_condition(under: str | None) -> tuple[str, tuple[str, ...]]:

@@ -37,7 +37,7 @@ def run_worker(config: Config, *, burst: bool = False, name: str | None = None) 
                           config.embedding.threads, processes=config.workers.count)
     embedder = Embedder(model, batch_size=plan.batch_size,
                         decode_threads=config.embedding.decode_threads, streams=plan.streams)
-    store = open_store(config.general.store, config.data_path)
+    store = open_store(config)
     try:
         store.ensure_model(model.identity, model.dim)
         indexer = Indexer(
