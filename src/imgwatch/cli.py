@@ -205,7 +205,7 @@ def similar(config: Config, path: str, as_json: bool) -> None:
 @common_options
 def status(config: Config, as_json: bool) -> None:
     """Queued and running work, failed items with reasons, image and link counts."""
-    from imgwatch.store import StoreMissing, open_store
+    from imgwatch.store import StoreError, open_store
     from imgwatch.workqueue import QueueUnavailable, WorkQueue
 
     report: dict[str, Any] = {}
@@ -219,7 +219,7 @@ def status(config: Config, as_json: bool) -> None:
         with open_store(config, create=False) as store:
             report["store"] = dataclasses.asdict(store.stats())
         report["store_error"] = None
-    except StoreMissing as exc:
+    except StoreError as exc:  # missing or unreachable: still show the queue
         report["store"] = None
         report["store_error"] = str(exc)
 
@@ -228,7 +228,7 @@ def status(config: Config, as_json: bool) -> None:
         return
     store_stats = report["store"]
     if store_stats is None:
-        click.echo(f"store:   none yet ({report['store_error']})")
+        click.echo(f"store:   not available ({report['store_error']})")
     else:
         click.echo(f"store:   {store_stats['images']} images, {store_stats['links']} links "
                    f"({store_stats['backend']}: {store_stats['location']}; model {store_stats['model'] or '-'})")
@@ -245,6 +245,64 @@ def status(config: Config, as_json: bool) -> None:
         click.echo(f"  {item['path']}: {item['reason']}")
     for job in queue["failed_jobs"]:
         click.echo(f"  job {job['job_id']} ({job['paths']} paths): {job['reason']}")
+
+
+# -- maintenance ---------------------------------------------------------------
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@common_options
+def doctor(config: Config, as_json: bool) -> None:
+    """Check the store and the queue: server version, index state, counts."""
+    from imgwatch.store import open_store
+    from imgwatch.workqueue import QueueUnavailable, WorkQueue, redis_url_for
+
+    # Neo4j: setting up the (idempotent) schema lets a first check report on it. The
+    # embedded store is never created here, so a mistyped --data-dir is not hidden.
+    with open_store(config, create=config.general.store == "neo4j") as store:
+        report: dict[str, Any] = {"store": store.describe()}
+    try:
+        snapshot = WorkQueue.from_config(config).snapshot()
+        report["queue"] = {"url": redis_url_for(config), "reachable": True, "workers": snapshot.workers,
+                           "queued_jobs": snapshot.queued_jobs}
+    except QueueUnavailable as exc:
+        report["queue"] = {"url": redis_url_for(config), "reachable": False, "error": str(exc)}
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    for section, facts in report.items():
+        click.echo(f"{section}:")
+        for key, value in facts.items():
+            click.echo(f"  {key + ':':<18} {'-' if value is None else value}")
+
+
+@main.command()
+@click.option("--to", "target_backend", type=click.Choice(["embedded", "neo4j"]), required=True,
+              help="The backend to copy into; the other one is the source.")
+@common_options
+def migrate(config: Config, target_backend: str) -> None:
+    """Copy every image, embedding and link into another store backend (no re-embedding).
+
+    `--to neo4j` copies the embedded store in --data-dir into the [neo4j] server;
+    `--to embedded` copies back. Stop imgwatch first. Safe to interrupt: running it
+    again resumes.
+    """
+    from imgwatch.store import open_store
+    from imgwatch.store.migrate import migrate as copy_store
+    from imgwatch.supervisor import exclusive_run_lock
+
+    source_backend = "neo4j" if target_backend == "embedded" else "embedded"
+    with exclusive_run_lock(config), open_store(config, backend=source_backend, create=False) as source, \
+            open_store(config, backend=target_backend) as target:
+        totals = source.stats()
+        click.echo(f"copying {totals.images} images and {totals.links} links from {source_backend} "
+                   f"({totals.location}) to {target_backend} ({target.stats().location})", err=True)
+        with click.progressbar(length=totals.images + totals.links, label="migrating", file=sys.stderr) as bar:
+            report = copy_store(source, target, progress=lambda _phase, done: bar.update(done))
+    click.echo(f"copied {report.images_copied} images ({report.images_skipped} were already there) and "
+               f"{report.links_copied} links to {target_backend}. To use it: set general.store = "
+               f"\"{target_backend}\" (or IMGWATCH_GENERAL_STORE={target_backend}).")
 
 
 if __name__ == "__main__":

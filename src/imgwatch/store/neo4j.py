@@ -27,7 +27,9 @@ are retried by the driver's managed transactions with exponential backoff for up
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -227,7 +229,8 @@ class Neo4jGraphStore(GraphStore):
     def _connect_checked(self) -> None:
         """One attempt, no retries: a wrong URI, password or database fails within seconds."""
         try:
-            self._driver.verify_connectivity()
+            with _quiet_driver_log():
+                self._driver.verify_connectivity()
             with self._driver.session(database=self._database) as session:
                 record = session.run(
                     "CALL dbms.components() YIELD name, versions, edition "
@@ -725,6 +728,29 @@ def _pair(one: str, other: str) -> tuple[str, str]:
 
 
 def _reason(exc: BaseException) -> str:
-    """A driver error in one line: its message without the driver's multi-line detail."""
+    """A driver error in one line, preferring the network error underneath (e.g. connection refused)."""
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and (current.strerror or str(current)):
+            return (current.strerror or str(current)).lower()
+        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+        pending.extend(getattr(current, "exceptions", ()))  # routing failures arrive as an ExceptionGroup
     text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
     return " ".join(str(text).split())
+
+
+@contextlib.contextmanager
+def _quiet_driver_log() -> Iterator[None]:
+    """Silence the driver's own log lines while we turn its failure into one clear error."""
+    driver_log = logging.getLogger("neo4j")
+    level = driver_log.level
+    driver_log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        driver_log.setLevel(level)
