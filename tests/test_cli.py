@@ -62,6 +62,9 @@ def test_scan_then_a_burst_worker_indexes_a_folder(
     assert [f["path"] for f in report["queue"]["failed_files"]] == [str(root / "broken.png")]
     text = imgwatch(env, "status").stdout
     assert "3 images" in text and "broken.png" in text
+    doctor = json.loads(imgwatch(env, "doctor", "--json").stdout)
+    assert doctor["store"]["images"] == 3 and doctor["store"]["journal_mode"] == "wal"
+    assert doctor["queue"]["reachable"] is True
 
     rescanned = imgwatch(env, "scan", str(root))
     assert "enqueued 0 new or changed" in rescanned.stdout  # the unchanged bad file is not retried

@@ -205,10 +205,11 @@ def similar(config: Config, path: str, as_json: bool) -> None:
 @common_options
 def status(config: Config, as_json: bool) -> None:
     """Queued and running work, failed items with reasons, image and link counts."""
-    from imgwatch.store import StoreError, open_store
+    from imgwatch.store import StoreError, StoreMissing, open_store
     from imgwatch.workqueue import QueueUnavailable, WorkQueue
 
     report: dict[str, Any] = {}
+    store_missing = False
     try:
         report["queue"] = dataclasses.asdict(WorkQueue.from_config(config).snapshot())
         report["queue_error"] = None
@@ -222,13 +223,15 @@ def status(config: Config, as_json: bool) -> None:
     except StoreError as exc:  # missing or unreachable: still show the queue
         report["store"] = None
         report["store_error"] = str(exc)
+        store_missing = isinstance(exc, StoreMissing)
 
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
     store_stats = report["store"]
     if store_stats is None:
-        click.echo(f"store:   not available ({report['store_error']})")
+        state = "none yet" if store_missing else "not available"
+        click.echo(f"store:   {state} ({report['store_error']})")
     else:
         click.echo(f"store:   {store_stats['images']} images, {store_stats['links']} links "
                    f"({store_stats['backend']}: {store_stats['location']}; model {store_stats['model'] or '-'})")

@@ -12,7 +12,13 @@ Schema (created idempotently when a store is opened for writing):
   the schema version;
 - a cosine vector index on ``Image.embedding``, searched through
   ``db.index.vector.queryNodes``; candidates are then re-scored exactly with
-  ``vector.similarity.cosine`` so both backends report the same numbers.
+  ``vector.similarity.cosine`` (on the stored float32 values, not the index's
+  quantized copy) so both backends report the same numbers.
+
+The index does not see writes of the transaction querying it ("Changes made within
+the same transaction are not visible to the index", vector-indexes page below):
+``upsert`` commits the nodes, ``link`` runs in a second transaction and scores pairs
+within its batch directly.
 
 Neo4j reports cosine similarity as ``(1 + cos) / 2`` in [0, 1], both from the index
 and from ``vector.similarity.cosine``
@@ -67,8 +73,9 @@ PATH_CONSTRAINT = "imgwatch_image_path"
 STORE_CONSTRAINT = "imgwatch_store_key"
 INDEX_ONLINE_TIMEOUT_S = 600
 
-# HNSW answers are approximate and depend on k, so ask for more than needed and keep
-# the best after exact re-scoring.
+# HNSW answers are approximate and depend on k (neo4j/neo4j#13542), and the index
+# quantizes vectors by default since 5.23, so its scores are approximate too: ask for
+# more candidates than needed, re-score them exactly, keep the best.
 OVERFETCH_FACTOR = 3
 MIN_CANDIDATES = 30
 # Bounds for one UNWIND statement: rows, and floats (a float is 9 bytes in Bolt's
@@ -178,8 +185,11 @@ SET n.linked = true, n.pick_bar = row.bar
 """
 
 # The caller orders each pair (a < b), so a pair always has the same direction and
-# MERGE finds the link another worker made. MERGE locks both end nodes before it
-# creates a relationship, so concurrent MERGEs of one pair cannot both create it.
+# MERGE finds the link another worker made. When MERGE has to create a relationship it
+# first locks both end nodes and looks again ("LockingMerge", 5.x; "MergeInto", 2025.11+:
+# https://neo4j.com/docs/cypher-manual/current/planning-and-tuning/operators/operators-detail/),
+# so concurrent workers cannot both create one pair. Locks taken out of order can
+# deadlock; that is a TransientError, which execute_write retries.
 _WRITE_LINKS = """
 UNWIND $links AS link
 MATCH (a:Image {path: link.a})
@@ -207,13 +217,14 @@ class Neo4jGraphStore(GraphStore):
                 connection_timeout=settings.connect_timeout,
                 connection_acquisition_timeout=settings.connect_timeout * 2,
                 max_transaction_retry_time=settings.retry_seconds,
-                # queryNodes is deprecated in Cypher 25 (2026.04) but still works; keep such
-                # notices out of every worker log line.
-                notifications_min_severity="OFF",
                 user_agent="imgwatch",
             )
         except (DriverError, ValueError) as exc:
             raise StoreError(f"neo4j.uri {settings.uri!r} is not usable: {exc}") from None
+        # queryNodes is deprecated in Cypher 25 from 2026.04 but still works; the driver would
+        # log that notice for every query. Filtered here rather than with the driver's
+        # server-side filter, which pre-5.7 servers reject before we can say "too old".
+        logging.getLogger("neo4j.notifications").setLevel(logging.ERROR)
         self._version = ""
         self._edition = ""
         self._index_dim: int | None = None
