@@ -93,13 +93,16 @@ def test_an_unreachable_server_fails_fast_naming_the_uri(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize(
-    "command", [["status"], ["similar", "/photos/a.jpg"], ["doctor"], ["migrate", "--to", "neo4j"]]
+    "command", [["status"], ["similar", "/photos/a.jpg"], ["doctor"], ["migrate", "--to", "neo4j"], ["run"]]
 )
 def test_cli_commands_report_an_unreachable_neo4j_in_one_line(tmp_path: Path, command: list[str]) -> None:
     uri = f"neo4j://127.0.0.1:{closed_port()}"
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "IMGWATCH_GENERAL_STORE": "neo4j",
            "IMGWATCH_NEO4J_URI": uri, "IMGWATCH_GENERAL_DATA_DIR": str(tmp_path / "data"),
            "IMGWATCH_QUEUE_REDIS_URL": f"redis://127.0.0.1:{closed_port()}/0"}
+    if command == ["run"]:  # with its own embedded queue, so that the store is what fails
+        del env["IMGWATCH_QUEUE_REDIS_URL"]
+        command = ["run", str(tmp_path), "--weights", "random"]
     if command[0] == "migrate":  # the source (embedded) must exist for the target to be tried
         with open_store(make_config(tmp_path / "data")) as store:
             store.ensure_model("m", 4)
@@ -112,8 +115,9 @@ def test_cli_commands_report_an_unreachable_neo4j_in_one_line(tmp_path: Path, co
         assert result.returncode == 0 and uri in result.stdout
         return
     assert result.returncode == 2
-    assert result.stderr.count("\n") == 1 and result.stderr.startswith("imgwatch: error: ")
-    assert uri in result.stderr and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if '"event"' not in line]  # run logs JSON first
+    assert len(errors) == 1 and errors[0].startswith("imgwatch: error: ")
+    assert uri in errors[0] and "Traceback" not in result.stderr
 
 
 def test_the_neo4j_password_never_comes_from_a_config_file(tmp_path: Path) -> None:

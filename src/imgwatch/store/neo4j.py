@@ -134,10 +134,9 @@ SET n.sha256 = row.sha256, n.size = row.size, n.mtime_ns = row.mtime_ns,
     n.pick_bar = CASE WHEN row.linked IS NULL THEN n.pick_bar ELSE row.pick_bar END
 WITH n, row, same
 CALL db.create.setNodeVectorProperty(n, 'embedding', row.embedding)
-WITH n, same
+WITH row, same
 WHERE NOT same
-MATCH (n)-[r:SIMILAR_TO]-()
-DELETE r
+RETURN row.path AS changed
 """
 
 _CANDIDATES = """
@@ -654,7 +653,9 @@ class Neo4jGraphStore(GraphStore):
             if stored is None or stored["model"] != model:
                 raise ModelMismatchError(f"the store at {self._uri} switched models while writing; try again")
             for batch in statement_batches(rows, dim):
-                tx.run(_UPSERT, rows=batch).consume()
+                changed = [row["changed"] for row in tx.run(_UPSERT, rows=batch)]
+                if changed:  # a new embedding makes the old link scores stale
+                    tx.run(_DROP_LINKS, paths=changed).consume()
 
         self._write(write)
 
