@@ -519,25 +519,18 @@ class Neo4jGraphStore(GraphStore):
 
     def describe(self) -> dict[str, object]:
         stats = self.stats()
-
-        def schema(tx: neo4j.ManagedTransaction) -> tuple[Any, Any]:
-            index = tx.run(
-                "SHOW VECTOR INDEXES YIELD name, state, populationPercent WHERE name = $name "
-                "RETURN state, populationPercent", name=VECTOR_INDEX,
-            ).single()
-            constraint = tx.run(
-                "SHOW CONSTRAINTS YIELD name WHERE name = $name RETURN name", name=PATH_CONSTRAINT,
-            ).single()
-            return index, constraint
-
-        index, constraint = self._read(schema)
+        indexes = self._command("SHOW VECTOR INDEXES YIELD name, state, populationPercent WHERE name = $name "
+                                "RETURN state, populationPercent", name=VECTOR_INDEX)
+        constraints = self._command("SHOW CONSTRAINTS YIELD name WHERE name = $name RETURN name",
+                                    name=PATH_CONSTRAINT)
+        index = indexes[0] if indexes else None
         return {
             "backend": self.backend,
             "server": self._uri,
             "version": self._version,
             "edition": self._edition,
             "database": self._database,
-            "path_constraint": "present" if constraint else "MISSING",
+            "path_constraint": "present" if constraints else "MISSING",
             "vector_index": VECTOR_INDEX,
             "index_state": index["state"] if index else "MISSING (created when a worker starts)",
             "index_population": f"{index['populationPercent']:.1f}%" if index else "-",
@@ -670,10 +663,10 @@ class Neo4jGraphStore(GraphStore):
         """Create the vector index for ``dim`` (replacing one of another size) and wait until ONLINE."""
         if self._index_dim == dim:
             return
-        existing = self._read(lambda tx: tx.run(
-            "SHOW VECTOR INDEXES YIELD name, options WHERE name = $name RETURN options", name=VECTOR_INDEX,
-        ).single())
-        if existing is not None:
+        shown = self._command("SHOW VECTOR INDEXES YIELD name, options WHERE name = $name RETURN options",
+                              name=VECTOR_INDEX)
+        if shown:
+            existing = shown[0]
             existing_dim = (existing["options"].get("indexConfig") or {}).get("vector.dimensions")
             if existing_dim != dim:
                 # ensure_model only gets here on an empty store: no embeddings of the old size remain.
@@ -687,17 +680,22 @@ class Neo4jGraphStore(GraphStore):
         self._index_dim = dim
 
     def _schema(self, statement: str) -> None:
-        """Run a schema command (auto-commit: schema and data changes cannot share a transaction)."""
-        def run() -> None:
+        """Run a schema command. Two processes creating the same rule at once may still trip
+        over each other's IF NOT EXISTS; the rule exists either way."""
+        self._command(statement, tolerate="AlreadyExists")
+
+    def _command(self, statement: str, *, tolerate: str | None = None, **parameters: Any) -> list[Any]:
+        """An auto-commit statement: schema and SHOW commands cannot share a transaction with data."""
+        def run() -> list[Any]:
             with self._driver.session(database=self._database) as session:
                 try:
-                    session.run(statement).consume()
+                    return list(session.run(statement, parameters))
                 except ClientError as exc:
-                    # Two processes creating the same rule at once: the loser's IF NOT EXISTS can still trip.
-                    if "AlreadyExists" not in (exc.code or ""):
-                        raise
+                    if tolerate is not None and tolerate in (exc.code or ""):
+                        return []
+                    raise
 
-        self._translated(run)
+        return self._translated(run)
 
     def _read(self, work: Callable[[neo4j.ManagedTransaction], T]) -> T:
         def run() -> T:
