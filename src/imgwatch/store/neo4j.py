@@ -42,7 +42,15 @@ from typing import Any, TypeVar
 
 import neo4j
 import numpy as np
-from neo4j.exceptions import AuthError, ClientError, DriverError, Neo4jError, ServiceUnavailable, SessionExpired
+from neo4j.exceptions import (
+    AuthError,
+    ClientError,
+    ConnectionAcquisitionTimeoutError,
+    DriverError,
+    Neo4jError,
+    ServiceUnavailable,
+    SessionExpired,
+)
 
 from imgwatch.config import NEO4J_PASSWORD_ENV, Neo4jConfig
 from imgwatch.store.base import (
@@ -177,6 +185,11 @@ WITH DISTINCT r
 DELETE r
 """
 
+# Link and remove transactions take this lock first, so they run one at a time as in the
+# embedded store: without it, a relink reading its image's links (read committed) could
+# drop a link another worker committed after that read, and nothing would restore it.
+_SERIALISE = "MATCH (s:ImgwatchStore {key: 'store'}) SET s.write_seq = coalesce(s.write_seq, 0) + 1"
+
 _MARK_LINKED = """
 UNWIND $rows AS row
 MATCH (n:Image {path: row.path})
@@ -224,6 +237,8 @@ class Neo4jGraphStore(GraphStore):
         # log that notice for every query. Filtered here rather than with the driver's
         # server-side filter, which pre-5.7 servers reject before we can say "too old".
         logging.getLogger("neo4j.notifications").setLevel(logging.ERROR)
+        self._bookmarks = neo4j.GraphDatabase.bookmark_manager()
+        self._writable = create
         self._version = ""
         self._edition = ""
         self._index_dim: int | None = None
@@ -241,7 +256,7 @@ class Neo4jGraphStore(GraphStore):
         try:
             with _quiet_driver_log():
                 self._driver.verify_connectivity()
-            with self._driver.session(database=self._database) as session:
+            with self._session() as session:
                 record = session.run(
                     "CALL dbms.components() YIELD name, versions, edition "
                     "WHERE name = 'Neo4j Kernel' RETURN versions[0] AS version, edition"
@@ -265,6 +280,8 @@ class Neo4jGraphStore(GraphStore):
                 ) from None
             raise StoreError(f"Neo4j at {self._uri}: {_reason(exc)}") from None
         except (Neo4jError, DriverError) as exc:
+            if exc.is_retryable():  # e.g. the database is still starting
+                raise StoreUnavailable(f"Neo4j at {self._uri} is not ready ({_reason(exc)}); try again") from None
             raise StoreError(f"Neo4j at {self._uri}: {_reason(exc)}") from None
         if record is None:
             raise StoreError(f"Neo4j at {self._uri} did not report its version; is it a Neo4j server?")
@@ -328,7 +345,7 @@ class Neo4jGraphStore(GraphStore):
             tx.run("MATCH (s:ImgwatchStore {key: 'store'}) SET s.model = $model, s.dim = $dim", model=model, dim=dim)
 
         self._write(record_model)
-        self._ensure_vector_index(dim)
+        self._ensure_vector_index(dim, replace=True)
 
     def upsert(self, records: Sequence[ImageRecord]) -> None:
         """Insert or replace images in one transaction (several UNWIND statements if large).
@@ -356,6 +373,7 @@ class Neo4jGraphStore(GraphStore):
             return 0
 
         def delete(tx: neo4j.ManagedTransaction) -> int:
+            tx.run(_SERIALISE).consume()
             removed = 0
             for batch in statement_batches(unique, 1):
                 removed += tx.run("UNWIND $paths AS path MATCH (n:Image {path: path}) "
@@ -396,13 +414,13 @@ class Neo4jGraphStore(GraphStore):
         def search(tx: neo4j.ManagedTransaction) -> list[Match]:
             rows = tx.run(
                 """
-                CALL db.index.vector.queryNodes($index, $candidates, $query) YIELD node
+                CALL db.index.vector.queryNodes($index, $candidates, $vector) YIELD node
                 WITH node
                 WHERE NOT node.path IN $exclude
-                WITH node.path AS path, vector.similarity.cosine($query, node.embedding) AS score
+                WITH node.path AS path, vector.similarity.cosine($vector, node.embedding) AS score
                 RETURN path, score ORDER BY score DESC, path LIMIT $k
                 """,
-                index=VECTOR_INDEX, candidates=candidate_count(k, len(excluded)), query=query,
+                index=VECTOR_INDEX, candidates=candidate_count(k, len(excluded)), vector=query,
                 exclude=excluded, k=k,
             )
             return [Match(row["path"], score_to_cosine(row["score"])) for row in rows]
@@ -431,6 +449,7 @@ class Neo4jGraphStore(GraphStore):
         min_score = cosine_to_score(threshold) - _SCORE_EPSILON
 
         def relink(tx: neo4j.ManagedTransaction) -> int:
+            tx.run(_SERIALISE).consume()
             present = [row["path"] for row in tx.run(
                 "UNWIND $paths AS path MATCH (n:Image {path: path}) RETURN path", paths=paths)]
             if not present:
@@ -462,11 +481,14 @@ class Neo4jGraphStore(GraphStore):
                             if neighbour in inside_set:
                                 best.setdefault(_pair(outside, neighbour), cosine)
             tx.run(_DROP_LINKS, paths=present).consume()
-            tx.run(_MARK_LINKED, rows=[{"path": p, "bar": bars.get(p)} for p in present]).consume()
+            if top_k > 0:
+                tx.run(_MARK_LINKED, rows=[{"path": p, "bar": bars[p]} for p in present]).consume()
+            else:  # nothing picked: the pick bars stay as they were
+                tx.run("UNWIND $paths AS path MATCH (n:Image {path: path}) SET n.linked = true",
+                       paths=present).consume()
             links = [{"a": a, "b": b, "score": score} for (a, b), score in sorted(best.items())]
-            for batch in statement_batches(links, 1):
-                tx.run(_WRITE_LINKS, links=batch).consume()
-            return len(links)
+            # Counted by MERGE, not here: a link to an image removed meanwhile is not written.
+            return sum(tx.run(_WRITE_LINKS, links=batch).single()["written"] for batch in statement_batches(links, 1))
 
         return int(self._write(relink))
 
@@ -659,35 +681,58 @@ class Neo4jGraphStore(GraphStore):
             return None
         return str(row["model"]), int(row["dim"])
 
-    def _ensure_vector_index(self, dim: int) -> None:
-        """Create the vector index for ``dim`` (replacing one of another size) and wait until ONLINE."""
+    def _ensure_vector_index(self, dim: int, *, replace: bool = False) -> None:
+        """Make sure the vector index exists for ``dim`` and is ONLINE.
+
+        ``replace``: an index of another size may be dropped (ensure_model checked that
+        the store is empty). Read-only stores never create or drop anything.
+        """
         if self._index_dim == dim:
             return
+        existing = self._vector_index_dim()
+        if existing is not None and existing != dim:
+            if not (replace and self._writable):
+                raise StoreError(
+                    f"the vector index {VECTOR_INDEX} at {self._uri} is for {existing} dimensions but the "
+                    f"store's model has {dim}; start a worker with the configured model to rebuild it"
+                )
+            self._schema(f"DROP INDEX {VECTOR_INDEX} IF EXISTS")
+            existing = None
+        if existing is None:
+            if not self._writable:
+                raise StoreError(
+                    f"database {self._database!r} at {self._uri} has no vector index yet; start a worker "
+                    "(`imgwatch run` or `imgwatch worker`), which creates it"
+                )
+            # Index options are not parameterisable; dim is an int checked by ensure_model.
+            self._schema(
+                f"CREATE VECTOR INDEX {VECTOR_INDEX} IF NOT EXISTS FOR (n:Image) ON n.embedding OPTIONS "
+                f"{{indexConfig: {{`vector.dimensions`: {int(dim)}, `vector.similarity_function`: 'cosine'}}}}"
+            )
+            if self._vector_index_dim() != dim:  # another process created it for another model meanwhile
+                raise StoreError(f"the vector index {VECTOR_INDEX} at {self._uri} was just created for another "
+                                 "model by another imgwatch process; check that all workers use the same weights")
+        self._command(f"CALL db.awaitIndex('{VECTOR_INDEX}', {INDEX_ONLINE_TIMEOUT_S})")
+        self._index_dim = dim
+
+    def _vector_index_dim(self) -> int | None:
         shown = self._command("SHOW VECTOR INDEXES YIELD name, options WHERE name = $name RETURN options",
                               name=VECTOR_INDEX)
-        if shown:
-            existing = shown[0]
-            existing_dim = (existing["options"].get("indexConfig") or {}).get("vector.dimensions")
-            if existing_dim != dim:
-                # ensure_model only gets here on an empty store: no embeddings of the old size remain.
-                self._schema(f"DROP INDEX {VECTOR_INDEX} IF EXISTS")
-        # Index options are not parameterisable; dim is an int checked by ensure_model.
-        self._schema(
-            f"CREATE VECTOR INDEX {VECTOR_INDEX} IF NOT EXISTS FOR (n:Image) ON n.embedding "
-            f"OPTIONS {{indexConfig: {{`vector.dimensions`: {int(dim)}, `vector.similarity_function`: 'cosine'}}}}"
-        )
-        self._schema(f"CALL db.awaitIndex('{VECTOR_INDEX}', {INDEX_ONLINE_TIMEOUT_S})")
-        self._index_dim = dim
+        if not shown:
+            return None
+        dim = (shown[0]["options"].get("indexConfig") or {}).get("vector.dimensions")
+        return int(dim) if dim is not None else None
 
     def _schema(self, statement: str) -> None:
         """Run a schema command. Two processes creating the same rule at once may still trip
-        over each other's IF NOT EXISTS; the rule exists either way."""
-        self._command(statement, tolerate="AlreadyExists")
+        over each other's IF NOT EXISTS; the rule exists either way. A conflicting rule (say,
+        a plain index on Image.path) is an error."""
+        self._command(statement, tolerate="EquivalentSchemaRuleAlreadyExists")
 
     def _command(self, statement: str, *, tolerate: str | None = None, **parameters: Any) -> list[Any]:
         """An auto-commit statement: schema and SHOW commands cannot share a transaction with data."""
         def run() -> list[Any]:
-            with self._driver.session(database=self._database) as session:
+            with self._session() as session:
                 try:
                     return list(session.run(statement, parameters))
                 except ClientError as exc:
@@ -695,40 +740,42 @@ class Neo4jGraphStore(GraphStore):
                         return []
                     raise
 
-        return self._translated(run)
+        return self._translated(run, retried=False)
+
+    def _session(self) -> neo4j.Session:
+        # One bookmark manager for all of this store's sessions: on a cluster, a read then
+        # waits for the store's own earlier writes (causal consistency).
+        return self._driver.session(database=self._database, bookmark_manager=self._bookmarks)
 
     def _read(self, work: Callable[[neo4j.ManagedTransaction], T]) -> T:
         def run() -> T:
-            with self._driver.session(database=self._database) as session:
+            with self._session() as session:
                 return session.execute_read(work)
 
         return self._translated(run)
 
     def _write(self, work: Callable[[neo4j.ManagedTransaction], T]) -> T:
         def run() -> T:
-            with self._driver.session(database=self._database) as session:
+            with self._session() as session:
                 return session.execute_write(work)
 
         return self._translated(run)
 
-    def _translated(self, run: Callable[[], T]) -> T:
-        """Driver errors as StoreError naming the server; retryable ones were already retried."""
+    def _translated(self, run: Callable[[], T], *, retried: bool = True) -> T:
+        """Driver errors as StoreError naming the server. ``retried``: the driver already
+        retried transient failures for neo4j.retry_seconds (managed transactions)."""
+        after = f" after {self._settings.retry_seconds:.0f} s of retries" if retried else ""
         try:
             return run()
         except StoreError:
             raise
-        except (ServiceUnavailable, SessionExpired) as exc:
-            raise StoreUnavailable(
-                f"Neo4j at {self._uri} stayed unavailable for {self._settings.retry_seconds:.0f} s "
-                f"({_reason(exc)}); check the server, then retry (workers leave the job to be retried)"
-            ) from None
         except AuthError:
             raise StoreError(f"Neo4j at {self._uri} no longer accepts the credentials; check the password") from None
         except (Neo4jError, DriverError) as exc:
-            if exc.is_retryable():
+            if exc.is_retryable() or isinstance(exc, ConnectionAcquisitionTimeoutError):
                 raise StoreUnavailable(
-                    f"Neo4j at {self._uri}: {_reason(exc)} (still failing after "
-                    f"{self._settings.retry_seconds:.0f} s of retries)"
+                    f"Neo4j at {self._uri} is unavailable ({_reason(exc)}){after}; check the server "
+                    "(workers leave the job for the queue to retry)"
                 ) from None
             raise StoreError(f"Neo4j at {self._uri}: {_reason(exc)}") from None
 
@@ -750,7 +797,8 @@ def _reason(exc: BaseException) -> str:
             return (current.strerror or str(current)).lower()
         pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
         pending.extend(getattr(current, "exceptions", ()))  # routing failures arrive as an ExceptionGroup
-    text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    # Server errors carry their text in .message; most driver-side errors only in str().
+    text = (exc.message if isinstance(exc, Neo4jError) else None) or str(exc) or type(exc).__name__
     return " ".join(str(text).split())
 
 
