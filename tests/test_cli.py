@@ -121,4 +121,7 @@ def test_status_before_anything_was_indexed_says_so(env: dict[str, str], tmp_pat
     result = imgwatch(env, "status")
     assert result.returncode == 0
     assert "store:   none yet" in result.stdout and "queue:" in result.stdout
-    assert not (tmp_path / "data").exists()  # a read-only command creates nothing
+    doctor = imgwatch(env, "doctor", "--json")
+    assert doctor.returncode == 0
+    assert json.loads(doctor.stdout)["store"]["state"] == "none yet"
+    assert not (tmp_path / "data").exists()  # read-only commands create nothing

@@ -258,19 +258,22 @@ def status(config: Config, as_json: bool) -> None:
 @common_options
 def doctor(config: Config, as_json: bool) -> None:
     """Check the store and the queue: server version, index state, counts."""
-    from imgwatch.store import open_store
+    from imgwatch.store import StoreMissing, open_store
     from imgwatch.workqueue import QueueUnavailable, WorkQueue, redis_url_for
 
-    # Neo4j: setting up the (idempotent) schema lets a first check report on it. The
-    # embedded store is never created here, so a mistyped --data-dir is not hidden.
-    with open_store(config, create=config.general.store == "neo4j") as store:
-        report: dict[str, Any] = {"store": store.describe()}
+    report: dict[str, Any] = {}
+    try:
+        with open_store(config, create=False) as store:
+            report["store"] = store.describe()
+    except StoreMissing as exc:  # reachable, but nothing indexed yet: still check the queue
+        report["store"] = {"backend": config.general.store, "state": "none yet", "detail": str(exc)}
+    url = redis_url_for(config)
     try:
         snapshot = WorkQueue.from_config(config).snapshot()
-        report["queue"] = {"url": redis_url_for(config), "reachable": True, "workers": snapshot.workers,
+        report["queue"] = {"url": url, "reachable": True, "workers": snapshot.workers,
                            "queued_jobs": snapshot.queued_jobs}
     except QueueUnavailable as exc:
-        report["queue"] = {"url": redis_url_for(config), "reachable": False, "error": str(exc)}
+        report["queue"] = {"url": url, "reachable": False, "error": str(exc)}
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return

@@ -111,7 +111,12 @@ class Link:
 
     @classmethod
     def between(cls, one: str, other: str, score: float) -> Link:
-        return cls(one, other, score) if one < other else cls(other, one, score)
+        return cls(*ordered_pair(one, other), score)
+
+
+def ordered_pair(one: str, other: str) -> tuple[str, str]:
+    """The two paths of an undirected link in its canonical (stored) order."""
+    return (one, other) if one < other else (other, one)
 
 
 def checked_embedding(embedding: np.ndarray, dim: int, path: str) -> np.ndarray:
@@ -151,6 +156,13 @@ def model_mismatch_message(stored_model: str, stored_dim: int, count: int, model
         f"you are using {model} (dim {dim}). Similarity scores across models are "
         f"meaningless. To re-index everything with {model}, {how_to_reset}; otherwise "
         f"configure {stored_model} again."
+    )
+
+
+def foreign_record_message(path: str, record_model: str, stored_model: str, how_to_reset: str) -> str:
+    return (
+        f"{path} was embedded with {record_model}, but this store holds embeddings from {stored_model}. "
+        f"To re-index everything with {record_model}, {how_to_reset}."
     )
 
 

@@ -44,6 +44,7 @@ from imgwatch.store.base import (
     StoreError,
     StoreStats,
     checked_embedding,
+    foreign_record_message,
     model_mismatch_message,
     unit_query,
 )
@@ -169,11 +170,10 @@ class EmbeddedGraphStore(GraphStore):
             rows = []
             for record, link_state in images:
                 if record.model != model:
-                    raise ModelMismatchError(
-                        f"{record.path} was embedded with {record.model}, but this store holds "
-                        f"embeddings from {model}. To re-index everything with {record.model}, use a "
-                        f"new --data-dir, or delete {self.db_path} (and its -wal/-shm files)."
-                    )
+                    raise ModelMismatchError(foreign_record_message(
+                        record.path, record.model, model,
+                        f"use a new --data-dir, or delete {self.db_path} (and its -wal/-shm files)",
+                    ))
                 rows.append((record, checked_embedding(record.embedding, dim, record.path).tobytes(), link_state))
             rev = self._next_rev(db)
             previous = self._embeddings_by_path(db, [record.path for record, _, _ in rows])

@@ -68,7 +68,9 @@ from imgwatch.store.base import (
     StoreStats,
     StoreUnavailable,
     checked_embedding,
+    foreign_record_message,
     model_mismatch_message,
+    ordered_pair,
     unit_query,
 )
 
@@ -462,14 +464,14 @@ class Neo4jGraphStore(GraphStore):
                     chosen = picks.get(source, [])
                     bars[source] = chosen[-1][1] if len(chosen) == top_k else threshold
                     for neighbour, cosine in chosen:
-                        best[_pair(source, neighbour)] = cosine
+                        best[ordered_pair(source, neighbour)] = cosine
                 undecided: dict[str, set[str]] = {}
                 for row in tx.run(_FORMER_LINKS, paths=present):
                     outside, inside = row["outside"], row["inside"]
                     cosine = score_to_cosine(row["score"])
                     bar = -1.0 if row["bar"] is None else row["bar"]
                     if cosine >= max(bar, threshold) - _SCORE_EPSILON:
-                        best.setdefault(_pair(outside, inside), cosine)
+                        best.setdefault(ordered_pair(outside, inside), cosine)
                     elif cosine >= threshold:
                         undecided.setdefault(outside, set()).add(inside)
                 if undecided:
@@ -479,7 +481,7 @@ class Neo4jGraphStore(GraphStore):
                     for outside, inside_set in undecided.items():
                         for neighbour, cosine in fresh.get(outside, []):
                             if neighbour in inside_set:
-                                best.setdefault(_pair(outside, neighbour), cosine)
+                                best.setdefault(ordered_pair(outside, neighbour), cosine)
             tx.run(_DROP_LINKS, paths=present).consume()
             if top_k > 0:
                 tx.run(_MARK_LINKED, rows=[{"path": p, "bar": bars[p]} for p in present]).consume()
@@ -523,13 +525,12 @@ class Neo4jGraphStore(GraphStore):
         return [Match(row["path"], row["score"]) for row in rows if row["path"] is not None]
 
     def stats(self) -> StoreStats:
-        def count(tx: neo4j.ManagedTransaction) -> tuple[int, int]:
+        def count(tx: neo4j.ManagedTransaction) -> tuple[int, int, tuple[str, int] | None]:
             images = tx.run("MATCH (n:Image) RETURN count(n) AS c").single()["c"]
             links = tx.run("MATCH (:Image)-[r:SIMILAR_TO]->(:Image) RETURN count(r) AS c").single()["c"]
-            return images, links
+            return images, links, _model_in(tx)
 
-        images, links = self._read(count)
-        recorded = self._recorded_model()
+        images, links, recorded = self._read(count)
         return StoreStats(
             backend=self.backend,
             location=f"{self._uri} database {self._database}",
@@ -642,31 +643,27 @@ class Neo4jGraphStore(GraphStore):
     def _write_images(self, images: Sequence[tuple[ImageRecord, tuple[bool, float | None] | None]]) -> None:
         if not images:
             return
-        recorded = self._recorded_model()
-        if recorded is None:
-            raise StoreError(f"the store at {self._uri} has no embedding model yet; call ensure_model first")
-        model, dim = recorded
-        rows = []
-        for record, link_state in images:
-            if record.model != model:
-                raise ModelMismatchError(
-                    f"{record.path} was embedded with {record.model}, but this store holds embeddings from "
-                    f"{model}. To re-index everything with {record.model}, point neo4j.database at an empty "
-                    "database or delete imgwatch's nodes from this one."
-                )
-            vector = checked_embedding(record.embedding, dim, record.path)
-            rows.append({
-                "path": record.path, "sha256": record.sha256, "size": record.size, "mtime_ns": record.mtime_ns,
-                "width": record.width, "height": record.height, "model": record.model,
-                "embedding": vector.tolist(), "digest": _digest(vector),
-                "linked": None if link_state is None else link_state[0],
-                "pick_bar": None if link_state is None else link_state[1],
-            })
 
         def write(tx: neo4j.ManagedTransaction) -> None:
-            stored = tx.run("MATCH (s:ImgwatchStore {key: 'store'}) RETURN s.model AS model").single()
-            if stored is None or stored["model"] != model:
-                raise ModelMismatchError(f"the store at {self._uri} switched models while writing; try again")
+            recorded = _model_in(tx)
+            if recorded is None:
+                raise StoreError(f"the store at {self._uri} has no embedding model yet; call ensure_model first")
+            model, dim = recorded
+            rows = []
+            for record, link_state in images:
+                if record.model != model:
+                    raise ModelMismatchError(foreign_record_message(
+                        record.path, record.model, model,
+                        "point neo4j.database at an empty database or delete imgwatch's nodes from this one",
+                    ))
+                vector = checked_embedding(record.embedding, dim, record.path)
+                rows.append({
+                    "path": record.path, "sha256": record.sha256, "size": record.size, "mtime_ns": record.mtime_ns,
+                    "width": record.width, "height": record.height, "model": record.model,
+                    "embedding": vector.tolist(), "digest": _digest(vector),
+                    "linked": None if link_state is None else link_state[0],
+                    "pick_bar": None if link_state is None else link_state[1],
+                })
             for batch in statement_batches(rows, dim):
                 changed = [row["changed"] for row in tx.run(_UPSERT, rows=batch)]
                 if changed:  # a new embedding makes the old link scores stale
@@ -675,11 +672,7 @@ class Neo4jGraphStore(GraphStore):
         self._write(write)
 
     def _recorded_model(self) -> tuple[str, int] | None:
-        row = self._read(lambda tx: tx.run(
-            "MATCH (s:ImgwatchStore {key: 'store'}) RETURN s.model AS model, s.dim AS dim").single())
-        if row is None or row["model"] is None or row["dim"] is None:
-            return None
-        return str(row["model"]), int(row["dim"])
+        return self._read(_model_in)
 
     def _ensure_vector_index(self, dim: int, *, replace: bool = False) -> None:
         """Make sure the vector index exists for ``dim`` and is ONLINE.
@@ -780,8 +773,12 @@ class Neo4jGraphStore(GraphStore):
             raise StoreError(f"Neo4j at {self._uri}: {_reason(exc)}") from None
 
 
-def _pair(one: str, other: str) -> tuple[str, str]:
-    return (one, other) if one < other else (other, one)
+def _model_in(tx: neo4j.ManagedTransaction) -> tuple[str, int] | None:
+    """The recorded (model, dim), read inside ``tx``; None before ensure_model."""
+    row = tx.run("MATCH (s:ImgwatchStore {key: 'store'}) RETURN s.model AS model, s.dim AS dim").single()
+    if row is None or row["model"] is None or row["dim"] is None:
+        return None
+    return str(row["model"]), int(row["dim"])
 
 
 def _reason(exc: BaseException) -> str:
