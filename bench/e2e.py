@@ -25,8 +25,9 @@ from pathlib import Path
 import torch
 
 from embed_rate import model_only_rate  # bench/ is on sys.path when run as a script
+from imgwatch.datadir import EMBEDDED_DB_NAME
 from imgwatch.embedding import load_model, plan_inference
-from imgwatch.store import EMBEDDED_DB_NAME, EmbeddedGraphStore
+from imgwatch.store import EmbeddedGraphStore
 
 
 def end_to_end_rate(photo_dir: Path, weights: str, workers: int) -> tuple[float, int, float]:

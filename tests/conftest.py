@@ -8,21 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from imgwatch.config import Config, load_config
+from imgwatch.config import Config
 from imgwatch.embedding import EmbeddingModel, load_model
 from imgwatch.redis_server import EmbeddedRedis
 from imgwatch.workqueue import WorkQueue
-
-PHOTO_NAMES = ["astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry",
-               "retina", "camera"]
-
-
-def make_config(data_dir: Path, **overrides: object) -> Config:
-    """A Config as the CLI builds it, on a private data dir, without reading the user's files."""
-    values: dict[str, object] = {"general.data_dir": str(data_dir), "embedding.weights": "random",
-                                 "embedding.device": "cpu", "general.log_format": "json"}
-    values.update(overrides)
-    return load_config(overrides=values, environ={})
+from tests.helpers import PHOTO_NAMES, make_config
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from rq.serializers import JSONSerializer
 from imgwatch.config import ConfigError
 from imgwatch.redis_server import EmbeddedRedis
 from imgwatch.workqueue import INDEX_JOB, QueueUnavailable, WorkQueue
-from tests.conftest import make_config
+from tests.helpers import make_config
 
 
 def test_paths_go_out_deduplicated_in_json_jobs_of_batch_size(work_queue: WorkQueue) -> None:

@@ -2,55 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import json
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import click
 
-from imgwatch.config import Config, ConfigError, load_config
+from imgwatch.config import LOG_FORMATS, STORE_BACKENDS, Config, load_config
+from imgwatch.errors import exit_on_error
 from imgwatch.files import canonical_path
-
-EXIT_ERROR = 2
-
-
-def _known_errors() -> tuple[type[BaseException], ...]:
-    # Imported lazily: `similar` and `status` must not pay for torch.
-    from imgwatch.store import StoreError
-    from imgwatch.workqueue import QueueUnavailable
-
-    errors: list[type[BaseException]] = [ConfigError, StoreError, QueueUnavailable]
-    if "imgwatch.embedding" in sys.modules:
-        from imgwatch.embedding import DecodeError, DeviceUnavailable, WeightsUnavailable
-
-        errors += [DecodeError, DeviceUnavailable, WeightsUnavailable]
-    if "imgwatch.daemon.watcher" in sys.modules:
-        from imgwatch.daemon.watcher import WatchError
-
-        errors.append(WatchError)
-    if "imgwatch.supervisor" in sys.modules:
-        from imgwatch.supervisor import AlreadyRunning
-
-        errors.append(AlreadyRunning)
-    return tuple(errors)
-
-
-@contextlib.contextmanager
-def exit_on_known_errors() -> Iterator[None]:
-    """Turn expected failures into one line on stderr and a non-zero exit, no traceback."""
-    try:
-        yield
-    except Exception as exc:
-        if isinstance(exc, _known_errors()):
-            click.echo(f"imgwatch: error: {exc}", err=True)
-            sys.exit(EXIT_ERROR)
-        raise
 
 
 def common_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -60,13 +25,13 @@ def common_options(command: Callable[..., Any]) -> Callable[..., Any]:
                   help="Config file (default: $IMGWATCH_CONFIG or ~/.config/imgwatch/config.toml).")
     @click.option("--data-dir", default=None, help="Where the store and the embedded queue live.")
     @click.option("--weights", default=None, help="imagenet | random | PATH to a ResNet50 state_dict.")
-    @click.option("--log-format", type=click.Choice(["auto", "console", "json"]), default=None)
+    @click.option("--log-format", type=click.Choice(LOG_FORMATS), default=None)
     @functools.wraps(command)
     def wrapper(config_file: str | None, data_dir: str | None, weights: str | None,
                 log_format: str | None, **kwargs: Any) -> Any:
         from imgwatch.log import configure_logging
 
-        with exit_on_known_errors():
+        with exit_on_error():
             overrides: dict[str, Any] = {
                 "general.data_dir": data_dir,
                 "embedding.weights": weights,
@@ -284,7 +249,7 @@ def doctor(config: Config, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--to", "target_backend", type=click.Choice(["embedded", "neo4j"]), required=True,
+@click.option("--to", "target_backend", type=click.Choice(STORE_BACKENDS), required=True,
               help="The backend to copy into; the other one is the source.")
 @common_options
 def migrate(config: Config, target_backend: str) -> None:
@@ -296,10 +261,8 @@ def migrate(config: Config, target_backend: str) -> None:
     """
     from imgwatch.store import open_store
     from imgwatch.store.migrate import migrate as copy_store
-    from imgwatch.supervisor import exclusive_run_lock
-
     source_backend = "neo4j" if target_backend == "embedded" else "embedded"
-    with exclusive_run_lock(config), open_store(config, backend=source_backend, create=False) as source, \
+    with config.data_dir.exclusive_run_lock(), open_store(config, backend=source_backend, create=False) as source, \
             open_store(config, backend=target_backend) as target:
         totals = source.stats()
         click.echo(f"copying {totals.images} images and {totals.links} links from {source_backend} "

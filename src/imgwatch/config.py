@@ -15,12 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from imgwatch.datadir import DataDir
+from imgwatch.errors import ConfigError
+
 ENV_PREFIX = "IMGWATCH_"
 CONFIG_ENV = "IMGWATCH_CONFIG"
 
-
-class ConfigError(Exception):
-    """A configuration value is invalid; the message names the key and its source."""
+# Allowed values, named once: validation, the CLI's choices and the code that acts on them use these.
+STORE_BACKENDS = ("embedded", "neo4j")
+LOG_FORMATS = ("auto", "console", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+OBSERVERS = ("inotify", "polling")
+DEVICES = ("auto", "cpu", "cuda")
 
 
 def _default_data_dir() -> str:
@@ -113,8 +119,8 @@ class Config:
     neo4j: Neo4jConfig = field(default_factory=Neo4jConfig)
 
     @property
-    def data_path(self) -> Path:
-        return Path(self.general.data_dir).expanduser().resolve()
+    def data_dir(self) -> DataDir:
+        return DataDir(Path(self.general.data_dir).expanduser().resolve())
 
     @property
     def root_paths(self) -> list[Path]:
@@ -122,9 +128,6 @@ class Config:
         from imgwatch.files import outermost
 
         return [Path(r) for r in outermost(str(Path(r).expanduser().resolve()) for r in self.general.roots)]
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 _SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
@@ -157,20 +160,23 @@ def _parse(key: str, raw: Any, kind: str, source: str) -> Any:
     raise AssertionError(f"unsupported config type {kind}")
 
 
+def _one_of(values: tuple[str, ...]) -> str:
+    return ", ".join(values[:-1]) + " or " + values[-1]
+
+
 def _validate(config: Config, sources: Mapping[str, str]) -> None:
     checks: list[tuple[str, bool, str]] = [
-        ("general.store", config.general.store in ("embedded", "neo4j"), "embedded or neo4j"),
-        ("general.log_format", config.general.log_format in ("auto", "console", "json"), "auto, console or json"),
-        ("general.log_level", config.general.log_level in ("debug", "info", "warning", "error"),
-         "debug, info, warning or error"),
-        ("watch.observer", config.watch.observer in ("inotify", "polling"), "inotify or polling"),
+        ("general.store", config.general.store in STORE_BACKENDS, _one_of(STORE_BACKENDS)),
+        ("general.log_format", config.general.log_format in LOG_FORMATS, _one_of(LOG_FORMATS)),
+        ("general.log_level", config.general.log_level in LOG_LEVELS, _one_of(LOG_LEVELS)),
+        ("watch.observer", config.watch.observer in OBSERVERS, _one_of(OBSERVERS)),
         ("watch.polling_interval", config.watch.polling_interval > 0, "a number > 0"),
         ("watch.settle_seconds", config.watch.settle_seconds >= 0, "a number >= 0"),
         ("watch.batch_size", config.watch.batch_size >= 1, "an integer >= 1"),
         ("watch.extensions", bool(config.watch.extensions), "a non-empty list"),
         ("queue.name", bool(config.queue.name), "a non-empty string"),
         ("queue.job_timeout", config.queue.job_timeout >= 1, "an integer >= 1"),
-        ("embedding.device", config.embedding.device in ("auto", "cpu", "cuda"), "auto, cpu or cuda"),
+        ("embedding.device", config.embedding.device in DEVICES, _one_of(DEVICES)),
         ("embedding.weights", bool(config.embedding.weights), "imagenet, random or a file path"),
         ("embedding.batch_size", config.embedding.batch_size >= 0, "an integer >= 0 (0: automatic)"),
         ("embedding.decode_threads", config.embedding.decode_threads >= 1, "an integer >= 1"),

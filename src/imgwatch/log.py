@@ -7,10 +7,10 @@ import sys
 
 import structlog
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
-
 
 def configure_logging(fmt: str = "auto", level: str = "info") -> None:
+    """``fmt`` and ``level`` are validated config values (config.LOG_FORMATS, config.LOG_LEVELS)."""
+    threshold = logging.getLevelNamesMapping()[level.upper()]
     use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
     renderer: structlog.typing.Processor = (
         structlog.dev.ConsoleRenderer() if use_console else structlog.processors.JSONRenderer()
@@ -23,12 +23,12 @@ def configure_logging(fmt: str = "auto", level: str = "info") -> None:
             structlog.processors.format_exc_info if not use_console else structlog.processors.StackInfoRenderer(),
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
     # Libraries (rq, watchdog, neo4j) log through stdlib logging: keep them quiet but visible.
-    logging.basicConfig(level=max(_LEVELS[level], logging.WARNING), stream=sys.stderr,
+    logging.basicConfig(level=max(threshold, logging.WARNING), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from imgwatch.config import Config
-from imgwatch.workqueue import QueueUnavailable, embedded_socket_path
+from imgwatch.errors import QueueUnavailable
 
 _READY = b"ready\n"
 
@@ -24,7 +24,7 @@ class EmbeddedRedis:
     """Starts and stops the helper process; use as a context manager."""
 
     def __init__(self, config: Config, start_timeout: float = 20.0) -> None:
-        self.socket_path = embedded_socket_path(config)
+        self.socket_path = config.data_dir.queue_socket
         self.data_dir = self.socket_path.parent
         self.start_timeout = start_timeout
         self._helper: subprocess.Popen[bytes] | None = None

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import fcntl
 import multiprocessing
 import os
 import signal
 import threading
-from collections.abc import Iterator
 from multiprocessing.process import BaseProcess
 
-from imgwatch.config import Config, ConfigError
+from imgwatch.config import Config
 from imgwatch.daemon.service import Daemon
+from imgwatch.errors import exit_on_error
 from imgwatch.log import configure_logging, get_logger
 from imgwatch.redis_server import EmbeddedRedis
 from imgwatch.store import open_store
@@ -29,36 +28,6 @@ log = get_logger("imgwatch.run")
 
 _PR_SET_PDEATHSIG = 1
 WORKER_STOP_GRACE = 120.0  # seconds a worker may take to finish its current job on shutdown
-
-
-class AlreadyRunning(Exception):
-    pass
-
-
-@contextlib.contextmanager
-def exclusive_run_lock(config: Config) -> Iterator[None]:
-    """One `imgwatch run` per data dir: it owns the embedded queue there."""
-    path = config.data_path / "run.lock"
-    try:
-        config.data_path.mkdir(parents=True, exist_ok=True)
-        handle = open(path, "a+")  # not "w": a refused second run must not wipe the owner's pid
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot use data dir {config.data_path}: {exc.strerror}; "
-            "fix general.data_dir (--data-dir, IMGWATCH_GENERAL_DATA_DIR)"
-        ) from None
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise AlreadyRunning(
-                f"another `imgwatch run` is already using {config.data_path}; "
-                "stop it first or pass a different --data-dir"
-            ) from None
-        handle.truncate(0)
-        handle.write(str(os.getpid()))
-        handle.flush()
-        yield
 
 
 def _die_with_parent() -> None:
@@ -71,10 +40,9 @@ def _worker_process(config: Config, index: int) -> None:
     os.setsid()
     _die_with_parent()
     configure_logging(config.general.log_format, config.general.log_level)
-    from imgwatch.cli import exit_on_known_errors  # keeps worker start-up errors to one clear line
     from imgwatch.workers.worker import run_worker
 
-    with exit_on_known_errors():
+    with exit_on_error():  # worker start-up errors are one clear line
         run_worker(config, name=f"imgwatch-run-{os.getpid()}-{index}")
 
 
@@ -85,7 +53,7 @@ def run_all(config: Config) -> int:
         signal.signal(signum, lambda *_: stop.set())
 
     with contextlib.ExitStack() as stack:
-        stack.enter_context(exclusive_run_lock(config))
+        stack.enter_context(config.data_dir.exclusive_run_lock())
         if not config.queue.redis_url:
             server = stack.enter_context(EmbeddedRedis(config))
             log.info("queue_started", url=server.url)

@@ -13,7 +13,6 @@ import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import redis
 from rq import Queue, Retry
@@ -23,22 +22,15 @@ from rq.serializers import JSONSerializer
 from rq.worker import BaseWorker
 
 from imgwatch.config import Config, read_secret_file
+from imgwatch.errors import QueueUnavailable
 
 INDEX_JOB = "imgwatch.workers.jobs.index_paths"
 JOB_RETRIES = 2
 _FAILED_FILES_KEY = "imgwatch:{queue}:failed-files"
 
 
-class QueueUnavailable(Exception):
-    """The Redis server cannot be reached; the message says what to do."""
-
-
-def embedded_socket_path(config: Config) -> Path:
-    return config.data_path / "queue" / "redis.sock"
-
-
 def redis_url_for(config: Config) -> str:
-    return config.queue.redis_url or f"unix://{embedded_socket_path(config)}"
+    return config.queue.redis_url or f"unix://{config.data_dir.queue_socket}"
 
 
 def connect(config: Config, timeout: float = 5.0) -> redis.Redis:

@@ -15,7 +15,7 @@ from imgwatch.daemon.service import Daemon
 from imgwatch.redis_server import EmbeddedRedis
 from imgwatch.store import GraphStore, ImageRecord, open_store
 from imgwatch.workqueue import WorkQueue
-from tests.conftest import make_config
+from tests.helpers import make_config
 
 
 def queued_paths(work_queue: WorkQueue) -> list[str]:

@@ -24,6 +24,7 @@ from imgwatch.embedding import (
     reference_preprocess,
 )
 from imgwatch.embedding.model import CPU_BATCH_SIZE
+from imgwatch.errors import DeviceUnavailable
 
 
 @pytest.fixture(scope="module")
@@ -175,11 +176,11 @@ def test_imagenet_without_network_is_weights_unavailable(
     assert "--weights PATH" in message and "IMGWATCH_EMBEDDING_WEIGHTS" in message
 
 
-def test_unknown_or_unavailable_device_is_value_error() -> None:
-    with pytest.raises(ValueError, match="unknown device"):
+def test_unknown_or_unavailable_device_is_a_clear_error() -> None:
+    with pytest.raises(DeviceUnavailable, match="unknown device"):
         load_model("random", device="tpu")
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="CUDA is not available"):
+        with pytest.raises(DeviceUnavailable, match="CUDA is not available"):
             load_model("random", device="cuda")
 
 

@@ -16,8 +16,7 @@ from imgwatch.store import (
     StoredImage,
     StoreError,
 )
-
-from .conftest import DIM, MODEL, angled, axis, make_record
+from tests.helpers import DIM, MODEL, angled, axis, make_record
 
 SCORE_TOLERANCE = 1e-5
 

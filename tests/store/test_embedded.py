@@ -16,9 +16,7 @@ import pytest
 
 import imgwatch
 from imgwatch.store import EmbeddedGraphStore, ModelMismatchError, StoreError, StoreMissing, open_store
-
-from ..conftest import make_config
-from .conftest import DIM, MODEL, angled, axis, make_record, random_unit_vectors
+from tests.helpers import DIM, MODEL, angled, axis, make_config, make_record, random_unit_vectors
 
 SRC_DIR = str(Path(imgwatch.__file__).resolve().parents[1])
 

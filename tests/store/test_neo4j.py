@@ -26,8 +26,7 @@ from imgwatch.store.neo4j import (
     score_to_cosine,
     statement_batches,
 )
-
-from ..conftest import make_config
+from tests.helpers import make_config
 
 
 def closed_port() -> int:

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from imgwatch.store.vectors import VectorIndex
-
-from .conftest import random_unit_vectors
+from tests.helpers import random_unit_vectors
 
 DIM = 32
 

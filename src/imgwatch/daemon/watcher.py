@@ -23,14 +23,11 @@ from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.polling import PollingObserver
 
 from imgwatch.daemon.settler import Settler
+from imgwatch.errors import WatchError
 from imgwatch.files import PathFilter, root_of, walk_images
 from imgwatch.log import get_logger
 
 log = get_logger("imgwatch.daemon")
-
-
-class WatchError(Exception):
-    """A root cannot be watched; the message says what to do."""
 
 
 class EventRouter(FileSystemEventHandler):

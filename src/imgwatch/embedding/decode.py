@@ -24,6 +24,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from PIL.JpegImagePlugin import JpegImageFile
 from torchvision import transforms
 
+from imgwatch.errors import DecodeError
+
 RESIZE_SHORT_SIDE = 256
 CROP_SIZE = 224
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -47,23 +49,6 @@ _resize_crop = transforms.Compose(
 _to_normalised_tensor = transforms.Compose(
     [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
 )
-
-
-class DecodeError(Exception):
-    """A file could not be decoded as an image.
-
-    ``str()`` is a single line naming the file, the problem and what to do.
-    """
-
-    def __init__(self, path: str, reason: str, advice: str) -> None:
-        self.path = path
-        self.reason = reason
-        self.advice = advice
-        super().__init__(f"cannot decode {path}: {reason} ({advice})")
-
-    def __reduce__(self) -> tuple[type[DecodeError], tuple[str, str, str]]:
-        # Keeps the error picklable (job queues ship exceptions between processes).
-        return (type(self), (self.path, self.reason, self.advice))
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@ import structlog
 import torch
 from torchvision.models import ResNet50_Weights, resnet50
 
+from imgwatch.errors import DeviceUnavailable, WeightsUnavailable
+
 MODEL_NAME = "resnet50"
 EMBEDDING_DIM = 2048
 
@@ -20,10 +22,6 @@ _PRETRAINED = ResNet50_Weights.IMAGENET1K_V2
 _PRETRAINED_ID = "IMAGENET1K_V2"
 _WRAPPER_KEYS = ("state_dict", "model")
 _log = structlog.get_logger("imgwatch.embedding")
-
-
-class WeightsUnavailable(Exception):
-    """The model weights cannot be obtained; the message says how to provide them."""
 
 
 class EmbeddingModel:
@@ -82,10 +80,6 @@ def load_model(weights: str = "imagenet", device: str = "auto", seed: int = 0) -
     else:
         network, weights_id = _network_from_file(weights)
     return EmbeddingModel(network, weights_id, target)
-
-
-class DeviceUnavailable(ValueError):
-    """The configured device does not exist here."""
 
 
 @dataclass(frozen=True)

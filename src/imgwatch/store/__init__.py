@@ -6,9 +6,8 @@ backend from :func:`open_store`.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from imgwatch.config import Config, neo4j_password
+from imgwatch.config import STORE_BACKENDS, Config, neo4j_password
+from imgwatch.datadir import DataDir
 from imgwatch.store.base import (
     ExportedImage,
     FileState,
@@ -26,12 +25,7 @@ from imgwatch.store.base import (
 )
 from imgwatch.store.embedded import EmbeddedGraphStore
 
-EMBEDDED_DB_NAME = "store.sqlite3"
-BACKENDS = ("embedded", "neo4j")
-
 __all__ = [
-    "BACKENDS",
-    "EMBEDDED_DB_NAME",
     "EmbeddedGraphStore",
     "ExportedImage",
     "FileState",
@@ -58,22 +52,19 @@ def open_store(config: Config, *, backend: str | None = None, create: bool = Tru
     """
     kind = backend or config.general.store
     if kind == "embedded":
-        return _open_embedded(config.data_path, create=create)
+        return _open_embedded(config.data_dir, create=create)
     if kind == "neo4j":
         from imgwatch.store.neo4j import Neo4jGraphStore  # the driver loads only when used
 
         return Neo4jGraphStore(config.neo4j, neo4j_password(config), create=create)
-    raise StoreError(f"unknown store backend {kind!r}; supported: {', '.join(BACKENDS)}")
+    raise StoreError(f"unknown store backend {kind!r}; supported: {', '.join(STORE_BACKENDS)}")
 
 
-def _open_embedded(data_dir: Path, *, create: bool) -> EmbeddedGraphStore:
-    if not create and not (data_dir / EMBEDDED_DB_NAME).exists():
+def _open_embedded(data_dir: DataDir, *, create: bool) -> EmbeddedGraphStore:
+    if not create and not data_dir.store_file.exists():
         raise StoreMissing(
-            f"no imgwatch store in {data_dir}: nothing is indexed there yet; start `imgwatch run FOLDER`, "
+            f"no imgwatch store in {data_dir.path}: nothing is indexed there yet; start `imgwatch run FOLDER`, "
             "or point --data-dir (IMGWATCH_GENERAL_DATA_DIR) at the right place"
         )
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StoreError(f"cannot create data dir {data_dir}: {exc.strerror}") from exc
-    return EmbeddedGraphStore(data_dir / EMBEDDED_DB_NAME)
+    data_dir.create()
+    return EmbeddedGraphStore(data_dir.store_file)

@@ -16,27 +16,14 @@ from types import TracebackType
 
 import numpy as np
 
-
-class StoreError(Exception):
-    """A store operation failed; the message says what and what to do."""
-
-
-class StoreUnavailable(StoreError):
-    """The store's server could not be reached (even after retrying); the work can be retried later."""
-
-
-class StoreMissing(StoreError):
-    """Nothing has been indexed in this store yet (or it is the wrong one)."""
-
-
-class ImageNotFound(StoreError):
-    def __init__(self, path: str) -> None:
-        super().__init__(f"{path} is not indexed (yet); check the path or run `imgwatch status`")
-        self.path = path
-
-
-class ModelMismatchError(StoreError):
-    """The store holds embeddings of another model; mixing them would make scores meaningless."""
+from imgwatch.errors import (  # noqa: F401 - re-exported: part of the store contract
+    ImageNotFound,
+    ModelMismatchError,
+    StoreError,
+    StoreMissing,
+    StoreUnavailable,
+)
+from imgwatch.store.linking import ordered
 
 
 @dataclass(frozen=True)
@@ -91,6 +78,13 @@ class StoreStats:
     model: str | None
     dim: int | None = None
 
+    @classmethod
+    def counted(cls, backend: str, location: str, images: int, links: int,
+                recorded: tuple[str, int] | None) -> StoreStats:
+        """Stats from counts and the recorded (model, dim), None before ensure_model."""
+        model, dim = recorded if recorded is not None else (None, None)
+        return cls(backend, location, images, links, model, dim)
+
 
 @dataclass(frozen=True)
 class ExportedImage:
@@ -111,12 +105,7 @@ class Link:
 
     @classmethod
     def between(cls, one: str, other: str, score: float) -> Link:
-        return cls(*ordered_pair(one, other), score)
-
-
-def ordered_pair(one: str, other: str) -> tuple[str, str]:
-    """The two paths of an undirected link in its canonical (stored) order."""
-    return (one, other) if one < other else (other, one)
+        return cls(*ordered(one, other), score)
 
 
 def checked_embedding(embedding: np.ndarray, dim: int, path: str) -> np.ndarray:

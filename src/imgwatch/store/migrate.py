@@ -8,11 +8,11 @@ again: images already copied unchanged are skipped, links are merged.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import islice
 
 from imgwatch.store.base import ExportedImage, GraphStore, StoredImage
+from imgwatch.store.batching import chunks
 
 PAGE_SIZE = 500
 
@@ -51,7 +51,7 @@ def migrate(source: GraphStore, target: GraphStore, *, page_size: int = PAGE_SIZ
             progress("images", len(page))
         after = page[-1].record.path
 
-    for chunk in _chunks((state.path for state in source.file_states()), page_size):
+    for chunk in chunks((state.path for state in source.file_states()), page_size):
         owned = set(chunk)
         links = [link for link in source.export_links(chunk) if link.a in owned]
         report.links_copied += target.import_links(links)
@@ -67,9 +67,3 @@ def _already_copied(stored: StoredImage | None, image: ExportedImage) -> bool:
         and (stored.sha256, stored.size, stored.mtime_ns, stored.model, stored.linked)
         == (record.sha256, record.size, record.mtime_ns, record.model, image.linked)
     )
-
-
-def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
-    iterator = iter(items)
-    while chunk := list(islice(iterator, size)):
-        yield chunk

@@ -70,9 +70,9 @@ from imgwatch.store.base import (
     checked_embedding,
     foreign_record_message,
     model_mismatch_message,
-    ordered_pair,
     unit_query,
 )
+from imgwatch.store.linking import ordered as ordered_pair
 
 T = TypeVar("T")
 

@@ -1,0 +1,109 @@
+"""Every failure imgwatch expects, in one family.
+
+An :class:`ImgwatchError`'s message is what the user reads: what went wrong, which
+file or server, and what to do. The CLI catches the base class and prints the
+message on one line; anything else is a bug and keeps its traceback.
+
+This module imports nothing from imgwatch, so any module may raise these.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+
+EXIT_ERROR = 2
+
+
+class ImgwatchError(Exception):
+    """An expected failure; ``str(error)`` is the message for the user."""
+
+
+@contextlib.contextmanager
+def exit_on_error() -> Iterator[None]:
+    """Turn an expected failure into one line on stderr and exit code 2, no traceback."""
+    try:
+        yield
+    except ImgwatchError as exc:
+        print(f"imgwatch: error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_ERROR)
+
+
+# -- configuration and the data dir ---------------------------------------------------
+
+
+class ConfigError(ImgwatchError):
+    """A configuration value is invalid; the message names the key and its source."""
+
+
+class DataDirUnusable(ImgwatchError):
+    """The data dir cannot be created or written."""
+
+
+class AlreadyRunning(ImgwatchError):
+    """Another `imgwatch run` owns this data dir."""
+
+
+# -- the queue --------------------------------------------------------------------------
+
+
+class QueueUnavailable(ImgwatchError):
+    """The Redis server cannot be reached; the message says what to do."""
+
+
+# -- the daemon ---------------------------------------------------------------------------
+
+
+class WatchError(ImgwatchError):
+    """A folder cannot be watched."""
+
+
+# -- embedding ------------------------------------------------------------------------------
+
+
+class WeightsUnavailable(ImgwatchError):
+    """The configured ResNet50 weights cannot be loaded."""
+
+
+class DeviceUnavailable(ImgwatchError):
+    """The configured inference device does not exist on this machine."""
+
+
+class DecodeError(ImgwatchError):
+    """A file could not be decoded as an image; ``reason`` is the line recorded for it."""
+
+    def __init__(self, path: str, reason: str, advice: str) -> None:
+        self.path = path
+        self.reason = reason
+        self.advice = advice
+        super().__init__(f"cannot decode {path}: {reason} ({advice})")
+
+    def __reduce__(self) -> tuple[type[DecodeError], tuple[str, str, str]]:
+        # Keeps the error picklable (job queues ship exceptions between processes).
+        return (type(self), (self.path, self.reason, self.advice))
+
+
+# -- the store --------------------------------------------------------------------------------
+
+
+class StoreError(ImgwatchError):
+    """A store operation failed; the message says what and what to do."""
+
+
+class StoreUnavailable(StoreError):
+    """The store's server could not be reached (even after retrying); the work can be retried later."""
+
+
+class StoreMissing(StoreError):
+    """Nothing has been indexed in this store yet (or it is the wrong one)."""
+
+
+class ImageNotFound(StoreError):
+    def __init__(self, path: str) -> None:
+        super().__init__(f"{path} is not indexed (yet); check the path or run `imgwatch status`")
+        self.path = path
+
+
+class ModelMismatchError(StoreError):
+    """The store holds embeddings of another model; mixing them would make scores meaningless."""

@@ -1,0 +1,120 @@
+"""Helpers the tests share, importable as ``tests.helpers`` (fixtures live in conftest.py).
+
+Store vectors are built with known angles so expected cosines are exact numbers:
+``angled(c, axis)`` is ``c·e0 + sqrt(1-c²)·e_axis``, hence its cosine with ``e0`` is
+``c`` and its cosine with ``angled(d, other_axis)`` is ``c·d``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from imgwatch.config import Config, load_config
+from imgwatch.store import GraphStore, ImageRecord, open_store
+
+PHOTO_NAMES = ["astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry",
+               "retina", "camera"]
+
+
+def make_config(data_dir: Path, **overrides: object) -> Config:
+    """A Config as the CLI builds it, on a private data dir, without reading the user's files."""
+    values: dict[str, object] = {"general.data_dir": str(data_dir), "embedding.weights": "random",
+                                 "embedding.device": "cpu", "general.log_format": "json"}
+    values.update(overrides)
+    return load_config(overrides=values, environ={})
+
+
+MODEL = "test-model/v1"
+DIM = 16
+
+NEO4J_SKIP_REASON = (
+    "set IMGWATCH_TEST_NEO4J_URI (+ IMGWATCH_TEST_NEO4J_USER / IMGWATCH_TEST_NEO4J_PASSWORD) "
+    "to run the contract tests on Neo4j"
+)
+
+
+def axis(index: int, dim: int = DIM) -> np.ndarray:
+    vector = np.zeros(dim, dtype=np.float32)
+    vector[index] = 1.0
+    return vector
+
+
+def angled(cosine: float, other_axis: int, dim: int = DIM) -> np.ndarray:
+    """A unit vector whose cosine with e0 is ``cosine``, in the plane of e0 and e_other_axis."""
+    assert other_axis != 0
+    vector = np.zeros(dim, dtype=np.float64)
+    vector[0] = cosine
+    vector[other_axis] = math.sqrt(1.0 - cosine * cosine)
+    return vector.astype(np.float32)
+
+
+def make_record(
+    path: str,
+    vector: np.ndarray,
+    *,
+    model: str = MODEL,
+    size: int = 1000,
+    mtime_ns: int = 1_700_000_000_000_000_000,
+    width: int = 640,
+    height: int = 480,
+    sha256: str | None = None,
+) -> ImageRecord:
+    return ImageRecord(
+        path=path,
+        sha256=sha256 or hashlib.sha256(path.encode() + np.asarray(vector).tobytes()).hexdigest(),
+        size=size,
+        mtime_ns=mtime_ns,
+        width=width,
+        height=height,
+        model=model,
+        embedding=vector,
+    )
+
+
+def random_unit_vectors(count: int, dim: int = DIM, seed: int = 0) -> np.ndarray:
+    vectors = np.random.default_rng(seed).standard_normal((count, dim)).astype(np.float32)
+    normalised: np.ndarray = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    return normalised
+
+
+def backend_config(kind: str, tmp_path: Path) -> Config:
+    """A config for ``kind``; for Neo4j the test server's, or the test is skipped."""
+    config = make_config(tmp_path / "data", **{"general.store": kind})
+    if kind == "neo4j":
+        uri = os.environ.get("IMGWATCH_TEST_NEO4J_URI")
+        if not uri:
+            pytest.skip(NEO4J_SKIP_REASON)
+        config.neo4j.uri = uri
+        config.neo4j.user = os.environ.get("IMGWATCH_TEST_NEO4J_USER", "neo4j")
+        config.neo4j.database = os.environ.get("IMGWATCH_TEST_NEO4J_DATABASE", "neo4j")
+        password_file = tmp_path / "neo4j-password"
+        password_file.write_text(os.environ.get("IMGWATCH_TEST_NEO4J_PASSWORD", "") + "\n")
+        config.neo4j.password_file = str(password_file)
+    return config
+
+
+def wipe_neo4j(config: Config) -> None:
+    """Delete every imgwatch node from the test database (only ever the test server)."""
+    import neo4j
+
+    from imgwatch.config import neo4j_password
+
+    auth = (config.neo4j.user, neo4j_password(config, environ={}) or "")
+    with neo4j.GraphDatabase.driver(config.neo4j.uri, auth=auth) as driver:
+        driver.execute_query("MATCH (n) WHERE n:Image OR n:ImgwatchStore DETACH DELETE n",
+                             database_=config.neo4j.database)
+
+
+def open_backend(kind: str, tmp_path: Path) -> GraphStore:
+    config = backend_config(kind, tmp_path)
+    if kind == "neo4j":
+        wipe_neo4j(config)
+    return open_store(config)
+
+
