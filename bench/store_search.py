@@ -80,7 +80,7 @@ def run(args: argparse.Namespace, db_path: Path) -> None:
     store.nearest(query, args.k)
     print(f"cold     first nearest() loads the index: {time.perf_counter() - started:.2f} s")
 
-    index = store._index  # the store's in-memory mirror; ids are 1..N in insertion order
+    index = store.mirror.index  # the store's in-memory mirror; ids are 1..N in insertion order
     assert index is not None
     live = index._matrix[: len(index)]
     queries = unit_vectors(rng, args.queries, args.dim)

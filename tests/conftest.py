@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,6 +15,22 @@ from imgwatch.embedding import EmbeddingModel, load_model
 from imgwatch.redis_server import EmbeddedRedis
 from imgwatch.workqueue import WorkQueue
 from tests.helpers import PHOTO_NAMES, make_config
+
+THREAD_EXIT_GRACE_S = 5.0
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads() -> Iterator[None]:
+    """Fail a test that leaves threads running: a leaked observer or pool outlives its test."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + THREAD_EXIT_GRACE_S
+    while True:  # threads told to stop may need a moment to finish
+        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        if not leaked or time.monotonic() > deadline:
+            break
+        leaked[0].join(timeout=0.05)
+    assert not leaked, f"test left threads running: {sorted(t.name for t in leaked)}"
 
 
 @pytest.fixture(scope="session")

@@ -3,41 +3,66 @@
 from __future__ import annotations
 
 import json
+import os
 import zlib
 from pathlib import Path
 
 import pytest
-from rq.job import Job
-from rq.serializers import JSONSerializer
 
 from imgwatch.config import ConfigError
 from imgwatch.redis_server import EmbeddedRedis
-from imgwatch.workqueue import INDEX_JOB, QueueUnavailable, WorkQueue
+from imgwatch.workqueue import INDEX_JOB, FailureLedger, QueueUnavailable, WorkQueue, job_paths, take_snapshot
 from tests.helpers import make_config
 
 
-def test_paths_go_out_deduplicated_in_json_jobs_of_batch_size(work_queue: WorkQueue) -> None:
+@pytest.fixture
+def failures(work_queue: WorkQueue) -> FailureLedger:
+    return FailureLedger.for_queue(work_queue)
+
+
+def test_paths_go_out_deduplicated_in_json_jobs_of_batch_size(work_queue: WorkQueue, failures: FailureLedger) -> None:
     paths = [f"/photos/{i}.jpg" for i in range(70)] + ["/photos/0.jpg"]
     job_ids = work_queue.enqueue_paths(paths, batch_size=32)
     assert len(job_ids) == 3
-    jobs = [Job.fetch(j, connection=work_queue.connection, serializer=JSONSerializer) for j in job_ids]
-    assert [len(job.args[0]) for job in jobs] == [32, 32, 6]
+    jobs = work_queue.fetch_jobs(job_ids)
+    assert [len(job_paths(job)) for job in jobs] == [32, 32, 6]
     assert jobs[0].func_name == INDEX_JOB
     raw = work_queue.connection.hget(jobs[0].key, "data")
     assert raw is not None
     func, _, args, _ = json.loads(zlib.decompress(raw))  # JSON, never a pickle
     assert func == INDEX_JOB and args[0][0] == "/photos/0.jpg"
-    snapshot = work_queue.snapshot()
+    snapshot = take_snapshot(work_queue, failures)
     assert (snapshot.queued_jobs, snapshot.queued_paths, snapshot.running_jobs) == (3, 70, 0)
 
 
-def test_failed_files_are_kept_with_reason_and_signature_until_cleared(work_queue: WorkQueue) -> None:
-    work_queue.record_failure("/p/bad.jpg", "cannot decode /p/bad.jpg: truncated", 10, 1234)
-    work_queue.record_failure("/p/gone.jpg", "cannot read", None, None)
-    assert [f.path for f in work_queue.snapshot().failed_files] == ["/p/bad.jpg", "/p/gone.jpg"]
-    assert work_queue.failed_signatures() == {"/p/bad.jpg": (10, 1234)}
-    work_queue.clear_failures(["/p/bad.jpg"])
-    assert [f.path for f in work_queue.failed_files()] == ["/p/gone.jpg"]
+def test_failed_files_are_kept_with_reason_and_signature_until_cleared(
+    work_queue: WorkQueue, failures: FailureLedger
+) -> None:
+    failures.record("/p/bad.jpg", "cannot decode /p/bad.jpg: truncated", 10, 1234)
+    failures.record("/p/gone.jpg", "cannot read", None, None)
+    assert [f.path for f in take_snapshot(work_queue, failures).failed_files] == ["/p/bad.jpg", "/p/gone.jpg"]
+    assert failures.failed_signatures() == {"/p/bad.jpg": (10, 1234)}
+    failures.clear(["/p/bad.jpg"])
+    assert [f.path for f in failures.failed_files()] == ["/p/gone.jpg"]
+
+
+def test_the_ledger_keeps_one_record_per_path_and_names_that_are_not_utf8(failures: FailureLedger) -> None:
+    odd = os.fsdecode(b"/p/caf\xe9.jpg")  # a Latin-1 name on a UTF-8 system
+    failures.record(odd, "first reason", 1, 1)
+    failures.record(odd, "second reason", 2, 2)  # a later failure replaces the record
+    [failed] = failures.failed_files()
+    assert (failed.path, failed.reason, failed.size, failed.mtime_ns) == (odd, "second reason", 2, 2)
+    assert failed.at > 0
+    failures.clear([])  # nothing to clear is fine
+    failures.clear([odd])
+    assert failures.failed_files() == []
+
+
+def test_each_queue_has_a_ledger_of_its_own(work_queue: WorkQueue, failures: FailureLedger) -> None:
+    other = FailureLedger(work_queue.connection, work_queue.name + "-other")
+    failures.record("/p/bad.jpg", "bad", 1, 1)
+    assert other.failed_files() == []
+    assert [f.path for f in FailureLedger.for_queue(work_queue).failed_files()] == ["/p/bad.jpg"]
 
 
 def test_queued_work_survives_a_restart_of_the_embedded_server(tmp_path: Path) -> None:
@@ -45,7 +70,8 @@ def test_queued_work_survives_a_restart_of_the_embedded_server(tmp_path: Path) -
     with EmbeddedRedis(config):
         WorkQueue.from_config(config).enqueue_paths(["/a.jpg", "/b.jpg"], batch_size=1)
     with EmbeddedRedis(config):
-        assert WorkQueue.from_config(config).snapshot().queued_paths == 2
+        work_queue = WorkQueue.from_config(config)
+        assert take_snapshot(work_queue, FailureLedger.for_queue(work_queue)).queued_paths == 2
 
 
 def test_an_unreachable_queue_is_one_clear_error(tmp_path: Path) -> None:

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import os
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from imgwatch.config import LOG_FORMATS, STORE_BACKENDS, Config, load_config
 from imgwatch.errors import exit_on_error
 from imgwatch.files import canonical_path
+
+if TYPE_CHECKING:
+    from imgwatch.store import Match  # the store loads only in the commands that use it
 
 
 def common_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -78,14 +80,14 @@ def daemon(config: Config) -> None:
 
     from imgwatch.daemon.service import Daemon
     from imgwatch.store import open_store
-    from imgwatch.workqueue import WorkQueue
+    from imgwatch.workqueue import FailureLedger, WorkQueue
 
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     work_queue = WorkQueue.from_config(config)
     with open_store(config) as store:
-        Daemon(config, store, work_queue).run(stop)
+        Daemon(config, store, FailureLedger.for_queue(work_queue), work_queue).run(stop)
 
 
 @main.command()
@@ -105,13 +107,13 @@ def scan(config: Config) -> None:
     """Reconcile ROOTS against the store once: enqueue what changed, then exit."""
     from imgwatch.daemon.service import reconcile_and_enqueue
     from imgwatch.store import open_store
-    from imgwatch.workqueue import WorkQueue
+    from imgwatch.workqueue import FailureLedger, WorkQueue
 
     if not config.general.roots:
         raise click.UsageError("no folders to scan: pass ROOT arguments or set general.roots")
     work_queue = WorkQueue.from_config(config)
     with open_store(config) as store:
-        plan = reconcile_and_enqueue(config, store, work_queue)
+        plan = reconcile_and_enqueue(config, store, FailureLedger.for_queue(work_queue), work_queue)
     click.echo(f"enqueued {len(plan.changed)} new or changed and {len(plan.gone)} removed file(s); "
                f"{plan.unchanged} unchanged")
 
@@ -119,7 +121,7 @@ def scan(config: Config) -> None:
 # -- queries -------------------------------------------------------------------
 
 
-def _print_matches(matches: list[Any], as_json: bool) -> None:
+def _print_matches(matches: list[Match], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([{"path": m.path, "score": round(m.score, 6)} for m in matches], indent=2))
         return
@@ -138,11 +140,11 @@ def search(config: Config, image: str, top: int, as_json: bool) -> None:
     from imgwatch.store import ModelMismatchError, open_store
 
     with open_store(config, create=False) as store:
-        stored_model = store.stats().model
+        recorded = store.recorded_model()  # (model, dim) the workers embed with; None before the first image
         model = load_model(config.embedding.weights, config.embedding.device, config.embedding.seed)
-        if stored_model is not None and stored_model != model.identity:
+        if recorded is not None and recorded[0] != model.identity:
             raise ModelMismatchError(
-                f"the store holds embeddings from {stored_model} but this search uses {model.identity}; "
+                f"the store holds embeddings from {recorded[0]} but this search uses {model.identity}; "
                 "pass the same --weights the workers use"
             )
         embedder = Embedder(model, batch_size=1, decode_threads=1)
@@ -170,49 +172,10 @@ def similar(config: Config, path: str, as_json: bool) -> None:
 @common_options
 def status(config: Config, as_json: bool) -> None:
     """Queued and running work, failed items with reasons, image and link counts."""
-    from imgwatch.store import StoreError, StoreMissing, open_store
-    from imgwatch.workqueue import QueueUnavailable, WorkQueue
+    from imgwatch.reports import gather_status
 
-    report: dict[str, Any] = {}
-    store_missing = False
-    try:
-        report["queue"] = dataclasses.asdict(WorkQueue.from_config(config).snapshot())
-        report["queue_error"] = None
-    except QueueUnavailable as exc:
-        report["queue"] = None
-        report["queue_error"] = str(exc)
-    try:
-        with open_store(config, create=False) as store:
-            report["store"] = dataclasses.asdict(store.stats())
-        report["store_error"] = None
-    except StoreError as exc:  # missing or unreachable: still show the queue
-        report["store"] = None
-        report["store_error"] = str(exc)
-        store_missing = isinstance(exc, StoreMissing)
-
-    if as_json:
-        click.echo(json.dumps(report, indent=2))
-        return
-    store_stats = report["store"]
-    if store_stats is None:
-        state = "none yet" if store_missing else "not available"
-        click.echo(f"store:   {state} ({report['store_error']})")
-    else:
-        click.echo(f"store:   {store_stats['images']} images, {store_stats['links']} links "
-                   f"({store_stats['backend']}: {store_stats['location']}; model {store_stats['model'] or '-'})")
-    queue = report["queue"]
-    if queue is None:
-        click.echo(f"queue:   not reachable ({report['queue_error']})")
-        return
-    click.echo(f"queue:   {queue['queued_jobs']} job(s) / {queue['queued_paths']} path(s) waiting, "
-               f"{queue['running_jobs']} job(s) / {queue['running_paths']} path(s) running, "
-               f"{queue['workers']} worker(s)")
-    failed_files = queue["failed_files"]
-    click.echo(f"failed:  {len(failed_files)} file(s), {len(queue['failed_jobs'])} job(s)")
-    for item in failed_files:
-        click.echo(f"  {item['path']}: {item['reason']}")
-    for job in queue["failed_jobs"]:
-        click.echo(f"  job {job['job_id']} ({job['paths']} paths): {job['reason']}")
+    report = gather_status(config)
+    click.echo(json.dumps(report.as_json(), indent=2) if as_json else report.as_text())
 
 
 # -- maintenance ---------------------------------------------------------------
@@ -223,29 +186,10 @@ def status(config: Config, as_json: bool) -> None:
 @common_options
 def doctor(config: Config, as_json: bool) -> None:
     """Check the store and the queue: server version, index state, counts."""
-    from imgwatch.store import StoreMissing, open_store
-    from imgwatch.workqueue import QueueUnavailable, WorkQueue, redis_url_for
+    from imgwatch.reports import gather_doctor
 
-    report: dict[str, Any] = {}
-    try:
-        with open_store(config, create=False) as store:
-            report["store"] = store.describe()
-    except StoreMissing as exc:  # reachable, but nothing indexed yet: still check the queue
-        report["store"] = {"backend": config.general.store, "state": "none yet", "detail": str(exc)}
-    url = redis_url_for(config)
-    try:
-        snapshot = WorkQueue.from_config(config).snapshot()
-        report["queue"] = {"url": url, "reachable": True, "workers": snapshot.workers,
-                           "queued_jobs": snapshot.queued_jobs}
-    except QueueUnavailable as exc:
-        report["queue"] = {"url": url, "reachable": False, "error": str(exc)}
-    if as_json:
-        click.echo(json.dumps(report, indent=2))
-        return
-    for section, facts in report.items():
-        click.echo(f"{section}:")
-        for key, value in facts.items():
-            click.echo(f"  {key + ':':<18} {'-' if value is None else value}")
+    report = gather_doctor(config)
+    click.echo(json.dumps(report.as_json(), indent=2) if as_json else report.as_text())
 
 
 @main.command()

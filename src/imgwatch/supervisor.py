@@ -22,7 +22,7 @@ from imgwatch.errors import exit_on_error
 from imgwatch.log import configure_logging, get_logger
 from imgwatch.redis_server import EmbeddedRedis
 from imgwatch.store import open_store
-from imgwatch.workqueue import WorkQueue
+from imgwatch.workqueue import FailureLedger, WorkQueue
 
 log = get_logger("imgwatch.run")
 
@@ -64,7 +64,7 @@ def run_all(config: Config) -> int:
             if recovered:
                 log.info("recovered_abandoned_jobs", jobs=recovered)
         store = stack.enter_context(open_store(config))
-        daemon = Daemon(config, store, work_queue)
+        daemon = Daemon(config, store, FailureLedger.for_queue(work_queue), work_queue)
 
         context = multiprocessing.get_context("spawn")
         workers: list[BaseProcess] = []

@@ -14,17 +14,13 @@ from imgwatch.config import Config
 from imgwatch.daemon.service import Daemon
 from imgwatch.redis_server import EmbeddedRedis
 from imgwatch.store import GraphStore, ImageRecord, open_store
-from imgwatch.workqueue import WorkQueue
+from imgwatch.workqueue import FailureLedger, WorkQueue, job_paths
 from tests.helpers import make_config
 
 
 def queued_paths(work_queue: WorkQueue) -> list[str]:
-    from rq.job import Job
-    from rq.serializers import JSONSerializer
-
-    jobs = Job.fetch_many(work_queue.rq_queue.get_job_ids(), connection=work_queue.connection,
-                          serializer=JSONSerializer)
-    return sorted(path for job in jobs if job is not None for path in job.args[0])
+    jobs = work_queue.fetch_jobs(work_queue.rq_queue.get_job_ids())
+    return sorted(path for job in jobs for path in job_paths(job))
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
@@ -68,7 +64,7 @@ def start_daemon(config: Config, store: GraphStore, work_queue: WorkQueue) -> It
     def start(root: Path) -> Daemon:
         config.general.roots = [str(root)]
         config.watch.settle_seconds = 0.2
-        daemon = Daemon(config, store, work_queue)
+        daemon = Daemon(config, store, FailureLedger.for_queue(work_queue), work_queue)
         running.append(RunningDaemon(daemon))
         return daemon
 
@@ -107,13 +103,13 @@ def test_work_waits_out_a_queue_outage_and_is_not_lost(tmp_path: Path, write_pho
         config.queue.redis_url = server.url
         work_queue = WorkQueue.from_config(config)
         with open_store(config) as store:
-            daemon = Daemon(config, store, work_queue)
+            daemon = Daemon(config, store, FailureLedger.for_queue(work_queue), work_queue)
             daemon.settler.closed(str(root / "a.jpg"))
             (root / "a.jpg").write_bytes(b"x")
             server.stop()  # the queue goes away
             for _ in range(3):
                 daemon.tick(flush=True)
-            assert daemon._unsent == [str(root / "a.jpg")]  # settled, held while the queue is down
+            assert daemon.unsent == [str(root / "a.jpg")]  # settled, held while the queue is down
             server.start()
             assert wait_until(lambda: (daemon.tick(flush=True), queued_paths(work_queue))[1] == [str(root / "a.jpg")])
 

@@ -213,4 +213,4 @@ def test_micro_batches_are_split_evenly_across_streams(
     random_model: EmbeddingModel, count: int, batch_size: int, streams: int, expected: int
 ) -> None:
     with Embedder(random_model, batch_size=batch_size, streams=streams) as embedder:
-        assert embedder._micro_batch_size(count) == expected
+        assert embedder.micro_batch_size(count) == expected

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import imgwatch
-from imgwatch.store import EmbeddedGraphStore, ModelMismatchError, StoreError, StoreMissing, open_store
+from imgwatch.store import EmbeddedGraphStore, FileState, ModelMismatchError, StoreError, StoreMissing, open_store
 from tests.helpers import DIM, MODEL, angled, axis, make_config, make_record, random_unit_vectors
 
 SRC_DIR = str(Path(imgwatch.__file__).resolve().parents[1])
@@ -93,23 +93,53 @@ def test_a_second_instance_follows_each_change_incrementally(
     writer: EmbeddedGraphStore, db_path: Path
 ) -> None:
     with EmbeddedGraphStore(db_path) as reader:
+        mirror = reader.mirror
+        assert not mirror.loaded and len(mirror) == 0 and mirror.revision == 0
         writer.upsert([make_record("/p/a.jpg", axis(0))])
         assert [m.path for m in reader.nearest(axis(0), 5)] == ["/p/a.jpg"]
-        loaded_index = reader._index  # the mirror that later queries must update, not rebuild
-        assert loaded_index is not None
+        loaded_index = mirror.index  # what later queries must update, not rebuild
+        assert loaded_index is not None and mirror.loaded and mirror.revision == 1
 
         writer.upsert([make_record("/p/b.jpg", angled(0.9, 1))])
         found = [(m.path, round(m.score, 4)) for m in reader.nearest(axis(0), 5)]
         assert found == [("/p/a.jpg", 1.0), ("/p/b.jpg", 0.9)]
+        assert mirror.revision == 2 and len(mirror) == 2
 
         writer.remove(["/p/a.jpg"])
         assert [m.path for m in reader.nearest(axis(0), 5)] == ["/p/b.jpg"]
 
+        writer.update_file_states([FileState("/p/b.jpg", 1, 1)])  # no embedding changed: no new revision
         writer.upsert([make_record("/p/b.jpg", axis(0))])  # re-embedded: new vector, same path
         [match] = reader.nearest(axis(0), 5)
         assert match.path == "/p/b.jpg" and match.score == pytest.approx(1.0, abs=1e-6)
 
-        assert reader._index is loaded_index and len(loaded_index) == 1
+        assert mirror.index is loaded_index and len(mirror) == 1 and mirror.revision == 4
+
+
+def test_the_mirror_reloads_after_a_model_switch_or_when_the_revision_goes_back(
+    writer: EmbeddedGraphStore, db_path: Path
+) -> None:
+    for i in range(1, 4):  # one revision each
+        writer.upsert([make_record(f"/p/{i}.jpg", angled(0.9, i))])
+    with EmbeddedGraphStore(db_path) as reader:
+        assert len(reader.nearest(axis(0), 5)) == 3
+        first = reader.mirror.index
+        assert reader.mirror.revision == 3
+
+        with sqlite3.connect(db_path) as raw:  # as if the file were replaced by an older copy
+            raw.execute("UPDATE meta SET value = 2 WHERE key = 'rev'")
+        assert len(reader.nearest(axis(0), 5)) == 3
+        assert reader.mirror.index is not first and reader.mirror.revision == 2
+
+        writer.remove([f"/p/{i}.jpg" for i in range(1, 4)])
+        writer.ensure_model("other-model/v2", 8)
+        writer.upsert([make_record("/p/small.jpg", axis(1, dim=8), model="other-model/v2")])
+        assert [m.path for m in reader.nearest(axis(1, dim=8), 5)] == ["/p/small.jpg"]
+        index = reader.mirror.index
+        assert index is not None and index.dim == 8 and len(reader.mirror) == 1
+
+        reader.close()
+        assert not reader.mirror.loaded and reader.mirror.index is None
 
 
 def test_a_reader_sees_what_another_process_commits_while_it_writes(

@@ -7,7 +7,7 @@ from collections.abc import Set
 import numpy as np
 import pytest
 
-from imgwatch.store.vectors import VectorIndex
+from imgwatch.store.embedded.vectors import VectorIndex
 from tests.helpers import random_unit_vectors
 
 DIM = 32

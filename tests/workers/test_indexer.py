@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
 
 from imgwatch.config import Config
-from imgwatch.embedding import Embedder, EmbeddingModel
+from imgwatch.embedding import Embedder, EmbeddingModel, EmbedResult
 from imgwatch.files import PathFilter
-from imgwatch.store import GraphStore, open_store
+from imgwatch.store import GraphStore, ImageRecord, open_store
 from imgwatch.workers.indexer import Indexer, LinkPolicy
-from imgwatch.workqueue import WorkQueue
+from imgwatch.workqueue import FailureLedger, WorkQueue
 
 
 @pytest.fixture
@@ -23,15 +23,40 @@ def store(config: Config) -> Iterator[GraphStore]:
 
 
 @pytest.fixture
-def indexer(
-    random_model: EmbeddingModel, store: GraphStore, work_queue: WorkQueue, tmp_path: Path
-) -> Iterator[Indexer]:
-    embedder = Embedder(random_model, batch_size=4, decode_threads=2)
-    store.ensure_model(random_model.identity, random_model.dim)
-    # Random weights put every pair near cosine 0.998, so a threshold of 0 links by rank alone.
-    yield Indexer(embedder, store, work_queue, LinkPolicy(threshold=0.0, top_k=2),
-                  PathFilter.create(["jpg", "png"], [".*"]), [str(tmp_path / "photos")])
-    embedder.close()
+def failures(work_queue: WorkQueue) -> FailureLedger:
+    return FailureLedger.for_queue(work_queue)
+
+
+@pytest.fixture
+def requeued() -> list[list[str]]:
+    """The batches the indexer put back on the queue."""
+    return []
+
+
+@pytest.fixture
+def make_indexer(
+    random_model: EmbeddingModel, store: GraphStore, failures: FailureLedger, requeued: list[list[str]],
+    tmp_path: Path,
+) -> Iterator[Callable[[type[Embedder]], Indexer]]:
+    embedders: list[Embedder] = []
+
+    def make(embedder_class: type[Embedder] = Embedder) -> Indexer:
+        embedder = embedder_class(random_model, batch_size=4, decode_threads=2)
+        embedders.append(embedder)
+        store.ensure_model(random_model.identity, random_model.dim)
+        # Random weights put every pair near cosine 0.998, so a threshold of 0 links by rank alone.
+        return Indexer(embedder, store, failures, lambda paths: requeued.append(list(paths)),
+                       LinkPolicy(threshold=0.0, top_k=2), PathFilter.create(["jpg", "png"], [".*"]),
+                       [str(tmp_path / "photos")])
+
+    yield make
+    for embedder in embedders:
+        embedder.close()
+
+
+@pytest.fixture
+def indexer(make_indexer: Callable[[type[Embedder]], Indexer]) -> Indexer:
+    return make_indexer(Embedder)
 
 
 def test_new_files_are_embedded_stored_and_linked_within_their_batch(
@@ -93,7 +118,7 @@ def test_missing_and_excluded_paths_are_removed_from_the_store(
 
 
 def test_bad_files_fail_alone_with_a_reason_and_are_cleared_once_fixed(
-    indexer: Indexer, store: GraphStore, work_queue: WorkQueue, tmp_path: Path,
+    indexer: Indexer, store: GraphStore, failures: FailureLedger, tmp_path: Path,
     write_photo: Callable[..., Path],
 ) -> None:
     root = tmp_path / "photos"
@@ -107,17 +132,17 @@ def test_bad_files_fail_alone_with_a_reason_and_are_cleared_once_fixed(
     outcome = indexer.index([str(empty), good, str(text), str(truncated)])
     assert outcome.indexed == [good]
     assert set(outcome.failed) == {str(empty), str(text), str(truncated)}
-    failures = {f.path: f for f in work_queue.failed_files()}
-    assert set(failures) == {str(empty), str(text), str(truncated)}
-    assert str(truncated) in failures[str(truncated)].reason
-    assert failures[str(empty)].size == 0
+    recorded = {f.path: f for f in failures.failed_files()}
+    assert set(recorded) == {str(empty), str(text), str(truncated)}
+    assert str(truncated) in recorded[str(truncated)].reason
+    assert recorded[str(empty)].size == 0
     write_photo(truncated, "rocket")  # replaced with a complete copy
     assert indexer.index([str(truncated)]).indexed == [str(truncated)]
-    assert str(truncated) not in {f.path for f in work_queue.failed_files()}
+    assert str(truncated) not in {f.path for f in failures.failed_files()}
 
 
 def test_a_file_name_that_is_not_utf8_fails_alone_with_a_clear_reason(
-    indexer: Indexer, store: GraphStore, work_queue: WorkQueue, tmp_path: Path,
+    indexer: Indexer, store: GraphStore, failures: FailureLedger, tmp_path: Path,
     write_photo: Callable[..., Path],
 ) -> None:
     root = tmp_path / "photos"
@@ -128,9 +153,9 @@ def test_a_file_name_that_is_not_utf8_fails_alone_with_a_clear_reason(
     outcome = indexer.index([odd, good])
     assert outcome.indexed == [good]
     assert "not valid UTF-8" in outcome.failed[odd]
-    assert [f.path for f in work_queue.failed_files()] == [odd]
-    work_queue.clear_failures([odd])
-    assert work_queue.failed_files() == []
+    assert [f.path for f in failures.failed_files()] == [odd]
+    failures.clear([odd])
+    assert failures.failed_files() == []
 
 
 def test_an_image_left_unlinked_by_an_interrupted_job_is_linked_on_retry(
@@ -143,11 +168,34 @@ def test_an_image_left_unlinked_by_an_interrupted_job_is_linked_on_retry(
     stored = {p: store.get(p) for p in paths}
     vectors = {r.facts.path: r.vector for r in indexer.embedder.embed_files(paths)}  # type: ignore[union-attr]
     store.remove(paths)
-    from imgwatch.store import ImageRecord
-
     store.upsert([ImageRecord(p, s.sha256, s.size, s.mtime_ns, s.width, s.height, s.model, vectors[p])
                   for p, s in stored.items() if s is not None])
     assert store.stats().links == 0
     outcome = indexer.index(paths)
     assert sorted(outcome.indexed) == sorted(paths)
     assert store.stats().links == 1 and all(store.get(p).linked for p in paths)  # type: ignore[union-attr]
+
+
+class FileChangedWhileEmbedding(Embedder):
+    """Each file changes right after it is read, as when a copy overwrites it meanwhile."""
+
+    def embed_files(
+        self, paths: Sequence[str], known_sha256: Mapping[str, str] | None = None
+    ) -> Iterator[EmbedResult]:
+        yield from super().embed_files(paths, known_sha256)
+        for path in paths:
+            os.utime(path, ns=(2_000_000_000, 2_000_000_000))
+
+
+def test_a_file_that_changed_while_it_was_embedded_is_requeued(
+    make_indexer: Callable[[type[Embedder]], Indexer], indexer: Indexer, requeued: list[list[str]],
+    tmp_path: Path, write_photo: Callable[..., Path],
+) -> None:
+    root = tmp_path / "photos"
+    steady = str(write_photo(root / "steady.jpg", "coffee"))
+    assert indexer.index([steady]).indexed == [steady]
+    assert requeued == []
+    changing = str(write_photo(root / "changing.jpg", "rocket"))
+    outcome = make_indexer(FileChangedWhileEmbedding).index([changing])
+    assert outcome.indexed == [changing]  # stored as read; the requeued job stores the newer state
+    assert requeued == [[changing]]

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from imgwatch.files import PathFilter, root_of, walk_images
-from imgwatch.store import FileState, GraphStore
+from imgwatch.store import FileState
+
+
+class StoredFileStates(Protocol):
+    """All the daemon reads from the store (a GraphStore is one)."""
+
+    def file_states(self, under: str | None = None) -> Iterator[FileState]: ...
 
 
 @dataclass
@@ -65,8 +72,9 @@ def plan_reconcile(
 def reconcile_roots(
     roots: Sequence[str],
     path_filter: PathFilter,
-    store: GraphStore,
+    stored: StoredFileStates,
     failed: Mapping[str, tuple[int, int]] | None = None,
 ) -> ReconcilePlan:
-    stored = (state for root in roots for state in store.file_states(under=root))
-    return plan_reconcile(roots, path_filter, stored, failed)
+    """:func:`plan_reconcile` against what ``stored`` holds below ``roots``."""
+    states = (state for root in roots for state in stored.file_states(under=root))
+    return plan_reconcile(roots, path_filter, states, failed)

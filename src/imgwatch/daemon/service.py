@@ -12,13 +12,12 @@ import redis
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
 from imgwatch.config import Config, ConfigError
-from imgwatch.daemon.reconcile import ReconcilePlan, reconcile_roots
+from imgwatch.daemon.reconcile import ReconcilePlan, StoredFileStates, reconcile_roots
 from imgwatch.daemon.settler import Settler
 from imgwatch.daemon.watcher import EventRouter, make_observer, start_observer
 from imgwatch.files import PathFilter, root_of
 from imgwatch.log import get_logger
-from imgwatch.store import GraphStore
-from imgwatch.workqueue import WorkQueue
+from imgwatch.workqueue import FailureLedger, WorkQueue
 
 log = get_logger("imgwatch.daemon")
 
@@ -30,7 +29,11 @@ LINGER_SECONDS = 1.0
 
 
 def reconcile_and_enqueue(
-    config: Config, store: GraphStore, work_queue: WorkQueue, roots: list[str] | None = None
+    config: Config,
+    stored: StoredFileStates,
+    failures: FailureLedger,
+    work_queue: WorkQueue,
+    roots: list[str] | None = None,
 ) -> ReconcilePlan:
     """One reconciliation pass over ``roots`` (default: every root; what `imgwatch scan` runs).
 
@@ -45,8 +48,8 @@ def reconcile_and_enqueue(
     plan = reconcile_roots(
         roots,
         PathFilter.create(config.watch.extensions, config.watch.exclude),
-        store,
-        work_queue.failed_signatures(),
+        stored,
+        failures.failed_signatures(),
     )
     jobs = work_queue.enqueue_paths(plan.paths, config.watch.batch_size)
     log.info("reconciled", roots=len(roots), changed=len(plan.changed), gone=len(plan.gone),
@@ -56,11 +59,16 @@ def reconcile_and_enqueue(
 
 
 class Daemon:
-    def __init__(self, config: Config, store: GraphStore, work_queue: WorkQueue) -> None:
+    """Reads the store's file states and the failure ledger; writes only to the work queue."""
+
+    def __init__(
+        self, config: Config, stored: StoredFileStates, failures: FailureLedger, work_queue: WorkQueue
+    ) -> None:
         if not config.general.roots:
             raise ConfigError("no folders to watch: pass ROOT arguments or set general.roots")
         self.config = config
-        self.store = store
+        self.stored = stored
+        self.failures = failures
         self.work_queue = work_queue
         self.roots = [str(p) for p in config.root_paths]
         close_events = config.watch.observer == "inotify"
@@ -82,7 +90,7 @@ class Daemon:
         log.info("watching", roots=self.roots, observer=self.config.watch.observer,
                  settle_seconds=self.config.watch.settle_seconds)
         try:
-            reconcile_and_enqueue(self.config, self.store, self.work_queue)
+            self.reconcile()
             next_root_check = time.monotonic() + ROOT_CHECK_SECONDS
             while not stop.wait(POLL_SECONDS):
                 if time.monotonic() >= next_root_check:
@@ -122,7 +130,15 @@ class Daemon:
                 self._root_ids[root] = None
                 continue
             log.info("root_back", root=root)
-            reconcile_and_enqueue(self.config, self.store, self.work_queue, [root])
+            self.reconcile([root])
+
+    def reconcile(self, roots: list[str] | None = None) -> ReconcilePlan:
+        return reconcile_and_enqueue(self.config, self.stored, self.failures, self.work_queue, roots)
+
+    @property
+    def unsent(self) -> list[str]:
+        """Settled paths not on the queue yet (held while the queue is unreachable)."""
+        return list(self._unsent)
 
     def _below_missing_root(self, path: str) -> bool:
         root = root_of(path, self.roots)
@@ -135,11 +151,11 @@ class Daemon:
         failed: list[str] = []
         if removed_dirs:
             try:
-                failed = list(self.work_queue.failed_signatures())
+                failed = list(self.failures.failed_signatures())
             except redis.RedisError:
                 pass  # queue down: their failure records are cleared by the next reconcile
         for directory in removed_dirs:
-            ready.extend(state.path for state in self.store.file_states(under=directory))
+            ready.extend(state.path for state in self.stored.file_states(under=directory))
             ready.extend(p for p in failed if root_of(p, [directory]))
         ready = [p for p in ready if not self._below_missing_root(p)]
         if ready and not self._unsent:

@@ -113,18 +113,23 @@ def make_observer(kind: str, polling_interval: float) -> BaseObserver:
 
 
 def start_observer(observer: BaseObserver, router: EventRouter, roots: Sequence[str]) -> dict[str, ObservedWatch]:
-    watches = {}
-    for root in roots:
-        if not os.path.isdir(root):
-            raise WatchError(f"cannot watch {root}: it is not a directory (create it or fix `general.roots`)")
-        try:
-            watches[root] = observer.schedule(router, root, recursive=True)
-        except OSError as exc:
-            raise _explain(exc, root) from None
+    """Watch every root recursively; on WatchError the observer is stopped (it may own threads already)."""
     try:
-        observer.start()
-    except OSError as exc:
-        raise _explain(exc, ", ".join(roots)) from None
+        watches = {}
+        for root in roots:
+            if not os.path.isdir(root):
+                raise WatchError(f"cannot watch {root}: it is not a directory (create it or fix `general.roots`)")
+            try:
+                watches[root] = observer.schedule(router, root, recursive=True)
+            except OSError as exc:
+                raise _explain(exc, root) from None
+        try:
+            observer.start()
+        except OSError as exc:
+            raise _explain(exc, ", ".join(roots)) from None
+    except WatchError:
+        observer.stop()
+        raise
     return watches
 
 

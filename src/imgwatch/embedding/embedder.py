@@ -93,7 +93,7 @@ class Embedder:
         (one micro-batch more than there are streams) while the model works.
         """
         known = known_sha256 or {}
-        batch_size = self._micro_batch_size(len(paths))
+        batch_size = self.micro_batch_size(len(paths))
         window = (self.streams + 1) * batch_size
         remaining = iter(paths)
         in_flight: deque[Future[EmbedResult | _Decoded]] = deque()
@@ -135,7 +135,7 @@ class Embedder:
             for future in (*in_flight, *running):
                 future.cancel()
 
-    def _micro_batch_size(self, count: int) -> int:
+    def micro_batch_size(self, count: int) -> int:
         """Split ``count`` images into equal micro-batches, a multiple of ``streams`` of them,
         so that no stream is left idle while another works through a big remainder."""
         batches = max(1, math.ceil(count / self.batch_size))

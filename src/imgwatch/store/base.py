@@ -165,6 +165,10 @@ class GraphStore(abc.ABC):
         """Record the embedding model on first use; raise ModelMismatchError if another is stored."""
 
     @abc.abstractmethod
+    def recorded_model(self) -> tuple[str, int] | None:
+        """The (model, dim) recorded by ensure_model; None before anything was recorded."""
+
+    @abc.abstractmethod
     def upsert(self, records: Sequence[ImageRecord]) -> None:
         """Insert or replace images (node facts and embeddings), committed together."""
 

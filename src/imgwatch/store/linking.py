@@ -115,11 +115,12 @@ def plan_links(
         for neighbour, score in picks:
             plan.links[ordered(image, neighbour)] = score
     for link in former:
-        if link.score < threshold:
-            continue
+        pair = ordered(link.neighbour, link.image)
+        if link.score < threshold or pair in plan.links:
+            continue  # gone for good, or re-picked by the batch image itself
         bar = link.neighbour_bar
         if bar is None or link.score >= bar - SCORE_EPSILON:
-            plan.links.setdefault(ordered(link.neighbour, link.image), link.score)
+            plan.links[pair] = link.score
         else:
             plan.undecided.setdefault(link.neighbour, set()).add(link.image)
     return plan

@@ -9,14 +9,14 @@ the filesystem.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from imgwatch.embedding import Embedded, Embedder, Failed, Missing, Unchanged
 from imgwatch.files import PathFilter, file_signature, root_of
 from imgwatch.log import get_logger
-from imgwatch.store import FileState, GraphStore, ImageRecord
-from imgwatch.workqueue import WorkQueue
+from imgwatch.store import FileState, GraphStore, ImageRecord, StoredImage
+from imgwatch.workqueue import FailureLedger
 
 log = get_logger("imgwatch.worker")
 
@@ -46,46 +46,58 @@ class LinkPolicy:
 
 
 class Indexer:
+    """Makes the store match each path of a job; reports failures to the ledger.
+
+    ``requeue`` puts paths back on the queue (files that changed while they were embedded).
+    """
+
     def __init__(
         self,
         embedder: Embedder,
         store: GraphStore,
-        work_queue: WorkQueue,
+        failures: FailureLedger,
+        requeue: Callable[[Sequence[str]], object],
         links: LinkPolicy,
         path_filter: PathFilter,
         roots: Sequence[str] = (),
     ) -> None:
         self.embedder = embedder
         self.store = store
-        self.work_queue = work_queue
+        self.failures = failures
+        self.requeue = requeue
         self.links = links
         self.path_filter = path_filter
         self.roots = list(roots)
 
-    def _eligible(self, path: str) -> bool:
-        # Without roots in this worker's config only the extension is known to apply.
-        root = root_of(path, self.roots)
-        if root is None:
-            return self.path_filter.has_image_extension(path)
-        return self.path_filter.accepts(path, root)
-
     def index(self, paths: Sequence[str]) -> IndexOutcome:
         outcome = IndexOutcome()
-        unique = list(dict.fromkeys(os.path.abspath(p) for p in paths))
-        model = self.embedder.identity
+        storable = self._partition_names(paths, outcome)
+        stored = self.store.get_many(storable)
+        to_embed, to_remove = self._triage(storable, stored, outcome)
+        embedded = self._embed(to_embed, stored, outcome)
+        self._commit(embedded, [*to_remove, *embedded.vanished], stored, outcome)
+        self._record_failures(outcome)
+        return outcome
+
+    def _partition_names(self, paths: Sequence[str], outcome: IndexOutcome) -> list[str]:
+        """The paths whose names a store can hold; the others fail."""
         storable = []
-        for path in unique:
+        for path in dict.fromkeys(os.path.abspath(p) for p in paths):
             if _has_utf8_name(path):
                 storable.append(path)
             else:
                 # Stores and Redis keep paths as UTF-8 text; such a name cannot be a node key.
                 outcome.failed[path] = (f"cannot index {path!r}: its name is not valid UTF-8; "
                                         "rename the file (e.g. with `convmv`)")
-        stored = self.store.get_many(storable)
+        return storable
 
-        to_remove: list[str] = []
+    def _triage(
+        self, paths: Sequence[str], stored: Mapping[str, StoredImage], outcome: IndexOutcome
+    ) -> tuple[list[str], list[str]]:
+        """Look at each file: (to embed, to remove); unchanged and unreadable ones go into ``outcome``."""
         to_embed: list[str] = []
-        for path in storable:
+        to_remove: list[str] = []
+        for path in paths:
             try:
                 st = os.stat(path)
             except (FileNotFoundError, NotADirectoryError):
@@ -98,32 +110,51 @@ class Indexer:
                 to_remove.append(path)
                 continue
             previous = stored.get(path)
-            if (previous is not None and previous.model == model and previous.linked
+            if (previous is not None and self._is_current(previous)
                     and (previous.size, previous.mtime_ns) == (st.st_size, st.st_mtime_ns)):
                 outcome.unchanged.append(path)
                 continue
             to_embed.append(path)
+        return to_embed, to_remove
 
-        # Content seen before needs no decoding, unless an interrupted job left it unlinked.
-        known = {p: s.sha256 for p, s in stored.items() if s.model == model and s.linked}
-        records: list[ImageRecord] = []
-        touched: list[FileState] = []
-        for result in self.embedder.embed_files(to_embed, known_sha256=known):
+    def _eligible(self, path: str) -> bool:
+        # Without roots in this worker's config only the extension is known to apply.
+        root = root_of(path, self.roots)
+        if root is None:
+            return self.path_filter.has_image_extension(path)
+        return self.path_filter.accepts(path, root)
+
+    def _is_current(self, image: StoredImage) -> bool:
+        """Embedded by this model and linked (an interrupted job can leave an image unlinked)."""
+        return image.model == self.embedder.identity and image.linked
+
+    def _embed(self, paths: Sequence[str], stored: Mapping[str, StoredImage], outcome: IndexOutcome) -> _Embedded:
+        """Decode and embed; content seen before (same hash) is only touched, not re-embedded."""
+        embedded = _Embedded()
+        known = {p: s.sha256 for p, s in stored.items() if self._is_current(s)}
+        model = self.embedder.identity
+        for result in self.embedder.embed_files(paths, known_sha256=known):
             if isinstance(result, Embedded):
                 facts = result.facts
-                records.append(ImageRecord(
+                embedded.records.append(ImageRecord(
                     path=facts.path, sha256=facts.sha256, size=facts.size, mtime_ns=facts.mtime_ns,
                     width=result.width, height=result.height, model=model, embedding=result.vector,
                 ))
             elif isinstance(result, Unchanged):
                 facts = result.facts
-                touched.append(FileState(facts.path, facts.size, facts.mtime_ns))
+                embedded.touched.append(FileState(facts.path, facts.size, facts.mtime_ns))
                 outcome.unchanged.append(facts.path)
             elif isinstance(result, Missing):
-                to_remove.append(result.path)
+                embedded.vanished.append(result.path)
             elif isinstance(result, Failed):
                 outcome.failed[result.path] = result.reason
+        return embedded
 
+    def _commit(
+        self, embedded: _Embedded, to_remove: list[str], stored: Mapping[str, StoredImage], outcome: IndexOutcome
+    ) -> None:
+        """Write the batch to the store: upsert and link, refresh touched files, remove the rest."""
+        records = embedded.records
         if records:
             self.store.upsert(records)
             outcome.links = self.store.link(records, self.links.threshold, self.links.top_k)
@@ -133,9 +164,9 @@ class Indexer:
             stale = [r.path for r in records if file_signature(r.path) != (r.size, r.mtime_ns)]
             if stale:
                 log.info("requeued_changed_files", paths=len(stale))
-                self.work_queue.enqueue_paths(stale, batch_size=len(stale))
-        if touched:
-            self.store.update_file_states(touched)
+                self.requeue(stale)
+        if embedded.touched:
+            self.store.update_file_states(embedded.touched)
         if to_remove:
             self.store.remove(to_remove)
             outcome.removed = to_remove
@@ -144,12 +175,22 @@ class Indexer:
         if failed_stored:
             self.store.remove(failed_stored)
 
+    def _record_failures(self, outcome: IndexOutcome) -> None:
+        """Record this batch's failures in the ledger and clear the records of paths that are fine now."""
         for path, reason in outcome.failed.items():
             log.warning("file_failed", path=path, reason=reason)
             size, mtime = file_signature(path) or (None, None)
-            self.work_queue.record_failure(path, reason, size, mtime)
-        self.work_queue.clear_failures([*outcome.indexed, *outcome.unchanged, *outcome.removed])
-        return outcome
+            self.failures.record(path, reason, size, mtime)
+        self.failures.clear([*outcome.indexed, *outcome.unchanged, *outcome.removed])
+
+
+@dataclass
+class _Embedded:
+    """What embedding a batch produced, before anything is written."""
+
+    records: list[ImageRecord] = field(default_factory=list)
+    touched: list[FileState] = field(default_factory=list)  # same content, new mtime: only the facts change
+    vanished: list[str] = field(default_factory=list)  # gone since the triage
 
 
 def _has_utf8_name(path: str) -> bool:

@@ -20,7 +20,7 @@ from imgwatch.log import get_logger
 from imgwatch.store import open_store
 from imgwatch.workers.indexer import Indexer, LinkPolicy
 from imgwatch.workers.jobs import install_indexer
-from imgwatch.workqueue import WorkQueue
+from imgwatch.workqueue import FailureLedger, WorkQueue
 
 log = get_logger("imgwatch.worker")
 
@@ -43,7 +43,8 @@ def run_worker(config: Config, *, burst: bool = False, name: str | None = None) 
         indexer = Indexer(
             embedder,
             store,
-            work_queue,
+            FailureLedger.for_queue(work_queue),
+            lambda paths: work_queue.enqueue_paths(paths, batch_size=len(paths)),  # they were one batch
             LinkPolicy(config.links.threshold, config.links.top_k),
             PathFilter.create(config.watch.extensions, config.watch.exclude),
             [str(p) for p in config.root_paths],

@@ -1,6 +1,6 @@
 """An in-memory, exact cosine-similarity index over L2-normalised float32 vectors.
 
-The embedded store keeps one of these per process, mirrored from SQLite. Search is
+The embedded store's VectorMirror keeps one per process, mirrored from SQLite. Search is
 brute force on purpose: one BLAS matrix-vector product over a contiguous float32
 matrix is exact and, at the sizes a photo library reaches, fast enough (see
 bench/store_search.py). Ids are the store's integer image ids.

@@ -1,0 +1,117 @@
+"""What `imgwatch status` and `imgwatch doctor` report: gathered into typed results, rendered from them.
+
+Both still report when the queue or the store cannot be reached: that is part of the answer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from imgwatch.config import Config
+from imgwatch.errors import QueueUnavailable, StoreError, StoreMissing
+from imgwatch.store import StoreStats, open_store
+from imgwatch.workqueue import FailureLedger, QueueSnapshot, WorkQueue, redis_url_for, take_snapshot
+
+# -- status ------------------------------------------------------------------------------
+
+
+@dataclass
+class StatusReport:
+    queue: QueueSnapshot | None
+    queue_error: str | None
+    store: StoreStats | None
+    store_error: str | None
+    store_missing: bool = False  # nothing indexed yet, rather than unreachable
+
+    def as_json(self) -> dict[str, object]:
+        facts = dataclasses.asdict(self)
+        del facts["store_missing"]  # the text says it; in JSON, store_error does
+        return facts
+
+    def as_text(self) -> str:
+        lines = []
+        if self.store is None:
+            state = "none yet" if self.store_missing else "not available"
+            lines.append(f"store:   {state} ({self.store_error})")
+        else:
+            stats = self.store
+            lines.append(f"store:   {stats.images} images, {stats.links} links "
+                         f"({stats.backend}: {stats.location}; model {stats.model or '-'})")
+        queue = self.queue
+        if queue is None:
+            lines.append(f"queue:   not reachable ({self.queue_error})")
+            return "\n".join(lines)
+        lines.append(f"queue:   {queue.queued_jobs} job(s) / {queue.queued_paths} path(s) waiting, "
+                     f"{queue.running_jobs} job(s) / {queue.running_paths} path(s) running, "
+                     f"{queue.workers} worker(s)")
+        lines.append(f"failed:  {len(queue.failed_files)} file(s), {len(queue.failed_jobs)} job(s)")
+        lines.extend(f"  {item.path}: {item.reason}" for item in queue.failed_files)
+        lines.extend(f"  job {job.job_id} ({job.paths} paths): {job.reason}" for job in queue.failed_jobs)
+        return "\n".join(lines)
+
+
+def gather_status(config: Config) -> StatusReport:
+    queue: QueueSnapshot | None = None
+    queue_error: str | None = None
+    try:
+        work_queue = WorkQueue.from_config(config)
+        queue = take_snapshot(work_queue, FailureLedger.for_queue(work_queue))
+    except QueueUnavailable as exc:
+        queue_error = str(exc)
+    try:
+        with open_store(config, create=False) as store:
+            return StatusReport(queue, queue_error, store.stats(), None)
+    except StoreError as exc:  # missing or unreachable: still show the queue
+        return StatusReport(queue, queue_error, None, str(exc), store_missing=isinstance(exc, StoreMissing))
+
+
+# -- doctor ------------------------------------------------------------------------------
+
+
+@dataclass
+class QueueReachable:
+    url: str
+    reachable: bool = field(default=True, init=False)
+    workers: int
+    queued_jobs: int
+
+
+@dataclass
+class QueueUnreachable:
+    url: str
+    reachable: bool = field(default=False, init=False)
+    error: str
+
+
+@dataclass
+class DoctorReport:
+    store: dict[str, object]  # the store's describe() facts, or state "none yet"
+    queue: QueueReachable | QueueUnreachable
+
+    def as_json(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+    def as_text(self) -> str:
+        lines = []
+        for section, facts in (("store", self.store), ("queue", dataclasses.asdict(self.queue))):
+            lines.append(f"{section}:")
+            lines.extend(f"  {key + ':':<18} {'-' if value is None else value}" for key, value in facts.items())
+        return "\n".join(lines)
+
+
+def gather_doctor(config: Config) -> DoctorReport:
+    try:
+        with open_store(config, create=False) as store:
+            store_facts = store.describe()
+    except StoreMissing as exc:  # reachable, but nothing indexed yet: still check the queue
+        store_facts = {"backend": config.general.store, "state": "none yet", "detail": str(exc)}
+    url = redis_url_for(config)
+    queue: QueueReachable | QueueUnreachable
+    try:
+        work_queue = WorkQueue.from_config(config)
+        snapshot = take_snapshot(work_queue, FailureLedger.for_queue(work_queue))
+        queue = QueueReachable(url, workers=snapshot.workers, queued_jobs=snapshot.queued_jobs)
+    except QueueUnavailable as exc:
+        queue = QueueUnreachable(url, error=str(exc))
+    return DoctorReport(store_facts, queue)

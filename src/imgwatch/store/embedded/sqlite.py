@@ -1,0 +1,273 @@
+"""The SQLite side of the embedded store: the file, its schema, and transactions on it.
+
+Durability: WAL journal with ``synchronous=NORMAL``. In WAL mode that never corrupts
+the database on a crash; a power loss may only roll back the last few commits, and
+whatever they held is re-derived from the photo files by the next reconciliation.
+FULL would fsync on every commit, which the many small worker transactions would pay
+for and gain nothing from.
+
+Concurrency: several processes (workers, daemon, CLI) may open the same file; writes
+are ``BEGIN IMMEDIATE`` transactions that wait up to ``busy_timeout_s`` for each other.
+One :class:`Database` may be used by one thread at a time (an internal lock serialises
+transactions begun from several threads); use processes for parallelism.
+
+Every write transaction that changes embeddings bumps the ``rev`` counter in ``meta``
+and stamps the rows it writes (or the tombstones of rows it deletes) with it, so each
+process's in-memory mirror can read only what changed (see ``mirror.py``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from imgwatch.errors import StoreError
+from imgwatch.store.batching import chunks
+
+SCHEMA_VERSION = 1
+
+# Bound the number of "?" in one statement (old SQLite builds allow only 999).
+SQL_CHUNK = 500
+
+_SCHEMA_V1 = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value            -- no declared type: integers stay integers, text stays text
+) WITHOUT ROWID;
+
+-- AUTOINCREMENT: ids are never reused, so a tombstone or a link always means one image.
+CREATE TABLE IF NOT EXISTS images (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    path      TEXT    NOT NULL UNIQUE,
+    sha256    TEXT    NOT NULL,
+    size      INTEGER NOT NULL,
+    mtime_ns  INTEGER NOT NULL,
+    width     INTEGER NOT NULL,
+    height    INTEGER NOT NULL,
+    model     TEXT    NOT NULL,
+    embedding BLOB    NOT NULL,   -- dim little-endian float32 values
+    rev       INTEGER NOT NULL,   -- revision of the transaction that last wrote it
+    linked    INTEGER NOT NULL DEFAULT 0,  -- 1 once link() ran for the current embedding
+    pick_bar  REAL                -- lowest score this image picked when linked (its k-th best)
+);
+CREATE INDEX IF NOT EXISTS images_by_rev ON images(rev);
+
+-- Undirected SIMILAR_TO edges, stored once with a < b.
+CREATE TABLE IF NOT EXISTS links (
+    a     INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    b     INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    score REAL    NOT NULL,
+    PRIMARY KEY (a, b),
+    CHECK (a < b)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS links_by_b ON links(b);
+
+-- Removed image ids, so other processes can drop them from their in-memory index.
+CREATE TABLE IF NOT EXISTS tombstones (
+    id  INTEGER PRIMARY KEY,
+    rev INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tombstones_by_rev ON tombstones(rev);
+"""
+
+
+class Transaction:
+    """One open transaction: statements, plus the ``meta`` values the store keeps.
+
+    Only valid inside the ``with`` block of :meth:`Database.read` or :meth:`Database.write`.
+    """
+
+    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
+        self._connection = connection
+        self.path = path
+
+    def execute(self, sql: str, parameters: Sequence[Any] | dict[str, Any] = ()) -> sqlite3.Cursor:
+        return self._connection.execute(sql, parameters)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self._connection.executemany(sql, rows)
+
+    def select_in(self, query: str, keys: Sequence[object]) -> Iterator[tuple[Any, ...]]:
+        """Rows of ``query`` (with an ``IN ({marks})`` placeholder) for ``keys``, in bounded chunks."""
+        for chunk in chunks(keys, SQL_CHUNK):
+            yield from self._connection.execute(query.format(marks=",".join("?" * len(chunk))), chunk)
+
+    # -- meta ---------------------------------------------------------------------------
+
+    def schema_version(self) -> int | None:
+        has_meta = self.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
+        return self._meta_int("schema_version") if has_meta else None
+
+    def recorded_model(self) -> tuple[str, int] | None:
+        """The (model, dim) recorded by ``record_model``, None before."""
+        model, dim = self._meta("model"), self._meta_int("dim")
+        if model is None or dim is None:
+            return None
+        return str(model), dim
+
+    def require_model(self) -> tuple[str, int]:
+        recorded = self.recorded_model()
+        if recorded is None:
+            raise StoreError(f"store {self.path} has no embedding model yet; call ensure_model first")
+        return recorded
+
+    def record_model(self, model: str, dim: int) -> None:
+        self._set_meta("model", model)
+        self._set_meta("dim", dim)
+
+    def revision(self) -> int:
+        """The revision of the last committed change to embeddings, as this snapshot sees it."""
+        return self._meta_int("rev") or 0
+
+    def next_revision(self) -> int:
+        """Bump the revision (write transactions only); rows this one writes carry the result."""
+        self.execute("UPDATE meta SET value = value + 1 WHERE key = 'rev'")
+        return self.revision()
+
+    def _meta(self, key: str) -> object:
+        row = self.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def _set_meta(self, key: str, value: object) -> None:
+        self.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def _meta_int(self, key: str) -> int | None:
+        value = self._meta(key)
+        if value is None:
+            return None
+        if not isinstance(value, int):
+            raise StoreError(f"store {self.path} is damaged: meta {key!r} is {value!r}, not an integer")
+        return value
+
+
+class Database:
+    """The store's SQLite file: opened, configured and migrated on construction.
+
+    ``read()`` and ``write()`` give a :class:`Transaction` that commits when the block
+    ends and rolls back if it raises; SQLite errors come out as :class:`StoreError`.
+    """
+
+    def __init__(self, path: Path | str, *, busy_timeout_s: float = 60.0) -> None:
+        self.path = Path(path)
+        if not self.path.parent.is_dir():
+            raise StoreError(f"cannot open store {self.path}: directory {self.path.parent} does not exist")
+        self._busy_timeout_s = busy_timeout_s
+        self._lock = threading.RLock()
+        try:
+            self._connection: sqlite3.Connection | None = sqlite3.connect(
+                self.path,
+                timeout=busy_timeout_s,
+                isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+                check_same_thread=False,  # guarded by self._lock instead
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open store {self.path}: {exc}") from exc
+        try:
+            self._configure(self._connection)
+            self._migrate()
+        except BaseException:
+            self.close()
+            raise
+
+    @contextmanager
+    def write(self) -> Iterator[Transaction]:
+        """A write transaction: it holds the file's write lock from the start."""
+        with self._transaction("BEGIN IMMEDIATE") as transaction:
+            yield transaction
+
+    @contextmanager
+    def read(self) -> Iterator[Transaction]:
+        """A read transaction: all its statements see one consistent snapshot."""
+        with self._transaction("BEGIN") as transaction:
+            yield transaction
+
+    def files_size(self) -> int:
+        """Bytes in the database file and its -wal/-shm companions."""
+        return sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
+
+    def close(self) -> None:
+        with self._lock:
+            if self._connection is not None:
+                connection, self._connection = self._connection, None
+                connection.close()
+
+    @contextmanager
+    def _transaction(self, begin: str) -> Iterator[Transaction]:
+        with self._lock:
+            connection = self._connection
+            if connection is None:
+                raise StoreError(f"store {self.path} is closed")
+            try:
+                connection.execute(begin)
+            except sqlite3.Error as exc:
+                raise self._store_error(exc) from exc
+            try:
+                yield Transaction(connection, self.path)
+                connection.execute("COMMIT")
+            except BaseException as exc:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise self._store_error(exc) from exc
+                raise
+
+    def _store_error(self, exc: sqlite3.Error) -> StoreError:
+        if "locked" in str(exc) or "busy" in str(exc):
+            return StoreError(
+                f"store {self.path} stayed busy for {self._busy_timeout_s:.0f} s ({exc}); "
+                "another imgwatch process holds a long write, try again"
+            )
+        return StoreError(f"store {self.path}: {exc}")
+
+    # -- setup ------------------------------------------------------------------------
+
+    def _configure(self, connection: sqlite3.Connection) -> None:
+        try:
+            connection.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_s * 1000)}")
+            self._enable_wal(connection)
+            connection.execute("PRAGMA synchronous = NORMAL")  # crash-safe in WAL mode, see module doc
+            connection.execute("PRAGMA foreign_keys = ON")  # links cascade with their images
+        except sqlite3.OperationalError as exc:
+            raise self._store_error(exc) from exc
+        except sqlite3.DatabaseError as exc:  # e.g. "file is not a database"
+            raise StoreError(f"cannot open store {self.path}: {exc} (is it an imgwatch store?)") from exc
+
+    def _enable_wal(self, connection: sqlite3.Connection) -> None:
+        # Switching a new file to WAL needs an exclusive lock, and SQLite does not always
+        # wait for it through the busy handler, so processes opening a new store together
+        # retry here. Once the file is in WAL mode this is a no-op.
+        deadline = time.monotonic() + self._busy_timeout_s
+        while True:
+            try:
+                mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+        if mode.lower() != "wal":
+            raise StoreError(f"store {self.path}: cannot enable the WAL journal (got {mode!r})")
+
+    def _migrate(self) -> None:
+        """Create or upgrade the schema; idempotent and safe with concurrent openers."""
+        with self.read() as transaction:
+            if transaction.schema_version() == SCHEMA_VERSION:
+                return  # the common case takes no write lock, so opening never waits on writers
+        with self.write() as transaction:
+            version = transaction.schema_version()
+            if version is not None and version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"store {self.path} has schema version {version}, newer than this imgwatch "
+                    f"understands ({SCHEMA_VERSION}); upgrade imgwatch"
+                )
+            # Future versions: apply each step from `version` up to SCHEMA_VERSION here.
+            for statement in _SCHEMA_V1.split(";"):
+                if statement.strip():
+                    transaction.execute(statement)
+            transaction.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('rev', 0)")
+            transaction._set_meta("schema_version", SCHEMA_VERSION)

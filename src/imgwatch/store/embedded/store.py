@@ -1,0 +1,385 @@
+"""The embedded graph store: one SQLite file under the data dir, no server.
+
+SQLite (``sqlite.py``) is the source of truth; each process searches an in-memory
+mirror of every embedding (``mirror.py``) that it brings up to date before a query.
+Links follow the rule in :mod:`imgwatch.store.linking`.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from imgwatch.errors import ImageNotFound, ModelMismatchError, StoreError
+from imgwatch.store.base import (
+    ExportedImage,
+    FileState,
+    GraphStore,
+    ImageRecord,
+    Link,
+    Match,
+    StoredImage,
+    StoreStats,
+    checked_embedding,
+    foreign_record_message,
+    model_mismatch_message,
+    unit_query,
+)
+from imgwatch.store.batching import keyset_pages
+from imgwatch.store.embedded.mirror import VectorMirror
+from imgwatch.store.embedded.sqlite import Database, Transaction
+from imgwatch.store.embedded.vectors import VectorIndex
+from imgwatch.store.linking import FormerLink, choose, plan_links
+
+
+class EmbeddedGraphStore(GraphStore):
+    """:class:`GraphStore` on a local SQLite file plus an exact in-memory vector index.
+
+    One store object may be used by one thread at a time (calls from several threads
+    are serialised); use processes for parallelism.
+    """
+
+    backend = "embedded"
+
+    def __init__(self, db_path: Path | str, *, busy_timeout_s: float = 60.0) -> None:
+        self._db = Database(db_path, busy_timeout_s=busy_timeout_s)
+        self.db_path = self._db.path
+        self._mirror = VectorMirror()
+
+    @property
+    def mirror(self) -> VectorMirror:
+        """This process's in-memory copy of the embeddings (brought up to date by queries)."""
+        return self._mirror
+
+    # -- GraphStore -----------------------------------------------------------------
+
+    def ensure_model(self, model: str, dim: int) -> None:
+        if not model or dim <= 0:
+            raise StoreError(f"invalid embedding model {model!r} with dim {dim}")
+        with self._db.write() as tx:
+            recorded = tx.recorded_model()
+            if recorded == (model, dim):
+                return
+            if recorded is not None:
+                count = tx.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+                if count:
+                    raise ModelMismatchError(model_mismatch_message(
+                        *recorded, count, model, dim,
+                        f"use a new --data-dir, or stop imgwatch and delete {self.db_path} (and its -wal/-shm files)",
+                    ))
+            tx.record_model(model, dim)
+
+    def recorded_model(self) -> tuple[str, int] | None:
+        with self._db.read() as tx:
+            return tx.recorded_model()
+
+    def upsert(self, records: Sequence[ImageRecord]) -> None:
+        """Insert or replace images by path, all in one transaction.
+
+        A replaced image keeps its id. If its embedding changed, its links are dropped
+        here (their scores would be stale); the caller re-creates them with ``link``.
+        """
+        self._write_images([(record, None) for record in records])
+
+    def update_file_states(self, states: Sequence[FileState]) -> None:
+        if not states:
+            return
+        with self._db.write() as tx:
+            # Embeddings are unchanged, so no revision bump: other processes' mirrors stay valid.
+            tx.executemany(
+                "UPDATE images SET size = ?, mtime_ns = ? WHERE path = ?",
+                [(state.size, state.mtime_ns, state.path) for state in states],
+            )
+
+    def remove(self, paths: Iterable[str]) -> int:
+        unique = list(dict.fromkeys(paths))
+        if not unique:
+            return 0
+        with self._db.write() as tx:
+            ids = list(_ids_by_path(tx, unique).values())
+            if not ids:
+                return 0
+            rev = tx.next_revision()
+            tx.executemany("INSERT OR REPLACE INTO tombstones (id, rev) VALUES (?, ?)", [(i, rev) for i in ids])
+            # Links go with their images (ON DELETE CASCADE).
+            tx.executemany("DELETE FROM images WHERE id = ?", [(i,) for i in ids])
+            return len(ids)
+
+    def get_many(self, paths: Iterable[str]) -> dict[str, StoredImage]:
+        with self._db.read() as tx:
+            rows = tx.select_in(
+                "SELECT path, sha256, size, mtime_ns, width, height, model, linked FROM images "
+                "WHERE path IN ({marks})",
+                list(dict.fromkeys(paths)),
+            )
+            return {row[0]: StoredImage(*row[:7], linked=bool(row[7])) for row in rows}
+
+    def nearest(self, vector: np.ndarray, k: int, *, exclude: Iterable[str] = ()) -> list[Match]:
+        """Exact top-``k`` by cosine similarity (the query is normalised first)."""
+        excluded_paths = list(dict.fromkeys(exclude))
+        with self._db.read() as tx:
+            recorded = tx.recorded_model()
+            if recorded is None or k <= 0:
+                return []
+            query = unit_query(vector, recorded[1])
+            index = self._mirror.sync(tx, recorded[1])
+            excluded_ids = list(_ids_by_path(tx, excluded_paths).values())
+            ids, scores = index.search(query, k, excluded_ids)
+            path_of = dict(tx.select_in("SELECT id, path FROM images WHERE id IN ({marks})", ids.tolist()))
+        return [Match(path_of[i], float(s)) for i, s in zip(ids.tolist(), scores.tolist(), strict=True) if i in path_of]
+
+    def link(self, images: Sequence[ImageRecord], threshold: float, top_k: int) -> int:
+        """Replace the links of ``images`` by the linking rule (see :mod:`imgwatch.store.linking`).
+
+        Scores use the stored embeddings. Images no longer stored (a concurrent
+        ``remove`` won the race) are skipped rather than failing the batch.
+        """
+        if not images:
+            return 0
+        if not -1.0 <= threshold <= 1.0:  # also refuses NaN
+            raise StoreError(f"link threshold must be a cosine in [-1, 1], got {threshold}")
+        # Catch up outside the write lock (a first load can take seconds), so that under
+        # it only the last few changes remain to be read.
+        with self._db.read() as tx:
+            self._synced(tx)
+        with self._db.write() as tx:
+            index = self._synced(tx)  # no other process can change images meanwhile
+            if index is None:
+                return 0
+            paths = list(dict.fromkeys(image.path for image in images))
+            ids = [i for i in _ids_by_path(tx, paths).values() if i in index]
+            former = _former_links(tx, ids, index)
+            _delete_links_of(tx, ids)
+            plan = plan_links(_candidates(index, ids, top_k), former, threshold, top_k)
+            if plan.undecided:  # rare: only a fresh search tells if those neighbours still pick them
+                fresh = _candidates(index, list(plan.undecided), top_k)
+                plan.settle({key: choose(found, threshold, top_k) for key, found in fresh.items()})
+            # Every image is now linked; without a new bar (top_k <= 0) the recorded one stays.
+            tx.executemany("UPDATE images SET linked = 1, pick_bar = coalesce(?, pick_bar) WHERE id = ?",
+                           [(plan.pick_bars.get(i), i) for i in ids])
+            tx.executemany("INSERT OR REPLACE INTO links (a, b, score) VALUES (?, ?, ?)",
+                           [(a, b, score) for (a, b), score in plan.links.items()])
+            return len(plan.links)
+
+    def neighbours(self, path: str) -> list[Match]:
+        with self._db.read() as tx:
+            row = tx.execute("SELECT id FROM images WHERE path = ?", (path,)).fetchone()
+            if row is None:
+                raise ImageNotFound(path)
+            rows = tx.execute(
+                """
+                SELECT images.path, links.score FROM links JOIN images ON images.id = links.b
+                WHERE links.a = :id
+                UNION ALL
+                SELECT images.path, links.score FROM links JOIN images ON images.id = links.a
+                WHERE links.b = :id
+                ORDER BY 2 DESC, 1
+                """,
+                {"id": row[0]},
+            ).fetchall()
+        return [Match(neighbour, score) for neighbour, score in rows]
+
+    def stats(self) -> StoreStats:
+        with self._db.read() as tx:
+            images = tx.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+            links = tx.execute("SELECT COUNT(*) FROM links").fetchone()[0]
+            recorded = tx.recorded_model()
+        return StoreStats.counted(self.backend, str(self.db_path), images, links, recorded)
+
+    def describe(self) -> dict[str, object]:
+        stats = self.stats()
+        with self._db.read() as tx:
+            journal = tx.execute("PRAGMA journal_mode").fetchone()[0]
+            schema = tx.schema_version()
+        return {
+            "backend": self.backend,
+            "file": str(self.db_path),
+            "sqlite": sqlite3.sqlite_version,
+            "journal_mode": journal,
+            "schema_version": schema,
+            "size_mib": round(self._db.files_size() / 2**20, 1),
+            "vector_index": "exact, in memory (rebuilt from the file by each process)",
+            "images": stats.images,
+            "links": stats.links,
+            "model": stats.model,
+            "dim": stats.dim,
+        }
+
+    def file_states(self, under: str | None = None) -> Iterator[FileState]:
+        """Stream states in path order, one page per short read transaction."""
+        condition, parameters = _under_condition(under)
+
+        def read_page(after: str, limit: int) -> list[FileState]:
+            with self._db.read() as tx:
+                rows = tx.execute(
+                    f"SELECT path, size, mtime_ns FROM images WHERE path > ? {condition} ORDER BY path LIMIT ?",
+                    (after, *parameters, limit),
+                )
+                return [FileState(*row) for row in rows]
+
+        yield from keyset_pages(read_page, key=lambda state: state.path)
+
+    # -- copying between stores -----------------------------------------------------------
+
+    def export_images(self, after: str, limit: int) -> list[ExportedImage]:
+        with self._db.read() as tx:
+            rows = tx.execute(
+                "SELECT path, sha256, size, mtime_ns, width, height, model, embedding, linked, pick_bar "
+                "FROM images WHERE path > ? ORDER BY path LIMIT ?",
+                (after, limit),
+            ).fetchall()
+        return [
+            ExportedImage(
+                ImageRecord(path, sha256, size, mtime_ns, width, height, model,
+                            np.frombuffer(blob, dtype="<f4").copy()),
+                linked=bool(linked),
+                pick_bar=pick_bar,
+            )
+            for path, sha256, size, mtime_ns, width, height, model, blob, linked, pick_bar in rows
+        ]
+
+    def export_links(self, paths: Sequence[str]) -> list[Link]:
+        found: set[Link] = set()
+        with self._db.read() as tx:
+            ids = list(_ids_by_path(tx, list(dict.fromkeys(paths))).values())
+            for column in ("a", "b"):
+                rows = tx.select_in(
+                    "SELECT ia.path, ib.path, links.score FROM links "
+                    "JOIN images AS ia ON ia.id = links.a JOIN images AS ib ON ib.id = links.b "
+                    f"WHERE links.{column} IN ({{marks}})",
+                    ids,
+                )
+                found.update(Link.between(a, b, score) for a, b, score in rows)
+        return sorted(found)
+
+    def import_images(self, images: Sequence[ExportedImage]) -> None:
+        self._write_images([(image.record, (image.linked, image.pick_bar)) for image in images])
+
+    def import_links(self, links: Sequence[Link]) -> int:
+        if not links:
+            return 0
+        with self._db.write() as tx:
+            id_of = _ids_by_path(tx, list({p for link in links for p in (link.a, link.b)}))
+            rows = []
+            for link in links:
+                a, b = id_of.get(link.a), id_of.get(link.b)
+                if a is not None and b is not None and a != b:
+                    rows.append((min(a, b), max(a, b), link.score))
+            tx.executemany("INSERT OR REPLACE INTO links (a, b, score) VALUES (?, ?, ?)", rows)
+            return len(rows)
+
+    def __enter__(self) -> EmbeddedGraphStore:
+        return self
+
+    def close(self) -> None:
+        self._db.close()
+        self._mirror.clear()
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def _synced(self, tx: Transaction) -> VectorIndex | None:
+        """The mirror brought up to ``tx``'s snapshot; None while no model is recorded."""
+        recorded = tx.recorded_model()
+        return None if recorded is None else self._mirror.sync(tx, recorded[1])
+
+    def _write_images(self, images: Sequence[tuple[ImageRecord, tuple[bool, float | None] | None]]) -> None:
+        """Upsert records; with a (linked, pick_bar) pair those are set as given (imports)."""
+        if not images:
+            return
+        with self._db.write() as tx:
+            model, dim = tx.require_model()
+            rows = []
+            for record, link_state in images:
+                if record.model != model:
+                    raise ModelMismatchError(foreign_record_message(
+                        record.path, record.model, model,
+                        f"use a new --data-dir, or delete {self.db_path} (and its -wal/-shm files)",
+                    ))
+                rows.append((record, checked_embedding(record.embedding, dim, record.path).tobytes(), link_state))
+            rev = tx.next_revision()
+            previous = _embeddings_by_path(tx, [record.path for record, _, _ in rows])
+            for record, blob, link_state in rows:
+                tx.execute(
+                    """
+                    INSERT INTO images (path, sha256, size, mtime_ns, width, height, model, embedding, rev)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    ON CONFLICT (path) DO UPDATE SET
+                        sha256 = excluded.sha256, size = excluded.size, mtime_ns = excluded.mtime_ns,
+                        width = excluded.width, height = excluded.height, model = excluded.model,
+                        linked = images.linked AND images.embedding = excluded.embedding,
+                        embedding = excluded.embedding, rev = excluded.rev
+                    """,
+                    (record.path, record.sha256, record.size, record.mtime_ns,
+                     record.width, record.height, record.model, blob, rev),
+                )
+                old = previous.get(record.path)
+                if old is not None and old[1] != blob:
+                    _delete_links_of(tx, [old[0]])
+                    previous[record.path] = (old[0], blob)
+                if link_state is not None:
+                    tx.execute("UPDATE images SET linked = ?, pick_bar = ? WHERE path = ?",
+                               (int(link_state[0]), link_state[1], record.path))
+
+
+def _ids_by_path(tx: Transaction, paths: Sequence[str]) -> dict[str, int]:
+    return dict(tx.select_in("SELECT path, id FROM images WHERE path IN ({marks})", paths))
+
+
+def _embeddings_by_path(tx: Transaction, paths: Sequence[str]) -> dict[str, tuple[int, bytes]]:
+    rows = tx.select_in("SELECT path, id, embedding FROM images WHERE path IN ({marks})", paths)
+    return {path: (image_id, blob) for path, image_id, blob in rows}
+
+
+def _delete_links_of(tx: Transaction, ids: Sequence[int]) -> None:
+    parameters = [(i,) for i in ids]
+    tx.executemany("DELETE FROM links WHERE a = ?", parameters)
+    tx.executemany("DELETE FROM links WHERE b = ?", parameters)
+
+
+def _candidates(index: VectorIndex, ids: Sequence[int], top_k: int) -> dict[int, list[tuple[int, float]]]:
+    """Each image's ``top_k`` best neighbours in ``index`` (itself excluded): id -> [(id, cosine)]."""
+    results = index.search_many(index.vectors(ids), top_k, [(i,) for i in ids])
+    return {
+        image: list(zip(found.tolist(), scores.tolist(), strict=True))
+        for image, (found, scores) in zip(ids, results, strict=True)
+    }
+
+
+def _former_links(tx: Transaction, ids: Sequence[int], index: VectorIndex) -> list[FormerLink[int]]:
+    """The links from images outside ``ids`` (and in ``index``) to images in ``ids``, re-scored."""
+    own = set(ids)
+    pairs: list[tuple[int, int, float | None]] = []  # (outside, inside, outside's pick bar)
+    for inside, outside in (("a", "b"), ("b", "a")):
+        rows = tx.select_in(
+            f"SELECT links.{outside}, links.{inside}, images.pick_bar FROM links "
+            f"JOIN images ON images.id = links.{outside} WHERE links.{inside} IN ({{marks}})",
+            ids,
+        )
+        # Links inside the batch are skipped: both ends pick again anyway.
+        pairs.extend(row for row in rows if row[0] not in own and row[0] in index)
+    if not pairs:
+        return []
+    scores = np.einsum("ij,ij->i", index.vectors([p[0] for p in pairs]), index.vectors([p[1] for p in pairs]))
+    return [FormerLink(neighbour=outside, image=inside, neighbour_bar=bar, score=float(score))
+            for (outside, inside, bar), score in zip(pairs, scores.tolist(), strict=True)]
+
+
+def _under_condition(under: str | None) -> tuple[str, tuple[str, ...]]:
+    """SQL restricting ``path`` to ``under`` and everything below it, using the path index.
+
+    ``/a/b`` matches ``/a/b`` and ``/a/b/...`` but not the sibling ``/a/bc``: the range
+    [``/a/b/``, ``/a/b0``) holds exactly the strings starting with ``/a/b/``
+    (``0`` follows ``/`` in code-point order, which SQLite's byte order preserves).
+    """
+    if under is None:
+        return "", ()
+    directory = under.rstrip(os.sep)
+    if not directory:  # the filesystem root: everything
+        return "", ()
+    prefix = directory + os.sep
+    upper = directory + chr(ord(os.sep) + 1)
+    return "AND (path = ? OR (path >= ? AND path < ?))", (directory, prefix, upper)

@@ -1,0 +1,218 @@
+"""Every Cypher statement the Neo4j backend sends, as text (no logic here).
+
+All of them are Cypher 5 (Neo4j 5.26 LTS) and run unchanged on 2025.x/2026.x servers,
+checked against the Cypher manual (https://neo4j.com/docs/cypher-manual/5/):
+SHOW CONSTRAINTS/INDEXES ... YIELD, CREATE CONSTRAINT/VECTOR INDEX ... IF NOT EXISTS,
+db.awaitIndex, db.index.vector.queryNodes, db.create.setNodeVectorProperty,
+vector.similarity.cosine (5.18+).
+
+Parameters are named ``$...``; schema names and the index dimension cannot be
+parameters, so the schema statements have them filled in here or by ``str.format``.
+"""
+
+from __future__ import annotations
+
+# -- schema names -----------------------------------------------------------------------
+
+VECTOR_INDEX = "imgwatch_image_embedding"
+PATH_CONSTRAINT = "imgwatch_image_path"
+STORE_CONSTRAINT = "imgwatch_store_key"
+
+# -- the connection check ---------------------------------------------------------------
+
+KERNEL_VERSION = (
+    "CALL dbms.components() YIELD name, versions, edition "
+    "WHERE name = 'Neo4j Kernel' RETURN versions[0] AS version, edition"
+)
+
+# -- schema -------------------------------------------------------------------------------
+# SHOW first, CREATE only what is missing: a user without schema privileges can then
+# open a store whose schema exists. IF NOT EXISTS still covers two openers racing.
+
+SHOW_CONSTRAINTS = "SHOW CONSTRAINTS YIELD name, type, entityType, labelsOrTypes, properties"
+SHOW_INDEXES = (
+    "SHOW INDEXES YIELD name, type, entityType, labelsOrTypes, properties, options, state, populationPercent"
+)
+CREATE_PATH_CONSTRAINT = (
+    f"CREATE CONSTRAINT {PATH_CONSTRAINT} IF NOT EXISTS FOR (n:Image) REQUIRE n.path IS UNIQUE"
+)
+CREATE_STORE_CONSTRAINT = (
+    f"CREATE CONSTRAINT {STORE_CONSTRAINT} IF NOT EXISTS FOR (s:ImgwatchStore) REQUIRE s.key IS UNIQUE"
+)
+# Filled in with str.format(dim=...): index options cannot be parameters.
+CREATE_VECTOR_INDEX = (
+    f"CREATE VECTOR INDEX {VECTOR_INDEX} IF NOT EXISTS FOR (n:Image) ON n.embedding OPTIONS "
+    "{{indexConfig: {{`vector.dimensions`: {dim}, `vector.similarity_function`: 'cosine'}}}}"
+)
+DROP_VECTOR_INDEX = f"DROP INDEX {VECTOR_INDEX} IF EXISTS"
+AWAIT_INDEX = "CALL db.awaitIndex($name, $seconds)"
+
+STORE_STATE = (
+    "MATCH (s:ImgwatchStore {key: 'store'}) "
+    "RETURN s.schema_version AS version, s.model AS model, s.dim AS dim"
+)
+CREATE_STORE = (
+    "MERGE (s:ImgwatchStore {key: 'store'}) ON CREATE SET s.schema_version = $version "
+    "RETURN s.schema_version AS version, s.model AS model, s.dim AS dim"
+)
+LOCK_STORE_MODEL = "MERGE (s:ImgwatchStore {key: 'store'}) RETURN s.model AS model, s.dim AS dim"
+SET_MODEL = "MATCH (s:ImgwatchStore {key: 'store'}) SET s.model = $model, s.dim = $dim"
+
+# -- counting (both answered by the count store: one label, or one type and no labels) ---
+
+COUNT_IMAGES = "MATCH (n:Image) RETURN count(n) AS count"
+COUNT_LINKS = "MATCH ()-[r:SIMILAR_TO]->() RETURN count(r) AS count"
+
+# -- writing images -----------------------------------------------------------------------
+# Two steps in one transaction. The first writes the file facts (taking each node's
+# write lock) and then reads the stored digest, so the answer cannot change before
+# commit; only the rows it returns carry their embedding in the second step. An
+# unchanged embedding is neither sent nor rewritten.
+
+UPSERT_FACTS = """
+UNWIND $rows AS row
+MERGE (n:Image {path: row.path})
+SET n.sha256 = row.sha256, n.size = row.size, n.mtime_ns = row.mtime_ns,
+    n.width = row.width, n.height = row.height, n.model = row.model,
+    n.linked = CASE WHEN row.linked IS NULL THEN coalesce(n.linked, false) ELSE row.linked END,
+    n.pick_bar = CASE WHEN row.linked IS NULL THEN n.pick_bar ELSE row.pick_bar END
+WITH n, row
+WHERE n.embedding_digest IS NULL OR n.embedding_digest <> row.digest
+RETURN row.path AS changed
+"""
+
+SET_EMBEDDINGS = """
+UNWIND $rows AS row
+MATCH (n:Image {path: row.path})
+CALL db.create.setNodeVectorProperty(n, 'embedding', row.embedding)
+SET n.embedding_digest = row.digest,
+    n.linked = CASE WHEN row.linked IS NULL THEN false ELSE row.linked END
+"""
+
+DROP_LINKS = """
+MATCH (n:Image)-[r:SIMILAR_TO]-()
+WHERE n.path IN $paths
+WITH DISTINCT r
+DELETE r
+"""
+
+UPDATE_FILE_STATES = (
+    "UNWIND $rows AS row MATCH (n:Image {path: row.path}) SET n.size = row.size, n.mtime_ns = row.mtime_ns"
+)
+
+REMOVE = "UNWIND $paths AS path MATCH (n:Image {path: path}) DETACH DELETE n RETURN count(*) AS removed"
+
+# -- reading images -----------------------------------------------------------------------
+
+GET_MANY = (
+    "UNWIND $paths AS path MATCH (n:Image {path: path}) "
+    "RETURN n.path AS path, n.sha256 AS sha256, n.size AS size, n.mtime_ns AS mtime_ns, "
+    "n.width AS width, n.height AS height, n.model AS model, n.linked AS linked"
+)
+
+NEAREST = """
+CALL db.index.vector.queryNodes($index, $candidates, $vector) YIELD node
+WITH node
+WHERE NOT node.path IN $exclude
+WITH node.path AS path, vector.similarity.cosine($vector, node.embedding) AS score
+RETURN path, score ORDER BY score DESC, path LIMIT $k
+"""
+
+NEIGHBOURS = (
+    "MATCH (n:Image {path: $path}) OPTIONAL MATCH (n)-[r:SIMILAR_TO]-(m:Image) "
+    "RETURN m.path AS path, r.score AS score ORDER BY score DESC, path"
+)
+
+# file_states: the directory itself by equality, its descendants by one range on the
+# path index: [dir + '/', dir + '0') holds exactly the paths starting with dir + '/'
+# ('0' follows '/'). Both lower bounds (page start, prefix) bound the same seek.
+FILE_STATE_AT = "MATCH (n:Image {path: $path}) RETURN n.path AS path, n.size AS size, n.mtime_ns AS mtime_ns"
+FILE_STATES_ALL = (
+    "MATCH (n:Image) WHERE n.path > $after "
+    "RETURN n.path AS path, n.size AS size, n.mtime_ns AS mtime_ns ORDER BY n.path LIMIT $limit"
+)
+FILE_STATES_BELOW = (
+    "MATCH (n:Image) WHERE n.path > $after AND n.path >= $prefix AND n.path < $upper "
+    "RETURN n.path AS path, n.size AS size, n.mtime_ns AS mtime_ns ORDER BY n.path LIMIT $limit"
+)
+
+EXPORT_IMAGES = (
+    "MATCH (n:Image) WHERE n.path > $after "
+    "RETURN n.path AS path, n.sha256 AS sha256, n.size AS size, n.mtime_ns AS mtime_ns, "
+    "n.width AS width, n.height AS height, n.model AS model, n.embedding AS embedding, "
+    "n.linked AS linked, n.pick_bar AS pick_bar ORDER BY n.path LIMIT $limit"
+)
+EXPORT_LINKS = (
+    "UNWIND $paths AS path MATCH (n:Image {path: path})-[r:SIMILAR_TO]-(m:Image) "
+    "RETURN path, m.path AS other, r.score AS score"
+)
+
+# -- linking ------------------------------------------------------------------------------
+# Vector indexes are updated as part of a transaction's commit (index updates are the
+# last step of applying it: https://neo4j.com/developer/kb/neo4j-current-transaction-commit-process-order),
+# so a search sees every committed embedding, only not the writes of its own transaction
+# ("Changes made within the same transaction are not visible to the index",
+# https://neo4j.com/docs/cypher-manual/current/indexes/semantic-indexes/vector-indexes/,
+# Limitations). The index does not lag behind commits: link() searches in a read
+# transaction of its own once upsert has committed.
+
+# The batch's stored images and their embedding digests.
+PRESENT = "UNWIND $paths AS path MATCH (n:Image {path: path}) RETURN path, n.embedding_digest AS digest"
+
+# Each path's ANN candidates, re-scored exactly on the stored float32 values (not the
+# index's quantized copy); ``score`` is Neo4j's (1 + cosine) / 2.
+CANDIDATES = """
+UNWIND $paths AS path
+MATCH (n:Image {path: path})
+CALL db.index.vector.queryNodes($index, $candidates, n.embedding) YIELD node
+WITH path, n, node
+WHERE node <> n
+WITH path, node, vector.similarity.cosine(n.embedding, node.embedding) AS score
+WHERE score >= $min_score
+RETURN path, node.path AS neighbour, node.embedding_digest AS digest, score
+"""
+
+# Link and remove transactions take this lock first, so they run one at a time as in the
+# embedded store: without it, a relink reading its image's links (read committed) could
+# drop a link another worker committed after that read, and nothing would restore it.
+SERIALISE = "MATCH (s:ImgwatchStore {key: 'store'}) SET s.write_seq = coalesce(s.write_seq, 0) + 1"
+
+# Under the lock: which of the images a search saw (path, digest) changed or vanished since.
+CHANGED_SINCE = """
+UNWIND $rows AS row
+OPTIONAL MATCH (n:Image {path: row.path})
+WITH row, n
+WHERE n IS NULL OR coalesce(n.embedding_digest <> row.digest, true)
+RETURN row.path AS path
+"""
+
+FORMER_LINKS = """
+UNWIND $paths AS path
+MATCH (n:Image {path: path})-[:SIMILAR_TO]-(o:Image)
+WHERE NOT o.path IN $paths
+RETURN o.path AS outside, path AS inside, o.pick_bar AS bar,
+       vector.similarity.cosine(n.embedding, o.embedding) AS score
+"""
+
+MARK_LINKED = """
+UNWIND $rows AS row
+MATCH (n:Image {path: row.path})
+SET n.linked = true, n.pick_bar = row.bar
+"""
+
+MARK_LINKED_KEEP_BARS = "UNWIND $paths AS path MATCH (n:Image {path: path}) SET n.linked = true"
+
+# The caller orders each pair (a < b), so a pair always has the same direction and
+# MERGE finds the link another worker made. When MERGE has to create a relationship it
+# first locks both end nodes and looks again ("LockingMerge", 5.x; "MergeInto", 2025.11+:
+# https://neo4j.com/docs/cypher-manual/current/planning-and-tuning/operators/operators-detail/),
+# so concurrent workers cannot both create one pair. Locks taken out of order can
+# deadlock; that is a TransientError, which execute_write retries.
+WRITE_LINKS = """
+UNWIND $links AS link
+MATCH (a:Image {path: link.a})
+MATCH (b:Image {path: link.b})
+MERGE (a)-[r:SIMILAR_TO]->(b)
+SET r.score = link.score
+RETURN count(r) AS written
+"""

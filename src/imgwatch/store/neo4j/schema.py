@@ -1,0 +1,232 @@
+"""The store's schema: constraints, the ``ImgwatchStore`` node, the vector index, the model.
+
+- ``(:Image {path})`` nodes under a uniqueness constraint on ``path``, with the file
+  facts, ``embedding`` (float32, written by ``db.create.setNodeVectorProperty``),
+  ``embedding_digest`` (to tell a changed embedding from a re-upsert of the same one),
+  ``linked`` and ``pick_bar`` (see :meth:`GraphStore.link`);
+- ``(:Image)-[:SIMILAR_TO {score}]->(:Image)``, stored once per pair from the
+  lexicographically smaller path to the larger; ``score`` is the raw cosine;
+- one ``(:ImgwatchStore {key: 'store'})`` node recording the model, its dimension and
+  the schema version;
+- a cosine vector index ``imgwatch_image_embedding`` on ``Image.embedding``.
+
+Opening for writing looks first (SHOW CONSTRAINTS, SHOW INDEXES, the store node) and
+creates only what is missing, so a user without schema privileges can work in a
+database whose schema exists. Read-only opening never creates anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import neo4j
+
+from imgwatch.errors import ModelMismatchError, StoreError, StoreMissing
+from imgwatch.store.base import model_mismatch_message
+from imgwatch.store.neo4j import cypher
+from imgwatch.store.neo4j.driver import Connection
+
+SCHEMA_VERSION = 1
+INDEX_ONLINE_TIMEOUT_S = 600
+
+
+def reset_hint(database: str) -> str:
+    """How to empty a database of imgwatch's nodes (for a model-mismatch message).
+
+    ``CALL { ... } IN TRANSACTIONS`` only runs in an implicit (auto-commit) transaction:
+    Neo4j Browser needs the ``:auto`` prefix for it; cypher-shell runs it as is.
+    """
+    return (
+        f"point neo4j.database at an empty database, or delete imgwatch's nodes from {database!r} "
+        "(in Neo4j Browser: :auto MATCH (n:Image) CALL (n) { DETACH DELETE n } IN TRANSACTIONS)"
+    )
+
+
+def model_in(tx: neo4j.ManagedTransaction) -> tuple[str, int] | None:
+    """The recorded (model, dim), read inside ``tx``; None before ensure_model."""
+    row = tx.run(cypher.STORE_STATE).single()
+    return _model_of(row)
+
+
+def _model_of(row: Mapping[str, Any] | None) -> tuple[str, int] | None:
+    if row is None or row["model"] is None or row["dim"] is None:
+        return None
+    return str(row["model"]), int(row["dim"])
+
+
+def unique_constraint(rows: Iterable[Mapping[str, Any]], label: str, prop: str) -> str | None:
+    """The name of a constraint (SHOW CONSTRAINTS rows) making ``label.prop`` unique, if any.
+
+    Any name counts: CREATE ... IF NOT EXISTS would not add ours next to it either.
+    Types: UNIQUENESS / NODE_PROPERTY_UNIQUENESS, or a NODE_KEY on that one property.
+    """
+    for row in rows:
+        kind = str(row.get("type") or "")
+        unique = kind == "NODE_KEY" or ("UNIQUENESS" in kind and not kind.startswith("RELATIONSHIP"))
+        if (unique and row.get("entityType") == "NODE" and list(row.get("labelsOrTypes") or []) == [label]
+                and list(row.get("properties") or []) == [prop]):
+            return str(row["name"])
+    return None
+
+
+def embedding_indexes(rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The vector indexes (SHOW INDEXES rows) on ``(:Image).embedding``, whatever their names."""
+    return [
+        row for row in rows
+        if row.get("type") == "VECTOR" and row.get("entityType") == "NODE"
+        and "Image" in (row.get("labelsOrTypes") or []) and "embedding" in (row.get("properties") or [])
+    ]
+
+
+def index_dimensions(row: Mapping[str, Any]) -> int | None:
+    """A SHOW INDEXES row's ``vector.dimensions`` option."""
+    config = (row.get("options") or {}).get("indexConfig") or {}
+    dim = config.get("vector.dimensions")
+    return int(dim) if dim is not None else None
+
+
+def blocking_index_message(blockers: Iterable[Mapping[str, Any]], location: str) -> str:
+    """Another vector index already covers (:Image).embedding, so ours cannot be created."""
+    names = [str(row["name"]) for row in blockers]
+    drops = "; ".join(f"DROP INDEX `{name}`" for name in names)
+    return (
+        f"the vector index {', '.join(repr(n) for n in names)} at {location} already covers "
+        f":Image(embedding), so imgwatch cannot create its own index {cypher.VECTOR_INDEX!r} "
+        f"(Neo4j allows one vector index per label and property). If nothing else uses it, drop it "
+        f"({drops}) and start imgwatch again; otherwise point neo4j.database at another database"
+    )
+
+
+class Schema:
+    """Creates (writable) or checks (read-only) the schema of one store."""
+
+    def __init__(self, db: Connection, *, writable: bool) -> None:
+        self._db = db
+        self.writable = writable
+        self._index_dim: int | None = None  # the dimension of an index known to be ONLINE
+
+    def prepare(self) -> tuple[str, int] | None:
+        """Make sure the schema exists (or, read-only, that the store does); the recorded model."""
+        if self.writable:
+            constraints = self._db.command(cypher.SHOW_CONSTRAINTS)
+            if unique_constraint(constraints, "Image", "path") is None:
+                self._schema(cypher.CREATE_PATH_CONSTRAINT)
+            if unique_constraint(constraints, "ImgwatchStore", "key") is None:
+                self._schema(cypher.CREATE_STORE_CONSTRAINT)
+        row = self._db.read(lambda tx: tx.run(cypher.STORE_STATE).single())
+        if row is None:
+            if not self.writable:
+                raise StoreMissing(
+                    f"database {self._db.database!r} at {self._db.uri} holds no imgwatch store yet; start "
+                    "`imgwatch run FOLDER` with store = \"neo4j\", or check neo4j.uri and neo4j.database"
+                )
+            row = self._db.write(lambda tx: tx.run(cypher.CREATE_STORE, version=SCHEMA_VERSION).single())
+        version = row["version"]
+        if version is not None and version > SCHEMA_VERSION:
+            raise StoreError(
+                f"the imgwatch store in {self._db.database!r} at {self._db.uri} has schema version {version}, "
+                f"newer than this imgwatch understands ({SCHEMA_VERSION}); upgrade imgwatch"
+            )
+        recorded = _model_of(row)
+        if self.writable and recorded is not None:
+            self.ensure_vector_index(recorded[1])
+        return recorded
+
+    def record_model(self, model: str, dim: int) -> None:
+        """Record the model on first use; ModelMismatchError while another model's images exist."""
+        if not model or dim <= 0:
+            raise StoreError(f"invalid embedding model {model!r} with dim {dim}")
+        if self._db.read(model_in) != (model, dim):
+            self._db.write(lambda tx: self._record_model(tx, model, dim))
+        self.ensure_vector_index(dim, replace=True)
+
+    def _record_model(self, tx: neo4j.ManagedTransaction, model: str, dim: int) -> None:
+        row = tx.run(cypher.LOCK_STORE_MODEL).single()  # MERGE locks the node: one recorder at a time
+        recorded = (row["model"], row["dim"])
+        if recorded == (model, dim):
+            return
+        if recorded[0] is not None:
+            count = tx.run(cypher.COUNT_IMAGES).single()["count"]
+            if count:
+                raise ModelMismatchError(model_mismatch_message(
+                    recorded[0], recorded[1], count, model, dim, reset_hint(self._db.database)))
+        tx.run(cypher.SET_MODEL, model=model, dim=dim).consume()
+
+    def ensure_vector_index(self, dim: int, *, replace: bool = False) -> None:
+        """Make sure the vector index exists for ``dim`` and is ONLINE.
+
+        ``replace``: an index of another size may be dropped (record_model checked that
+        the store is empty). Read-only stores never create or drop anything.
+        """
+        if self._index_dim == dim:
+            return
+        ours = self._our_index()
+        if ours is not None and index_dimensions(ours) != dim:
+            if not (replace and self.writable):
+                raise StoreError(
+                    f"the vector index {cypher.VECTOR_INDEX} at {self._db.uri} is for {index_dimensions(ours)} "
+                    f"dimensions but the store's model has {dim}; start a worker with the configured model "
+                    "to rebuild it"
+                )
+            self._schema(cypher.DROP_VECTOR_INDEX)
+            ours = None
+        if ours is None:
+            ours = self._create_vector_index(dim)
+        if ours.get("state") != "ONLINE":
+            self._db.command(cypher.AWAIT_INDEX, name=cypher.VECTOR_INDEX, seconds=INDEX_ONLINE_TIMEOUT_S)
+        self._index_dim = dim
+
+    def _create_vector_index(self, dim: int) -> Mapping[str, Any]:
+        if not self.writable:
+            raise StoreError(
+                f"database {self._db.database!r} at {self._db.uri} has no vector index yet; start a worker "
+                "(`imgwatch run` or `imgwatch worker`), which creates it"
+            )
+        # CREATE ... IF NOT EXISTS does nothing when another index covers the same schema:
+        # name it instead of failing later with "no such index".
+        blockers = [row for row in embedding_indexes(self._db.command(cypher.SHOW_INDEXES))
+                    if row["name"] != cypher.VECTOR_INDEX]
+        if blockers:
+            raise StoreError(blocking_index_message(blockers, self._db.location))
+        self._schema(cypher.CREATE_VECTOR_INDEX.format(dim=int(dim)))  # dim: an int checked by record_model
+        shown = self._db.command(cypher.SHOW_INDEXES)
+        ours = _named(shown, cypher.VECTOR_INDEX)
+        if ours is None:  # another process created a covering index under another name meanwhile
+            raise StoreError(blocking_index_message(embedding_indexes(shown), self._db.location))
+        if index_dimensions(ours) != dim:  # another process created ours for another model meanwhile
+            raise StoreError(
+                f"the vector index {cypher.VECTOR_INDEX} at {self._db.uri} was just created for another "
+                "model by another imgwatch process; check that all workers use the same weights"
+            )
+        return ours
+
+    def describe(self) -> dict[str, object]:
+        """Schema facts for `imgwatch doctor`."""
+        ours = self._our_index()
+        constraint = unique_constraint(self._db.command(cypher.SHOW_CONSTRAINTS), "Image", "path")
+        return {
+            "path_constraint": "present" if constraint else "MISSING",
+            "vector_index": cypher.VECTOR_INDEX,
+            "index_state": ours["state"] if ours else "MISSING (created when a worker starts)",
+            "index_population": f"{ours['populationPercent']:.1f}%" if ours else "-",
+        }
+
+    def _our_index(self) -> Mapping[str, Any] | None:
+        ours = _named(self._db.command(cypher.SHOW_INDEXES), cypher.VECTOR_INDEX)
+        if ours is not None and ours.get("type") != "VECTOR":
+            raise StoreError(
+                f"the index {cypher.VECTOR_INDEX!r} at {self._db.location} is a {ours.get('type')} index, "
+                f"not imgwatch's vector index; drop it (DROP INDEX `{cypher.VECTOR_INDEX}`)"
+            )
+        return ours
+
+    def _schema(self, statement: str) -> None:
+        """Run a schema command. Two processes creating the same rule at once may still trip
+        over each other's IF NOT EXISTS; the rule exists either way. A conflicting rule (say,
+        a plain index on Image.path) is an error."""
+        self._db.command(statement, tolerate="EquivalentSchemaRuleAlreadyExists")
+
+
+def _named(rows: Iterable[Mapping[str, Any]], name: str) -> Mapping[str, Any] | None:
+    return next((row for row in rows if row.get("name") == name), None)

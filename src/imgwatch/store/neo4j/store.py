@@ -1,0 +1,363 @@
+""":class:`Neo4jGraphStore`: the GraphStore contract on Neo4j, delegating to the package's parts.
+
+Searches go through the vector index (``db.index.vector.queryNodes``), over-fetched and
+re-scored exactly with ``vector.similarity.cosine`` on the stored float32 values, so
+both backends report the same numbers. The linking rule is
+:mod:`imgwatch.store.linking`; this module only supplies its inputs and writes its plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import neo4j
+import numpy as np
+
+from imgwatch.config import Neo4jConfig
+from imgwatch.errors import ImageNotFound, ModelMismatchError, StoreError
+from imgwatch.store.base import (
+    ExportedImage,
+    FileState,
+    GraphStore,
+    ImageRecord,
+    Link,
+    Match,
+    StoredImage,
+    StoreStats,
+    checked_embedding,
+    foreign_record_message,
+    unit_query,
+)
+from imgwatch.store.batching import keyset_pages
+from imgwatch.store.linking import Candidate, LinkPlan, choose, plan_links
+from imgwatch.store.neo4j import cypher
+from imgwatch.store.neo4j.driver import Connection
+from imgwatch.store.neo4j.schema import Schema, model_in, reset_hint
+from imgwatch.store.neo4j.values import (
+    as_vector,
+    candidate_count,
+    candidate_score_bound,
+    candidates_from_rows,
+    embedding_digest,
+    former_links_from_rows,
+    score_to_cosine,
+    statement_batches,
+    under_range,
+    within_batch,
+)
+
+
+class Neo4jGraphStore(GraphStore):
+    """:class:`GraphStore` on a Neo4j server (5.26 LTS, 2025.x, 2026.x; Community or Enterprise)."""
+
+    backend = "neo4j"
+
+    def __init__(self, settings: Neo4jConfig, password: str | None, *, create: bool = True) -> None:
+        db = Connection(settings, password)
+        try:
+            db.check()
+            self._attach(db, create=create)
+        except BaseException:
+            db.close()
+            raise
+
+    @classmethod
+    def on_connection(cls, db: Connection, *, create: bool = True) -> Neo4jGraphStore:
+        """A store over an already checked connection (the tests pass an in-memory stand-in)."""
+        store = cls.__new__(cls)
+        store._attach(db, create=create)
+        return store
+
+    def _attach(self, db: Connection, *, create: bool) -> None:
+        schema = Schema(db, writable=create)
+        schema.prepare()
+        self._db = db
+        self._schema = schema
+
+    # -- the model -----------------------------------------------------------------------
+
+    def ensure_model(self, model: str, dim: int) -> None:
+        self._schema.record_model(model, dim)
+
+    def recorded_model(self) -> tuple[str, int] | None:
+        """The (model, dim) recorded by ensure_model, None before: one short read."""
+        return self._db.read(model_in)
+
+    # -- writing -------------------------------------------------------------------------
+
+    def upsert(self, records: Sequence[ImageRecord]) -> None:
+        """Insert or replace images in one transaction (several UNWIND statements if large).
+
+        Only new or changed embeddings are sent and written; a changed one drops the
+        image's links (their scores would be stale) and the caller re-links it.
+        """
+        self._write_images([(record, None) for record in records])
+
+    def import_images(self, images: Sequence[ExportedImage]) -> None:
+        self._write_images([(image.record, (image.linked, image.pick_bar)) for image in images])
+
+    def update_file_states(self, states: Sequence[FileState]) -> None:
+        rows = [{"path": s.path, "size": s.size, "mtime_ns": s.mtime_ns} for s in states]
+        if rows:
+            self._db.write(lambda tx: _run_batches(tx, cypher.UPDATE_FILE_STATES, "rows", rows))
+
+    def remove(self, paths: Iterable[str]) -> int:
+        unique = list(dict.fromkeys(paths))
+        if not unique:
+            return 0
+
+        def delete(tx: neo4j.ManagedTransaction) -> int:
+            tx.run(cypher.SERIALISE).consume()
+            return sum(tx.run(cypher.REMOVE, paths=batch).single()["removed"]
+                       for batch in statement_batches(unique, 1))
+
+        return int(self._db.write(delete))
+
+    def link(self, images: Sequence[ImageRecord], threshold: float, top_k: int) -> int:
+        """Replace the links of ``images`` with their picks (see :mod:`imgwatch.store.linking`).
+
+        Candidates are searched in a read transaction before the link lock is taken
+        (upsert has committed, so the index sees the batch); pairs within the batch are
+        scored from the embeddings in hand. Under the lock: check that nothing searched
+        changed since (else search again, rarely), read the former links, plan, write.
+        """
+        if not images:
+            return 0
+        if not -1.0 <= threshold <= 1.0:  # also refuses NaN
+            raise StoreError(f"link threshold must be a cosine in [-1, 1], got {threshold}")
+        recorded = self.recorded_model()
+        if recorded is None:
+            return 0
+        self._schema.ensure_vector_index(recorded[1])
+        batch = {image.path: checked_embedding(image.embedding, recorded[1], image.path) for image in images}
+        found = self._db.read(lambda tx: _search(tx, batch, threshold, top_k))
+
+        def relink(tx: neo4j.ManagedTransaction) -> int:
+            tx.run(cypher.SERIALISE).consume()
+            current = _search(tx, batch, threshold, top_k) if _changed_since(tx, found.seen) else found
+            if not current.present:
+                return 0
+            former = former_links_from_rows(tx.run(cypher.FORMER_LINKS, paths=current.present))
+            plan = plan_links(current.candidates, former, threshold, top_k)
+            if plan.undecided:  # rare: only a fresh search tells whether the neighbour still picks it
+                fresh = _candidates(tx, list(plan.undecided), threshold, top_k)
+                plan.settle({neighbour: choose(picks, threshold, top_k) for neighbour, picks in fresh.items()})
+            return _write_plan(tx, current.present, plan, top_k)
+
+        return int(self._db.write(relink))
+
+    # -- reading -------------------------------------------------------------------------
+
+    def get_many(self, paths: Iterable[str]) -> dict[str, StoredImage]:
+        unique = list(dict.fromkeys(paths))
+
+        def fetch(tx: neo4j.ManagedTransaction) -> dict[str, StoredImage]:
+            return {
+                row["path"]: StoredImage(row["path"], row["sha256"], row["size"], row["mtime_ns"], row["width"],
+                                         row["height"], row["model"], linked=bool(row["linked"]))
+                for batch in statement_batches(unique, 1) for row in tx.run(cypher.GET_MANY, paths=batch)
+            }
+
+        return self._db.read(fetch) if unique else {}
+
+    def nearest(self, vector: np.ndarray, k: int, *, exclude: Iterable[str] = ()) -> list[Match]:
+        """Top-``k`` by cosine: ANN candidates from the vector index, re-scored exactly."""
+        excluded = list(dict.fromkeys(exclude))
+        recorded = self.recorded_model()
+        if recorded is None or k <= 0:
+            return []
+        query = unit_query(vector, recorded[1]).tolist()
+        self._schema.ensure_vector_index(recorded[1])
+        rows = self._db.read(lambda tx: list(tx.run(
+            cypher.NEAREST, index=cypher.VECTOR_INDEX, candidates=candidate_count(k, len(excluded)),
+            vector=query, exclude=excluded, k=k)))
+        return [Match(row["path"], score_to_cosine(row["score"])) for row in rows]
+
+    def neighbours(self, path: str) -> list[Match]:
+        rows = self._db.read(lambda tx: list(tx.run(cypher.NEIGHBOURS, path=path)))
+        if not rows:
+            raise ImageNotFound(path)
+        return [Match(row["path"], row["score"]) for row in rows if row["path"] is not None]
+
+    def stats(self) -> StoreStats:
+        def count(tx: neo4j.ManagedTransaction) -> tuple[int, int, tuple[str, int] | None]:
+            images = tx.run(cypher.COUNT_IMAGES).single()["count"]
+            links = tx.run(cypher.COUNT_LINKS).single()["count"]
+            return images, links, model_in(tx)
+
+        return StoreStats.counted(self.backend, self._db.location, *self._db.read(count))
+
+    def describe(self) -> dict[str, object]:
+        stats = self.stats()
+        return {
+            "backend": self.backend,
+            "server": self._db.uri,
+            "version": self._db.version,
+            "edition": self._db.edition,
+            "database": self._db.database,
+            **self._schema.describe(),
+            "images": stats.images,
+            "links": stats.links,
+            "model": stats.model,
+            "dim": stats.dim,
+        }
+
+    def file_states(self, under: str | None = None) -> Iterator[FileState]:
+        """Every (path, size, mtime) in path order, a page per short read transaction (keyset paging)."""
+        bounds = under_range(under)
+        if bounds is None:
+            yield from keyset_pages(lambda after, limit: self._file_states(cypher.FILE_STATES_ALL, after=after,
+                                                                           limit=limit), _path_of)
+            return
+        directory, prefix, upper = bounds
+        yield from self._file_states(cypher.FILE_STATE_AT, path=directory)  # sorts before its descendants
+        yield from keyset_pages(lambda after, limit: self._file_states(
+            cypher.FILE_STATES_BELOW, after=after, prefix=prefix, upper=upper, limit=limit), _path_of)
+
+    # -- copying between stores ----------------------------------------------------------
+
+    def export_images(self, after: str, limit: int) -> list[ExportedImage]:
+        rows = self._db.read(lambda tx: list(tx.run(cypher.EXPORT_IMAGES, after=after, limit=limit)))
+        return [
+            ExportedImage(
+                ImageRecord(row["path"], row["sha256"], row["size"], row["mtime_ns"], row["width"], row["height"],
+                            row["model"], as_vector(row["embedding"], row["path"])),
+                linked=bool(row["linked"]),
+                pick_bar=row["pick_bar"],
+            )
+            for row in rows
+        ]
+
+    def export_links(self, paths: Sequence[str]) -> list[Link]:
+        unique = list(dict.fromkeys(paths))
+
+        def fetch(tx: neo4j.ManagedTransaction) -> set[Link]:
+            return {Link.between(row["path"], row["other"], row["score"])
+                    for batch in statement_batches(unique, 1) for row in tx.run(cypher.EXPORT_LINKS, paths=batch)}
+
+        return sorted(self._db.read(fetch)) if unique else []
+
+    def import_links(self, links: Sequence[Link]) -> int:
+        rows = [{"a": link.a, "b": link.b, "score": link.score} for link in links if link.a != link.b]
+        if not rows:
+            return 0
+        return int(self._db.write(lambda tx: sum(tx.run(cypher.WRITE_LINKS, links=batch).single()["written"]
+                                                 for batch in statement_batches(rows, 1))))
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Neo4jGraphStore:
+        return self
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _file_states(self, statement: str, **parameters: object) -> list[FileState]:
+        return self._db.read(lambda tx: [FileState(row["path"], row["size"], row["mtime_ns"])
+                                         for row in tx.run(statement, parameters)])
+
+    def _write_images(self, images: Sequence[tuple[ImageRecord, tuple[bool, float | None] | None]]) -> None:
+        if images:
+            self._db.write(lambda tx: _write_images(tx, images, self._db.database))
+
+
+# -- transaction functions (each runs inside one managed transaction) -----------------------
+
+
+@dataclass
+class Found:
+    """What a candidate search found for a batch."""
+
+    present: list[str]  # the batch's stored paths
+    candidates: dict[str, list[Candidate[str]]]  # present path -> (neighbour, raw cosine)
+    seen: dict[str, str | None]  # every path the search relied on -> its embedding digest then
+
+
+def _search(tx: neo4j.ManagedTransaction, batch: Mapping[str, np.ndarray], threshold: float, top_k: int) -> Found:
+    """The batch's candidates: its stored images' index neighbours, plus its pairs scored in Python."""
+    stored = {row["path"]: row["digest"] for paths in statement_batches(list(batch), 1)
+              for row in tx.run(cypher.PRESENT, paths=paths)}
+    present = list(stored)
+    seen: dict[str, str | None] = dict(stored)
+    if top_k <= 0 or not present:
+        return Found(present, {path: [] for path in present}, seen)
+    rows = _candidate_rows(tx, present, threshold, top_k)
+    seen.update((row["neighbour"], row["digest"]) for row in rows)
+    candidates = candidates_from_rows(rows, present)
+    # Only vectors that are what the store holds (another worker may have re-upserted one).
+    in_hand = {path: batch[path] for path in present if stored[path] == embedding_digest(batch[path])}
+    for path, pairs in within_batch(in_hand, threshold).items():
+        candidates[path].extend(pairs)
+    return Found(present, candidates, seen)
+
+
+def _candidate_rows(tx: neo4j.ManagedTransaction, paths: list[str], threshold: float,
+                    top_k: int) -> list[dict[str, Any]]:
+    return [dict(row) for batch in statement_batches(paths, 1) for row in tx.run(
+        cypher.CANDIDATES, paths=batch, index=cypher.VECTOR_INDEX, candidates=candidate_count(top_k),
+        min_score=candidate_score_bound(threshold))]
+
+
+def _candidates(tx: neo4j.ManagedTransaction, paths: list[str], threshold: float,
+                top_k: int) -> dict[str, list[Candidate[str]]]:
+    return candidates_from_rows(_candidate_rows(tx, paths, threshold, top_k), paths)
+
+
+def _changed_since(tx: neo4j.ManagedTransaction, seen: Mapping[str, str | None]) -> bool:
+    """Whether any image a search relied on changed its embedding or vanished since."""
+    rows = [{"path": path, "digest": digest} for path, digest in seen.items()]
+    return any(list(tx.run(cypher.CHANGED_SINCE, rows=batch)) for batch in statement_batches(rows, 1))
+
+
+def _write_plan(tx: neo4j.ManagedTransaction, present: list[str], plan: LinkPlan[str], top_k: int) -> int:
+    """Drop the batch's links, mark it linked (with its pick bars), write the plan's links."""
+    _run_batches(tx, cypher.DROP_LINKS, "paths", present)
+    if top_k > 0:
+        _run_batches(tx, cypher.MARK_LINKED, "rows", [{"path": p, "bar": plan.pick_bars[p]} for p in present])
+    else:  # nothing picked anything: the recorded pick bars stay
+        _run_batches(tx, cypher.MARK_LINKED_KEEP_BARS, "paths", present)
+    links = [{"a": a, "b": b, "score": score} for (a, b), score in sorted(plan.links.items())]
+    # Counted by MERGE: a link to an image removed meanwhile is not written.
+    return sum(tx.run(cypher.WRITE_LINKS, links=batch).single()["written"] for batch in statement_batches(links, 1))
+
+
+def _write_images(tx: neo4j.ManagedTransaction, images: Sequence[tuple[ImageRecord, tuple[bool, float | None] | None]],
+                  database: str) -> None:
+    """Facts for every image; embeddings only for those whose stored digest differs."""
+    recorded = model_in(tx)
+    if recorded is None:
+        raise StoreError(f"the store in database {database!r} has no embedding model yet; call ensure_model first")
+    model, dim = recorded
+    rows: dict[str, dict[str, object]] = {}
+    vectors: dict[str, np.ndarray] = {}
+    for record, link_state in images:
+        if record.model != model:
+            raise ModelMismatchError(foreign_record_message(record.path, record.model, model, reset_hint(database)))
+        vectors[record.path] = checked_embedding(record.embedding, dim, record.path)
+        rows[record.path] = {
+            "path": record.path, "sha256": record.sha256, "size": record.size, "mtime_ns": record.mtime_ns,
+            "width": record.width, "height": record.height, "model": record.model,
+            "digest": embedding_digest(vectors[record.path]),
+            "linked": None if link_state is None else link_state[0],
+            "pick_bar": None if link_state is None else link_state[1],
+        }
+    changed = [row["changed"] for batch in statement_batches(list(rows.values()), 1)
+               for row in tx.run(cypher.UPSERT_FACTS, rows=batch)]
+    if not changed:
+        return
+    embeddings = [{"path": path, "digest": rows[path]["digest"], "linked": rows[path]["linked"],
+                   "embedding": vectors[path].tolist()} for path in dict.fromkeys(changed)]
+    _run_batches(tx, cypher.SET_EMBEDDINGS, "rows", embeddings, floats=dim)
+    _run_batches(tx, cypher.DROP_LINKS, "paths", changed)  # a new embedding makes the old scores stale
+
+
+def _run_batches(tx: neo4j.ManagedTransaction, statement: str, name: str, items: Sequence[object],
+                 *, floats: int = 1) -> None:
+    for batch in statement_batches(items, floats):
+        tx.run(statement, {name: batch}).consume()
+
+
+def _path_of(state: FileState) -> str:
+    return state.path

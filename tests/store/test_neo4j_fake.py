@@ -1,0 +1,514 @@
+"""Neo4jGraphStore's own logic against an in-memory stand-in for the server.
+
+The stand-in answers the backend's statements (by their text in
+``imgwatch.store.neo4j.cypher``) from Python dicts and logs every statement with its
+transaction, so these tests check what the store sends, in which transaction and in
+which order: the link lock after the candidate searches, embeddings only when changed,
+schema looked at before anything is created. Whether the Cypher itself is right needs a
+real server: test_contract.py runs there when IMGWATCH_TEST_NEO4J_URI is set. A few of
+its scenarios also run here on the stand-in.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import pytest
+
+from imgwatch.store import GraphStore, StoreError
+from imgwatch.store.neo4j import Neo4jGraphStore, cosine_to_score
+from imgwatch.store.neo4j import cypher as q
+from tests.helpers import DIM, MODEL, angled, axis, make_record
+from tests.store import test_contract as contract
+
+Row = dict[str, Any]
+
+
+class FakeResult:
+    def __init__(self, rows: list[Row]) -> None:
+        self._rows = rows
+
+    def __iter__(self) -> Iterator[Row]:
+        return iter(self._rows)
+
+    def single(self) -> Row | None:
+        return self._rows[0] if self._rows else None
+
+    def consume(self) -> None:
+        return None
+
+
+class FakeServer:
+    """Just enough of a Neo4j database for the backend's statements."""
+
+    def __init__(self) -> None:
+        self.images: dict[str, Row] = {}
+        self.links: dict[tuple[str, str], float] = {}
+        self.store: Row | None = None
+        self.constraints: list[Row] = []
+        self.indexes: list[Row] = []
+        self.log: list[tuple[str, str]] = []  # (transaction kind, statement)
+        self.sent: list[Row] = []  # SET_EMBEDDINGS rows as sent
+        self.before_write: Callable[[], None] | None = None  # runs once, before the next write transaction
+        self.ann_misses: set[frozenset[str]] = set()  # pairs the (approximate) index search does not return
+        self.uri, self.database, self.location = "bolt://fake:7687", "neo4j", "bolt://fake:7687 database neo4j"
+        self.version, self.edition = "5.26.0", "community"
+
+    # -- the Connection interface -----------------------------------------------------
+
+    def read(self, work: Callable[[FakeServer.Tx], Any]) -> Any:
+        return work(FakeServer.Tx(self, "read"))
+
+    def write(self, work: Callable[[FakeServer.Tx], Any]) -> Any:
+        if self.before_write is not None:
+            hook, self.before_write = self.before_write, None
+            hook()
+        return work(FakeServer.Tx(self, "write"))
+
+    def command(self, statement: str, *, tolerate: str | None = None, **parameters: Any) -> list[Row]:
+        return list(FakeServer.Tx(self, "auto").run(statement, parameters))
+
+    def close(self) -> None:
+        pass
+
+    class Tx:
+        def __init__(self, server: FakeServer, kind: str) -> None:
+            self.server, self.kind = server, kind
+
+        def run(self, statement: str, parameters: Mapping[str, Any] | None = None, **kw: Any) -> FakeResult:
+            self.server.log.append((self.kind, statement))
+            return FakeResult(self.server.answer(statement, {**(parameters or {}), **kw}))
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def statements(self, kind: str | None = None) -> list[str]:
+        return [s for k, s in self.log if kind is None or k == kind]
+
+    def score(self, a: str, b: str) -> float:
+        x, y = (self.images[p]["embedding"].astype(np.float64) for p in (a, b))
+        return cosine_to_score(float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y))))
+
+    def add_index(self, dim: int, name: str = q.VECTOR_INDEX, state: str = "ONLINE") -> None:
+        self.indexes.append({"name": name, "type": "VECTOR", "entityType": "NODE", "labelsOrTypes": ["Image"],
+                             "properties": ["embedding"], "state": state, "populationPercent": 100.0,
+                             "options": {"indexConfig": {"vector.dimensions": dim,
+                                                         "vector.similarity_function": "COSINE"}}})
+
+    def answer(self, statement: str, p: dict[str, Any]) -> list[Row]:  # noqa: C901 - one branch per statement
+        images, links = self.images, self.links
+        if statement == q.SHOW_CONSTRAINTS:
+            return list(self.constraints)
+        if statement == q.SHOW_INDEXES:
+            return list(self.indexes)
+        if statement in (q.CREATE_PATH_CONSTRAINT, q.CREATE_STORE_CONSTRAINT):
+            label, prop = ("Image", "path") if statement == q.CREATE_PATH_CONSTRAINT else ("ImgwatchStore", "key")
+            self.constraints.append({"name": statement.split()[2], "type": "UNIQUENESS", "entityType": "NODE",
+                                     "labelsOrTypes": [label], "properties": [prop]})
+            return []
+        if statement.startswith("CREATE VECTOR INDEX"):
+            if not any(i["name"] == q.VECTOR_INDEX for i in self.indexes):
+                self.add_index(int(re.search(r"`vector.dimensions`: (\d+)", statement)[1]), state="POPULATING")
+            return []
+        if statement == q.DROP_VECTOR_INDEX:
+            self.indexes = [i for i in self.indexes if i["name"] != q.VECTOR_INDEX]
+            return []
+        if statement == q.AWAIT_INDEX:
+            for index in self.indexes:
+                index["state"] = "ONLINE"
+            return []
+        if statement == q.STORE_STATE:
+            return [dict(self.store)] if self.store else []
+        if statement == q.CREATE_STORE:
+            self.store = self.store or {"version": p["version"], "model": None, "dim": None}
+            return [dict(self.store)]
+        if statement == q.LOCK_STORE_MODEL:
+            self.store = self.store or {"version": None, "model": None, "dim": None}
+            return [dict(self.store)]
+        if statement == q.SET_MODEL:
+            assert self.store is not None
+            self.store.update(model=p["model"], dim=p["dim"])
+            return []
+        if statement == q.COUNT_IMAGES:
+            return [{"count": len(images)}]
+        if statement == q.COUNT_LINKS:
+            return [{"count": len(links)}]
+        if statement == q.UPSERT_FACTS:
+            assert all("embedding" not in row for row in p["rows"])  # facts and digests only
+            changed = []
+            for row in p["rows"]:
+                node = images.setdefault(row["path"], {"linked": None, "pick_bar": None, "embedding_digest": None})
+                node.update({k: row[k] for k in ("sha256", "size", "mtime_ns", "width", "height", "model")})
+                if row["linked"] is None:
+                    node["linked"] = bool(node["linked"])
+                else:
+                    node["linked"], node["pick_bar"] = row["linked"], row["pick_bar"]
+                if node["embedding_digest"] != row["digest"]:
+                    changed.append({"changed": row["path"]})
+            return changed
+        if statement == q.SET_EMBEDDINGS:
+            for row in p["rows"]:
+                self.sent.append(row)
+                node = images[row["path"]]
+                node["embedding"] = np.asarray(row["embedding"], dtype=np.float32)
+                node["embedding_digest"] = row["digest"]
+                node["linked"] = False if row["linked"] is None else row["linked"]
+            return []
+        if statement == q.DROP_LINKS:
+            for pair in [pair for pair in links if set(pair) & set(p["paths"])]:
+                del links[pair]
+            return []
+        if statement == q.GET_MANY:
+            return [{"path": path, **images[path]} for path in p["paths"] if path in images]
+        if statement == q.REMOVE:
+            removed = [path for path in p["paths"] if images.pop(path, None) is not None]
+            for pair in [pair for pair in links if set(pair) & set(removed)]:
+                del links[pair]
+            return [{"removed": len(removed)}]
+        if statement == q.UPDATE_FILE_STATES:
+            for row in p["rows"]:
+                if row["path"] in images:
+                    images[row["path"]].update(size=row["size"], mtime_ns=row["mtime_ns"])
+            return []
+        if statement in (q.FILE_STATE_AT, q.FILE_STATES_ALL, q.FILE_STATES_BELOW):
+            if statement == q.FILE_STATE_AT:
+                chosen = [path for path in images if path == p["path"]]
+            else:
+                chosen = sorted(path for path in images if path > p["after"]
+                                and (statement == q.FILE_STATES_ALL or p["prefix"] <= path < p["upper"]))
+                chosen = chosen[: p["limit"]]
+            return [{"path": path, "size": images[path]["size"], "mtime_ns": images[path]["mtime_ns"]}
+                    for path in chosen]
+        if statement == q.NEAREST:
+            query = np.asarray(p["vector"], dtype=np.float64)
+            scored = sorted(((-cosine_to_score(float(n["embedding"] @ query / np.linalg.norm(n["embedding"]))), path)
+                             for path, n in images.items() if path not in p["exclude"]))
+            return [{"path": path, "score": -negative} for negative, path in scored[: p["k"]]]
+        if statement == q.NEIGHBOURS:
+            if p["path"] not in images:
+                return []
+            found = [(b if a == p["path"] else a, s) for (a, b), s in links.items() if p["path"] in (a, b)]
+            rows = [{"path": path, "score": s} for path, s in sorted(found, key=lambda x: (-x[1], x[0]))]
+            return rows or [{"path": None, "score": None}]
+        if statement == q.PRESENT:
+            return [{"path": path, "digest": images[path]["embedding_digest"]} for path in p["paths"] if path in images]
+        if statement == q.CANDIDATES:
+            rows = []
+            for path in p["paths"]:
+                if path not in images:
+                    continue
+                scored = sorted(((self.score(path, other), other) for other in images
+                                 if other != path and frozenset((path, other)) not in self.ann_misses),
+                                key=lambda x: (-x[0], x[1]))[: p["candidates"]]
+                rows += [{"path": path, "neighbour": other, "digest": images[other]["embedding_digest"], "score": s}
+                         for s, other in scored if s >= p["min_score"]]
+            return rows
+        if statement == q.SERIALISE:
+            return []
+        if statement == q.CHANGED_SINCE:
+            return [{"path": row["path"]} for row in p["rows"]
+                    if row["path"] not in images or images[row["path"]]["embedding_digest"] != row["digest"]]
+        if statement == q.FORMER_LINKS:
+            rows = []
+            for (a, b) in links:
+                for inside, outside in ((a, b), (b, a)):
+                    if inside in p["paths"] and outside not in p["paths"]:
+                        rows.append({"outside": outside, "inside": inside, "bar": images[outside]["pick_bar"],
+                                     "score": self.score(inside, outside)})
+            return rows
+        if statement == q.MARK_LINKED:
+            for row in p["rows"]:
+                if row["path"] in images:
+                    images[row["path"]].update(linked=True, pick_bar=row["bar"])
+            return []
+        if statement == q.MARK_LINKED_KEEP_BARS:
+            for path in p["paths"]:
+                if path in images:
+                    images[path]["linked"] = True
+            return []
+        if statement == q.WRITE_LINKS:
+            written = 0
+            for link in p["links"]:
+                if link["a"] in images and link["b"] in images:
+                    assert link["a"] < link["b"]
+                    links[(link["a"], link["b"])] = link["score"]
+                    written += 1
+            return [{"written": written}]
+        raise AssertionError(f"the fake server does not know this statement:\n{statement}")
+
+
+def fake_store(server: FakeServer | None = None, *, writable: bool = True) -> tuple[Neo4jGraphStore, FakeServer]:
+    """A Neo4jGraphStore whose connection is the fake server (no driver)."""
+    server = server or FakeServer()
+    return Neo4jGraphStore.on_connection(server, create=writable), server  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def store() -> GraphStore:
+    opened, _ = fake_store()
+    opened.ensure_model(MODEL, DIM)
+    return opened
+
+
+# -- the contract's scenarios, on the stand-in -------------------------------------------
+
+CONTRACT_SCENARIOS = [
+    contract.test_upsert_then_get_returns_the_node_facts,
+    contract.test_upsert_of_an_existing_path_replaces_it,
+    contract.test_update_file_states_changes_only_size_and_mtime,
+    contract.test_link_keeps_neighbours_above_threshold_up_to_top_k,
+    contract.test_links_are_undirected_and_stored_once,
+    contract.test_images_in_one_link_call_link_to_each_other,
+    contract.test_link_replaces_every_link_of_the_image_at_either_end,
+    contract.test_an_image_is_marked_linked_until_its_embedding_changes,
+    contract.test_relinking_an_image_keeps_the_links_its_neighbours_still_choose,
+    contract.test_link_with_nothing_above_threshold_clears_links,
+    contract.test_remove_deletes_the_node_and_its_links,
+    contract.test_file_states_under_a_directory_excludes_prefix_siblings,
+    contract.test_ensure_model_refuses_another_model_while_images_exist,
+    contract.test_ensure_model_switches_when_the_store_is_empty,
+    contract.test_upserting_a_record_of_another_model_is_refused,
+    contract.test_a_neighbour_keeps_or_drops_its_link_as_a_fresh_pick_would,
+]
+
+
+@pytest.mark.parametrize("scenario", CONTRACT_SCENARIOS, ids=lambda f: f.__name__.removeprefix("test_"))
+def test_contract_scenarios_hold_on_the_stand_in(scenario: Callable[[GraphStore], None], store: GraphStore) -> None:
+    scenario(store)
+
+
+# -- linking (review points 3 and 5) ------------------------------------------------------
+
+
+def test_link_searches_before_taking_the_lock_and_holds_it_only_to_read_former_links_and_write() -> None:
+    store, server = fake_store()
+    store.ensure_model(MODEL, DIM)
+    a, b, c = (make_record("/p/a.jpg", axis(0)), make_record("/p/b.jpg", angled(0.9, 1)),
+               make_record("/p/c.jpg", angled(0.8, 2)))
+    store.upsert([a, b, c])
+    server.log.clear()
+
+    assert store.link([a, b], threshold=0.5, top_k=5) == 3
+
+    reads, writes = server.statements("read"), server.statements("write")
+    assert q.CANDIDATES in reads and q.SERIALISE not in reads
+    assert writes[0] == q.SERIALISE  # the lock comes first in the write transaction...
+    assert q.CANDIDATES not in writes  # ...which searches nothing when nothing changed
+    assert writes[1:3] == [q.CHANGED_SINCE, q.FORMER_LINKS]  # former links are read under the lock
+    # Pairs within the batch are scored in Python: no statement reads a pair of batch images.
+    assert all("UNWIND $paths AS other" not in s for s in server.statements())
+
+
+def test_images_of_one_batch_link_even_where_the_approximate_index_misses_their_pair() -> None:
+    store, server = fake_store()
+    store.ensure_model(MODEL, DIM)
+    a, b = make_record("/p/a.jpg", axis(0)), make_record("/p/b.jpg", angled(0.9, 1))
+    store.upsert([a, b])
+    server.ann_misses.add(frozenset(("/p/a.jpg", "/p/b.jpg")))
+
+    assert store.link([a, b], threshold=0.5, top_k=5) == 1
+    assert [(m.path, round(m.score, 5)) for m in store.neighbours("/p/a.jpg")] == [("/p/b.jpg", 0.9)]
+
+
+def test_a_neighbour_changed_between_the_search_and_the_lock_is_searched_again_under_the_lock() -> None:
+    store, server = fake_store()
+    store.ensure_model(MODEL, DIM)
+    a, b = make_record("/p/a.jpg", axis(0)), make_record("/p/b.jpg", angled(0.9, 1))
+    store.upsert([a, b])
+    store.link([a, b], threshold=0.5, top_k=5)
+    # Another worker re-embeds b after a's search, before a's relink takes the lock.
+    server.before_write = lambda: store.upsert([make_record("/p/b.jpg", angled(0.6, 1))])
+    server.log.clear()
+
+    store.link([a], threshold=0.5, top_k=5)
+
+    assert q.CANDIDATES in server.statements("write")  # the stale search was redone under the lock
+    assert [(m.path, round(m.score, 5)) for m in store.neighbours("/p/a.jpg")] == [("/p/b.jpg", 0.6)]
+
+
+def test_a_candidate_just_below_the_threshold_is_fetched_but_not_linked() -> None:
+    store, server = fake_store()
+    store.ensure_model(MODEL, DIM)
+    threshold = 0.8
+    below = make_record("/p/below.jpg", angled(threshold - 1e-6, 1))
+    above = make_record("/p/above.jpg", angled(threshold + 1e-6, 2))
+    anchor = make_record("/p/anchor.jpg", axis(0))
+    store.upsert([anchor, below, above])
+
+    written = store.link([anchor], threshold=threshold, top_k=5)
+
+    assert written == 1 and [m.path for m in store.neighbours("/p/anchor.jpg")] == ["/p/above.jpg"]
+    # The search did return the one below (its score passes the fetch bound): the rule refused it.
+    assert server.score("/p/anchor.jpg", "/p/below.jpg") >= cosine_to_score(threshold) - 1e-6
+
+
+def test_link_with_top_k_zero_drops_links_marks_linked_and_keeps_recorded_bars() -> None:
+    store, server = fake_store()
+    store.ensure_model(MODEL, DIM)
+    a, b = make_record("/p/a.jpg", axis(0)), make_record("/p/b.jpg", angled(0.9, 1))
+    store.upsert([a, b])
+    store.link([a, b], threshold=0.5, top_k=1)
+    bar = server.images["/p/a.jpg"]["pick_bar"]
+
+    assert store.link([a], threshold=0.5, top_k=0) == 0
+
+    assert store.stats().links == 0 and server.images["/p/a.jpg"]["linked"]
+    assert server.images["/p/a.jpg"]["pick_bar"] == bar and q.CANDIDATES not in server.statements("write")
+
+
+# -- upsert sends embeddings only when they changed (review point 10) --------------------
+
+
+def test_upsert_sends_an_embedding_only_for_new_or_changed_images() -> None:
+    store, server = fake_store()
+    store.ensure_model(MODEL, DIM)
+    store.upsert([make_record("/p/a.jpg", axis(0)), make_record("/p/b.jpg", axis(1))])
+    assert sorted(row["path"] for row in server.sent) == ["/p/a.jpg", "/p/b.jpg"]
+    server.sent.clear()
+    server.log.clear()
+
+    store.upsert([make_record("/p/a.jpg", axis(0), size=5), make_record("/p/b.jpg", axis(2))])
+
+    assert [row["path"] for row in server.sent] == ["/p/b.jpg"]
+    assert server.images["/p/a.jpg"]["size"] == 5
+    writes = server.statements("write")
+    assert writes.count(q.UPSERT_FACTS) == 1 and writes.count(q.SET_EMBEDDINGS) == 1  # one transaction
+
+
+def test_an_unchanged_upsert_sends_no_embedding_at_all() -> None:
+    store, server = fake_store()
+    store.ensure_model(MODEL, DIM)
+    store.upsert([make_record("/p/a.jpg", axis(0))])
+    server.sent.clear()
+    server.log.clear()
+
+    store.upsert([make_record("/p/a.jpg", axis(0), mtime_ns=7)])
+
+    assert server.sent == [] and q.SET_EMBEDDINGS not in server.statements()
+
+
+# -- schema: look first, create only what is missing (review points 8 and 11) ------------
+
+
+def test_opening_a_complete_schema_creates_nothing() -> None:
+    server = FakeServer()
+    fake_store(server)[0].ensure_model(MODEL, DIM)
+    server.log.clear()
+
+    store, _ = fake_store(server)
+    store.ensure_model(MODEL, DIM)
+
+    sent = server.statements()
+    assert not [s for s in sent if s.startswith(("CREATE", "MERGE", "DROP")) or "awaitIndex" in s
+                or s in (q.LOCK_STORE_MODEL, q.SET_MODEL)]
+    assert q.SHOW_CONSTRAINTS in sent and q.SHOW_INDEXES in sent
+
+
+def test_opening_an_empty_database_creates_the_constraints_the_store_node_and_the_index() -> None:
+    store, server = fake_store()
+    store.ensure_model(MODEL, DIM)
+
+    sent = server.statements()
+    assert q.CREATE_PATH_CONSTRAINT in sent and q.CREATE_STORE_CONSTRAINT in sent and q.CREATE_STORE in sent
+    assert q.CREATE_VECTOR_INDEX.format(dim=DIM) in sent and q.AWAIT_INDEX in sent
+
+
+def test_a_constraint_under_another_name_counts_as_present() -> None:
+    server = FakeServer()
+    server.constraints.append({"name": "my_own", "type": "NODE_PROPERTY_UNIQUENESS", "entityType": "NODE",
+                               "labelsOrTypes": ["Image"], "properties": ["path"]})
+    fake_store(server)
+
+    assert q.CREATE_PATH_CONSTRAINT not in server.statements()
+    assert q.CREATE_STORE_CONSTRAINT in server.statements()
+
+
+def test_another_vector_index_on_image_embedding_is_named_instead_of_blaming_another_model() -> None:
+    server = FakeServer()
+    server.add_index(DIM, name="someone_elses_index")
+    store, _ = fake_store(server)
+
+    with pytest.raises(StoreError) as raised:
+        store.ensure_model(MODEL, DIM)
+
+    message = str(raised.value)
+    assert "someone_elses_index" in message and "DROP INDEX `someone_elses_index`" in message
+    assert "another model" not in message
+    assert not [s for s in server.statements() if s.startswith("CREATE VECTOR INDEX")]
+
+
+def test_a_read_only_store_never_creates_anything() -> None:
+    server = FakeServer()
+    with pytest.raises(StoreError, match="no imgwatch store yet"):
+        fake_store(server, writable=False)
+    assert not [s for s in server.statements() if s.startswith(("CREATE", "MERGE"))]
+
+
+# -- stats, recorded_model, file_states (review points 2 and 4) --------------------------
+
+
+def test_stats_count_links_without_labels_and_recorded_model_is_one_read() -> None:
+    store, server = fake_store()
+    assert store.recorded_model() is None
+    store.ensure_model(MODEL, DIM)
+    server.log.clear()
+
+    assert store.recorded_model() == (MODEL, DIM)
+    assert server.log == [("read", q.STORE_STATE)]
+    stats = store.stats()
+    assert (stats.backend, stats.images, stats.links, stats.model, stats.dim) == ("neo4j", 0, 0, MODEL, DIM)
+    assert q.COUNT_LINKS in server.statements()
+
+
+def test_file_states_under_a_directory_use_an_equality_and_one_range() -> None:
+    store, server = fake_store()
+    store.ensure_model(MODEL, DIM)
+    paths = ["/a/b", "/a/b/x.jpg", "/a/b/y/z.jpg", "/a/b.jpg", "/a/bc.jpg", "/a/b0.jpg"]
+    store.upsert([make_record(p, angled(0.5, 1 + i)) for i, p in enumerate(paths)])
+    server.log.clear()
+
+    assert [s.path for s in store.file_states(under="/a/b/")] == ["/a/b", "/a/b/x.jpg", "/a/b/y/z.jpg"]
+    assert server.statements() == [q.FILE_STATE_AT, q.FILE_STATES_BELOW]
+
+
+def test_file_states_page_through_everything_in_path_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    store, server = fake_store()
+    store.ensure_model(MODEL, DIM)
+    paths = [f"/p/{i:03d}.jpg" for i in range(7)]
+    store.upsert([make_record(p, angled(0.5, 1 + i % 10)) for i, p in enumerate(paths)])
+    from imgwatch.store import batching
+
+    monkeypatch.setattr(batching.keyset_pages, "__defaults__", (3,))
+    server.log.clear()
+
+    assert [s.path for s in store.file_states()] == paths
+    assert server.statements() == [q.FILE_STATES_ALL] * 3
+
+
+def test_export_reads_vector_values_through_to_numpy() -> None:
+    store, server = fake_store()
+    store.ensure_model(MODEL, DIM)
+    store.upsert([make_record("/p/a.jpg", axis(0))])
+    # export reads n.embedding; with Cypher 25 VECTOR values it is an object with to_numpy().
+
+    class Vec:
+        def __init__(self, values: np.ndarray) -> None:
+            self.values = values.astype(">f4")
+
+        def to_numpy(self) -> np.ndarray:
+            return self.values
+
+    original = server.answer
+
+    def answer(statement: str, p: dict[str, Any]) -> list[Row]:
+        if statement == q.EXPORT_IMAGES:
+            return [{"path": path, **node, "embedding": Vec(node["embedding"])} for path, node in
+                    sorted(server.images.items()) if path > p["after"]][: p["limit"]]
+        return original(statement, p)
+
+    server.answer = answer  # type: ignore[method-assign]
+    [exported] = store.export_images("", 10)
+    assert exported.record.embedding.dtype == np.float32
+    np.testing.assert_array_equal(exported.record.embedding, axis(0))
