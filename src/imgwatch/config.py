@@ -58,6 +58,7 @@ class WatchConfig:
         default_factory=lambda: ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
     )
     exclude: list[str] = field(default_factory=lambda: [".*", "@eaDir", "#recycle"])
+    rescan_seconds: float = 86400.0  # 0: no periodic rescan
 
 
 @dataclass
@@ -90,6 +91,7 @@ class LinksConfig:
 @dataclass
 class WorkersConfig:
     count: int = 1
+    max_attempts: int = 3  # failures (crashes included) before a file waits until it changes
 
 
 NEO4J_PASSWORD_ENV = "IMGWATCH_NEO4J_PASSWORD"
@@ -185,6 +187,8 @@ def _validate(config: Config, sources: Mapping[str, str]) -> None:
         ("links.threshold", -1.0 <= config.links.threshold <= 1.0, "a cosine between -1 and 1"),
         ("links.top_k", config.links.top_k >= 1, "an integer >= 1"),
         ("workers.count", config.workers.count >= 1, "an integer >= 1"),
+        ("workers.max_attempts", config.workers.max_attempts >= 1, "an integer >= 1"),
+        ("watch.rescan_seconds", config.watch.rescan_seconds >= 0, "a number of seconds >= 0 (0: never)"),
         ("neo4j.uri", config.neo4j.uri.partition("://")[0] in NEO4J_URI_SCHEMES and "://" in config.neo4j.uri,
          "a URI like neo4j://host:7687 (schemes: " + ", ".join(NEO4J_URI_SCHEMES) + ")"),
         ("neo4j.database", bool(config.neo4j.database), "a database name"),
