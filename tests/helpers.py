@@ -8,9 +8,16 @@ Store vectors are built with known angles so expected cosines are exact numbers:
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -118,3 +125,106 @@ def open_backend(kind: str, tmp_path: Path) -> GraphStore:
     return open_store(config)
 
 
+
+
+# -- imgwatch as real processes (end-to-end and fault tests) ------------------------------
+
+
+def process_env(tmp_path: Path, **settings: str) -> dict[str, str]:
+    """Environment for imgwatch subprocesses: a private data dir, random weights on the CPU.
+
+    ``settings`` are extra IMGWATCH_* variables, e.g. ``IMGWATCH_WATCH_RESCAN_SECONDS="5"``.
+    """
+    environ = dict(os.environ)
+    environ.update({
+        "XDG_CONFIG_HOME": str(tmp_path / "xdg-config"),  # never read the developer's own config
+        "IMGWATCH_GENERAL_DATA_DIR": str(tmp_path / "data"),
+        "IMGWATCH_EMBEDDING_WEIGHTS": "random",
+        "IMGWATCH_EMBEDDING_DEVICE": "cpu",
+        "IMGWATCH_WATCH_SETTLE_SECONDS": "0.5",
+        "IMGWATCH_GENERAL_LOG_FORMAT": "json",
+    })
+    environ.update(settings)
+    return environ
+
+
+def imgwatch(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([sys.executable, "-m", "imgwatch", *args], env=env, capture_output=True,
+                            text=True, timeout=120)
+    if check and result.returncode != 0:
+        raise AssertionError(f"imgwatch {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+    return result
+
+
+def status(env: dict[str, str]) -> dict[str, Any]:
+    return json.loads(imgwatch(env, "status", "--json").stdout)
+
+
+def indexed_count(env: dict[str, str]) -> int:
+    store = status(env)["store"]
+    return 0 if store is None else int(store["images"])
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class RunningImgwatch:
+    """`imgwatch run ROOT [ARGS...]` (or another command) as a real process, logging to ``log_path``."""
+
+    def __init__(self, env: dict[str, str], root: Path, log_path: Path, *args: str, command: str = "run") -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "a")
+        self.process = subprocess.Popen([sys.executable, "-m", "imgwatch", command, str(root), *args], env=env,
+                                        stdout=self._log, stderr=subprocess.STDOUT)
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        try:
+            return self.process.wait(timeout=120)
+        finally:
+            self._log.close()
+
+
+
+
+def store_mismatch(data_dir: Path, root: Path, path_filter_extensions: tuple[str, ...] = ("jpg", "jpeg", "png"),
+                   ) -> str | None:
+    """None when the embedded store in ``data_dir`` holds exactly the images below ``root``,
+    each once and each linked; otherwise what differs (for wait_for messages)."""
+    from imgwatch.datadir import DataDir
+    from imgwatch.store.embedded import EmbeddedGraphStore
+
+    on_disk = sorted(
+        str(path) for path in root.rglob("*")
+        if path.is_file() and path.suffix.lower().lstrip(".") in path_filter_extensions
+        and not any(part.startswith(".") for part in path.relative_to(root).parts)
+    )
+    store_file = DataDir(data_dir).store_file
+    if not store_file.exists():
+        return "no store yet"
+    with EmbeddedGraphStore(store_file) as store:
+        stored = [state.path for state in store.file_states()]
+        facts = store.get_many(stored)
+    problems = []
+    if sorted(set(stored)) != sorted(stored):
+        problems.append("duplicated paths")
+    missing = sorted(set(on_disk) - set(stored))
+    extra = sorted(set(stored) - set(on_disk))
+    unlinked = sorted(path for path, image in facts.items() if not image.linked)
+    if missing:
+        problems.append(f"missing {len(missing)}: {missing[:5]}")
+    if extra:
+        problems.append(f"extra {len(extra)}: {extra[:5]}")
+    if unlinked:
+        problems.append(f"unlinked {len(unlinked)}: {unlinked[:5]}")
+    return "; ".join(problems) or None

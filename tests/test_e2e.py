@@ -3,78 +3,23 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+
+from tests.helpers import RunningImgwatch, imgwatch, indexed_count, process_env, status, wait_for
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    environ = dict(os.environ)
-    environ.update({
-        "XDG_CONFIG_HOME": str(tmp_path / "xdg-config"),  # never read the developer's own config
-        "IMGWATCH_GENERAL_DATA_DIR": str(tmp_path / "data"),
-        "IMGWATCH_EMBEDDING_WEIGHTS": "random",
-        "IMGWATCH_EMBEDDING_DEVICE": "cpu",
-        "IMGWATCH_WATCH_SETTLE_SECONDS": "0.5",
-        "IMGWATCH_GENERAL_LOG_FORMAT": "json",
-    })
-    return environ
-
-
-def imgwatch(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([sys.executable, "-m", "imgwatch", *args], env=env, capture_output=True,
-                            text=True, timeout=120)
-    if check and result.returncode != 0:
-        raise AssertionError(f"imgwatch {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
-    return result
-
-
-def status(env: dict[str, str]) -> dict[str, Any]:
-    return json.loads(imgwatch(env, "status", "--json").stdout)
-
-
-def indexed_count(env: dict[str, str]) -> int:
-    store = status(env)["store"]
-    return 0 if store is None else int(store["images"])
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-class RunningImgwatch:
-    def __init__(self, env: dict[str, str], root: Path, log_path: Path) -> None:
-        self.log_path = log_path
-        self._log = open(log_path, "a")
-        self.process = subprocess.Popen([sys.executable, "-m", "imgwatch", "run", str(root)], env=env,
-                                        stdout=self._log, stderr=subprocess.STDOUT)
-
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)  # what Ctrl-C sends
-        try:
-            return self.process.wait(timeout=120)
-        finally:
-            self._log.close()
+    return process_env(tmp_path)
 
 
 @pytest.fixture
