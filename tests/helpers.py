@@ -7,6 +7,7 @@ Store vectors are built with known angles so expected cosines are exact numbers:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -15,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -228,3 +229,120 @@ def store_mismatch(data_dir: Path, root: Path, path_filter_extensions: tuple[str
     if unlinked:
         problems.append(f"unlinked {len(unlinked)}: {unlinked[:5]}")
     return "; ".join(problems) or None
+
+
+# -- kernel limits, lowered for a moment (fault tests; needs root, as CI runs) ---------------
+
+
+INOTIFY_SYSCTL = Path("/proc/sys/fs/inotify")
+
+
+@contextlib.contextmanager
+def lowered_inotify_limit(name: str, value: int) -> Iterator[int]:
+    """Set /proc/sys/fs/inotify/``name`` to ``value`` (e.g. max_queued_events) and restore it on exit.
+
+    Skips the test when the limit cannot be written (not root). The limit is global: keep the
+    window short. Yields the previous value.
+    """
+    path = INOTIFY_SYSCTL / name
+    try:
+        previous = int(path.read_text())
+        path.write_text(f"{value}\n")
+    except OSError as exc:
+        pytest.skip(f"cannot lower fs.inotify.{name} ({exc.strerror}); the test needs root, as CI runs it")
+    try:
+        yield previous
+    finally:
+        path.write_text(f"{previous}\n")
+
+
+def valkey_pid(url: str) -> int:
+    """The process id of the Redis-compatible server at ``url`` (to kill it for real)."""
+    import redis
+
+    connection = redis.Redis.from_url(url)
+    try:
+        return int(connection.info("server")["process_id"])
+    finally:
+        connection.close()
+
+
+# -- queue security ----------------------------------------------------------------------------
+
+CALLED_MARKER_ENV = "IMGWATCH_TEST_CALLED_MARKERS"
+
+
+def record_call(*args: object, **kwargs: object) -> None:
+    """An importable function anyone could name as an RQ callback: when a worker runs it (which
+    it must never do) it leaves a marker file named after the job in $IMGWATCH_TEST_CALLED_MARKERS."""
+    folder = os.environ.get(CALLED_MARKER_ENV)
+    if folder:
+        job_id = getattr(args[0], "id", "unknown") if args else "unknown"
+        (Path(folder) / f"called-{job_id}").write_text(f"called with {len(args)} argument(s)\n")
+
+
+# -- captured logs with their times (fault tests) -----------------------------------------------
+
+
+@contextlib.contextmanager
+def timed_logs() -> Iterator[list[dict[str, Any]]]:
+    """Like structlog.testing.capture_logs (from every thread), each entry with a time.time() "timestamp"."""
+    import structlog
+    from structlog.testing import LogCapture
+
+    capture = LogCapture()
+    previous = structlog.get_config()["processors"]
+    structlog.configure(processors=[structlog.processors.TimeStamper(fmt=None), capture])
+    try:
+        yield capture.entries
+    finally:
+        structlog.configure(processors=previous)
+
+
+def logged(entries: list[dict[str, Any]], event: str, **fields: Any) -> list[dict[str, Any]]:
+    """The captured entries of ``event`` whose fields include ``fields``."""
+    return [e for e in list(entries) if e["event"] == event and all(e.get(k) == v for k, v in fields.items())]
+
+
+# -- the processes of a running `imgwatch run` (fault tests) ---------------------------------
+
+
+def child_pids(pid: int) -> list[int]:
+    """The live children of process ``pid`` (from /proc)."""
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return children
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def run_worker_pids(run_pid: int) -> list[int]:
+    """The worker processes `imgwatch run` (process ``run_pid``) has now (multiprocessing spawns them)."""
+    return [pid for pid in child_pids(run_pid) if "spawn_main" in cmdline(pid)]
+
+
+def run_valkey_pid(run_pid: int) -> int | None:
+    """The embedded Valkey server of `imgwatch run` (a child of its queue helper process), if running."""
+    for helper in child_pids(run_pid):
+        if "imgwatch.redis_server" in cmdline(helper):
+            for server in child_pids(helper):
+                if "valkey" in cmdline(server):
+                    return server
+    return None
+
+
+def kill_process(pid: int, signum: int = signal.SIGKILL) -> None:
+    """Send ``signum`` to ``pid``, ignoring a process that already ended."""
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass

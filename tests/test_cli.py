@@ -52,7 +52,7 @@ def test_scan_then_a_burst_worker_indexes_a_folder(
     queued = json.loads(imgwatch(env, "status", "--json").stdout)["queue"]
     assert queued["queued_paths"] == 4
 
-    worked = imgwatch(env, "worker", "--burst")
+    worked = imgwatch(env, "worker", "--burst", str(root))
     assert worked.returncode == 0, worked.stderr
     jobs = [json.loads(line) for line in worked.stderr.splitlines() if '"job_done"' in line]
     assert sum(job["paths"] for job in jobs) == 4 and sum(job["indexed"] for job in jobs) == 3

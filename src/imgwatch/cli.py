@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +55,9 @@ def common_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.version_option(package_name="imgwatch")
 def main() -> None:
     """Watch photo folders and find similar images."""
+    from imgwatch.datadir import private_umask
+
+    private_umask()  # every file imgwatch creates (data dir, store, queue) is private to this user
 
 
 # -- processes -----------------------------------------------------------------
@@ -78,6 +83,7 @@ def daemon(config: Config) -> None:
     """Watch ROOTS and put work on the queue (workers run elsewhere)."""
     import signal
 
+    from imgwatch import sdnotify
     from imgwatch.daemon.service import Daemon
     from imgwatch.store import open_store
     from imgwatch.workqueue import FailureLedger, WorkQueue
@@ -87,17 +93,24 @@ def daemon(config: Config) -> None:
         signal.signal(signum, lambda *_: stop.set())
     work_queue = WorkQueue.from_config(config)
     with open_store(config) as store:
-        Daemon(config, store, FailureLedger.for_queue(work_queue), work_queue).run(stop)
+        watcher = Daemon(config, store, FailureLedger.for_queue(work_queue), work_queue)
+        sdnotify.ready()  # under systemd (Type=notify): queue reachable, store open, roots valid
+        sdnotify.status(f"watching {len(watcher.roots)} folder(s)")
+        with sdnotify.watchdog_pings():
+            watcher.run(stop)
 
 
 @main.command()
+@click.argument("roots", nargs=-1, type=click.Path(file_okay=False))
 @click.option("--burst", is_flag=True, help="Exit once the queue is empty.")
 @common_options
 def worker(config: Config, burst: bool) -> None:
-    """Embed, store and link images from the queue."""
+    """Embed, store and link images from the queue (only paths below ROOTS / general.roots)."""
+    from imgwatch import sdnotify
     from imgwatch.workers.worker import run_worker
 
-    run_worker(config, burst=burst)
+    with sdnotify.watchdog_pings():  # under systemd with WatchdogSec=; run_worker sends READY=1
+        run_worker(config, burst=burst)
 
 
 @main.command()
@@ -112,10 +125,48 @@ def scan(config: Config) -> None:
     if not config.general.roots:
         raise click.UsageError("no folders to scan: pass ROOT arguments or set general.roots")
     work_queue = WorkQueue.from_config(config)
+    failures = FailureLedger.for_queue(work_queue)
     with open_store(config) as store:
-        plan = reconcile_and_enqueue(config, store, FailureLedger.for_queue(work_queue), work_queue)
+        plan = reconcile_and_enqueue(config, store, failures, work_queue)
     click.echo(f"enqueued {len(plan.changed)} new or changed and {len(plan.gone)} removed file(s); "
                f"{plan.unchanged} unchanged")
+    if plan.paths and sys.stderr.isatty():
+        _follow_backlog(work_queue, failures)
+
+
+def _follow_backlog(work_queue: Any, failures: Any) -> None:
+    """On a terminal, a progress bar of the backlog until it is done (Ctrl-C leaves it queued)."""
+    from imgwatch.progress import follow_backlog
+    from imgwatch.workqueue.status import take_snapshot
+
+    def pending() -> int:
+        snapshot = take_snapshot(work_queue, failures, max_failed_jobs=1)
+        return snapshot.queued_paths + snapshot.running_paths
+
+    if take_snapshot(work_queue, failures, max_failed_jobs=1).workers == 0:
+        click.echo("no worker is running: the work waits in the queue until one starts "
+                   "(`imgwatch run` or `imgwatch worker`)", err=True)
+        return
+    with contextlib.suppress(KeyboardInterrupt):
+        follow_backlog(pending)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@common_options
+def retry(config: Config, paths: tuple[str, ...]) -> None:
+    """Re-queue failed files: all of them, or those given and those below given folders.
+
+    Their attempt counts start again, so rescans retry them up to workers.max_attempts times.
+    """
+    from imgwatch.workqueue import WorkQueue
+    from imgwatch.workqueue.failures import retry_failed
+
+    work_queue = WorkQueue.from_config(config)
+    # A folder is resolved like the roots are; a file keeps its own name (it may be a link).
+    selection = [os.path.realpath(p) if os.path.isdir(p) else canonical_path(p) for p in paths]
+    requeued = retry_failed(work_queue, selection, config.watch.batch_size)
+    click.echo(f"requeued {len(requeued)} failed file(s)")
 
 
 # -- queries -------------------------------------------------------------------
@@ -133,8 +184,10 @@ def _print_matches(matches: list[Match], as_json: bool) -> None:
 @click.argument("image", type=click.Path(exists=True, dir_okay=False))
 @click.option("--top", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {path, score}.")
+@click.option("--sheet", type=click.Path(dir_okay=False), default=None,
+              help="Also draw IMAGE and the results, with scores and names, into this PNG (or .jpg/.webp).")
 @common_options
-def search(config: Config, image: str, top: int, as_json: bool) -> None:
+def search(config: Config, image: str, top: int, as_json: bool, sheet: str | None) -> None:
     """Images most similar to IMAGE (any file; it need not be indexed)."""
     from imgwatch.embedding import Embedder, load_model
     from imgwatch.store import ModelMismatchError, open_store
@@ -152,30 +205,115 @@ def search(config: Config, image: str, top: int, as_json: bool) -> None:
             query = embedder.embed_file(os.path.abspath(image))
         finally:
             embedder.close()
-        _print_matches(store.nearest(query.vector, top), as_json)
+        matches = store.nearest(query.vector, top)
+        _print_matches(matches, as_json)
+    if sheet:
+        _write_sheet(config, os.path.abspath(image), matches, sheet, query_indexed=False)
 
 
 @main.command()
 @click.argument("path", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {path, score}.")
+@click.option("--sheet", type=click.Path(dir_okay=False), default=None,
+              help="Also draw PATH and its neighbours, with scores and names, into this PNG (or .jpg/.webp).")
 @common_options
-def similar(config: Config, path: str, as_json: bool) -> None:
+def similar(config: Config, path: str, as_json: bool, sheet: str | None) -> None:
     """The SIMILAR_TO neighbours of an indexed PATH (no model needed)."""
     from imgwatch.store import open_store
 
+    indexed = canonical_path(path)
     with open_store(config, create=False) as store:
-        _print_matches(store.neighbours(canonical_path(path)), as_json)
+        matches = store.neighbours(indexed)
+        _print_matches(matches, as_json)
+    if sheet:
+        _write_sheet(config, indexed, matches, sheet, query_indexed=True)
+
+
+def _write_sheet(config: Config, query: str, matches: list[Match], out: str, query_indexed: bool) -> None:
+    """The contact sheet of a query and its matches; thumbnails of indexed images come from the cache."""
+    from imgwatch.sheet import SheetItem, write_sheet
+    from imgwatch.thumbnails import ThumbnailCache
+
+    items = [SheetItem(m.path, f"{m.score:.4f}") for m in matches]
+    written = write_sheet(SheetItem(query, "query", indexed=query_indexed), items, out,
+                          ThumbnailCache.for_data_dir(config.data_dir))
+    click.echo(f"contact sheet: {written} (the query and {len(items)} result(s))", err=True)
+
+
+@main.command()
+@click.option("--threshold", type=click.FloatRange(-1.0, 1.0), default=0.95, show_default=True,
+              help="Cosine at or above which linked images count as duplicates (not below links.threshold).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of groups: {keep, images: [...]}.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV rows: group,path,keep,width,height,size.")
+@common_options
+def duplicates(config: Config, threshold: float, as_json: bool, as_csv: bool) -> None:
+    """Groups of duplicates (copies, resized or re-encoded), the one to keep marked (no model needed).
+
+    Read from the SIMILAR_TO links; nothing is deleted.
+    """
+    from imgwatch import duplicates as found
+    from imgwatch.store import open_store
+
+    if as_json and as_csv:
+        raise click.UsageError("--json and --csv exclude each other")
+    found.check_threshold(threshold, config.links.threshold)
+    with open_store(config, create=False) as store:
+        groups = found.find_duplicates(store, threshold)
+    if as_json:
+        click.echo(found.as_json_text(groups))
+    elif as_csv:
+        click.echo(found.as_csv(groups))
+    else:
+        click.echo(found.as_text(groups, threshold))
+
+
+@main.command()
+@click.option("--host", default=None, help="Address to listen on (default: web.host, 127.0.0.1).")
+@click.option("--port", type=click.IntRange(0, 65535), default=None, help="Port (default: web.port, 8765).")
+@common_options
+def web(config: Config, host: str | None, port: int | None) -> None:
+    """Serve the web page: search by photo, neighbours, duplicates, status (and its JSON API).
+
+    Any address but loopback needs a token: $IMGWATCH_WEB_TOKEN or web.token_file.
+    """
+    import signal
+
+    from imgwatch.web import serve
+
+    if host is not None:
+        config.web.host = host
+    if port is not None:
+        config.web.port = port
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    serve(config, stop, on_ready=lambda url: click.echo(f"imgwatch web: serving on {url}", err=True))
 
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@click.option("--watch", is_flag=True, help="Refresh every second until Ctrl-C.")
 @common_options
-def status(config: Config, as_json: bool) -> None:
+def status(config: Config, as_json: bool, watch: bool) -> None:
     """Queued and running work, failed items with reasons, image and link counts."""
     from imgwatch.reports import gather_status
 
-    report = gather_status(config)
-    click.echo(json.dumps(report.as_json(), indent=2) if as_json else report.as_text())
+    def show() -> None:
+        report = gather_status(config)
+        click.echo(json.dumps(report.as_json(), indent=2) if as_json else report.as_text())
+
+    if not watch:
+        show()
+        return
+    on_terminal = sys.stdout.isatty()
+    with contextlib.suppress(KeyboardInterrupt):
+        while True:
+            if on_terminal:
+                click.echo("\x1b[H\x1b[2J", nl=False)  # redraw in place
+            show()
+            if not on_terminal:
+                click.echo()
+            time.sleep(1.0)
 
 
 # -- maintenance ---------------------------------------------------------------

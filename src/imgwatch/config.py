@@ -110,6 +110,20 @@ class Neo4jConfig:
     retry_seconds: float = 120.0
 
 
+WEB_TOKEN_ENV = "IMGWATCH_WEB_TOKEN"
+
+
+@dataclass
+class WebConfig:
+    # Loopback by default; any other address needs a token ($IMGWATCH_WEB_TOKEN or token_file).
+    host: str = "127.0.0.1"
+    port: int = 8765  # 0: any free port
+    # The access token is read from $IMGWATCH_WEB_TOKEN or this file, never from config.toml.
+    token_file: str = ""
+    max_upload_mb: float = 50.0
+    thumbnail_size: int = 256  # pixels, the long side of grid thumbnails
+
+
 @dataclass
 class Config:
     general: GeneralConfig = field(default_factory=GeneralConfig)
@@ -119,6 +133,7 @@ class Config:
     links: LinksConfig = field(default_factory=LinksConfig)
     workers: WorkersConfig = field(default_factory=WorkersConfig)
     neo4j: Neo4jConfig = field(default_factory=Neo4jConfig)
+    web: WebConfig = field(default_factory=WebConfig)
 
     @property
     def data_dir(self) -> DataDir:
@@ -194,6 +209,10 @@ def _validate(config: Config, sources: Mapping[str, str]) -> None:
         ("neo4j.database", bool(config.neo4j.database), "a database name"),
         ("neo4j.connect_timeout", config.neo4j.connect_timeout > 0, "a number of seconds > 0"),
         ("neo4j.retry_seconds", config.neo4j.retry_seconds >= 0, "a number of seconds >= 0"),
+        ("web.host", bool(config.web.host.strip()), "an address to listen on, e.g. 127.0.0.1"),
+        ("web.port", 0 <= config.web.port <= 65535, "a TCP port, 0..65535 (0: any free port)"),
+        ("web.max_upload_mb", config.web.max_upload_mb > 0, "a number of MiB > 0"),
+        ("web.thumbnail_size", 32 <= config.web.thumbnail_size <= 1024, "pixels, 32..1024"),
     ]
     for key, ok, expected in checks:
         if not ok:
@@ -216,6 +235,11 @@ def _apply(config: Config, values: Mapping[str, Mapping[str, Any]], source: str,
                 raise ConfigError(
                     f"neo4j.password (from {source}) is not read from configuration: keep the secret out "
                     f"of config files and set {NEO4J_PASSWORD_ENV} or neo4j.password_file instead"
+                )
+            if section_name == "web" and key == "token":
+                raise ConfigError(
+                    f"web.token (from {source}) is not read from configuration: keep the secret out "
+                    f"of config files and set {WEB_TOKEN_ENV} or web.token_file instead"
                 )
             if key not in kinds:
                 raise ConfigError(f"unknown config key {section_name}.{key} (from {source})")
@@ -292,6 +316,16 @@ def neo4j_password(config: Config, environ: Mapping[str, str] | None = None) -> 
         return environ[NEO4J_PASSWORD_ENV]
     if config.neo4j.password_file:
         return read_secret_file(config.neo4j.password_file, "the Neo4j password")
+    return None
+
+
+def web_token(config: Config, environ: Mapping[str, str] | None = None) -> str | None:
+    """The web page's access token: $IMGWATCH_WEB_TOKEN, else web.token_file, else none."""
+    environ = os.environ if environ is None else environ
+    if environ.get(WEB_TOKEN_ENV):
+        return environ[WEB_TOKEN_ENV].strip()
+    if config.web.token_file:
+        return read_secret_file(config.web.token_file, "the web token") or None
     return None
 
 

@@ -12,6 +12,21 @@ from imgwatch.config import Config
 from imgwatch.errors import QueueUnavailable, StoreError, StoreMissing
 from imgwatch.store import StoreStats, open_store
 from imgwatch.workqueue import FailureLedger, QueueSnapshot, WorkQueue, redis_url_for, take_snapshot
+from imgwatch.workqueue.connection import redacted
+
+
+def printable(text: str) -> str:
+    """``text`` safe to write to any UTF-8 stream, strict ones included.
+
+    A file name that is not valid UTF-8 arrives with lone surrogates (Python's
+    surrogateescape); its odd bytes are shown as ``\\xe9``, the rest as it is.
+    """
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # surrogates that do not stand for a byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
 
 # -- status ------------------------------------------------------------------------------
 
@@ -41,14 +56,14 @@ class StatusReport:
         queue = self.queue
         if queue is None:
             lines.append(f"queue:   not reachable ({self.queue_error})")
-            return "\n".join(lines)
+            return printable("\n".join(lines))
         lines.append(f"queue:   {queue.queued_jobs} job(s) / {queue.queued_paths} path(s) waiting, "
                      f"{queue.running_jobs} job(s) / {queue.running_paths} path(s) running, "
                      f"{queue.workers} worker(s)")
         lines.append(f"failed:  {len(queue.failed_files)} file(s), {len(queue.failed_jobs)} job(s)")
         lines.extend(f"  {item.path}: {item.reason}" for item in queue.failed_files)
         lines.extend(f"  job {job.job_id} ({job.paths} paths): {job.reason}" for job in queue.failed_jobs)
-        return "\n".join(lines)
+        return printable("\n".join(lines))
 
 
 def gather_status(config: Config) -> StatusReport:
@@ -97,7 +112,7 @@ class DoctorReport:
         for section, facts in (("store", self.store), ("queue", dataclasses.asdict(self.queue))):
             lines.append(f"{section}:")
             lines.extend(f"  {key + ':':<18} {'-' if value is None else value}" for key, value in facts.items())
-        return "\n".join(lines)
+        return printable("\n".join(lines))
 
 
 def gather_doctor(config: Config) -> DoctorReport:
@@ -106,7 +121,7 @@ def gather_doctor(config: Config) -> DoctorReport:
             store_facts = store.describe()
     except StoreMissing as exc:  # reachable, but nothing indexed yet: still check the queue
         store_facts = {"backend": config.general.store, "state": "none yet", "detail": str(exc)}
-    url = redis_url_for(config)
+    url = redacted(redis_url_for(config))  # a password in queue.redis_url is never shown
     queue: QueueReachable | QueueUnreachable
     try:
         work_queue = WorkQueue.from_config(config)

@@ -1,33 +1,71 @@
-"""`imgwatch run`: the embedded queue, the daemon and N workers in one command.
+"""`imgwatch run`: the embedded queue, the daemon and N workers in one command, kept running.
 
 Workers run in processes of their own session so that a Ctrl-C reaches them
 once, from here, as a warm shutdown (finish the current job, then exit); a
 kernel parent-death signal stops them should this process die without
 cleaning up.
+
+The main thread supervises, every LOOP_SECONDS:
+
+- A worker that dies (SIGKILL, the OOM killer, a crashed driver) has its started
+  job requeued at once and its registration dropped (imgwatch.workers.recovery,
+  which also splits and finally gives up on a job that keeps killing workers), and
+  is started again after a backoff: RESTART_DELAY_MIN seconds, doubling up to
+  RESTART_DELAY_MAX, back to the minimum once a worker stayed up STABLE_SECONDS.
+  CRASH_LOOP_DEATHS deaths within CRASH_LOOP_SECONDS are a crash loop: one error
+  line, and restarts wait RESTART_DELAY_MAX until workers stay up again.
+- A worker that exits with code 2 could not start because of something only the
+  user can fix (missing weights, a store of another model; its message is in the
+  log): the run stops with that code instead of restarting it forever.
+- The embedded queue server, should it die, is restarted from its append-only file;
+  workers and the daemon reconnect by themselves. Valkey syncs that file every second,
+  so one reconciliation pass then enqueues whatever the last second of writes lost.
+- systemd (imgwatch.sdnotify): READY=1 once the queue, the store and every worker are
+  up (each worker registered in Redis), STATUS= on restarts, WATCHDOG=1 from this loop.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import multiprocessing
 import os
 import signal
+import sys
 import threading
+import time
 from multiprocessing.process import BaseProcess
 
+import redis
+from rq.worker import BaseWorker
+
+from imgwatch import sdnotify
 from imgwatch.config import Config
-from imgwatch.daemon.service import Daemon
-from imgwatch.errors import exit_on_error
+from imgwatch.daemon.service import Daemon, reconcile_and_enqueue
+from imgwatch.errors import EXIT_ERROR, QueueUnavailable, StoreError, StoreUnavailable, exit_on_error
 from imgwatch.log import configure_logging, get_logger
 from imgwatch.redis_server import EmbeddedRedis
 from imgwatch.store import open_store
+from imgwatch.workers import recovery
 from imgwatch.workqueue import FailureLedger, WorkQueue
 
 log = get_logger("imgwatch.run")
 
 _PR_SET_PDEATHSIG = 1
 WORKER_STOP_GRACE = 120.0  # seconds a worker may take to finish its current job on shutdown
+LOOP_SECONDS = 0.5
+RESTART_DELAY_MIN = 1.0
+RESTART_DELAY_MAX = 60.0
+STABLE_SECONDS = 60.0  # a worker up this long before it died restarts after RESTART_DELAY_MIN again
+CRASH_LOOP_DEATHS = 5
+CRASH_LOOP_SECONDS = 300.0
+QUEUE_RESTART_DELAY_MAX = 30.0
+# A worker exits with this code when the queue or the store is out of reach for now:
+# it is restarted like any other, but its exit is no sign of a crash loop.
+EXIT_UNAVAILABLE = recovery.EXIT_QUEUE_LOST
+_CHILD_NOTIFY_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")  # `run` alone talks to systemd
+WORKER_NAME_PREFIX = "imgwatch-run-"  # + "<pid>-<index>"
 
 
 def _die_with_parent() -> None:
@@ -36,14 +74,275 @@ def _die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def worker_name(pid: int, index: int) -> str:
+    return f"{WORKER_NAME_PREFIX}{pid}-{index}"
+
+
 def _worker_process(config: Config, index: int) -> None:
     os.setsid()
     _die_with_parent()
+    for variable in _CHILD_NOTIFY_VARIABLES:
+        os.environ.pop(variable, None)
     configure_logging(config.general.log_format, config.general.log_level)
     from imgwatch.workers.worker import run_worker
 
+    name = worker_name(os.getpid(), index)
     with exit_on_error():  # worker start-up errors are one clear line
-        run_worker(config, name=f"imgwatch-run-{os.getpid()}-{index}")
+        try:
+            run_worker(config, name=name)
+        except (QueueUnavailable, StoreUnavailable, redis.RedisError) as exc:
+            # The queue (or the store's server) went away: `imgwatch run` restarts this worker.
+            log.warning("worker_lost_connection", worker=name, error=str(exc).splitlines()[0])
+            sys.exit(EXIT_UNAVAILABLE)
+
+
+class WorkerSlot:
+    """One of the N worker processes, through its restarts."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.process: BaseProcess | None = None
+        self.name = ""
+        self.started_at = 0.0
+        self.registered = False  # seen in Redis: the model is loaded and it takes jobs
+        self.restart_at: float | None = None
+        self.delay = RESTART_DELAY_MIN
+
+
+class RestartBackoff:
+    """How long a dead worker waits before it is started again.
+
+    Each worker slot doubles its delay from RESTART_DELAY_MIN up to RESTART_DELAY_MAX,
+    and starts over once a worker stayed up STABLE_SECONDS. CRASH_LOOP_DEATHS crashes
+    of any workers within CRASH_LOOP_SECONDS are a crash loop: every restart waits
+    RESTART_DELAY_MAX until fewer crashes fall within that window again.
+    """
+
+    def __init__(self) -> None:
+        self.deaths: collections.deque[float] = collections.deque()  # crash times, all workers
+        self.crash_loop = False
+
+    def after_death(self, slot: WorkerSlot, uptime: float, now: float, *, crashed: bool = True) -> tuple[float, bool]:
+        """(the delay before ``slot`` restarts, whether a crash loop begins with this death).
+
+        ``crashed=False``: it stopped because the queue or store was out of reach; no sign of a crash loop.
+        """
+        if uptime >= STABLE_SECONDS:
+            slot.delay = RESTART_DELAY_MIN
+        delay = slot.delay
+        slot.delay = min(slot.delay * 2, RESTART_DELAY_MAX)
+        if crashed:
+            self.deaths.append(now)
+        while self.deaths and now - self.deaths[0] > CRASH_LOOP_SECONDS:
+            self.deaths.popleft()
+        began = False
+        if len(self.deaths) >= CRASH_LOOP_DEATHS:
+            delay = RESTART_DELAY_MAX
+            began, self.crash_loop = not self.crash_loop, True
+        else:
+            self.crash_loop = False
+        return delay, began
+
+
+class Supervisor:
+    """Keeps the worker processes (and the embedded queue server) running until ``stop`` is set."""
+
+    def __init__(self, config: Config, work_queue: WorkQueue, server: EmbeddedRedis | None,
+                 stop: threading.Event) -> None:
+        self.config = config
+        self.work_queue = work_queue
+        self.server = server
+        self.stop = stop
+        self.context = multiprocessing.get_context("spawn")
+        self.slots = [WorkerSlot(index) for index in range(config.workers.count)]
+        self.fatal_exit_code: int | None = None
+        self.backoff = RestartBackoff()
+        # Dead workers whose jobs are still to requeue: name -> (cause, whether it crashed).
+        self._unrecovered: dict[str, tuple[str, bool]] = {}
+        self._ready_sent = False
+        self._degraded = False  # a worker is down: systemd's STATUS says so until all are back
+        self._queue_down_since: float | None = None
+        self._queue_retry_at = 0.0
+        self._queue_delay = RESTART_DELAY_MIN
+        self._watchdog_interval = sdnotify.watchdog_interval()
+        self._next_watchdog = 0.0
+
+    # -- the loop ------------------------------------------------------------------
+
+    def start_workers(self) -> None:
+        for slot in self.slots:
+            self._start(slot)
+
+    def run(self) -> int:
+        """Supervise until ``stop`` is set; returns the exit code for `imgwatch run`."""
+        while not self.stop.wait(LOOP_SECONDS):
+            self._ping_watchdog()
+            if self.server is not None:
+                self._check_queue()
+            self._check_workers()
+            if self.fatal_exit_code is not None:
+                return self.fatal_exit_code
+            if self._queue_down_since is None:  # else every call would wait out its retries
+                self._requeue_unrecovered()
+                self._check_ready()
+        return 0
+
+    def stop_workers(self) -> None:
+        for slot in self.slots:
+            process = slot.process
+            if process is not None and process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGTERM)  # RQ's warm shutdown: finish the current job
+        for slot in self.slots:
+            process = slot.process
+            if process is None:
+                continue
+            process.join(WORKER_STOP_GRACE)
+            if process.is_alive():
+                log.warning("worker_killed", worker=slot.name,
+                            note=f"it did not stop within {WORKER_STOP_GRACE:.0f} s; its job is requeued")
+                process.kill()
+                process.join()
+                self._unrecovered[slot.name] = ("killed when imgwatch stopped", False)
+        self._requeue_unrecovered()  # best effort; otherwise the next start (or another worker) does it
+
+    def _ping_watchdog(self) -> None:
+        if self._watchdog_interval is None:
+            return
+        now = time.monotonic()
+        if now >= self._next_watchdog:
+            sdnotify.watchdog()
+            self._next_watchdog = now + self._watchdog_interval
+
+    # -- workers --------------------------------------------------------------------
+
+    def _start(self, slot: WorkerSlot) -> None:
+        process = self.context.Process(target=_worker_process, args=(self.config, slot.index),
+                                       name=f"worker-{slot.index}")
+        process.start()
+        assert process.pid is not None
+        slot.process, slot.name = process, worker_name(process.pid, slot.index)
+        slot.started_at, slot.registered, slot.restart_at = time.monotonic(), False, None
+
+    def _check_workers(self) -> None:
+        now = time.monotonic()
+        for slot in self.slots:
+            process = slot.process
+            if process is None:
+                if slot.restart_at is not None and now >= slot.restart_at and self._queue_down_since is None:
+                    self._start(slot)
+                continue
+            if process.is_alive():
+                continue
+            process.join()
+            slot.process = None
+            self._worker_died(slot, process.exitcode, now)
+            if self.fatal_exit_code is not None:
+                return
+
+    def _worker_died(self, slot: WorkerSlot, exitcode: int | None, now: float) -> None:
+        if exitcode == EXIT_ERROR and not slot.registered:
+            log.error("worker_cannot_start", worker=slot.name, exit_code=exitcode,
+                      note="stopping: restarting cannot help; the worker's message above says what to fix")
+            self.fatal_exit_code = exitcode
+            return
+        cause = recovery.signal_cause(exitcode)
+        uptime = now - slot.started_at
+        delay, crash_loop_began = self.backoff.after_death(slot, uptime, now, crashed=exitcode != EXIT_UNAVAILABLE)
+        if crash_loop_began:
+            log.error("worker_crash_loop", deaths=len(self.backoff.deaths), minutes=round(CRASH_LOOP_SECONDS / 60),
+                      last_cause=cause, restart_every_s=RESTART_DELAY_MAX,
+                      note="workers keep dying: see their messages above (out of memory? a GPU driver?)")
+        slot.restart_at = now + delay
+        fields = {"worker": slot.name, "cause": cause, "uptime_s": round(uptime, 1), "restart_in_s": delay}
+        if exitcode == EXIT_UNAVAILABLE:
+            log.warning("worker_stopped", **fields)
+        else:
+            log.error("worker_died", **fields)
+        sdnotify.status(f"worker {slot.index} {cause}; restarting it in {delay:.0f} s")
+        self._degraded = True
+        self._unrecovered[slot.name] = (cause, exitcode != EXIT_UNAVAILABLE)
+        if self._queue_down_since is None:
+            self._requeue_unrecovered()
+
+    def _requeue_unrecovered(self) -> None:
+        """Requeue the jobs of dead workers; while the queue is down they wait for the next try."""
+        for name, (cause, crashed) in list(self._unrecovered.items()):
+            try:
+                recovery.requeue_jobs_of(self.work_queue, name, cause, crashed=crashed)
+            except redis.RedisError:
+                return  # the queue is down: tried again on the next round
+            except Exception as exc:  # noqa: BLE001 - a bug here must not stop the service
+                log.error("requeue_failed", worker=name, error=f"{type(exc).__name__}: {exc}",
+                          note="RQ requeues its job after queue.job_timeout")
+            del self._unrecovered[name]
+
+    def _check_ready(self) -> None:
+        """READY=1 (once) when every worker has registered; a STATUS line when all are back after a restart."""
+        if self._ready_sent and not self._degraded:
+            return
+        pending = [s for s in self.slots if s.process is not None and not s.registered]
+        if pending:
+            try:
+                with self.work_queue.connection.pipeline() as pipe:
+                    for slot in pending:
+                        pipe.exists(BaseWorker.redis_worker_namespace_prefix + slot.name)
+                    found = pipe.execute()
+            except redis.RedisError:
+                return
+            for slot, exists in zip(pending, found, strict=True):
+                slot.registered = bool(exists)
+        if not all(s.registered for s in self.slots):
+            return
+        self._degraded = False
+        text = f"indexing with {len(self.slots)} worker(s)"
+        if not self._ready_sent:
+            self._ready_sent = True
+            log.info("ready", workers=len(self.slots))
+            sdnotify.ready()
+        sdnotify.status(text)
+
+    # -- the embedded queue server ----------------------------------------------------
+
+    def _check_queue(self) -> None:
+        assert self.server is not None
+        how = self.server.poll()
+        if how is None:
+            return
+        now = time.monotonic()
+        if self._queue_down_since is None:
+            self._queue_down_since = now
+            log.error("queue_server_died", how=how, note="restarting it from its append-only file")
+            sdnotify.status(f"the queue server {how}; restarting it")
+        if now < self._queue_retry_at:
+            return
+        try:
+            self.server.restart()
+        except QueueUnavailable as exc:
+            delay = self._queue_delay
+            self._queue_delay = min(self._queue_delay * 2, QUEUE_RESTART_DELAY_MAX)
+            self._queue_retry_at = time.monotonic() + delay
+            log.error("queue_restart_failed", error=str(exc), retry_in_s=delay)
+            return
+        log.info("queue_restarted", down_s=round(time.monotonic() - self._queue_down_since, 2))
+        self._queue_down_since, self._queue_delay, self._queue_retry_at = None, RESTART_DELAY_MIN, 0.0
+        sdnotify.status("the queue server is back")
+        self._requeue_unrecovered()
+        self._reconcile()
+
+    def _reconcile(self) -> None:
+        """Enqueue what the restarted queue may have lost (its last second of writes).
+
+        Reads the store through its own handle and only enqueues, so it runs beside the daemon thread.
+        """
+        try:
+            store = open_store(self.config)
+            try:
+                reconcile_and_enqueue(self.config, store, FailureLedger.for_queue(self.work_queue), self.work_queue,
+                                      reason="queue_restarted")
+            finally:
+                store.close()
+        except (redis.RedisError, StoreError) as exc:
+            log.warning("reconcile_failed", error=str(exc), note="the next start or rescan catches up")
 
 
 def run_all(config: Config) -> int:
@@ -54,25 +353,21 @@ def run_all(config: Config) -> int:
 
     with contextlib.ExitStack() as stack:
         stack.enter_context(config.data_dir.exclusive_run_lock())
+        server = None
         if not config.queue.redis_url:
             server = stack.enter_context(EmbeddedRedis(config))
             log.info("queue_started", url=server.url)
         work_queue = WorkQueue.from_config(config)
-        if not config.queue.redis_url:
+        if server is not None:
             # We hold the run lock, so no worker of a previous run is alive: its started jobs are abandoned.
-            recovered = work_queue.recover_abandoned()
-            if recovered:
-                log.info("recovered_abandoned_jobs", jobs=recovered)
+            # (Each is logged: job_requeued.)
+            recovery.requeue_abandoned(work_queue, "the previous `imgwatch run` stopped", WORKER_NAME_PREFIX)
         store = stack.enter_context(open_store(config))
         daemon = Daemon(config, store, FailureLedger.for_queue(work_queue), work_queue)
 
-        context = multiprocessing.get_context("spawn")
-        workers: list[BaseProcess] = []
-        for index in range(config.workers.count):
-            process = context.Process(target=_worker_process, args=(config, index), name=f"worker-{index}")
-            process.start()
-            workers.append(process)
-        stack.callback(_stop_workers, workers)
+        supervisor = Supervisor(config, work_queue, server, stop)
+        stack.callback(supervisor.stop_workers)
+        supervisor.start_workers()
 
         daemon_errors: list[BaseException] = []
 
@@ -85,30 +380,12 @@ def run_all(config: Config) -> int:
 
         daemon_thread = threading.Thread(target=daemon_main, name="daemon")
         daemon_thread.start()
-        exit_code = 0
-        while not stop.wait(0.5):
-            dead = [w for w in workers if not w.is_alive()]
-            if dead:
-                exit_code = dead[0].exitcode or 1
-                log.error("worker_exited", worker=dead[0].name, exit_code=dead[0].exitcode,
-                          note="stopping; see the worker's message above")
-                stop.set()
+        exit_code = supervisor.run()
+        stop.set()
+        sdnotify.stopping()
         log.info("stopping")
         daemon_thread.join()
         if daemon_errors:
             raise daemon_errors[0]
     log.info("stopped")
     return exit_code
-
-
-def _stop_workers(workers: list[BaseProcess]) -> None:
-    for process in workers:
-        if process.is_alive() and process.pid is not None:
-            os.kill(process.pid, signal.SIGTERM)  # RQ's warm shutdown: finish the current job
-    for process in workers:
-        process.join(WORKER_STOP_GRACE)
-        if process.is_alive():
-            log.warning("worker_killed", worker=process.name, note="its job is requeued on the next start")
-            process.kill()
-            process.join()
-

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from imgwatch.daemon.reconcile import plan_reconcile
+from imgwatch.daemon.reconcile import KnownFailure, plan_reconcile
 from imgwatch.files import PathFilter
 from imgwatch.store import FileState
 
@@ -55,6 +55,26 @@ def test_an_unchanged_file_that_failed_before_is_not_retried_but_a_changed_one_i
     assert plan.changed == [str(fixed)]
     assert plan.known_failures == 1
     assert plan.gone == [str(root / "deleted-bad.jpg")]  # enqueued so its failure record is cleared
+
+
+def test_unchanged_failures_are_retried_only_when_the_ledger_says_attempts_are_left(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    files = {name: root / f"{name}.jpg" for name in ["transient", "exhausted", "permanent-changed"]}
+    for path in files.values():
+        path.write_bytes(b"x")
+
+    def signature(path: Path) -> tuple[int, int]:
+        return path.stat().st_size, path.stat().st_mtime_ns
+
+    failed = {
+        str(files["transient"]): KnownFailure(*signature(files["transient"]), retry_unchanged=True),
+        str(files["exhausted"]): KnownFailure(*signature(files["exhausted"]), retry_unchanged=False),
+        str(files["permanent-changed"]): KnownFailure(1, 1, retry_unchanged=False),
+    }
+    plan = plan_reconcile([str(root)], FILTER, [], failed)
+    assert plan.changed == sorted([str(files["transient"]), str(files["permanent-changed"])])
+    assert (plan.known_failures, plan.retried_failures) == (1, 1)
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can read a folder whatever its mode")

@@ -267,3 +267,61 @@ def test_fast_path_decodes_12mp_jpegs_at_reduced_scale(big_jpegs: dict[str, Path
         assert min(image.size) >= MIN_DECODED_SHORT_SIDE
         assert image.size[0] * image.size[1] <= full[0] * full[1] // 4
 
+
+
+# -- limits checked on the header, before anything large is allocated -------------------------
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that is only a header claiming ``width``×``height`` (Image.open reads no more)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(
+    ("size", "refused"),
+    [((2, 100), False), ((100, 2), False), ((2, 101), True), ((6000, 1), True), ((4000, 200), False)],
+)
+def test_aspect_ratios_beyond_one_to_fifty_are_refused_with_the_numbers(size: tuple[int, int], refused: bool) -> None:
+    data = encoded(Image.new("RGB", size, (40, 90, 200)), "PNG")
+    if not refused:
+        assert fast(data).shape == (3, 224, 224)
+        return
+    with pytest.raises(DecodeError) as caught:
+        decode_for_model(data, "/photos/strip.png")
+    width, height = size
+    assert f"{width}×{height} pixels: aspect ratio 1:" in caught.value.reason
+    assert "beyond 1:50" in caught.value.reason
+
+
+def test_the_pixel_limit_holds_even_when_pillows_own_is_lifted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # as some library might do, process-wide
+    with pytest.raises(DecodeError) as caught:
+        decode_for_model(_png_header(14_000, 13_000), "/photos/scan.png")  # 182 MP, a header only
+    assert "14000×13000 pixels (182 megapixels) is too large to decode safely" in caught.value.reason
+
+
+def test_content_in_a_format_imgwatch_does_not_decode_is_not_parsed() -> None:
+    # Pillow would hand EPS to Ghostscript; imgwatch does not open it, whatever the name says.
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n%%EOF\n"
+    assert Image.open(io.BytesIO(eps)).format == "EPS"
+    with pytest.raises(DecodeError, match="not a recognised image format"):
+        decode_for_model(eps, "/photos/holiday.jpg")
+
+
+def test_read_file_does_not_wait_for_a_fifo_and_refuses_huge_files(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    with pytest.raises(DecodeError, match="not a regular file"):
+        read_file(str(fifo))  # opening it for reading would otherwise block until a writer came
+    huge = tmp_path / "huge.tif"
+    with open(huge, "wb") as handle:
+        handle.truncate((1 << 30) + 1)  # sparse
+    with pytest.raises(DecodeError, match="1,073,741,825 bytes, beyond imgwatch's limit of 1,073,741,824 bytes"):
+        read_file(str(huge))

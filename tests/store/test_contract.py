@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import time
 
 import numpy as np
 import pytest
@@ -11,12 +13,13 @@ from imgwatch.store import (
     FileState,
     GraphStore,
     ImageNotFound,
+    Link,
     Match,
     ModelMismatchError,
     StoredImage,
     StoreError,
 )
-from tests.helpers import DIM, MODEL, angled, axis, make_record
+from tests.helpers import DIM, MODEL, angled, axis, make_record, random_unit_vectors
 
 SCORE_TOLERANCE = 1e-5
 
@@ -28,12 +31,16 @@ def paths_and_scores(matches: list[Match]) -> list[tuple[str, float]]:
 def test_upsert_then_get_returns_the_node_facts(store: GraphStore) -> None:
     first = make_record("/photos/a.jpg", axis(0), size=11, mtime_ns=22, width=33, height=44)
     second = make_record("/photos/b.jpg", axis(1))
+    before = time.time()
     store.upsert([first, second])
 
-    assert store.get("/photos/a.jpg") == StoredImage(
+    stored = store.get("/photos/a.jpg")
+    assert stored is not None and stored.indexed_at is not None
+    assert dataclasses.replace(stored, indexed_at=None) == StoredImage(
         path="/photos/a.jpg", sha256=first.sha256, size=11, mtime_ns=22, width=33, height=44, model=MODEL,
         linked=False,
     )
+    assert before <= stored.indexed_at <= time.time()
     assert store.get("/photos/missing.jpg") is None
     found = store.get_many(["/photos/b.jpg", "/photos/missing.jpg", "/photos/a.jpg"])
     assert set(found) == {"/photos/a.jpg", "/photos/b.jpg"}
@@ -306,3 +313,90 @@ def test_a_neighbour_keeps_or_drops_its_link_as_a_fresh_pick_would(store: GraphS
     store.upsert([make_record("/p/x.jpg", angled(0.6, 2))])
     store.link([make_record("/p/x.jpg", angled(0.6, 2))], threshold=0.5, top_k=1)
     assert "/p/x.jpg" not in {m.path for m in store.neighbours("/p/a.jpg")}
+
+
+# -- indexed_at ---------------------------------------------------------------------------
+
+
+def indexed_at(store: GraphStore, path: str) -> float | None:
+    stored = store.get(path)
+    assert stored is not None
+    return stored.indexed_at
+
+
+def test_indexed_at_changes_only_when_the_embedding_is_written(store: GraphStore) -> None:
+    store.upsert([make_record("/p/a.jpg", axis(0))])
+    first = indexed_at(store, "/p/a.jpg")
+    assert first is not None
+    time.sleep(0.01)  # so that a new stamp would differ
+
+    store.upsert([make_record("/p/a.jpg", axis(0), size=5, mtime_ns=7)])  # same embedding: a touched file
+    store.update_file_states([FileState("/p/a.jpg", 6, 8)])
+    store.link([make_record("/p/a.jpg", axis(0))], threshold=0.5, top_k=3)
+    assert indexed_at(store, "/p/a.jpg") == first
+
+    store.upsert([make_record("/p/a.jpg", angled(0.9, 1))])  # re-embedded
+    second = indexed_at(store, "/p/a.jpg")
+    assert second is not None and second > first
+
+
+# -- links_at_least -----------------------------------------------------------------------
+
+
+def linked_star(store: GraphStore) -> None:
+    """anchor at 0.99, 0.95 and 0.85 from three images, which score 0.99·0.95 = 0.9405,
+    0.99·0.85 = 0.8415 and 0.95·0.85 = 0.8075 with each other: six links at 0.8."""
+    records = [make_record("/p/anchor.jpg", axis(0)), make_record("/p/99.jpg", angled(0.99, 1)),
+               make_record("/p/95.jpg", angled(0.95, 2)), make_record("/p/85.jpg", angled(0.85, 3))]
+    store.upsert(records)
+    store.link(records, threshold=0.8, top_k=10)
+
+
+def rounded(links: list[Link]) -> list[tuple[str, str, float]]:
+    return sorted((link.a, link.b, round(link.score, 4)) for link in links)
+
+
+def test_links_at_least_returns_each_link_at_or_above_the_threshold_once(store: GraphStore) -> None:
+    linked_star(store)
+    assert store.stats().links == 6
+
+    assert rounded(list(store.links_at_least(0.92))) == [
+        ("/p/95.jpg", "/p/99.jpg", 0.9405), ("/p/95.jpg", "/p/anchor.jpg", 0.95), ("/p/99.jpg", "/p/anchor.jpg", 0.99),
+    ]
+    everything = list(store.links_at_least(-1.0))
+    assert len(everything) == 6 and all(link.a < link.b for link in everything)
+    assert rounded(everything) == rounded(list(store.links_at_least(0.8)))
+    assert list(store.links_at_least(0.995)) == []
+    # The bar is inclusive: with a stored score as the threshold, that link is found.
+    [strongest] = [link for link in everything if (link.a, link.b) == ("/p/99.jpg", "/p/anchor.jpg")]
+    assert [(link.a, link.b) for link in store.links_at_least(strongest.score)] == [("/p/99.jpg", "/p/anchor.jpg")]
+
+
+def test_links_at_least_pages_through_ties_without_losing_or_repeating_a_link(
+        store: GraphStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    import imgwatch.store.embedded.store as embedded_store
+    import imgwatch.store.neo4j.store as neo4j_store
+
+    for module in (embedded_store, neo4j_store):
+        monkeypatch.setattr(module, "PAGE_SIZE", 4)
+    # Seven exact copies: 21 links, all with the same score, so pages break inside a tie.
+    copies = [make_record(f"/p/copy-{i}.jpg", axis(0)) for i in range(7)]
+    others = [make_record(f"/p/other-{i}.jpg", v) for i, v in enumerate(random_unit_vectors(6, seed=3))]
+    store.upsert(copies + others)
+    store.link(copies + others, threshold=-1.0, top_k=6)
+
+    found = list(store.links_at_least(0.999))
+
+    assert len(found) == 21 == len({(link.a, link.b) for link in found})
+    assert {p for link in found for p in (link.a, link.b)} == {r.path for r in copies}
+    assert len(list(store.links_at_least(-1.0))) == store.stats().links
+
+
+def test_links_at_least_refuses_a_threshold_that_is_not_a_cosine(store: GraphStore) -> None:
+    for bad in (math.nan, 1.5, -2.0):
+        with pytest.raises(StoreError, match="cosine"):
+            list(store.links_at_least(bad))
+
+
+def test_links_at_least_on_an_empty_store_finds_nothing(store: GraphStore) -> None:
+    assert list(store.links_at_least(0.5)) == []

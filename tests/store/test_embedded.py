@@ -16,6 +16,7 @@ import pytest
 
 import imgwatch
 from imgwatch.store import EmbeddedGraphStore, FileState, ModelMismatchError, StoreError, StoreMissing, open_store
+from imgwatch.store.embedded.sqlite import SCHEMA_VERSION
 from tests.helpers import DIM, MODEL, angled, axis, make_config, make_record, random_unit_vectors
 
 SRC_DIR = str(Path(imgwatch.__file__).resolve().parents[1])
@@ -297,7 +298,7 @@ def test_schema_setup_is_idempotent_and_uses_wal(db_path: Path) -> None:
             store.ensure_model(MODEL, DIM)
     with sqlite3.connect(db_path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == 1
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == SCHEMA_VERSION == 2
         db.execute("UPDATE meta SET value = 99 WHERE key = 'schema_version'")
 
     with pytest.raises(StoreError, match="newer"):
@@ -330,3 +331,119 @@ def test_open_store_creates_the_data_dir_and_rejects_unknown_backends(tmp_path: 
 
     with pytest.raises(StoreError, match="unknown store backend 'mongo'"):
         open_store(config, backend="mongo")
+
+
+# -- schema version 2: indexed_at and the score index ----------------------------------------
+
+# A version-1 file exactly as imgwatch 0.1 created it (its statements, copied here so that
+# later changes to the schema cannot change what "a v1 file" means in this test).
+V1_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE images (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    path      TEXT    NOT NULL UNIQUE,
+    sha256    TEXT    NOT NULL,
+    size      INTEGER NOT NULL,
+    mtime_ns  INTEGER NOT NULL,
+    width     INTEGER NOT NULL,
+    height    INTEGER NOT NULL,
+    model     TEXT    NOT NULL,
+    embedding BLOB    NOT NULL,
+    rev       INTEGER NOT NULL,
+    linked    INTEGER NOT NULL DEFAULT 0,
+    pick_bar  REAL
+);
+CREATE INDEX images_by_rev ON images(rev);
+CREATE TABLE links (
+    a     INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    b     INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    score REAL    NOT NULL,
+    PRIMARY KEY (a, b),
+    CHECK (a < b)
+) WITHOUT ROWID;
+CREATE INDEX links_by_b ON links(b);
+CREATE TABLE tombstones (id INTEGER PRIMARY KEY, rev INTEGER NOT NULL);
+CREATE INDEX tombstones_by_rev ON tombstones(rev);
+INSERT INTO meta (key, value) VALUES ('rev', 1), ('schema_version', 1), ('model', 'test-model/v1'), ('dim', 16);
+"""
+
+
+def make_v1_store(db_path: Path) -> None:
+    """A v1 file holding a (0.9) and b, linked, as a v1 worker left them."""
+    with sqlite3.connect(db_path) as db:
+        db.execute("PRAGMA journal_mode = WAL")
+        db.executescript(V1_SCHEMA)
+        for image_id, (path, vector) in enumerate([("/p/a.jpg", axis(0)), ("/p/b.jpg", angled(0.9, 1))], start=1):
+            db.execute("INSERT INTO images (id, path, sha256, size, mtime_ns, width, height, model, embedding, rev, "
+                       "linked, pick_bar) VALUES (?, ?, ?, 10, 20, 30, 40, ?, ?, 1, 1, 0.5)",
+                       (image_id, path, f"sha-{image_id}", MODEL, vector.astype("<f4").tobytes()))
+        db.execute("INSERT INTO links (a, b, score) VALUES (1, 2, ?)", (float(axis(0) @ angled(0.9, 1)),))
+    db.close()
+
+
+def test_a_version_1_store_is_migrated_on_open_and_keeps_its_images_and_links(db_path: Path) -> None:
+    make_v1_store(db_path)
+
+    with EmbeddedGraphStore(db_path) as store:
+        assert store.recorded_model() == (MODEL, DIM)
+        a = store.get("/p/a.jpg")
+        assert a is not None and (a.sha256, a.size, a.width, a.linked, a.indexed_at) == ("sha-1", 10, 30, True, None)
+        assert [(m.path, round(m.score, 4)) for m in store.neighbours("/p/a.jpg")] == [("/p/b.jpg", 0.9)]
+        assert [(link.a, link.b) for link in store.links_at_least(0.85)] == [("/p/a.jpg", "/p/b.jpg")]
+        assert store.nearest(axis(0), 1)[0].path == "/p/a.jpg"
+        # An unchanged re-upsert keeps "unknown"; a new embedding is stamped.
+        store.upsert([make_record("/p/a.jpg", axis(0))])
+        assert store.get("/p/a.jpg").indexed_at is None  # type: ignore[union-attr]
+        store.upsert([make_record("/p/b.jpg", angled(0.8, 1))])
+        assert store.get("/p/b.jpg").indexed_at is not None  # type: ignore[union-attr]
+
+    with sqlite3.connect(db_path) as db:
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == 2
+        columns = [row[1] for row in db.execute("PRAGMA table_info(images)")]
+        assert columns.count("indexed_at") == 1
+        indexes = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert "links_by_score" in indexes
+    db.close()
+    with EmbeddedGraphStore(db_path) as again:  # opening a migrated file changes nothing
+        assert again.stats().images == 2
+
+
+def test_processes_opening_a_version_1_store_together_migrate_it_once(db_path: Path) -> None:
+    make_v1_store(db_path)
+    env = {**os.environ, "PYTHONPATH": SRC_DIR}
+    script = "import sys; from imgwatch.store import EmbeddedGraphStore; EmbeddedGraphStore(sys.argv[1]).close()"
+    openers = [subprocess.Popen([sys.executable, "-c", script, str(db_path)], env=env, stderr=subprocess.PIPE)
+               for _ in range(4)]
+    for process in openers:
+        finish(process)
+
+    with EmbeddedGraphStore(db_path) as store:
+        assert store.stats().images == 2 and store.stats().links == 1
+
+
+def test_a_file_with_the_column_but_no_recorded_version_still_opens(db_path: Path) -> None:
+    make_v1_store(db_path)
+    with sqlite3.connect(db_path) as db:
+        db.execute("ALTER TABLE images ADD COLUMN indexed_at REAL")
+        db.execute("DELETE FROM meta WHERE key = 'schema_version'")
+    db.close()
+
+    with EmbeddedGraphStore(db_path) as store:
+        assert store.stats().images == 2
+
+
+def test_links_at_least_seeks_the_score_index(writer: EmbeddedGraphStore, db_path: Path) -> None:
+    vectors = random_unit_vectors(50, DIM, seed=4)
+    records = [make_record(f"/p/{i}.jpg", v) for i, v in enumerate(vectors)]
+    writer.upsert(records)
+    writer.link(records, threshold=0.0, top_k=5)
+    statements: list[str] = []
+    writer._db._connection.set_trace_callback(statements.append)  # type: ignore[union-attr]
+    assert list(writer.links_at_least(0.5))
+    writer._db._connection.set_trace_callback(None)  # type: ignore[union-attr]
+    [query] = [s for s in statements if "FROM links" in s]
+
+    with sqlite3.connect(db_path) as db:
+        plan = " ".join(str(row[-1]) for row in db.execute("EXPLAIN QUERY PLAN " + query))
+    db.close()
+    assert "links_by_score" in plan and "SCAN links" not in plan

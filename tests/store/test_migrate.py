@@ -49,7 +49,7 @@ def fill(store: GraphStore) -> list[str]:
 def assert_same_store(source: GraphStore, target: GraphStore, paths: list[str]) -> None:
     assert (target.stats().images, target.stats().links) == (source.stats().images, source.stats().links)
     assert (target.stats().model, target.stats().dim) == (MODEL, DIM)
-    assert target.get_many(paths) == source.get_many(paths)  # facts and linked flags
+    assert target.get_many(paths) == source.get_many(paths)  # facts, linked flags, indexed_at
     for path in paths:
         assert [(m.path, round(m.score, 5)) for m in target.neighbours(path)] == \
                [(m.path, round(m.score, 5)) for m in source.neighbours(path)]
@@ -58,6 +58,7 @@ def assert_same_store(source: GraphStore, target: GraphStore, paths: list[str]) 
         twin = copied[image.record.path]
         assert (twin.record.embedding == image.record.embedding).all()  # float32, bit for bit
         assert twin.linked == image.linked and twin.pick_bar == pytest.approx(image.pick_bar)
+        assert twin.indexed_at == image.indexed_at is not None  # when it was embedded, not copied
 
 
 def test_migration_copies_images_embeddings_and_links(stores: tuple[GraphStore, GraphStore]) -> None:

@@ -54,6 +54,7 @@ class FakeServer:
         self.sent: list[Row] = []  # SET_EMBEDDINGS rows as sent
         self.before_write: Callable[[], None] | None = None  # runs once, before the next write transaction
         self.ann_misses: set[frozenset[str]] = set()  # pairs the (approximate) index search does not return
+        self.refuse_schema: set[str] = set()  # schema statements this user may not run (an editor)
         self.uri, self.database, self.location = "bolt://fake:7687", "neo4j", "bolt://fake:7687 database neo4j"
         self.version, self.edition = "5.26.0", "community"
 
@@ -69,6 +70,9 @@ class FakeServer:
         return work(FakeServer.Tx(self, "write"))
 
     def command(self, statement: str, *, tolerate: str | None = None, **parameters: Any) -> list[Row]:
+        if statement in self.refuse_schema:
+            self.log.append(("auto", statement))
+            raise StoreError(f"Neo4j at {self.uri}: Schema operations are not allowed for user 'editor'")
         return list(FakeServer.Tx(self, "auto").run(statement, parameters))
 
     def close(self) -> None:
@@ -108,6 +112,11 @@ class FakeServer:
             self.constraints.append({"name": statement.split()[2], "type": "UNIQUENESS", "entityType": "NODE",
                                      "labelsOrTypes": [label], "properties": [prop]})
             return []
+        if statement == q.CREATE_SCORE_INDEX:
+            self.indexes.append({"name": q.SCORE_INDEX, "type": "RANGE", "entityType": "RELATIONSHIP",
+                                 "labelsOrTypes": ["SIMILAR_TO"], "properties": ["score"], "state": "ONLINE",
+                                 "populationPercent": 100.0, "options": {}})
+            return []
         if statement.startswith("CREATE VECTOR INDEX"):
             if not any(i["name"] == q.VECTOR_INDEX for i in self.indexes):
                 self.add_index(int(re.search(r"`vector.dimensions`: (\d+)", statement)[1]), state="POPULATING")
@@ -139,12 +148,14 @@ class FakeServer:
             assert all("embedding" not in row for row in p["rows"])  # facts and digests only
             changed = []
             for row in p["rows"]:
-                node = images.setdefault(row["path"], {"linked": None, "pick_bar": None, "embedding_digest": None})
+                node = images.setdefault(row["path"], {"linked": None, "pick_bar": None, "embedding_digest": None,
+                                                       "indexed_at": None})
                 node.update({k: row[k] for k in ("sha256", "size", "mtime_ns", "width", "height", "model")})
                 if row["linked"] is None:
                     node["linked"] = bool(node["linked"])
                 else:
                     node["linked"], node["pick_bar"] = row["linked"], row["pick_bar"]
+                    node["indexed_at"] = row["indexed_at"]
                 if node["embedding_digest"] != row["digest"]:
                     changed.append({"changed": row["path"]})
             return changed
@@ -155,6 +166,7 @@ class FakeServer:
                 node["embedding"] = np.asarray(row["embedding"], dtype=np.float32)
                 node["embedding_digest"] = row["digest"]
                 node["linked"] = False if row["linked"] is None else row["linked"]
+                node["indexed_at"] = row["indexed_at"]
             return []
         if statement == q.DROP_LINKS:
             for pair in [pair for pair in links if set(pair) & set(p["paths"])]:
@@ -192,6 +204,16 @@ class FakeServer:
             found = [(b if a == p["path"] else a, s) for (a, b), s in links.items() if p["path"] in (a, b)]
             rows = [{"path": path, "score": s} for path, s in sorted(found, key=lambda x: (-x[1], x[0]))]
             return rows or [{"path": None, "score": None}]
+        if statement == q.LINKS_AT_LEAST:
+            after = (p["score"], p["a"], p["b"])
+            return [{"score": score, "low": a, "high": b} for score, a, b in
+                    sorted((score, a, b) for (a, b), score in links.items() if score >= p["score"]
+                           and (score, a, b) > after)][: p["limit"]]
+        if statement == q.EXPORT_IMAGES:
+            return [{"path": path, **node} for path, node in sorted(images.items()) if path > p["after"]][: p["limit"]]
+        if statement == q.EXPORT_LINKS:
+            return [{"path": path, "other": b if a == path else a, "score": score}
+                    for path in p["paths"] for (a, b), score in links.items() if path in (a, b)]
         if statement == q.PRESENT:
             return [{"path": path, "digest": images[path]["embedding_digest"]} for path in p["paths"] if path in images]
         if statement == q.CANDIDATES:
@@ -271,12 +293,84 @@ CONTRACT_SCENARIOS = [
     contract.test_ensure_model_switches_when_the_store_is_empty,
     contract.test_upserting_a_record_of_another_model_is_refused,
     contract.test_a_neighbour_keeps_or_drops_its_link_as_a_fresh_pick_would,
+    contract.test_indexed_at_changes_only_when_the_embedding_is_written,
+    contract.test_links_at_least_returns_each_link_at_or_above_the_threshold_once,
+    contract.test_links_at_least_refuses_a_threshold_that_is_not_a_cosine,
+    contract.test_links_at_least_on_an_empty_store_finds_nothing,
 ]
 
 
 @pytest.mark.parametrize("scenario", CONTRACT_SCENARIOS, ids=lambda f: f.__name__.removeprefix("test_"))
 def test_contract_scenarios_hold_on_the_stand_in(scenario: Callable[[GraphStore], None], store: GraphStore) -> None:
     scenario(store)
+
+
+def test_links_at_least_pages_through_ties_on_the_stand_in(store: GraphStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    contract.test_links_at_least_pages_through_ties_without_losing_or_repeating_a_link(store, monkeypatch)
+
+
+# -- indexed_at and links_at_least ------------------------------------------------------------
+
+
+def test_links_at_least_reads_one_page_per_read_transaction_after_the_last_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    import imgwatch.store.neo4j.store as neo4j_store
+
+    monkeypatch.setattr(neo4j_store, "PAGE_SIZE", 2)
+    store, server = fake_store()
+    store.ensure_model(MODEL, DIM)
+    contract.linked_star(store)  # six links
+    pages: list[dict[str, Any]] = []
+    original = server.answer
+
+    def answer(statement: str, p: dict[str, Any]) -> list[Row]:
+        if statement == q.LINKS_AT_LEAST:
+            pages.append(dict(p))
+        return original(statement, p)
+
+    server.answer = answer  # type: ignore[method-assign]
+    server.log.clear()
+
+    found = list(store.links_at_least(0.8))
+
+    assert len(found) == 6
+    assert server.log == [("read", q.LINKS_AT_LEAST)] * 4  # 2 + 2 + 2 + an empty page
+    assert (pages[0]["score"], pages[0]["a"], pages[0]["b"]) == (0.8, "", "")
+    second = sorted((link.score, link.a, link.b) for link in found)[1]
+    assert (pages[1]["score"], pages[1]["a"], pages[1]["b"]) == second
+
+
+def test_a_migration_between_stand_ins_copies_indexed_at() -> None:
+    from imgwatch.store.migrate import migrate
+
+    source, _ = fake_store()
+    target, _ = fake_store()
+    source.ensure_model(MODEL, DIM)
+    contract.linked_star(source)
+    paths = ["/p/anchor.jpg", "/p/99.jpg", "/p/95.jpg", "/p/85.jpg"]
+
+    report = migrate(source, target)
+
+    assert report.images_copied == 4 and report.links_copied == 6
+    assert target.get_many(paths) == source.get_many(paths)
+    assert all(image.indexed_at is not None for image in target.get_many(paths).values())
+    assert migrate(source, target).images_skipped == 4
+
+
+def test_the_score_index_is_created_once_and_a_user_who_may_not_create_it_still_opens_the_store() -> None:
+    server = FakeServer()
+    fake_store(server)[0].ensure_model(MODEL, DIM)
+    assert server.statements().count(q.CREATE_SCORE_INDEX) == 1
+    server.log.clear()
+    fake_store(server)
+    assert q.CREATE_SCORE_INDEX not in server.statements()
+
+    editor = FakeServer()
+    fake_store(editor)[0].ensure_model(MODEL, DIM)
+    editor.indexes = [i for i in editor.indexes if i["name"] != q.SCORE_INDEX]  # a store from before the index
+    editor.refuse_schema.add(q.CREATE_SCORE_INDEX)
+    store, _ = fake_store(editor)
+    store.upsert([make_record("/p/a.jpg", axis(0))])
+    assert store.describe()["link_score_index"].startswith("MISSING")
 
 
 # -- linking (review points 3 and 5) ------------------------------------------------------

@@ -23,7 +23,13 @@ from imgwatch.store.neo4j.driver import (
     notify_once,
     translate_error,
 )
-from imgwatch.store.neo4j.schema import blocking_index_message, embedding_indexes, reset_hint, unique_constraint
+from imgwatch.store.neo4j.schema import (
+    blocking_index_message,
+    embedding_indexes,
+    reset_hint,
+    score_index,
+    unique_constraint,
+)
 from imgwatch.store.neo4j.values import (
     as_vector,
     candidate_score_bound,
@@ -328,3 +334,28 @@ def test_schema_statements_show_before_they_create() -> None:
     for statement in (q.CREATE_PATH_CONSTRAINT, q.CREATE_STORE_CONSTRAINT, q.CREATE_VECTOR_INDEX.format(dim=2048)):
         assert "IF NOT EXISTS" in statement  # still safe when two openers race
     assert "`vector.dimensions`: 2048" in q.CREATE_VECTOR_INDEX.format(dim=2048)
+
+
+# -- links_at_least: a range on SIMILAR_TO.score, paged after the last row ----------------------
+
+
+def test_the_score_index_is_a_relationship_range_index_found_whatever_its_name() -> None:
+    assert q.CREATE_SCORE_INDEX == (
+        f"CREATE RANGE INDEX {q.SCORE_INDEX} IF NOT EXISTS FOR ()-[r:SIMILAR_TO]-() ON (r.score)")
+    rows = [
+        {"name": "node_score", "type": "RANGE", "entityType": "NODE", "labelsOrTypes": ["SIMILAR_TO"],
+         "properties": ["score"]},
+        {"name": "text_score", "type": "TEXT", "entityType": "RELATIONSHIP", "labelsOrTypes": ["SIMILAR_TO"],
+         "properties": ["score"]},
+        {"name": "theirs", "type": "RANGE", "entityType": "RELATIONSHIP", "labelsOrTypes": ["SIMILAR_TO"],
+         "properties": ["score"]},
+    ]
+    assert score_index(rows) == rows[2]
+    assert score_index(rows[:2]) is None
+
+
+def test_the_links_statement_seeks_a_score_range_and_reads_each_stored_direction_once() -> None:
+    statement = " ".join(q.LINKS_AT_LEAST.split())
+    assert "MATCH (a:Image)-[r:SIMILAR_TO]->(b:Image)" in statement  # directed: each link once
+    assert "WHERE r.score >= $score AND" in statement  # the range the index answers
+    assert "ORDER BY score, low, high LIMIT $limit" in statement

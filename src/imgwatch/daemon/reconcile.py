@@ -16,6 +16,15 @@ class StoredFileStates(Protocol):
     def file_states(self, under: str | None = None) -> Iterator[FileState]: ...
 
 
+@dataclass(frozen=True)
+class KnownFailure:
+    """A failed file's ledger record, as reconciliation weighs it."""
+
+    size: int | None
+    mtime_ns: int | None
+    retry_unchanged: bool = False  # a transient failure with attempts left: retry even if the file is the same
+
+
 @dataclass
 class ReconcilePlan:
     """Paths to enqueue: new or changed files, and stored images whose files are gone."""
@@ -23,7 +32,8 @@ class ReconcilePlan:
     changed: list[str] = field(default_factory=list)
     gone: list[str] = field(default_factory=list)
     unchanged: int = 0
-    known_failures: int = 0
+    known_failures: int = 0  # failed before, unchanged, not retried
+    retried_failures: int = 0  # failed before, unchanged, retried (transient, attempts left)
 
     @property
     def paths(self) -> list[str]:
@@ -34,15 +44,16 @@ def plan_reconcile(
     roots: Sequence[str],
     path_filter: PathFilter,
     stored: Iterable[FileState],
-    failed: Mapping[str, tuple[int, int]] | None = None,
+    failed: Mapping[str, KnownFailure | tuple[int, int]] | None = None,
 ) -> ReconcilePlan:
     """Compare the files below ``roots`` with ``stored`` (already limited to those roots).
 
-    ``failed`` maps paths that failed before to the (size, mtime_ns) they had:
-    an unchanged bad file is not retried on every start, a vanished one is
-    enqueued so that the worker clears its record.
+    ``failed`` maps paths that failed before to their :class:`KnownFailure` (a bare
+    (size, mtime_ns) is a failure not to retry unchanged): a changed file is retried,
+    an unchanged one only if ``retry_unchanged``; a vanished one is enqueued so that
+    the worker clears its record.
     """
-    failed = failed or {}
+    failed = {path: _known(value) for path, value in (failed or {}).items()}
     on_disk: dict[str, tuple[int, int]] = {}
     for root in roots:
         for path, st in walk_images(root, path_filter):
@@ -60,20 +71,27 @@ def plan_reconcile(
         else:
             plan.changed.append(state.path)
     for path, signature in on_disk.items():
-        if failed.get(path) == signature:
-            plan.known_failures += 1
-        else:
-            plan.changed.append(path)
+        known = failed.get(path)
+        if known is not None and (known.size, known.mtime_ns) == signature:
+            if not known.retry_unchanged:
+                plan.known_failures += 1
+                continue
+            plan.retried_failures += 1
+        plan.changed.append(path)
     plan.changed.sort()
     plan.gone.sort()
     return plan
+
+
+def _known(value: KnownFailure | tuple[int, int]) -> KnownFailure:
+    return value if isinstance(value, KnownFailure) else KnownFailure(*value)
 
 
 def reconcile_roots(
     roots: Sequence[str],
     path_filter: PathFilter,
     stored: StoredFileStates,
-    failed: Mapping[str, tuple[int, int]] | None = None,
+    failed: Mapping[str, KnownFailure | tuple[int, int]] | None = None,
 ) -> ReconcilePlan:
     """:func:`plan_reconcile` against what ``stored`` holds below ``roots``."""
     states = (state for root in roots for state in stored.file_states(under=root))

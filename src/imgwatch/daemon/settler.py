@@ -9,6 +9,7 @@ become one release.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -55,6 +56,11 @@ class Settler:
         with self._lock:
             return len(self._pending)
 
+    def pending_paths(self) -> set[str]:
+        """Paths with events not released yet (they will be, once settled)."""
+        with self._lock:
+            return set(self._pending)
+
     def written(self, path: str) -> None:
         """Created or modified: a writer may still have the file open."""
         with self._lock:
@@ -76,6 +82,19 @@ class Settler:
                 entry.awaiting_close = False
                 entry.stable_since = None
                 entry.version += 1
+
+    def close_events_lost(self, under: str) -> None:
+        """Events below ``under`` were lost: stop waiting for close events there, settle on stability alone.
+
+        Otherwise a file whose close event was among the lost ones would wait ``unclosed_grace``.
+        """
+        prefix = under.rstrip(os.sep) + os.sep
+        with self._lock:
+            for path, entry in self._pending.items():
+                if entry.awaiting_close and path.startswith(prefix):
+                    entry.awaiting_close = False
+                    entry.stable_since = None
+                    entry.version += 1
 
     def gone(self, path: str) -> None:
         with self._lock:

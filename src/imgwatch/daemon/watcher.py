@@ -1,4 +1,8 @@
-"""watchdog observers and the handler that turns their events into settler calls."""
+"""watchdog observers and the handler that turns their events into settler calls.
+
+On inotify the observer is :class:`~imgwatch.daemon.inotify.ReportingInotifyObserver`,
+which also reports lost events and unwatchable folders (see that module for why and how).
+"""
 
 from __future__ import annotations
 
@@ -22,19 +26,18 @@ from watchdog.events import (
 from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.polling import PollingObserver
 
+from imgwatch.daemon.notices import Notice, watch_limit_advice
 from imgwatch.daemon.settler import Settler
 from imgwatch.errors import WatchError
 from imgwatch.files import PathFilter, root_of, walk_images
-from imgwatch.log import get_logger
-
-log = get_logger("imgwatch.daemon")
 
 
 class EventRouter(FileSystemEventHandler):
     """Routes watchdog events for image files to the settler.
 
     Directories removed or moved away are collected in ``removed_dirs``: the
-    daemon turns each into the stored paths below it.
+    daemon turns each into the stored paths below it. Roots that lost events and
+    folders that could not be watched are collected for the daemon as well.
     """
 
     def __init__(self, settler: Settler, path_filter: PathFilter, roots: Sequence[str]) -> None:
@@ -43,11 +46,33 @@ class EventRouter(FileSystemEventHandler):
         self.roots = list(roots)
         self._lock = threading.Lock()
         self._removed_dirs: list[str] = []
+        self._lost_roots: list[str] = []
+        self._unwatchable: list[str] = []
 
     def take_removed_dirs(self) -> list[str]:
         with self._lock:
             dirs, self._removed_dirs = self._removed_dirs, []
         return dirs
+
+    def take_lost_roots(self) -> list[str]:
+        """Roots whose events were lost since the last call (each once)."""
+        with self._lock:
+            roots, self._lost_roots = self._lost_roots, []
+        return list(dict.fromkeys(roots))
+
+    def take_unwatchable(self) -> list[str]:
+        """Folders that could not be watched since the last call."""
+        with self._lock:
+            folders, self._unwatchable = self._unwatchable, []
+        return folders
+
+    def on_events_lost(self, event: FileSystemEvent) -> None:
+        with self._lock:
+            self._lost_roots.append(os.fsdecode(event.src_path))
+
+    def on_folder_unwatchable(self, event: FileSystemEvent) -> None:
+        with self._lock:
+            self._unwatchable.append(os.fsdecode(event.src_path))
 
     def _accepts(self, path: str) -> bool:
         root = root_of(path, self.roots)
@@ -72,6 +97,8 @@ class EventRouter(FileSystemEventHandler):
             self._removed_dirs.append(path)
 
     def on_any_event(self, event: FileSystemEvent) -> None:
+        if isinstance(event, Notice):
+            return  # reports, not file events: see on_events_lost / on_folder_unwatchable
         # An empty side of a move is outside every watched root (full inotify events).
         src = os.fsdecode(event.src_path)
         if isinstance(event, FileMovedEvent):
@@ -105,11 +132,9 @@ class EventRouter(FileSystemEventHandler):
 def make_observer(kind: str, polling_interval: float) -> BaseObserver:
     if kind == "polling":
         return PollingObserver(timeout=polling_interval)
-    from watchdog.observers.inotify import InotifyObserver
+    from imgwatch.daemon.inotify import ReportingInotifyObserver  # Linux only
 
-    # Full events report a move in from outside a root as a move (a finished file),
-    # not as a "created" file whose writer we would wait for.
-    return InotifyObserver(generate_full_events=True)
+    return ReportingInotifyObserver()
 
 
 def start_observer(observer: BaseObserver, router: EventRouter, roots: Sequence[str]) -> dict[str, ObservedWatch]:
@@ -122,23 +147,44 @@ def start_observer(observer: BaseObserver, router: EventRouter, roots: Sequence[
             try:
                 watches[root] = observer.schedule(router, root, recursive=True)
             except OSError as exc:
-                raise _explain(exc, root) from None
+                raise explain_watch_error(exc, root) from None
         try:
             observer.start()
         except OSError as exc:
-            raise _explain(exc, ", ".join(roots)) from None
+            raise explain_watch_error(exc, ", ".join(roots)) from None
     except WatchError:
-        observer.stop()
+        stop_observer(observer)
         raise
     return watches
 
 
-def _explain(exc: OSError, where: str) -> WatchError:
+def stop_observer(observer: BaseObserver, timeout: float = 5.0) -> None:
+    """Stop ``observer`` and every thread it owns, whether it started, died or never ran."""
+    observer.stop()  # stops the emitters and, on inotify, the reader thread
+    if observer.is_alive():
+        observer.join(timeout=timeout)
+
+
+def observer_trouble(observer: BaseObserver, watches: dict[str, ObservedWatch]) -> str | None:
+    """Why ``observer`` no longer delivers the events of ``watches`` (root → watch), or None.
+
+    A dead dispatcher thread, a dead inotify reader, or a root's emitter thread that
+    ended (an exception inside watchdog; also a deleted root, which callers rule out first).
+    """
+    if not observer.is_alive():
+        return "the observer thread ended"
+    if not getattr(observer, "reader_alive", True):
+        return "the inotify reader thread ended"
+    alive = {emitter.watch for emitter in list(observer.emitters) if emitter.is_alive()}
+    dead = [root for root, watch in watches.items() if watch not in alive]
+    if dead:
+        return "the watcher thread of " + ", ".join(dead) + " ended"
+    return None
+
+
+def explain_watch_error(exc: OSError, where: str) -> WatchError:
     if exc.errno == errno.ENOSPC:
-        return WatchError(
-            f"cannot watch {where}: the inotify watch limit is reached; raise it "
-            "(sysctl fs.inotify.max_user_watches=524288) or set watch.observer = \"polling\""
-        )
+        return WatchError(f"cannot watch {where}: the inotify watch limit is reached; {watch_limit_advice()}")
     if exc.errno == errno.EMFILE:
         return WatchError(
             f"cannot watch {where}: too many inotify instances; raise fs.inotify.max_user_instances "

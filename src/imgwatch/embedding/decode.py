@@ -13,9 +13,12 @@ Two pipelines live here:
 
 from __future__ import annotations
 
+import errno
+import functools
 import hashlib
 import io
 import os
+import stat
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +40,25 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # (short side 378) stays within tensor cosine 0.9998 of the reference on grainy
 # 12 MP photos, and costs 26.5 ms instead of 32.6 ms at 1/4 (bench/RESULTS.md).
 MIN_DECODED_SHORT_SIDE = RESIZE_SHORT_SIDE
+
+# Limits checked on the header (Image.open reads no pixels) before anything large is allocated.
+#
+# Aspect ratio: the model sees the centre 224×224 of the image scaled to a short side of
+# 256, so a 1:50 strip shows it 1/57 of its length; a 1×60000 one would be scaled to
+# 256×15,360,000 pixels (~12 GB) only to show it less than one original pixel. Panoramas
+# (1:4 to 1:20) are well inside.
+MAX_ASPECT_RATIO = 50
+# Pixels: Pillow's own decompression-bomb limit (2 × Image.MAX_IMAGE_PIXELS), fixed here so
+# a library changing Pillow's global cannot lift it. 179 MP holds every camera's JPEGs
+# (a 102 MP medium-format JPEG decodes at 1/8 scale) and 13k×13k PNG/TIFF scans, which
+# decode at full size: about 3 bytes per pixel (RGB), 0.5 GB at the limit.
+MAX_PIXELS = 178_956_970
+# Files are read whole: a bigger "image" is refused before it is read.
+MAX_FILE_BYTES = 1 << 30
+# What Image.open may parse, whatever the file is named: the formats of the default
+# extensions plus a few common ones with a clear signature. Others (EPS, which runs
+# Ghostscript; PSD, FITS, ...) are "not a recognised image format".
+DECODABLE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP", "JPEG2000", "AVIF", "PPM", "QOI")
 
 _EXIF_ORIENTATION_TAG = 0x0112
 # EXIF orientations 5..8 swap width and height when applied.
@@ -60,20 +82,45 @@ class FileFacts:
 
 
 def read_file(path: str) -> tuple[FileFacts, bytes]:
-    """Read a whole file once; hash and stat come from that same open file."""
-    with open(path, "rb") as handle:
+    """Read a whole file once; hash and stat come from that same open file.
+
+    Raises OSError when it cannot be read, DecodeError when it is not a regular file
+    (a FIFO swapped in is never waited on) or is larger than MAX_FILE_BYTES.
+    """
+    # O_NONBLOCK: opening a FIFO must not wait for a writer (it changes nothing for files).
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(fd, "rb") as handle:
         # fstat *before* reading: if a writer changes the file mid-read, the
         # recorded mtime is then older than the content and the next scan
         # notices a change, instead of wrongly believing the file is current.
-        stat = os.fstat(handle.fileno())
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise DecodeError(path, "not a regular file", "only files are indexed; rename or move it")
+        if info.st_size > MAX_FILE_BYTES:
+            raise DecodeError(
+                path,
+                f"the file is {info.st_size:,} bytes, beyond imgwatch's limit of "
+                f"{MAX_FILE_BYTES:,} bytes ({MAX_FILE_BYTES / 2**30:g} GiB) for one image",
+                "shrink or convert it, or keep it out of the watched folders",
+            )
         data = handle.read()
     facts = FileFacts(
         path=path,
         sha256=hashlib.sha256(data).hexdigest(),
-        size=stat.st_size,
-        mtime_ns=stat.st_mtime_ns,
+        size=info.st_size,
+        mtime_ns=info.st_mtime_ns,
     )
     return facts, data
+
+
+def unreadable_reason(path: str, exc: OSError) -> str:
+    """The failure line for a file that cannot be opened or read."""
+    if exc.errno == errno.ELOOP:
+        return (f"cannot read {path}: it is a symbolic link loop (the link leads back to itself); "
+                "fix or delete the link")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"cannot read {path}: {exc.strerror} (check its permissions)"
+    return f"cannot read {path}: {exc.strerror or exc}"
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -117,10 +164,11 @@ def decode_for_model(data: bytes, path: str) -> tuple[torch.Tensor, int, int]:
             "the file may still be being written, or was saved empty; replace it with a complete copy",
         )
     try:
-        # Image.open raises DecompressionBombError for absurd sizes before any
-        # pixel is decoded; load() is inside the try so truncation is caught.
-        image = Image.open(io.BytesIO(data))
+        # Image.open reads only the header (and raises DecompressionBombError for
+        # absurd sizes); load() is inside the try so truncation is caught.
+        image = Image.open(io.BytesIO(data), formats=_decodable_formats())
         stored_size = image.size  # draft() below shrinks image.size
+        _check_size(path, *stored_size)  # before any pixel is decoded
         if isinstance(image, JpegImageFile):  # includes MPO, which many cameras write
             _draft_jpeg(image)
         image.load()
@@ -129,9 +177,41 @@ def decode_for_model(data: bytes, path: str) -> tuple[torch.Tensor, int, int]:
         upright = to_rgb(ImageOps.exif_transpose(image))
         upright = _box_reduce(upright)
         tensor: torch.Tensor = _to_normalised_tensor(_resize_crop(upright))
+    except DecodeError:
+        raise
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad data
         raise _describe_failure(path, exc) from exc
     return tensor, width, height
+
+
+def _check_size(path: str, width: int, height: int) -> None:
+    """Refuse, from the header alone, sizes that would cost far more than they are worth."""
+    short, long = sorted((width, height))
+    if short < 1:
+        raise DecodeError(path, f"{width}×{height} pixels: the image is empty",
+                          "the file is damaged; replace it with a good copy")
+    if long > MAX_ASPECT_RATIO * short:
+        ratio = long / short
+        shown = f"1:{ratio:.0f}" if ratio >= 100 else "1:" + f"{ratio:.2f}".rstrip("0").rstrip(".")
+        raise DecodeError(
+            path,
+            f"{width}×{height} pixels: aspect ratio {shown} is beyond 1:{MAX_ASPECT_RATIO}; "
+            "imgwatch cannot make a useful thumbnail-sized view of it",
+            f"crop it to at most 1:{MAX_ASPECT_RATIO}, or keep it out of the watched folders",
+        )
+    if width * height > MAX_PIXELS:
+        raise DecodeError(
+            path,
+            f"{width}×{height} pixels ({width * height / 1e6:,.0f} megapixels) is too large to decode safely: "
+            f"beyond imgwatch's limit of {MAX_PIXELS / 1e6:,.0f} megapixels",
+            "save a smaller copy for imgwatch, or keep it out of the watched folders",
+        )
+
+
+@functools.cache
+def _decodable_formats() -> tuple[str, ...]:
+    Image.init()  # registers every plugin, so the check below sees what this Pillow can open
+    return tuple(name for name in DECODABLE_FORMATS if name in Image.OPEN)
 
 
 def _displayed_size(image: Image.Image, stored_size: tuple[int, int]) -> tuple[int, int]:

@@ -12,7 +12,7 @@ from types import TracebackType
 import numpy as np
 import torch
 
-from imgwatch.embedding.decode import DecodeError, FileFacts, decode_for_model, read_file
+from imgwatch.embedding.decode import DecodeError, FileFacts, decode_for_model, read_file, unreadable_reason
 from imgwatch.embedding.model import EmbeddingModel
 
 
@@ -180,7 +180,9 @@ def _prepare(path: str, known_sha256: str | None) -> EmbedResult | _Decoded:
     except (FileNotFoundError, NotADirectoryError):
         return Missing(path)
     except OSError as exc:
-        return Failed(path, f"cannot read {path}: {exc.strerror or exc}")
+        return Failed(path, unreadable_reason(path, exc))
+    except DecodeError as exc:  # not a regular file, or too big to read
+        return Failed(path, str(exc))
     if known_sha256 is not None and known_sha256 == facts.sha256:
         return Unchanged(facts)
     try:

@@ -47,6 +47,8 @@ class StoredImage:
     height: int
     model: str
     linked: bool = True  # False between upsert() and link(): a crash there leaves it unlinked
+    # When its current embedding was written (epoch seconds); None if unknown (stored before imgwatch kept it).
+    indexed_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,7 @@ class ExportedImage:
     record: ImageRecord
     linked: bool
     pick_bar: float | None  # the lowest cosine it picked when last linked (see GraphStore.link)
+    indexed_at: float | None = None  # StoredImage.indexed_at, copied as is
 
 
 @dataclass(frozen=True, order=True)
@@ -106,6 +109,26 @@ class Link:
     @classmethod
     def between(cls, one: str, other: str, score: float) -> Link:
         return cls(*ordered(one, other), score)
+
+
+def each_pair_once(links: Iterable[Link]) -> Iterator[Link]:
+    """``links`` without repeats of a pair: the first one read counts.
+
+    Paged reads run one short transaction per page, so a link re-scored between two
+    pages can be read twice (at its old and its new score); the caller sees it once.
+    """
+    seen: set[tuple[str, str]] = set()
+    for link in links:
+        if (link.a, link.b) not in seen:
+            seen.add((link.a, link.b))
+            yield link
+
+
+def checked_threshold(threshold: float) -> float:
+    """A link threshold, or StoreError: it must be a cosine in [-1, 1] (NaN is refused too)."""
+    if not -1.0 <= threshold <= 1.0:
+        raise StoreError(f"link threshold must be a cosine in [-1, 1], got {threshold}")
+    return float(threshold)
 
 
 def checked_embedding(embedding: np.ndarray, dim: int, path: str) -> np.ndarray:
@@ -202,6 +225,16 @@ class GraphStore(abc.ABC):
     @abc.abstractmethod
     def neighbours(self, path: str) -> list[Match]:
         """An image's SIMILAR_TO neighbours, best first; ImageNotFound if not indexed."""
+
+    @abc.abstractmethod
+    def links_at_least(self, threshold: float) -> Iterator[Link]:
+        """Every SIMILAR_TO link with score >= ``threshold``, each pair once, in no promised order.
+
+        Read in pages, one short read transaction each (no transaction stays open while
+        the caller works). A link written or re-scored meanwhile may or may not appear,
+        with its old or its new score, but never twice. StoreError for a threshold
+        outside [-1, 1].
+        """
 
     @abc.abstractmethod
     def stats(self) -> StoreStats: ...

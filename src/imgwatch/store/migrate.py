@@ -1,7 +1,7 @@
 """Copy a whole store into another backend without re-embedding (`imgwatch migrate`).
 
 Two passes over the source, in pages: first every image (facts, embedding, linked
-flag, pick bar), then every link, each link once, from the page holding its smaller
+flag, pick bar, indexed_at), then every link, each link once, from the page holding its smaller
 path. Both passes only upsert, so an interrupted migration is resumed by running it
 again: images already copied unchanged are skipped, links are merged.
 """
@@ -64,6 +64,6 @@ def _already_copied(stored: StoredImage | None, image: ExportedImage) -> bool:
     record = image.record
     return (
         stored is not None
-        and (stored.sha256, stored.size, stored.mtime_ns, stored.model, stored.linked)
-        == (record.sha256, record.size, record.mtime_ns, record.model, image.linked)
+        and (stored.sha256, stored.size, stored.mtime_ns, stored.model, stored.linked, stored.indexed_at)
+        == (record.sha256, record.size, record.mtime_ns, record.model, image.linked, image.indexed_at)
     )

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from imgwatch.embedding import Embedded, Embedder, Failed, Missing, Unchanged
+from imgwatch.embedding.decode import unreadable_reason
 from imgwatch.files import PathFilter, file_signature, root_of
 from imgwatch.log import get_logger
 from imgwatch.store import FileState, GraphStore, ImageRecord, StoredImage
@@ -48,7 +49,9 @@ class LinkPolicy:
 class Indexer:
     """Makes the store match each path of a job; reports failures to the ledger.
 
-    ``requeue`` puts paths back on the queue (files that changed while they were embedded).
+    Only paths below ``roots`` are looked at; any other path (or every path, with no
+    roots) is refused and recorded as failed. ``requeue`` puts paths back on the queue
+    (files that changed while they were embedded).
     """
 
     def __init__(
@@ -80,10 +83,14 @@ class Indexer:
         return outcome
 
     def _partition_names(self, paths: Sequence[str], outcome: IndexOutcome) -> list[str]:
-        """The paths whose names a store can hold; the others fail."""
+        """The paths this worker may index and a store can hold; the others fail (the store is not touched)."""
         storable = []
         for path in dict.fromkeys(os.path.abspath(p) for p in paths):
-            if _has_utf8_name(path):
+            if root_of(path, self.roots) is None:
+                # Whoever can write to the queue must not make the workers read files elsewhere.
+                outcome.failed[path] = (f"refused {path}: it is outside the folders this worker indexes "
+                                        f"(general.roots: {', '.join(self.roots) or 'none set'})")
+            elif _has_utf8_name(path):
                 storable.append(path)
             else:
                 # Stores and Redis keep paths as UTF-8 text; such a name cannot be a node key.
@@ -104,7 +111,7 @@ class Indexer:
                 to_remove.append(path)
                 continue
             except OSError as exc:
-                outcome.failed[path] = f"cannot read {path}: {exc.strerror} (check its permissions)"
+                outcome.failed[path] = unreadable_reason(path, exc)
                 continue
             if not self._eligible(path) or not os.path.isfile(path):
                 to_remove.append(path)
@@ -118,11 +125,7 @@ class Indexer:
         return to_embed, to_remove
 
     def _eligible(self, path: str) -> bool:
-        # Without roots in this worker's config only the extension is known to apply.
-        root = root_of(path, self.roots)
-        if root is None:
-            return self.path_filter.has_image_extension(path)
-        return self.path_filter.accepts(path, root)
+        return self.path_filter.accepts(path, root_of(path, self.roots))  # below a root: checked on entry
 
     def _is_current(self, image: StoredImage) -> bool:
         """Embedded by this model and linked (an interrupted job can leave an image unlinked)."""
@@ -180,8 +183,19 @@ class Indexer:
         for path, reason in outcome.failed.items():
             log.warning("file_failed", path=path, reason=reason)
             size, mtime = file_signature(path) or (None, None)
-            self.failures.record(path, reason, size, mtime)
+            # The ledger counts attempts on the same (size, mtime); a permanent failure is not retried unchanged.
+            self.failures.record(path, reason, size, mtime, permanent=_is_permanent(reason))
         self.failures.clear([*outcome.indexed, *outcome.unchanged, *outcome.removed])
+
+
+# Failures that the same file would fail again with: it cannot be decoded (errors.DecodeError's
+# message), or its name cannot be stored. Anything else (cannot read it now, an unexpected error)
+# is transient: rescans retry it up to workers.max_attempts times.
+_PERMANENT_PREFIXES = ("cannot decode ", "cannot index ")
+
+
+def _is_permanent(reason: str) -> bool:
+    return reason.startswith(_PERMANENT_PREFIXES)
 
 
 @dataclass

@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import os
 import socket
+from types import FrameType
 
-from rq import SimpleWorker
+import redis
+from redis.client import Pipeline
+from rq import Queue, SimpleWorker
+from redis.client import Pipeline
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from imgwatch import sdnotify
 from imgwatch.config import Config
 from imgwatch.embedding import Embedder, load_model, plan_inference
-from imgwatch.errors import ImgwatchError
+from imgwatch.errors import ConfigError, ImgwatchError
 from imgwatch.files import PathFilter
 from imgwatch.log import get_logger
 from imgwatch.store import open_store
@@ -38,6 +43,12 @@ class JobRefused(ImgwatchError):
 class GuardedJob(Job):
     """An RQ job that runs only if the guard accepts it (checked before any import)."""
 
+    def prepare_for_execution(self, worker_name: str, pipeline: Pipeline) -> None:
+        # RQ reads the payload here, before perform(): a refused job must lose its retries
+        # and callbacks first (refusal() strips them and is idempotent).
+        guard.refusal(self)
+        super().prepare_for_execution(worker_name, pipeline)
+
     def perform(self) -> object:
         reason = guard.refusal(self)
         if reason is not None:
@@ -47,26 +58,59 @@ class GuardedJob(Job):
 
 
 class ImgwatchWorker(SimpleWorker):
-    """RQ's in-process worker plus one maintenance duty: requeue dead workers' jobs."""
+    """RQ's in-process worker plus one maintenance duty: requeue dead workers' jobs.
+
+    Its registration lives recovery.HEARTBEAT_TTL seconds and is renewed while a job
+    runs too, so other workers notice within about two minutes that it died.
+    """
 
     def __init__(self, work_queue: WorkQueue, name: str) -> None:
         super().__init__([work_queue.rq_queue], connection=work_queue.connection, serializer=JSONSerializer,
-                         job_class=GuardedJob, name=name, maintenance_interval=MAINTENANCE_SECONDS)
+                         job_class=GuardedJob, name=name, maintenance_interval=MAINTENANCE_SECONDS,
+                         worker_ttl=recovery.WORKER_TTL)
         self.work_queue = work_queue
+        recovery.ride_out_outages(work_queue.connection)  # e.g. while `imgwatch run` restarts its queue
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
+        # RQ renews the registration for the whole job timeout when a job starts; KeepAlive renews it instead.
+        super().heartbeat(min(timeout or recovery.HEARTBEAT_TTL, recovery.HEARTBEAT_TTL), pipeline)
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        with recovery.KeepAlive(self):
+            try:
+                super().execute_job(job, queue)
+            except redis.ConnectionError as exc:
+                log.warning("queue_lost", worker=self.name, job_id=job.id, error=str(exc),
+                            note="exiting; the job is requeued once the queue is back")
+                raise recovery.QueueLost(recovery.EXIT_QUEUE_LOST) from None
+
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        recovery.stop_riding_out_outages(self.connection)  # stopping: do not wait out a queue outage
+        super().request_stop(signum, frame)
+
+    def teardown(self) -> None:
+        recovery.stop_riding_out_outages(self.connection)
+        try:
+            super().teardown()
+        except redis.RedisError:
+            pass  # the queue is out of reach: the registration expires by itself
 
     def run_maintenance_tasks(self) -> None:
         super().run_maintenance_tasks()
-        recovered = recovery.requeue_orphaned_jobs(self.work_queue)
-        if recovered:
-            log.info("requeued_orphaned_jobs", jobs=recovered)
+        recovery.requeue_orphaned_jobs(self.work_queue)  # logs each job it requeues
 
 
 def run_worker(config: Config, *, burst: bool = False, name: str | None = None) -> None:
     """Serve index jobs until stopped (or, with ``burst``, until the queue is empty).
 
-    Raises QueueUnavailable, WeightsUnavailable, StoreError or ModelMismatchError
-    before taking any job when something it needs is missing.
+    Raises ConfigError (no general.roots), QueueUnavailable, WeightsUnavailable, StoreError
+    or ModelMismatchError before taking any job when something it needs is missing.
     """
+    if not config.general.roots:  # the worker indexes only paths below them (see guard.py, indexer.py)
+        raise ConfigError(
+            "a worker indexes only files below general.roots, and none are set: set general.roots "
+            "(IMGWATCH_GENERAL_ROOTS) or pass ROOT... to `imgwatch worker`, the same folders the daemon watches"
+        )
     work_queue = WorkQueue.from_config(config)
     model = load_model(config.embedding.weights, config.embedding.device, config.embedding.seed)
     plan = plan_inference(model.device, config.embedding.batch_size, config.embedding.streams,
@@ -89,6 +133,7 @@ def run_worker(config: Config, *, burst: bool = False, name: str | None = None) 
         worker = ImgwatchWorker(work_queue, name or f"imgwatch-{socket.gethostname()}-{os.getpid()}")
         log.info("worker_ready", worker=worker.name, model=model.identity, device=str(model.device),
                  batch_size=plan.batch_size, streams=plan.streams, threads=plan.threads, queue=work_queue.name)
+        sdnotify.ready()  # model loaded, store and queue open (a no-op outside systemd)
         worker.work(burst=burst, logging_level="WARNING")
     finally:
         install_indexer(None)

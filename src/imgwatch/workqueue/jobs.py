@@ -6,13 +6,12 @@ path when the job runs.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import redis
+from redis.client import Pipeline
 from rq import Queue, Retry
 from rq.job import Job
-from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from imgwatch.config import Config
@@ -28,18 +27,31 @@ def job_paths(job: Job) -> list[str]:
 
 
 class WorkQueue:
-    def __init__(self, connection: redis.Redis, name: str = "imgwatch", job_timeout: int = 1800) -> None:
+    """The queue of index jobs.
+
+    ``max_attempts`` is ``workers.max_attempts``: how many times a worker may die on a
+    one-path job before its file is recorded as failed (see imgwatch.workers.recovery).
+    """
+
+    def __init__(self, connection: redis.Redis, name: str = "imgwatch", job_timeout: int = 1800,
+                 max_attempts: int = 3) -> None:
         self.connection = connection
         self.name = name
         self.job_timeout = job_timeout
+        self.max_attempts = max_attempts
         self.rq_queue = Queue(name, connection=connection, serializer=JSONSerializer)
 
     @classmethod
     def from_config(cls, config: Config) -> WorkQueue:
-        return cls(connect(config), config.queue.name, config.queue.job_timeout)
+        return cls(connect(config), config.queue.name, config.queue.job_timeout, config.workers.max_attempts)
 
-    def enqueue_paths(self, paths: Sequence[str], batch_size: int) -> list[str]:
-        """Enqueue ``paths`` as jobs of at most ``batch_size`` paths; returns the job ids."""
+    def enqueue_paths(self, paths: Sequence[str], batch_size: int, *, meta: Mapping[str, object] | None = None,
+                      at_front: bool = False, pipeline: Pipeline | None = None) -> list[str]:
+        """Enqueue ``paths`` as jobs of at most ``batch_size`` paths; returns the job ids.
+
+        ``meta`` goes into each job's ``job.meta``; ``at_front`` puts the jobs before the
+        queued ones; with ``pipeline`` nothing is sent until the caller executes it.
+        """
         unique = list(dict.fromkeys(paths))
         job_ids = []
         for start in range(0, len(unique), batch_size):
@@ -52,6 +64,9 @@ class WorkQueue:
                 result_ttl=600,
                 failure_ttl=7 * 24 * 3600,
                 description=f"index {len(batch)} path(s)",
+                meta=dict(meta) if meta else None,
+                at_front=at_front,
+                pipeline=pipeline,
             )
             job_ids.append(job.id)
         return job_ids
@@ -60,11 +75,3 @@ class WorkQueue:
         """The jobs still stored under ``job_ids`` (expired ones are left out)."""
         jobs = Job.fetch_many(list(job_ids), connection=self.connection, serializer=JSONSerializer)
         return [job for job in jobs if job is not None]
-
-    def recover_abandoned(self) -> int:
-        """Requeue jobs left 'started' by workers that died (only safe when none are alive)."""
-        started = StartedJobRegistry(queue=self.rq_queue)
-        count = started.count
-        if count:
-            started.cleanup(timestamp=time.time() + 10 * 365 * 24 * 3600)
-        return count

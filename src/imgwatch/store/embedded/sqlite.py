@@ -29,7 +29,7 @@ from typing import Any
 from imgwatch.errors import StoreError
 from imgwatch.store.batching import chunks
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Bound the number of "?" in one statement (old SQLite builds allow only 999).
 SQL_CHUNK = 500
@@ -74,6 +74,18 @@ CREATE TABLE IF NOT EXISTS tombstones (
 );
 CREATE INDEX IF NOT EXISTS tombstones_by_rev ON tombstones(rev);
 """
+
+# Each step takes the schema from the version before it to its own, inside the write
+# transaction that also records the new version, so a step runs once and whole.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: (
+        # When the current embedding was written (epoch seconds); NULL for images stored before.
+        "ALTER TABLE images ADD COLUMN indexed_at REAL",
+        # links_at_least(): a range on score. On a WITHOUT ROWID table the index entries
+        # carry the primary key too, so this is effectively (score, a, b): the page key.
+        "CREATE INDEX IF NOT EXISTS links_by_score ON links(score)",
+    ),
+}
 
 
 class Transaction:
@@ -265,9 +277,30 @@ class Database:
                     f"store {self.path} has schema version {version}, newer than this imgwatch "
                     f"understands ({SCHEMA_VERSION}); upgrade imgwatch"
                 )
-            # Future versions: apply each step from `version` up to SCHEMA_VERSION here.
-            for statement in _SCHEMA_V1.split(";"):
-                if statement.strip():
-                    transaction.execute(statement)
-            transaction.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('rev', 0)")
+            if version == SCHEMA_VERSION:
+                return  # another process migrated it while we waited for the write lock
+            if version is None:  # a new file: version 1, then every step
+                for statement in _SCHEMA_V1.split(";"):
+                    if statement.strip():
+                        transaction.execute(statement)
+                transaction.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('rev', 0)")
+                version = 1
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[step]:
+                    if not _already_applied(transaction, statement):
+                        transaction.execute(statement)
             transaction._set_meta("schema_version", SCHEMA_VERSION)
+
+
+def _already_applied(transaction: Transaction, statement: str) -> bool:
+    """Whether an ``ALTER TABLE t ADD COLUMN c`` step's column exists already.
+
+    Steps run once (the version is recorded in their transaction), but a step must not
+    fail on a file that has its result without the version saying so (say, tables but
+    no recorded version); ADD COLUMN has no IF NOT EXISTS, the other steps have.
+    """
+    words = statement.split()
+    if words[:2] != ["ALTER", "TABLE"] or words[3:5] != ["ADD", "COLUMN"]:
+        return False
+    table, column = words[2], words[5]
+    return any(row[1] == column for row in transaction.execute(f"PRAGMA table_info({table})"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -25,11 +26,13 @@ from imgwatch.store.base import (
     StoredImage,
     StoreStats,
     checked_embedding,
+    checked_threshold,
+    each_pair_once,
     foreign_record_message,
     model_mismatch_message,
     unit_query,
 )
-from imgwatch.store.batching import keyset_pages
+from imgwatch.store.batching import PAGE_SIZE, keyset_pages
 from imgwatch.store.embedded.mirror import VectorMirror
 from imgwatch.store.embedded.sqlite import Database, Transaction
 from imgwatch.store.embedded.vectors import VectorIndex
@@ -112,11 +115,11 @@ class EmbeddedGraphStore(GraphStore):
     def get_many(self, paths: Iterable[str]) -> dict[str, StoredImage]:
         with self._db.read() as tx:
             rows = tx.select_in(
-                "SELECT path, sha256, size, mtime_ns, width, height, model, linked FROM images "
+                "SELECT path, sha256, size, mtime_ns, width, height, model, linked, indexed_at FROM images "
                 "WHERE path IN ({marks})",
                 list(dict.fromkeys(paths)),
             )
-            return {row[0]: StoredImage(*row[:7], linked=bool(row[7])) for row in rows}
+            return {row[0]: StoredImage(*row[:7], linked=bool(row[7]), indexed_at=row[8]) for row in rows}
 
     def nearest(self, vector: np.ndarray, k: int, *, exclude: Iterable[str] = ()) -> list[Match]:
         """Exact top-``k`` by cosine similarity (the query is normalised first)."""
@@ -140,8 +143,7 @@ class EmbeddedGraphStore(GraphStore):
         """
         if not images:
             return 0
-        if not -1.0 <= threshold <= 1.0:  # also refuses NaN
-            raise StoreError(f"link threshold must be a cosine in [-1, 1], got {threshold}")
+        checked_threshold(threshold)
         # Catch up outside the write lock (a first load can take seconds), so that under
         # it only the last few changes remain to be read.
         with self._db.read() as tx:
@@ -182,6 +184,28 @@ class EmbeddedGraphStore(GraphStore):
                 {"id": row[0]},
             ).fetchall()
         return [Match(neighbour, score) for neighbour, score in rows]
+
+    def links_at_least(self, threshold: float) -> Iterator[Link]:
+        """Pages in (score, a, b) order, each a range seek on the links_by_score index."""
+        bar = checked_threshold(threshold)
+
+        def pages() -> Iterator[Link]:
+            key: tuple[float, int, int] = (bar, -1, -1)  # ids are >= 1: the first page starts at the bar
+            while True:
+                with self._db.read() as tx:
+                    rows = tx.execute(
+                        "SELECT links.score, links.a, links.b, ia.path, ib.path FROM links "
+                        "JOIN images AS ia ON ia.id = links.a JOIN images AS ib ON ib.id = links.b "
+                        "WHERE links.score >= ? AND (links.score, links.a, links.b) > (?, ?, ?) "
+                        "ORDER BY links.score, links.a, links.b LIMIT ?",
+                        (bar, *key, PAGE_SIZE),
+                    ).fetchall()
+                yield from (Link.between(a, b, score) for score, _, _, a, b in rows)
+                if len(rows) < PAGE_SIZE:
+                    return
+                key = rows[-1][:3]
+
+        yield from each_pair_once(pages())
 
     def stats(self) -> StoreStats:
         with self._db.read() as tx:
@@ -228,7 +252,7 @@ class EmbeddedGraphStore(GraphStore):
     def export_images(self, after: str, limit: int) -> list[ExportedImage]:
         with self._db.read() as tx:
             rows = tx.execute(
-                "SELECT path, sha256, size, mtime_ns, width, height, model, embedding, linked, pick_bar "
+                "SELECT path, sha256, size, mtime_ns, width, height, model, embedding, linked, pick_bar, indexed_at "
                 "FROM images WHERE path > ? ORDER BY path LIMIT ?",
                 (after, limit),
             ).fetchall()
@@ -238,8 +262,9 @@ class EmbeddedGraphStore(GraphStore):
                             np.frombuffer(blob, dtype="<f4").copy()),
                 linked=bool(linked),
                 pick_bar=pick_bar,
+                indexed_at=indexed_at,
             )
-            for path, sha256, size, mtime_ns, width, height, model, blob, linked, pick_bar in rows
+            for path, sha256, size, mtime_ns, width, height, model, blob, linked, pick_bar, indexed_at in rows
         ]
 
     def export_links(self, paths: Sequence[str]) -> list[Link]:
@@ -257,7 +282,7 @@ class EmbeddedGraphStore(GraphStore):
         return sorted(found)
 
     def import_images(self, images: Sequence[ExportedImage]) -> None:
-        self._write_images([(image.record, (image.linked, image.pick_bar)) for image in images])
+        self._write_images([(image.record, image) for image in images])
 
     def import_links(self, links: Sequence[Link]) -> int:
         if not links:
@@ -286,43 +311,49 @@ class EmbeddedGraphStore(GraphStore):
         recorded = tx.recorded_model()
         return None if recorded is None else self._mirror.sync(tx, recorded[1])
 
-    def _write_images(self, images: Sequence[tuple[ImageRecord, tuple[bool, float | None] | None]]) -> None:
-        """Upsert records; with a (linked, pick_bar) pair those are set as given (imports)."""
+    def _write_images(self, images: Sequence[tuple[ImageRecord, ExportedImage | None]]) -> None:
+        """Upsert records; with an ExportedImage (imports) its linked flag, pick bar and
+        indexed_at are set as exported, else a new or changed embedding is stamped now."""
         if not images:
             return
+        now = time.time()
         with self._db.write() as tx:
             model, dim = tx.require_model()
             rows = []
-            for record, link_state in images:
+            for record, exported in images:
                 if record.model != model:
                     raise ModelMismatchError(foreign_record_message(
                         record.path, record.model, model,
                         f"use a new --data-dir, or delete {self.db_path} (and its -wal/-shm files)",
                     ))
-                rows.append((record, checked_embedding(record.embedding, dim, record.path).tobytes(), link_state))
+                rows.append((record, checked_embedding(record.embedding, dim, record.path).tobytes(), exported))
             rev = tx.next_revision()
             previous = _embeddings_by_path(tx, [record.path for record, _, _ in rows])
-            for record, blob, link_state in rows:
+            for record, blob, exported in rows:
+                # Every right-hand side reads the row as it was: linked and indexed_at compare
+                # the old embedding with the new one.
                 tx.execute(
                     """
-                    INSERT INTO images (path, sha256, size, mtime_ns, width, height, model, embedding, rev)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    INSERT INTO images (path, sha256, size, mtime_ns, width, height, model, embedding, rev, indexed_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     ON CONFLICT (path) DO UPDATE SET
                         sha256 = excluded.sha256, size = excluded.size, mtime_ns = excluded.mtime_ns,
                         width = excluded.width, height = excluded.height, model = excluded.model,
                         linked = images.linked AND images.embedding = excluded.embedding,
+                        indexed_at = CASE WHEN images.embedding = excluded.embedding
+                                          THEN images.indexed_at ELSE excluded.indexed_at END,
                         embedding = excluded.embedding, rev = excluded.rev
                     """,
                     (record.path, record.sha256, record.size, record.mtime_ns,
-                     record.width, record.height, record.model, blob, rev),
+                     record.width, record.height, record.model, blob, rev, now),
                 )
                 old = previous.get(record.path)
                 if old is not None and old[1] != blob:
                     _delete_links_of(tx, [old[0]])
                     previous[record.path] = (old[0], blob)
-                if link_state is not None:
-                    tx.execute("UPDATE images SET linked = ?, pick_bar = ? WHERE path = ?",
-                               (int(link_state[0]), link_state[1], record.path))
+                if exported is not None:
+                    tx.execute("UPDATE images SET linked = ?, pick_bar = ?, indexed_at = ? WHERE path = ?",
+                               (int(exported.linked), exported.pick_bar, exported.indexed_at, record.path))
 
 
 def _ids_by_path(tx: Transaction, paths: Sequence[str]) -> dict[str, int]:

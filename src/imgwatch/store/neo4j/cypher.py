@@ -15,6 +15,7 @@ from __future__ import annotations
 # -- schema names -----------------------------------------------------------------------
 
 VECTOR_INDEX = "imgwatch_image_embedding"
+SCORE_INDEX = "imgwatch_link_score"
 PATH_CONSTRAINT = "imgwatch_image_path"
 STORE_CONSTRAINT = "imgwatch_store_key"
 
@@ -45,6 +46,8 @@ CREATE_VECTOR_INDEX = (
     "{{indexConfig: {{`vector.dimensions`: {dim}, `vector.similarity_function`: 'cosine'}}}}"
 )
 DROP_VECTOR_INDEX = f"DROP INDEX {VECTOR_INDEX} IF EXISTS"
+# A range index on SIMILAR_TO.score, so links_at_least seeks instead of reading every link.
+CREATE_SCORE_INDEX = f"CREATE RANGE INDEX {SCORE_INDEX} IF NOT EXISTS FOR ()-[r:SIMILAR_TO]-() ON (r.score)"
 AWAIT_INDEX = "CALL db.awaitIndex($name, $seconds)"
 
 STORE_STATE = (
@@ -75,7 +78,8 @@ MERGE (n:Image {path: row.path})
 SET n.sha256 = row.sha256, n.size = row.size, n.mtime_ns = row.mtime_ns,
     n.width = row.width, n.height = row.height, n.model = row.model,
     n.linked = CASE WHEN row.linked IS NULL THEN coalesce(n.linked, false) ELSE row.linked END,
-    n.pick_bar = CASE WHEN row.linked IS NULL THEN n.pick_bar ELSE row.pick_bar END
+    n.pick_bar = CASE WHEN row.linked IS NULL THEN n.pick_bar ELSE row.pick_bar END,
+    n.indexed_at = CASE WHEN row.linked IS NULL THEN n.indexed_at ELSE row.indexed_at END
 WITH n, row
 WHERE n.embedding_digest IS NULL OR n.embedding_digest <> row.digest
 RETURN row.path AS changed
@@ -86,7 +90,8 @@ UNWIND $rows AS row
 MATCH (n:Image {path: row.path})
 CALL db.create.setNodeVectorProperty(n, 'embedding', row.embedding)
 SET n.embedding_digest = row.digest,
-    n.linked = CASE WHEN row.linked IS NULL THEN false ELSE row.linked END
+    n.linked = CASE WHEN row.linked IS NULL THEN false ELSE row.linked END,
+    n.indexed_at = row.indexed_at
 """
 
 DROP_LINKS = """
@@ -107,7 +112,7 @@ REMOVE = "UNWIND $paths AS path MATCH (n:Image {path: path}) DETACH DELETE n RET
 GET_MANY = (
     "UNWIND $paths AS path MATCH (n:Image {path: path}) "
     "RETURN n.path AS path, n.sha256 AS sha256, n.size AS size, n.mtime_ns AS mtime_ns, "
-    "n.width AS width, n.height AS height, n.model AS model, n.linked AS linked"
+    "n.width AS width, n.height AS height, n.model AS model, n.linked AS linked, n.indexed_at AS indexed_at"
 )
 
 NEAREST = """
@@ -122,6 +127,17 @@ NEIGHBOURS = (
     "MATCH (n:Image {path: $path}) OPTIONAL MATCH (n)-[r:SIMILAR_TO]-(m:Image) "
     "RETURN m.path AS path, r.score AS score ORDER BY score DESC, path"
 )
+
+# links_at_least: one page in (score, a.path, b.path) order after the last row of the page
+# before ($score, $a, $b; the first page passes the threshold and empty paths, which every
+# absolute path follows). `r.score >= $score` is the range seek on SCORE_INDEX; the rest
+# only breaks ties. Each link is stored once, a -> b, so the directed pattern reads it once.
+LINKS_AT_LEAST = """
+MATCH (a:Image)-[r:SIMILAR_TO]->(b:Image)
+WHERE r.score >= $score AND (r.score > $score OR a.path > $a OR (a.path = $a AND b.path > $b))
+RETURN r.score AS score, a.path AS low, b.path AS high
+ORDER BY score, low, high LIMIT $limit
+"""
 
 # file_states: the directory itself by equality, its descendants by one range on the
 # path index: [dir + '/', dir + '0') holds exactly the paths starting with dir + '/'
@@ -140,7 +156,7 @@ EXPORT_IMAGES = (
     "MATCH (n:Image) WHERE n.path > $after "
     "RETURN n.path AS path, n.sha256 AS sha256, n.size AS size, n.mtime_ns AS mtime_ns, "
     "n.width AS width, n.height AS height, n.model AS model, n.embedding AS embedding, "
-    "n.linked AS linked, n.pick_bar AS pick_bar ORDER BY n.path LIMIT $limit"
+    "n.linked AS linked, n.pick_bar AS pick_bar, n.indexed_at AS indexed_at ORDER BY n.path LIMIT $limit"
 )
 EXPORT_LINKS = (
     "UNWIND $paths AS path MATCH (n:Image {path: path})-[r:SIMILAR_TO]-(m:Image) "

@@ -3,9 +3,11 @@
 - ``(:Image {path})`` nodes under a uniqueness constraint on ``path``, with the file
   facts, ``embedding`` (float32, written by ``db.create.setNodeVectorProperty``),
   ``embedding_digest`` (to tell a changed embedding from a re-upsert of the same one),
-  ``linked`` and ``pick_bar`` (see :meth:`GraphStore.link`);
+  ``indexed_at`` (epoch seconds when the embedding was written; absent on nodes stored
+  before imgwatch kept it), ``linked`` and ``pick_bar`` (see :meth:`GraphStore.link`);
 - ``(:Image)-[:SIMILAR_TO {score}]->(:Image)``, stored once per pair from the
-  lexicographically smaller path to the larger; ``score`` is the raw cosine;
+  lexicographically smaller path to the larger; ``score`` is the raw cosine, under a
+  range index ``imgwatch_link_score`` (for ``links_at_least``; queries work without it);
 - one ``(:ImgwatchStore {key: 'store'})`` node recording the model, its dimension and
   the schema version;
 - a cosine vector index ``imgwatch_image_embedding`` on ``Image.embedding``.
@@ -22,13 +24,16 @@ from typing import Any
 
 import neo4j
 
-from imgwatch.errors import ModelMismatchError, StoreError, StoreMissing
+from imgwatch.errors import ModelMismatchError, StoreError, StoreMissing, StoreUnavailable
+from imgwatch.log import get_logger
 from imgwatch.store.base import model_mismatch_message
 from imgwatch.store.neo4j import cypher
 from imgwatch.store.neo4j.driver import Connection
 
 SCHEMA_VERSION = 1
 INDEX_ONLINE_TIMEOUT_S = 600
+
+log = get_logger("imgwatch.store")
 
 
 def reset_hint(database: str) -> str:
@@ -68,6 +73,15 @@ def unique_constraint(rows: Iterable[Mapping[str, Any]], label: str, prop: str) 
                 and list(row.get("properties") or []) == [prop]):
             return str(row["name"])
     return None
+
+
+def score_index(rows: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """A range index (SHOW INDEXES rows) on ``SIMILAR_TO.score``, whatever its name."""
+    return next((
+        row for row in rows
+        if row.get("type") == "RANGE" and row.get("entityType") == "RELATIONSHIP"
+        and list(row.get("labelsOrTypes") or []) == ["SIMILAR_TO"] and list(row.get("properties") or []) == ["score"]
+    ), None)
 
 
 def embedding_indexes(rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -114,6 +128,8 @@ class Schema:
                 self._schema(cypher.CREATE_PATH_CONSTRAINT)
             if unique_constraint(constraints, "ImgwatchStore", "key") is None:
                 self._schema(cypher.CREATE_STORE_CONSTRAINT)
+            if score_index(self._db.command(cypher.SHOW_INDEXES)) is None:
+                self._create_score_index()
         row = self._db.read(lambda tx: tx.run(cypher.STORE_STATE).single())
         if row is None:
             if not self.writable:
@@ -132,6 +148,20 @@ class Schema:
         if self.writable and recorded is not None:
             self.ensure_vector_index(recorded[1])
         return recorded
+
+    def _create_score_index(self) -> None:
+        """Create the index on SIMILAR_TO.score; without it everything works, only
+        links_at_least reads every link. It came after the rest of the schema, so a user
+        who may not create indexes (the editor role) gets a warning, not a failure. Not
+        awaited: until it is ONLINE, queries simply do not use it."""
+        try:
+            self._schema(cypher.CREATE_SCORE_INDEX)
+        except StoreUnavailable:
+            raise
+        except StoreError as exc:
+            log.warning("link_score_index_not_created", index=cypher.SCORE_INDEX, reason=str(exc),
+                        detail="`imgwatch duplicates` reads every link until a user allowed to create "
+                               "indexes opens the store once")
 
     def record_model(self, model: str, dim: int) -> None:
         """Record the model on first use; ModelMismatchError while another model's images exist."""
@@ -205,11 +235,13 @@ class Schema:
         """Schema facts for `imgwatch doctor`."""
         ours = self._our_index()
         constraint = unique_constraint(self._db.command(cypher.SHOW_CONSTRAINTS), "Image", "path")
+        scores = score_index(self._db.command(cypher.SHOW_INDEXES))
         return {
             "path_constraint": "present" if constraint else "MISSING",
             "vector_index": cypher.VECTOR_INDEX,
             "index_state": ours["state"] if ours else "MISSING (created when a worker starts)",
             "index_population": f"{ours['populationPercent']:.1f}%" if ours else "-",
+            "link_score_index": scores["state"] if scores else "MISSING (created when a worker starts)",
         }
 
     def _our_index(self) -> Mapping[str, Any] | None:

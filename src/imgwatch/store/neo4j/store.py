@@ -8,6 +8,7 @@ both backends report the same numbers. The linking rule is
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,10 +28,12 @@ from imgwatch.store.base import (
     StoredImage,
     StoreStats,
     checked_embedding,
+    checked_threshold,
+    each_pair_once,
     foreign_record_message,
     unit_query,
 )
-from imgwatch.store.batching import keyset_pages
+from imgwatch.store.batching import PAGE_SIZE, keyset_pages
 from imgwatch.store.linking import Candidate, LinkPlan, choose, plan_links
 from imgwatch.store.neo4j import cypher
 from imgwatch.store.neo4j.driver import Connection
@@ -96,7 +99,7 @@ class Neo4jGraphStore(GraphStore):
         self._write_images([(record, None) for record in records])
 
     def import_images(self, images: Sequence[ExportedImage]) -> None:
-        self._write_images([(image.record, (image.linked, image.pick_bar)) for image in images])
+        self._write_images([(image.record, image) for image in images])
 
     def update_file_states(self, states: Sequence[FileState]) -> None:
         rows = [{"path": s.path, "size": s.size, "mtime_ns": s.mtime_ns} for s in states]
@@ -125,8 +128,7 @@ class Neo4jGraphStore(GraphStore):
         """
         if not images:
             return 0
-        if not -1.0 <= threshold <= 1.0:  # also refuses NaN
-            raise StoreError(f"link threshold must be a cosine in [-1, 1], got {threshold}")
+        checked_threshold(threshold)
         recorded = self.recorded_model()
         if recorded is None:
             return 0
@@ -156,7 +158,8 @@ class Neo4jGraphStore(GraphStore):
         def fetch(tx: neo4j.ManagedTransaction) -> dict[str, StoredImage]:
             return {
                 row["path"]: StoredImage(row["path"], row["sha256"], row["size"], row["mtime_ns"], row["width"],
-                                         row["height"], row["model"], linked=bool(row["linked"]))
+                                         row["height"], row["model"], linked=bool(row["linked"]),
+                                         indexed_at=row["indexed_at"])
                 for batch in statement_batches(unique, 1) for row in tx.run(cypher.GET_MANY, paths=batch)
             }
 
@@ -180,6 +183,27 @@ class Neo4jGraphStore(GraphStore):
         if not rows:
             raise ImageNotFound(path)
         return [Match(row["path"], row["score"]) for row in rows if row["path"] is not None]
+
+    def links_at_least(self, threshold: float) -> Iterator[Link]:
+        """Pages in (score, a.path, b.path) order, each a range seek on the score index."""
+        bar = checked_threshold(threshold)
+
+        def page(after: tuple[float, str, str]) -> list[Link]:
+            score, low, high = after
+            return self._db.read(lambda tx: [
+                Link(row["low"], row["high"], row["score"]) for row in tx.run(
+                    cypher.LINKS_AT_LEAST, score=score, a=low, b=high, limit=PAGE_SIZE)])
+
+        def pages() -> Iterator[Link]:
+            after = (bar, "", "")  # every path follows "": the first page starts at the bar
+            while True:
+                links = page(after)
+                yield from links
+                if len(links) < PAGE_SIZE:
+                    return
+                after = (links[-1].score, links[-1].a, links[-1].b)
+
+        yield from each_pair_once(pages())
 
     def stats(self) -> StoreStats:
         def count(tx: neo4j.ManagedTransaction) -> tuple[int, int, tuple[str, int] | None]:
@@ -226,6 +250,7 @@ class Neo4jGraphStore(GraphStore):
                             row["model"], as_vector(row["embedding"], row["path"])),
                 linked=bool(row["linked"]),
                 pick_bar=row["pick_bar"],
+                indexed_at=row["indexed_at"],
             )
             for row in rows
         ]
@@ -258,9 +283,10 @@ class Neo4jGraphStore(GraphStore):
         return self._db.read(lambda tx: [FileState(row["path"], row["size"], row["mtime_ns"])
                                          for row in tx.run(statement, parameters)])
 
-    def _write_images(self, images: Sequence[tuple[ImageRecord, tuple[bool, float | None] | None]]) -> None:
+    def _write_images(self, images: Sequence[tuple[ImageRecord, ExportedImage | None]]) -> None:
         if images:
-            self._db.write(lambda tx: _write_images(tx, images, self._db.database))
+            now = time.time()
+            self._db.write(lambda tx: _write_images(tx, images, self._db.database, now))
 
 
 # -- transaction functions (each runs inside one managed transaction) -----------------------
@@ -323,16 +349,20 @@ def _write_plan(tx: neo4j.ManagedTransaction, present: list[str], plan: LinkPlan
     return sum(tx.run(cypher.WRITE_LINKS, links=batch).single()["written"] for batch in statement_batches(links, 1))
 
 
-def _write_images(tx: neo4j.ManagedTransaction, images: Sequence[tuple[ImageRecord, tuple[bool, float | None] | None]],
-                  database: str) -> None:
-    """Facts for every image; embeddings only for those whose stored digest differs."""
+def _write_images(tx: neo4j.ManagedTransaction, images: Sequence[tuple[ImageRecord, ExportedImage | None]],
+                  database: str, now: float) -> None:
+    """Facts for every image; embeddings only for those whose stored digest differs.
+
+    With an ExportedImage (imports) its linked flag, pick bar and indexed_at are set as
+    exported; otherwise a new or changed embedding gets indexed_at ``now``.
+    """
     recorded = model_in(tx)
     if recorded is None:
         raise StoreError(f"the store in database {database!r} has no embedding model yet; call ensure_model first")
     model, dim = recorded
     rows: dict[str, dict[str, object]] = {}
     vectors: dict[str, np.ndarray] = {}
-    for record, link_state in images:
+    for record, exported in images:
         if record.model != model:
             raise ModelMismatchError(foreign_record_message(record.path, record.model, model, reset_hint(database)))
         vectors[record.path] = checked_embedding(record.embedding, dim, record.path)
@@ -340,15 +370,17 @@ def _write_images(tx: neo4j.ManagedTransaction, images: Sequence[tuple[ImageReco
             "path": record.path, "sha256": record.sha256, "size": record.size, "mtime_ns": record.mtime_ns,
             "width": record.width, "height": record.height, "model": record.model,
             "digest": embedding_digest(vectors[record.path]),
-            "linked": None if link_state is None else link_state[0],
-            "pick_bar": None if link_state is None else link_state[1],
+            "linked": None if exported is None else exported.linked,
+            "pick_bar": None if exported is None else exported.pick_bar,
+            "indexed_at": now if exported is None else exported.indexed_at,
         }
     changed = [row["changed"] for batch in statement_batches(list(rows.values()), 1)
                for row in tx.run(cypher.UPSERT_FACTS, rows=batch)]
     if not changed:
         return
     embeddings = [{"path": path, "digest": rows[path]["digest"], "linked": rows[path]["linked"],
-                   "embedding": vectors[path].tolist()} for path in dict.fromkeys(changed)]
+                   "indexed_at": rows[path]["indexed_at"], "embedding": vectors[path].tolist()}
+                  for path in dict.fromkeys(changed)]
     _run_batches(tx, cypher.SET_EMBEDDINGS, "rows", embeddings, floats=dim)
     _run_batches(tx, cypher.DROP_LINKS, "paths", changed)  # a new embedding makes the old scores stale
 

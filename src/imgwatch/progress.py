@@ -1,0 +1,114 @@
+"""Backlog progress on a terminal: done / total, rate and time left while work is queued.
+
+The queue only knows what is pending now, so the tracker turns successive samples of
+"paths pending" into progress: a drop is work done, a rise is new work joining the
+backlog. Off a terminal (systemd, pipes) nothing is drawn; the logs say it all.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TextIO
+
+# The rate is averaged over this window, so a pause (or a burst) fades out in a minute.
+RATE_WINDOW_S = 60.0
+
+
+@dataclass(frozen=True)
+class Progress:
+    done: int
+    total: int
+    rate: float | None  # paths per second; None until something was done
+    seconds_left: float | None
+
+    @property
+    def pending(self) -> int:
+        return self.total - self.done
+
+
+class BacklogTracker:
+    """Progress of one backlog, from samples of how many paths are pending."""
+
+    def __init__(self) -> None:
+        self._done = 0
+        self._pending = 0
+        self._history: list[tuple[float, int]] = []  # (time, done) within the rate window
+
+    def update(self, pending: int, now: float) -> Progress:
+        if pending < self._pending:
+            self._done += self._pending - pending
+        self._pending = pending
+        if pending == 0:  # the backlog is over: the next one starts from zero
+            self._done = 0
+            self._history.clear()
+            return Progress(0, 0, None, None)
+        self._history.append((now, self._done))
+        while len(self._history) > 2 and now - self._history[0][0] > RATE_WINDOW_S:
+            self._history.pop(0)
+        rate = None
+        first_time, first_done = self._history[0]
+        if now > first_time and self._done > first_done:
+            rate = (self._done - first_done) / (now - first_time)
+        return Progress(self._done, self._done + pending, rate, pending / rate if rate else None)
+
+
+def render(progress: Progress, width: int = 30) -> str:
+    """One terminal line, e.g. ``[#####.....] 120/480 paths  4.1/s  1m 28s left``."""
+    filled = width * progress.done // progress.total if progress.total else 0
+    bar = "#" * filled + "." * (width - filled)
+    rate = f"{progress.rate:.1f}/s" if progress.rate else "-/s"
+    left = _duration(progress.seconds_left) + " left" if progress.seconds_left is not None else "estimating"
+    return f"[{bar}] {progress.done}/{progress.total} paths  {rate}  {left}"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m {seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+class TerminalProgress:
+    """Redraws one progress line on a terminal while there is a backlog; silent elsewhere."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty()
+        self.tracker = BacklogTracker()
+        self._shown = False
+
+    def show(self, pending: int, now: float | None = None) -> Progress:
+        progress = self.tracker.update(pending, time.monotonic() if now is None else now)
+        if not self.enabled:
+            return progress
+        if progress.total:
+            self.stream.write("\r\x1b[2K" + render(progress))
+            self._shown = True
+        elif self._shown:
+            self.stream.write("\r\x1b[2K")
+            self._shown = False
+        self.stream.flush()
+        return progress
+
+    def close(self) -> None:
+        if self.enabled and self._shown:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def follow_backlog(pending: Callable[[], int], *, interval: float = 1.0, stream: TextIO | None = None,
+                   until_empty: bool = True, stop: Callable[[], bool] = lambda: False) -> None:
+    """Show progress of ``pending()`` every ``interval`` s until it is empty (or ``stop()``)."""
+    display = TerminalProgress(stream)
+    try:
+        while not stop():
+            if display.show(pending()).total == 0 and until_empty:
+                return
+            time.sleep(interval)
+    finally:
+        display.close()

@@ -1,0 +1,209 @@
+"""Thumbnails of indexed photos: made on demand, cached on disk under the data dir.
+
+A thumbnail is the photo upright (EXIF orientation applied), flattened onto white if it
+has transparency, shrunk to fit a ``size``×``size`` box and saved as JPEG. JPEGs are
+decoded at a reduced scale in the DCT domain (Pillow's ``draft``), so a 12-megapixel
+photo costs a few tens of milliseconds, not a full decode.
+
+The cache lives in ``<data_dir>/thumbnails`` (folders 0700, files 0600). A file is named
+by its photo's path, the size and the photo's (mtime, size) on disk, so a changed photo
+gets a new thumbnail and the one it replaces is deleted. The same key is the ETag the web
+page sends, so a browser revalidating an unchanged thumbnail costs one ``stat``.
+
+Decoding applies the limits the workers apply (:mod:`imgwatch.embedding.decode`): only
+regular files up to ``MAX_FILE_BYTES``, only the decodable formats, and the aspect-ratio
+and pixel limits checked on the header before any pixel is decoded. That module loads
+torch, so it is imported when the first thumbnail is made, not with this one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageOps
+
+from imgwatch.datadir import DataDir
+from imgwatch.errors import DecodeError
+
+THUMBNAILS_DIR_NAME = "thumbnails"
+# Bump when the rendering changes, so cached thumbnails made the old way are not reused.
+RENDER_VERSION = 1
+JPEG_QUALITY = 85
+BACKGROUND = (255, 255, 255)  # what shows through transparent pixels
+
+
+@dataclass(frozen=True)
+class SourceState:
+    """A photo's file as it is on disk now: what its thumbnail is keyed on."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: str) -> SourceState:
+        """Stat ``path`` (following links, as decoding does); OSError if it cannot be."""
+        info = os.stat(path)
+        return cls(path, info.st_size, info.st_mtime_ns)
+
+    def key(self, size: int) -> str:
+        """Names the thumbnail of this content at ``size``: it changes when the file does."""
+        state = f"{RENDER_VERSION}:{size}:{self.mtime_ns}:{self.size}".encode()
+        return f"{size}-{hashlib.sha256(state).hexdigest()[:20]}"
+
+    def etag(self, size: int) -> str:
+        return f'"{self.key(size)}"'
+
+    @property
+    def mtime(self) -> float:
+        return self.mtime_ns / 1e9
+
+
+@dataclass(frozen=True)
+class Thumbnail:
+    file: Path  # the cached JPEG
+    source: SourceState
+    etag: str
+    made: bool  # True when this call rendered it, False when it came from the cache
+
+
+def render(path: str, size: int) -> Image.Image:
+    """The photo at ``path`` upright, in RGB, fitting a ``size``×``size`` box.
+
+    Raises DecodeError (not an image, too large, damaged) or OSError (unreadable).
+    Never enlarges a photo smaller than the box.
+    """
+    from imgwatch.embedding.decode import read_file  # loads torch: only when a thumbnail is made
+
+    _facts, data = read_file(path)  # regular files only, up to MAX_FILE_BYTES
+    if not data:
+        raise DecodeError(path, "empty file (0 bytes)", "replace it with a complete copy")
+    try:
+        image = Image.open(io.BytesIO(data), formats=_decodable_formats())
+        _check_header(path, *image.size)
+        if image.format in ("JPEG", "MPO"):
+            image.draft("RGB", _draft_box(image.size, size))
+        image.load()
+        upright = ImageOps.exif_transpose(image)
+        flat = _flattened(upright)
+        flat.thumbnail((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    except DecodeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad data
+        raise DecodeError(path, f"cannot make a thumbnail ({type(exc).__name__}: {exc})",
+                          "the file is damaged or changed since it was indexed") from exc
+    return flat
+
+
+class ThumbnailCache:
+    """Thumbnails on disk: ``get(path, size)`` renders once, then reuses the file."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    @classmethod
+    def for_data_dir(cls, data_dir: DataDir) -> ThumbnailCache:
+        return cls(data_dir.path / THUMBNAILS_DIR_NAME)
+
+    def file_for(self, source: SourceState, size: int) -> Path:
+        path_key = _path_key(source.path)
+        return self.directory / path_key[:2] / f"{path_key}-{source.key(size)}.jpg"
+
+    def get(self, path: str, size: int) -> Thumbnail:
+        """The cached thumbnail of ``path`` at ``size``, rendered now if missing or stale.
+
+        Raises OSError when the photo cannot be read, DecodeError when it cannot be decoded.
+        """
+        source = SourceState.of(path)
+        file = self.file_for(source, size)
+        if file.is_file():
+            return Thumbnail(file, source, source.etag(size), made=False)
+        image = render(path, size)
+        self._write(file, image)
+        self._drop_stale(file, source, size)
+        return Thumbnail(file, source, source.etag(size), made=True)
+
+    def _write(self, file: Path, image: Image.Image) -> None:
+        shard = file.parent
+        self._make_private_dir(self.directory)
+        self._make_private_dir(shard)
+        fd, temporary = tempfile.mkstemp(dir=shard, prefix=".tmp-", suffix=".jpg")  # 0600
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                image.save(handle, "JPEG", quality=JPEG_QUALITY)
+            os.replace(temporary, file)  # readers see a whole file or none
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+
+    def _drop_stale(self, current: Path, source: SourceState, size: int) -> None:
+        """Delete this photo's thumbnails of the same size made from an older version of it."""
+        prefix = f"{_path_key(source.path)}-{size}-"
+        for other in current.parent.glob(prefix + "*.jpg"):
+            if other != current:
+                with contextlib.suppress(OSError):
+                    other.unlink()
+
+    @staticmethod
+    def _make_private_dir(directory: Path) -> None:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = directory.stat()
+        if info.st_mode & 0o077 and info.st_uid == os.geteuid():
+            directory.chmod(0o700)
+
+
+def _path_key(path: str) -> str:
+    return hashlib.sha256(os.fsencode(path)).hexdigest()[:32]
+
+
+def _draft_box(stored: tuple[int, int], size: int) -> tuple[int, int]:
+    """The smallest box, of the photo's shape, whose long side still covers ``size``.
+
+    libjpeg then decodes at the smallest 1/2^k scale that is at least this big.
+    """
+    width, height = stored
+    long_side = max(width, height, 1)
+    scale = min(1.0, size / long_side)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _check_header(path: str, width: int, height: int) -> None:
+    """The workers' size limits, applied to the header before any pixel is decoded."""
+    from imgwatch.embedding.decode import MAX_ASPECT_RATIO, MAX_PIXELS
+
+    short, long = sorted((width, height))
+    if short < 1:
+        raise DecodeError(path, f"{width}×{height} pixels: the image is empty", "replace it with a good copy")
+    if long > MAX_ASPECT_RATIO * short:
+        raise DecodeError(path, f"{width}×{height} pixels: aspect ratio beyond 1:{MAX_ASPECT_RATIO}",
+                          "crop it, or keep it out of the watched folders")
+    if width * height > MAX_PIXELS:
+        raise DecodeError(path, f"{width}×{height} pixels is too large to decode safely",
+                          "save a smaller copy, or keep it out of the watched folders")
+
+
+def _decodable_formats() -> tuple[str, ...]:
+    from imgwatch.embedding.decode import DECODABLE_FORMATS
+
+    Image.init()
+    return tuple(name for name in DECODABLE_FORMATS if name in Image.OPEN)
+
+
+def _flattened(image: Image.Image) -> Image.Image:
+    """RGB, with transparent areas shown on white (not as whatever colour they hide)."""
+    from imgwatch.embedding.decode import to_rgb
+
+    has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
+    if not has_alpha:
+        return to_rgb(image)
+    rgba = image.convert("RGBA")
+    background = Image.new("RGB", rgba.size, BACKGROUND)
+    background.paste(rgba, mask=rgba.getchannel("A"))
+    return background

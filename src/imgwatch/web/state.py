@@ -1,0 +1,126 @@
+"""What one web server process holds: the store (opened on first use), the model (loaded on
+the first search by upload), the thumbnail cache; and the queries the pages and the API share.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from imgwatch.config import Config
+from imgwatch.errors import DecodeError, ModelMismatchError, StoreMissing
+from imgwatch.store import GraphStore, ImageNotFound, Match, StoredImage, open_store
+from imgwatch.thumbnails import Thumbnail, ThumbnailCache
+
+if TYPE_CHECKING:
+    from imgwatch.embedding import Embedder
+
+LARGE_SIZE = 1600  # the photo page's view of one image
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """A match with its stored facts (None if it vanished from the store meanwhile)."""
+
+    match: Match
+    image: StoredImage | None
+
+
+class WebState:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.thumbnails = ThumbnailCache.for_data_dir(config.data_dir)
+        self._store: GraphStore | None = None
+        self._store_lock = threading.Lock()
+        self._embedder: Embedder | None = None
+        self._model_lock = threading.Lock()  # one load, and one upload embedded at a time
+        # Decoding many photos at once only makes each slower: at most one per core.
+        self._render_slots = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
+
+    # -- resources ------------------------------------------------------------------
+
+    def store(self) -> GraphStore:
+        """The store, opened on first use; StoreMissing until something is indexed."""
+        with self._store_lock:
+            if self._store is None:
+                self._store = open_store(self.config, create=False)
+            return self._store
+
+    def embedder(self) -> Embedder:
+        """The workers' model, loaded once per process on first use (call with _model_lock held)."""
+        if self._embedder is None:
+            from imgwatch.embedding import Embedder, load_model
+
+            embedding = self.config.embedding
+            model = load_model(embedding.weights, embedding.device, embedding.seed)
+            self._embedder = Embedder(model, batch_size=1, decode_threads=1)
+        return self._embedder
+
+    def close(self) -> None:
+        with self._store_lock:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+        with self._model_lock:
+            if self._embedder is not None:
+                self._embedder.close()
+                self._embedder = None
+
+    # -- queries --------------------------------------------------------------------
+
+    def indexed(self, path: str) -> StoredImage:
+        """The stored facts of ``path``, looked up exactly as given; ImageNotFound otherwise."""
+        if not path or "\0" in path:
+            raise ImageNotFound(path)
+        image = self.store().get_many([path]).get(path)
+        if image is None:
+            raise ImageNotFound(path)
+        return image
+
+    def with_facts(self, matches: list[Match]) -> list[Ranked]:
+        facts = self.store().get_many([m.path for m in matches]) if matches else {}
+        return [Ranked(m, facts.get(m.path)) for m in matches]
+
+    def similar(self, path: str) -> list[Ranked]:
+        self.indexed(path)
+        return self.with_facts(self.store().neighbours(path))
+
+    def search_indexed(self, path: str, top: int) -> list[Ranked]:
+        """Rank everything against an indexed photo, embedded again from its file."""
+        self.indexed(path)
+        return self._search_file(path, path, top)
+
+    def search_upload(self, data: bytes, filename: str, top: int) -> list[Ranked]:
+        """Rank everything against uploaded bytes, decoded with the workers' limits."""
+        suffix = os.path.splitext(filename)[1][:10] if filename else ""
+        with tempfile.TemporaryDirectory(prefix="imgwatch-upload-") as folder:  # 0700 under the umask
+            upload = os.path.join(folder, "upload" + suffix)
+            descriptor = os.open(upload, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(data)
+            return self._search_file(upload, filename or "the upload", top)
+
+    def _search_file(self, file: str, name: str, top: int) -> list[Ranked]:
+        store = self.store()
+        recorded = store.recorded_model()
+        if recorded is None:
+            raise StoreMissing("nothing is indexed yet: there is nothing to compare with")
+        with self._model_lock:
+            embedder = self.embedder()
+            if recorded[0] != embedder.identity:
+                raise ModelMismatchError(
+                    f"the store holds embeddings from {recorded[0]} but this server uses {embedder.identity}; "
+                    "start `imgwatch web` with the same --weights the workers use"
+                )
+            try:
+                query = embedder.embed_file(file)
+            except DecodeError as exc:  # name the upload, not the temporary file
+                raise DecodeError(name, exc.reason, exc.advice) from None
+        return self.with_facts(store.nearest(query.vector, top))
+
+    def thumbnail(self, path: str, size: int) -> Thumbnail:
+        with self._render_slots:
+            return self.thumbnails.get(path, size)

@@ -1,0 +1,102 @@
+"""Turning store facts into what pages and the JSON API show: URLs, names, dates, numbers.
+
+Paths travel in query strings percent-encoded from their bytes, so a file name that is not
+valid UTF-8 still names exactly its file (:func:`path_url`, :func:`query_values`).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote, unquote_to_bytes
+
+from starlette.requests import Request
+
+from imgwatch.reports import printable
+from imgwatch.store import StoredImage
+from imgwatch.web.state import Ranked
+
+
+def query_values(request: Request) -> dict[str, str]:
+    """The query string's parameters (last one wins), decoded as file names are (surrogateescape)."""
+    values: dict[str, str] = {}
+    for part in request.scope.get("query_string", b"").split(b"&"):
+        if not part:
+            continue
+        key, _, value = part.partition(b"=")
+        values[_unquote(key)] = _unquote(value)
+    return values
+
+
+def _unquote(raw: bytes) -> str:
+    return unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8", "surrogateescape")
+
+
+def path_url(route: str, path: str, **extra: object) -> str:
+    url = f"{route}?path={quote(os.fsencode(path), safe='/')}"
+    for key, value in extra.items():
+        if value is not None:
+            url += f"&{key}={quote(str(value), safe='')}"
+    return url
+
+
+def display_name(path: str) -> str:
+    return printable(os.path.basename(path) or path)
+
+
+def local_time(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    return datetime.fromtimestamp(seconds).astimezone().isoformat(timespec="seconds")
+
+
+def human_size(size: int) -> str:
+    amount = float(size)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if amount < 1024 or unit == "GiB":
+            return f"{amount:.0f} {unit}" if unit == "bytes" else f"{amount:.1f} {unit}"
+        amount /= 1024
+    raise AssertionError("unreachable")
+
+
+def image_urls(path: str, image: StoredImage | None) -> dict[str, str]:
+    version = image.mtime_ns if image is not None else None
+    return {
+        "thumbnail": path_url("/thumb", path, v=version),
+        "view": path_url("/view", path, v=version),
+        "original": path_url("/original", path),
+        "photo": path_url("/photo", path),
+        "search": path_url("/", path),
+    }
+
+
+def ranked_item(ranked: Ranked) -> dict[str, Any]:
+    """One result, as the API returns it and the templates show it."""
+    path, image = ranked.match.path, ranked.image
+    return {
+        "path": path,
+        "score": round(ranked.match.score, 6),
+        "name": display_name(path),
+        "width": image.width if image else None,
+        "height": image.height if image else None,
+        **image_urls(path, image),
+    }
+
+
+def image_facts(image: StoredImage, links: int | None = None) -> dict[str, Any]:
+    """Everything the photo page and GET /api/image say about one indexed image."""
+    return {
+        "path": image.path,
+        "name": display_name(image.path),
+        "size": image.size,
+        "width": image.width,
+        "height": image.height,
+        "modified": local_time(image.mtime_ns / 1e9),
+        "indexed_at": local_time(image.indexed_at),  # None: stored before imgwatch recorded it
+        "model": image.model,
+        "sha256": image.sha256,
+        "linked": image.linked,
+        "links": links,
+        **image_urls(image.path, image),
+    }

@@ -1,0 +1,249 @@
+"""Requeueing dead workers' jobs (imgwatch.workers.recovery) against a real Valkey.
+
+Workers take jobs through RQ's own API (register, dequeue, start the execution), exactly as
+a worker process does; a worker "dies" as it does for other workers: its registration
+expires (a real PEXPIRE) or its name is reported dead by `imgwatch run`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from rq import SimpleWorker
+from rq.job import Job
+from rq.registry import StartedJobRegistry
+from rq.serializers import JSONSerializer
+
+from imgwatch.files import file_signature
+from imgwatch.workers import recovery
+from imgwatch.workqueue import FailureLedger, WorkQueue, job_paths, take_snapshot
+
+KILLED = "killed by signal SIGKILL"
+
+
+def take_job(work_queue: WorkQueue, name: str) -> tuple[SimpleWorker, Job]:
+    """A registered worker called ``name`` that has dequeued and started the next job."""
+    worker = SimpleWorker([work_queue.rq_queue], connection=work_queue.connection, serializer=JSONSerializer,
+                          name=name)
+    worker.register_birth()
+    result = work_queue.rq_queue.dequeue_any([work_queue.rq_queue], None, connection=work_queue.connection,
+                                             serializer=JSONSerializer)
+    assert result is not None, "nothing to dequeue"
+    job, _ = result
+    worker.prepare_execution(job)
+    worker.prepare_job_execution(job, remove_from_intermediate_queue=True)
+    return worker, job
+
+
+def expire_registration(work_queue: WorkQueue, worker: SimpleWorker) -> None:
+    """What happens when a worker stops heartbeating: its registration key expires."""
+    work_queue.connection.pexpire(worker.key, 1)
+    time.sleep(0.02)
+
+
+def queued(work_queue: WorkQueue) -> list[Job]:
+    return work_queue.fetch_jobs(work_queue.rq_queue.get_job_ids())
+
+
+def started_count(work_queue: WorkQueue) -> int:
+    return work_queue.connection.zcard(StartedJobRegistry(queue=work_queue.rq_queue).key)
+
+
+def test_a_dead_workers_job_is_requeued_at_once_first_in_line_and_the_worker_forgotten(
+    work_queue: WorkQueue,
+) -> None:
+    [dead_job_id] = work_queue.enqueue_paths(["/p/a.jpg", "/p/b.jpg"], batch_size=32)
+    worker, job = take_job(work_queue, "imgwatch-run-4242-0")
+    work_queue.enqueue_paths(["/p/later.jpg"], batch_size=32)
+    assert started_count(work_queue) == 1
+
+    [done] = recovery.requeue_jobs_of(work_queue, worker.name, KILLED)
+
+    assert (done.job_id, done.action, done.deaths, done.paths) == (dead_job_id, "requeued", 1, 2)
+    first, second = queued(work_queue)
+    assert first.id == dead_job_id and job_paths(first) == ["/p/a.jpg", "/p/b.jpg"]
+    assert first.meta[recovery.DEATHS_META] == 1 and first.meta[recovery.CAUSE_META] == KILLED
+    assert job_paths(second) == ["/p/later.jpg"]
+    snapshot = take_snapshot(work_queue, FailureLedger.for_queue(work_queue))
+    assert (snapshot.running_jobs, snapshot.workers, snapshot.queued_jobs) == (0, 0, 2)
+    assert not work_queue.connection.exists(worker.key)
+
+
+def test_orphans_are_found_by_their_expired_registration_and_live_workers_keep_their_jobs(
+    work_queue: WorkQueue,
+) -> None:
+    work_queue.enqueue_paths(["/p/alive.jpg"], batch_size=1)
+    work_queue.enqueue_paths(["/p/orphan.jpg"], batch_size=1)
+    alive, alive_job = take_job(work_queue, "imgwatch-host-1")
+    gone, gone_job = take_job(work_queue, "imgwatch-host-2")
+    expire_registration(work_queue, gone)
+
+    assert recovery.requeue_orphaned_jobs(work_queue) == 1
+
+    [requeued] = queued(work_queue)
+    assert requeued.id == gone_job.id and requeued.meta[recovery.DEATHS_META] == 1
+    assert "imgwatch-host-2 stopped sending heartbeats" in requeued.meta[recovery.CAUSE_META]
+    assert started_count(work_queue) == 1  # the live worker's job is still running
+    assert alive_job.get_status(refresh=True) == "started"
+    assert take_snapshot(work_queue, FailureLedger.for_queue(work_queue)).workers == 1
+    assert recovery.requeue_orphaned_jobs(work_queue) == 0  # nothing left to do
+
+
+def test_a_worker_killed_before_it_marked_its_job_started_still_gets_its_job_requeued(
+    work_queue: WorkQueue,
+) -> None:
+    [job_id] = work_queue.enqueue_paths(["/p/a.jpg"], batch_size=1)
+    worker = SimpleWorker([work_queue.rq_queue], connection=work_queue.connection, serializer=JSONSerializer,
+                          name="imgwatch-run-5-0")
+    worker.register_birth()
+    result = work_queue.rq_queue.dequeue_any([work_queue.rq_queue], None, connection=work_queue.connection,
+                                             serializer=JSONSerializer)
+    assert result is not None
+    worker.prepare_execution(result[0])  # ...and SIGKILL before prepare_job_execution
+    intermediate = work_queue.rq_queue.intermediate_queue_key
+    assert work_queue.connection.lrange(intermediate, 0, -1) == [job_id.encode()]
+
+    [done] = recovery.requeue_jobs_of(work_queue, worker.name, KILLED)
+
+    assert (done.job_id, done.action) == (job_id, "requeued")
+    assert work_queue.rq_queue.get_job_ids() == [job_id]
+    assert work_queue.connection.lrange(intermediate, 0, -1) == [] and started_count(work_queue) == 0
+
+
+def test_a_job_is_requeued_once_however_many_look_for_orphans(work_queue: WorkQueue) -> None:
+    work_queue.enqueue_paths(["/p/a.jpg"], batch_size=1)
+    worker, _ = take_job(work_queue, "imgwatch-run-1-0")
+    assert len(recovery.requeue_jobs_of(work_queue, worker.name, KILLED)) == 1
+    assert recovery.requeue_jobs_of(work_queue, worker.name, KILLED) == []
+    assert recovery.requeue_orphaned_jobs(work_queue) == 0
+    assert len(work_queue.rq_queue.get_job_ids()) == 1
+
+
+def test_a_file_that_keeps_killing_workers_is_isolated_then_recorded_as_failed(
+    work_queue: WorkQueue, tmp_path: Path
+) -> None:
+    poison, fine = tmp_path / "poison.jpg", tmp_path / "fine.jpg"
+    poison.write_bytes(b"\xff\xd8 pretend this crashes the decoder")
+    fine.write_bytes(b"\xff\xd8 fine")
+    assert work_queue.max_attempts == 3
+    work_queue.enqueue_paths([str(poison), str(fine)], batch_size=32)
+    deaths = 0
+
+    def kill_the_worker_on_the_next_job() -> list[recovery.Recovery]:
+        nonlocal deaths
+        deaths += 1
+        worker, _ = take_job(work_queue, f"imgwatch-run-{deaths}-0")
+        return recovery.requeue_jobs_of(work_queue, worker.name, KILLED)
+
+    # 1st death: the whole job again (the death may have had nothing to do with its files).
+    assert [r.action for r in kill_the_worker_on_the_next_job()] == ["requeued"]
+    # 2nd death of the same job: one job per file, each remembering one death.
+    assert [r.action for r in kill_the_worker_on_the_next_job()] == ["split"]
+    singles = queued(work_queue)
+    assert sorted(job_paths(j)[0] for j in singles) == sorted([str(poison), str(fine)])
+    assert all(len(job_paths(j)) == 1 and j.meta[recovery.DEATHS_META] == 1 for j in singles)
+    # The poison file's job is taken first and kills its worker twice more.
+    work_queue.rq_queue.remove(next(j for j in singles if job_paths(j) == [str(fine)]))
+    assert [(r.action, r.deaths) for r in kill_the_worker_on_the_next_job()] == [("requeued", 2)]
+    assert [(r.action, r.deaths) for r in kill_the_worker_on_the_next_job()] == [("failed", 3)]
+
+    assert work_queue.rq_queue.get_job_ids() == [] and started_count(work_queue) == 0
+    [failed] = FailureLedger.for_queue(work_queue).failed_files()
+    assert failed.path == str(poison)
+    assert f"the worker died 3 times while indexing this file (last: {KILLED})" in failed.reason
+    assert (failed.size, failed.mtime_ns) == file_signature(str(poison))  # retried once the file changes
+
+
+def test_a_live_workers_stale_execution_is_run_again_without_counting_a_death(work_queue: WorkQueue) -> None:
+    """A queue restored from its append-only file may remember a job its (live) worker finished."""
+    work_queue.enqueue_paths(["/p/a.jpg"], batch_size=1)
+    worker, job = take_job(work_queue, "imgwatch-run-7-0")
+    [execution] = worker.executions.values()
+    stale = time.time() - recovery.STALE_EXECUTION_SECONDS - 1
+    work_queue.connection.hset(execution.key, "last_heartbeat", stale)
+
+    assert recovery.requeue_orphaned_jobs(work_queue) == 1
+
+    [requeued] = queued(work_queue)
+    assert requeued.id == job.id and requeued.meta[recovery.DEATHS_META] == 0
+    assert work_queue.connection.exists(worker.key)  # the worker itself is fine
+
+
+def test_a_fresh_run_requeues_its_previous_workers_jobs_without_counting_deaths(work_queue: WorkQueue) -> None:
+    for path in ["/p/a.jpg", "/p/b.jpg", "/p/c.jpg"]:
+        work_queue.enqueue_paths([path], batch_size=1)
+    take_job(work_queue, "imgwatch-run-1-0")
+    take_job(work_queue, "imgwatch-run-1-1")  # registrations still live: the run was killed a moment ago
+    take_job(work_queue, "imgwatch-otherhost-7")  # a separate `imgwatch worker`, alive
+
+    recovered = recovery.requeue_abandoned(work_queue, "the previous `imgwatch run` stopped", "imgwatch-run-")
+
+    assert sorted(r.action for r in recovered) == ["requeued", "requeued"]
+    assert [j.meta[recovery.DEATHS_META] for j in queued(work_queue)] == [0, 0]
+    assert started_count(work_queue) == 1
+    assert take_snapshot(work_queue, FailureLedger.for_queue(work_queue)).workers == 1
+
+
+@pytest.mark.parametrize("exitcode", [-9, -11, 1, 75, None])
+def test_causes_read_like_the_log_line(exitcode: int | None) -> None:
+    expected = {-9: "killed by signal SIGKILL", -11: "killed by signal SIGSEGV", 1: "exited with code 1",
+                75: "exited with code 75", None: "ended for an unknown reason"}[exitcode]
+    assert recovery.signal_cause(exitcode) == expected
+
+
+def test_a_workers_registration_lives_a_minute_and_keep_alive_renews_it_during_a_job(
+    work_queue: WorkQueue,
+) -> None:
+    from imgwatch.workers.worker import ImgwatchWorker
+
+    worker = ImgwatchWorker(work_queue, "imgwatch-run-99-0")
+    worker.register_birth()
+    worker.heartbeat()
+    assert 0 < work_queue.connection.ttl(worker.key) <= recovery.HEARTBEAT_TTL
+    work_queue.enqueue_paths(["/p/a.jpg"], batch_size=1)
+    result = work_queue.rq_queue.dequeue_any([work_queue.rq_queue], None, connection=work_queue.connection,
+                                             serializer=JSONSerializer)
+    assert result is not None
+    job, _ = result
+    execution = worker.prepare_execution(job)
+    worker.prepare_job_execution(job)  # RQ asks for the job's whole timeout here (1800 s + 60)
+    assert work_queue.connection.ttl(worker.key) <= recovery.HEARTBEAT_TTL
+    work_queue.connection.expire(worker.key, 2)
+    before = float(work_queue.connection.hget(execution.key, "last_heartbeat") or 0)
+
+    with recovery.KeepAlive(worker, interval=0.05):
+        time.sleep(0.3)
+
+    assert work_queue.connection.ttl(worker.key) > 2
+    assert float(work_queue.connection.hget(execution.key, "last_heartbeat") or 0) > before
+    worker.register_death()
+
+
+def test_restarts_back_off_then_a_crash_loop_waits_the_maximum_until_workers_stay_up() -> None:
+    from imgwatch.supervisor import (
+        CRASH_LOOP_SECONDS,
+        RESTART_DELAY_MAX,
+        STABLE_SECONDS,
+        RestartBackoff,
+        WorkerSlot,
+    )
+
+    backoff, slot = RestartBackoff(), WorkerSlot(0)
+    now = 1000.0
+    delays = []
+    for _ in range(6):  # each worker dies 5 s after its start
+        now += 5
+        delays.append(backoff.after_death(slot, uptime=5, now=now))
+    assert delays == [(1, False), (2, False), (4, False), (8, False), (RESTART_DELAY_MAX, True),
+                      (RESTART_DELAY_MAX, False)]  # the crash loop is reported once
+    # A worker that stayed up a while: the next death is not part of a crash loop any more.
+    now += CRASH_LOOP_SECONDS
+    assert backoff.after_death(slot, uptime=STABLE_SECONDS, now=now) == (1, False)
+    assert backoff.after_death(slot, uptime=1, now=now + 1) == (2, False)
+    # Stopping because the queue was out of reach backs off too but is no sign of a crash loop.
+    other = WorkerSlot(1)
+    for step in range(6):
+        assert backoff.after_death(other, uptime=1, now=now + 2 + step, crashed=False)[1] is False
+    assert not backoff.crash_loop
