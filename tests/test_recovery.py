@@ -247,3 +247,14 @@ def test_restarts_back_off_then_a_crash_loop_waits_the_maximum_until_workers_sta
     for step in range(6):
         assert backoff.after_death(other, uptime=1, now=now + 2 + step, crashed=False)[1] is False
     assert not backoff.crash_loop
+
+
+def test_a_dead_workers_foreign_job_is_dropped_not_requeued(work_queue: WorkQueue) -> None:
+    # Anyone who can write to Redis can put a job there; a dead worker's copy of it must not come back.
+    work_queue.rq_queue.enqueue("os.system", "touch /tmp/imgwatch-must-not-exist")
+    worker, job = take_job(work_queue, "imgwatch-run-4243-0")
+
+    [done] = recovery.requeue_jobs_of(work_queue, worker.name, KILLED)
+
+    assert (done.job_id, done.action) == (job.id, "dropped")
+    assert queued(work_queue) == [] and started_count(work_queue) == 0

@@ -50,6 +50,7 @@ from rq.worker import BaseWorker
 
 from imgwatch.files import file_signature
 from imgwatch.log import get_logger
+from imgwatch.workers import guard
 from imgwatch.workqueue import FailureLedger, WorkQueue, job_paths
 
 log = get_logger("imgwatch.recovery")
@@ -315,7 +316,8 @@ def _handle(work_queue: WorkQueue, item: _Started, cause: str, counts: bool) -> 
     if job.get_status(refresh=False) not in (JobStatus.STARTED, JobStatus.QUEUED):
         _delete_execution(connection, item)  # it finished; only its entry was left behind
         return None
-    paths = job_paths(job)
+    # A job that is not imgwatch's (a pickled payload cannot even be read) is dropped, never requeued.
+    paths = [] if guard.refusal(job) is not None else job_paths(job)
     deaths = int(job.meta.get(DEATHS_META, 0)) + (1 if counts else 0)
     recovery = Recovery(job.id, item.worker, cause, len(paths), deaths, "requeued")
     if not paths:

@@ -14,7 +14,6 @@ from types import FrameType
 import redis
 from redis.client import Pipeline
 from rq import Queue, SimpleWorker
-from redis.client import Pipeline
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
