@@ -127,3 +127,35 @@ def test_unavailable_weights_stop_run_with_a_clear_message(env: dict[str, str], 
     assert result.returncode != 0
     assert "missing-weights.pth" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_run_with_web_serves_the_page_beside_the_pipeline(
+    env: dict[str, str], tmp_path: Path, write_photo: Callable[..., Path],
+    start_run: Callable[..., RunningImgwatch],
+) -> None:
+    import socket
+    import urllib.parse
+    import urllib.request
+
+    with socket.socket() as probe:  # a free port for the web page
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env["IMGWATCH_WEB_PORT"] = str(port)
+    root = tmp_path / "photos"
+    photo = write_photo(root / "a.jpg", "astronaut")
+    write_photo(root / "b.jpg", "coffee")
+    run = RunningImgwatch(env, root, tmp_path / "run-web.log", "--web")
+    try:
+        wait_for(lambda: indexed_count(env) == 2, f"indexing; log:\n{run.log()}")
+        base = f"http://127.0.0.1:{port}"
+        with urllib.request.urlopen(f"{base}/api/status", timeout=10) as answer:
+            assert json.load(answer)["store"]["images"] == 2
+        query = urllib.parse.urlencode({"path": str(photo)})
+        with urllib.request.urlopen(f"{base}/api/similar?{query}", timeout=10) as answer:
+            assert answer.status == 200
+        with urllib.request.urlopen(f"{base}/", timeout=10) as page:
+            assert "text/html" in page.headers["content-type"]
+    finally:
+        assert run.stop() == 0, run.log()
+    assert "Traceback" not in run.log()
+    assert '"web_serving"' in run.log()

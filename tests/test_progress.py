@@ -56,3 +56,13 @@ def test_on_a_terminal_one_line_is_redrawn_and_cleared_when_done() -> None:
     display.close()
     frames = stream.getvalue().split("\r\x1b[2K")
     assert "0/4 paths" in frames[1] and "3/4 paths" in frames[2] and frames[-1] == ""
+
+
+def test_pending_paths_estimates_past_the_jobs_whose_paths_are_counted() -> None:
+    from imgwatch.workqueue import QueueSnapshot
+
+    small = QueueSnapshot(queued_jobs=3, queued_paths=70, running_jobs=1, running_paths=32, workers=1)
+    assert small.pending_paths == 102
+    # 1000 jobs counted hold 32000 paths; 2000 queued: about twice as many.
+    large = QueueSnapshot(queued_jobs=2000, queued_paths=32000, running_jobs=1, running_paths=32, workers=1)
+    assert large.pending_paths == 64032

@@ -66,14 +66,15 @@ def main() -> None:
 @main.command()
 @click.argument("roots", nargs=-1, type=click.Path(file_okay=False))
 @click.option("--workers", type=int, default=None, help="Worker processes (default: workers.count).")
+@click.option("--web", is_flag=True, help="Also serve the web page ([web] host and port).")
 @common_options
-def run(config: Config, workers: int | None) -> None:
+def run(config: Config, workers: int | None, web: bool) -> None:
     """Embedded queue + daemon + workers: index ROOTS and keep watching them."""
     from imgwatch.supervisor import run_all
 
     if workers is not None:
         config.workers.count = max(1, workers)
-    sys.exit(run_all(config))
+    sys.exit(run_all(config, web=web))
 
 
 @main.command()
@@ -140,8 +141,7 @@ def _follow_backlog(work_queue: Any, failures: Any) -> None:
     from imgwatch.workqueue.status import take_snapshot
 
     def pending() -> int:
-        snapshot = take_snapshot(work_queue, failures, max_failed_jobs=1)
-        return snapshot.queued_paths + snapshot.running_paths
+        return take_snapshot(work_queue, failures, max_failed_jobs=1).pending_paths
 
     if take_snapshot(work_queue, failures, max_failed_jobs=1).workers == 0:
         click.echo("no worker is running: the work waits in the queue until one starts "

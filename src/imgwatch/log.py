@@ -46,6 +46,11 @@ class _JournalFormatter(logging.Formatter):
         return f"<{_PRIORITY.get(record.levelname.lower(), 6)}>{super().format(record)}"
 
 
+def _clear_progress_line(_logger: object, _method: str, line: str) -> str:
+    """On a terminal a progress bar may own the current line: a log line clears it first."""
+    return "\r\x1b[2K" + line
+
+
 def configure_logging(fmt: str = "auto", level: str = "info") -> None:
     """``fmt`` and ``level`` are validated config values (config.LOG_FORMATS, config.LOG_LEVELS)."""
     threshold = logging.getLevelNamesMapping()[level.upper()]
@@ -65,6 +70,8 @@ def configure_logging(fmt: str = "auto", level: str = "info") -> None:
         processors += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
     if journal:
         processors.append(_journal_priority)
+    elif terminal:
+        processors.append(_clear_progress_line)
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(threshold),

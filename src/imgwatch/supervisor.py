@@ -36,6 +36,7 @@ import sys
 import threading
 import time
 from multiprocessing.process import BaseProcess
+from typing import TYPE_CHECKING
 
 import redis
 from rq.worker import BaseWorker
@@ -45,10 +46,14 @@ from imgwatch.config import Config
 from imgwatch.daemon.service import Daemon, reconcile_and_enqueue
 from imgwatch.errors import EXIT_ERROR, QueueUnavailable, StoreError, StoreUnavailable, exit_on_error
 from imgwatch.log import configure_logging, get_logger
+from imgwatch.progress import follow_backlog
 from imgwatch.redis_server import EmbeddedRedis
 from imgwatch.store import open_store
 from imgwatch.workers import recovery
-from imgwatch.workqueue import FailureLedger, WorkQueue
+from imgwatch.workqueue import FailureLedger, WorkQueue, take_snapshot
+
+if TYPE_CHECKING:
+    from imgwatch.web.server import WebServer
 
 log = get_logger("imgwatch.run")
 
@@ -345,13 +350,17 @@ class Supervisor:
             log.warning("reconcile_failed", error=str(exc), note="the next start or rescan catches up")
 
 
-def run_all(config: Config) -> int:
-    """Run until SIGINT/SIGTERM; returns the process exit code."""
+def run_all(config: Config, *, web: bool = False) -> int:
+    """Run until SIGINT/SIGTERM; returns the process exit code.
+
+    ``web``: also serve the web page (its token and address are checked before anything starts).
+    """
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
 
     with contextlib.ExitStack() as stack:
+        web_server = _open_web(config) if web else None
         stack.enter_context(config.data_dir.exclusive_run_lock())
         server = None
         if not config.queue.redis_url:
@@ -380,12 +389,41 @@ def run_all(config: Config) -> int:
 
         daemon_thread = threading.Thread(target=daemon_main, name="daemon")
         daemon_thread.start()
+        helpers = [threading.Thread(target=_show_backlog, args=(work_queue, stop), name="progress")]
+        if web_server is not None:
+            helpers.append(threading.Thread(target=web_server.serve, args=(stop,), name="web"))
+        for thread in helpers:
+            thread.start()
         exit_code = supervisor.run()
         stop.set()
         sdnotify.stopping()
         log.info("stopping")
         daemon_thread.join()
+        for thread in helpers:
+            thread.join()
         if daemon_errors:
             raise daemon_errors[0]
     log.info("stopped")
     return exit_code
+
+
+def _open_web(config: Config) -> WebServer:
+    from imgwatch.web.server import WebServer  # starlette and uvicorn load only with --web
+
+    return WebServer.open(config)
+
+
+def _show_backlog(work_queue: WorkQueue, stop: threading.Event) -> None:
+    """On a terminal, a progress bar of the backlog while there is one (nothing off a terminal)."""
+    if not sys.stderr.isatty():
+        return
+    failures = FailureLedger.for_queue(work_queue)
+    last = 0
+
+    def pending() -> int:
+        nonlocal last
+        with contextlib.suppress(redis.RedisError):  # an outage: keep the last figure
+            last = take_snapshot(work_queue, failures, max_failed_jobs=1).pending_paths
+        return last
+
+    follow_backlog(pending, until_empty=False, stop=stop.is_set)

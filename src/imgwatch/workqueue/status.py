@@ -35,6 +35,14 @@ class QueueSnapshot:
     failed_jobs: list[FailedJob] = field(default_factory=list)
     failed_files: list[FailedFile] = field(default_factory=list)
 
+    @property
+    def pending_paths(self) -> int:
+        """Paths queued or running; past the jobs whose paths are counted, estimated from them."""
+        counted = min(self.queued_jobs, _COUNTED_QUEUED_JOBS)
+        queued = self.queued_paths if counted >= self.queued_jobs or not counted \
+            else round(self.queued_paths * self.queued_jobs / counted)
+        return queued + self.running_paths
+
 
 UNREADABLE_JOB = "unreadable job (not an imgwatch job)"
 
