@@ -14,7 +14,7 @@ from imgwatch.config import Config
 from imgwatch.embedding import EmbeddingModel, load_model
 from imgwatch.redis_server import EmbeddedRedis
 from imgwatch.workqueue import WorkQueue
-from tests.helpers import PHOTO_NAMES, make_config
+from tests.helpers import PHOTO_NAMES, RunningImgwatch, make_config, process_env
 
 THREAD_EXIT_GRACE_S = 5.0
 
@@ -31,6 +31,27 @@ def no_leaked_threads() -> Iterator[None]:
             break
         leaked[0].join(timeout=0.05)
     assert not leaked, f"test left threads running: {sorted(t.name for t in leaked)}"
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """Environment for imgwatch subprocesses (a module may override it, e.g. to add NOTIFY_SOCKET)."""
+    return process_env(tmp_path)
+
+
+@pytest.fixture
+def start_run(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[[Path], RunningImgwatch]]:
+    """start_run(root) starts `imgwatch run ROOT` as a real process; every one is stopped after the test."""
+    started: list[RunningImgwatch] = []
+
+    def start(root: Path) -> RunningImgwatch:
+        run = RunningImgwatch(env, root, tmp_path / "run.log")
+        started.append(run)
+        return run
+
+    yield start
+    for run in started:
+        run.stop()
 
 
 @pytest.fixture(scope="session")

@@ -7,33 +7,14 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import RunningImgwatch, imgwatch, indexed_count, process_env, status, wait_for
+from tests.helpers import RunningImgwatch, imgwatch, indexed_count, status, wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    return process_env(tmp_path)
-
-
-@pytest.fixture
-def start_run(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[[Path], RunningImgwatch]]:
-    started: list[RunningImgwatch] = []
-
-    def start(root: Path) -> RunningImgwatch:
-        run = RunningImgwatch(env, root, tmp_path / "run.log")
-        started.append(run)
-        return run
-
-    yield start
-    for run in started:
-        run.stop()
 
 
 def test_photos_dropped_in_are_indexed_searchable_and_removed(

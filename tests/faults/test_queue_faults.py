@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,6 @@ from tests.helpers import (
     RunningImgwatch,
     kill_process,
     make_config,
-    process_env,
     run_valkey_pid,
     status,
     store_mismatch,
@@ -45,25 +44,6 @@ def test_the_helper_notices_its_server_die_and_a_restart_keeps_the_data(tmp_path
         assert server.poll() is None
         assert client.lrange("rq:queue:imgwatch", 0, -1) == [b"job-1"]  # the client reconnects by itself
         client.close()
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    return process_env(tmp_path)
-
-
-@pytest.fixture
-def start_run(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[[Path], RunningImgwatch]]:
-    started: list[RunningImgwatch] = []
-
-    def start(root: Path) -> RunningImgwatch:
-        run = RunningImgwatch(env, root, tmp_path / "run.log")
-        started.append(run)
-        return run
-
-    yield start
-    for run in started:
-        run.stop()
 
 
 def log_events(run: RunningImgwatch) -> list[dict[str, object]]:

@@ -43,20 +43,6 @@ def env(tmp_path: Path, listener: Listener) -> dict[str, str]:
 
 
 @pytest.fixture
-def run_photos(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[[Path], RunningImgwatch]]:
-    started: list[RunningImgwatch] = []
-
-    def start(root: Path) -> RunningImgwatch:
-        run = RunningImgwatch(env, root, tmp_path / "run.log")
-        started.append(run)
-        return run
-
-    yield start
-    for run in started:
-        run.stop()
-
-
-@pytest.fixture
 def queue(tmp_path: Path) -> Iterator[WorkQueue]:
     """The run's embedded queue, read from the test (once `imgwatch run` has started it)."""
     connection = redis.Redis(unix_socket_path=str(tmp_path / "data" / "queue" / "redis.sock"))
@@ -115,11 +101,11 @@ def notifications(listener: Listener) -> list[dict[str, str]]:
 
 def test_a_worker_killed_three_times_is_restarted_and_every_photo_indexed(
     env: dict[str, str], tmp_path: Path, write_photo: Callable[..., Path],
-    run_photos: Callable[[Path], RunningImgwatch], queue: WorkQueue, listener: Listener,
+    start_run: Callable[[Path], RunningImgwatch], queue: WorkQueue, listener: Listener,
 ) -> None:
     root, data_dir = tmp_path / "photos", tmp_path / "data"
     write_photo(root / "first.jpg", "astronaut")
-    run = run_photos(root)
+    run = start_run(root)
     wait_for(lambda: bool(events(run, "ready")) and store_mismatch(data_dir, root) is None,
              f"ready; log:\n{run.log()}", FAULT_TIMEOUT)
     first_worker = run_worker_pids(run.process.pid)
@@ -165,11 +151,11 @@ def test_a_worker_killed_three_times_is_restarted_and_every_photo_indexed(
 
 def test_a_file_that_kills_its_worker_every_time_ends_up_failed_and_the_rest_is_indexed(
     env: dict[str, str], tmp_path: Path, write_photo: Callable[..., Path],
-    run_photos: Callable[[Path], RunningImgwatch], queue: WorkQueue,
+    start_run: Callable[[Path], RunningImgwatch], queue: WorkQueue,
 ) -> None:
     root, data_dir = tmp_path / "photos", tmp_path / "data"
     write_photo(root / "fine.jpg", "astronaut")
-    run = run_photos(root)
+    run = start_run(root)
     wait_for(lambda: store_mismatch(data_dir, root, ("jpg",)) is None, f"first indexing; log:\n{run.log()}",
              FAULT_TIMEOUT)
 
