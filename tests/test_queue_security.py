@@ -318,3 +318,31 @@ def test_status_doctor_and_worker_never_print_the_password(tmp_path: Path) -> No
                                 text=True, timeout=120, check=False)
         assert SECRET not in result.stdout + result.stderr, args
         assert "imgwatch:***@127.0.0.1:1" in result.stdout + result.stderr, args
+
+
+def test_registry_cleanup_never_runs_a_foreign_jobs_failure_callback(
+    work_queue: WorkQueue, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RQ's maintenance fails expired 'started' jobs and calls their failure callback: through the
+    worker's queue that callback must never be imported or called (anyone with Redis access could
+    plant such a job)."""
+    from rq import Callback
+    from rq.registry import StartedJobRegistry, clean_registries
+
+    from imgwatch.workers.worker import ImgwatchWorker
+    from tests.helpers import CALLED_MARKER_ENV
+
+    monkeypatch.setenv(CALLED_MARKER_ENV, str(tmp_path))
+    planted = work_queue.rq_queue.enqueue("os.getpid", on_failure=Callback("tests.helpers.record_call"))
+    worker = ImgwatchWorker(work_queue, "imgwatch-test-cleanup")
+    [queue] = worker.queues
+    # A job that looks abandoned: started long ago, its registry entry expired.
+    planted.set_status("started")
+    with work_queue.connection.pipeline() as pipe:
+        pipe.zadd(StartedJobRegistry(queue=queue).key, {f"{planted.id}:e": 1})
+        pipe.execute()
+
+    clean_registries(queue)  # what run_maintenance_tasks does every minute
+
+    assert list(tmp_path.iterdir()) == []  # the callback never ran
+    assert StartedJobRegistry(queue=queue).count == 0  # and the cleanup itself still worked

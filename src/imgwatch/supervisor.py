@@ -197,11 +197,12 @@ class Supervisor:
             process = slot.process
             if process is not None and process.is_alive() and process.pid is not None:
                 os.kill(process.pid, signal.SIGTERM)  # RQ's warm shutdown: finish the current job
+        deadline = time.monotonic() + WORKER_STOP_GRACE  # one grace period for all, not one each
         for slot in self.slots:
             process = slot.process
             if process is None:
                 continue
-            process.join(WORKER_STOP_GRACE)
+            process.join(max(0.0, deadline - time.monotonic()))
             if process.is_alive():
                 log.warning("worker_killed", worker=slot.name,
                             note=f"it did not stop within {WORKER_STOP_GRACE:.0f} s; its job is requeued")
@@ -346,7 +347,7 @@ class Supervisor:
                                       reason="queue_restarted")
             finally:
                 store.close()
-        except (redis.RedisError, StoreError) as exc:
+        except (redis.RedisError, StoreError, OSError) as exc:  # OSError: a root unreadable mid-walk
             log.warning("reconcile_failed", error=str(exc), note="the next start or rescan catches up")
 
 
@@ -360,8 +361,10 @@ def run_all(config: Config, *, web: bool = False) -> int:
         signal.signal(signum, lambda *_: stop.set())
 
     with contextlib.ExitStack() as stack:
-        web_server = _open_web(config) if web else None
         stack.enter_context(config.data_dir.exclusive_run_lock())
+        web_server = _open_web(config) if web else None  # token and address: checked before anything starts
+        if web_server is not None:
+            stack.callback(web_server.close)
         server = None
         if not config.queue.redis_url:
             server = stack.enter_context(EmbeddedRedis(config))
@@ -391,11 +394,20 @@ def run_all(config: Config, *, web: bool = False) -> int:
         daemon_thread.start()
         helpers = [threading.Thread(target=_show_backlog, args=(work_queue, stop), name="progress")]
         if web_server is not None:
-            helpers.append(threading.Thread(target=web_server.serve, args=(stop,), name="web"))
+            def web_main() -> None:
+                try:
+                    web_server.serve(stop)
+                except BaseException as exc:  # the page is part of `run --web`: stop, and say why
+                    daemon_errors.append(exc)
+                    stop.set()
+
+            helpers.append(threading.Thread(target=web_main, name="web"))
         for thread in helpers:
             thread.start()
-        exit_code = supervisor.run()
-        stop.set()
+        try:
+            exit_code = supervisor.run()
+        finally:
+            stop.set()  # the daemon, web and progress threads end with it, whatever happened
         sdnotify.stopping()
         log.info("stopping")
         daemon_thread.join()

@@ -217,16 +217,32 @@ class KeepAlive:
 def beat(worker: BaseWorker) -> None:
     """One heartbeat: the worker's registration and its executions' last_heartbeat."""
     timestamp = time.time()
+    registries = {queue.name: StartedJobRegistry(name=queue.name, connection=worker.connection).key
+                  for queue in worker.queues}
     with worker.connection.pipeline() as pipe:
         worker.heartbeat(HEARTBEAT_TTL, pipeline=pipe)
         for execution in list(worker.executions.values()):
-            pipe.eval(_TOUCH_EXECUTION, 1, execution.key, timestamp)
+            for registry_key in registries.values():
+                pipe.eval(_TOUCH_EXECUTION, 2, execution.key, registry_key, timestamp, EXECUTION_TTL,
+                          execution.composite_key)
         pipe.execute()
 
 
-# Renew an execution's last_heartbeat unless it just ended (HSET alone would recreate it).
-_TOUCH_EXECUTION = ("if redis.call('exists', KEYS[1]) == 1 then "
-                    "redis.call('hset', KEYS[1], 'last_heartbeat', ARGV[1]) end")
+# Seconds a running job's execution record and started-registry entry live past each beat.
+# RQ gives them min(timeout, 30) + 60 s at start and renews them only from its own
+# heartbeat loop, which SimpleWorker does not run during a job: without this, a batch
+# running longer than ~90 s would look abandoned to other workers' cleanup.
+EXECUTION_TTL = HEARTBEAT_TTL + 60
+
+# Renew a running execution unless it just ended (HSET alone would recreate it): its
+# last_heartbeat, its key's TTL, and its started-registry score (XX: never re-add it).
+_TOUCH_EXECUTION = """
+if redis.call('exists', KEYS[1]) == 1 then
+  redis.call('hset', KEYS[1], 'last_heartbeat', ARGV[1])
+  redis.call('expire', KEYS[1], ARGV[2])
+  redis.call('zadd', KEYS[2], 'XX', tonumber(ARGV[1]) + tonumber(ARGV[2]), ARGV[3])
+end
+"""
 
 
 # -- the recovery itself -----------------------------------------------------------

@@ -55,6 +55,10 @@ class GuardedJob(Job):
             raise JobRefused(reason)
         return super().perform()
 
+    # imgwatch sets no callbacks (the guard refuses a job naming one), so none is ever
+    # imported, not even by RQ's registry cleanup, which fetches jobs through this class.
+    success_callback = failure_callback = stopped_callback = property(lambda self: None)  # type: ignore[assignment]
+
 
 class ImgwatchWorker(SimpleWorker):
     """RQ's in-process worker plus one maintenance duty: requeue dead workers' jobs.
@@ -64,7 +68,10 @@ class ImgwatchWorker(SimpleWorker):
     """
 
     def __init__(self, work_queue: WorkQueue, name: str) -> None:
-        super().__init__([work_queue.rq_queue], connection=work_queue.connection, serializer=JSONSerializer,
+        # Its own view of the queue, with GuardedJob as the job class for everything RQ fetches.
+        guarded = Queue(work_queue.name, connection=work_queue.connection, serializer=JSONSerializer,
+                        job_class=GuardedJob)
+        super().__init__([guarded], connection=work_queue.connection, serializer=JSONSerializer,
                          job_class=GuardedJob, name=name, maintenance_interval=MAINTENANCE_SECONDS,
                          worker_ttl=recovery.WORKER_TTL)
         self.work_queue = work_queue
