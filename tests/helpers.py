@@ -166,13 +166,20 @@ def indexed_count(env: dict[str, str]) -> int:
     return 0 if store is None else int(store["images"])
 
 
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 180.0) -> None:
+def wait_until(condition: Callable[[], bool], timeout: float = 15.0, poll: float = 0.02) -> bool:
+    """Whether ``condition()`` became true within ``timeout`` seconds, checked every ``poll``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
+            return True
+        time.sleep(poll)
+    return False
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 180.0) -> None:
+    """Wait for ``condition()`` (a process-level check, so polled twice a second), or fail naming ``what``."""
+    if not wait_until(condition, timeout, poll=0.5):
+        raise AssertionError(f"timed out waiting for {what}")
 
 
 class RunningImgwatch:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,23 +13,14 @@ from pathlib import Path
 import pytest
 
 from imgwatch.redis_server import EmbeddedRedis
+from tests.helpers import process_env
 
 
 @pytest.fixture
 def env(tmp_path: Path, queue_server: EmbeddedRedis) -> dict[str, str]:
-    environ = dict(os.environ)
-    environ.update({
-        "XDG_CONFIG_HOME": str(tmp_path / "xdg-config"),
-        "IMGWATCH_GENERAL_DATA_DIR": str(tmp_path / "data"),
-        "IMGWATCH_EMBEDDING_WEIGHTS": "random",
-        "IMGWATCH_EMBEDDING_DEVICE": "cpu",
-        "IMGWATCH_WATCH_SETTLE_SECONDS": "0.3",
-        "IMGWATCH_GENERAL_LOG_FORMAT": "json",
-        # "external" Redis: the session's server, with a queue of this test's own
-        "IMGWATCH_QUEUE_REDIS_URL": queue_server.url,
-        "IMGWATCH_QUEUE_NAME": f"cli-{tmp_path.name}",
-    })
-    return environ
+    # "external" Redis: the session's server, with a queue of this test's own
+    return process_env(tmp_path, IMGWATCH_WATCH_SETTLE_SECONDS="0.3", IMGWATCH_QUEUE_REDIS_URL=queue_server.url,
+                       IMGWATCH_QUEUE_NAME=f"cli-{tmp_path.name}")
 
 
 def imgwatch(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -19,6 +19,7 @@ import structlog
 
 from imgwatch import sdnotify
 from imgwatch.redis_server import EmbeddedRedis
+from tests.helpers import process_env
 
 
 class Receiver:
@@ -181,20 +182,14 @@ def test_listener_receives_what_a_child_process_sends() -> None:
 @pytest.fixture
 def env(tmp_path: Path, queue_server: EmbeddedRedis, receiver: Receiver) -> dict[str, str]:
     (tmp_path / "photos").mkdir()
-    environ = dict(os.environ)
-    environ.update({
-        "XDG_CONFIG_HOME": str(tmp_path / "xdg-config"),
-        "IMGWATCH_GENERAL_DATA_DIR": str(tmp_path / "data"),
-        "IMGWATCH_EMBEDDING_WEIGHTS": "random",
-        "IMGWATCH_EMBEDDING_DEVICE": "cpu",
-        "IMGWATCH_GENERAL_LOG_FORMAT": "json",
-        "IMGWATCH_QUEUE_REDIS_URL": queue_server.url,
-        "IMGWATCH_QUEUE_NAME": f"sdnotify-{tmp_path.name}",
-        "IMGWATCH_GENERAL_ROOTS": str(tmp_path / "photos"),
-        "NOTIFY_SOCKET": receiver.address,
-        "WATCHDOG_USEC": "1000000",  # WatchdogSec=1: a ping every 0.5 s
-    })
-    return environ
+    return process_env(
+        tmp_path,
+        IMGWATCH_QUEUE_REDIS_URL=queue_server.url,
+        IMGWATCH_QUEUE_NAME=f"sdnotify-{tmp_path.name}",
+        IMGWATCH_GENERAL_ROOTS=str(tmp_path / "photos"),
+        NOTIFY_SOCKET=receiver.address,
+        WATCHDOG_USEC="1000000",  # WatchdogSec=1: a ping every 0.5 s
+    )
 
 
 def _stop(process: subprocess.Popen[str]) -> tuple[int, str]:

@@ -18,21 +18,12 @@ from imgwatch.daemon.service import Daemon
 from imgwatch.redis_server import EmbeddedRedis
 from imgwatch.store import GraphStore, ImageRecord, open_store
 from imgwatch.workqueue import FailureLedger, WorkQueue, job_paths
-from tests.helpers import RunningImgwatch, logged, make_config, process_env, timed_logs, valkey_pid
+from tests.helpers import RunningImgwatch, logged, make_config, process_env, timed_logs, valkey_pid, wait_until
 
 
 def queued_paths(work_queue: WorkQueue) -> list[str]:
     jobs = work_queue.fetch_jobs(work_queue.rq_queue.get_job_ids())
     return sorted(path for job in jobs for path in job_paths(job))
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 @pytest.fixture

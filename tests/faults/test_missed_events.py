@@ -37,6 +37,7 @@ from tests.helpers import (
     store_mismatch,
     timed_logs,
     wait_for,
+    wait_until,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,15 +46,6 @@ REPO = Path(__file__).resolve().parents[2]
 def queued_paths(work_queue: WorkQueue) -> set[str]:
     jobs = work_queue.fetch_jobs(work_queue.rq_queue.get_job_ids())
     return {path for job in jobs for path in job_paths(job)}
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 @pytest.fixture
