@@ -14,7 +14,7 @@ from imgwatch.config import Config
 from imgwatch.embedding import EmbeddingModel, load_model
 from imgwatch.redis_server import EmbeddedRedis
 from imgwatch.workqueue import WorkQueue
-from tests.helpers import PHOTO_NAMES, RunningImgwatch, make_config, process_env
+from tests.helpers import PHOTO_NAMES, RunningImgwatch, make_config, process_env, write_calibrated_weights
 
 THREAD_EXIT_GRACE_S = 5.0
 
@@ -79,6 +79,24 @@ def work_queue(config: Config) -> WorkQueue:
 def random_model() -> EmbeddingModel:
     """The real ResNet50 code with seeded random weights, on the CPU, built once per session."""
     return load_model("random", device="cpu", seed=0)
+
+
+@pytest.fixture(scope="session")
+def calibrated_weights(tmp_path_factory: pytest.TempPathFactory, photo_arrays: dict[str, object]) -> Path:
+    """A weights file that spreads real photos apart (see write_calibrated_weights), made once."""
+    from PIL import Image
+
+    photos = [Image.fromarray(array) for array in photo_arrays.values()]  # type: ignore[call-overload]
+    return write_calibrated_weights(tmp_path_factory.mktemp("weights") / "calibrated.pth", photos)
+
+
+@pytest.fixture(scope="session")
+def calibrated_model(calibrated_weights: Path) -> EmbeddingModel:
+    """The real ResNet50 code with calibrated weights (different photos score ~0.8-0.98), on the CPU.
+
+    Use it, never ``random_model``, in tests that compare or rank embeddings.
+    """
+    return load_model(str(calibrated_weights), device="cpu")
 
 
 @pytest.fixture(scope="session")
