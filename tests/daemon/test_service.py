@@ -87,6 +87,24 @@ def test_reconciliation_and_events_reach_the_queue_in_batches(
     assert work_queue.rq_queue.count <= 1 + 3
 
 
+def test_an_idle_queue_gets_a_settled_file_at_once_a_busy_one_gets_batches(
+    start_daemon: Callable[[Path], Daemon], work_queue: WorkQueue, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("imgwatch.daemon.service.LINGER_SECONDS", 600.0)  # only idleness can send early
+    root = tmp_path / "photos"
+    root.mkdir()
+    daemon = start_daemon(root)
+    first = root / "first.jpg"
+    first.write_bytes(b"1")
+    assert wait_until(lambda: queued_paths(work_queue) == [str(first)], timeout=10)
+    # The first job is still queued (no worker here): the queue is busy, so later files wait for company.
+    second = root / "second.jpg"
+    second.write_bytes(b"2")
+    assert wait_until(lambda: str(second) in daemon.unsent, timeout=10)
+    time.sleep(1)
+    assert queued_paths(work_queue) == [str(first)] and str(second) in daemon.unsent
+
+
 def test_a_queue_outage_is_one_warning_holds_every_path_and_ends_with_a_rescan(tmp_path: Path) -> None:
     config = make_config(tmp_path / "data")
     root = tmp_path / "photos"

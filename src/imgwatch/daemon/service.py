@@ -43,14 +43,15 @@ from imgwatch.daemon.watcher import (
 from imgwatch.files import PathFilter, root_of
 from imgwatch.log import get_logger
 from imgwatch.store import FileState
-from imgwatch.workqueue import FailureLedger, WorkQueue
+from imgwatch.workqueue import FailureLedger, WorkQueue, queue_is_idle
 
 log = get_logger("imgwatch.daemon")
 
 POLL_SECONDS = 0.25
 ROOT_CHECK_SECONDS = 2.0  # also how often the observer's threads are checked and an idle queue is pinged
-# Settled paths wait this long for company before going out in a partial batch:
-# a folder being copied in then becomes a few full jobs, not many tiny ones.
+# Settled paths wait this long for company before going out in a partial batch while the
+# workers are busy: a folder being copied in then becomes a few full jobs, not many tiny
+# ones. With the queue idle they go out at once: waiting would only delay them.
 LINGER_SECONDS = 1.0
 BACKOFF_FIRST_SECONDS = 0.25
 BACKOFF_MAX_SECONDS = 30.0
@@ -322,9 +323,9 @@ class Daemon:
         if not self._unsent:
             return
         lingered = time.monotonic() - self._unsent_since >= LINGER_SECONDS
-        if not (flush or lingered or len(self._unsent) >= self.config.watch.batch_size):
-            return
         if not self._queue.ready():
+            return
+        if not (flush or lingered or len(self._unsent) >= self.config.watch.batch_size or self._queue_idle()):
             return
         paths = list(self._unsent)
         try:
@@ -335,6 +336,13 @@ class Daemon:
         self._unsent.clear()
         log.info("enqueued", paths=len(paths))
         self._queue_ok(held=len(paths))
+
+    def _queue_idle(self) -> bool:
+        try:
+            return queue_is_idle(self.work_queue)
+        except redis.RedisError as exc:
+            self._queue.failed(exc, held=len(self._unsent))
+            return False
 
     def _queue_ok(self, held: int | None = None) -> None:
         if self._queue.ended(held_paths=len(self._unsent) if held is None else held):

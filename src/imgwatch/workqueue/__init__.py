@@ -11,7 +11,7 @@ from imgwatch.errors import QueueUnavailable
 from imgwatch.workqueue.connection import connect, redis_url_for
 from imgwatch.workqueue.failures import FailedFile, FailureLedger
 from imgwatch.workqueue.jobs import INDEX_JOB, JOB_RETRIES, WorkQueue, job_paths
-from imgwatch.workqueue.status import FailedJob, QueueSnapshot, take_snapshot
+from imgwatch.workqueue.status import FailedJob, QueueSnapshot, queue_is_idle, take_snapshot
 
 __all__ = [
     "INDEX_JOB",
@@ -24,6 +24,7 @@ __all__ = [
     "WorkQueue",
     "connect",
     "job_paths",
+    "queue_is_idle",
     "redis_url_for",
     "take_snapshot",
 ]

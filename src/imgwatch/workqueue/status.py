@@ -47,6 +47,15 @@ class QueueSnapshot:
 UNREADABLE_JOB = "unreadable job (not an imgwatch job)"
 
 
+def queue_is_idle(work_queue: WorkQueue) -> bool:
+    """Nothing queued and nothing running: a new job would start at once.
+
+    Two O(1) Redis reads; no registry cleanup (that belongs to the workers).
+    """
+    rq_queue = work_queue.rq_queue
+    return rq_queue.count == 0 and StartedJobRegistry(queue=rq_queue).get_job_count(cleanup=False) == 0
+
+
 def take_snapshot(work_queue: WorkQueue, failures: FailureLedger, max_failed_jobs: int = 20) -> QueueSnapshot:
     """What the queue holds now. Jobs that are not imgwatch's (anyone who can write to Redis
     can put some there) are counted and shown, never trusted: they carry no paths."""
