@@ -1,25 +1,36 @@
-"""Benchmark the embedded store: inserts, warm exact nearest() and link() at library scale.
+"""Benchmark the embedded store at library scale: shared vector files, first and warm queries, memory.
 
-    PYTHONPATH=src .venv/bin/python bench/store_search.py               # 100k x 2048
+    PYTHONPATH=src .venv/bin/python bench/store_search.py               # 100k and 200k x 2048
     PYTHONPATH=src .venv/bin/python bench/store_search.py --images 20000 --kernels
 
 Random unit vectors stand in for ResNet50 embeddings: search cost does not depend on
-the values, and random data is the worst case for any pruning. ``--kernels`` also
-times alternative exact float32 layouts for the same matrix-vector product (and, if
-torch is installed, float16/bfloat16 products for reference) so layout choices can
-be re-checked on other machines. The numbers are noisy on a shared machine: the
-load average is printed before and after.
+the values, and random data is the worst case for any pruning. Images are inserted up to
+each size in ``--images`` (one store, growing), then measured there:
+
+- the first ``nearest()`` in a fresh process (store open to first result, page cache warm),
+  and the one-off rebuild of the vector files from SQLite (after a reboot or damage);
+- warm ``nearest()`` and the float32 product alone;
+- RSS and PSS (from /proc/<pid>/smaps_rollup) of 1, 2 and 3 processes that each ran
+  queries on the store, against the same processes before their first query;
+- upsert + link of new images, per image.
+
+``--kernels`` also times alternative exact float32 layouts for the same product (and, if
+torch is installed, float16/bfloat16 products for reference). The numbers are noisy on a
+shared machine: the load average is printed before and after.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import json
 import os
 import platform
 import shutil
 import sqlite3
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -29,15 +40,39 @@ from typing import Any
 import numpy as np
 
 from imgwatch.store import EmbeddedGraphStore, ImageRecord
+from imgwatch.store.embedded.shared_vectors import HEADER_BYTES
 
 MODEL = "bench/random-unit"
+
+# A fresh process: imports first (not timed as the store's), then open + first nearest().
+# With "hold", it prints its figures, then waits (for memory readings) until stdin closes.
+QUERY_PROCESS = r"""
+import json, sys, time
+import numpy as np
+from imgwatch.store import EmbeddedGraphStore
+
+db, dim, queries, hold = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "hold"
+rng = np.random.default_rng(int(time.time_ns()) % 2**32)
+if hold:
+    print(json.dumps({"state": "imported"}), flush=True)
+    sys.stdin.readline()
+started = time.perf_counter()
+store = EmbeddedGraphStore(db)
+store.nearest(rng.standard_normal(dim).astype(np.float32), 10)
+first = time.perf_counter() - started
+for _ in range(queries - 1):
+    store.nearest(rng.standard_normal(dim).astype(np.float32), 10)
+print(json.dumps({"first_s": first, "rebuilds": store.vectors.rebuilds}), flush=True)
+if hold:
+    sys.stdin.readline()
+"""
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--images", type=int, default=100_000)
+    parser.add_argument("--images", default="100000,200000", help="sizes to measure at, comma-separated")
     parser.add_argument("--dim", type=int, default=2048)
     parser.add_argument("--queries", type=int, default=50)
     parser.add_argument("--k", type=int, default=10)
@@ -52,73 +87,153 @@ def main() -> None:
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="imgwatch-bench-"))
     data_dir.mkdir(parents=True, exist_ok=True)
     db_path = data_dir / "store.sqlite3"
-    for suffix in ("", "-wal", "-shm"):
+    for suffix in ("", "-wal", "-shm", ".vectors", ".vectors-live", ".vectors-lock"):
         Path(f"{db_path}{suffix}").unlink(missing_ok=True)
     try:
         run(args, db_path)
     finally:
         if args.data_dir is None:
             shutil.rmtree(data_dir, ignore_errors=True)
+    print(f"\nload average after: {os.getloadavg()}")
 
 
 def run(args: argparse.Namespace, db_path: Path) -> None:
     rng = np.random.default_rng(0)
     store = EmbeddedGraphStore(db_path)
     store.ensure_model(MODEL, args.dim)
+    inserted = 0
+    for size in sorted(int(s) for s in args.images.split(",")):
+        print(f"\n== {size:,} images ==")
+        started = time.perf_counter()
+        for start in range(inserted, size, args.insert_batch):
+            count = min(args.insert_batch, size - start)
+            vectors = unit_vectors(rng, count, args.dim)
+            store.upsert([record(start + i, vector) for i, vector in enumerate(vectors)])
+        if size > inserted:
+            seconds = time.perf_counter() - started
+            print(f"insert   {size - inserted:,} images in {seconds:.1f} s = {(size - inserted) / seconds:,.0f} "
+                  f"images/s (batches of {args.insert_batch}, vector files updated after each commit)")
+        inserted = size
+        measure(args, store, db_path, rng, size)
+        inserted += 5 * args.link_batch  # measure() added these
+    store.close()
 
-    started = time.perf_counter()
-    for start in range(0, args.images, args.insert_batch):
-        count = min(args.insert_batch, args.images - start)
-        vectors = unit_vectors(rng, count, args.dim)
-        store.upsert([record(start + i, vector) for i, vector in enumerate(vectors)])
-    insert_s = time.perf_counter() - started
-    print(f"\ninsert   {args.images} images in {insert_s:.1f} s = {args.images / insert_s:,.0f} images/s "
-          f"(batches of {args.insert_batch}); file {db_path.stat().st_size / 2**20:,.0f} MiB")
+
+def measure(args: argparse.Namespace, store: EmbeddedGraphStore, db_path: Path,
+            rng: np.random.Generator, size: int) -> None:
+    vectors_file, live_file = store.vectors.paths
+    print(f"files    SQLite {mib(db_path)}, vectors {mib(vectors_file)} ({disk_mib(vectors_file)} on disk), "
+          f"live flags {mib(live_file)}")
+
+    for _ in range(3):
+        result = query_process(db_path, args.dim, queries=1)
+        print(f"first    fresh process, store open to first result: {result['first_s']:.3f} s "
+              f"(rebuilds {result['rebuilds']})")
+
+    for path in (vectors_file, live_file):  # this process moves to the new files on its next query
+        path.unlink()
+    result = query_process(db_path, args.dim, queries=1)
+    print(f"rebuild  vector files from SQLite (once, after a reboot or damage), in the first query: "
+          f"{result['first_s']:.2f} s")
 
     query = unit_vectors(rng, 1, args.dim)[0]
-    started = time.perf_counter()
     store.nearest(query, args.k)
-    print(f"cold     first nearest() loads the index: {time.perf_counter() - started:.2f} s")
-
-    index = store.mirror.index  # the store's in-memory mirror; ids are 1..N in insertion order
-    assert index is not None
-    live = index._matrix[: len(index)]
+    slots = (vectors_file.stat().st_size - HEADER_BYTES) // (4 * args.dim)
+    matrix = np.memmap(vectors_file, dtype="<f4", mode="r", offset=HEADER_BYTES, shape=(slots, args.dim))
+    live = matrix[: size + 1]  # ids 1..size; slot 0 unused
     queries = unit_vectors(rng, args.queries, args.dim)
-    # Interleaved, so the three see the same machine conditions.
-    timings: dict[str, list[float]] = {"store": [], "index": [], "blas": []}
-    for q in queries:
+    timings: dict[str, list[float]] = {"store": [], "blas": []}
+    for q in queries:  # interleaved, so both see the same machine conditions
         timings["store"].append(timed(store.nearest, q, args.k))
-        timings["index"].append(timed(index.search, q, args.k))
         timings["blas"].append(timed(np.matmul, live, q))
     print(f"nearest  warm, k={args.k}, {len(queries)} queries: {summary(timings['store'])}")
-    print(f"  VectorIndex.search alone:             {summary(timings['index'])}")
     print(f"  its float32 matrix-vector product:    {summary(timings['blas'])}")
-    [best] = store.nearest(index.vectors([124])[0], 1)
+    [best] = store.nearest(np.asarray(live[124]), 1)
     print(f"check    image 123 finds itself first: {best.path == path_of(123)}, score {best.score:.6f}")
 
-    batch_ids = list(range(1, 1 + args.link_batch))
-    batch = [record(i - 1, vector) for i, vector in zip(batch_ids, index.vectors(batch_ids), strict=True)]
-    link_timings, written = [], 0
-    for _ in range(5):
+    for processes in (1, 2, 3):
+        print(f"memory   {processes} querying process(es): {memory_of_processes(db_path, args.dim, processes)}")
+
+    per_image = []
+    for batch_number in range(5):
+        first = size + batch_number * args.link_batch
+        batch = [record(first + i, v) for i, v in enumerate(unit_vectors(rng, args.link_batch, args.dim))]
         started = time.perf_counter()
-        written = store.link(batch, threshold=0.0, top_k=10)
-        link_timings.append(time.perf_counter() - started)
-    print(f"link     batch of {args.link_batch} (top_k=10, threshold 0, {written} links written): "
-          f"{summary(link_timings)}")
-
-    store.upsert([record(args.images + i, v) for i, v in enumerate(unit_vectors(rng, 32, args.dim))])
-    print(f"refresh  nearest() right after 32 new images were committed: "
-          f"{timed(store.nearest, query, args.k) * 1e3:.1f} ms")
-
-    stats = store.stats()
-    print(f"stats    {stats.images} images, {stats.links} links; index {index.nbytes / 2**20:,.0f} MiB "
-          f"(capacity {index.capacity})")
-    print(f"memory   RSS {proc_status('VmRSS')}, peak {proc_status('VmHWM')}")
-
+        store.upsert(batch)
+        store.link(batch, threshold=0.0, top_k=10)
+        per_image.append((time.perf_counter() - started) / len(batch))
+    print(f"write    upsert + link of {args.link_batch} new images (top_k 10, threshold 0), per image: "
+          f"{summary(per_image)}")
+    print(f"memory   this process: RSS {proc_status('VmRSS')}, peak {proc_status('VmHWM')}")
     if args.kernels:
-        time_kernels(index._matrix[: len(index)], queries)
-    store.close()
-    print(f"\nload average after: {os.getloadavg()}")
+        time_kernels(np.ascontiguousarray(live), queries)
+    del matrix, live
+
+
+def query_process(db_path: Path, dim: int, queries: int) -> dict[str, Any]:
+    command = [sys.executable, "-c", QUERY_PROCESS, str(db_path), str(dim), str(queries), "once"]
+    done = subprocess.run(command, capture_output=True, text=True, check=True, env=bench_env())
+    result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    return result
+
+
+def memory_of_processes(db_path: Path, dim: int, count: int) -> str:
+    """Sums of RSS, PSS and private memory of ``count`` processes after 5 queries each, and before
+    their first. PSS splits each shared page among the processes mapping it, this one included."""
+    command = [sys.executable, "-c", QUERY_PROCESS, str(db_path), str(dim), "5", "hold"]
+    processes = [subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                  env=bench_env()) for _ in range(count)]
+    try:
+        for process in processes:
+            assert process.stdout is not None and json.loads(process.stdout.readline())["state"] == "imported"
+        before = [smaps_rollup(process.pid) for process in processes]
+        for process in processes:
+            assert process.stdin is not None
+            process.stdin.write("\n")
+            process.stdin.flush()
+        for process in processes:
+            assert process.stdout is not None
+            json.loads(process.stdout.readline())
+        after = [smaps_rollup(process.pid) for process in processes]
+    finally:
+        for process in processes:
+            if process.stdin is not None:
+                process.stdin.close()
+            process.wait(timeout=60)
+    total = {key: sum(reading[key] for reading in after) / 2**20 for key in MEMORY_FIELDS}
+    base = {key: sum(reading[key] for reading in before) / 2**20 for key in MEMORY_FIELDS}
+    return (f"sum RSS {total['Rss']:.2f} GiB, PSS {total['Pss']:.2f} GiB, private {total['Private']:.2f} GiB "
+            f"(before their first query: RSS {base['Rss']:.2f}, PSS {base['Pss']:.2f}, "
+            f"private {base['Private']:.2f})")
+
+
+MEMORY_FIELDS = ("Rss", "Pss", "Private")
+
+
+def smaps_rollup(pid: int) -> dict[str, int]:
+    """Rss, Pss and Private (clean + dirty: pages only this process maps) of a process, in KiB."""
+    found = dict.fromkeys(MEMORY_FIELDS, 0)
+    with open(f"/proc/{pid}/smaps_rollup") as rollup:
+        for line in rollup:
+            key, _, rest = line.partition(":")
+            if key in ("Rss", "Pss"):
+                found[key] = int(rest.split()[0])
+            elif key in ("Private_Clean", "Private_Dirty"):
+                found["Private"] += int(rest.split()[0])
+    return found
+
+
+def bench_env() -> dict[str, str]:
+    source = str(Path(__file__).resolve().parents[1] / "src")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))}
+
+
+def mib(path: Path) -> str:
+    return f"{path.stat().st_size / 2**20:,.0f} MiB"
+
+
+def disk_mib(path: Path) -> str:
+    return f"{path.stat().st_blocks * 512 / 2**20:,.0f} MiB"
 
 
 def time_kernels(matrix: np.ndarray, queries: np.ndarray) -> None:

@@ -57,3 +57,12 @@ def test_invalid_values_name_the_key(tmp_path: Path, text: str, env: dict[str, s
 def test_a_missing_config_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.toml", environ={})
+
+
+def test_embedding_engine_defaults_to_auto_and_takes_the_environment() -> None:
+    assert load_config(environ={"XDG_CONFIG_HOME": "/nonexistent"}).embedding.engine == "auto"
+    assert load_config(environ={env_var("embedding.engine"): "torch"}).embedding.engine == "torch"
+    assert load_config(overrides={"embedding.engine": "onnxruntime"}, environ={}).embedding.engine == "onnxruntime"
+    with pytest.raises(ConfigError, match=r"embedding\.engine \(from environment\): 'tensorrt' \(expected auto, "
+                                          r"torch or onnxruntime\)"):
+        load_config(environ={"IMGWATCH_EMBEDDING_ENGINE": "tensorrt"})

@@ -194,7 +194,8 @@ def search(config: Config, image: str, top: int, as_json: bool, sheet: str | Non
 
     with open_store(config, create=False) as store:
         recorded = store.recorded_model()  # (model, dim) the workers embed with; None before the first image
-        model = load_model(config.embedding.weights, config.embedding.device, config.embedding.seed)
+        model = load_model(config.embedding.weights, config.embedding.device, config.embedding.seed,
+                           config.embedding.engine, config.data_dir.engine_cache)
         if recorded is not None and recorded[0] != model.identity:
             raise ModelMismatchError(
                 f"the store holds embeddings from {recorded[0]} but this search uses {model.identity}; "

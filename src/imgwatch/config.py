@@ -27,6 +27,7 @@ LOG_FORMATS = ("auto", "console", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 OBSERVERS = ("inotify", "polling")
 DEVICES = ("auto", "cpu", "cuda")
+EMBEDDING_ENGINES = ("auto", "torch", "onnxruntime")
 
 
 def _default_data_dir() -> str:
@@ -75,6 +76,7 @@ class QueueConfig:
 class EmbeddingConfig:
     weights: str = "imagenet"  # imagenet | random | /path/to/state_dict.pth
     device: str = "auto"  # auto | cpu | cuda
+    engine: str = "auto"  # auto | torch | onnxruntime (auto: ONNX Runtime on a CPU, torch on CUDA)
     batch_size: int = 0  # 0: automatic (CPU: 8; CUDA: 64)
     decode_threads: int = 2
     streams: int = 0  # 0: automatic (CPU: one per core; CUDA: one)
@@ -194,6 +196,7 @@ def _validate(config: Config, sources: Mapping[str, str]) -> None:
         ("queue.name", bool(config.queue.name), "a non-empty string"),
         ("queue.job_timeout", config.queue.job_timeout >= 1, "an integer >= 1"),
         ("embedding.device", config.embedding.device in DEVICES, _one_of(DEVICES)),
+        ("embedding.engine", config.embedding.engine in EMBEDDING_ENGINES, _one_of(EMBEDDING_ENGINES)),
         ("embedding.weights", bool(config.embedding.weights), "imagenet, random or a file path"),
         ("embedding.batch_size", config.embedding.batch_size >= 0, "an integer >= 0 (0: automatic)"),
         ("embedding.decode_threads", config.embedding.decode_threads >= 1, "an integer >= 1"),

@@ -1,4 +1,4 @@
-"""The data dir: where the embedded store, the embedded queue and the run lock live.
+"""The data dir: where the embedded store, the embedded queue, the run lock and exported engines live.
 
 One place names every file in it, so the queue server, the store and the CLI agree
 on the layout without importing each other.
@@ -53,6 +53,11 @@ class DataDir:
     @property
     def queue_socket(self) -> Path:
         return self.queue_dir / "redis.sock"
+
+    @property
+    def engine_cache(self) -> Path:
+        """Inference engines exported from the model (ONNX files), made once and shared by every process."""
+        return self.path / "engines"
 
     @property
     def run_lock_file(self) -> Path:

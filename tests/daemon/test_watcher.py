@@ -26,12 +26,14 @@ class Watch:
         start_observer(self.observer, self.router, [str(root)])
         self.released: list[str] = []
         self.removed_dirs: list[str] = []
+        self.moves: list[tuple[str, str]] = []
 
     def collect(self, until: Callable[[], bool], timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.released += self.settler.due()
             self.removed_dirs += self.router.take_removed_dirs()
+            self.moves += self.router.take_moves()
             if until():
                 return
             time.sleep(0.05)
@@ -84,16 +86,17 @@ def test_non_images_hidden_and_excluded_paths_are_ignored(watch: Watch) -> None:
     assert watch.released == [str(watch.root / "ok.png")]
 
 
-def test_deletes_and_moves_are_released(watch: Watch) -> None:
+def test_a_rename_is_reported_as_a_move_and_a_delete_is_released(watch: Watch) -> None:
     first = watch.root / "first.jpg"
     first.write_bytes(b"x")
     watch.collect(lambda: str(first) in watch.released)
     watch.released.clear()
     renamed = watch.root / "renamed.jpg"
     first.rename(renamed)
-    watch.collect(lambda: {str(first), str(renamed)} <= set(watch.released))
-    assert {str(first), str(renamed)} <= set(watch.released)
-    watch.released.clear()
+    watch.collect(lambda: bool(watch.moves))
+    watch.quiet_for(0.5)
+    assert watch.moves == [(str(first), str(renamed))]  # the store renames it: no delete and re-embed
+    assert watch.released == []
     renamed.unlink()
     watch.collect(lambda: str(renamed) in watch.released)
     assert str(renamed) in watch.released
@@ -113,6 +116,28 @@ def test_a_folder_moved_in_releases_its_images_and_one_moved_out_is_reported(wat
     watch.collect(lambda: str(inside) in watch.removed_dirs or expected <= set(watch.released[2:]))
     # inotify reports the folder; polling reports each file that disappeared
     assert str(inside) in watch.removed_dirs or expected <= set(watch.released[2:])
+
+
+def test_a_folder_moved_within_the_root_is_one_move_not_a_delete_and_a_walk(watch: Watch, tmp_path: Path) -> None:
+    from imgwatch.daemon.service import moves_not_covered
+
+    outside = tmp_path / "album"  # written outside, moved in whole: no file is left half-settled
+    (outside / "sub").mkdir(parents=True)
+    (outside / "one.jpg").write_bytes(b"1")
+    (outside / "sub" / "two.jpg").write_bytes(b"2")
+    (watch.root / "2024").mkdir()
+    album, moved = watch.root / "album", watch.root / "2024" / "album"
+    outside.rename(album)
+    watch.collect(lambda: len(set(watch.released)) == 2)
+    watch.quiet_for(0.5)
+    watch.released.clear()
+    album.rename(moved)
+    watch.collect(lambda: (str(album), str(moved)) in watch.moves)
+    watch.quiet_for(1.0)
+    # inotify: the folder alone (its synthetic per-file moves are covered); polling: each file,
+    # then the folder, and the daemon sends only the folder's move.
+    assert moves_not_covered(watch.moves) == [(str(album), str(moved))]
+    assert watch.removed_dirs == [] and watch.released == []
 
 
 def test_watching_a_missing_root_is_a_clear_error(tmp_path: Path) -> None:

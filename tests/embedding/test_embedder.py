@@ -43,15 +43,15 @@ def photo_paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 @pytest.fixture()
-def embedder(random_model: EmbeddingModel) -> Iterator[Embedder]:
+def embedder(calibrated_model: EmbeddingModel) -> Iterator[Embedder]:
     # batch_size 2 with 5+ files exercises full batches, a partial tail and the read-ahead window.
-    with Embedder(random_model, batch_size=2, decode_threads=2) as instance:
+    with Embedder(calibrated_model, batch_size=2, decode_threads=2) as instance:
         yield instance
 
 
 @pytest.fixture(scope="module")
-def reference_vectors(random_model: EmbeddingModel, photo_paths: dict[str, str]) -> dict[str, np.ndarray]:
-    with Embedder(random_model, batch_size=1, decode_threads=1) as single:
+def reference_vectors(calibrated_model: EmbeddingModel, photo_paths: dict[str, str]) -> dict[str, np.ndarray]:
+    with Embedder(calibrated_model, batch_size=1, decode_threads=1) as single:
         return {name: single.embed_file(path).vector for name, path in photo_paths.items()}
 
 
@@ -193,10 +193,10 @@ def _path_of(result: Embedded | Unchanged | Failed | Missing) -> str:
 
 
 def test_several_inference_streams_give_the_same_vectors_as_one(
-    random_model: EmbeddingModel, photo_paths: dict[str, str], reference_vectors: dict[str, np.ndarray]
+    calibrated_model: EmbeddingModel, photo_paths: dict[str, str], reference_vectors: dict[str, np.ndarray]
 ) -> None:
     paths = list(photo_paths.values()) * 3  # 15 paths: several micro-batches per stream
-    with Embedder(random_model, batch_size=2, decode_threads=2, streams=3) as parallel:
+    with Embedder(calibrated_model, batch_size=2, decode_threads=2, streams=3) as parallel:
         results = list(parallel.embed_files(paths))
     assert sorted(_path_of(r) for r in results) == sorted(paths)
     by_name = {path: name for name, path in photo_paths.items()}

@@ -200,3 +200,8 @@ def test_cpu_inference_plan_runs_one_single_threaded_stream_per_core() -> None:
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_load_model_runs_torch_unless_another_engine_is_asked_for(random_model: EmbeddingModel) -> None:
+    assert random_model.engine == "torch" and isinstance(random_model, EmbeddingModel)
+    assert random_model.network is not None  # tests and helpers reach the torch network

@@ -400,3 +400,98 @@ def test_links_at_least_refuses_a_threshold_that_is_not_a_cosine(store: GraphSto
 
 def test_links_at_least_on_an_empty_store_finds_nothing(store: GraphStore) -> None:
     assert list(store.links_at_least(0.5)) == []
+
+
+# -- content reuse and moves ---------------------------------------------------------------
+
+
+def test_embeddings_by_hash_finds_the_stored_embedding_of_known_content_of_the_model(store: GraphStore) -> None:
+    store.upsert([make_record("/p/a.jpg", angled(0.6, 1), sha256="h-a", width=33, height=44),
+                  make_record("/p/copy-of-a.jpg", angled(0.6, 1), sha256="h-a", width=33, height=44),
+                  make_record("/p/b.jpg", axis(2), sha256="h-b")])
+
+    found = store.embeddings_by_hash(["h-a", "h-unknown", "h-a"], MODEL)
+
+    assert set(found) == {"h-a"}
+    assert (found["h-a"].width, found["h-a"].height) == (33, 44)
+    np.testing.assert_allclose(found["h-a"].vector, angled(0.6, 1), atol=1e-6)
+    assert found["h-a"].vector.dtype == np.float32
+    assert store.embeddings_by_hash(["h-a", "h-b"], "another-model/v2") == {}
+    assert store.embeddings_by_hash([], MODEL) == {}
+
+
+def links_of(store: GraphStore) -> list[tuple[str, str, float]]:
+    return rounded(list(store.links_at_least(-1.0)))
+
+
+def renamed_links(links: list[tuple[str, str, float]], old: str, new: str) -> list[tuple[str, str, float]]:
+    return sorted((*sorted(new if end == old else end for end in (a, b)), score) for a, b, score in links)
+
+
+def test_rename_paths_keeps_the_node_its_embedding_file_state_and_links(store: GraphStore) -> None:
+    linked_star(store)
+    before, links = store.get("/p/anchor.jpg"), links_of(store)
+    assert before is not None
+
+    # "/q/..." sorts after every "/p/..." path: each of its links changes which end is the smaller.
+    assert store.rename_paths([("/p/anchor.jpg", "/q/anchor.jpg")]) == 1
+
+    assert store.get("/p/anchor.jpg") is None
+    assert store.get("/q/anchor.jpg") == dataclasses.replace(before, path="/q/anchor.jpg")
+    assert links_of(store) == renamed_links(links, "/p/anchor.jpg", "/q/anchor.jpg")
+    assert all(link.a < link.b for link in store.links_at_least(-1.0))
+    assert paths_and_scores(store.neighbours("/q/anchor.jpg")) == [
+        ("/p/99.jpg", 0.99), ("/p/95.jpg", 0.95), ("/p/85.jpg", 0.85)]
+    assert ("/q/anchor.jpg", 0.99) in paths_and_scores(store.neighbours("/p/99.jpg"))
+    assert store.nearest(axis(0), 1)[0].path == "/q/anchor.jpg"
+    assert [s.path for s in store.file_states(under="/q")] == ["/q/anchor.jpg"]
+    # A relink after the move keeps one link per pair.
+    store.link([make_record("/q/anchor.jpg", axis(0))], threshold=0.8, top_k=10)
+    assert links_of(store) == renamed_links(links, "/p/anchor.jpg", "/q/anchor.jpg")
+
+    # Applied again (a retried job), or for a path that is not stored: nothing happens.
+    assert store.rename_paths([("/p/anchor.jpg", "/q/anchor.jpg"), ("/p/none.jpg", "/p/other.jpg")]) == 0
+    assert store.stats().images == 4 and store.stats().links == 6
+
+
+def test_a_moved_image_replaces_the_image_at_its_new_path(store: GraphStore) -> None:
+    linked_star(store)
+    moved = store.get("/p/99.jpg")
+
+    assert store.rename_paths([("/p/99.jpg", "/p/95.jpg")]) == 1
+
+    assert store.get("/p/99.jpg") is None
+    assert store.get("/p/95.jpg") == dataclasses.replace(moved, path="/p/95.jpg")  # type: ignore[arg-type]
+    assert (store.stats().images, store.stats().links) == (3, 3)  # the replaced image's links went with it
+    assert paths_and_scores(store.neighbours("/p/95.jpg")) == [("/p/anchor.jpg", 0.99), ("/p/85.jpg", 0.8415)]
+    assert store.nearest(angled(0.99, 1), 1)[0].path == "/p/95.jpg"  # it carries the moved image's embedding
+
+
+def test_renames_apply_in_order_so_two_images_can_swap_paths(store: GraphStore) -> None:
+    store.upsert([make_record("/p/a.jpg", axis(1), sha256="h-a"), make_record("/p/b.jpg", axis(2), sha256="h-b")])
+
+    swapped = store.rename_paths([("/p/a.jpg", "/p/t.jpg"), ("/p/b.jpg", "/p/a.jpg"), ("/p/t.jpg", "/p/b.jpg")])
+
+    assert swapped == 3
+    assert {path: image.sha256 for path, image in store.get_many(["/p/a.jpg", "/p/b.jpg", "/p/t.jpg"]).items()} == {
+        "/p/a.jpg": "h-b", "/p/b.jpg": "h-a"}
+    assert store.nearest(axis(1), 1)[0].path == "/p/b.jpg"
+
+
+def test_move_folder_moves_everything_below_it_and_nothing_beside_it(store: GraphStore) -> None:
+    records = [make_record(path, vector) for path, vector in [
+        ("/p/x/1.jpg", axis(0)), ("/p/x/sub/2.jpg", angled(0.99, 1)), ("/p/xy/3.jpg", angled(0.95, 2)),
+        ("/p/x.jpg", angled(0.9, 3))]]
+    store.upsert(records)
+    store.link(records, threshold=0.8, top_k=10)
+    links = links_of(store)
+
+    assert store.move_folder("/p/x/", "/r/moved") == 2
+
+    assert [s.path for s in store.file_states()] == ["/p/x.jpg", "/p/xy/3.jpg", "/r/moved/1.jpg", "/r/moved/sub/2.jpg"]
+    expected = renamed_links(renamed_links(links, "/p/x/1.jpg", "/r/moved/1.jpg"),
+                             "/p/x/sub/2.jpg", "/r/moved/sub/2.jpg")
+    assert links_of(store) == expected
+    assert store.move_folder("/p/x", "/r/moved") == 0  # again: nothing left to move
+    assert store.move_folder("/r/moved/1.jpg", "/r/one.jpg") == 1  # a single file is a folder of one
+    assert store.get("/r/one.jpg") is not None

@@ -117,6 +117,11 @@ class FakeServer:
                                  "labelsOrTypes": ["SIMILAR_TO"], "properties": ["score"], "state": "ONLINE",
                                  "populationPercent": 100.0, "options": {}})
             return []
+        if statement == q.CREATE_HASH_INDEX:
+            self.indexes.append({"name": q.HASH_INDEX, "type": "RANGE", "entityType": "NODE",
+                                 "labelsOrTypes": ["Image"], "properties": ["sha256"], "state": "ONLINE",
+                                 "populationPercent": 100.0, "options": {}})
+            return []
         if statement.startswith("CREATE VECTOR INDEX"):
             if not any(i["name"] == q.VECTOR_INDEX for i in self.indexes):
                 self.add_index(int(re.search(r"`vector.dimensions`: (\d+)", statement)[1]), state="POPULATING")
@@ -179,6 +184,35 @@ class FakeServer:
             for pair in [pair for pair in links if set(pair) & set(removed)]:
                 del links[pair]
             return [{"removed": len(removed)}]
+        if statement == q.EMBEDDINGS_BY_HASH:
+            first: dict[str, Row] = {}
+            for node in images.values():
+                if node["sha256"] in p["hashes"] and node["model"] == p["model"] and "embedding" in node:
+                    first.setdefault(node["sha256"], node)
+            return [{"hash": h, "embedding": n["embedding"].tolist(), "width": n["width"], "height": n["height"]}
+                    for h, n in first.items()]
+        if statement == q.REPLACED_BY_MOVES:
+            for move in p["moves"]:
+                if move["old"] in images and move["new"] in images:
+                    del images[move["new"]]
+                    for pair in [pair for pair in links if move["new"] in pair]:
+                        del links[pair]
+            return []
+        if statement == q.RENAME:
+            renamed = 0
+            for move in p["moves"]:
+                if move["old"] in images:
+                    assert move["new"] not in images  # the uniqueness constraint
+                    images[move["new"]] = images.pop(move["old"])
+                    for (a, b), score in [(pair, s) for pair, s in links.items() if move["old"] in pair]:
+                        del links[(a, b)]  # the relationship keeps its direction (start, end): only a name changes
+                        links[(move["new"] if a == move["old"] else a, move["new"] if b == move["old"] else b)] = score
+                    renamed += 1
+            return [{"renamed": renamed}]
+        if statement == q.REORIENT_LINKS:
+            for (a, b) in [pair for pair in links if set(pair) & set(p["paths"]) and pair[0] > pair[1]]:
+                links[(b, a)] = links.pop((a, b))
+            return []
         if statement == q.UPDATE_FILE_STATES:
             for row in p["rows"]:
                 if row["path"] in images:
@@ -297,6 +331,11 @@ CONTRACT_SCENARIOS = [
     contract.test_links_at_least_returns_each_link_at_or_above_the_threshold_once,
     contract.test_links_at_least_refuses_a_threshold_that_is_not_a_cosine,
     contract.test_links_at_least_on_an_empty_store_finds_nothing,
+    contract.test_embeddings_by_hash_finds_the_stored_embedding_of_known_content_of_the_model,
+    contract.test_rename_paths_keeps_the_node_its_embedding_file_state_and_links,
+    contract.test_a_moved_image_replaces_the_image_at_its_new_path,
+    contract.test_renames_apply_in_order_so_two_images_can_swap_paths,
+    contract.test_move_folder_moves_everything_below_it_and_nothing_beside_it,
 ]
 
 

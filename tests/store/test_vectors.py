@@ -1,4 +1,4 @@
-"""The in-memory index stays exact through adds, replacements, removals and growth."""
+"""Exact search over slot-addressed vectors agrees with brute force, masks dead slots and exclusions."""
 
 from __future__ import annotations
 
@@ -7,120 +7,81 @@ from collections.abc import Set
 import numpy as np
 import pytest
 
-from imgwatch.store.embedded.vectors import VectorIndex
+from imgwatch.store.embedded.vectors import SlotVectors
 from tests.helpers import random_unit_vectors
 
 DIM = 32
 
 
-class Reference:
-    """Brute force over a plain dict, in float64: what the index must agree with."""
-
-    def __init__(self) -> None:
-        self.vectors: dict[int, np.ndarray] = {}
-
-    def top_k(
-        self, query: np.ndarray, k: int, exclude: Set[int] = frozenset()
-    ) -> tuple[list[int], np.ndarray]:
-        ids = [i for i in self.vectors if i not in exclude]
-        if not ids:
-            return [], np.empty(0)
-        scores = np.stack([self.vectors[i] for i in ids]).astype(np.float64) @ query.astype(np.float64)
-        order = np.argsort(-scores, kind="stable")[:k]
-        return [ids[j] for j in order], scores[order]
+def slot_vectors(count: int, dead: Set[int] = frozenset(), seed: int = 1) -> SlotVectors:
+    matrix = random_unit_vectors(count, DIM, seed=seed)
+    live = np.ones(count, dtype=np.uint8)
+    live[list(dead)] = 0
+    return SlotVectors(matrix, live)
 
 
-def assert_exact(
-    index: VectorIndex, reference: Reference, queries: np.ndarray, k: int, exclude: Set[int] = frozenset()
-) -> None:
-    assert len(index) == len(reference.vectors)
-    assert set(index.ids().tolist()) == set(reference.vectors)
-    for query in queries:
-        ids, scores = index.search(query, k, exclude)
-        expected_ids, expected_scores = reference.top_k(query, k, exclude)
-        assert ids.tolist() == expected_ids  # random data: no ties to blur the order
-        np.testing.assert_allclose(scores, expected_scores, atol=1e-5)
+def brute_force(
+    vectors: SlotVectors, query: np.ndarray, k: int, exclude: Set[int] = frozenset()
+) -> tuple[list[int], np.ndarray]:
+    """In float64 over a plain list of the live, not excluded ids: what the search must agree with."""
+    ids = [i for i in vectors.ids().tolist() if i not in exclude]
+    scores = vectors.vectors(ids).astype(np.float64) @ query.astype(np.float64)
+    order = np.argsort(-scores, kind="stable")[:k]
+    return [ids[j] for j in order], scores[order]
 
 
-def test_add_replace_remove_and_grow_stay_exact() -> None:
-    index, reference = VectorIndex(DIM, initial_capacity=4), Reference()
-    vectors = random_unit_vectors(900, DIM, seed=1)
+def test_candidates_equal_brute_force_and_never_return_dead_or_excluded_slots() -> None:
+    dead = {0, 5, 17, *range(100, 160), 899}  # slot 0 is never an image id
+    vectors = slot_vectors(900, dead)
     queries = random_unit_vectors(20, DIM, seed=2)
+    exclude = [{1, 2, 3, 5}, set(), {898}] * 6 + [set(), set()]
 
-    index.upsert(np.arange(500), vectors[:500])  # grows 4 → 512
-    reference.vectors.update(enumerate(vectors[:500]))
-    assert index.capacity == 512
-    assert_exact(index, reference, queries, k=10)
-
-    replaced = np.arange(0, 500, 5)  # replace every fifth vector in place
-    index.upsert(replaced, vectors[500:600])
-    reference.vectors.update(zip(replaced.tolist(), vectors[500:600], strict=True))
-    assert len(index) == 500
-    assert_exact(index, reference, queries, k=10)
-
-    removed = [499, 0, 250, *range(100, 150), 12345]  # last row, first row, middle, a run, unknown
-    assert index.remove(removed) == 53
-    for vector_id in removed:
-        reference.vectors.pop(vector_id, None)
-    assert_exact(index, reference, queries, k=10)
-
-    index.upsert(np.arange(1000, 1300), vectors[600:900])  # grows again past 512
-    reference.vectors.update(zip(range(1000, 1300), vectors[600:900], strict=True))
-    assert index.capacity == 1024
-    assert_exact(index, reference, queries, k=25)
-    assert_exact(index, reference, queries, k=5, exclude={1000, 1001, 3, 7})
-    # Each stored vector finds itself first, with cosine 1.
-    for vector_id in [1, 1299, 251]:
-        ids, scores = index.search(reference.vectors[vector_id], 1)
-        assert ids.tolist() == [vector_id] and scores[0] == pytest.approx(1.0, abs=1e-6)
+    for k in (1, 10, 25):
+        for query, excluded, (ids, scores) in zip(queries, exclude, vectors.candidates(queries, k, exclude),
+                                                  strict=True):
+            expected_ids, expected_scores = brute_force(vectors, query, k, excluded)
+            assert ids.tolist() == expected_ids  # random data: no ties to blur the order
+            np.testing.assert_allclose(scores, expected_scores, atol=1e-5)
+    assert len(vectors) == 900 - len(dead) and 5 not in vectors and 6 in vectors
 
 
-def test_search_many_matches_single_searches_and_excludes_per_query() -> None:
-    index = VectorIndex(DIM)
-    vectors = random_unit_vectors(300, DIM, seed=3)
-    index.upsert(np.arange(300), vectors)
-    queries = vectors[:8]
-
-    batched = index.search_many(queries, 6, [{i} for i in range(8)])
-
+def test_one_query_and_a_batch_agree() -> None:
+    vectors = slot_vectors(300, {7})
+    queries = random_unit_vectors(8, DIM, seed=3)
+    batched = vectors.candidates(queries, 6, [{i} for i in range(8)])
     for i, (ids, scores) in enumerate(batched):
-        single_ids, single_scores = index.search(queries[i], 6, {i})
-        assert i not in ids.tolist()
+        [(single_ids, single_scores)] = vectors.candidates(queries[i], 6, [{i}])
+        assert i not in ids.tolist() and 7 not in ids.tolist()
         assert ids.tolist() == single_ids.tolist()
         np.testing.assert_allclose(scores, single_scores, atol=1e-6)
 
 
-def test_k_larger_than_the_index_returns_everything_best_first() -> None:
-    index = VectorIndex(DIM)
-    vectors = random_unit_vectors(5, DIM, seed=4)
-    index.upsert([10, 20, 30, 40, 50], vectors)
+def test_k_larger_than_the_live_slots_returns_every_live_one_best_first() -> None:
+    vectors = slot_vectors(6, {0, 4})
+    query = vectors.vectors([2])[0]
 
-    ids, scores = index.search(vectors[2], 100, exclude_ids=[20])
+    [(ids, scores)] = vectors.candidates(query, 100, [{3}])
 
-    assert sorted(ids.tolist()) == [10, 30, 40, 50]
-    assert ids[0] == 30 and np.all(np.diff(scores) <= 0)
-    assert index.search(vectors[0], 0)[0].size == 0
-    assert VectorIndex(DIM).search(vectors[0], 3)[0].size == 0
-
-
-def test_duplicate_ids_in_one_upsert_keep_the_last_vector() -> None:
-    index = VectorIndex(DIM)
-    vectors = random_unit_vectors(3, DIM, seed=5)
-
-    index.upsert([7, 8, 7], vectors)
-
-    assert len(index) == 2
-    np.testing.assert_array_equal(index.vectors([7, 8]), vectors[[2, 1]])
+    assert sorted(ids.tolist()) == [1, 2, 5] and ids[0] == 2 and np.all(np.diff(scores) <= 0)
+    assert vectors.candidates(query, 0)[0][0].size == 0
+    empty = SlotVectors(np.zeros((0, DIM), dtype=np.float32), np.zeros(0, dtype=np.uint8))
+    assert empty.candidates(query, 3)[0][0].size == 0
+    all_dead = SlotVectors(np.ones((3, DIM), dtype=np.float32), np.zeros(3, dtype=np.uint8))
+    assert all_dead.candidates(query, 3)[0][0].size == 0
 
 
-def test_removing_everything_then_adding_again_works() -> None:
-    index = VectorIndex(DIM, initial_capacity=2)
-    vectors = random_unit_vectors(6, DIM, seed=6)
-    index.upsert(range(3), vectors[:3])
-    assert index.remove(range(3)) == 3
-    assert len(index) == 0 and index.search(vectors[0], 3)[0].size == 0
+def test_equal_scores_come_in_id_order() -> None:
+    matrix = np.zeros((6, DIM), dtype=np.float32)
+    matrix[:, 0] = 1.0  # exactly equal scores in any summation order
+    vectors = SlotVectors(matrix, np.array([0, 1, 1, 0, 1, 1], dtype=np.uint8))
+    [(ids, _)] = vectors.candidates(matrix[0], 3)
+    assert ids.tolist() == [1, 2, 4]
 
-    index.upsert([3, 4, 5], vectors[3:])
 
-    ids, _ = index.search(vectors[4], 1)
-    assert ids.tolist() == [4]
+def test_vectors_of_a_dead_or_unknown_id_is_a_key_error() -> None:
+    vectors = slot_vectors(4, {2})
+    with pytest.raises(KeyError):
+        vectors.vectors([1, 2])
+    with pytest.raises(KeyError):
+        vectors.vectors([4])
+    np.testing.assert_array_equal(vectors.vectors([3, 1]), vectors.vectors([3, 1]))

@@ -10,6 +10,7 @@ import pytest
 
 from imgwatch.config import Config
 from imgwatch.embedding import Embedder, EmbeddingModel, EmbedResult
+from imgwatch.embedding.embedder import ReuseLookup
 from imgwatch.files import PathFilter
 from imgwatch.store import GraphStore, ImageRecord, open_store
 from imgwatch.workers.indexer import Indexer, LinkPolicy
@@ -180,9 +181,9 @@ class FileChangedWhileEmbedding(Embedder):
     """Each file changes right after it is read, as when a copy overwrites it meanwhile."""
 
     def embed_files(
-        self, paths: Sequence[str], known_sha256: Mapping[str, str] | None = None
+        self, paths: Sequence[str], known_sha256: Mapping[str, str] | None = None, reuse: ReuseLookup | None = None,
     ) -> Iterator[EmbedResult]:
-        yield from super().embed_files(paths, known_sha256)
+        yield from super().embed_files(paths, known_sha256, reuse)
         for path in paths:
             os.utime(path, ns=(2_000_000_000, 2_000_000_000))
 

@@ -36,6 +36,7 @@ from imgwatch.daemon.watcher import (
     EventRouter,
     explain_watch_error,
     make_observer,
+    moved_along,
     observer_trouble,
     start_observer,
     stop_observer,
@@ -169,7 +170,7 @@ def reconcile_and_enqueue(
         stored,
         known_failures(failures, config.workers.max_attempts),
     )
-    paths = [p for p in plan.paths if p not in exclude]
+    paths = [p for p in missed_moves_together(plan.changed, plan.gone) if p not in exclude]
     jobs = work_queue.enqueue_paths(paths, config.watch.batch_size)
     where = {"root": roots[0]} if len(roots) == 1 else {"roots": len(roots)}
     log.info("reconciled", reason=reason, **where, changed=len(plan.changed), gone=len(plan.gone),
@@ -177,6 +178,48 @@ def reconcile_and_enqueue(
              retried_failures=plan.retried_failures, pending=len(plan.paths) - len(paths), jobs=len(jobs),
              seconds=round(time.perf_counter() - started, 3))
     return plan
+
+
+def missed_moves_together(changed: list[str], gone: list[str]) -> list[str]:
+    """``changed + gone``, each gone path right after a changed one with the same file name.
+
+    A move nobody saw (the daemon was down, events were lost) looks like a new file and
+    a gone one. Enqueued side by side they share a job (batch sizes are even), and the
+    worker embeds before it removes: the new path reuses the old one's stored embedding
+    by content hash before the old node goes. Names only pair them up; the content hash
+    decides whether anything is reused.
+    """
+    gone_by_name: dict[str, list[str]] = {}
+    for path in reversed(gone):
+        gone_by_name.setdefault(os.path.basename(path), []).append(path)
+    paired: list[str] = []
+    alone: list[str] = []
+    for path in changed:
+        partners = gone_by_name.get(os.path.basename(path))
+        if partners:
+            paired += [path, partners.pop()]
+        else:
+            alone.append(path)
+    left = {path for partners in gone_by_name.values() for path in partners}
+    return paired + alone + [path for path in gone if path in left]
+
+
+def moves_not_covered(moves: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``moves`` without those of files that a folder move in the same list moves along anyway
+    (the polling observer reports every file of a moved folder, then the folder)."""
+    folders: dict[str, str] = {}
+    for old, new in moves:
+        folders.setdefault(old, new)
+    kept = []
+    for old, new in moves:
+        parent, covered = os.path.dirname(old), False
+        while not covered and parent not in ("", os.sep) and parent != os.path.dirname(parent):
+            folder_new = folders.get(parent)
+            covered = folder_new is not None and moved_along(old, new, parent, folder_new)
+            parent = os.path.dirname(parent)
+        if not covered:
+            kept.append((old, new))
+    return kept
 
 
 class Daemon:
@@ -202,6 +245,7 @@ class Daemon:
         self._unsent: dict[str, None] = {}  # settled paths, in order, held across queue outages
         self._unsent_since = 0.0
         self._removed_dirs: list[str] = []  # folders gone, still to be turned into their stored paths
+        self._unsent_moves: list[tuple[str, str]] = []  # (old, new) moved within the roots, held across outages
         self._rescans: dict[str, set[str]] = {}  # root → why it must be rescanned
         self._last_lost_rescan: dict[str, float] = {}  # when each root was last rescanned for lost events
         self._queue = Outage("queue")
@@ -256,18 +300,21 @@ class Daemon:
                     next_periodic = now + rescan_every
             # Last chance for held paths; during an outage this does not wait for the backoff.
             self._collect()
+            self._send_moves()
             self._send(flush=True)
         finally:
             if self._observer is not None:
                 stop_observer(self._observer)
-            if self._unsent or len(self.settler) or self._rescans or self._removed_dirs:
+            if self._unsent or len(self.settler) or self._rescans or self._removed_dirs or self._unsent_moves:
                 log.warning("stopping_with_pending", unsent=len(self._unsent), unsettled=len(self.settler),
+                            moves=len(self._unsent_moves),
                             rescans=len(self._rescans), note="the next start reconciles them")
 
     def tick(self, flush: bool = False) -> None:
         """Move settled paths onto the queue and run the rescans that are due."""
         self._take_notices()
         self._collect()
+        self._send_moves()  # before the paths: an index job for a moved path then finds it renamed
         self._send(flush)
         self._run_rescans()
 
@@ -294,6 +341,10 @@ class Daemon:
     def _collect(self) -> None:
         ready = self.settler.due()
         self._removed_dirs.extend(self.router.take_removed_dirs())
+        self._unsent_moves.extend(self.router.take_moves())
+        if self._unsent_moves:  # a move job indexes its old side itself, after renaming it
+            moved_from = {old for old, _ in self._unsent_moves}
+            ready = [p for p in ready if not _at_or_below(p, moved_from)]
         if self._removed_dirs and self._queue.ready() and self._store.ready():
             ready.extend(self._expand_removed_dirs())
         ready = [p for p in ready if not self._below_missing_root(p)]
@@ -343,6 +394,20 @@ class Daemon:
         except redis.RedisError as exc:
             self._queue.failed(exc, held=len(self._unsent))
             return False
+
+    def _send_moves(self) -> None:
+        """Files and folders moved within the roots → move jobs, as soon as the queue takes them."""
+        if not self._unsent_moves or not self._queue.ready():
+            return
+        moves = moves_not_covered(self._unsent_moves)
+        try:
+            self.work_queue.enqueue_moves(moves)
+        except redis.RedisError as exc:
+            self._queue.failed(exc, held=len(self._unsent))
+            return
+        self._unsent_moves = []
+        log.info("enqueued_moves", moves=len(moves))
+        self._queue_ok()
 
     def _queue_ok(self, held: int | None = None) -> None:
         if self._queue.ended(held_paths=len(self._unsent) if held is None else held):
@@ -498,6 +563,16 @@ class Daemon:
     def _below_missing_root(self, path: str) -> bool:
         root = root_of(path, self.roots)
         return root in self._root_ids and self._root_ids[root] is None
+
+
+def _at_or_below(path: str, folders: set[str]) -> bool:
+    """Whether ``path`` or one of its parent folders is in ``folders``."""
+    while path not in folders:
+        parent = os.path.dirname(path)
+        if parent == path:
+            return False
+        path = parent
+    return True
 
 
 def _dir_identity(path: str) -> tuple[int, int] | None:

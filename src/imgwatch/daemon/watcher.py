@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import threading
+from collections import deque
 from collections.abc import Sequence
 
 from watchdog.events import (
@@ -36,8 +37,10 @@ class EventRouter(FileSystemEventHandler):
     """Routes watchdog events for image files to the settler.
 
     Directories removed or moved away are collected in ``removed_dirs``: the
-    daemon turns each into the stored paths below it. Roots that lost events and
-    folders that could not be watched are collected for the daemon as well.
+    daemon turns each into the stored paths below it. Files and folders moved
+    from one watched place to another are collected in ``moves``: the store renames
+    them (no re-embedding). Roots that lost events and folders that could not be
+    watched are collected for the daemon as well.
     """
 
     def __init__(self, settler: Settler, path_filter: PathFilter, roots: Sequence[str]) -> None:
@@ -46,6 +49,10 @@ class EventRouter(FileSystemEventHandler):
         self.roots = list(roots)
         self._lock = threading.Lock()
         self._removed_dirs: list[str] = []
+        self._moves: list[tuple[str, str]] = []
+        # Folder moves seen lately: watchdog follows one with a synthetic move for everything
+        # inside it (inotify), which the folder's move already covers.
+        self._folder_moves: deque[tuple[str, str]] = deque(maxlen=64)
         self._lost_roots: list[str] = []
         self._unwatchable: list[str] = []
 
@@ -53,6 +60,12 @@ class EventRouter(FileSystemEventHandler):
         with self._lock:
             dirs, self._removed_dirs = self._removed_dirs, []
         return dirs
+
+    def take_moves(self) -> list[tuple[str, str]]:
+        """(old, new) of the files and folders moved within the watched roots since the last call, in order."""
+        with self._lock:
+            moves, self._moves = self._moves, []
+        return moves
 
     def take_lost_roots(self) -> list[str]:
         """Roots whose events were lost since the last call (each once)."""
@@ -96,6 +109,14 @@ class EventRouter(FileSystemEventHandler):
         with self._lock:
             self._removed_dirs.append(path)
 
+    def _moved(self, old: str, new: str, *, folder: bool, synthetic: bool) -> None:
+        with self._lock:
+            if synthetic and any(moved_along(old, new, f_old, f_new) for f_old, f_new in self._folder_moves):
+                return
+            self._moves.append((old, new))
+            if folder:
+                self._folder_moves.append((old, new))
+
     def on_any_event(self, event: FileSystemEvent) -> None:
         if isinstance(event, Notice):
             return  # reports, not file events: see on_events_lost / on_folder_unwatchable
@@ -103,16 +124,22 @@ class EventRouter(FileSystemEventHandler):
         src = os.fsdecode(event.src_path)
         if isinstance(event, FileMovedEvent):
             dest = os.fsdecode(event.dest_path)
-            if src and self._accepts(src):
+            from_here, to_here = bool(src) and self._accepts(src), bool(dest) and self._accepts(dest)
+            if from_here and to_here:  # the move job renames it in the store, then indexes both names
+                self._moved(src, dest, folder=False, synthetic=event.is_synthetic)
+            elif from_here:  # moved out of the roots (or out of sight): a delete
                 self.settler.gone(src)
-            if dest and self._accepts(dest):
+            elif to_here and not event.is_synthetic:  # a synthetic one's folder was walked as a whole
                 self.settler.closed(dest)  # a rename into place is a finished file
         elif isinstance(event, DirMovedEvent):
             dest = os.fsdecode(event.dest_path)
-            if src:
-                self._left_dir(src)
-            if dest:
-                self._arrived_dir(dest)
+            if src and dest and self._dir_watched(src) and self._dir_watched(dest):
+                self._moved(src, dest, folder=True, synthetic=event.is_synthetic)
+            else:  # moved in from outside: new files; moved out: deleted ones
+                if src:
+                    self._left_dir(src)
+                if dest:
+                    self._arrived_dir(dest)
         elif isinstance(event, DirCreatedEvent):
             # Files copied in with the folder may predate the watch on it.
             self._arrived_dir(src)
@@ -127,6 +154,12 @@ class EventRouter(FileSystemEventHandler):
             self.settler.written(src)
         elif isinstance(event, FileDeletedEvent):
             self.settler.gone(src)
+
+
+def moved_along(old: str, new: str, folder_old: str, folder_new: str) -> bool:
+    """Whether moving ``folder_old`` to ``folder_new`` moved ``old`` to ``new`` (a path inside it)."""
+    prefix = folder_old.rstrip(os.sep) + os.sep
+    return old.startswith(prefix) and new == folder_new.rstrip(os.sep) + os.sep + old[len(prefix):]
 
 
 def make_observer(kind: str, polling_interval: float) -> BaseObserver:

@@ -15,6 +15,7 @@ from imgwatch.embedding.embedder import (
     Missing,
     Unchanged,
 )
+from imgwatch.embedding.engines.contract import EmbeddingEngine, EngineUnavailable
 from imgwatch.embedding.model import (
     EMBEDDING_DIM,
     MODEL_NAME,
@@ -22,6 +23,7 @@ from imgwatch.embedding.model import (
     EmbeddingModel,
     InferencePlan,
     WeightsUnavailable,
+    inference_device,
     load_model,
     plan_inference,
 )
@@ -34,7 +36,9 @@ __all__ = [
     "EmbedResult",
     "Embedded",
     "Embedder",
+    "EmbeddingEngine",
     "EmbeddingModel",
+    "EngineUnavailable",
     "Failed",
     "InferencePlan",
     "FileFacts",
@@ -42,6 +46,7 @@ __all__ = [
     "Unchanged",
     "WeightsUnavailable",
     "decode_for_model",
+    "inference_device",
     "load_model",
     "plan_inference",
     "read_file",

@@ -6,9 +6,9 @@ Two pipelines live here:
   Resize(256), CenterCrop(224), normalise). It is the definition of "correct".
 * :func:`decode_for_model` is what production uses. It produces (nearly) the
   same tensor while avoiding a full-resolution decode: a 12-megapixel JPEG is
-  decoded at 1/2..1/8 scale in the DCT domain, other formats are box-reduced
-  before the bilinear resize. The tests hold it to cosine >= 0.999 against
-  the reference.
+  decoded at 1/4 scale in the DCT domain, other formats are box-reduced
+  before the bilinear resize. The tests hold it, against the reference, to
+  tensor cosine >= 0.9999 and embedding cosine >= 0.99 (calibrated weights).
 """
 
 from __future__ import annotations
@@ -34,12 +34,15 @@ CROP_SIZE = 224
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-# The fast path never shrinks the short side below this before the final
-# antialiased Resize(256). libjpeg's DCT scaling averages 8x8 blocks, a low-pass
-# close to the reference's wide bilinear filter, so decoding a 12 MP JPEG at 1/8
-# (short side 378) stays within tensor cosine 0.9998 of the reference on grainy
-# 12 MP photos, and costs 26.5 ms instead of 32.6 ms at 1/4 (bench/RESULTS.md).
-MIN_DECODED_SHORT_SIDE = RESIZE_SHORT_SIDE
+# The fast path never shrinks the short side below this before the final antialiased
+# Resize(256). libjpeg's DCT scaling (and Image.reduce for other formats) is a box filter,
+# not the reference's wide bilinear one; the more of the reduction the final resize does,
+# the less that shows. Worst case, a JPEG whose short side is exactly twice the floor (it
+# decodes at exactly the floor), embedding cosine with the reference under calibrated
+# weights: floor 256: 0.967, 512: 0.988, 640: 0.990, 704: 0.992 (tensor >= 0.9999 from 512 on).
+# 704 = 2.75 × 256 still lets 12 MP phone photos (short side 3000-3024) decode at 1/4
+# (750-756 px): 33 ms per 4032×3024 JPEG instead of 26 ms at 1/8 (bench/RESULTS.md).
+MIN_DECODED_SHORT_SIDE = 704
 
 # Limits checked on the header (Image.open reads no pixels) before anything large is allocated.
 #
@@ -68,6 +71,7 @@ _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 _resize_crop = transforms.Compose(
     [transforms.Resize(RESIZE_SHORT_SIDE), transforms.CenterCrop(CROP_SIZE)]
 )
+_center_crop = transforms.CenterCrop(CROP_SIZE)
 _to_normalised_tensor = transforms.Compose(
     [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
 )
@@ -169,14 +173,16 @@ def decode_for_model(data: bytes, path: str) -> tuple[torch.Tensor, int, int]:
         image = Image.open(io.BytesIO(data), formats=_decodable_formats())
         stored_size = image.size  # draft() below shrinks image.size
         _check_size(path, *stored_size)  # before any pixel is decoded
-        if isinstance(image, JpegImageFile):  # includes MPO, which many cameras write
-            _draft_jpeg(image)
+        # JpegImageFile includes MPO, which many cameras write.
+        reduced_by = _draft_jpeg(image) if isinstance(image, JpegImageFile) else 1
         image.load()
         # Orientation is read after load(): PNG may keep its EXIF after the pixel data.
         width, height = _displayed_size(image, stored_size)
         upright = to_rgb(ImageOps.exif_transpose(image))
-        upright = _box_reduce(upright)
-        tensor: torch.Tensor = _to_normalised_tensor(_resize_crop(upright))
+        if reduced_by == 1:
+            upright, reduced_by = _box_reduce(upright)
+        resized = _resize_like_reference(upright, width, height, reduced_by)
+        tensor: torch.Tensor = _to_normalised_tensor(_center_crop(resized))
     except DecodeError:
         raise
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad data
@@ -222,23 +228,47 @@ def _displayed_size(image: Image.Image, stored_size: tuple[int, int]) -> tuple[i
     return width, height
 
 
-def _draft_jpeg(image: JpegImageFile) -> None:
-    """Ask libjpeg to decode at the smallest 1/2^k scale that keeps enough pixels.
+def _draft_jpeg(image: JpegImageFile) -> int:
+    """Ask libjpeg to decode at the smallest 1/2^k scale that keeps enough pixels; returns 2^k.
 
     Pillow picks the largest supported scale whose result is still at least the
     requested size in both dimensions, so requesting a square of
     MIN_DECODED_SHORT_SIDE keeps the short side >= that, whatever the aspect.
     """
-    if min(image.size) >= 2 * MIN_DECODED_SHORT_SIDE:
-        image.draft(None, (MIN_DECODED_SHORT_SIDE, MIN_DECODED_SHORT_SIDE))
+    if min(image.size) < 2 * MIN_DECODED_SHORT_SIDE:
+        return 1
+    stored_width = image.size[0]
+    drafted = image.draft(None, (MIN_DECODED_SHORT_SIDE, MIN_DECODED_SHORT_SIDE))
+    if drafted is None:  # Pillow declined (e.g. an unusual tile layout): decoded at full size
+        return 1
+    _, covered_box = drafted  # (0, 0, stored_width / scale, stored_height / scale)
+    return round(stored_width / covered_box[2])
 
 
-def _box_reduce(image: Image.Image) -> Image.Image:
-    """Integer box-downscale large non-JPEG images (JPEGs were already drafted)."""
+def _box_reduce(image: Image.Image) -> tuple[Image.Image, int]:
+    """Integer box-downscale large non-JPEG images (JPEGs were already drafted); returns the factor."""
     factor = min(image.size) // MIN_DECODED_SHORT_SIDE
-    if factor >= 2:
-        image = image.reduce(factor)
-    return image
+    if factor < 2:
+        return image, 1
+    return image.reduce(factor), factor
+
+
+def _resize_like_reference(image: Image.Image, width: int, height: int, reduced_by: int) -> Image.Image:
+    """Resize(256) of the full ``width``×``height`` image, done from a copy reduced ``reduced_by`` times.
+
+    The output size is computed from the full size, as torchvision does. A reduced copy's
+    sizes round up (its last row and column cover a partial block), so it is not the full
+    image scaled by exactly 1/reduced_by: sampling the box the original covers puts every
+    output pixel where the reference puts it (1365×1024 drafted to 683×512 would otherwise
+    shift the crop by up to a quarter pixel: tensor cosine 0.9996 instead of 0.99998).
+    """
+    short, long = sorted((width, height))
+    new_long = int(RESIZE_SHORT_SIDE * long / short)  # torchvision's rounding (down)
+    size = (RESIZE_SHORT_SIDE, new_long) if width <= height else (new_long, RESIZE_SHORT_SIDE)
+    if reduced_by == 1 and image.size == size:
+        return image  # torchvision skips a resize to the same size
+    covered = (0.0, 0.0, width / reduced_by, height / reduced_by)
+    return image.resize(size, Image.Resampling.BILINEAR, box=covered)
 
 
 def _describe_failure(path: str, exc: Exception) -> DecodeError:

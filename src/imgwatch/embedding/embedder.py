@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
@@ -22,6 +22,11 @@ class Embedded:
     width: int
     height: int
     vector: np.ndarray
+    reused: bool = False  # the embedding of the same content, found by its hash: no decode, no model
+
+
+# The stored (vector, width, height) of a content hash, or None: how a file skips the model.
+ReuseLookup = Callable[[str], "tuple[np.ndarray, int, int] | None"]
 
 
 @dataclass(frozen=True)
@@ -84,9 +89,14 @@ class Embedder:
         return self.model.dim
 
     def embed_files(
-        self, paths: Sequence[str], known_sha256: Mapping[str, str] | None = None
+        self, paths: Sequence[str], known_sha256: Mapping[str, str] | None = None,
+        reuse: ReuseLookup | None = None,
     ) -> Iterator[EmbedResult]:
         """Yield exactly one result per path; per-file problems become Failed/Missing.
+
+        ``reuse`` is asked for each file's content hash once the file is read (in the
+        pool, so it must be thread-safe and must not raise): what it returns comes back as a reused
+        Embedded result without decoding the file or running the model.
 
         Results come in path order, except that Embedded ones are held back
         until their micro-batch has run. Reads and decodes run ahead in the pool
@@ -105,7 +115,7 @@ class Embedder:
                 path = next(remaining, None)
                 if path is None:
                     return
-                in_flight.append(self._pool.submit(_prepare, path, known.get(path)))
+                in_flight.append(self._pool.submit(_prepare, path, known.get(path), reuse))
 
         def finished(wait_for_free_stream: bool) -> Iterator[Embedded]:
             while running and (running[0].done() or (wait_for_free_stream and len(running) >= self.streams)):
@@ -173,8 +183,8 @@ class Embedder:
         self.close()
 
 
-def _prepare(path: str, known_sha256: str | None) -> EmbedResult | _Decoded:
-    """Runs in the pool: read, hash and decode one file, never raising."""
+def _prepare(path: str, known_sha256: str | None, reuse: ReuseLookup | None = None) -> EmbedResult | _Decoded:
+    """Runs in the pool: read, hash and decode one file (unless its content is known), never raising."""
     try:
         facts, data = read_file(path)
     except (FileNotFoundError, NotADirectoryError):
@@ -185,6 +195,10 @@ def _prepare(path: str, known_sha256: str | None) -> EmbedResult | _Decoded:
         return Failed(path, str(exc))
     if known_sha256 is not None and known_sha256 == facts.sha256:
         return Unchanged(facts)
+    stored = reuse(facts.sha256) if reuse is not None else None
+    if stored is not None:
+        vector, width, height = stored
+        return Embedded(facts, width, height, vector, reused=True)
     try:
         tensor, width, height = decode_for_model(data, path)
     except DecodeError as exc:

@@ -7,12 +7,16 @@ import io
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, overload
 
 import numpy as np
 import structlog
 import torch
 from torchvision.models import ResNet50_Weights, resnet50
 
+from imgwatch.embedding.engines.contract import EmbeddingEngine, EngineFailure, EngineUnavailable
+from imgwatch.embedding.engines.selection import EXPORTED_ENGINES, build_engine
 from imgwatch.errors import DeviceUnavailable, WeightsUnavailable
 
 MODEL_NAME = "resnet50"
@@ -25,7 +29,9 @@ _log = structlog.get_logger("imgwatch.embedding")
 
 
 class EmbeddingModel:
-    """ResNet50 with its classifier removed: images in, unit 2048-d vectors out."""
+    """ResNet50 with its classifier removed: images in, unit 2048-d vectors out (torch eager)."""
+
+    engine = "torch"
 
     def __init__(self, network: torch.nn.Module, weights_id: str, device: torch.device) -> None:
         self.name = MODEL_NAME
@@ -65,21 +71,77 @@ class EmbeddingModel:
             return unit.cpu().numpy()
 
 
-def load_model(weights: str = "imagenet", device: str = "auto", seed: int = 0) -> EmbeddingModel:
+@overload
+def load_model(
+    weights: str = ..., device: str = ..., seed: int = ..., engine: Literal["torch"] = ...,
+    cache_dir: Path | None = ..., threads: int = ...,
+) -> EmbeddingModel: ...
+
+
+@overload
+def load_model(
+    weights: str = ..., device: str = ..., seed: int = ..., engine: str = ...,
+    cache_dir: Path | None = ..., threads: int = ...,
+) -> EmbeddingEngine: ...
+
+
+def load_model(
+    weights: str = "imagenet", device: str = "auto", seed: int = 0, engine: str = "torch",
+    cache_dir: Path | None = None, threads: int = 0,
+) -> EmbeddingEngine:
     """Build the embedding model.
 
     ``weights`` is "imagenet" (torchvision's IMAGENET1K_V2, downloaded and
     cached under TORCH_HOME), "random" (seeded init, for tests only) or the
     path of a local state_dict file.
+
+    ``engine`` runs it: "torch" (eager), "onnxruntime" (the same network exported to
+    ONNX, on the CPU; the export is kept in ``cache_dir``) or "auto": ONNX Runtime on a
+    CPU when it can be had, with a warning and torch otherwise; torch on CUDA.
+    ``threads``: intra-op threads per embed call for an exported engine (0: all cores).
     """
-    target = _resolve_device(device)
+    target = inference_device(device, engine)
+    wanted = _engine_for(engine, target)
     if weights == "imagenet":
         network, weights_id = _pretrained_network(), _PRETRAINED_ID
     elif weights == "random":
         network, weights_id = _random_network(seed), f"random-seed{seed}"
     else:
         network, weights_id = _network_from_file(weights)
+    if wanted != "torch":
+        try:
+            return build_engine(wanted, network, MODEL_NAME, weights_id, EMBEDDING_DIM, cache_dir, threads)
+        except EngineFailure as exc:
+            advice = (f"install it (pip install {EXPORTED_ENGINES[wanted]}) or set embedding.engine "
+                      '= "torch" (IMGWATCH_EMBEDDING_ENGINE=torch)')
+            if engine != "auto":
+                raise EngineUnavailable(f"embedding.engine = {engine!r} cannot be used: {exc}; {advice}") from exc
+            _log.warning("engine_fallback", engine=wanted, fallback="torch", reason=str(exc),
+                         detail=f"embedding runs on torch eager, slower on a CPU; {advice}")
     return EmbeddingModel(network, weights_id, target)
+
+
+def inference_device(device: str, engine: str = "torch") -> torch.device:
+    """Where ``engine`` runs for the configured ``device``: exported engines run on the CPU."""
+    if engine in EXPORTED_ENGINES:
+        if device == "cuda" or device.startswith("cuda:"):
+            raise EngineUnavailable(
+                f"embedding.engine = {engine!r} runs on the CPU, but embedding.device = {device!r}; "
+                'set embedding.engine = "auto" or "torch" to use the GPU'
+            )
+        resolve_device(device)  # still refuses a device that does not exist
+        return torch.device("cpu")
+    return resolve_device(device)
+
+
+def _engine_for(engine: str, target: torch.device) -> str:
+    if engine == "auto":
+        return "torch" if target.type == "cuda" else "onnxruntime"
+    if engine == "torch" or engine in EXPORTED_ENGINES:
+        return engine
+    raise EngineUnavailable(
+        f"unknown embedding engine {engine!r}; expected 'auto', 'torch' or {', '.join(map(repr, EXPORTED_ENGINES))}"
+    )
 
 
 @dataclass(frozen=True)
@@ -117,7 +179,7 @@ def plan_inference(
     return plan
 
 
-def _resolve_device(device: str) -> torch.device:
+def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cpu":

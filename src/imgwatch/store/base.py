@@ -10,6 +10,7 @@ Backends (embedded SQLite, Neo4j) implement :class:`GraphStore`; nothing outside
 from __future__ import annotations
 
 import abc
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -23,7 +24,11 @@ from imgwatch.errors import (  # noqa: F401 - re-exported: part of the store con
     StoreMissing,
     StoreUnavailable,
 )
+from imgwatch.store.batching import chunks
 from imgwatch.store.linking import ordered
+
+# Renames per transaction when a folder moves: bounded, so a huge folder is not one huge transaction.
+MOVE_BATCH = 5000
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,15 @@ class ImageRecord:
     height: int
     model: str
     embedding: np.ndarray = field(repr=False)
+
+
+@dataclass(frozen=True)
+class StoredEmbedding:
+    """An embedding already computed for some file content: any file with that content can reuse it."""
+
+    vector: np.ndarray = field(repr=False)
+    width: int
+    height: int
 
 
 @dataclass(frozen=True)
@@ -122,6 +136,31 @@ def each_pair_once(links: Iterable[Link]) -> Iterator[Link]:
         if (link.a, link.b) not in seen:
             seen.add((link.a, link.b))
             yield link
+
+
+def independent_rounds(moves: Sequence[tuple[str, str]]) -> list[list[tuple[str, str]]]:
+    """``moves`` split, in order, into rounds in which no path appears twice.
+
+    Applying the rounds one after the other equals applying the moves one by one (a
+    rotation a -> t, b -> a, t -> b needs three rounds), while a moved folder, where
+    every path is distinct, is one round: a backend can apply each round as a whole.
+    """
+    rounds: list[list[tuple[str, str]]] = []
+    seen: set[str] = set()
+    for old, new in moves:
+        if old == new:
+            continue
+        if not rounds or old in seen or new in seen:
+            rounds.append([])
+            seen = set()
+        rounds[-1].append((old, new))
+        seen.update((old, new))
+    return rounds
+
+
+def moved_path(path: str, old: str, new: str) -> str:
+    """Where ``path`` (``old`` itself or a path below it) is once ``old`` has moved to ``new``."""
+    return new + path[len(old.rstrip(os.sep)):]
 
 
 def checked_threshold(threshold: float) -> float:
@@ -235,6 +274,30 @@ class GraphStore(abc.ABC):
         with its old or its new score, but never twice. StoreError for a threshold
         outside [-1, 1].
         """
+
+    @abc.abstractmethod
+    def embeddings_by_hash(self, hashes: Iterable[str], model: str) -> dict[str, StoredEmbedding]:
+        """For each content hash (``sha256``) that a stored image of ``model`` has, that image's
+        embedding and size. A copied, renamed or moved file reuses it instead of running the model."""
+
+    @abc.abstractmethod
+    def rename_paths(self, moves: Sequence[tuple[str, str]]) -> int:
+        """Give stored images new paths, as ``(old, new)`` pairs applied in order (a file moved).
+
+        The node keeps everything else: its embedding, file state, linked flag and links.
+        An image already stored at ``new`` is replaced by the moved one (removed with its
+        links). A pair whose ``old`` is not stored is skipped, so a move applied twice is
+        harmless. Returns how many images were renamed.
+        """
+
+    def move_folder(self, old: str, new: str) -> int:
+        """Rename the image at ``old`` and every image below it to the same place below ``new``
+        (a folder, or a single file, moved); see :meth:`rename_paths`. Returns how many moved."""
+        old, new = old.rstrip(os.sep) or os.sep, new.rstrip(os.sep) or os.sep
+        if old == new:
+            return 0
+        moves = [(state.path, moved_path(state.path, old, new)) for state in self.file_states(under=old)]
+        return sum(self.rename_paths(batch) for batch in chunks(moves, MOVE_BATCH))
 
     @abc.abstractmethod
     def stats(self) -> StoreStats: ...

@@ -55,7 +55,8 @@ class WebState:
             from imgwatch.embedding import Embedder, load_model
 
             embedding = self.config.embedding
-            model = load_model(embedding.weights, embedding.device, embedding.seed)
+            model = load_model(embedding.weights, embedding.device, embedding.seed, embedding.engine,
+                               self.config.data_dir.engine_cache)
             self._embedder = Embedder(model, batch_size=1, decode_threads=1)
         return self._embedder
 

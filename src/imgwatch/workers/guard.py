@@ -1,4 +1,5 @@
-"""What a worker agrees to run: imgwatch's own index job with a list of absolute paths.
+"""What a worker agrees to run: imgwatch's own index job with a list of absolute paths,
+or its move job with a list of ``[old, new]`` pairs of absolute paths.
 
 Anything else on the queue (another function, a pickled payload, odd arguments) is
 refused before its function is looked up or imported: with an external Redis,
@@ -20,6 +21,7 @@ from rq.exceptions import DeserializationError
 from rq.job import Job
 
 from imgwatch.workqueue import INDEX_JOB
+from imgwatch.workqueue.jobs import MOVE_JOB
 
 # A job carries one batch (watch.batch_size, 32 by default); more than this is not imgwatch's.
 MAX_PATHS_PER_JOB = 10_000
@@ -53,8 +55,8 @@ def _examine(job: Job) -> str | None:
     except DeserializationError:
         # JSONSerializer could not read it: a pickled payload (never unpickled here) or junk.
         return "refused: not a JSON imgwatch job (its payload cannot be read as JSON; pickled jobs are never loaded)"
-    if func_name != INDEX_JOB:
-        return f"refused: the job runs {_short(func_name)}, not imgwatch's {INDEX_JOB}"
+    if func_name not in (INDEX_JOB, MOVE_JOB):
+        return f"refused: the job runs {_short(func_name)}, not imgwatch's {INDEX_JOB} or {MOVE_JOB}"
     extras = _extras(job)
     if extras:
         return f"refused: the job carries {extras}, which imgwatch never sets"
@@ -65,7 +67,16 @@ def _examine(job: Job) -> str | None:
     if not isinstance(args, list | tuple) or len(args) != 1:
         count = len(args) if isinstance(args, Sequence) else "?"
         return f"refused: an index job takes one argument, a list of paths; this one has {count}"
+    if func_name == MOVE_JOB:
+        return _moves_refusal(args[0])
     return _paths_refusal(args[0])
+
+
+def _moves_refusal(moves: object) -> str | None:
+    """A move job's argument: a list of [old, new] pairs, each path as an index job's."""
+    if not isinstance(moves, list) or not all(isinstance(pair, list) and len(pair) == 2 for pair in moves):
+        return "refused: a move job's argument must be a list of [old, new] path pairs"
+    return _paths_refusal([path for pair in moves for path in pair])
 
 
 def _paths_refusal(paths: object) -> str | None:

@@ -1,16 +1,20 @@
 """Level-triggered indexing: make the store match what each path is right now.
 
 Missing → removed from the store. Unchanged (size, mtime, or the content hash
-when only the mtime moved) → skipped. New or changed → decoded, embedded,
-upserted and linked. Whatever order jobs run in, the store ends up matching
-the filesystem.
+when only the mtime moved) → skipped. New or changed → hashed first: content the
+store already holds (a copy, a rename or a move the watcher missed) reuses that
+embedding; the rest is decoded and embedded. Then upserted and linked. Whatever
+order jobs run in, the store ends up matching the filesystem.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from imgwatch.embedding import Embedded, Embedder, Failed, Missing, Unchanged
 from imgwatch.embedding.decode import unreadable_reason
@@ -25,6 +29,7 @@ log = get_logger("imgwatch.worker")
 @dataclass
 class IndexOutcome:
     indexed: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)  # of ``indexed``: embeddings found by content hash
     unchanged: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
@@ -33,6 +38,7 @@ class IndexOutcome:
     def counts(self) -> dict[str, int]:
         return {
             "indexed": len(self.indexed),
+            "reused": len(self.reused),
             "unchanged": len(self.unchanged),
             "removed": len(self.removed),
             "failed": len(self.failed),
@@ -71,12 +77,15 @@ class Indexer:
         self.links = links
         self.path_filter = path_filter
         self.roots = list(roots)
+        self._store_lock = threading.Lock()  # content lookups come from the decode threads
 
     def index(self, paths: Sequence[str]) -> IndexOutcome:
         outcome = IndexOutcome()
         storable = self._partition_names(paths, outcome)
         stored = self.store.get_many(storable)
         to_embed, to_remove = self._triage(storable, stored, outcome)
+        # Embeds (and their content lookups) before removals: a missed move's new path finds
+        # the embedding of the old path that the same job removes.
         embedded = self._embed(to_embed, stored, outcome)
         self._commit(embedded, [*to_remove, *embedded.vanished], stored, outcome)
         self._record_failures(outcome)
@@ -136,9 +145,11 @@ class Indexer:
         embedded = _Embedded()
         known = {p: s.sha256 for p, s in stored.items() if self._is_current(s)}
         model = self.embedder.identity
-        for result in self.embedder.embed_files(paths, known_sha256=known):
+        for result in self.embedder.embed_files(paths, known_sha256=known, reuse=self._stored_embedding):
             if isinstance(result, Embedded):
                 facts = result.facts
+                if result.reused:
+                    outcome.reused.append(facts.path)
                 embedded.records.append(ImageRecord(
                     path=facts.path, sha256=facts.sha256, size=facts.size, mtime_ns=facts.mtime_ns,
                     width=result.width, height=result.height, model=model, embedding=result.vector,
@@ -152,6 +163,20 @@ class Indexer:
             elif isinstance(result, Failed):
                 outcome.failed[result.path] = result.reason
         return embedded
+
+    def _stored_embedding(self, sha256: str) -> tuple[np.ndarray, int, int] | None:
+        """The embedding this model gave the same content before (a copy, a rename, a move), if stored.
+
+        Same bytes, same model: the same embedding, so the file needs no decode and no
+        forward pass. A store error only costs the reuse: the model runs instead.
+        """
+        try:
+            with self._store_lock:
+                found = self.store.embeddings_by_hash([sha256], self.embedder.identity).get(sha256)
+        except Exception as exc:  # noqa: BLE001 - whatever the backend raises
+            log.warning("content_lookup_failed", error=f"{type(exc).__name__}: {exc}", note="embedding it instead")
+            return None
+        return None if found is None else (found.vector, found.width, found.height)
 
     def _commit(
         self, embedded: _Embedded, to_remove: list[str], stored: Mapping[str, StoredImage], outcome: IndexOutcome

@@ -6,6 +6,7 @@ import time
 
 from imgwatch.log import get_logger
 from imgwatch.workers.indexer import Indexer
+from imgwatch.workers.mover import Mover
 
 log = get_logger("imgwatch.worker")
 
@@ -32,4 +33,21 @@ def index_paths(paths: list[str]) -> dict[str, int]:
     counts = outcome.counts()
     log.info("job_done", paths=len(paths), seconds=round(time.perf_counter() - started, 3),
              outcome="ok" if not outcome.failed else "partial", **counts)
+    return counts
+
+
+def move_paths(moves: list[list[str]]) -> dict[str, int]:
+    """Rename moved files and folders in the store (embeddings and links kept), then queue
+    both ends of each move to be indexed."""
+    if _indexer is None:
+        raise RuntimeError("move_paths runs only inside `imgwatch worker` (no indexer installed)")
+    started = time.perf_counter()
+    try:
+        outcome = Mover(_indexer).move(moves)
+    except Exception as exc:
+        log.error("job_failed", moves=len(moves), seconds=round(time.perf_counter() - started, 3),
+                  error=f"{type(exc).__name__}: {exc}")
+        raise
+    counts = outcome.counts()
+    log.info("moves_done", seconds=round(time.perf_counter() - started, 3), **counts)
     return counts

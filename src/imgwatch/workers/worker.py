@@ -19,7 +19,7 @@ from rq.serializers import JSONSerializer
 
 from imgwatch import sdnotify
 from imgwatch.config import Config
-from imgwatch.embedding import Embedder, load_model, plan_inference
+from imgwatch.embedding import Embedder, inference_device, load_model, plan_inference
 from imgwatch.errors import ConfigError, ImgwatchError
 from imgwatch.files import PathFilter
 from imgwatch.log import get_logger
@@ -118,9 +118,11 @@ def run_worker(config: Config, *, burst: bool = False, name: str | None = None) 
             "(IMGWATCH_GENERAL_ROOTS) or pass ROOT... to `imgwatch worker`, the same folders the daemon watches"
         )
     work_queue = WorkQueue.from_config(config)
-    model = load_model(config.embedding.weights, config.embedding.device, config.embedding.seed)
-    plan = plan_inference(model.device, config.embedding.batch_size, config.embedding.streams,
-                          config.embedding.threads, processes=config.workers.count)
+    embedding = config.embedding
+    plan = plan_inference(inference_device(embedding.device, embedding.engine), embedding.batch_size,
+                          embedding.streams, embedding.threads, processes=config.workers.count)
+    model = load_model(embedding.weights, embedding.device, embedding.seed, embedding.engine,
+                       config.data_dir.engine_cache, threads=plan.threads)  # each stream's threads
     embedder = Embedder(model, batch_size=plan.batch_size,
                         decode_threads=config.embedding.decode_threads, streams=plan.streams)
     store = open_store(config)
@@ -138,7 +140,8 @@ def run_worker(config: Config, *, burst: bool = False, name: str | None = None) 
         install_indexer(indexer)
         worker = ImgwatchWorker(work_queue, name or f"imgwatch-{socket.gethostname()}-{os.getpid()}")
         log.info("worker_ready", worker=worker.name, model=model.identity, device=str(model.device),
-                 batch_size=plan.batch_size, streams=plan.streams, threads=plan.threads, queue=work_queue.name)
+                 engine=model.engine, batch_size=plan.batch_size, streams=plan.streams, threads=plan.threads,
+                 queue=work_queue.name)
         sdnotify.ready()  # model loaded, store and queue open (a no-op outside systemd)
         worker.work(burst=burst, logging_level="WARNING")
     finally:

@@ -1,7 +1,9 @@
-"""The RQ queue of index jobs.
+"""The RQ queue of index and move jobs.
 
 Jobs carry paths only (JSON-serialised, never pickled); a worker looks at each
-path when the job runs.
+path when the job runs. A move job carries ``[old, new]`` pairs (files or folders
+moved within the watched roots): the worker renames what the store holds, so the
+moved images keep their embeddings and links, then indexes both sides as usual.
 """
 
 from __future__ import annotations
@@ -18,12 +20,20 @@ from imgwatch.config import Config
 from imgwatch.workqueue.connection import connect
 
 INDEX_JOB = "imgwatch.workers.jobs.index_paths"
+MOVE_JOB = "imgwatch.workers.jobs.move_paths"
 JOB_RETRIES = 2
+# Pairs per move job: a moved folder is one pair, so this bounds only many single-file moves.
+MOVES_PER_JOB = 1000
 
 
 def job_paths(job: Job) -> list[str]:
-    """The paths an index job carries (its one argument)."""
-    return list(job.args[0]) if job.args else []
+    """The paths a job carries: an index job's argument; for a move job each pair's new and
+    old path (indexing those is what a move job ends with, so it is what its recovery redoes)."""
+    if not job.args:
+        return []
+    if job.func_name == MOVE_JOB:
+        return [path for pair in job.args[0] for path in reversed(pair)]
+    return list(job.args[0])
 
 
 class WorkQueue:
@@ -66,6 +76,25 @@ class WorkQueue:
                 description=f"index {len(batch)} path(s)",
                 meta=dict(meta) if meta else None,
                 at_front=at_front,
+                pipeline=pipeline,
+            )
+            job_ids.append(job.id)
+        return job_ids
+
+    def enqueue_moves(self, moves: Sequence[tuple[str, str]], *, pipeline: Pipeline | None = None) -> list[str]:
+        """Enqueue ``(old, new)`` moves, in order, as move jobs; returns the job ids."""
+        pairs = [[old, new] for old, new in moves]
+        job_ids = []
+        for start in range(0, len(pairs), MOVES_PER_JOB):
+            batch = pairs[start : start + MOVES_PER_JOB]
+            job = self.rq_queue.enqueue(
+                MOVE_JOB,
+                batch,
+                job_timeout=self.job_timeout,
+                retry=Retry(max=JOB_RETRIES),
+                result_ttl=600,
+                failure_ttl=7 * 24 * 3600,
+                description=f"move {len(batch)} path(s)",
                 pipeline=pipeline,
             )
             job_ids.append(job.id)

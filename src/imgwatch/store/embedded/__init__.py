@@ -1,8 +1,9 @@
-"""The embedded graph store: one SQLite file under the data dir plus an in-memory vector mirror.
+"""The embedded graph store: one SQLite file under the data dir plus memory-mapped vector files beside it.
 
 - ``sqlite.py``: the file: connection setup, transactions, schema and migrations, meta values.
-- ``mirror.py``: each process's in-memory copy of the embeddings, kept current incrementally.
-- ``vectors.py``: the exact in-memory cosine index the mirror holds.
+- ``shared_vectors.py``: the embeddings in files every process maps (one copy per machine),
+  kept at SQLite's revision by whichever process writes or finds them behind.
+- ``vectors.py``: exact cosine search over those vectors (slot = image id).
 - ``store.py``: :class:`EmbeddedGraphStore`, the :class:`~imgwatch.store.base.GraphStore` contract.
 """
 

@@ -29,7 +29,7 @@ from typing import Any
 from imgwatch.errors import StoreError
 from imgwatch.store.batching import chunks
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Bound the number of "?" in one statement (old SQLite builds allow only 999).
 SQL_CHUNK = 500
@@ -84,6 +84,10 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         # links_at_least(): a range on score. On a WITHOUT ROWID table the index entries
         # carry the primary key too, so this is effectively (score, a, b): the page key.
         "CREATE INDEX IF NOT EXISTS links_by_score ON links(score)",
+    ),
+    3: (
+        # embeddings_by_hash(): a copied, renamed or moved file finds the embedding of its content.
+        "CREATE INDEX IF NOT EXISTS images_by_sha256 ON images(sha256)",
     ),
 }
 

@@ -1,8 +1,9 @@
 """The embedded graph store: one SQLite file under the data dir, no server.
 
-SQLite (``sqlite.py``) is the source of truth; each process searches an in-memory
-mirror of every embedding (``mirror.py``) that it brings up to date before a query.
-Links follow the rule in :mod:`imgwatch.store.linking`.
+SQLite (``sqlite.py``) is the source of truth; every process searches the same
+memory-mapped copy of the embeddings beside it (``shared_vectors.py``), brought up to
+date after each write and before each query. Links follow the rule in
+:mod:`imgwatch.store.linking`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from imgwatch.errors import ImageNotFound, ModelMismatchError, StoreError
+from imgwatch.log import get_logger
 from imgwatch.store.base import (
     ExportedImage,
     FileState,
@@ -23,6 +25,7 @@ from imgwatch.store.base import (
     ImageRecord,
     Link,
     Match,
+    StoredEmbedding,
     StoredImage,
     StoreStats,
     checked_embedding,
@@ -33,14 +36,16 @@ from imgwatch.store.base import (
     unit_query,
 )
 from imgwatch.store.batching import PAGE_SIZE, keyset_pages
-from imgwatch.store.embedded.mirror import VectorMirror
+from imgwatch.store.embedded.shared_vectors import SharedVectors, record_store_identity
 from imgwatch.store.embedded.sqlite import Database, Transaction
-from imgwatch.store.embedded.vectors import VectorIndex
+from imgwatch.store.embedded.vectors import SlotVectors
 from imgwatch.store.linking import FormerLink, choose, plan_links
+
+log = get_logger("imgwatch.store")
 
 
 class EmbeddedGraphStore(GraphStore):
-    """:class:`GraphStore` on a local SQLite file plus an exact in-memory vector index.
+    """:class:`GraphStore` on a local SQLite file plus exact search over shared, memory-mapped vectors.
 
     One store object may be used by one thread at a time (calls from several threads
     are serialised); use processes for parallelism.
@@ -51,12 +56,12 @@ class EmbeddedGraphStore(GraphStore):
     def __init__(self, db_path: Path | str, *, busy_timeout_s: float = 60.0) -> None:
         self._db = Database(db_path, busy_timeout_s=busy_timeout_s)
         self.db_path = self._db.path
-        self._mirror = VectorMirror()
+        self._vectors = SharedVectors(self.db_path)
 
     @property
-    def mirror(self) -> VectorMirror:
-        """This process's in-memory copy of the embeddings (brought up to date by queries)."""
-        return self._mirror
+    def vectors(self) -> SharedVectors:
+        """The embeddings' memory-mapped files, shared by every process on this machine."""
+        return self._vectors
 
     # -- GraphStore -----------------------------------------------------------------
 
@@ -64,6 +69,7 @@ class EmbeddedGraphStore(GraphStore):
         if not model or dim <= 0:
             raise StoreError(f"invalid embedding model {model!r} with dim {dim}")
         with self._db.write() as tx:
+            record_store_identity(tx)  # what the vector files are checked against
             recorded = tx.recorded_model()
             if recorded == (model, dim):
                 return
@@ -92,7 +98,7 @@ class EmbeddedGraphStore(GraphStore):
         if not states:
             return
         with self._db.write() as tx:
-            # Embeddings are unchanged, so no revision bump: other processes' mirrors stay valid.
+            # Embeddings are unchanged, so no revision bump: the vector files stay valid.
             tx.executemany(
                 "UPDATE images SET size = ?, mtime_ns = ? WHERE path = ?",
                 [(state.size, state.mtime_ns, state.path) for state in states],
@@ -110,7 +116,8 @@ class EmbeddedGraphStore(GraphStore):
             tx.executemany("INSERT OR REPLACE INTO tombstones (id, rev) VALUES (?, ?)", [(i, rev) for i in ids])
             # Links go with their images (ON DELETE CASCADE).
             tx.executemany("DELETE FROM images WHERE id = ?", [(i,) for i in ids])
-            return len(ids)
+        self._update_vectors()
+        return len(ids)
 
     def get_many(self, paths: Iterable[str]) -> dict[str, StoredImage]:
         with self._db.read() as tx:
@@ -129,9 +136,13 @@ class EmbeddedGraphStore(GraphStore):
             if recorded is None or k <= 0:
                 return []
             query = unit_query(vector, recorded[1])
-            index = self._mirror.sync(tx, recorded[1])
             excluded_ids = list(_ids_by_path(tx, excluded_paths).values())
-            ids, scores = index.search(query, k, excluded_ids)
+        # A new transaction: its snapshot starts once the vector files are locked (see current()).
+        with self._db.read() as tx, self._vectors.current(tx) as view:
+            if view is None or view.dim != len(query):
+                return []  # the model was switched meanwhile
+            [(ids, scores)] = view.candidates(query, k, [excluded_ids])
+            # The files may be newer than this snapshot: ids it cannot resolve are dropped.
             path_of = dict(tx.select_in("SELECT id, path FROM images WHERE id IN ({marks})", ids.tolist()))
         return [Match(path_of[i], float(s)) for i, s in zip(ids.tolist(), scores.tolist(), strict=True) if i in path_of]
 
@@ -144,12 +155,11 @@ class EmbeddedGraphStore(GraphStore):
         if not images:
             return 0
         checked_threshold(threshold)
-        # Catch up outside the write lock (a first load can take seconds), so that under
-        # it only the last few changes remain to be read.
-        with self._db.read() as tx:
-            self._synced(tx)
-        with self._db.write() as tx:
-            index = self._synced(tx)  # no other process can change images meanwhile
+        # Catch up outside the write lock (a rebuild can take seconds), so that under it
+        # only the last few changes remain to be applied.
+        self._update_vectors()
+        # Under the write lock no other process commits: the files match this snapshot exactly.
+        with self._db.write() as tx, self._vectors.current(tx) as index:
             if index is None:
                 return 0
             paths = list(dict.fromkeys(image.path for image in images))
@@ -226,7 +236,7 @@ class EmbeddedGraphStore(GraphStore):
             "journal_mode": journal,
             "schema_version": schema,
             "size_mib": round(self._db.files_size() / 2**20, 1),
-            "vector_index": "exact, in memory (rebuilt from the file by each process)",
+            "vector_index": f"exact, memory-mapped from {self._vectors.vectors_path} (shared by every process)",
             "images": stats.images,
             "links": stats.links,
             "model": stats.model,
@@ -246,6 +256,47 @@ class EmbeddedGraphStore(GraphStore):
                 return [FileState(*row) for row in rows]
 
         yield from keyset_pages(read_page, key=lambda state: state.path)
+
+    # -- content reuse and moves ---------------------------------------------------------
+
+    def embeddings_by_hash(self, hashes: Iterable[str], model: str) -> dict[str, StoredEmbedding]:
+        """One stored embedding per known content hash, found through the images_by_sha256 index."""
+        unique = list(dict.fromkeys(hashes))
+        found: dict[str, StoredEmbedding] = {}
+        if not unique:
+            return found
+        with self._db.read() as tx:
+            rows = tx.select_in(
+                "SELECT sha256, model, embedding, width, height FROM images WHERE sha256 IN ({marks})", unique)
+            for sha256, stored_model, blob, width, height in rows:
+                if stored_model == model and sha256 not in found:
+                    found[sha256] = StoredEmbedding(np.frombuffer(blob, dtype="<f4").copy(), width, height)
+        return found
+
+    def rename_paths(self, moves: Sequence[tuple[str, str]]) -> int:
+        """One transaction; each pair in order. A renamed image keeps its id, so its embedding,
+        its links and the shared vector files (keyed by id) stay valid: no revision bump,
+        except for an image replaced at a new path, which goes as remove() removes it."""
+        renamed = replaced = 0
+        if not moves:
+            return renamed
+        with self._db.write() as tx:
+            for old, new in moves:
+                moving = tx.execute("SELECT id FROM images WHERE path = ?", (old,)).fetchone()
+                if moving is None or old == new:
+                    continue
+                taken = tx.execute("SELECT id FROM images WHERE path = ?", (new,)).fetchone()
+                if taken is not None:
+                    # A tombstone tells the vector files; its links go with it (ON DELETE CASCADE).
+                    rev = tx.next_revision()
+                    tx.execute("INSERT OR REPLACE INTO tombstones (id, rev) VALUES (?, ?)", (taken[0], rev))
+                    tx.execute("DELETE FROM images WHERE id = ?", (taken[0],))
+                    replaced += 1
+                tx.execute("UPDATE images SET path = ? WHERE id = ?", (new, moving[0]))
+                renamed += 1
+        if replaced:
+            self._update_vectors()
+        return renamed
 
     # -- copying between stores -----------------------------------------------------------
 
@@ -302,14 +353,22 @@ class EmbeddedGraphStore(GraphStore):
 
     def close(self) -> None:
         self._db.close()
-        self._mirror.clear()
+        self._vectors.close()
 
     # -- helpers ----------------------------------------------------------------------
 
-    def _synced(self, tx: Transaction) -> VectorIndex | None:
-        """The mirror brought up to ``tx``'s snapshot; None while no model is recorded."""
-        recorded = tx.recorded_model()
-        return None if recorded is None else self._mirror.sync(tx, recorded[1])
+    def _update_vectors(self) -> None:
+        """Bring the shared vector files up to what is committed (after this process's writes).
+
+        A failure here leaves the commit in place: the next query, in any process, catches
+        the files up, so it is logged rather than raised as if the write had failed.
+        """
+        try:
+            with self._db.read() as tx, self._vectors.current(tx):
+                pass
+        except StoreError as exc:
+            log.warning("vector_files_not_updated", file=str(self._vectors.vectors_path), reason=str(exc),
+                        detail="committed; the next search catches the vector files up")
 
     def _write_images(self, images: Sequence[tuple[ImageRecord, ExportedImage | None]]) -> None:
         """Upsert records; with an ExportedImage (imports) its linked flag, pick bar and
@@ -328,6 +387,7 @@ class EmbeddedGraphStore(GraphStore):
                     ))
                 rows.append((record, checked_embedding(record.embedding, dim, record.path).tobytes(), exported))
             rev = tx.next_revision()
+            record_store_identity(tx)
             previous = _embeddings_by_path(tx, [record.path for record, _, _ in rows])
             for record, blob, exported in rows:
                 # Every right-hand side reads the row as it was: linked and indexed_at compare
@@ -354,6 +414,7 @@ class EmbeddedGraphStore(GraphStore):
                 if exported is not None:
                     tx.execute("UPDATE images SET linked = ?, pick_bar = ?, indexed_at = ? WHERE path = ?",
                                (int(exported.linked), exported.pick_bar, exported.indexed_at, record.path))
+        self._update_vectors()
 
 
 def _ids_by_path(tx: Transaction, paths: Sequence[str]) -> dict[str, int]:
@@ -371,16 +432,16 @@ def _delete_links_of(tx: Transaction, ids: Sequence[int]) -> None:
     tx.executemany("DELETE FROM links WHERE b = ?", parameters)
 
 
-def _candidates(index: VectorIndex, ids: Sequence[int], top_k: int) -> dict[int, list[tuple[int, float]]]:
+def _candidates(index: SlotVectors, ids: Sequence[int], top_k: int) -> dict[int, list[tuple[int, float]]]:
     """Each image's ``top_k`` best neighbours in ``index`` (itself excluded): id -> [(id, cosine)]."""
-    results = index.search_many(index.vectors(ids), top_k, [(i,) for i in ids])
+    results = index.candidates(index.vectors(ids), top_k, [(i,) for i in ids])
     return {
         image: list(zip(found.tolist(), scores.tolist(), strict=True))
         for image, (found, scores) in zip(ids, results, strict=True)
     }
 
 
-def _former_links(tx: Transaction, ids: Sequence[int], index: VectorIndex) -> list[FormerLink[int]]:
+def _former_links(tx: Transaction, ids: Sequence[int], index: SlotVectors) -> list[FormerLink[int]]:
     """The links from images outside ``ids`` (and in ``index``) to images in ``ids``, re-scored."""
     own = set(ids)
     pairs: list[tuple[int, int, float | None]] = []  # (outside, inside, outside's pick bar)

@@ -1,163 +1,129 @@
-"""An in-memory, exact cosine-similarity index over L2-normalised float32 vectors.
+"""Exact cosine-similarity search over vectors addressed by slot (slot = the store's image id).
 
-The embedded store's VectorMirror keeps one per process, mirrored from SQLite. Search is
-brute force on purpose: one BLAS matrix-vector product over a contiguous float32
-matrix is exact and, at the sizes a photo library reaches, fast enough (see
-bench/store_search.py). Ids are the store's integer image ids.
+The embedded store maps its vectors from shared files (``shared_vectors.py``) and hands
+them here as a :class:`SlotVectors`: a ``(slots, dim)`` float32 matrix whose row ``i``
+is image id ``i``, and a live flag per slot (unused and removed slots are 0). Search is
+brute force on purpose: one BLAS product over the contiguous matrix is exact and, at the
+sizes a photo library reaches, fast enough (see bench/store_search.py).
 
-Not thread-safe; the owning store serialises access.
+:meth:`SlotVectors.candidates` is the one seam a faster search plugs into: an ANN index
+may propose candidates there as long as it returns their exact scores (re-scored from
+this matrix), which the linking rule relies on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 
 # Query-by-matrix products are cut into pieces of at most this many scores so a large
-# batch against a large index does not allocate gigabytes at once (2**24 floats = 64 MiB).
+# batch against a large store does not allocate gigabytes at once (2**24 floats = 64 MiB).
 _MAX_SCORES_PER_PRODUCT = 1 << 24
 
+Found = tuple[np.ndarray, np.ndarray]  # (ids int64, scores float32), best first
 
-class VectorIndex:
-    """Vectors by id in one growable ``(capacity, dim)`` float32 matrix.
 
-    Rows ``[0, len)`` are live. Removal moves the last row into the hole so the live
-    rows stay one contiguous block that BLAS can scan in a single call.
+class SlotVectors:
+    """Vectors by id: row ``i`` of ``matrix`` is id ``i``, present while ``live[i]`` is non-zero.
+
+    The arrays may be views of shared memory that another process changes; the owner
+    (``SharedVectors.current``) holds a lock that keeps them still while this is used.
     """
 
-    def __init__(self, dim: int, initial_capacity: int = 1024) -> None:
-        if dim <= 0:
-            raise ValueError(f"dim must be positive, got {dim}")
-        capacity = max(1, initial_capacity)
-        self._dim = dim
-        self._matrix = np.zeros((capacity, dim), dtype=np.float32)
-        self._ids = np.zeros(capacity, dtype=np.int64)
-        self._row_of: dict[int, int] = {}
-        self._count = 0
+    def __init__(self, matrix: np.ndarray, live: np.ndarray) -> None:
+        if matrix.ndim != 2 or live.shape != (matrix.shape[0],):
+            raise ValueError(f"matrix {matrix.shape} and live flags {live.shape} do not match")
+        self._matrix = matrix
+        self._live = live
+        self._dead: np.ndarray | None = None  # slots to mask, computed on first search
 
     @property
     def dim(self) -> int:
-        return self._dim
+        return int(self._matrix.shape[1])
 
     @property
-    def capacity(self) -> int:
-        return self._matrix.shape[0]
-
-    @property
-    def nbytes(self) -> int:
-        return self._matrix.nbytes + self._ids.nbytes
+    def slots(self) -> int:
+        return int(self._matrix.shape[0])
 
     def __len__(self) -> int:
-        return self._count
+        return int(np.count_nonzero(self._live))
 
     def __contains__(self, vector_id: object) -> bool:
-        return vector_id in self._row_of
+        if not isinstance(vector_id, int | np.integer):
+            return False
+        return 0 <= vector_id < self.slots and bool(self._live[vector_id])
 
     def ids(self) -> np.ndarray:
-        return self._ids[: self._count].copy()
+        """Every live id, ascending."""
+        return np.flatnonzero(self._live).astype(np.int64)
 
     def vectors(self, ids: Sequence[int]) -> np.ndarray:
-        """Copies of the stored vectors, one row per id (KeyError if one is missing)."""
-        rows = np.fromiter((self._row_of[i] for i in ids), dtype=np.int64, count=len(ids))
+        """Copies of the stored vectors, one row per id (KeyError for an id that is not live)."""
+        rows = np.asarray(ids, dtype=np.int64).reshape(-1)
+        for vector_id in rows.tolist():
+            if vector_id not in self:
+                raise KeyError(vector_id)
         return self._matrix[rows].copy()
 
-    def upsert(self, ids: Sequence[int] | np.ndarray, vectors: np.ndarray) -> None:
-        """Add vectors, or replace those whose id is already present (last one wins)."""
-        ids_array = np.asarray(ids, dtype=np.int64).reshape(-1)
-        matrix = np.asarray(vectors, dtype=np.float32).reshape(len(ids_array), self._dim)
-        # Keep only each id's last occurrence so fancy assignment below is unambiguous.
-        last_index_of = {int(vector_id): position for position, vector_id in enumerate(ids_array)}
-        positions = np.fromiter(last_index_of.values(), dtype=np.int64, count=len(last_index_of))
-        new_ids = [vector_id for vector_id in last_index_of if vector_id not in self._row_of]
-        self._reserve(self._count + len(new_ids))
-        for vector_id in new_ids:
-            self._row_of[vector_id] = self._count
-            self._ids[self._count] = vector_id
-            self._count += 1
-        rows = np.fromiter((self._row_of[i] for i in last_index_of), dtype=np.int64, count=len(positions))
-        self._matrix[rows] = matrix[positions]
-
-    def remove(self, ids: Iterable[int]) -> int:
-        """Drop vectors by id (unknown ids are ignored); return how many were present."""
-        removed = 0
-        for vector_id in ids:
-            row = self._row_of.pop(int(vector_id), None)
-            if row is None:
-                continue
-            last = self._count - 1
-            if row != last:  # swap-with-last keeps rows [0, count) dense
-                moved_id = int(self._ids[last])
-                self._matrix[row] = self._matrix[last]
-                self._ids[row] = moved_id
-                self._row_of[moved_id] = row
-            self._count = last
-            removed += 1
-        return removed
-
-    def search(
-        self, query: np.ndarray, k: int, exclude_ids: Collection[int] = ()
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The ``k`` best ``(ids, scores)`` for one unit query, best first; exact dot products."""
-        query = np.ascontiguousarray(query, dtype=np.float32).reshape(self._dim)
-        if k <= 0 or self._count == 0:
-            return _empty_result()
-        scores = self._matrix[: self._count] @ query
-        return self._top_k(scores, k, self._excluded_rows(exclude_ids))
-
-    def search_many(
+    def candidates(
         self, queries: np.ndarray, k: int, exclude_ids: Sequence[Collection[int]] | None = None
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """``search`` for each row of ``queries``, using matrix-matrix products (BLAS sgemm)."""
-        queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self._dim)
+    ) -> list[Found]:
+        """For each row of ``queries`` (unit vectors), its ``k`` best ``(ids, exact scores)``, best first.
+
+        Dead slots and the query's ``exclude_ids`` never appear; equal scores are ordered
+        by id. Exact today: one matrix product per block of queries (BLAS sgemv/sgemm).
+        """
+        queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
         if exclude_ids is not None and len(exclude_ids) != len(queries):
             raise ValueError("exclude_ids needs one collection per query")
-        if k <= 0 or self._count == 0:
-            return [_empty_result() for _ in range(len(queries))]
-        live = self._matrix[: self._count]
-        per_product = max(1, _MAX_SCORES_PER_PRODUCT // self._count)
-        results: list[tuple[np.ndarray, np.ndarray]] = []
+        if k <= 0 or self.slots == 0:
+            return [_nothing() for _ in queries]
+        dead = self._dead_slots()
+        alive = self.slots - len(dead)
+        per_product = max(1, _MAX_SCORES_PER_PRODUCT // self.slots)
+        results: list[Found] = []
         for start in range(0, len(queries), per_product):
             block = queries[start : start + per_product]
-            # One sgemm for the whole block; (count, dim) @ (dim, queries) measured faster
-            # here than the transposed form, so compute scores.T and copy it back once.
-            scores = np.ascontiguousarray((live @ np.ascontiguousarray(block.T)).T)
+            if len(block) == 1:
+                scores = (self._matrix @ block[0])[np.newaxis]
+            else:
+                # (slots, dim) @ (dim, queries) measured faster here than the transposed
+                # form, so compute scores.T and copy it back once.
+                scores = np.ascontiguousarray((self._matrix @ np.ascontiguousarray(block.T)).T)
+            scores[:, dead] = -np.inf  # fresh arrays; real scores are finite
             for offset, row_scores in enumerate(scores):
-                excluded = self._excluded_rows(exclude_ids[start + offset] if exclude_ids else ())
-                results.append(self._top_k(row_scores, k, excluded))
+                excluded = self._live_rows(exclude_ids[start + offset] if exclude_ids else ())
+                results.append(_top_k(row_scores, min(k, alive - len(excluded)), excluded))
         return results
 
-    def _excluded_rows(self, exclude_ids: Collection[int]) -> np.ndarray:
-        rows = {self._row_of[i] for i in exclude_ids if i in self._row_of}
+    def _dead_slots(self) -> np.ndarray:
+        if self._dead is None:
+            self._dead = np.flatnonzero(self._live == 0)
+        return self._dead
+
+    def _live_rows(self, ids: Collection[int]) -> np.ndarray:
+        rows = {int(i) for i in ids if int(i) in self}
         return np.fromiter(rows, dtype=np.int64, count=len(rows))
 
-    def _top_k(self, scores: np.ndarray, k: int, excluded_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if len(excluded_rows):
-            scores[excluded_rows] = -np.inf  # scores is a fresh array; real scores are finite
-        k = min(k, self._count - len(excluded_rows))
-        if k <= 0:
-            return _empty_result()
-        if k < len(scores):
-            candidates = np.argpartition(scores, len(scores) - k)[len(scores) - k :]
-        else:
-            candidates = np.arange(len(scores))
-        ids = self._ids[candidates]
-        # Best first; equal scores by id so results do not depend on row order.
-        order = np.lexsort((ids, -scores[candidates]))
-        return ids[order].copy(), scores[candidates][order].copy()
 
-    def _reserve(self, needed: int) -> None:
-        if needed <= self.capacity:
-            return
-        capacity = self.capacity
-        while capacity < needed:
-            capacity *= 2  # doubling keeps appends amortised O(1)
-        matrix = np.zeros((capacity, self._dim), dtype=np.float32)
-        matrix[: self._count] = self._matrix[: self._count]
-        ids = np.zeros(capacity, dtype=np.int64)
-        ids[: self._count] = self._ids[: self._count]
-        self._matrix, self._ids = matrix, ids
+def _top_k(scores: np.ndarray, k: int, excluded: np.ndarray) -> Found:
+    if len(excluded):
+        scores[excluded] = -np.inf
+    if k <= 0:
+        return _nothing()
+    if k < len(scores):
+        rows = np.argpartition(scores, len(scores) - k)[len(scores) - k :]
+        # The partition picks arbitrarily among scores equal to the k-th: take the lowest ids.
+        kth = scores[rows].min()
+        better = np.flatnonzero(scores > kth)
+        rows = np.concatenate([better, np.flatnonzero(scores == kth)[: k - len(better)]])
+    else:
+        rows = np.arange(len(scores))
+    # Best first; equal scores by id (= row) so results do not depend on partition order.
+    order = np.lexsort((rows, -scores[rows]))
+    return rows[order].astype(np.int64), scores[rows][order].copy()
 
 
-def _empty_result() -> tuple[np.ndarray, np.ndarray]:
+def _nothing() -> Found:
     return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)

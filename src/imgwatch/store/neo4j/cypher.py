@@ -16,6 +16,7 @@ from __future__ import annotations
 
 VECTOR_INDEX = "imgwatch_image_embedding"
 SCORE_INDEX = "imgwatch_link_score"
+HASH_INDEX = "imgwatch_image_sha256"
 PATH_CONSTRAINT = "imgwatch_image_path"
 STORE_CONSTRAINT = "imgwatch_store_key"
 
@@ -48,6 +49,8 @@ CREATE_VECTOR_INDEX = (
 DROP_VECTOR_INDEX = f"DROP INDEX {VECTOR_INDEX} IF EXISTS"
 # A range index on SIMILAR_TO.score, so links_at_least seeks instead of reading every link.
 CREATE_SCORE_INDEX = f"CREATE RANGE INDEX {SCORE_INDEX} IF NOT EXISTS FOR ()-[r:SIMILAR_TO]-() ON (r.score)"
+# A range index on Image.sha256, so embeddings_by_hash seeks instead of reading every image.
+CREATE_HASH_INDEX = f"CREATE RANGE INDEX {HASH_INDEX} IF NOT EXISTS FOR (n:Image) ON (n.sha256)"
 AWAIT_INDEX = "CALL db.awaitIndex($name, $seconds)"
 
 STORE_STATE = (
@@ -106,6 +109,45 @@ UPDATE_FILE_STATES = (
 )
 
 REMOVE = "UNWIND $paths AS path MATCH (n:Image {path: path}) DETACH DELETE n RETURN count(*) AS removed"
+
+# -- content reuse and moves ----------------------------------------------------------------
+
+# One stored embedding per known content hash, of the current model (equality seeks on HASH_INDEX).
+EMBEDDINGS_BY_HASH = """
+UNWIND $hashes AS hash
+MATCH (n:Image {sha256: hash})
+WHERE n.model = $model AND n.embedding IS NOT NULL
+WITH hash, head(collect(n)) AS image
+RETURN hash, image.embedding AS embedding, image.width AS width, image.height AS height
+"""
+
+# A rename in two statements of one transaction, for a round of moves in which no path
+# appears twice (see base.independent_rounds): first the images a moved one replaces go,
+# with their links; then the moved nodes take their new paths, keeping everything else.
+REPLACED_BY_MOVES = """
+UNWIND $moves AS move
+MATCH (:Image {path: move.old})
+MATCH (taken:Image {path: move.new})
+DETACH DELETE taken
+"""
+RENAME = """
+UNWIND $moves AS move
+MATCH (n:Image {path: move.old})
+SET n.path = move.new
+RETURN count(n) AS renamed
+"""
+# Links are stored from the smaller path to the larger (WRITE_LINKS MERGEs in that direction,
+# LINKS_AT_LEAST reads it): a renamed end can break that order, so such a link is re-created
+# the other way round with its score (startNode/endNode: the stored direction).
+REORIENT_LINKS = """
+UNWIND $paths AS path
+MATCH (:Image {path: path})-[r:SIMILAR_TO]-(:Image)
+WITH DISTINCT r
+WITH r, startNode(r) AS a, endNode(r) AS b
+WHERE a.path > b.path
+CREATE (b)-[:SIMILAR_TO {score: r.score}]->(a)
+DELETE r
+"""
 
 # -- reading images -----------------------------------------------------------------------
 

@@ -8,6 +8,8 @@
 - ``(:Image)-[:SIMILAR_TO {score}]->(:Image)``, stored once per pair from the
   lexicographically smaller path to the larger; ``score`` is the raw cosine, under a
   range index ``imgwatch_link_score`` (for ``links_at_least``; queries work without it);
+- a range index ``imgwatch_image_sha256`` on ``Image.sha256`` (for ``embeddings_by_hash``:
+  a copied or moved file reuses the embedding of its content; works without it, slower);
 - one ``(:ImgwatchStore {key: 'store'})`` node recording the model, its dimension and
   the schema version;
 - a cosine vector index ``imgwatch_image_embedding`` on ``Image.embedding``.
@@ -84,6 +86,15 @@ def score_index(rows: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     ), None)
 
 
+def hash_index(rows: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """A range index (SHOW INDEXES rows) on ``Image.sha256``, whatever its name."""
+    return next((
+        row for row in rows
+        if row.get("type") == "RANGE" and row.get("entityType") == "NODE"
+        and list(row.get("labelsOrTypes") or []) == ["Image"] and list(row.get("properties") or []) == ["sha256"]
+    ), None)
+
+
 def embedding_indexes(rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """The vector indexes (SHOW INDEXES rows) on ``(:Image).embedding``, whatever their names."""
     return [
@@ -128,8 +139,13 @@ class Schema:
                 self._schema(cypher.CREATE_PATH_CONSTRAINT)
             if unique_constraint(constraints, "ImgwatchStore", "key") is None:
                 self._schema(cypher.CREATE_STORE_CONSTRAINT)
-            if score_index(self._db.command(cypher.SHOW_INDEXES)) is None:
+            indexes = self._db.command(cypher.SHOW_INDEXES)
+            if score_index(indexes) is None:
                 self._create_score_index()
+            if hash_index(indexes) is None:
+                self._create_optional_index(cypher.CREATE_HASH_INDEX, cypher.HASH_INDEX,
+                                            "copied and moved files find their stored embedding by reading "
+                                            "every image until a user allowed to create indexes opens the store once")
         row = self._db.read(lambda tx: tx.run(cypher.STORE_STATE).single())
         if row is None:
             if not self.writable:
@@ -162,6 +178,15 @@ class Schema:
             log.warning("link_score_index_not_created", index=cypher.SCORE_INDEX, reason=str(exc),
                         detail="`imgwatch duplicates` reads every link until a user allowed to create "
                                "indexes opens the store once")
+
+    def _create_optional_index(self, statement: str, name: str, without_it: str) -> None:
+        """Create an index that only speeds a query up: a user who may not create indexes gets a warning."""
+        try:
+            self._schema(statement)
+        except StoreUnavailable:
+            raise
+        except StoreError as exc:
+            log.warning("index_not_created", index=name, reason=str(exc), detail=without_it)
 
     def record_model(self, model: str, dim: int) -> None:
         """Record the model on first use; ModelMismatchError while another model's images exist."""
@@ -235,13 +260,15 @@ class Schema:
         """Schema facts for `imgwatch doctor`."""
         ours = self._our_index()
         constraint = unique_constraint(self._db.command(cypher.SHOW_CONSTRAINTS), "Image", "path")
-        scores = score_index(self._db.command(cypher.SHOW_INDEXES))
+        shown = self._db.command(cypher.SHOW_INDEXES)
+        scores, hashes = score_index(shown), hash_index(shown)
         return {
             "path_constraint": "present" if constraint else "MISSING",
             "vector_index": cypher.VECTOR_INDEX,
             "index_state": ours["state"] if ours else "MISSING (created when a worker starts)",
             "index_population": f"{ours['populationPercent']:.1f}%" if ours else "-",
             "link_score_index": scores["state"] if scores else "MISSING (created when a worker starts)",
+            "content_hash_index": hashes["state"] if hashes else "MISSING (created when a worker starts)",
         }
 
     def _our_index(self) -> Mapping[str, Any] | None:

@@ -25,12 +25,14 @@ from imgwatch.store.base import (
     ImageRecord,
     Link,
     Match,
+    StoredEmbedding,
     StoredImage,
     StoreStats,
     checked_embedding,
     checked_threshold,
     each_pair_once,
     foreign_record_message,
+    independent_rounds,
     unit_query,
 )
 from imgwatch.store.batching import PAGE_SIZE, keyset_pages
@@ -149,6 +151,40 @@ class Neo4jGraphStore(GraphStore):
             return _write_plan(tx, current.present, plan, top_k)
 
         return int(self._db.write(relink))
+
+    # -- content reuse and moves ---------------------------------------------------------
+
+    def embeddings_by_hash(self, hashes: Iterable[str], model: str) -> dict[str, StoredEmbedding]:
+        unique = list(dict.fromkeys(hashes))
+
+        def fetch(tx: neo4j.ManagedTransaction) -> dict[str, StoredEmbedding]:
+            return {
+                row["hash"]: StoredEmbedding(as_vector(row["embedding"], row["hash"]), row["width"], row["height"])
+                for batch in statement_batches(unique, 1)
+                for row in tx.run(cypher.EMBEDDINGS_BY_HASH, hashes=batch, model=model)
+            }
+
+        return self._db.read(fetch) if unique else {}
+
+    def rename_paths(self, moves: Sequence[tuple[str, str]]) -> int:
+        """One transaction under the link lock (a relink in flight then sees the renamed
+        paths as changed and searches again); each round of distinct paths as a whole."""
+        rounds = independent_rounds(moves)
+        if not rounds:
+            return 0
+
+        def rename(tx: neo4j.ManagedTransaction) -> int:
+            tx.run(cypher.SERIALISE).consume()
+            renamed = 0
+            for moving in rounds:
+                rows = [{"old": old, "new": new} for old, new in moving]
+                for batch in statement_batches(rows, 1):
+                    tx.run(cypher.REPLACED_BY_MOVES, moves=batch).consume()
+                    renamed += tx.run(cypher.RENAME, moves=batch).single()["renamed"]
+                    tx.run(cypher.REORIENT_LINKS, paths=[row["new"] for row in batch]).consume()
+            return renamed
+
+        return int(self._db.write(rename))
 
     # -- reading -------------------------------------------------------------------------
 

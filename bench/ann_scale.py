@@ -1,0 +1,227 @@
+"""The HNSW index (src/imgwatch/store/embedded/ann.py) at 1k, 100k and 1M images.
+
+Steps, each short enough to hold the shared benchmark lock for under ~10 minutes:
+
+    B="flock /tmp/imgwatch-bench.lock .venv/bin/python bench/ann_scale.py"
+    $B data                          # 1M x 2048 float32 file (8 GB) + exact top-10 of 200 queries
+    $B build --budget-s 480          # repeat until it says "complete": adds in chunks, saves, resumes
+    $B measure                       # the figures below
+    $B clean                         # delete the big files (keeps nothing but this script)
+
+measure prints, for indexes of 1k, 100k and 1M images (the 1k and 100k ones are the
+saved snapshots of the same build, so all three hold the same kind of data):
+
+- upsert+link-like cost per image: a batch of 32 new images is added to the index, its
+  candidates searched (OVERFETCH x top 10, excluding itself) and re-scored exactly from the
+  float32 file; the median over batches, divided by 32;
+- warm nearest(): a single query through a read-only memory-mapped view, candidates +
+  exact re-score, p50/p95 (second pass over the queries: pages already in the page cache);
+- recall@10 of those answers against numpy's exact top 10 over the whole float32 file,
+  for a few search breadths and candidate counts.
+
+Data as in bench/ann_choice.py (clustered, photo-like 2048-d unit vectors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ann_choice import (
+    LIBRARY_SEED,
+    PHOTOS_PER_TOPIC,
+    ground_truth,
+    library_file,
+    percentile,
+    photo_block,
+    print_machine,
+    proc_kib,
+    query_vectors,
+    topic_centres,
+)
+from imgwatch.store.embedded import ann
+from imgwatch.store.embedded.ann import HnswIndex, IndexFileUnusable, candidate_count
+
+IMAGES = 1_000_000
+SNAPSHOTS = (1_000, 100_000)  # saved on the way to IMAGES: the smaller sizes measured
+QUERIES = 200
+K = 10
+LINK_BATCH = 32
+BATCHES = 15
+BUILD_CHUNK = 10_000
+NEW_IMAGES_SEED = 99  # new photos for the upsert+link measurement (not in the library)
+
+
+def index_dir(data_dir: Path, size: int) -> Path:
+    return data_dir / f"index-{size}"
+
+
+def step_data(args: argparse.Namespace) -> None:
+    library = library_file(args.data_dir, args.images)
+    ground_truth(args.data_dir, library, query_vectors(args.images, QUERIES), K)
+
+
+def step_build(args: argparse.Namespace) -> None:
+    """Add rows to the IMAGES index until done or the time budget is spent; save; resume next time."""
+    library = library_file(args.data_dir, args.images)
+    target = index_dir(args.data_dir, args.images)
+    try:
+        index = HnswIndex.open(target, ann_dim(library), view=False)
+        print(f"resume   {len(index):,} images already indexed")
+    except IndexFileUnusable:
+        index = HnswIndex(ann_dim(library), revision=0)
+    started = time.perf_counter()
+    done = len(index)  # rows [0, done) are in: the revision counts rows here
+    while done < args.images and time.perf_counter() - started < args.budget_s:
+        # Stop at each snapshot size so it can be saved as the smaller library.
+        end = min(done + BUILD_CHUNK, args.images, *[s for s in SNAPSHOTS if s > done])
+        chunk_started, chunk_start = time.perf_counter(), done
+        index.add(np.arange(done, end), np.asarray(library[done:end]), threads=2)
+        done = end
+        index.revision = done
+        if done in SNAPSHOTS:
+            index.save(index_dir(args.data_dir, done))
+        if done % 50_000 == 0:
+            print(f"  {done:>9,} images; this chunk {(end - chunk_start) / (time.perf_counter() - chunk_started):,.0f}"
+                  f" images/s", flush=True)
+    elapsed = time.perf_counter() - started
+    saving = time.perf_counter()
+    index.save(target)
+    print(f"build    {len(index):,} images indexed (this run {elapsed:.0f} s), saved in "
+          f"{time.perf_counter() - saving:.1f} s, {dir_mib(target):,.0f} MiB; "
+          f"{'complete' if done >= args.images else 'run again to continue'}")
+
+
+def step_measure(args: argparse.Namespace) -> None:
+    library = library_file(args.data_dir, args.images)
+    queries = query_vectors(args.images, QUERIES)
+    truth = ground_truth(args.data_dir, library, queries, K)
+    sizes = [*SNAPSHOTS, args.images]
+    for size in sizes:
+        try:
+            measure_upsert_and_link(args, library, size)
+        except IndexFileUnusable as error:
+            print(f"{size:>9,}: not built ({error})")
+    measure_queries(args, library, queries, truth)
+    measure_exact(library, queries[:5])
+
+
+def measure_upsert_and_link(args: argparse.Namespace, library: np.ndarray, size: int) -> None:
+    """Per image: add to the index + candidate search + exact re-score, batches of 32."""
+    dim = ann_dim(library)
+    started = time.perf_counter()
+    index = HnswIndex.open(index_dir(args.data_dir, size), dim, view=False)
+    load_s = time.perf_counter() - started
+    centres = topic_centres(max(1, args.images // PHOTOS_PER_TOPIC), dim)
+    next_id = args.images + 1_000_000  # ids of new images: beyond the library's rows
+    per_image, add_part, search_part = [], [], []
+    for batch_number in range(BATCHES + 1):
+        batch = photo_block(centres, NEW_IMAGES_SEED, batch_number, LINK_BATCH)
+        ids = np.arange(next_id, next_id + LINK_BATCH)
+        next_id += LINK_BATCH
+        started = time.perf_counter()
+        index.add(ids, batch, threads=2)
+        added = time.perf_counter()
+        found = index.candidates(batch, candidate_count(K), exclude=[{int(i)} for i in ids], threads=2)
+        for vector, candidates in zip(batch, found, strict=True):
+            exact_rescore(library, batch, ids, vector, candidates)
+        ended = time.perf_counter()
+        if batch_number:  # the first batch warms caches
+            per_image.append((ended - started) / LINK_BATCH)
+            add_part.append((added - started) / LINK_BATCH)
+            search_part.append((ended - added) / LINK_BATCH)
+    print(f"{size:>9,} images: upsert+link per image median {ms(statistics.median(per_image))} ms "
+          f"(add {ms(statistics.median(add_part))} + candidates & re-score {ms(statistics.median(search_part))}), "
+          f"p95 {ms(percentile(per_image, 95))} ms; load of the writable copy {load_s:.1f} s", flush=True)
+
+
+def exact_rescore(library: np.ndarray, batch: np.ndarray, batch_ids: np.ndarray, query: np.ndarray,
+                  candidates: np.ndarray) -> np.ndarray:
+    """Exact top-10 of the candidates: library rows from the float32 file, batch images from memory."""
+    in_library = np.sort(candidates[candidates < len(library)])
+    vectors = np.concatenate([np.asarray(library[in_library]),
+                              batch[np.isin(batch_ids, candidates)]])
+    ids = np.concatenate([in_library, batch_ids[np.isin(batch_ids, candidates)]])
+    scores = vectors @ query
+    order = np.lexsort((ids, -scores))[:K]
+    return ids[order]
+
+
+def measure_queries(args: argparse.Namespace, library: np.ndarray, queries: np.ndarray, truth: np.ndarray) -> None:
+    """Warm single-query nearest() at IMAGES through a read-only view, and recall@10."""
+    dim = ann_dim(library)
+    anon_before = proc_kib("RssAnon")
+    started = time.perf_counter()
+    view = HnswIndex.open(index_dir(args.data_dir, args.images), dim)
+    print(f"view     opened {len(view):,} images in {(time.perf_counter() - started) * 1e3:.0f} ms, "
+          f"anonymous memory +{(proc_kib('RssAnon') - anon_before) // 1024} MiB")
+    settings = [(ef, over) for ef in args.expansion_search for over in args.overfetch]
+    for expansion, overfetch in settings:
+        ann.EXPANSION_SEARCH = expansion  # the module constant, as the store would use it
+        count = overfetch * K
+        for warm_pass in ("first", "warm"):
+            times, hits = [], 0
+            for query, expected in zip(queries, truth, strict=True):
+                started = time.perf_counter()
+                [candidates] = view.candidates(query, count)
+                rows = np.sort(candidates)
+                scores = np.asarray(library[rows]) @ query
+                found = rows[np.lexsort((rows, -scores))[:K]]
+                times.append(time.perf_counter() - started)
+                hits += len(set(found.tolist()) & set(expected.tolist()))
+            print(f"nearest  {args.images:,}: ef {expansion:>3}, {count:>3} candidates, {warm_pass:>5} pass: "
+                  f"p50 {ms(percentile(times, 50))} ms, p95 {ms(percentile(times, 95))} ms, "
+                  f"recall@10 {hits / (K * len(queries)):.4f}", flush=True)
+
+
+def measure_exact(library: np.ndarray, queries: np.ndarray) -> None:
+    """Brute force over the float32 file for comparison (what exact search costs at this size)."""
+    times = []
+    for query in queries:
+        started = time.perf_counter()
+        for start in range(0, len(library), 65536):
+            np.asarray(library[start : start + 65536]) @ query
+        times.append(time.perf_counter() - started)
+    print(f"exact    numpy over the {len(library):,}-row float32 file: median {ms(statistics.median(times))} ms")
+
+
+def step_clean(args: argparse.Namespace) -> None:
+    shutil.rmtree(args.data_dir, ignore_errors=True)
+    print(f"removed  {args.data_dir}")
+
+
+def ann_dim(library: np.ndarray) -> int:
+    return int(library.shape[1])
+
+
+def dir_mib(directory: Path) -> float:
+    return sum(p.stat().st_size for p in directory.iterdir()) / 2**20
+
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1e3, 2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("step", choices=["data", "build", "measure", "clean"])
+    parser.add_argument("--images", type=int, default=IMAGES)
+    parser.add_argument("--budget-s", type=float, default=480, help="build: stop adding after this long")
+    parser.add_argument("--expansion-search", type=int, nargs="+", default=[ann.EXPANSION_SEARCH])
+    parser.add_argument("--overfetch", type=int, nargs="+", default=[ann.OVERFETCH])
+    parser.add_argument("--data-dir", type=Path, default=Path("/work/ann-bench"))
+    args = parser.parse_args()
+    print_machine()
+    print(f"settings connectivity {ann.CONNECTIVITY}, expansion_add {ann.EXPANSION_ADD}, dtype {ann.STORAGE_DTYPE}, "
+          f"seed {LIBRARY_SEED}, load {os.getloadavg()}")
+    {"data": step_data, "build": step_build, "measure": step_measure, "clean": step_clean}[args.step](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""What every inference engine offers the Embedder: the surface of torch's EmbeddingModel."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from imgwatch.errors import ImgwatchError
+
+# An engine counts as exact when each embedding has at least this cosine with torch's.
+EXACT_COSINE = 0.9999
+
+
+class EmbeddingEngine(Protocol):
+    """Images in, unit 2048-d vectors out: EmbeddingModel (torch) and every exported engine."""
+
+    name: str  # the network, "resnet50": part of the identity
+    weights_id: str
+    dim: int
+    device: torch.device
+    engine: str  # what runs it: "torch", "onnxruntime"; not part of the identity
+
+    @property
+    def identity(self) -> str: ...
+
+    def embed(self, batch: torch.Tensor) -> np.ndarray: ...
+
+
+class EngineUnavailable(ImgwatchError):
+    """The inference engine named in embedding.engine cannot be used on this machine."""
+
+
+class EngineFailure(Exception):
+    """An engine could not be built (package missing, export or loading failed); ``str`` says why."""
+
+
+def check_batch(batch: torch.Tensor) -> None:
+    if batch.ndim != 4 or batch.shape[1] != 3:
+        raise ValueError(f"expected a (n, 3, H, W) batch, got shape {tuple(batch.shape)}")
+
+
+def unit_rows(features: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length in float32, as torch.nn.functional.normalize does (same eps)."""
+    features = features.astype(np.float32, copy=False)
+    norms = np.linalg.norm(features, axis=1, keepdims=True)
+    return features / np.maximum(norms, np.float32(1e-12))
