@@ -28,6 +28,7 @@ from rq.results import Result
 from imgwatch.config import Config
 from imgwatch.embedding import Embedder, EmbeddingModel, EmbedResult
 from imgwatch.embedding.decode import MAX_ASPECT_RATIO, MAX_FILE_BYTES
+from imgwatch.embedding.embedder import ReuseLookup
 from imgwatch.files import PathFilter
 from imgwatch.redis_server import EmbeddedRedis
 from imgwatch.store import GraphStore, open_store
@@ -41,12 +42,13 @@ class VanishingEmbedder(Embedder):
     """Files named vanishing* are deleted after the triage saw them, just before they are read."""
 
     def embed_files(
-        self, paths: Sequence[str], known_sha256: Mapping[str, str] | None = None
+        self, paths: Sequence[str], known_sha256: Mapping[str, str] | None = None,
+        reuse: ReuseLookup | None = None,
     ) -> Iterator[EmbedResult]:
         for path in paths:
             if os.path.basename(path).startswith("vanishing"):
                 os.remove(path)
-        yield from super().embed_files(paths, known_sha256)
+        yield from super().embed_files(paths, known_sha256, reuse)
 
 
 @pytest.fixture
