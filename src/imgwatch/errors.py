@@ -70,6 +70,10 @@ class DeviceUnavailable(ImgwatchError):
     """The configured inference device does not exist on this machine."""
 
 
+class EngineUnavailable(ImgwatchError):
+    """The inference engine named in embedding.engine cannot be used on this machine."""
+
+
 class DecodeError(ImgwatchError):
     """A file could not be decoded as an image; ``reason`` is the line recorded for it."""
 

@@ -15,7 +15,7 @@ from imgwatch.embedding.embedder import (
     Missing,
     Unchanged,
 )
-from imgwatch.embedding.engines.contract import EmbeddingEngine, EngineUnavailable
+from imgwatch.embedding.engines.contract import EmbeddingEngine
 from imgwatch.embedding.model import (
     EMBEDDING_DIM,
     MODEL_NAME,
@@ -27,6 +27,7 @@ from imgwatch.embedding.model import (
     load_model,
     plan_inference,
 )
+from imgwatch.errors import EngineUnavailable
 
 __all__ = [
     "EMBEDDING_DIM",

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from imgwatch.embedding.decode import DecodeError, FileFacts, decode_for_model, read_file, unreadable_reason
-from imgwatch.embedding.model import EmbeddingModel
+from imgwatch.embedding.engines.contract import EmbeddingEngine
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class Embedder:
     """Embeds files in micro-batches while a thread pool reads and decodes ahead."""
 
     def __init__(
-        self, model: EmbeddingModel, batch_size: int = 16, decode_threads: int = 2, streams: int = 1
+        self, model: EmbeddingEngine, batch_size: int = 16, decode_threads: int = 2, streams: int = 1
     ) -> None:
         """``streams``: micro-batches run through the model at once, each on its own thread.
 

@@ -15,9 +15,9 @@ import structlog
 import torch
 from torchvision.models import ResNet50_Weights, resnet50
 
-from imgwatch.embedding.engines.contract import EmbeddingEngine, EngineFailure, EngineUnavailable
+from imgwatch.embedding.engines.contract import EmbeddingEngine, EngineFailure
 from imgwatch.embedding.engines.selection import EXPORTED_ENGINES, build_engine
-from imgwatch.errors import DeviceUnavailable, WeightsUnavailable
+from imgwatch.errors import DeviceUnavailable, EngineUnavailable, WeightsUnavailable
 
 MODEL_NAME = "resnet50"
 EMBEDDING_DIM = 2048

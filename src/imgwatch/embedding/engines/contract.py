@@ -7,8 +7,6 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from imgwatch.errors import ImgwatchError
-
 # An engine counts as exact when each embedding has at least this cosine with torch's.
 EXACT_COSINE = 0.9999
 
@@ -26,10 +24,6 @@ class EmbeddingEngine(Protocol):
     def identity(self) -> str: ...
 
     def embed(self, batch: torch.Tensor) -> np.ndarray: ...
-
-
-class EngineUnavailable(ImgwatchError):
-    """The inference engine named in embedding.engine cannot be used on this machine."""
 
 
 class EngineFailure(Exception):
