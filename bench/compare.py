@@ -36,17 +36,21 @@ def main() -> None:
     parser.add_argument("--weights", default="random", help="imgwatch's --weights (the seed uses random weights)")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threshold", type=float, default=0.9, help="the seed's link threshold")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="where both run the model (imgwatch: IMGWATCH_EMBEDDING_DEVICE)")
     args = parser.parse_args()
+    os.environ["IMGWATCH_EMBEDDING_DEVICE"] = args.device
     paths = photo_paths(args.photo_dir)
     if not paths:
         raise SystemExit(f"no photos in {args.photo_dir}; make some with bench/photos.py")
     average_mb = sum(p.stat().st_size for p in paths) / len(paths) / 1e6
     print(f"machine: {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"torch {torch.__version__}; {len(paths)} photos in {args.photo_dir} (average {average_mb:.1f} MB)")
+          f"torch {torch.__version__}, device {args.device}; {len(paths)} photos in {args.photo_dir} "
+          f"(average {average_mb:.1f} MB)")
     for path in paths:  # warm the page cache so neither side pays for the disk
         path.read_bytes()
 
-    seed = run_seed_pipeline(paths, build_network(), args.threshold)
+    seed = run_seed_pipeline(paths, build_network(device=args.device), args.threshold)
     print(f"seed-style: {seed.images_per_second:7.2f} images/s ({seed.images} photos in {seed.seconds:.1f} s, "
           f"{torch.get_num_threads()} torch threads, {seed.links} links >= {args.threshold})")
     imgwatch = end_to_end(args.photo_dir, args.weights, args.workers, args.engine, land_photos=True)

@@ -48,22 +48,23 @@ def photo_paths(photo_dir: Path) -> list[Path]:
     return sorted(p for p in photo_dir.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
 
 
-def build_network(weights: str | None = None) -> torch.nn.Module:
+def build_network(weights: str | None = None, device: str = "cpu") -> torch.nn.Module:
     network = models.resnet50()
     if weights:
         network.load_state_dict(torch.load(weights, map_location="cpu"))
     network.fc = torch.nn.Identity()  # the 2048-d pooled features are the embedding
-    return network.eval()
+    return network.eval().to(device)
 
 
 def run_seed_pipeline(paths: list[Path], network: torch.nn.Module, threshold: float = 0.9) -> SeedRun:
+    device = next(network.parameters()).device
     started = time.perf_counter()
     embeddings = []
     with torch.no_grad():
         for path in paths:
             image = Image.open(path).convert("RGB")  # full-resolution decode
-            batch_of_one = ARTICLE_TRANSFORMS(image).unsqueeze(0)
-            embeddings.append(network(batch_of_one)[0])
+            batch_of_one = ARTICLE_TRANSFORMS(image).unsqueeze(0).to(device)
+            embeddings.append(network(batch_of_one)[0].cpu())
     embedded_at = time.perf_counter()
     unit = torch.nn.functional.normalize(torch.stack(embeddings), dim=1)
     similarity = unit @ unit.T
@@ -78,11 +79,12 @@ def main() -> None:
     parser.add_argument("photo_dir", type=Path)
     parser.add_argument("--threshold", type=float, default=0.9)
     parser.add_argument("--weights", default=None, help="a ResNet50 state_dict file (default: random weights)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     paths = photo_paths(args.photo_dir)
     if not paths:
         raise SystemExit(f"no photos in {args.photo_dir}; make some with bench/photos.py")
-    run = run_seed_pipeline(paths, build_network(args.weights), args.threshold)
+    run = run_seed_pipeline(paths, build_network(args.weights, args.device), args.threshold)
     print(f"seed-style: {run.images_per_second:7.2f} images/s ({run.images} photos in {run.seconds:.1f} s, "
           f"{run.embed_seconds:.1f} s decoding and embedding, {torch.get_num_threads()} torch threads; "
           f"{run.links} links >= {args.threshold})")
