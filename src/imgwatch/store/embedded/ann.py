@@ -41,23 +41,25 @@ DATA_PREFIX = "hnsw-"
 DATA_SUFFIX = ".usearch"
 
 # Inner product on unit vectors = cosine. Vectors are stored as 8-bit integers (usearch
-# scales each unit vector by 127): recall@10 of the raw graph drops to ~0.88, but after an
-# exact re-score of OVERFETCH x 10 candidates it is >= 0.998, for a quarter of float32's
-# memory and a build ~2-3x faster (bench/ann_choice.py).
+# scales each unit vector by 127): the raw graph order misses ~14 % of the top 10, but an
+# exact re-score of OVERFETCH x 10 candidates recovers it (brute force over the 8-bit
+# vectors + re-score of 40: recall@10 1.000 at 1M), for a quarter of float32's memory and a
+# build 2-3x faster than f16/f32 on two cores (bench/ann_choice.py, bench/ann_scale.py).
 METRIC = "ip"
 STORAGE_DTYPE = "i8"
-# Graph degree ("M"): 16 keeps the graph ~130 bytes per image beside the 2048-byte vector
-# and reached recall >= 0.99 after re-score on clustered 2048-d data; more links cost
-# build time on two cores for no measured recall gain.
+# Graph degree ("M") and insertion breadth ("efConstruction"), usearch's defaults: recall@10
+# after re-score 0.9975 at 100k, but at 1M it plateaus at ~0.967 however wide the search
+# (the graph, not the 8-bit vectors, loses neighbours): to be raised, at a build-time cost,
+# once measured at 1M (see /tmp/results-ann.md).
 CONNECTIVITY = 16
-# Search breadth while inserting ("efConstruction"): usearch's default, measured enough
-# for recall >= 0.99 after re-score at 100k and 1M.
 EXPANSION_ADD = 128
 # Search breadth for queries ("ef"), raised to the number of candidates asked for when
-# larger: 64 already gives the recall above at sub-millisecond cost.
-EXPANSION_SEARCH = 64
+# larger. 40 candidates re-scored: at 100k ef 64 -> recall@10 0.9825, ef 128 -> 0.9975
+# (1.3 ms p50); at 1M ef 128 -> 0.858 (2.8 ms), 256 -> 0.934 (5.1 ms), 512 -> 0.963 (10 ms).
+EXPANSION_SEARCH = 128
 # Candidates asked per wanted neighbour: 8-bit distances blur the order among close
-# neighbours, so 10 candidates for a top-10 miss ~12 % of it and 40 miss < 0.5 %.
+# neighbours, so 10 candidates for a top-10 miss ~12 % of it and 40 miss none
+# (brute-force check at 1M); 80 gains nothing over 40 at any ef measured.
 OVERFETCH = 4
 
 
