@@ -43,6 +43,8 @@ from imgwatch.store import EmbeddedGraphStore, ImageRecord
 from imgwatch.store.embedded.shared_vectors import HEADER_BYTES
 
 MODEL = "bench/random-unit"
+# This bench measures the exact scan at every size; bench/store_scale.py measures the HNSW path.
+EXACT_ONLY = 10**12
 
 # A fresh process: imports first (not timed as the store's), then open + first nearest().
 # With "hold", it prints its figures, then waits (for memory readings) until stdin closes.
@@ -57,7 +59,7 @@ if hold:
     print(json.dumps({"state": "imported"}), flush=True)
     sys.stdin.readline()
 started = time.perf_counter()
-store = EmbeddedGraphStore(db)
+store = EmbeddedGraphStore(db, ann_min_images=10**12)  # the exact scan (bench/store_scale.py: the index)
 store.nearest(rng.standard_normal(dim).astype(np.float32), 10)
 first = time.perf_counter() - started
 for _ in range(queries - 1):
@@ -99,7 +101,7 @@ def main() -> None:
 
 def run(args: argparse.Namespace, db_path: Path) -> None:
     rng = np.random.default_rng(0)
-    store = EmbeddedGraphStore(db_path)
+    store = EmbeddedGraphStore(db_path, ann_min_images=EXACT_ONLY)
     store.ensure_model(MODEL, args.dim)
     inserted = 0
     for size in sorted(int(s) for s in args.images.split(",")):

@@ -82,7 +82,8 @@ def record_store_identity(tx: Transaction) -> None:
     tx.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (STORE_ID_KEY, secrets.token_hex(16)))
 
 
-def _store_identity(tx: Transaction) -> bytes:
+def store_identity(tx: Transaction) -> bytes:
+    """This SQLite file's identity (zeros before its first write recorded one)."""
     row = tx.execute("SELECT value FROM meta WHERE key = ?", (STORE_ID_KEY,)).fetchone()
     if row is None:
         return _NO_STORE_ID
@@ -472,7 +473,7 @@ def _read_snapshot(tx: Transaction) -> _Snapshot | None:
     recorded = tx.recorded_model()
     if recorded is None:
         return None
-    return _Snapshot(recorded[1], tx.revision(), _store_identity(tx))
+    return _Snapshot(recorded[1], tx.revision(), store_identity(tx))
 
 
 def _checked_page(page: list[tuple[int, bytes]], dim: int, tx: Transaction) -> tuple[list[int], list[bytes]]:

@@ -13,7 +13,8 @@ transactions begun from several threads); use processes for parallelism.
 
 Every write transaction that changes embeddings bumps the ``rev`` counter in ``meta``
 and stamps the rows it writes (or the tombstones of rows it deletes) with it, so each
-process's in-memory mirror can read only what changed (see ``mirror.py``).
+reader of the shared vector files (and the HNSW index) can catch up on only what changed
+(see ``shared_vectors.py`` and ``ann_search.py``).
 """
 
 from __future__ import annotations

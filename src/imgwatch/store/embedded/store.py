@@ -2,8 +2,9 @@
 
 SQLite (``sqlite.py``) is the source of truth; every process searches the same
 memory-mapped copy of the embeddings beside it (``shared_vectors.py``), brought up to
-date after each write and before each query. Links follow the rule in
-:mod:`imgwatch.store.linking`.
+date after each write and before each query. Once the library is large, searches go
+through a saved HNSW index plus the writes since it (``ann_search.py``), still with exact
+scores. Links follow the rule in :mod:`imgwatch.store.linking`.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from imgwatch.store.base import (
     unit_query,
 )
 from imgwatch.store.batching import PAGE_SIZE, keyset_pages
+from imgwatch.store.embedded.ann_search import ANN_MIN_IMAGES, AnnSearch
 from imgwatch.store.embedded.shared_vectors import SharedVectors, record_store_identity
 from imgwatch.store.embedded.sqlite import Database, Transaction
 from imgwatch.store.embedded.vectors import SlotVectors
@@ -45,23 +47,32 @@ log = get_logger("imgwatch.store")
 
 
 class EmbeddedGraphStore(GraphStore):
-    """:class:`GraphStore` on a local SQLite file plus exact search over shared, memory-mapped vectors.
+    """:class:`GraphStore` on a local SQLite file plus exact-scored search over shared, memory-mapped vectors.
 
-    One store object may be used by one thread at a time (calls from several threads
+    ``ann_min_images``: the library size from which searches use the HNSW index (tests
+    lower it). One store object may be used by one thread at a time (calls from several threads
     are serialised); use processes for parallelism.
     """
 
     backend = "embedded"
 
-    def __init__(self, db_path: Path | str, *, busy_timeout_s: float = 60.0) -> None:
+    def __init__(
+        self, db_path: Path | str, *, busy_timeout_s: float = 60.0, ann_min_images: int = ANN_MIN_IMAGES
+    ) -> None:
         self._db = Database(db_path, busy_timeout_s=busy_timeout_s)
         self.db_path = self._db.path
         self._vectors = SharedVectors(self.db_path)
+        self._ann = AnnSearch(self.db_path, min_images=ann_min_images)
 
     @property
     def vectors(self) -> SharedVectors:
         """The embeddings' memory-mapped files, shared by every process on this machine."""
         return self._vectors
+
+    @property
+    def ann(self) -> AnnSearch:
+        """The HNSW index beside the store, used for searches once the library is large."""
+        return self._ann
 
     # -- GraphStore -----------------------------------------------------------------
 
@@ -129,7 +140,8 @@ class EmbeddedGraphStore(GraphStore):
             return {row[0]: StoredImage(*row[:7], linked=bool(row[7]), indexed_at=row[8]) for row in rows}
 
     def nearest(self, vector: np.ndarray, k: int, *, exclude: Iterable[str] = ()) -> list[Match]:
-        """Exact top-``k`` by cosine similarity (the query is normalised first)."""
+        """Top-``k`` by exact cosine similarity (the query is normalised first); candidates from
+        the HNSW index plus recent writes once the library is large."""
         excluded_paths = list(dict.fromkeys(exclude))
         with self._db.read() as tx:
             recorded = tx.recorded_model()
@@ -141,6 +153,7 @@ class EmbeddedGraphStore(GraphStore):
         with self._db.read() as tx, self._vectors.current(tx) as view:
             if view is None or view.dim != len(query):
                 return []  # the model was switched meanwhile
+            view = self._ann.attach(tx, view)
             [(ids, scores)] = view.candidates(query, k, [excluded_ids])
             # The files may be newer than this snapshot: ids it cannot resolve are dropped.
             path_of = dict(tx.select_in("SELECT id, path FROM images WHERE id IN ({marks})", ids.tolist()))
@@ -162,6 +175,7 @@ class EmbeddedGraphStore(GraphStore):
         with self._db.write() as tx, self._vectors.current(tx) as index:
             if index is None:
                 return 0
+            index = self._ann.attach(tx, index)
             paths = list(dict.fromkeys(image.path for image in images))
             ids = [i for i in _ids_by_path(tx, paths).values() if i in index]
             former = _former_links(tx, ids, index)
@@ -236,7 +250,9 @@ class EmbeddedGraphStore(GraphStore):
             "journal_mode": journal,
             "schema_version": schema,
             "size_mib": round(self._db.files_size() / 2**20, 1),
-            "vector_index": f"exact, memory-mapped from {self._vectors.vectors_path} (shared by every process)",
+            "vector_index": f"exact scores, memory-mapped from {self._vectors.vectors_path} (shared by every "
+                            f"process); HNSW candidates from {self._ann.directory} from "
+                            f"{self._ann.min_images} images",
             "images": stats.images,
             "links": stats.links,
             "model": stats.model,
@@ -352,6 +368,7 @@ class EmbeddedGraphStore(GraphStore):
         return self
 
     def close(self) -> None:
+        self._ann.close()
         self._db.close()
         self._vectors.close()
 

@@ -1,4 +1,4 @@
-"""Exact cosine-similarity search over vectors addressed by slot (slot = the store's image id).
+"""Cosine-similarity search with exact scores over vectors addressed by slot (slot = the store's image id).
 
 The embedded store maps its vectors from shared files (``shared_vectors.py``) and hands
 them here as a :class:`SlotVectors`: a ``(slots, dim)`` float32 matrix whose row ``i``
@@ -6,14 +6,17 @@ is image id ``i``, and a live flag per slot (unused and removed slots are 0). Se
 brute force on purpose: one BLAS product over the contiguous matrix is exact and, at the
 sizes a photo library reaches, fast enough (see bench/store_search.py).
 
-:meth:`SlotVectors.candidates` is the one seam a faster search plugs into: an ANN index
-may propose candidates there as long as it returns their exact scores (re-scored from
-this matrix), which the linking rule relies on.
+:meth:`SlotVectors.candidates` is the one seam a faster search plugs into: a
+:class:`Proposer` attached with :meth:`SlotVectors.proposed_by` (``ann_search.py``) names
+candidate ids, and only those are scored, exactly, from this matrix, with the same rules
+as the full scan (dead and excluded ids dropped, best first, equal scores by id): the
+linking rule relies on exact scores.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -23,6 +26,22 @@ _MAX_SCORES_PER_PRODUCT = 1 << 24
 
 Found = tuple[np.ndarray, np.ndarray]  # (ids int64, scores float32), best first
 
+# A shared id range is scored as one slice (no copy) when at least this share of its
+# slots are wanted: new images take the highest ids, so recent writes are one range.
+_SLICE_WHEN_DENSER_THAN = 0.5
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """Candidate ids to score exactly: some per query, plus ``shared`` ones for every query."""
+
+    per_query: list[np.ndarray]
+    shared: np.ndarray  # int64, sorted, unique
+
+
+# (queries, k, exclude_ids) -> the candidates to re-score
+Proposer = Callable[[np.ndarray, int, Sequence[Collection[int]] | None], Proposal]
+
 
 class SlotVectors:
     """Vectors by id: row ``i`` of ``matrix`` is id ``i``, present while ``live[i]`` is non-zero.
@@ -31,12 +50,22 @@ class SlotVectors:
     (``SharedVectors.current``) holds a lock that keeps them still while this is used.
     """
 
-    def __init__(self, matrix: np.ndarray, live: np.ndarray) -> None:
+    def __init__(self, matrix: np.ndarray, live: np.ndarray, proposer: Proposer | None = None) -> None:
         if matrix.ndim != 2 or live.shape != (matrix.shape[0],):
             raise ValueError(f"matrix {matrix.shape} and live flags {live.shape} do not match")
         self._matrix = matrix
         self._live = live
+        self._proposer = proposer
         self._dead: np.ndarray | None = None  # slots to mask, computed on first search
+
+    def proposed_by(self, proposer: Proposer) -> SlotVectors:
+        """The same vectors, searched by exactly re-scoring what ``proposer`` names instead of a full scan."""
+        return SlotVectors(self._matrix, self._live, proposer)
+
+    @property
+    def exact_scan(self) -> bool:
+        """Whether :meth:`candidates` scans every slot (no proposer attached)."""
+        return self._proposer is None
 
     @property
     def dim(self) -> int:
@@ -72,13 +101,16 @@ class SlotVectors:
         """For each row of ``queries`` (unit vectors), its ``k`` best ``(ids, exact scores)``, best first.
 
         Dead slots and the query's ``exclude_ids`` never appear; equal scores are ordered
-        by id. Exact today: one matrix product per block of queries (BLAS sgemv/sgemm).
+        by id. Without a proposer: one matrix product per block of queries over every slot
+        (BLAS sgemv/sgemm); with one, only the proposed ids are scored.
         """
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
         if exclude_ids is not None and len(exclude_ids) != len(queries):
             raise ValueError("exclude_ids needs one collection per query")
         if k <= 0 or self.slots == 0:
             return [_nothing() for _ in queries]
+        if self._proposer is not None:
+            return self._rescored(queries, k, exclude_ids, self._proposer(queries, k, exclude_ids))
         dead = self._dead_slots()
         alive = self.slots - len(dead)
         per_product = max(1, _MAX_SCORES_PER_PRODUCT // self.slots)
@@ -96,6 +128,39 @@ class SlotVectors:
                 excluded = self._live_rows(exclude_ids[start + offset] if exclude_ids else ())
                 results.append(_top_k(row_scores, min(k, alive - len(excluded)), excluded))
         return results
+
+    def _rescored(
+        self, queries: np.ndarray, k: int, exclude_ids: Sequence[Collection[int]] | None, proposal: Proposal
+    ) -> list[Found]:
+        """Exact scores of the proposed ids only; the same ordering rules as the full scan."""
+        shared_ids, shared_rows = self._shared_rows(proposal.shared)
+        results: list[Found] = []
+        for row, query in enumerate(queries):
+            proposed = np.asarray(proposal.per_query[row], dtype=np.int64)
+            proposed = proposed[(proposed >= 0) & (proposed < self.slots)]
+            # sgemv per query, as the full scan scores a single query: the same float32 values.
+            ids = np.concatenate([proposed, shared_ids])
+            scores = np.concatenate([self._matrix[proposed] @ query, shared_rows @ query])
+            ids, first = np.unique(ids, return_index=True)
+            scores = scores[first]
+            keep = self._live[ids] != 0
+            if exclude_ids is not None and exclude_ids[row]:
+                keep &= ~np.isin(ids, np.fromiter((int(i) for i in exclude_ids[row]), dtype=np.int64))
+            ids, scores = ids[keep], scores[keep]
+            order = np.lexsort((ids, -scores))[:k]  # best first, equal scores by id
+            results.append((ids[order], scores[order].astype(np.float32, copy=False)))
+        return results
+
+    def _shared_rows(self, shared: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The shared ids in range and their rows: a slice of the matrix when they are dense enough."""
+        shared = np.asarray(shared, dtype=np.int64)
+        shared = shared[(shared >= 0) & (shared < self.slots)]
+        if len(shared) == 0:
+            return shared, self._matrix[:0]
+        low = int(shared[0])
+        if len(shared) >= _SLICE_WHEN_DENSER_THAN * (self.slots - low):
+            return np.arange(low, self.slots, dtype=np.int64), self._matrix[low:]
+        return shared, self._matrix[shared]
 
     def _dead_slots(self) -> np.ndarray:
         if self._dead is None:

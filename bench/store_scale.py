@@ -1,0 +1,161 @@
+"""Benchmark the embedded store through its contract as the library grows: nearest() and upsert + link.
+
+    flock /tmp/imgwatch-bench.lock env PYTHONPATH=src .venv/bin/python bench/store_scale.py \
+        --sizes 1000,20000,100000
+
+Vectors are rows of the clustered library made by bench/ann_scale.py (``--library``, a raw
+``.npy`` file of unit 2048-d float32 vectors), or random clustered ones when it is missing. One
+store grows to each size in ``--sizes``; at each size:
+
+- the HNSW index is brought forward in this thread (timed: a full build the first time),
+- warm ``nearest(k=10)`` through the index and, from a second store object on the same
+  file with the threshold above the size, the exact scan; recall@10 of the first
+  against the second, for two kinds of query: "similar" (a stored image's vector plus
+  noise, cosine ~0.9 to it: another shot of a photographed scene) and "unrelated" (rows
+  from the far end of the library, whose topics the first rows barely hold: the 10th and
+  50th best scores differ by ~0.01, a flat neighbourhood where any top 10 is arbitrary),
+- upsert + link of new images in batches (per image), through the index and exactly,
+- warm ``nearest()`` again once the writes since the index reach the maintenance bound
+  (each query then also scans those), the worst case before maintenance.
+
+Below ``ANN_MIN_IMAGES`` the store itself searches exactly; the index figures there are
+what it would cost with the threshold lowered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from imgwatch.store import EmbeddedGraphStore, ImageRecord
+from imgwatch.store.embedded.ann_search import ANN_MIN_IMAGES, delta_bound
+
+MODEL = "bench/clustered-unit"
+NEVER = 10**12  # an ann_min_images no library reaches: exact search
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="1000,20000,100000")
+    parser.add_argument("--library", default="/work/ann-bench/library-1000000x2048.f32")
+    parser.add_argument("--dim", type=int, default=2048)
+    parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--link-batch", type=int, default=32)
+    parser.add_argument("--link-batches", type=int, default=8)
+    parser.add_argument("--dir", default=None, help="where the store goes (default: a temporary directory)")
+    args = parser.parse_args()
+    sizes = [int(size) for size in args.sizes.split(",")]
+    library = load_library(Path(args.library), args.dim, max(sizes) * 2 + 10_000)
+    print(f"machine  {platform.machine()} {cpu_name()}, {len(os.sched_getaffinity(0))} cores; "
+          f"numpy {np.__version__}; load {os.getloadavg()}; ANN_MIN_IMAGES {ANN_MIN_IMAGES}")
+    # Unrelated queries and images added for linking come from the far end of the library.
+    unrelated = np.asarray(library[-args.queries :])
+    spare = len(library) - args.queries
+    with tempfile.TemporaryDirectory(dir=args.dir) as directory:
+        db = Path(directory) / "store.sqlite3"
+        with EmbeddedGraphStore(db, ann_min_images=0) as indexed, EmbeddedGraphStore(db, ann_min_images=NEVER) as exact:
+            indexed.ensure_model(MODEL, args.dim)
+            stored = 0
+            for size in sizes:
+                started = time.perf_counter()
+                while stored < size:
+                    step = min(1000, size - stored)
+                    indexed.upsert([record(n, library[n]) for n in range(stored, stored + step)])
+                    stored += step
+                fill_s = time.perf_counter() - started
+                started = time.perf_counter()
+                indexed.ann.maintain_now(args.dim)
+                maintain_s = time.perf_counter() - started
+                figures = [f"size {size:>9,}", f"fill {fill_s:6.1f} s", f"index forward {maintain_s:6.1f} s"]
+                similar = similar_queries(library, size, args.queries)
+                through_index = [indexed.nearest(q, 10) for q in similar[:5]]  # warm-up, opens the index
+                seconds_index = timed_queries(indexed, similar)
+                seconds_exact = timed_queries(exact, similar)
+                assert through_index and indexed.ann.index_revision is not None
+                figures.append(f"nearest p50 index {p50(seconds_index)} / exact {p50(seconds_exact)}")
+                for name, queries in (("similar", similar), ("unrelated", unrelated)):
+                    hits = 0
+                    for query in queries:
+                        truth = {m.path for m in exact.nearest(query, 10)}
+                        hits += len(truth & {m.path for m in indexed.nearest(query, 10)})
+                    figures.append(f"recall@10 {name} {hits / (10 * len(queries)):.3f}")
+                for name, store in (("index", indexed), ("exact", exact)):
+                    per_image = []
+                    for _ in range(args.link_batches):
+                        batch = [record(n, library[n]) for n in range(spare - args.link_batch, spare)]
+                        spare -= args.link_batch
+                        started = time.perf_counter()
+                        store.upsert(batch)
+                        store.link(batch, 0.8, 10)
+                        per_image.append((time.perf_counter() - started) / len(batch))
+                    stored_extra = args.link_batch * args.link_batches
+                    figures.append(f"upsert+link/image {name} {p50(per_image)} (+{stored_extra} images)")
+                # The worst case before maintenance: as many unindexed writes as the bound allows.
+                written = delta_bound(size) - 2 * args.link_batch * args.link_batches
+                for start in range(stored, stored + written, 1000):
+                    indexed.upsert([record(n, library[n]) for n in range(start, min(start + 1000, stored + written))])
+                stored += written
+                seconds_delta = timed_queries(indexed, similar)
+                figures.append(f"nearest p50 index with {delta_bound(size):,} writes since it {p50(seconds_delta)}")
+                print(" | ".join(figures), flush=True)
+    print(f"load after {os.getloadavg()}")
+
+
+def similar_queries(library: np.ndarray, stored: int, count: int) -> np.ndarray:
+    """Stored images' vectors plus noise (cosine ~0.9 to the original), normalised."""
+    rng = np.random.default_rng(stored)
+    rows = np.sort(rng.choice(stored, size=min(count, stored), replace=False))
+    vectors = np.asarray(library[rows]) + 0.0105 * rng.standard_normal((len(rows), library.shape[1]), dtype=np.float32)
+    normalised: np.ndarray = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    return normalised
+
+
+def timed_queries(store: EmbeddedGraphStore, queries: np.ndarray) -> list[float]:
+    seconds = []
+    for query in queries:
+        started = time.perf_counter()
+        store.nearest(query, 10)
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
+def p50(seconds: list[float]) -> str:
+    return f"{statistics.median(seconds) * 1e3:.2f} ms"
+
+
+def record(number: int, vector: np.ndarray) -> ImageRecord:
+    return ImageRecord(path=f"/bench/{number // 1000:04d}/{number:07d}.jpg", sha256=f"{number:064x}",
+                       size=1000, mtime_ns=number, width=640, height=480, model=MODEL,
+                       embedding=np.asarray(vector, dtype=np.float32))
+
+
+def load_library(path: Path, dim: int, rows: int) -> np.ndarray:
+    if path.exists():
+        mapped = np.load(path, mmap_mode="r")  # an .npy file despite its name
+        if mapped.shape[1] != dim:
+            raise SystemExit(f"{path} holds {mapped.shape[1]}-d vectors, not {dim}")
+        return mapped[: min(rows, len(mapped))]
+    print(f"{path} missing: random clustered vectors instead")
+    rng = np.random.default_rng(7)
+    centres = np.maximum(rng.standard_normal((500, dim), dtype=np.float32), 0)
+    vectors = centres[rng.integers(0, 500, rows)] + 0.8 * rng.standard_normal((rows, dim), dtype=np.float32)
+    np.maximum(vectors, 0, out=vectors)
+    normalised: np.ndarray = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    return normalised
+
+
+def cpu_name() -> str:
+    with open("/proc/cpuinfo") as cpuinfo:
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
+    return names[0] if names else "?"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,323 @@
+"""Search through the saved HNSW index once the library is large, so query and link cost stay flat.
+
+Below :data:`ANN_MIN_IMAGES` live images the store scans every vector (exact, and as fast
+as the index there). Above it, :meth:`AnnSearch.attach` gives the store's
+:class:`~imgwatch.store.embedded.vectors.SlotVectors` a proposer whose candidates are
+
+- the HNSW index's candidates for each query (``ann.py``: a read-only memory-mapped view
+  of the saved index, shared by every process, re-opened when a newer one is saved), and
+- the *delta*: every id SQLite wrote after the revision the index covers (``images.rev``
+  is indexed), scanned for every query,
+
+which ``SlotVectors`` re-scores exactly from the mapped float32 vectors, dropping dead and
+excluded ids. SQLite stays the source of truth: the index is a cache of an older revision.
+
+Maintenance: when the delta (writes plus deletions since the index) outgrows
+:func:`delta_bound`, or the index is missing, unusable, ahead of SQLite or of another store
+(its ``store-id`` file differs from SQLite's identity), a daemon thread of this process
+brings it forward, if it wins a non-blocking ``flock`` on ``<store>.hnsw-lock`` (other
+processes keep searching with the old index plus delta, or exactly, meanwhile). It runs
+in the background even for small updates: bringing a saved index forward means loading
+and re-saving all of it (~2 GiB at 1M images), seconds that must not hold up a job, and
+a full build takes many minutes there. A process that exits mid-build leaves only
+temporary files, removed by the next maintenance (``ann.py`` saves atomically).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import time
+from collections.abc import Collection, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from imgwatch.log import get_logger
+from imgwatch.store.embedded.ann import HnswIndex, IndexFileUnusable, candidate_count
+from imgwatch.store.embedded.shared_vectors import store_identity
+from imgwatch.store.embedded.sqlite import Database, Transaction
+from imgwatch.store.embedded.vectors import Proposal, SlotVectors
+
+log = get_logger("imgwatch.store")
+
+# Below this many live images a full scan is used: at 20k x 2048 it takes ~5 ms on two
+# cores, no slower than index + delta re-score, and needs no index maintained
+# (bench/store_scale.py).
+ANN_MIN_IMAGES = 20_000
+# The delta is scanned by every query, so maintenance starts past this many changed ids.
+DELTA_MIN = 2_000
+DELTA_FRACTION = 0.01
+# A delta this large a share of the library is no cheaper than scanning everything.
+EXACT_WHEN_DELTA_ABOVE = 0.25
+# Candidates asked of the index per query, at least: links are kept, so a missed neighbour
+# costs more than re-scoring ~100 rows (~0.1 ms); ann.py's 4 per wanted neighbour leaves
+# small top-k (link's top_k 5 -> 20) visibly short of the exact path's choices.
+MIN_CANDIDATES = 100
+# Threads inserting into the graph in the background: one, so a worker's own job keeps a
+# core, and because usearch inserts on 2 threads were seen to leave some images nearly
+# unreachable (links differing from the exact path in 1 of 3 builds; none in 6 with one).
+BUILD_THREADS = 1
+# Rows read per step while building (64 MiB of float32 at 2048-d).
+BUILD_CHUNK = 8_192
+# After a failed maintenance (say, a full disk) this process waits before trying again;
+# while another process holds the maintenance lock, it looks again after a short while.
+RETRY_AFTER_FAILURE_S = 60.0
+RETRY_WHILE_BUSY_S = 5.0
+IDENTITY_FILE = "store-id"
+
+
+def delta_bound(images: int) -> int:
+    """Changed ids (written or deleted since the index) above which the index is brought forward."""
+    return max(DELTA_MIN, int(images * DELTA_FRACTION))
+
+
+class _Delta:
+    """Ids written since ``base`` (the index's revision) up to ``upto``, and deletions counted."""
+
+    def __init__(self, base: int) -> None:
+        self.base = base
+        self.upto = base
+        self.ids = np.empty(0, dtype=np.int64)  # sorted, unique
+        self.removed = 0
+
+    def catch_up(self, tx: Transaction, revision: int) -> None:
+        if revision <= self.upto:
+            return
+        written = np.fromiter((row[0] for row in tx.execute("SELECT id FROM images WHERE rev > ?", (self.upto,))),
+                              dtype=np.int64)
+        self.ids = np.union1d(self.ids, written)
+        self.removed += tx.execute("SELECT COUNT(*) FROM tombstones WHERE rev > ?", (self.upto,)).fetchone()[0]
+        self.upto = revision
+
+    def __len__(self) -> int:
+        return len(self.ids) + self.removed
+
+
+class AnnSearch:
+    """The HNSW index of the store at ``db_path``: attached to searches, kept forward in the background.
+
+    Thread-safe; searches of one store are serialised by the vector files' lock anyway.
+    """
+
+    def __init__(self, db_path: Path, *, min_images: int = ANN_MIN_IMAGES) -> None:
+        self.db_path = db_path
+        self.directory = Path(f"{db_path}.hnsw")
+        self._lock_path = Path(f"{db_path}.hnsw-lock")
+        self.min_images = min_images
+        self._lock = threading.Lock()
+        self._index: HnswIndex | None = None
+        self._stamp: tuple[object, ...] | None = None  # the saved files self._index was opened from
+        self._index_store_id: bytes | None = None
+        self._delta: _Delta | None = None
+        self._worker: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._next_try_at = 0.0  # time.monotonic() before which no maintenance is started
+        self.saves = 0  # by this object's maintenance: tests and the bench read it
+
+    @property
+    def index_revision(self) -> int | None:
+        """The revision of the saved index this process searches through; None while it has none."""
+        with self._lock:
+            return None if self._index is None else self._index.revision
+
+    # -- searching ----------------------------------------------------------------------
+
+    def attach(self, tx: Transaction, view: SlotVectors) -> SlotVectors:
+        """``view`` searched through the index when the library is large and the index usable.
+
+        ``tx`` is the transaction ``view`` was taken in (the delta is read in it).
+        """
+        images = len(view)
+        if images < self.min_images:
+            return view
+        with self._lock:
+            index = self._opened(view.dim)
+            revision = tx.revision()
+            if index is None or self._index_store_id != store_identity(tx) or index.revision > revision:
+                self._maintain_soon(view.dim)
+                return view  # exact until the index is (re)built
+            if self._delta is None or self._delta.base != index.revision or self._delta.upto > revision:
+                self._delta = _Delta(index.revision)
+            delta = self._delta
+            delta.catch_up(tx, revision)
+            if len(delta) > delta_bound(images):
+                self._maintain_soon(view.dim)
+            if len(delta.ids) > EXACT_WHEN_DELTA_ABOVE * images:
+                return view
+            shared = delta.ids
+
+        def propose(queries: np.ndarray, k: int, exclude_ids: Sequence[Collection[int]] | None) -> Proposal:
+            count = max(candidate_count(k), MIN_CANDIDATES)
+            return Proposal(index.candidates(queries, count, exclude_ids), shared)
+
+        return view.proposed_by(propose)
+
+    def _opened(self, dim: int) -> HnswIndex | None:
+        """The saved index as a shared view (re-opened when the files changed); None if unusable."""
+        stamp = self._files_stamp()
+        if stamp == self._stamp and (self._index is None or self._index.dim == dim):
+            return self._index
+        self._index, self._stamp, self._delta = None, stamp, None
+        if stamp is None:
+            return None
+        try:
+            self._index = HnswIndex.open(self.directory, dim, view=True)
+            self._index_store_id = bytes.fromhex((self.directory / IDENTITY_FILE).read_text().strip())
+        except (IndexFileUnusable, OSError, ValueError) as exc:
+            self._index = None
+            log.info("ann_index_unusable", directory=str(self.directory), reason=str(exc))
+        return self._index
+
+    def _files_stamp(self) -> tuple[object, ...] | None:
+        stamp = []
+        for name in ("current.json", IDENTITY_FILE):
+            try:
+                status = os.stat(self.directory / name)
+            except FileNotFoundError:
+                return None
+            stamp.append((status.st_dev, status.st_ino, status.st_mtime_ns, status.st_size))
+        return tuple(stamp)
+
+    # -- maintenance --------------------------------------------------------------------
+
+    def _maintain_soon(self, dim: int) -> None:
+        """Start the maintenance thread unless it runs, or failed recently (self._lock held)."""
+        if self._worker is not None and self._worker.is_alive():
+            return
+        if time.monotonic() < self._next_try_at or self._stopping.is_set():
+            return
+        self._worker = threading.Thread(target=self._maintain, args=(dim,), name="imgwatch-ann-index", daemon=True)
+        self._worker.start()
+
+    def wait_for_maintenance(self, timeout: float | None = None) -> None:
+        """Until this process's maintenance thread (if any) is done: tests and the bench use it."""
+        worker = self._worker
+        if worker is not None:
+            worker.join(timeout)
+
+    def maintain_now(self, dim: int) -> bool:
+        """Bring the saved index forward in this thread; False if another process is doing it."""
+        return self._maintain(dim)
+
+    def _maintain(self, dim: int) -> bool:
+        try:
+            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            self._failed(exc)
+            return False
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._next_try_at = time.monotonic() + RETRY_WHILE_BUSY_S
+                return False  # another process is bringing it forward
+            database = Database(self.db_path)
+            try:
+                self._bring_forward(database, dim)
+            finally:
+                database.close()
+            return True
+        except _Stopped:
+            return False
+        except Exception as exc:  # a cache: searching goes on exactly, and it is retried later
+            self._failed(exc)
+            return False
+        finally:
+            os.close(fd)
+
+    def _failed(self, exc: BaseException) -> None:
+        self._next_try_at = time.monotonic() + RETRY_AFTER_FAILURE_S
+        log.warning("ann_index_not_updated", directory=str(self.directory), reason=str(exc),
+                    detail="searches stay exact or scan the writes since the saved index; retried later")
+
+    def _bring_forward(self, database: Database, dim: int) -> None:
+        """With the maintenance lock held: update the saved index to SQLite's revision, or build it."""
+        started = time.monotonic()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for leftover in self.directory.glob(".*.tmp"):  # of a process that died saving
+            leftover.unlink(missing_ok=True)
+        with database.read() as tx:
+            identity, revision = store_identity(tx), tx.revision()
+        index, reason = self._saved_for(identity, revision, dim)
+        if index is None:
+            index = HnswIndex.build(dim, self._all_rows(database, dim), revision, threads=BUILD_THREADS)
+            added, removed = len(index), 0
+        else:
+            with database.read() as tx:
+                revision = tx.revision()
+                gone = [row[0] for row in tx.execute("SELECT id FROM tombstones WHERE rev > ?", (index.revision,))]
+                removed = index.remove(gone)
+                added = 0
+                cursor = tx.execute("SELECT id, embedding FROM images WHERE rev > ?", (index.revision,))
+                while page := cursor.fetchmany(BUILD_CHUNK):
+                    self._check_stopping()
+                    index.add(*_unpacked(page, dim), threads=BUILD_THREADS)
+                    added += len(page)
+            index.revision = revision
+        self._check_stopping()
+        index.save(self.directory)
+        identity_path = self.directory / IDENTITY_FILE
+        if not identity_path.exists() or identity_path.read_text().strip() != identity.hex():
+            # Written after the save: a crash in between leaves a mismatch, i.e. a rebuild, never trust.
+            temporary = self.directory / f".{IDENTITY_FILE}.{os.getpid()}.tmp"
+            temporary.write_text(identity.hex() + "\n")
+            os.replace(temporary, identity_path)
+        self.saves += 1
+        log.info("ann_index_saved", directory=str(self.directory), reason=reason, revision=revision,
+                 images=len(index), added=added, removed=removed, seconds=round(time.monotonic() - started, 2))
+
+    def _saved_for(self, identity: bytes, revision: int, dim: int) -> tuple[HnswIndex | None, str]:
+        """The saved index as a writable copy if it can be brought forward, else None and why not."""
+        try:
+            saved_identity = bytes.fromhex((self.directory / IDENTITY_FILE).read_text().strip())
+        except (OSError, ValueError):
+            return None, "built: no saved index (or no store identity beside it)"
+        if saved_identity != identity:
+            return None, "built: index of another store"
+        try:
+            index = HnswIndex.open(self.directory, dim, view=False)
+        except IndexFileUnusable as exc:
+            return None, f"built: {exc}"
+        if index.revision > revision:
+            return None, f"built: index at revision {index.revision}, ahead of the store's {revision}"
+        return index, "updated"
+
+    def _all_rows(self, database: Database, dim: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every stored (ids, vectors) in id order, one short read transaction per chunk.
+
+        Rows changed after the build's revision are in the next delta anyway, so the
+        chunks need not be one snapshot (a long read would hold back SQLite's checkpoints).
+        """
+        after = 0
+        while True:
+            self._check_stopping()
+            with database.read() as tx:
+                page = tx.execute("SELECT id, embedding FROM images WHERE id > ? ORDER BY id LIMIT ?",
+                                  (after, BUILD_CHUNK)).fetchall()
+            if not page:
+                return
+            yield _unpacked(page, dim)
+            after = page[-1][0]
+
+    def _check_stopping(self) -> None:
+        if self._stopping.is_set():
+            raise _Stopped
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop maintenance at its next step (nothing half-saved is left in use) and drop the view."""
+        self._stopping.set()
+        self.wait_for_maintenance(timeout)
+        with self._lock:
+            self._index, self._stamp, self._delta = None, None, None
+
+
+class _Stopped(Exception):
+    """The store was closed during maintenance."""
+
+
+def _unpacked(page: list[tuple[int, bytes]], dim: int) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.fromiter((row[0] for row in page), dtype=np.int64, count=len(page))
+    vectors = np.frombuffer(b"".join(row[1] for row in page), dtype="<f4").reshape(len(page), dim)
+    return ids, vectors

@@ -1,0 +1,259 @@
+"""Searches through the HNSW index once the library is large: exact scores, deletions, rebuilds, processes.
+
+A real store with the size threshold lowered to 500 images, real index files beside it,
+a real second process; clustered vectors shaped like photo embeddings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import imgwatch
+from imgwatch.store import EmbeddedGraphStore
+from imgwatch.store.embedded.vectors import SlotVectors
+from tests.helpers import MODEL, make_record
+
+DIM = 256
+IMAGES = 3000
+THRESHOLD = 500
+K = 10
+SRC_DIR = str(Path(imgwatch.__file__).resolve().parents[1])
+ENV = {**os.environ, "PYTHONPATH": SRC_DIR, "OPENBLAS_NUM_THREADS": "1"}
+
+# Another process answering nearest() on the same store: one JSON line in, one out.
+READER_SCRIPT = r"""
+import json, sys
+import numpy as np
+from imgwatch.store import EmbeddedGraphStore
+
+store = EmbeddedGraphStore(sys.argv[1], ann_min_images=int(sys.argv[2]))
+print(json.dumps({"ready": True}), flush=True)
+for line in sys.stdin:
+    request = json.loads(line)
+    matches = store.nearest(np.asarray(request["vector"], dtype=np.float32), request["k"])
+    print(json.dumps({"matches": [[m.path, m.score] for m in matches], "index_revision": store.ann.index_revision,
+                      "saves": store.ann.saves}), flush=True)
+"""
+
+
+def clustered_unit_vectors(count: int, seed: int, topics: int = 40) -> np.ndarray:
+    """Topic + noise of random strength, ReLU'd, normalised (near-duplicates among them)."""
+    centres = np.maximum(np.random.default_rng(99).standard_normal((topics, DIM), dtype=np.float32), 0)
+    rng = np.random.default_rng(seed)
+    noise = np.where(rng.random(count) < 0.2, 0.15, rng.uniform(0.5, 1.2, count)).astype(np.float32)
+    vectors = centres[rng.integers(0, topics, count)]
+    vectors += noise[:, None] * rng.standard_normal((count, DIM), dtype=np.float32)
+    np.maximum(vectors, 0, out=vectors)
+    normalised: np.ndarray = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    return normalised
+
+
+def path_of(number: int) -> str:
+    return f"/photos/{number:05d}.jpg"
+
+
+def fill(store: EmbeddedGraphStore, vectors: np.ndarray, first: int = 0, batch: int = 1000) -> None:
+    for start in range(0, len(vectors), batch):
+        store.upsert([make_record(path_of(first + start + i), vector)
+                      for i, vector in enumerate(vectors[start : start + batch])])
+
+
+def indexed(store: EmbeddedGraphStore) -> int:
+    """Let the store notice it needs an index, wait for the build, and return the index's revision."""
+    store.nearest(np.ones(DIM, dtype=np.float32), 1)
+    store.ann.wait_for_maintenance(60)
+    store.nearest(np.ones(DIM, dtype=np.float32), 1)  # opens the saved index
+    revision = store.ann.index_revision
+    assert revision is not None
+    return revision
+
+
+def brute_force(library: dict[str, np.ndarray], query: np.ndarray, k: int) -> list[str]:
+    paths = sorted(library)
+    scores = np.stack([library[p] for p in paths]) @ query
+    return [paths[i] for i in np.lexsort((np.arange(len(paths)), -scores))[:k]]
+
+
+def recall(store: EmbeddedGraphStore, library: dict[str, np.ndarray], queries: np.ndarray) -> float:
+    hits = 0
+    for query in queries:
+        found = store.nearest(query, K)
+        for match in found:  # every score is the exact dot product of the stored vector
+            assert match.score == pytest.approx(float(library[match.path] @ query), abs=1e-5)
+        hits += len({m.path for m in found} & set(brute_force(library, query, K)))
+    return hits / (K * len(queries))
+
+
+@pytest.fixture(scope="module")
+def vectors() -> np.ndarray:
+    return clustered_unit_vectors(IMAGES, seed=1)
+
+
+@pytest.fixture(scope="module")
+def queries() -> np.ndarray:
+    return clustered_unit_vectors(60, seed=2)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "store.sqlite3"
+
+
+@pytest.fixture
+def store(db_path: Path, vectors: np.ndarray) -> Iterator[EmbeddedGraphStore]:
+    opened = EmbeddedGraphStore(db_path, ann_min_images=THRESHOLD)
+    opened.ensure_model(MODEL, DIM)
+    fill(opened, vectors)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def library_of(vectors: np.ndarray, first: int = 0) -> dict[str, np.ndarray]:
+    return {path_of(first + i): vector for i, vector in enumerate(vectors)}
+
+
+def test_below_the_threshold_search_stays_exact_and_builds_nothing(db_path: Path, vectors: np.ndarray) -> None:
+    with EmbeddedGraphStore(db_path, ann_min_images=len(vectors) + 1) as store:
+        store.ensure_model(MODEL, DIM)
+        fill(store, vectors)
+        store.nearest(vectors[0], K)
+        store.ann.wait_for_maintenance(10)
+        assert store.ann.index_revision is None
+        assert not store.ann.directory.exists()
+
+
+def test_nearest_through_the_index_finds_the_exact_top_10_with_exact_scores(
+    store: EmbeddedGraphStore, vectors: np.ndarray, queries: np.ndarray
+) -> None:
+    indexed(store)
+    assert recall(store, library_of(vectors), queries) >= 0.99
+
+
+def test_writes_after_the_index_are_found_through_the_delta_and_deletions_never_returned(
+    store: EmbeddedGraphStore, vectors: np.ndarray, queries: np.ndarray
+) -> None:
+    revision = indexed(store)
+    library = library_of(vectors)
+    added = clustered_unit_vectors(300, seed=3)
+    fill(store, added, first=IMAGES)
+    library.update(library_of(added, first=IMAGES))
+    removed = [path_of(i) for i in range(0, IMAGES, 10)]
+    store.remove(removed)
+    for path in removed:
+        del library[path]
+    assert store.ann.index_revision == revision  # 600 changes: below the bound, the index is not touched
+    assert recall(store, library, queries) >= 0.99
+    for number in range(0, 300, 7):  # each new image finds itself
+        assert store.nearest(added[number], 1)[0].path == path_of(IMAGES + number)
+    gone = set(removed)
+    for number in range(0, IMAGES, 10):  # a deleted image's own vector does not bring it back
+        assert not gone & {m.path for m in store.nearest(vectors[number], K)}
+
+
+def test_a_re_embedded_image_is_found_by_its_new_vector_only(store: EmbeddedGraphStore, vectors: np.ndarray) -> None:
+    indexed(store)
+    moved_to = vectors[2000]
+    store.upsert([make_record(path_of(7), moved_to)])
+    first = store.nearest(moved_to, 2)
+    assert {m.path for m in first} == {path_of(7), path_of(2000)}
+    assert all(m.score == pytest.approx(1.0, abs=1e-5) for m in first)
+    assert path_of(7) not in {m.path for m in store.nearest(vectors[7], 3) if m.score > 0.9999}
+
+
+def test_link_through_the_index_gives_the_links_of_the_exact_path(
+    tmp_path: Path, vectors: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = [make_record(path_of(i), vector) for i, vector in enumerate(vectors)]
+    rescored = []
+    original = SlotVectors._rescored
+    monkeypatch.setattr(SlotVectors, "_rescored", lambda *args: rescored.append(1) or original(*args))
+    found = []
+    for threshold in (THRESHOLD, IMAGES * 10):  # through the index, then exactly
+        with EmbeddedGraphStore(tmp_path / f"{threshold}.sqlite3", ann_min_images=threshold) as store:
+            store.ensure_model(MODEL, DIM)
+            store.upsert(records[:2500])
+            if threshold == THRESHOLD:
+                indexed(store)
+            store.upsert(records[2500:])  # these are searched through the delta
+            for start in range(0, IMAGES, 250):
+                store.link(records[start : start + 250], 0.5, 5)
+            found.append({(link.a, link.b): link.score for link in store.links_at_least(0.0)})
+        assert (len(rescored) >= IMAGES // 250) == (threshold == THRESHOLD)  # the index was used, or not
+        rescored.clear()
+    through_index, exact = found
+    assert through_index.keys() == exact.keys()
+    for pair, score in exact.items():
+        assert through_index[pair] == pytest.approx(score, abs=1e-5)
+
+
+def test_a_deleted_index_directory_is_rebuilt_with_the_same_results(
+    store: EmbeddedGraphStore, vectors: np.ndarray, queries: np.ndarray
+) -> None:
+    indexed(store)
+    before = [store.nearest(query, K) for query in queries[:20]]
+    shutil.rmtree(store.ann.directory)
+    during = [store.nearest(query, K) for query in queries[:20]]  # exact while it is rebuilt
+    store.ann.wait_for_maintenance(60)
+    assert store.ann.saves == 2
+    after = [store.nearest(query, K) for query in queries[:20]]
+    assert store.ann.index_revision is not None
+    for one, two, three in zip(before, during, after, strict=True):
+        assert [m.path for m in one] == [m.path for m in two] == [m.path for m in three]
+
+
+def test_an_index_of_another_store_is_not_used_but_rebuilt(tmp_path: Path, store: EmbeddedGraphStore,
+                                                            vectors: np.ndarray, queries: np.ndarray) -> None:
+    indexed(store)
+    other_path = tmp_path / "other.sqlite3"
+    with EmbeddedGraphStore(other_path, ann_min_images=THRESHOLD) as other:
+        other.ensure_model(MODEL, DIM)
+        other_vectors = clustered_unit_vectors(IMAGES, seed=5)
+        fill(other, other_vectors)
+        shutil.copytree(store.ann.directory, other.ann.directory)  # the first store's index, put beside it
+        indexed(other)
+        assert other.ann.saves == 1  # it built its own
+        assert recall(other, library_of(other_vectors), queries[:20]) >= 0.99
+
+
+def test_a_second_process_shares_the_saved_index_and_sees_the_writes_after_it(
+    store: EmbeddedGraphStore, db_path: Path, vectors: np.ndarray
+) -> None:
+    revision = indexed(store)
+    reader = subprocess.Popen([sys.executable, "-c", READER_SCRIPT, str(db_path), str(THRESHOLD)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=ENV)
+    assert reader.stdin is not None and reader.stdout is not None
+
+    def ask(vector: np.ndarray, k: int = K) -> dict[str, object]:
+        assert reader.stdin is not None and reader.stdout is not None
+        reader.stdin.write(json.dumps({"vector": vector.tolist(), "k": k}) + "\n")
+        reader.stdin.flush()
+        answer: dict[str, object] = json.loads(reader.stdout.readline())
+        return answer
+
+    try:
+        assert json.loads(reader.stdout.readline()) == {"ready": True}
+        answer = ask(vectors[5])
+        assert answer["index_revision"] == revision and answer["saves"] == 0  # opened, not built
+        assert answer["matches"][0][0] == path_of(5)  # type: ignore[index]
+        fresh = clustered_unit_vectors(50, seed=4)
+        fill(store, fresh, first=IMAGES)
+        store.remove([path_of(5)])
+        for number in (0, 17, 49):
+            answer = ask(fresh[number], 1)
+            assert answer["matches"][0][0] == path_of(IMAGES + number)  # type: ignore[index]
+            assert answer["index_revision"] == revision  # through the delta
+        assert path_of(5) not in {m[0] for m in ask(vectors[5])["matches"]}  # type: ignore[attr-defined]
+    finally:
+        reader.stdin.close()
+        reader.wait(timeout=30)
