@@ -220,3 +220,10 @@ def test_incremental_add_after_load_recalls_like_a_full_build(
     ids = np.arange(IMAGES) + 1000
     incremental, full = recall_at_k(loaded, library, ids, queries), recall_at_k(built, library, ids, queries)
     assert incremental >= 0.99 and abs(incremental - full) <= 0.01
+
+
+def test_a_process_can_load_the_index_module_and_then_onnxruntime() -> None:
+    # A worker opens its store (this module) and then loads the ONNX Runtime engine.
+    code = "import imgwatch.store.embedded.ann, onnxruntime; print('both loaded')"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0 and "both loaded" in result.stdout, (result.returncode, result.stderr[-2000:])

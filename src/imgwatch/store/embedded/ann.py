@@ -25,6 +25,7 @@ Not thread-safe: the owner serialises calls.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
@@ -32,7 +33,12 @@ from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
-from usearch.index import Index, MetricKind, ScalarKind
+
+# Loading usearch's extension first makes a later `import onnxruntime` kill the process with
+# SIGSEGV (usearch 2.26.6, onnxruntime 1.31.1); the other order works, and a worker needs both.
+with contextlib.suppress(ImportError):
+    import onnxruntime  # noqa: F401
+from usearch.index import Index, MetricKind, ScalarKind  # noqa: E402
 
 # Bump when the meaning of the files changes; an index of another format is rebuilt.
 INDEX_FORMAT = 1
