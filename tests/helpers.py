@@ -390,3 +390,18 @@ def write_calibrated_weights(path: Path, photos: list[Any], seed: int = 0) -> Pa
     network.eval()
     torch.save(network.state_dict(), path)
     return path
+
+
+def clustered_unit_vectors(
+    count: int, seed: int, topics: int = 60, dim: int = 2048, centre_seed: int = 1234
+) -> np.ndarray:
+    """Photo-library-like vectors: a topic plus noise of random strength (a fifth near-duplicates),
+    ReLU'd like ResNet features, normalised."""
+    centres = np.maximum(np.random.default_rng(centre_seed).standard_normal((topics, dim), dtype=np.float32), 0)
+    rng = np.random.default_rng(seed)
+    noise = np.where(rng.random(count) < 0.2, 0.15, rng.uniform(0.5, 1.2, count)).astype(np.float32)
+    vectors = centres[rng.integers(0, topics, count)]
+    vectors += noise[:, None] * rng.standard_normal((count, dim), dtype=np.float32)
+    np.maximum(vectors, 0, out=vectors)
+    normalised: np.ndarray = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    return normalised

@@ -22,6 +22,7 @@ from imgwatch.store.embedded.ann import (
     candidate_count,
     read_metadata,
 )
+from tests.helpers import clustered_unit_vectors as library_vectors
 
 DIM = 2048
 IMAGES = 3000
@@ -30,14 +31,7 @@ K = 10
 
 
 def clustered_unit_vectors(count: int, seed: int, topics: int = 60) -> np.ndarray:
-    """Photo-library-like vectors: topic + noise of random strength, ReLU'd, normalised."""
-    centres = np.maximum(np.random.default_rng(1234).standard_normal((topics, DIM), dtype=np.float32), 0)
-    rng = np.random.default_rng(seed)
-    noise = np.where(rng.random(count) < 0.2, 0.15, rng.uniform(0.5, 1.2, count)).astype(np.float32)
-    vectors = centres[rng.integers(0, topics, count)]
-    vectors += noise[:, None] * rng.standard_normal((count, DIM), dtype=np.float32)
-    np.maximum(vectors, 0, out=vectors)
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    return library_vectors(count, seed, topics, DIM, centre_seed=1234)
 
 
 @pytest.fixture(scope="module")

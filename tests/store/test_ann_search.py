@@ -21,6 +21,7 @@ import imgwatch
 from imgwatch.store import EmbeddedGraphStore
 from imgwatch.store.embedded.vectors import SlotVectors
 from tests.helpers import MODEL, make_record
+from tests.helpers import clustered_unit_vectors as library_vectors
 
 DIM = 256
 IMAGES = 3000
@@ -46,15 +47,7 @@ for line in sys.stdin:
 
 
 def clustered_unit_vectors(count: int, seed: int, topics: int = 40) -> np.ndarray:
-    """Topic + noise of random strength, ReLU'd, normalised (near-duplicates among them)."""
-    centres = np.maximum(np.random.default_rng(99).standard_normal((topics, DIM), dtype=np.float32), 0)
-    rng = np.random.default_rng(seed)
-    noise = np.where(rng.random(count) < 0.2, 0.15, rng.uniform(0.5, 1.2, count)).astype(np.float32)
-    vectors = centres[rng.integers(0, topics, count)]
-    vectors += noise[:, None] * rng.standard_normal((count, DIM), dtype=np.float32)
-    np.maximum(vectors, 0, out=vectors)
-    normalised: np.ndarray = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-    return normalised
+    return library_vectors(count, seed, topics, DIM, centre_seed=99)
 
 
 def path_of(number: int) -> str:

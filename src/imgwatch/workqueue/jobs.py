@@ -63,38 +63,30 @@ class WorkQueue:
         queued ones; with ``pipeline`` nothing is sent until the caller executes it.
         """
         unique = list(dict.fromkeys(paths))
-        job_ids = []
-        for start in range(0, len(unique), batch_size):
-            batch = unique[start : start + batch_size]
-            job = self.rq_queue.enqueue(
-                INDEX_JOB,
-                batch,
-                job_timeout=self.job_timeout,
-                retry=Retry(max=JOB_RETRIES),
-                result_ttl=600,
-                failure_ttl=7 * 24 * 3600,
-                description=f"index {len(batch)} path(s)",
-                meta=dict(meta) if meta else None,
-                at_front=at_front,
-                pipeline=pipeline,
-            )
-            job_ids.append(job.id)
-        return job_ids
+        return self._enqueue_in_batches(INDEX_JOB, "index", unique, batch_size, meta=meta, at_front=at_front,
+                                        pipeline=pipeline)
 
     def enqueue_moves(self, moves: Sequence[tuple[str, str]], *, pipeline: Pipeline | None = None) -> list[str]:
         """Enqueue ``(old, new)`` moves, in order, as move jobs; returns the job ids."""
         pairs = [[old, new] for old, new in moves]
+        return self._enqueue_in_batches(MOVE_JOB, "move", pairs, MOVES_PER_JOB, pipeline=pipeline)
+
+    def _enqueue_in_batches(self, function: str, verb: str, items: Sequence[object], per_job: int, *,
+                            meta: Mapping[str, object] | None = None, at_front: bool = False,
+                            pipeline: Pipeline | None = None) -> list[str]:
         job_ids = []
-        for start in range(0, len(pairs), MOVES_PER_JOB):
-            batch = pairs[start : start + MOVES_PER_JOB]
+        for start in range(0, len(items), per_job):
+            batch = list(items[start : start + per_job])
             job = self.rq_queue.enqueue(
-                MOVE_JOB,
+                function,
                 batch,
                 job_timeout=self.job_timeout,
                 retry=Retry(max=JOB_RETRIES),
                 result_ttl=600,
                 failure_ttl=7 * 24 * 3600,
-                description=f"move {len(batch)} path(s)",
+                description=f"{verb} {len(batch)} path(s)",
+                meta=dict(meta) if meta else None,
+                at_front=at_front,
                 pipeline=pipeline,
             )
             job_ids.append(job.id)
