@@ -36,7 +36,7 @@ import numpy as np
 
 from imgwatch.log import get_logger
 from imgwatch.store.embedded.ann import HnswIndex, IndexFileUnusable, candidate_count
-from imgwatch.store.embedded.shared_vectors import store_identity
+from imgwatch.store.embedded.shared_vectors import checked_rows, store_identity
 from imgwatch.store.embedded.sqlite import Database, Transaction
 from imgwatch.store.embedded.vectors import Proposal, SlotVectors
 
@@ -253,7 +253,7 @@ class AnnSearch:
                 cursor = tx.execute("SELECT id, embedding FROM images WHERE rev > ?", (index.revision,))
                 while page := cursor.fetchmany(BUILD_CHUNK):
                     self._check_stopping()
-                    index.add(*_unpacked(page, dim), threads=BUILD_THREADS)
+                    index.add(*_unpacked(page, dim, tx), threads=BUILD_THREADS)
                     added += len(page)
             index.revision = revision
         self._check_stopping()
@@ -296,9 +296,10 @@ class AnnSearch:
             with database.read() as tx:
                 page = tx.execute("SELECT id, embedding FROM images WHERE id > ? ORDER BY id LIMIT ?",
                                   (after, BUILD_CHUNK)).fetchall()
-            if not page:
-                return
-            yield _unpacked(page, dim)
+                if not page:
+                    return
+                ids, vectors = _unpacked(page, dim, tx)
+            yield ids, vectors
             after = page[-1][0]
 
     def _check_stopping(self) -> None:
@@ -317,7 +318,7 @@ class _Stopped(Exception):
     """The store was closed during maintenance."""
 
 
-def _unpacked(page: list[tuple[int, bytes]], dim: int) -> tuple[np.ndarray, np.ndarray]:
-    ids = np.fromiter((row[0] for row in page), dtype=np.int64, count=len(page))
-    vectors = np.frombuffer(b"".join(row[1] for row in page), dtype="<f4").reshape(len(page), dim)
-    return ids, vectors
+def _unpacked(page: list[tuple[int, bytes]], dim: int, tx: Transaction) -> tuple[np.ndarray, np.ndarray]:
+    ids, blobs = checked_rows(page, dim, tx)
+    vectors = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(page), dim)
+    return np.asarray(ids, dtype=np.int64), vectors

@@ -395,7 +395,7 @@ class SharedVectors:
         files.mark_dead(gone, files.capacity(dim))
         cursor = tx.execute("SELECT id, embedding FROM images WHERE rev > ?", (header.revision,))
         while page := cursor.fetchmany(PAGE_SIZE):
-            ids, blobs = _checked_page(page, dim, tx)
+            ids, blobs = checked_rows(page, dim, tx)
             files.grow(dim, max(ids) + 1)
             files.write_rows(dim, ids, blobs)
             slots = max(slots, max(ids) + 1)
@@ -420,7 +420,7 @@ class SharedVectors:
                 count = 0
                 cursor = tx.execute("SELECT id, embedding FROM images")
                 while page := cursor.fetchmany(PAGE_SIZE):
-                    ids, blobs = _checked_page(page, snapshot.dim, tx)
+                    ids, blobs = checked_rows(page, snapshot.dim, tx)
                     files.write_rows(snapshot.dim, ids, blobs)
                     count += len(ids)
                 _pwrite_all(files.fds[1], _LIVE_HEADER.pack(_LIVE_MAGIC, generation), 0)
@@ -476,7 +476,8 @@ def _read_snapshot(tx: Transaction) -> _Snapshot | None:
     return _Snapshot(recorded[1], tx.revision(), store_identity(tx))
 
 
-def _checked_page(page: list[tuple[int, bytes]], dim: int, tx: Transaction) -> tuple[list[int], list[bytes]]:
+def checked_rows(page: list[tuple[int, bytes]], dim: int, tx: Transaction) -> tuple[list[int], list[bytes]]:
+    """A page of (id, embedding blob) rows split in two, refusing a blob that is not ``dim`` float32 values."""
     ids = [image_id for image_id, _ in page]
     blobs = [blob for _, blob in page]
     if any(len(blob) != 4 * dim for blob in blobs):
