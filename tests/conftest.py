@@ -13,7 +13,7 @@ import pytest
 from imgwatch.config import Config
 from imgwatch.embedding import EmbeddingModel, load_model
 from imgwatch.redis_server import EmbeddedRedis
-from imgwatch.workqueue import WorkQueue
+from imgwatch.workqueue import FailureLedger, WorkQueue
 from tests.helpers import PHOTO_NAMES, RunningImgwatch, make_config, process_env, write_calibrated_weights
 
 THREAD_EXIT_GRACE_S = 5.0
@@ -73,6 +73,11 @@ def config(tmp_path: Path, queue_server: EmbeddedRedis) -> Config:
 @pytest.fixture
 def work_queue(config: Config) -> WorkQueue:
     return WorkQueue.from_config(config)
+
+
+@pytest.fixture
+def failures(work_queue: WorkQueue) -> FailureLedger:
+    return FailureLedger.for_queue(work_queue)
 
 
 @pytest.fixture(scope="session")

@@ -57,10 +57,6 @@ def store(config: Config) -> Iterator[GraphStore]:
         yield store
 
 
-@pytest.fixture
-def failures(work_queue: WorkQueue) -> FailureLedger:
-    return FailureLedger.for_queue(work_queue)
-
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:

@@ -24,11 +24,6 @@ from imgwatch.workqueue.failures import retry_failed, select_failed
 from tests.helpers import imgwatch, process_env
 
 
-@pytest.fixture
-def failures(work_queue: WorkQueue) -> FailureLedger:
-    return FailureLedger.for_queue(work_queue)
-
-
 def queued(work_queue: WorkQueue) -> list[str]:
     jobs = work_queue.fetch_jobs(work_queue.rq_queue.get_job_ids())
     return sorted(path for job in jobs for path in job_paths(job))

@@ -15,11 +15,6 @@ from imgwatch.workqueue import INDEX_JOB, FailureLedger, QueueUnavailable, WorkQ
 from tests.helpers import make_config
 
 
-@pytest.fixture
-def failures(work_queue: WorkQueue) -> FailureLedger:
-    return FailureLedger.for_queue(work_queue)
-
-
 def test_paths_go_out_deduplicated_in_json_jobs_of_batch_size(work_queue: WorkQueue, failures: FailureLedger) -> None:
     paths = [f"/photos/{i}.jpg" for i in range(70)] + ["/photos/0.jpg"]
     job_ids = work_queue.enqueue_paths(paths, batch_size=32)

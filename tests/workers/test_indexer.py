@@ -14,7 +14,7 @@ from imgwatch.embedding.embedder import ReuseLookup
 from imgwatch.files import PathFilter
 from imgwatch.store import GraphStore, ImageRecord, open_store
 from imgwatch.workers.indexer import Indexer, LinkPolicy
-from imgwatch.workqueue import FailureLedger, WorkQueue
+from imgwatch.workqueue import FailureLedger
 
 
 @pytest.fixture
@@ -22,10 +22,6 @@ def store(config: Config) -> Iterator[GraphStore]:
     with open_store(config) as store:
         yield store
 
-
-@pytest.fixture
-def failures(work_queue: WorkQueue) -> FailureLedger:
-    return FailureLedger.for_queue(work_queue)
 
 
 @pytest.fixture
