@@ -1,6 +1,6 @@
 """imgwatch vs the naive seed-style pipeline, side by side on the same folder of photos.
 
-    python bench/compare.py PHOTO_DIR [--engine auto|torch|onnxruntime] [--weights random]
+    python bench/compare.py PHOTO_DIR [--engine auto|torch|onnxruntime|openvino] [--weights random]
 
 PHOTO_DIR holds 12-megapixel JPEGs (make them with `python bench/photos.py DIR --count 144`).
 Both read the same files, warm in the page cache (every file is read once first):

@@ -17,7 +17,9 @@ Configurations:
                      N threads per call x M concurrent callers
   onnxruntime raw    two sessions of one thread, one per caller (the alternative to sharing one)
   openvino           if installed: f32 precision (the CPU's default may be bf16), THROUGHPUT hint
-                     with one infer request per stream, and LATENCY with one request
+                     with one infer request per stream, and LATENCY with one request; bf16
+                     throughout (what OpenVINO does by default on an AMX CPU: fast, not exact)
+  openvino mixed     OpenVinoEngine (embedding.engine = "openvino"): f32 up to layer3, bf16 after
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ def main() -> None:
     configurations.append(
         (f"onnxruntime raw, {cores} sessions x 1 thread", session_per_caller(model_bytes, cores), cores))
     try:
-        import openvino  # noqa: F401
+        import imgwatch.embedding.engines.openvino_engine  # noqa: F401 - first: it keeps OpenVINO's telemetry off
     except ImportError:
         print("openvino: not installed (pip install openvino)")
     else:
@@ -98,6 +100,12 @@ def main() -> None:
                                openvino_embed(onnx_file, "THROUGHPUT", cores, cores), cores))
         configurations.append((f"openvino f32, LATENCY, 1 request x {cores} threads",
                                openvino_embed(onnx_file, "LATENCY", 1, cores), 1))
+        configurations.append((f"openvino bf16 throughout, LATENCY, 1 request x {cores} threads",
+                               openvino_embed(onnx_file, "LATENCY", 1, cores, precision="bf16"), 1))
+        for threads, callers in ((cores, 1), (1, cores)):
+            mixed = load_model(weights, device="cpu", engine="openvino", cache_dir=cache, threads=threads)
+            configurations.append((f"openvino f32 to layer3, bf16 after, {callers} caller(s) x {threads} thread(s)",
+                                   mixed.embed, callers))
 
     # Rounds interleave the configurations, so a neighbour's load on the VM hits them all alike.
     rates: dict[str, list[float]] = {label: [] for label, _, _ in configurations}
@@ -141,11 +149,11 @@ def session_per_caller(model_bytes: bytes, sessions: int) -> Embed:
     return embed
 
 
-def openvino_embed(onnx_file: Path, hint: str, requests: int, threads: int) -> Embed:
+def openvino_embed(onnx_file: Path, hint: str, requests: int, threads: int, precision: str = "f32") -> Embed:
     import openvino
 
     core = openvino.Core()
-    settings = {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": str(threads)}
+    settings = {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": str(threads)}
     if hint == "THROUGHPUT":
         settings["NUM_STREAMS"] = str(requests)
     compiled = core.compile_model(core.read_model(onnx_file), "CPU", settings)

@@ -64,5 +64,5 @@ def test_embedding_engine_defaults_to_auto_and_takes_the_environment() -> None:
     assert load_config(environ={env_var("embedding.engine"): "torch"}).embedding.engine == "torch"
     assert load_config(overrides={"embedding.engine": "onnxruntime"}, environ={}).embedding.engine == "onnxruntime"
     with pytest.raises(ConfigError, match=r"embedding\.engine \(from environment\): 'tensorrt' \(expected auto, "
-                                          r"torch or onnxruntime\)"):
+                                          r"torch, onnxruntime or openvino\)"):
         load_config(environ={"IMGWATCH_EMBEDDING_ENGINE": "tensorrt"})

@@ -27,7 +27,7 @@ LOG_FORMATS = ("auto", "console", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 OBSERVERS = ("inotify", "polling")
 DEVICES = ("auto", "cpu", "cuda")
-EMBEDDING_ENGINES = ("auto", "torch", "onnxruntime")
+EMBEDDING_ENGINES = ("auto", "torch", "onnxruntime", "openvino")
 
 
 def _default_data_dir() -> str:
@@ -76,7 +76,7 @@ class QueueConfig:
 class EmbeddingConfig:
     weights: str = "imagenet"  # imagenet | random | /path/to/state_dict.pth
     device: str = "auto"  # auto | cpu | cuda
-    engine: str = "auto"  # auto | torch | onnxruntime (auto: ONNX Runtime on a CPU, torch on CUDA)
+    engine: str = "auto"  # auto | torch | onnxruntime | openvino (see config.toml)
     batch_size: int = 0  # 0: automatic (CPU: 8; CUDA: 64)
     decode_threads: int = 2
     streams: int = 0  # 0: automatic (CPU: one per core; CUDA: one)

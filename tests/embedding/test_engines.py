@@ -13,6 +13,7 @@ import shutil
 import stat
 import sys
 from collections.abc import Callable
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
@@ -34,9 +35,9 @@ from imgwatch.embedding import (
     load_model,
     reference_preprocess,
 )
-from imgwatch.embedding.engines.contract import EXACT_COSINE
+from imgwatch.embedding.engines.contract import EXACT_COSINE, MIXED_PRECISION_COSINE
 from imgwatch.embedding.engines.onnx_cache import cache_key, cached_files, onnx_model
-from imgwatch.embedding.engines.selection import EXPORTED_ENGINES
+from imgwatch.embedding.engines.selection import EXPORTED_ENGINES, preferred_cpu_engines
 from tests.helpers import PHOTO_NAMES
 
 pytest.importorskip("onnxruntime", reason="ONNX Runtime is not installed (pip install onnxruntime onnx)")
@@ -133,7 +134,7 @@ def test_a_second_load_reads_the_cache_instead_of_exporting(
     (cached,) = cached_files(engine_cache, onnxruntime_engine.name, onnxruntime_engine.weights_id)
     written = cached.stat().st_mtime_ns
     with structlog.testing.capture_logs() as logs:
-        again = load_model(str(calibrated_weights), device="cpu", engine="auto", cache_dir=engine_cache)
+        again = load_model(str(calibrated_weights), device="cpu", engine="onnxruntime", cache_dir=engine_cache)
 
     assert "engine_exported" not in events(logs) and "engine_cache_loaded" in events(logs)
     assert cached.stat().st_mtime_ns == written and cached_files(engine_cache, again.name, again.weights_id) == [cached]
@@ -198,12 +199,14 @@ def test_other_weights_get_their_own_cache_file(
 
 
 def unloadable_cache(onnxruntime_engine: EmbeddingEngine, tmp_path: Path) -> Path:
-    """A cache whose file matches its checksum but is no model: the runtime cannot load it."""
+    """A cache whose files match their checksums but are no models: no runtime can load them."""
     cache = tmp_path / "engines"
     cache.mkdir()
     garbage = b"not an ONNX model"
-    name = f"{cache_key(onnxruntime_engine.name, onnxruntime_engine.weights_id)}-"
-    (cache / f"{name}{hashlib.sha256(garbage).hexdigest()[:16]}.onnx").write_bytes(garbage)
+    name, weights_id = onnxruntime_engine.name, onnxruntime_engine.weights_id
+    for exported in (name, f"{name}.float32-part", f"{name}.bfloat16-part"):  # ONNX Runtime's, OpenVINO's
+        key = cache_key(exported, weights_id)
+        (cache / f"{key}-{hashlib.sha256(garbage).hexdigest()[:16]}.onnx").write_bytes(garbage)
     return cache
 
 
@@ -215,17 +218,22 @@ def test_auto_falls_back_to_torch_with_a_warning_when_the_engine_cannot_load(
         model = load_model(str(calibrated_weights), device="cpu", engine="auto", cache_dir=cache)
 
     assert isinstance(model, EmbeddingModel) and model.engine == "torch"
-    (warning,) = [entry for entry in logs if entry["event"] == "engine_fallback"]
-    assert warning["log_level"] == "warning" and warning["engine"] == "onnxruntime"
-    assert "could not load" in str(warning["reason"]) and 'embedding.engine = "torch"' in str(warning["detail"])
+    warnings = [entry for entry in logs if entry["event"] == "engine_fallback"]
+    # Each engine auto tries is one warning naming the next; the last falls back to torch.
+    tried = preferred_cpu_engines()
+    assert [(w["engine"], w["fallback"]) for w in warnings] == list(zip(tried, [*tried[1:], "torch"], strict=True))
+    assert all(w["log_level"] == "warning" and "could not load" in str(w["reason"]) for w in warnings)
+    assert 'embedding.engine = "torch"' in str(warnings[-1]["detail"])
 
 
 def test_auto_falls_back_to_torch_when_the_package_is_missing(
     calibrated_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # What `import onnxruntime` does on a machine without it.
-    monkeypatch.setitem(sys.modules, "onnxruntime", None)
-    monkeypatch.delitem(sys.modules, "imgwatch.embedding.engines.onnxruntime_engine", raising=False)
+    # What `import onnxruntime` / `import openvino` do on a machine without them.
+    for package in ("onnxruntime", "openvino"):
+        monkeypatch.setitem(sys.modules, package, None)
+        monkeypatch.delitem(sys.modules, f"imgwatch.embedding.engines.{package}_engine", raising=False)
+    assert preferred_cpu_engines() == ["onnxruntime"]
     with structlog.testing.capture_logs() as logs:
         model = load_model(str(calibrated_weights), device="cpu", engine="auto", cache_dir=tmp_path / "engines")
 
@@ -255,3 +263,87 @@ def test_engine_names_and_devices() -> None:
     with pytest.raises(EngineUnavailable, match=r"unknown embedding engine 'tensorrt'"):
         load_model("random", device="cpu", engine="tensorrt")
     assert isinstance(load_model("random", device="cpu"), EmbeddingModel)  # torch unless asked
+
+
+# -- OpenVINO, float32 then bfloat16 ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def openvino_engine(calibrated_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> EmbeddingEngine:
+    """The calibrated network exported in two parts and run by OpenVINO, one thread per call."""
+    pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install openvino)")
+    cache = DataDir(tmp_path_factory.mktemp("openvino-data")).engine_cache
+    return load_model(str(calibrated_weights), device="cpu", engine="openvino", cache_dir=cache, threads=1)
+
+
+def test_openvino_embeds_real_photos_within_the_mixed_precision_bar(
+    openvino_engine: EmbeddingEngine, calibrated_model: EmbeddingModel, photo_batch: torch.Tensor
+) -> None:
+    from imgwatch.embedding.engines.openvino_engine import native_bfloat16
+
+    expected = calibrated_model.embed(photo_batch)
+    got = openvino_engine.embed(photo_batch)
+
+    assert got.shape == (len(PHOTO_NAMES), EMBEDDING_DIM) and got.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    assert openvino_engine.bfloat16 == native_bfloat16()  # type: ignore[attr-defined]
+    bar = MIXED_PRECISION_COSINE if native_bfloat16() else EXACT_COSINE
+    assert openvino_engine.min_cosine == bar  # type: ignore[attr-defined]
+    assert cosines(got, expected).min() >= bar
+    assert (expected[0] @ expected[1:].T).max() < 0.99  # different photos are far apart with these weights
+
+
+def test_bfloat16_throughout_would_miss_the_bar(
+    openvino_engine: EmbeddingEngine, calibrated_model: EmbeddingModel, photo_batch: torch.Tensor
+) -> None:
+    """Why the network is split: the same runtime in bfloat16 from the first layer moves embeddings too far."""
+    import openvino
+
+    from imgwatch.embedding.engines.openvino_engine import native_bfloat16
+
+    if not native_bfloat16():
+        pytest.skip("this CPU has no native bfloat16: OpenVINO runs float32 throughout")
+    whole = onnx_model(calibrated_model.network, calibrated_model.name, calibrated_model.weights_id, None)
+    core = openvino.Core()
+    compiled = core.compile_model(core.read_model(BytesIO(whole)), "CPU",
+                                  {"INFERENCE_PRECISION_HINT": "bf16"})
+    features = np.array(compiled.create_infer_request().infer({0: photo_batch.numpy()})[0])
+    everywhere = features / np.linalg.norm(features, axis=1, keepdims=True)
+
+    assert cosines(everywhere, calibrated_model.embed(photo_batch)).min() < MIXED_PRECISION_COSINE
+
+
+def test_openvino_batches_streams_and_cache(
+    openvino_engine: EmbeddingEngine, calibrated_model: EmbeddingModel, calibrated_weights: Path,
+    photo_batch: torch.Tensor, tmp_path: Path, write_photo: Callable[..., Path],
+) -> None:
+    together = openvino_engine.embed(photo_batch[:3])
+    one_by_one = np.concatenate([openvino_engine.embed(photo_batch[i : i + 1]) for i in range(3)])
+    assert cosines(together, one_by_one).min() >= EXACT_COSINE  # the batch axis is dynamic in both parts
+    assert openvino_engine.embed(photo_batch[:0]).shape == (0, EMBEDDING_DIM)
+    assert (openvino_engine.identity, openvino_engine.engine) == (calibrated_model.identity, "openvino")
+
+    paths = [str(write_photo(tmp_path / f"{name}.png", name)) for name in PHOTO_NAMES]
+    with Embedder(openvino_engine, batch_size=2, streams=2) as embedder:  # type: ignore[arg-type]
+        results = [r for r in embedder.embed_files(paths) if isinstance(r, Embedded)]
+    with Embedder(calibrated_model, batch_size=8) as embedder:
+        expected = {r.facts.path: r.vector for r in embedder.embed_files(paths) if isinstance(r, Embedded)}
+    assert len(results) == len(paths)
+    assert min(float(r.vector @ expected[r.facts.path]) for r in results) >= MIXED_PRECISION_COSINE
+
+    # Two cached parts, read (not exported) by the next process.
+    cache = tmp_path / "engines"
+    load_model(str(calibrated_weights), device="cpu", engine="openvino", cache_dir=cache)
+    parts = sorted(p.name for p in cache.iterdir())
+    assert len(parts) == 2 and all(".float32-part-" in p or ".bfloat16-part-" in p for p in parts)
+    with structlog.testing.capture_logs() as logs:
+        load_model(str(calibrated_weights), device="cpu", engine="openvino", cache_dir=cache)
+    assert events(logs).count("engine_cache_loaded") == 2 and "engine_exported" not in events(logs)
+
+
+def test_auto_prefers_openvino_only_where_bfloat16_is_native() -> None:
+    pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install openvino)")
+    from imgwatch.embedding.engines.openvino_engine import native_bfloat16
+
+    expected = ["openvino", "onnxruntime"] if native_bfloat16() else ["onnxruntime"]
+    assert preferred_cpu_engines() == expected

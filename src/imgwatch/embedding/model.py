@@ -16,7 +16,7 @@ import torch
 from torchvision.models import ResNet50_Weights, resnet50
 
 from imgwatch.embedding.engines.contract import EmbeddingEngine, EngineFailure
-from imgwatch.embedding.engines.selection import EXPORTED_ENGINES, build_engine
+from imgwatch.embedding.engines.selection import EXPORTED_ENGINES, build_engine, preferred_cpu_engines
 from imgwatch.errors import DeviceUnavailable, EngineUnavailable, WeightsUnavailable
 
 MODEL_NAME = "resnet50"
@@ -96,19 +96,23 @@ def load_model(
     path of a local state_dict file.
 
     ``engine`` runs it: "torch" (eager), "onnxruntime" (the same network exported to
-    ONNX, on the CPU; the export is kept in ``cache_dir``) or "auto": ONNX Runtime on a
-    CPU when it can be had, with a warning and torch otherwise; torch on CUDA.
+    ONNX, on the CPU; the export is kept in ``cache_dir``), "openvino" (exported in two
+    parts, the second run in bfloat16 where the CPU has it natively) or "auto": on a CPU
+    the fastest exported engine that loads (see preferred_cpu_engines), each failure a
+    warning, torch last; torch on CUDA.
     ``threads``: intra-op threads per embed call for an exported engine (0: all cores).
     """
     target = inference_device(device, engine)
-    wanted = _engine_for(engine, target)
+    candidates = _engines_for(engine, target)
     if weights == "imagenet":
         network, weights_id = _pretrained_network(), _PRETRAINED_ID
     elif weights == "random":
         network, weights_id = _random_network(seed), f"random-seed{seed}"
     else:
         network, weights_id = _network_from_file(weights)
-    if wanted != "torch":
+    for position, wanted in enumerate(candidates):
+        if wanted == "torch":
+            break
         try:
             return build_engine(wanted, network, MODEL_NAME, weights_id, EMBEDDING_DIM, cache_dir, threads)
         except EngineFailure as exc:
@@ -116,8 +120,10 @@ def load_model(
                       '= "torch" (IMGWATCH_EMBEDDING_ENGINE=torch)')
             if engine != "auto":
                 raise EngineUnavailable(f"embedding.engine = {engine!r} cannot be used: {exc}; {advice}") from exc
-            _log.warning("engine_fallback", engine=wanted, fallback="torch", reason=str(exc),
-                         detail=f"embedding runs on torch eager, slower on a CPU; {advice}")
+            fallback = candidates[position + 1]
+            _log.warning("engine_fallback", engine=wanted, fallback=fallback, reason=str(exc),
+                         detail=f"embedding runs on {fallback}" + (", slower on a CPU" if fallback == "torch" else "")
+                         + f"; {advice}")
     return EmbeddingModel(network, weights_id, target)
 
 
@@ -134,11 +140,12 @@ def inference_device(device: str, engine: str = "torch") -> torch.device:
     return resolve_device(device)
 
 
-def _engine_for(engine: str, target: torch.device) -> str:
+def _engines_for(engine: str, target: torch.device) -> list[str]:
+    """The engines to try in order; "auto" ends with torch, which always loads."""
     if engine == "auto":
-        return "torch" if target.type == "cuda" else "onnxruntime"
+        return ["torch"] if target.type == "cuda" else [*preferred_cpu_engines(), "torch"]
     if engine == "torch" or engine in EXPORTED_ENGINES:
-        return engine
+        return [engine]
     raise EngineUnavailable(
         f"unknown embedding engine {engine!r}; expected 'auto', 'torch' or {', '.join(map(repr, EXPORTED_ENGINES))}"
     )

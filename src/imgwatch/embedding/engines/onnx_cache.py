@@ -27,6 +27,7 @@ OPSET = 17
 EXPORTER = "torchscript"
 INPUT_NAME = "images"
 OUTPUT_NAME = "features"
+IMAGE_SHAPE = (3, 224, 224)  # one network input: a normalised RGB crop
 _DIGEST_CHARS = 16
 _PARTIAL_PREFIX = ".export-"
 _STALE_PARTIAL_S = 3600.0  # a temporary file this old belongs to an export that died
@@ -39,10 +40,15 @@ def cache_key(network_name: str, weights_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", raw)
 
 
-def onnx_model(network: torch.nn.Module, network_name: str, weights_id: str, cache_dir: Path | None) -> bytes:
+def onnx_model(
+    network: torch.nn.Module, network_name: str, weights_id: str, cache_dir: Path | None,
+    input_shape: tuple[int, ...] = IMAGE_SHAPE,
+) -> bytes:
     """The ONNX bytes of ``network``: a valid cached copy, else a fresh export (cached when possible).
 
-    ``cache_dir`` None: export without caching (tests, one-off commands without a data dir).
+    ``network_name`` must differ for every part of a network exported on its own;
+    ``input_shape`` is one input without the batch axis. ``cache_dir`` None: export
+    without caching (tests, one-off commands without a data dir).
     Raises EngineFailure when the export fails.
     """
     key = cache_key(network_name, weights_id)
@@ -50,7 +56,7 @@ def onnx_model(network: torch.nn.Module, network_name: str, weights_id: str, cac
         cached = _read_cached(cache_dir, key)
         if cached is not None:
             return cached
-    return _export(network, key, weights_id, cache_dir)
+    return _export(network, key, weights_id, cache_dir, input_shape)
 
 
 def cached_files(cache_dir: Path, network_name: str, weights_id: str) -> list[Path]:
@@ -75,18 +81,20 @@ def _read_cached(cache_dir: Path, key: str) -> bytes | None:
     return None
 
 
-def _export(network: torch.nn.Module, key: str, weights_id: str, cache_dir: Path | None) -> bytes:
+def _export(
+    network: torch.nn.Module, key: str, weights_id: str, cache_dir: Path | None, input_shape: tuple[int, ...]
+) -> bytes:
     started = time.perf_counter()
     folder = _usable_folder(cache_dir)
     path: Path | None = None
     if folder is None:
         with tempfile.TemporaryDirectory(prefix="imgwatch-export-") as scratch:
-            data = _export_file(network, Path(scratch) / "model.onnx")
+            data = _export_file(network, Path(scratch) / "model.onnx", input_shape)
     else:
         handle, name = tempfile.mkstemp(prefix=_PARTIAL_PREFIX, suffix=".onnx", dir=folder)
         os.close(handle)
         try:
-            data = _export_file(network, Path(name))
+            data = _export_file(network, Path(name), input_shape)
             path = folder / f"{key}-{_digest(data)}.onnx"
             os.replace(name, path)  # atomic: readers see no file or a whole one
         finally:
@@ -97,9 +105,9 @@ def _export(network: torch.nn.Module, key: str, weights_id: str, cache_dir: Path
     return data
 
 
-def _export_file(network: torch.nn.Module, target: Path) -> bytes:
+def _export_file(network: torch.nn.Module, target: Path, input_shape: tuple[int, ...]) -> bytes:
     try:
-        example = torch.zeros(1, 3, 224, 224)
+        example = torch.zeros(1, *input_shape)
         with warnings.catch_warnings():  # the TorchScript exporter announces its deprecation
             warnings.simplefilter("ignore")
             torch.onnx.export(
