@@ -9,8 +9,10 @@ cache, other weights) work on a copy of the cache.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import stat
+import subprocess
 import sys
 from collections.abc import Callable
 from io import BytesIO
@@ -41,6 +43,8 @@ from imgwatch.embedding.engines.selection import EXPORTED_ENGINES, preferred_cpu
 from tests.helpers import PHOTO_NAMES
 
 pytest.importorskip("onnxruntime", reason="ONNX Runtime is not installed (pip install onnxruntime onnx)")
+# Through imgwatch's module, never `import openvino` first: that would start OpenVINO's telemetry.
+OPENVINO_MISSING = "OpenVINO is not installed (pip install openvino)"
 
 
 @pytest.fixture(scope="session")
@@ -271,7 +275,7 @@ def test_engine_names_and_devices() -> None:
 @pytest.fixture(scope="session")
 def openvino_engine(calibrated_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> EmbeddingEngine:
     """The calibrated network exported in two parts and run by OpenVINO, one thread per call."""
-    pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install openvino)")
+    pytest.importorskip("imgwatch.embedding.engines.openvino_engine", reason=OPENVINO_MISSING)
     cache = DataDir(tmp_path_factory.mktemp("openvino-data")).engine_cache
     return load_model(str(calibrated_weights), device="cpu", engine="openvino", cache_dir=cache, threads=1)
 
@@ -342,8 +346,25 @@ def test_openvino_batches_streams_and_cache(
 
 
 def test_auto_prefers_openvino_only_where_bfloat16_is_native() -> None:
-    pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install openvino)")
+    pytest.importorskip("imgwatch.embedding.engines.openvino_engine", reason=OPENVINO_MISSING)
     from imgwatch.embedding.engines.openvino_engine import native_bfloat16
 
     expected = ["openvino", "onnxruntime"] if native_bfloat16() else ["onnxruntime"]
     assert preferred_cpu_engines() == expected
+
+
+def test_loading_openvino_does_not_load_its_telemetry() -> None:
+    """`import openvino` would import its converter, which reports the import to Google Analytics."""
+    pytest.importorskip("imgwatch.embedding.engines.openvino_engine", reason=OPENVINO_MISSING)
+    code = (
+        "import sys, threading\n"
+        "from imgwatch.embedding.engines.openvino_engine import native_bfloat16\n"
+        "native_bfloat16()\n"
+        "print(sorted(name for name, module in sys.modules.items() if module is not None"
+        " and ('telemetry' in name or name.startswith('openvino.tools'))),"
+        " threading.active_count())\n"
+    )
+    environment = {key: value for key, value in os.environ.items() if key != "CI"}  # CI=true would mute it anyway
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env=environment, check=True)
+    assert done.stdout.split() == ["[]", "1"], done.stdout + done.stderr

@@ -26,7 +26,12 @@ import numpy as np  # noqa: E402
 import openvino  # noqa: E402
 import torch  # noqa: E402
 
-from imgwatch.embedding.engines.contract import EXACT_COSINE, MIXED_PRECISION_COSINE, check_batch, unit_rows
+from imgwatch.embedding.engines.contract import (  # noqa: E402
+    EXACT_COSINE,
+    MIXED_PRECISION_COSINE,
+    check_batch,
+    unit_rows,
+)
 
 ENGINE_NAME = "openvino"
 # The first stage run in bfloat16; everything before it stays float32.
