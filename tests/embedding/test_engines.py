@@ -291,6 +291,7 @@ def test_openvino_embeds_real_photos_within_the_mixed_precision_bar(
     assert got.shape == (len(PHOTO_NAMES), EMBEDDING_DIM) and got.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
     assert openvino_engine.bfloat16 == native_bfloat16()  # type: ignore[attr-defined]
+    assert openvino_engine.precision == ("float32+bfloat16" if native_bfloat16() else "float32")  # type: ignore[attr-defined]
     bar = MIXED_PRECISION_COSINE if native_bfloat16() else EXACT_COSINE
     assert openvino_engine.min_cosine == bar  # type: ignore[attr-defined]
     assert cosines(got, expected).min() >= bar

@@ -43,3 +43,33 @@ def unit_rows(features: np.ndarray) -> np.ndarray:
     features = features.astype(np.float32, copy=False)
     norms = np.linalg.norm(features, axis=1, keepdims=True)
     return features / np.maximum(norms, np.float32(1e-12))
+
+
+class ExportedEngine:
+    """What the exported engines share; each overrides one hook, :meth:`_features`."""
+
+    engine = ""
+    precision = "float32"
+    min_cosine = EXACT_COSINE  # selection's load-time check holds the engine to this
+
+    def __init__(self, name: str, weights_id: str, dim: int) -> None:
+        self.name = name
+        self.weights_id = weights_id
+        self.dim = dim
+        self.device = torch.device("cpu")
+
+    @property
+    def identity(self) -> str:
+        # Torch's vector space: selection's load-time check proves the engine computes it.
+        return f"{self.name}/{self.weights_id}"
+
+    def embed(self, batch: torch.Tensor) -> np.ndarray:
+        """(n, 3, 224, 224) normalised images -> (n, dim) float32 rows of unit length."""
+        check_batch(batch)
+        if batch.shape[0] == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return unit_rows(self._features(np.ascontiguousarray(batch.detach().cpu().numpy(), dtype=np.float32)))
+
+    def _features(self, images: np.ndarray) -> np.ndarray:
+        """The network's (n, dim) outputs for a contiguous float32 (n, 3, H, W) array."""
+        raise NotImplementedError

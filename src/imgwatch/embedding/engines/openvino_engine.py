@@ -26,12 +26,7 @@ import numpy as np  # noqa: E402
 import openvino  # noqa: E402
 import torch  # noqa: E402
 
-from imgwatch.embedding.engines.contract import (  # noqa: E402
-    EXACT_COSINE,
-    MIXED_PRECISION_COSINE,
-    check_batch,
-    unit_rows,
-)
+from imgwatch.embedding.engines.contract import MIXED_PRECISION_COSINE, ExportedEngine  # noqa: E402
 
 ENGINE_NAME = "openvino"
 # The first stage run in bfloat16; everything before it stays float32.
@@ -55,7 +50,7 @@ def native_bfloat16() -> bool:
     return "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-class OpenVinoEngine:
+class OpenVinoEngine(ExportedEngine):
     """Two compiled parts called one after the other, with one pair of infer requests per caller.
 
     ``threads`` is each call's thread count (0: every core). The parts are compiled with one
@@ -67,13 +62,10 @@ class OpenVinoEngine:
     def __init__(
         self, first_part: bytes, second_part: bytes, name: str, weights_id: str, dim: int, threads: int = 0,
     ) -> None:
-        self.name = name
-        self.weights_id = weights_id
-        self.dim = dim
-        self.device = torch.device("cpu")
+        super().__init__(name, weights_id, dim)
         self.bfloat16 = native_bfloat16()
-        # The load-time agreement check holds a bfloat16 engine to the looser bar.
-        self.min_cosine = MIXED_PRECISION_COSINE if self.bfloat16 else EXACT_COSINE
+        if self.bfloat16:
+            self.precision, self.min_cosine = "float32+bfloat16", MIXED_PRECISION_COSINE
         cores = max(1, len(os.sched_getaffinity(0)))
         threads = threads or cores
         settings = {
@@ -89,24 +81,13 @@ class OpenVinoEngine:
             {**settings, "INFERENCE_PRECISION_HINT": "bf16" if self.bfloat16 else "f32"})
         self._idle: queue.SimpleQueue[tuple[openvino.InferRequest, openvino.InferRequest]] = queue.SimpleQueue()
 
-    @property
-    def identity(self) -> str:
-        # The same vector space as torch's (the load-time check proves it within min_cosine).
-        return f"{self.name}/{self.weights_id}"
-
-    def embed(self, batch: torch.Tensor) -> np.ndarray:
-        """(n, 3, 224, 224) normalised images -> (n, dim) float32 rows of unit length."""
-        check_batch(batch)
-        if batch.shape[0] == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        images = np.ascontiguousarray(batch.detach().cpu().numpy(), dtype=np.float32)
+    def _features(self, images: np.ndarray) -> np.ndarray:
         try:
             first, second = self._idle.get_nowait()
         except queue.Empty:
             first, second = self._first.create_infer_request(), self._second.create_infer_request()
         try:
             middle = first.infer({0: images})[0]
-            features = np.array(second.infer({0: middle})[0])  # a copy: the request reuses its buffer
+            return np.array(second.infer({0: middle})[0])  # a copy: the request reuses its buffer
         finally:
             self._idle.put((first, second))
-        return unit_rows(features)

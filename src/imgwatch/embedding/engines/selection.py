@@ -9,7 +9,7 @@ import numpy as np
 import structlog
 import torch
 
-from imgwatch.embedding.engines.contract import EXACT_COSINE, EmbeddingEngine, EngineFailure, unit_rows
+from imgwatch.embedding.engines.contract import EmbeddingEngine, EngineFailure, ExportedEngine, unit_rows
 from imgwatch.embedding.engines.onnx_cache import onnx_model
 
 # The exported engines, with the packages each needs (for the message when one is missing).
@@ -47,20 +47,19 @@ def build_engine(
         raise
     except Exception as exc:  # noqa: BLE001 - the runtime's own errors, whatever their type
         raise EngineFailure(f"{engine} could not load the exported model ({type(exc).__name__}: {exc})") from exc
-    bar = getattr(built, "min_cosine", EXACT_COSINE)
     cosine = _agreement_with_torch(built, network)
-    if not cosine >= bar:  # "not >=": a NaN embedding fails too
-        raise EngineFailure(f"{engine} disagrees with torch (embedding cosine {cosine:.6f} < {bar})")
+    if not cosine >= built.min_cosine:  # "not >=": a NaN embedding fails too
+        raise EngineFailure(f"{engine} disagrees with torch (embedding cosine {cosine:.6f} < {built.min_cosine})")
     _log.info("engine_ready", engine=engine, weights=weights_id, threads=threads or "default",
-              precision="float32+bfloat16" if getattr(built, "bfloat16", False) else "float32",
-              cosine_vs_torch=round(cosine, 7), seconds=round(time.perf_counter() - started, 2))
+              precision=built.precision, cosine_vs_torch=round(cosine, 7),
+              seconds=round(time.perf_counter() - started, 2))
     return built
 
 
 def _load(
     engine: str, network: torch.nn.Module, name: str, weights_id: str, dim: int, cache_dir: Path | None,
     threads: int,
-) -> EmbeddingEngine:
+) -> ExportedEngine:
     """The engine object; the exported files come from (or go to) the cache."""
     if engine == "onnxruntime":
         from imgwatch.embedding.engines.onnxruntime_engine import OnnxRuntimeEngine
