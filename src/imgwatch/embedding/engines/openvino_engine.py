@@ -4,7 +4,7 @@ On CPUs that compute bfloat16 natively (AMX, AVX512-BF16) bfloat16 convolutions 
 times faster than float32 ones, but rounding the early activations moves embeddings too far:
 bfloat16 throughout gave cosine 0.9957 with torch's on real photos (the stem and layer1 lose
 the most). From layer3 on (56 % of the multiply-adds) bfloat16 keeps cosine 0.99994 and the
-whole network runs ~1.7x ONNX Runtime's float32 on a 2-core Sapphire Rapids VM
+whole network runs ~1.6x ONNX Runtime's float32 on a 2-core Sapphire Rapids VM
 (bench/engines.py). So the network is exported as two ONNX parts, compiled once in float32
 and once in bfloat16. A CPU without native bfloat16 runs both parts in float32 (exact).
 """

@@ -22,7 +22,7 @@ def preferred_cpu_engines() -> list[str]:
     """The exported engines that ``engine = "auto"`` tries on a CPU, fastest first.
 
     OpenVINO leads only where the CPU computes bfloat16 natively: there its mixed precision
-    is ~1.7x ONNX Runtime; elsewhere it would run float32 at ONNX Runtime's speed.
+    is ~1.6x ONNX Runtime; elsewhere it would run float32 at ONNX Runtime's speed.
     """
     try:
         from imgwatch.embedding.engines.openvino_engine import native_bfloat16
