@@ -59,7 +59,8 @@ NEW_IMAGES_SEED = 99  # new photos for the upsert+link measurement (not in the l
 
 
 def index_dir(data_dir: Path, size: int) -> Path:
-    return data_dir / f"index-{size}"
+    # One folder per graph setting, so a denser build does not resume a sparser one.
+    return data_dir / f"index-{size}-m{ann.CONNECTIVITY}-e{ann.EXPANSION_ADD}"
 
 
 def step_data(args: argparse.Namespace) -> None:
@@ -82,7 +83,7 @@ def step_build(args: argparse.Namespace) -> None:
         # Stop at each snapshot size so it can be saved as the smaller library.
         end = min(done + BUILD_CHUNK, args.images, *[s for s in SNAPSHOTS if s > done])
         chunk_started, chunk_start = time.perf_counter(), done
-        index.add(np.arange(done, end), np.asarray(library[done:end]), threads=2)
+        index.add(np.arange(done, end), np.asarray(library[done:end]), threads=args.build_threads)
         done = end
         index.revision = done
         if done in SNAPSHOTS:
@@ -216,7 +217,12 @@ def main() -> None:
     parser.add_argument("--expansion-search", type=int, nargs="+", default=[ann.EXPANSION_SEARCH])
     parser.add_argument("--overfetch", type=int, nargs="+", default=[ann.OVERFETCH])
     parser.add_argument("--data-dir", type=Path, default=Path("/work/ann-bench"))
+    parser.add_argument("--connectivity", type=int, default=ann.CONNECTIVITY, help="graph degree M to build/measure")
+    parser.add_argument("--expansion-add", type=int, default=ann.EXPANSION_ADD, help="efConstruction")
+    parser.add_argument("--build-threads", type=int, default=1,
+                        help="insert threads (the store builds with 1: 2 left poor graphs now and then)")
     args = parser.parse_args()
+    ann.CONNECTIVITY, ann.EXPANSION_ADD = args.connectivity, args.expansion_add  # read when an index is made or opened
     print_machine()
     print(f"settings connectivity {ann.CONNECTIVITY}, expansion_add {ann.EXPANSION_ADD}, dtype {ann.STORAGE_DTYPE}, "
           f"seed {LIBRARY_SEED}, load {os.getloadavg()}")
