@@ -76,20 +76,27 @@ def copy_of(cache: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(cache, tmp_path / "engines"))
 
 
+def assert_embeds_photos_like_torch(
+    engine: EmbeddingEngine, torch_model: EmbeddingModel, photo_batch: torch.Tensor, bar: float
+) -> None:
+    """Unit float32 rows, each within cosine ``bar`` of torch's embedding of the same photo."""
+    expected = torch_model.embed(photo_batch)
+    got = engine.embed(photo_batch)
+
+    assert got.shape == (len(PHOTO_NAMES), EMBEDDING_DIM) and got.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    assert cosines(got, expected).min() >= bar
+    # The check means something only if different photos are far apart with these weights.
+    assert (expected[0] @ expected[1:].T).max() < 0.99
+
+
 # -- the same embeddings -------------------------------------------------------------------------------
 
 
 def test_onnxruntime_embeds_real_photos_as_torch_does(
     onnxruntime_engine: EmbeddingEngine, calibrated_model: EmbeddingModel, photo_batch: torch.Tensor
 ) -> None:
-    expected = calibrated_model.embed(photo_batch)
-    got = onnxruntime_engine.embed(photo_batch)
-
-    assert got.shape == (len(PHOTO_NAMES), EMBEDDING_DIM) and got.dtype == np.float32
-    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
-    assert cosines(got, expected).min() >= EXACT_COSINE
-    # The check means something only if different photos are far apart with these weights.
-    assert (expected[0] @ expected[1:].T).max() < 0.99
+    assert_embeds_photos_like_torch(onnxruntime_engine, calibrated_model, photo_batch, EXACT_COSINE)
 
 
 def test_any_batch_size_embeds_each_image_alone(
@@ -285,17 +292,11 @@ def test_openvino_embeds_real_photos_within_the_mixed_precision_bar(
 ) -> None:
     from imgwatch.embedding.engines.openvino_engine import native_bfloat16
 
-    expected = calibrated_model.embed(photo_batch)
-    got = openvino_engine.embed(photo_batch)
-
-    assert got.shape == (len(PHOTO_NAMES), EMBEDDING_DIM) and got.dtype == np.float32
-    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
     assert openvino_engine.bfloat16 == native_bfloat16()  # type: ignore[attr-defined]
     assert openvino_engine.precision == ("float32+bfloat16" if native_bfloat16() else "float32")  # type: ignore[attr-defined]
     bar = MIXED_PRECISION_COSINE if native_bfloat16() else EXACT_COSINE
     assert openvino_engine.min_cosine == bar  # type: ignore[attr-defined]
-    assert cosines(got, expected).min() >= bar
-    assert (expected[0] @ expected[1:].T).max() < 0.99  # different photos are far apart with these weights
+    assert_embeds_photos_like_torch(openvino_engine, calibrated_model, photo_batch, bar)
 
 
 def test_bfloat16_throughout_would_miss_the_bar(

@@ -11,6 +11,7 @@ and once in bfloat16. A CPU without native bfloat16 runs both parts in float32 (
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import sys
@@ -45,6 +46,7 @@ def split_network(network: torch.nn.Module) -> tuple[torch.nn.Sequential, torch.
     return first.eval(), rest.eval()
 
 
+@functools.cache  # the CPU does not change: auto's choice and the engine ask it once between them
 def native_bfloat16() -> bool:
     """Whether OpenVINO computes bfloat16 natively on this CPU (else it would emulate or refuse it)."""
     return "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")

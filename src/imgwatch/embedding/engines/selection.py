@@ -10,7 +10,7 @@ import structlog
 import torch
 
 from imgwatch.embedding.engines.contract import EmbeddingEngine, EngineFailure, ExportedEngine, unit_rows
-from imgwatch.embedding.engines.onnx_cache import onnx_model
+from imgwatch.embedding.engines.onnx_cache import IMAGE_SHAPE, onnx_model
 
 # The exported engines, with the packages each needs (for the message when one is missing).
 EXPORTED_ENGINES = {"onnxruntime": "onnxruntime onnx", "openvino": "openvino onnx"}
@@ -69,7 +69,7 @@ def _load(
 
     first, second = split_network(network)
     with torch.inference_mode():
-        middle_shape = tuple(first(torch.zeros(1, 3, 224, 224)).shape[1:])
+        middle_shape = tuple(first(torch.zeros(1, *IMAGE_SHAPE)).shape[1:])
     return OpenVinoEngine(
         onnx_model(first, f"{name}.float32-part", weights_id, cache_dir),
         onnx_model(second, f"{name}.bfloat16-part", weights_id, cache_dir, input_shape=middle_shape),
