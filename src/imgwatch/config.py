@@ -78,7 +78,7 @@ class EmbeddingConfig:
     device: str = "auto"  # auto | cpu | cuda
     engine: str = "auto"  # auto | torch | onnxruntime | openvino (see config.toml)
     batch_size: int = 0  # 0: automatic (CPU: 8; CUDA: 64)
-    decode_threads: int = 2
+    decode_threads: int = 0  # 0: automatic (CPU: 2; CUDA: every core of the worker's share)
     streams: int = 0  # 0: automatic (CPU: one per core; CUDA: one)
     threads: int = 0  # torch threads per stream; 0: automatic
     seed: int = 0
@@ -199,7 +199,7 @@ def _validate(config: Config, sources: Mapping[str, str]) -> None:
         ("embedding.engine", config.embedding.engine in EMBEDDING_ENGINES, _one_of(EMBEDDING_ENGINES)),
         ("embedding.weights", bool(config.embedding.weights), "imagenet, random or a file path"),
         ("embedding.batch_size", config.embedding.batch_size >= 0, "an integer >= 0 (0: automatic)"),
-        ("embedding.decode_threads", config.embedding.decode_threads >= 1, "an integer >= 1"),
+        ("embedding.decode_threads", config.embedding.decode_threads >= 0, "an integer >= 0 (0: automatic)"),
         ("embedding.streams", config.embedding.streams >= 0, "an integer >= 0 (0: automatic)"),
         ("embedding.threads", config.embedding.threads >= 0, "an integer >= 0 (0: automatic)"),
         ("links.threshold", -1.0 <= config.links.threshold <= 1.0, "a cosine between -1 and 1"),

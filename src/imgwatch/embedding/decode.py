@@ -63,9 +63,9 @@ MAX_FILE_BYTES = 1 << 30
 # Ghostscript; PSD, FITS, ...) are "not a recognised image format".
 DECODABLE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP", "JPEG2000", "AVIF", "PPM", "QOI")
 
-_EXIF_ORIENTATION_TAG = 0x0112
+EXIF_ORIENTATION_TAG = 0x0112
 # EXIF orientations 5..8 swap width and height when applied.
-_TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
+TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 
 _resize_crop = transforms.Compose(
@@ -172,12 +172,12 @@ def decode_for_model(data: bytes, path: str) -> tuple[torch.Tensor, int, int]:
         # absurd sizes); load() is inside the try so truncation is caught.
         image = Image.open(io.BytesIO(data), formats=_decodable_formats())
         stored_size = image.size  # draft() below shrinks image.size
-        _check_size(path, *stored_size)  # before any pixel is decoded
+        check_size(path, *stored_size)  # before any pixel is decoded
         # JpegImageFile includes MPO, which many cameras write.
         reduced_by = _draft_jpeg(image) if isinstance(image, JpegImageFile) else 1
         image.load()
         # Orientation is read after load(): PNG may keep its EXIF after the pixel data.
-        width, height = _displayed_size(image, stored_size)
+        width, height = displayed_size(exif_orientation(image), stored_size)
         upright = to_rgb(ImageOps.exif_transpose(image))
         if reduced_by == 1:
             upright, reduced_by = _box_reduce(upright)
@@ -190,7 +190,7 @@ def decode_for_model(data: bytes, path: str) -> tuple[torch.Tensor, int, int]:
     return tensor, width, height
 
 
-def _check_size(path: str, width: int, height: int) -> None:
+def check_size(path: str, width: int, height: int) -> None:
     """Refuse, from the header alone, sizes that would cost far more than they are worth."""
     short, long = sorted((width, height))
     if short < 1:
@@ -220,12 +220,24 @@ def _decodable_formats() -> tuple[str, ...]:
     return tuple(name for name in DECODABLE_FORMATS if name in Image.OPEN)
 
 
-def _displayed_size(image: Image.Image, stored_size: tuple[int, int]) -> tuple[int, int]:
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation (1..8) of an opened image; 1 (as stored) when it has none."""
+    value = image.getexif().get(EXIF_ORIENTATION_TAG)
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def displayed_size(orientation: int, stored_size: tuple[int, int]) -> tuple[int, int]:
     width, height = stored_size
-    orientation = image.getexif().get(_EXIF_ORIENTATION_TAG)
-    if orientation in _TRANSPOSING_ORIENTATIONS:
+    if orientation in TRANSPOSING_ORIENTATIONS:
         return height, width
     return width, height
+
+
+def resized_size(width: int, height: int) -> tuple[int, int]:
+    """(width, height) after the reference's Resize(256): short side 256, long side rounded down."""
+    short, long = sorted((width, height))
+    new_long = int(RESIZE_SHORT_SIDE * long / short)  # torchvision's rounding (down)
+    return (RESIZE_SHORT_SIDE, new_long) if width <= height else (new_long, RESIZE_SHORT_SIDE)
 
 
 def _draft_jpeg(image: JpegImageFile) -> int:
@@ -262,9 +274,7 @@ def _resize_like_reference(image: Image.Image, width: int, height: int, reduced_
     output pixel where the reference puts it (1365×1024 drafted to 683×512 would otherwise
     shift the crop by up to a quarter pixel: tensor cosine 0.9996 instead of 0.99998).
     """
-    short, long = sorted((width, height))
-    new_long = int(RESIZE_SHORT_SIDE * long / short)  # torchvision's rounding (down)
-    size = (RESIZE_SHORT_SIDE, new_long) if width <= height else (new_long, RESIZE_SHORT_SIDE)
+    size = resized_size(width, height)
     if reduced_by == 1 and image.size == size:
         return image  # torchvision skips a resize to the same size
     covered = (0.0, 0.0, width / reduced_by, height / reduced_by)

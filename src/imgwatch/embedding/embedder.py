@@ -12,6 +12,7 @@ from types import TracebackType
 import numpy as np
 import torch
 
+from imgwatch.embedding import nvjpeg
 from imgwatch.embedding.decode import DecodeError, FileFacts, decode_for_model, read_file, unreadable_reason
 from imgwatch.embedding.engines.contract import EmbeddingEngine
 
@@ -57,26 +58,34 @@ class _Decoded:
     facts: FileFacts
     width: int
     height: int
-    tensor: torch.Tensor
+    tensor: torch.Tensor | nvjpeg.JpegForGpu  # decoded here, or by nvJPEG with its micro-batch
 
 
 class Embedder:
     """Embeds files in micro-batches while a thread pool reads and decodes ahead."""
 
     def __init__(
-        self, model: EmbeddingEngine, batch_size: int = 16, decode_threads: int = 2, streams: int = 1
+        self, model: EmbeddingEngine, batch_size: int = 16, decode_threads: int = 2, streams: int = 1,
+        gpu_decode: bool | None = None,
     ) -> None:
         """``streams``: micro-batches run through the model at once, each on its own thread.
 
         On a CPU, several single-threaded streams beat one multi-threaded forward
         pass: they never wait on each other at the per-layer barriers that make
         intra-op threads stall whenever a decode thread takes their core.
+
+        ``gpu_decode``: decode JPEGs with nvJPEG on the model's GPU, a micro-batch at a time
+        (the pool then only reads, hashes and checks headers); None: whenever the model runs
+        on CUDA and this torchvision has nvJPEG.
         """
         if batch_size < 1 or decode_threads < 1 or streams < 1:
             raise ValueError("batch_size, decode_threads and streams must be at least 1")
         self.model = model
         self.batch_size = batch_size
         self.streams = streams
+        if gpu_decode is None:
+            gpu_decode = model.device.type == "cuda" and nvjpeg.available(model.device)
+        self.gpu_decode = gpu_decode
         self._pool = ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="imgwatch-decode")
         self._inference = ThreadPoolExecutor(max_workers=streams, thread_name_prefix="imgwatch-infer")
 
@@ -98,8 +107,8 @@ class Embedder:
         pool, so it must be thread-safe and must not raise): what it returns comes back as a reused
         Embedded result without decoding the file or running the model.
 
-        Results come in path order, except that Embedded ones are held back
-        until their micro-batch has run. Reads and decodes run ahead in the pool
+        Results come in path order, except that Embedded ones (and files nvJPEG found
+        damaged) are held back until their micro-batch has run. Reads and decodes run ahead in the pool
         (one micro-batch more than there are streams) while the model works.
         """
         known = known_sha256 or {}
@@ -107,7 +116,7 @@ class Embedder:
         window = (self.streams + 1) * batch_size
         remaining = iter(paths)
         in_flight: deque[Future[EmbedResult | _Decoded]] = deque()
-        running: deque[Future[list[Embedded]]] = deque()
+        running: deque[Future[list[Embedded | Failed]]] = deque()
         waiting: list[_Decoded] = []
 
         def top_up() -> None:
@@ -115,9 +124,9 @@ class Embedder:
                 path = next(remaining, None)
                 if path is None:
                     return
-                in_flight.append(self._pool.submit(_prepare, path, known.get(path), reuse))
+                in_flight.append(self._pool.submit(_prepare, path, known.get(path), reuse, self.gpu_decode))
 
-        def finished(wait_for_free_stream: bool) -> Iterator[Embedded]:
+        def finished(wait_for_free_stream: bool) -> Iterator[Embedded | Failed]:
             while running and (running[0].done() or (wait_for_free_stream and len(running) >= self.streams)):
                 yield from running.popleft().result()
 
@@ -159,12 +168,21 @@ class Embedder:
         vector = self.model.embed(tensor.unsqueeze(0))[0]
         return Embedded(facts=facts, width=width, height=height, vector=vector)
 
-    def _run_batch(self, decoded: list[_Decoded]) -> list[Embedded]:
-        vectors = self.model.embed(torch.stack([item.tensor for item in decoded]))
+    def _run_batch(self, decoded: list[_Decoded]) -> list[Embedded | Failed]:
+        if self.gpu_decode:
+            inputs = nvjpeg.model_inputs([item.tensor for item in decoded], self.model.device)
+        else:
+            inputs = [item.tensor for item in decoded]  # type: ignore[misc]  # all decoded in the pool
+        failed = [Failed(item.facts.path, str(error))
+                  for item, error in zip(decoded, inputs, strict=True) if isinstance(error, DecodeError)]
+        ready = [(item, tensor) for item, tensor in zip(decoded, inputs, strict=True)
+                 if isinstance(tensor, torch.Tensor)]
+        vectors = self.model.embed(torch.stack([tensor for _, tensor in ready])) if ready else []
         # copy: each result owns its row rather than pinning the whole batch array
         return [
-            Embedded(facts=item.facts, width=item.width, height=item.height, vector=vector.copy())
-            for item, vector in zip(decoded, vectors, strict=True)
+            *failed,
+            *(Embedded(facts=item.facts, width=item.width, height=item.height, vector=vector.copy())
+              for (item, _), vector in zip(ready, vectors, strict=True)),
         ]
 
     def close(self) -> None:
@@ -183,8 +201,13 @@ class Embedder:
         self.close()
 
 
-def _prepare(path: str, known_sha256: str | None, reuse: ReuseLookup | None = None) -> EmbedResult | _Decoded:
-    """Runs in the pool: read, hash and decode one file (unless its content is known), never raising."""
+def _prepare(
+    path: str, known_sha256: str | None, reuse: ReuseLookup | None = None, gpu_decode: bool = False
+) -> EmbedResult | _Decoded:
+    """Runs in the pool: read, hash and decode one file (unless its content is known), never raising.
+
+    With ``gpu_decode`` a JPEG is only checked here (its header) and decoded with its micro-batch.
+    """
     try:
         facts, data = read_file(path)
     except (FileNotFoundError, NotADirectoryError):
@@ -200,6 +223,9 @@ def _prepare(path: str, known_sha256: str | None, reuse: ReuseLookup | None = No
         vector, width, height = stored
         return Embedded(facts, width, height, vector, reused=True)
     try:
+        for_gpu = nvjpeg.inspect_jpeg(data, path) if gpu_decode else None
+        if for_gpu is not None:
+            return _Decoded(facts, *for_gpu.size, for_gpu)
         tensor, width, height = decode_for_model(data, path)
     except DecodeError as exc:
         return Failed(path, str(exc))

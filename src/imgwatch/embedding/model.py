@@ -59,9 +59,9 @@ class EmbeddingModel:
             if self._on_cuda:
                 # Pinned host memory makes the copy asynchronous; fp16 autocast
                 # roughly doubles throughput with no visible effect on rankings.
-                staged = batch.pin_memory().to(
-                    self.device, non_blocking=True, memory_format=torch.channels_last
-                )
+                if not batch.is_cuda:  # already there when nvJPEG decoded it
+                    batch = batch.pin_memory()
+                staged = batch.to(self.device, non_blocking=True, memory_format=torch.channels_last)
                 with torch.autocast("cuda", dtype=torch.float16):
                     features = self.network(staged)
             else:
@@ -158,30 +158,37 @@ class InferencePlan:
     batch_size: int  # images per forward pass
     streams: int  # micro-batches in flight at once, one thread each
     threads: int  # torch intra-op threads for each stream
+    decode_threads: int  # the Embedder's pool: reading, hashing, decoding (headers only for nvJPEG)
 
 
 # Measured on a 2-core VM (bench/RESULTS.md): CPU throughput peaks at 8 images per
 # pass (19.0 images/s against 14.3 at 16, whose activations spill out of cache).
 CPU_BATCH_SIZE = 8
 CUDA_BATCH_SIZE = 64
+# On a CPU, two decode threads beside the model's streams keep it fed (bench/RESULTS.md).
+CPU_DECODE_THREADS = 2
 
 
 def plan_inference(
-    device: torch.device, batch_size: int = 0, streams: int = 0, threads: int = 0, processes: int = 1
+    device: torch.device, batch_size: int = 0, streams: int = 0, threads: int = 0, processes: int = 1,
+    decode_threads: int = 0,
 ) -> InferencePlan:
     """Fill in automatic (0) settings and apply the thread count to torch.
 
     On CUDA one stream feeds the GPU. On a CPU each core of this process's share
     runs its own single-threaded stream: on a 2-core VM two streams of one thread
     embed 14.0 images/s against 12.4 for one stream of two threads, and decoding
-    threads no longer stall the model's per-layer barriers.
+    threads no longer stall the model's per-layer barriers. On CUDA the cores are the
+    decode pool's (reading, hashing; nvJPEG decodes on the GPU).
     """
     cores = max(1, len(os.sched_getaffinity(0)) // max(1, processes))
     if device.type == "cuda":
-        plan = InferencePlan(batch_size or CUDA_BATCH_SIZE, streams or 1, threads or torch.get_num_threads())
+        plan = InferencePlan(batch_size or CUDA_BATCH_SIZE, streams or 1, threads or torch.get_num_threads(),
+                             decode_threads or cores)
     else:
         streams = streams or cores
-        plan = InferencePlan(batch_size or CPU_BATCH_SIZE, streams, threads or max(1, cores // streams))
+        plan = InferencePlan(batch_size or CPU_BATCH_SIZE, streams, threads or max(1, cores // streams),
+                             decode_threads or CPU_DECODE_THREADS)
     torch.set_num_threads(plan.threads)
     return plan
 

@@ -120,11 +120,11 @@ def run_worker(config: Config, *, burst: bool = False, name: str | None = None) 
     work_queue = WorkQueue.from_config(config)
     embedding = config.embedding
     plan = plan_inference(inference_device(embedding.device, embedding.engine), embedding.batch_size,
-                          embedding.streams, embedding.threads, processes=config.workers.count)
+                          embedding.streams, embedding.threads, processes=config.workers.count,
+                          decode_threads=embedding.decode_threads)
     model = load_model(embedding.weights, embedding.device, embedding.seed, embedding.engine,
                        config.data_dir.engine_cache, threads=plan.threads)  # each stream's threads
-    embedder = Embedder(model, batch_size=plan.batch_size,
-                        decode_threads=config.embedding.decode_threads, streams=plan.streams)
+    embedder = Embedder(model, batch_size=plan.batch_size, decode_threads=plan.decode_threads, streams=plan.streams)
     store = open_store(config)
     try:
         store.ensure_model(model.identity, model.dim)
@@ -141,6 +141,7 @@ def run_worker(config: Config, *, burst: bool = False, name: str | None = None) 
         worker = ImgwatchWorker(work_queue, name or f"imgwatch-{socket.gethostname()}-{os.getpid()}")
         log.info("worker_ready", worker=worker.name, model=model.identity, device=str(model.device),
                  engine=model.engine, batch_size=plan.batch_size, streams=plan.streams, threads=plan.threads,
+                 decode_threads=plan.decode_threads, gpu_decode=embedder.gpu_decode,
                  queue=work_queue.name)
         sdnotify.ready()  # model loaded, store and queue open (a no-op outside systemd)
         worker.work(burst=burst, logging_level="WARNING")

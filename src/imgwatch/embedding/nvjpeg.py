@@ -1,0 +1,189 @@
+"""Decoding JPEGs on the GPU (nvJPEG, through torchvision) into model input.
+
+On a CPU, decode.py turns each file into a tensor in the decode pool. When the model runs
+on CUDA that pool cannot keep up (one 12 MP JPEG costs ~70 ms of a core; 16 threads decode
+~135 per second, the GPU embeds thousands), so the pool only reads, hashes and checks the
+header (:func:`inspect_jpeg`), and each micro-batch is decoded at once by nvJPEG, then
+turned upright, resized, cropped and normalised on the GPU like the reference recipe (full
+decode, antialiased bilinear Resize(256), CenterCrop(224)) in :func:`model_inputs`.
+What nvJPEG should not take (other formats, CMYK) and any file it fails on is decoded on
+the CPU by decode_for_model, so errors read the same on both paths.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+from torchvision.transforms.v2 import functional as tv
+
+from imgwatch.embedding.decode import (
+    CROP_SIZE,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    DecodeError,
+    check_size,
+    decode_for_model,
+    displayed_size,
+    exif_orientation,
+    resized_size,
+)
+
+# Pixels decoded per nvJPEG call: the decoded batch lives on the GPU at 3 bytes a pixel.
+# ~20 12 MP photos (0.8 GB) already run at the batched rate (H100: 383 images/s in calls of
+# 8, 511 of 32, 521 of 64), and a small GPU keeps its memory for the model.
+PIXELS_PER_DECODE = 256_000_000
+# Modes nvJPEG decodes to RGB as libjpeg does; CMYK/YCCK JPEGs go to the CPU.
+_GPU_MODES = frozenset({"RGB", "L"})
+
+
+@dataclass(frozen=True)
+class JpegForGpu:
+    """A JPEG whose header passed the checks, waiting for its micro-batch's nvJPEG call."""
+
+    path: str
+    data: bytes
+    orientation: int  # EXIF orientation 1..8, applied on the GPU after decoding
+    stored_size: tuple[int, int]  # width, height as encoded
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Width and height as displayed (after EXIF orientation)."""
+        return displayed_size(self.orientation, self.stored_size)
+
+    @property
+    def pixels(self) -> int:
+        return self.stored_size[0] * self.stored_size[1]
+
+
+def inspect_jpeg(data: bytes, path: str) -> JpegForGpu | None:
+    """Read only the header: a JPEG for nvJPEG, or None when the CPU should decode the file.
+
+    Raises DecodeError for sizes decode_for_model would refuse (same rule, same message).
+    """
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    try:
+        image = Image.open(io.BytesIO(data), formats=("JPEG", "MPO"))
+        mode, stored_size, orientation = image.mode, image.size, exif_orientation(image)
+    except Exception:  # noqa: BLE001 - a damaged header: decode_for_model explains it
+        return None
+    if mode not in _GPU_MODES:
+        return None
+    check_size(path, *stored_size)
+    return JpegForGpu(path, data, orientation, stored_size)
+
+
+def model_inputs(
+    pending: Sequence[torch.Tensor | JpegForGpu], device: torch.device
+) -> list[torch.Tensor | DecodeError]:
+    """One (3, 224, 224) float32 tensor on ``device`` per item, or the DecodeError of its file.
+
+    CPU tensors (files decoded in the pool) are moved; JPEGs are decoded by nvJPEG in calls
+    of up to PIXELS_PER_DECODE pixels.
+    """
+    results: dict[int, torch.Tensor | DecodeError] = {}
+    chunk: list[tuple[int, JpegForGpu]] = []
+    for index, item in enumerate(pending):
+        if isinstance(item, torch.Tensor):
+            results[index] = item.to(device)
+            continue
+        if chunk and sum(jpeg.pixels for _, jpeg in chunk) + item.pixels > PIXELS_PER_DECODE:
+            results.update(_decode_chunk(chunk, device))
+            chunk = []
+        chunk.append((index, item))
+    if chunk:
+        results.update(_decode_chunk(chunk, device))
+    return [results[index] for index in range(len(pending))]
+
+
+def _decode_chunk(chunk: list[tuple[int, JpegForGpu]], device: torch.device) -> dict[int, torch.Tensor | DecodeError]:
+    jpegs = [jpeg for _, jpeg in chunk]
+    results: dict[int, torch.Tensor | DecodeError] = {}
+    for (index, jpeg), image in zip(chunk, _nvjpeg_decode(jpegs, device), strict=True):
+        try:
+            if image is None:  # nvJPEG refused it: the CPU decodes it, or says what is wrong
+                results[index] = decode_for_model(jpeg.data, jpeg.path)[0].to(device)
+            else:
+                results[index] = _preprocess(image, jpeg.orientation)
+        except DecodeError as exc:
+            results[index] = exc
+    return results
+
+
+def _nvjpeg_decode(jpegs: Sequence[JpegForGpu], device: torch.device) -> list[torch.Tensor | None]:
+    """Decode a batch in one call; if that fails, one by one, None for each file that fails alone."""
+    try:
+        return list(_decode_jpeg([_as_tensor(jpeg.data) for jpeg in jpegs], device))
+    except RuntimeError:  # one bad file fails the whole call (and OOM lands here too)
+        pass
+    decoded: list[torch.Tensor | None] = []
+    for jpeg in jpegs:
+        try:
+            decoded.append(_decode_jpeg([_as_tensor(jpeg.data)], device)[0])
+        except RuntimeError:
+            decoded.append(None)
+    return decoded
+
+
+def _decode_jpeg(data: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    with warnings.catch_warnings():
+        # torchvision 0.29 deprecates its decoders in favour of TorchCodec; the nvJPEG path
+        # still works and imgwatch falls back to the CPU if a release removes it.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+
+
+def _as_tensor(data: bytes) -> torch.Tensor:
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+
+
+def _preprocess(image: torch.Tensor, orientation: int) -> torch.Tensor:
+    """A decoded (3, H, W) uint8 image as stored -> the normalised (3, 224, 224) model input."""
+    upright = orient(image, orientation)
+    if upright.shape[0] == 1:
+        upright = upright.expand(3, -1, -1)
+    height, width = upright.shape[-2:]
+    new_width, new_height = resized_size(width, height)
+    pixels = upright.float().div_(255)
+    if (new_width, new_height) != (width, height):  # torchvision skips a resize to the same size
+        pixels = tv.resize(pixels, [new_height, new_width], antialias=True)
+    cropped = tv.center_crop(pixels, [CROP_SIZE, CROP_SIZE])
+    return tv.normalize(cropped, list(IMAGENET_MEAN), list(IMAGENET_STD))
+
+
+def orient(image: torch.Tensor, orientation: int) -> torch.Tensor:
+    """Apply EXIF orientation 1..8 to a (C, H, W) image, as PIL's ImageOps.exif_transpose does."""
+    return _ORIENTING[orientation](image)
+
+
+# EXIF orientation -> what turns the stored image upright (torch.rot90 turns counter-clockwise).
+_ORIENTING = {
+    1: lambda image: image,
+    2: lambda image: image.flip(-1),  # mirrored left-right
+    3: lambda image: image.flip(-2, -1),  # upside down
+    4: lambda image: image.flip(-2),  # mirrored top-bottom
+    5: lambda image: image.transpose(-2, -1),
+    6: lambda image: torch.rot90(image, -1, dims=(-2, -1)),  # stored a quarter turn counter-clockwise
+    7: lambda image: image.transpose(-2, -1).flip(-2, -1),
+    8: lambda image: torch.rot90(image, 1, dims=(-2, -1)),
+}
+
+
+@functools.cache
+def available(device: torch.device) -> bool:
+    """Whether this torchvision decodes JPEGs with nvJPEG on ``device`` (asked once per process)."""
+    probe = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 100, 50)).save(probe, "JPEG")
+    try:
+        _decode_jpeg([_as_tensor(probe.getvalue())], device)
+    except Exception:  # noqa: BLE001 - no nvJPEG in this build, no GPU, a removed API: all mean "no"
+        return False
+    return True

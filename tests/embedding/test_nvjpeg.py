@@ -1,0 +1,172 @@
+"""The batched JPEG path of a CUDA worker (embedding/nvjpeg.py), on real photos and broken files.
+
+torchvision's decode_jpeg runs the same code on the CPU (libjpeg) as on CUDA (nvJPEG), so
+here, on every machine, the routing, the batching, the fallbacks and the GPU-side
+preprocessing are checked against the reference recipe; on a machine with a GPU the same
+checks also run through nvJPEG itself.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageOps
+
+from imgwatch.embedding import DecodeError, Embedded, Embedder, EmbeddingModel, Failed, reference_preprocess
+from imgwatch.embedding import nvjpeg
+from imgwatch.embedding.decode import EXIF_ORIENTATION_TAG, MAX_ASPECT_RATIO
+from tests.embedding.test_decode import EMBEDDING_THRESHOLD, TENSOR_THRESHOLD, photo, upscaled_to, with_grain
+
+DEVICES = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+
+
+def jpeg_bytes(image: Image.Image, orientation: int = 1, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    if orientation != 1:
+        exif = Image.Exif()
+        exif[EXIF_ORIENTATION_TAG] = orientation
+        options["exif"] = exif.tobytes()
+    image.save(buffer, "JPEG", quality=92, **options)
+    return buffer.getvalue()
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.nn.functional.cosine_similarity(a.flatten().double(), b.flatten().double(), dim=0))
+
+
+def for_gpu(data: bytes, path: str = "photo.jpg") -> nvjpeg.JpegForGpu:
+    jpeg = nvjpeg.inspect_jpeg(data, path)
+    assert jpeg is not None
+    return jpeg
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_orientation_turns_the_image_as_pil_does(orientation: int) -> None:
+    stored = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)  # no symmetry: every turn differs
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(_png_with_orientation(stored, orientation)))))
+    turned = nvjpeg.orient(torch.from_numpy(stored).permute(2, 0, 1), orientation)
+    assert np.array_equal(turned.permute(1, 2, 0).numpy(), expected)
+
+
+def _png_with_orientation(pixels: np.ndarray, orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION_TAG] = orientation
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG", exif=exif.tobytes())
+    return buffer.getvalue()
+
+
+def test_only_jpegs_nvjpeg_decodes_like_libjpeg_are_sent_to_it() -> None:
+    image = photo("astronaut")
+    png = io.BytesIO()
+    image.save(png, "PNG")
+    assert nvjpeg.inspect_jpeg(png.getvalue(), "a.png") is None
+    assert nvjpeg.inspect_jpeg(jpeg_bytes(image.convert("CMYK")), "cmyk.jpg") is None  # the CPU converts CMYK
+    assert nvjpeg.inspect_jpeg(b"\xff\xd8\xff\xe0 damaged header", "bad.jpg") is None  # the CPU names the damage
+    grey = for_gpu(jpeg_bytes(image.convert("L")))
+    assert grey.size == image.size
+    turned = for_gpu(jpeg_bytes(image.resize((600, 400)), orientation=6))
+    assert (turned.orientation, turned.stored_size, turned.size) == (6, (600, 400), (400, 600))
+
+
+def test_a_jpeg_beyond_the_size_rules_is_refused_from_its_header() -> None:
+    strip = Image.new("RGB", (MAX_ASPECT_RATIO * 10 + 10, 10))
+    with pytest.raises(DecodeError, match="aspect ratio"):
+        nvjpeg.inspect_jpeg(jpeg_bytes(strip), "strip.jpg")
+
+
+@pytest.mark.parametrize("device", DEVICES, ids=str)
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_inputs_match_the_reference_recipe(device: torch.device, orientation: int) -> None:
+    cases = {
+        "12 MP phone photo": with_grain(upscaled_to(photo("coffee"), (4032, 3024))),
+        "small photo": photo("chelsea"),
+        "odd-sized texture": with_grain(upscaled_to(photo("rocket"), (1365, 1024)), seed=3),
+        "greyscale": photo("astronaut").convert("L"),
+    }
+    blobs = {name: jpeg_bytes(image, orientation) for name, image in cases.items()}
+    inputs = nvjpeg.model_inputs([for_gpu(blob, name) for name, blob in blobs.items()], device)
+    for (name, blob), tensor in zip(blobs.items(), inputs, strict=True):
+        assert isinstance(tensor, torch.Tensor) and tensor.device.type == device.type, name
+        assert tensor.shape == (3, 224, 224)
+        reference = reference_preprocess(Image.open(io.BytesIO(blob)))
+        assert cosine(tensor.cpu(), reference) >= TENSOR_THRESHOLD, name
+    # guard: the comparison can fail (another photo, or the orientation not applied)
+    unturned = reference_preprocess(Image.open(io.BytesIO(jpeg_bytes(cases["small photo"]))))
+    if orientation != 1:
+        assert cosine(inputs[1].cpu(), unturned) < TENSOR_THRESHOLD
+    assert cosine(inputs[0].cpu(), inputs[1].cpu()) < TENSOR_THRESHOLD
+
+
+@pytest.mark.parametrize("device", DEVICES, ids=str)
+def test_a_damaged_jpeg_fails_alone_and_cpu_decoded_items_pass_through(device: torch.device) -> None:
+    good = jpeg_bytes(photo("coffee"))
+    truncated = good[: len(good) // 3]
+    decoded_in_pool = reference_preprocess(photo("chelsea"))
+    inputs = nvjpeg.model_inputs(
+        [for_gpu(good, "good.jpg"), for_gpu(truncated, "truncated.jpg"), decoded_in_pool, for_gpu(good, "again.jpg")],
+        device,
+    )
+    assert isinstance(inputs[1], DecodeError) and "truncated.jpg" in str(inputs[1])
+    assert torch.equal(inputs[2].cpu(), decoded_in_pool)  # type: ignore[union-attr]
+    reference = reference_preprocess(Image.open(io.BytesIO(good)))
+    for index in (0, 3):
+        assert cosine(inputs[index].cpu(), reference) >= TENSOR_THRESHOLD  # type: ignore[union-attr]
+
+
+def test_big_batches_are_decoded_in_calls_of_bounded_pixels(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    decode = nvjpeg._decode_jpeg
+
+    def counting(data: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+        calls.append(len(data))
+        return decode(data, device)
+
+    monkeypatch.setattr(nvjpeg, "_decode_jpeg", counting)
+    image = photo("astronaut")  # 512 x 512
+    monkeypatch.setattr(nvjpeg, "PIXELS_PER_DECODE", 3 * 512 * 512)
+    inputs = nvjpeg.model_inputs([for_gpu(jpeg_bytes(image))] * 7, torch.device("cpu"))
+    assert calls == [3, 3, 1]
+    assert len(inputs) == 7 and all(isinstance(tensor, torch.Tensor) for tensor in inputs)
+
+
+@pytest.mark.parametrize("device", DEVICES, ids=str)
+def test_embedder_decoding_jpegs_in_batches_embeds_like_the_pool(
+    device: torch.device, calibrated_model: EmbeddingModel, calibrated_weights: Path, tmp_path: Path
+) -> None:
+    from imgwatch.embedding import load_model
+
+    files = {
+        "phone.jpg": jpeg_bytes(with_grain(upscaled_to(photo("coffee"), (4032, 3024)))),
+        "turned.jpg": jpeg_bytes(photo("chelsea"), orientation=6),
+        "cmyk.jpg": jpeg_bytes(photo("rocket").convert("CMYK")),
+        "truncated.jpg": jpeg_bytes(photo("astronaut"))[:20_000],
+    }
+    png = io.BytesIO()
+    photo("astronaut").save(png, "PNG")
+    files["astronaut.png"] = png.getvalue()
+    paths = []
+    for name, blob in files.items():
+        (tmp_path / name).write_bytes(blob)
+        paths.append(str(tmp_path / name))
+    model = calibrated_model if device.type == "cpu" else load_model(str(calibrated_weights), device="cuda")
+    with Embedder(model, batch_size=8, gpu_decode=True) as batched, Embedder(calibrated_model, batch_size=8) as pool:
+        assert batched.gpu_decode and not pool.gpu_decode
+        on_gpu_path = {result.facts.path if isinstance(result, Embedded) else result.path: result
+                       for result in batched.embed_files(paths)}
+        reference = {result.facts.path if isinstance(result, Embedded) else result.path: result
+                     for result in pool.embed_files(paths)}
+    truncated = str(tmp_path / "truncated.jpg")
+    assert isinstance(on_gpu_path[truncated], Failed) and isinstance(reference[truncated], Failed)
+    assert on_gpu_path[truncated].reason == reference[truncated].reason  # type: ignore[union-attr]
+    for path in paths:
+        if path == truncated:
+            continue
+        fast, slow = on_gpu_path[path], reference[path]
+        assert isinstance(fast, Embedded) and isinstance(slow, Embedded), path
+        assert (fast.width, fast.height) == (slow.width, slow.height)
+        assert float(fast.vector @ slow.vector) >= EMBEDDING_THRESHOLD, path
