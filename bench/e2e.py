@@ -4,13 +4,14 @@
 
 PHOTO_DIR holds the photos (make 12-megapixel JPEGs with `python bench/photos.py DIR --count 96`).
 The model-only rate is measured first, in this process: ResNet50 forward passes on
-pre-decoded tensors at the worker's batch size. Then `imgwatch run` starts on a fresh data
-dir; the clock runs from its worker's `worker_ready` log line (the model is loaded) until
-the store holds every photo, so start-up and model loading are not counted against the
-pipeline. Reported: both rates and their ratio (target on CPU: >= 0.85), and the engine the
-worker ran (from its `worker_ready` line; --engine sets IMGWATCH_EMBEDDING_ENGINE, default:
-the config's). bench/compare.py runs the same end-to-end measurement beside the naive
-seed-style pipeline.
+pre-decoded tensors at the worker's batch size; then the decode-only rate: the worker's decode
+path alone on the photos already in memory (nvJPEG micro-batches on CUDA, the decode threads on a
+CPU). Then `imgwatch run` starts on a fresh data dir; the clock runs from its worker's
+`worker_ready` log line (the model is loaded) until the store holds every photo, so start-up and
+model loading are not counted against the pipeline. Reported: the three rates, end to end as a
+share of the slower of the other two (target: >= 0.85), and the engine the worker ran (from its
+`worker_ready` line; --engine sets IMGWATCH_EMBEDDING_ENGINE, default: the config's).
+bench/compare.py runs the same end-to-end measurement beside the naive seed-style pipeline.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from embed_rate import model_only_rate  # bench/ is on sys.path when run as a script
+from embed_rate import decode_only_rate, model_only_rate  # bench/ is on sys.path when run as a script
 from imgwatch.datadir import EMBEDDED_DB_NAME
 from imgwatch.embedding import load_model, plan_inference
 from imgwatch.store import EmbeddedGraphStore
@@ -42,6 +43,8 @@ class EndToEnd:
     images: int
     seconds: float  # from worker_ready (or the photos landing) until the store holds every photo
     job_seconds: float  # the sum of the workers' job durations (job_done lines)
+    embed_seconds: float  # of which reading, decoding and the model
+    store_seconds: float  # of which the store's upserts and links
     worker_ready: dict[str, object]  # the first worker_ready log line: engine, batch size, streams...
 
     @property
@@ -98,21 +101,25 @@ def end_to_end(photo_dir: Path, weights: str, workers: int, engine: str | None =
             process.send_signal(2)
             process.wait(timeout=120)
         lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
-        job_seconds = sum(line["seconds"] for line in lines if line.get("event") == "job_done")
+        done = [line for line in lines if line.get("event") == "job_done"]
+        job_seconds, embed_seconds, store_seconds = (sum(line[key] for line in done)
+                                                     for key in ("seconds", "embed_seconds", "store_seconds"))
         ready = next(line for line in lines if line.get("event") == "worker_ready")
-    return EndToEnd(count, elapsed, job_seconds, ready)
+    return EndToEnd(count, elapsed, job_seconds, embed_seconds, store_seconds, ready)
 
 
 def describe_worker(ready: dict[str, object]) -> str:
     return (f"engine {ready.get('engine', '?')}, model {ready.get('model')}, device {ready.get('device')}, "
-            f"batch {ready.get('batch_size')}, {ready.get('streams')} stream(s) x {ready.get('threads')} thread(s)")
+            f"batch {ready.get('batch_size')}, {ready.get('streams')} stream(s) x {ready.get('threads')} thread(s), "
+            f"{ready.get('decode_threads')} decode threads, gpu_decode {ready.get('gpu_decode')}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("photo_dir", type=Path)
     parser.add_argument("--weights", default="random")
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1],
+                        help="worker processes; several values: one run each, side by side")
     parser.add_argument("--batch", type=int, default=0,
                         help="micro-batch size, 0: automatic (sets IMGWATCH_EMBEDDING_BATCH_SIZE for the run too)")
     parser.add_argument("--streams", type=int, default=0, help="inference streams (0: automatic)")
@@ -131,10 +138,17 @@ def main() -> None:
     model_rate = model_only_rate(model, plan, batches=12 if device == "cpu" else 50)
     print(f"model only:  {model_rate:7.2f} images/s (batch {plan.batch_size}, {plan.streams} stream(s) "
           f"x {plan.threads} thread(s))")
-    run = end_to_end(args.photo_dir, args.weights, args.workers, args.engine)
-    print(f"end to end:  {run.images_per_second:7.2f} images/s ({run.images} photos, {args.workers} worker(s), "
-          f"{run.job_seconds:.1f} s inside jobs; {describe_worker(run.worker_ready)})")
-    print(f"ratio:       {run.images_per_second / model_rate:7.2%} of the model-only rate (torch engine)")
+    photos = [str(path) for path in sorted(args.photo_dir.iterdir()) if path.suffix.lower() in PHOTO_SUFFIXES]
+    decode_rate, decode_path = decode_only_rate(photos, plan, model.device)
+    print(f"decode only: {decode_rate:7.2f} images/s ({decode_path})")
+    bound = min(model_rate, decode_rate)
+    for workers in args.workers:
+        run = end_to_end(args.photo_dir, args.weights, workers, args.engine)
+        print(f"end to end:  {run.images_per_second:7.2f} images/s ({run.images} photos, {workers} worker(s), "
+              f"{run.job_seconds:.1f} s inside jobs: {run.embed_seconds:.1f} s embedding, {run.store_seconds:.1f} s "
+              f"store; {describe_worker(run.worker_ready)})")
+        print(f"ratio:       {run.images_per_second / bound:7.2%} of the slower of model only and decode only "
+              f"({'decode' if decode_rate < model_rate else 'model'}: {bound:.2f} images/s)")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from imgwatch.embedding import (
     InferencePlan,
     decode_for_model,
     load_model,
+    nvjpeg,
     plan_inference,
     read_file,
     reference_preprocess,
@@ -110,6 +111,36 @@ def model_only_rate(model: EmbeddingModel, plan: InferencePlan, batches: int) ->
         started = time.perf_counter()
         list(pool.map(model.embed, [batch] * batches))
     return plan.batch_size * batches / (time.perf_counter() - started)
+
+
+def decode_only_rate(paths: list[str], plan: InferencePlan, device: torch.device) -> tuple[float, str]:
+    """Images/s of the worker's decode path alone, on files already in memory, and its name.
+
+    On CUDA with nvJPEG: micro-batches of plan.batch_size through nvjpeg.model_inputs (decode,
+    upright, resize, crop, normalise on the GPU; the pool's header checks are not counted). Otherwise
+    decode_for_model on plan.decode_threads threads.
+    """
+    blobs = [read_file(path)[1] for path in paths]
+    if device.type == "cuda" and nvjpeg.available(device):
+        jpegs = [nvjpeg.inspect_jpeg(blob, path) or reference_preprocess(Image.open(io.BytesIO(blob)))
+                 for blob, path in zip(blobs, paths, strict=True)]
+        nvjpeg.model_inputs(jpegs[: plan.batch_size], device)  # warm-up: nvJPEG's buffers
+        torch.cuda.synchronize(device)
+        started = time.perf_counter()
+        for start in range(0, len(jpegs), plan.batch_size):
+            nvjpeg.model_inputs(jpegs[start:start + plan.batch_size], device)
+        torch.cuda.synchronize(device)
+        return len(jpegs) / (time.perf_counter() - started), f"nvJPEG, batches of {plan.batch_size}"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(plan.decode_threads) as pool:
+            started = time.perf_counter()
+            list(pool.map(lambda blob: decode_for_model(blob, "<bench>"), blobs))
+            elapsed = time.perf_counter() - started
+    finally:
+        torch.set_num_threads(threads)
+    return len(blobs) / elapsed, f"decode_for_model on {plan.decode_threads} CPU threads"
 
 
 def measure_pipeline(model: EmbeddingModel, plan: InferencePlan, paths: list[str], threads: int) -> float:

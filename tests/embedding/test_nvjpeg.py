@@ -16,8 +16,7 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from imgwatch.embedding import DecodeError, Embedded, Embedder, EmbeddingModel, Failed, reference_preprocess
-from imgwatch.embedding import nvjpeg
+from imgwatch.embedding import DecodeError, Embedded, Embedder, EmbeddingModel, Failed, nvjpeg, reference_preprocess
 from imgwatch.embedding.decode import EXIF_ORIENTATION_TAG, MAX_ASPECT_RATIO
 from tests.embedding.test_decode import EMBEDDING_THRESHOLD, TENSOR_THRESHOLD, photo, upscaled_to, with_grain
 
@@ -32,6 +31,12 @@ def jpeg_bytes(image: Image.Image, orientation: int = 1, **options: object) -> b
         options["exif"] = exif.tobytes()
     image.save(buffer, "JPEG", quality=92, **options)
     return buffer.getvalue()
+
+
+def with_bogus_huffman_table(jpeg: bytes) -> bytes:
+    """The header still parses; the decoders refuse the first Huffman table (over 256 codes)."""
+    table = jpeg.index(b"\xff\xc4") + 5  # marker, length, class/id: then 16 code counts
+    return jpeg[:table] + b"\xff" * 16 + jpeg[table + 16:]
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -60,21 +65,30 @@ def _png_with_orientation(pixels: np.ndarray, orientation: int) -> bytes:
     return buffer.getvalue()
 
 
+def big(name: str, size: tuple[int, int] = (1536, 1024), seed: int = 0) -> Image.Image:
+    """A photo at least nvjpeg.MIN_SHORT_SIDE high, with sensor-like grain."""
+    return with_grain(upscaled_to(photo(name), size), seed)
+
+
 def test_only_jpegs_nvjpeg_decodes_like_libjpeg_are_sent_to_it() -> None:
-    image = photo("astronaut")
+    image = big("astronaut")
     png = io.BytesIO()
     image.save(png, "PNG")
     assert nvjpeg.inspect_jpeg(png.getvalue(), "a.png") is None
     assert nvjpeg.inspect_jpeg(jpeg_bytes(image.convert("CMYK")), "cmyk.jpg") is None  # the CPU converts CMYK
-    assert nvjpeg.inspect_jpeg(b"\xff\xd8\xff\xe0 damaged header", "bad.jpg") is None  # the CPU names the damage
+    assert nvjpeg.inspect_jpeg(b"\xff\xd8\xff\xe0 damaged\xff\xd9", "bad.jpg") is None  # the CPU names the damage
+    whole = jpeg_bytes(image)
+    assert nvjpeg.inspect_jpeg(whole[:-100], "truncated.jpg") is None  # no end-of-image marker
+    assert nvjpeg.inspect_jpeg(jpeg_bytes(photo("chelsea")), "small.jpg") is None  # 451 x 300: the CPU is exact
+    assert for_gpu(whole).size == image.size
     grey = for_gpu(jpeg_bytes(image.convert("L")))
     assert grey.size == image.size
-    turned = for_gpu(jpeg_bytes(image.resize((600, 400)), orientation=6))
-    assert (turned.orientation, turned.stored_size, turned.size) == (6, (600, 400), (400, 600))
+    turned = for_gpu(jpeg_bytes(image, orientation=6))
+    assert (turned.orientation, turned.stored_size, turned.size) == (6, (1536, 1024), (1024, 1536))
 
 
 def test_a_jpeg_beyond_the_size_rules_is_refused_from_its_header() -> None:
-    strip = Image.new("RGB", (MAX_ASPECT_RATIO * 10 + 10, 10))
+    strip = Image.new("RGB", (MAX_ASPECT_RATIO * 1024 + 1024, 1024))
     with pytest.raises(DecodeError, match="aspect ratio"):
         nvjpeg.inspect_jpeg(jpeg_bytes(strip), "strip.jpg")
 
@@ -83,10 +97,10 @@ def test_a_jpeg_beyond_the_size_rules_is_refused_from_its_header() -> None:
 @pytest.mark.parametrize("orientation", [1, 3, 6, 8])
 def test_inputs_match_the_reference_recipe(device: torch.device, orientation: int) -> None:
     cases = {
-        "12 MP phone photo": with_grain(upscaled_to(photo("coffee"), (4032, 3024))),
-        "small photo": photo("chelsea"),
-        "odd-sized texture": with_grain(upscaled_to(photo("rocket"), (1365, 1024)), seed=3),
-        "greyscale": photo("astronaut").convert("L"),
+        "12 MP phone photo": big("coffee", (4032, 3024)),
+        "smallest for nvJPEG": big("chelsea", (1536, 1024), seed=1),
+        "odd-sized texture": big("rocket", (1365, 1024), seed=3),
+        "greyscale": big("astronaut", (1024, 1024)).convert("L"),
     }
     blobs = {name: jpeg_bytes(image, orientation) for name, image in cases.items()}
     inputs = nvjpeg.model_inputs([for_gpu(blob, name) for name, blob in blobs.items()], device)
@@ -96,7 +110,7 @@ def test_inputs_match_the_reference_recipe(device: torch.device, orientation: in
         reference = reference_preprocess(Image.open(io.BytesIO(blob)))
         assert cosine(tensor.cpu(), reference) >= TENSOR_THRESHOLD, name
     # guard: the comparison can fail (another photo, or the orientation not applied)
-    unturned = reference_preprocess(Image.open(io.BytesIO(jpeg_bytes(cases["small photo"]))))
+    unturned = reference_preprocess(Image.open(io.BytesIO(jpeg_bytes(cases["smallest for nvJPEG"]))))
     if orientation != 1:
         assert cosine(inputs[1].cpu(), unturned) < TENSOR_THRESHOLD
     assert cosine(inputs[0].cpu(), inputs[1].cpu()) < TENSOR_THRESHOLD
@@ -104,14 +118,14 @@ def test_inputs_match_the_reference_recipe(device: torch.device, orientation: in
 
 @pytest.mark.parametrize("device", DEVICES, ids=str)
 def test_a_damaged_jpeg_fails_alone_and_cpu_decoded_items_pass_through(device: torch.device) -> None:
-    good = jpeg_bytes(photo("coffee"))
-    truncated = good[: len(good) // 3]
+    good = jpeg_bytes(big("coffee"))
+    damaged = with_bogus_huffman_table(good)
     decoded_in_pool = reference_preprocess(photo("chelsea"))
     inputs = nvjpeg.model_inputs(
-        [for_gpu(good, "good.jpg"), for_gpu(truncated, "truncated.jpg"), decoded_in_pool, for_gpu(good, "again.jpg")],
+        [for_gpu(good, "good.jpg"), for_gpu(damaged, "damaged.jpg"), decoded_in_pool, for_gpu(good, "again.jpg")],
         device,
     )
-    assert isinstance(inputs[1], DecodeError) and "truncated.jpg" in str(inputs[1])
+    assert isinstance(inputs[1], DecodeError) and "damaged.jpg" in str(inputs[1])
     assert torch.equal(inputs[2].cpu(), decoded_in_pool)  # type: ignore[union-attr]
     reference = reference_preprocess(Image.open(io.BytesIO(good)))
     for index in (0, 3):
@@ -127,8 +141,8 @@ def test_big_batches_are_decoded_in_calls_of_bounded_pixels(monkeypatch: pytest.
         return decode(data, device)
 
     monkeypatch.setattr(nvjpeg, "_decode_jpeg", counting)
-    image = photo("astronaut")  # 512 x 512
-    monkeypatch.setattr(nvjpeg, "PIXELS_PER_DECODE", 3 * 512 * 512)
+    image = big("astronaut", (1024, 1024))
+    monkeypatch.setattr(nvjpeg, "PIXELS_PER_DECODE", 3 * 1024 * 1024)
     inputs = nvjpeg.model_inputs([for_gpu(jpeg_bytes(image))] * 7, torch.device("cpu"))
     assert calls == [3, 3, 1]
     assert len(inputs) == 7 and all(isinstance(tensor, torch.Tensor) for tensor in inputs)
@@ -141,10 +155,12 @@ def test_embedder_decoding_jpegs_in_batches_embeds_like_the_pool(
     from imgwatch.embedding import load_model
 
     files = {
-        "phone.jpg": jpeg_bytes(with_grain(upscaled_to(photo("coffee"), (4032, 3024)))),
-        "turned.jpg": jpeg_bytes(photo("chelsea"), orientation=6),
-        "cmyk.jpg": jpeg_bytes(photo("rocket").convert("CMYK")),
+        "phone.jpg": jpeg_bytes(big("coffee", (4032, 3024))),
+        "turned.jpg": jpeg_bytes(big("chelsea"), orientation=6),
+        "small.jpg": jpeg_bytes(photo("chelsea")),
+        "cmyk.jpg": jpeg_bytes(big("rocket").convert("CMYK")),
         "truncated.jpg": jpeg_bytes(photo("astronaut"))[:20_000],
+        "damaged.jpg": with_bogus_huffman_table(jpeg_bytes(big("astronaut"))),
     }
     png = io.BytesIO()
     photo("astronaut").save(png, "PNG")
@@ -160,11 +176,12 @@ def test_embedder_decoding_jpegs_in_batches_embeds_like_the_pool(
                        for result in batched.embed_files(paths)}
         reference = {result.facts.path if isinstance(result, Embedded) else result.path: result
                      for result in pool.embed_files(paths)}
-    truncated = str(tmp_path / "truncated.jpg")
-    assert isinstance(on_gpu_path[truncated], Failed) and isinstance(reference[truncated], Failed)
-    assert on_gpu_path[truncated].reason == reference[truncated].reason  # type: ignore[union-attr]
+    broken = [str(tmp_path / name) for name in ("truncated.jpg", "damaged.jpg")]
+    for path in broken:
+        assert isinstance(on_gpu_path[path], Failed) and isinstance(reference[path], Failed), path
+        assert on_gpu_path[path].reason == reference[path].reason  # type: ignore[union-attr]
     for path in paths:
-        if path == truncated:
+        if path in broken:
             continue
         fast, slow = on_gpu_path[path], reference[path]
         assert isinstance(fast, Embedded) and isinstance(slow, Embedded), path

@@ -6,8 +6,8 @@ on CUDA that pool cannot keep up (one 12 MP JPEG costs ~70 ms of a core; 16 thre
 header (:func:`inspect_jpeg`), and each micro-batch is decoded at once by nvJPEG, then
 turned upright, resized, cropped and normalised on the GPU like the reference recipe (full
 decode, antialiased bilinear Resize(256), CenterCrop(224)) in :func:`model_inputs`.
-What nvJPEG should not take (other formats, CMYK) and any file it fails on is decoded on
-the CPU by decode_for_model, so errors read the same on both paths.
+What nvJPEG should not take (other formats, CMYK, small or truncated JPEGs) and any file it
+fails on is decoded on the CPU by decode_for_model, so errors read the same on both paths.
 """
 
 from __future__ import annotations
@@ -35,9 +35,13 @@ from imgwatch.embedding.decode import (
 )
 
 # Pixels decoded per nvJPEG call: the decoded batch lives on the GPU at 3 bytes a pixel.
-# ~20 12 MP photos (0.8 GB) already run at the batched rate (H100: 383 images/s in calls of
-# 8, 511 of 32, 521 of 64), and a small GPU keeps its memory for the model.
-PIXELS_PER_DECODE = 256_000_000
+# 32 12 MP photos (1.2 GB) run at the batched rate (H100: 383 images/s in calls of 8, 511
+# of 32, 521 of 64), and a small GPU keeps its memory for the model.
+PIXELS_PER_DECODE = 400_000_000
+# Smaller JPEGs are decoded on the CPU: they cost it a few ms, and nvJPEG's pixels differ
+# from libjpeg's (chroma upsampling) by enough to show where the resize averages few of them:
+# tensor cosine with the reference 0.99986 at 451x300, >= 0.9999 from 1365x1024 on (H100).
+MIN_SHORT_SIDE = 1024
 # Modes nvJPEG decodes to RGB as libjpeg does; CMYK/YCCK JPEGs go to the CPU.
 _GPU_MODES = frozenset({"RGB", "L"})
 
@@ -66,14 +70,16 @@ def inspect_jpeg(data: bytes, path: str) -> JpegForGpu | None:
 
     Raises DecodeError for sizes decode_for_model would refuse (same rule, same message).
     """
-    if not data.startswith(b"\xff\xd8"):
+    # Without its end-of-image marker a JPEG is truncated (or has trailing data): libjpeg
+    # refuses the first and nvJPEG would fill the missing rows with black, so the CPU decides.
+    if not (data.startswith(b"\xff\xd8") and data.endswith(b"\xff\xd9")):
         return None
     try:
         image = Image.open(io.BytesIO(data), formats=("JPEG", "MPO"))
         mode, stored_size, orientation = image.mode, image.size, exif_orientation(image)
     except Exception:  # noqa: BLE001 - a damaged header: decode_for_model explains it
         return None
-    if mode not in _GPU_MODES:
+    if mode not in _GPU_MODES or min(stored_size) < MIN_SHORT_SIDE:
         return None
     check_size(path, *stored_size)
     return JpegForGpu(path, data, orientation, stored_size)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -34,6 +35,8 @@ class IndexOutcome:
     removed: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     links: int = 0
+    embed_seconds: float = 0.0  # reading, decoding and the model (content lookups included)
+    store_seconds: float = 0.0  # upserts, links, removals
 
     def counts(self) -> dict[str, int]:
         return {
@@ -86,8 +89,11 @@ class Indexer:
         to_embed, to_remove = self._triage(storable, stored, outcome)
         # Embeds (and their content lookups) before removals: a missed move's new path finds
         # the embedding of the old path that the same job removes.
+        started = time.perf_counter()
         embedded = self._embed(to_embed, stored, outcome)
+        embedded_at = time.perf_counter()
         self._commit(embedded, [*to_remove, *embedded.vanished], stored, outcome)
+        outcome.embed_seconds, outcome.store_seconds = embedded_at - started, time.perf_counter() - embedded_at
         self._record_failures(outcome)
         return outcome
 

@@ -32,6 +32,7 @@ def index_paths(paths: list[str]) -> dict[str, int]:
         raise
     counts = outcome.counts()
     log.info("job_done", paths=len(paths), seconds=round(time.perf_counter() - started, 3),
+             embed_seconds=round(outcome.embed_seconds, 3), store_seconds=round(outcome.store_seconds, 3),
              outcome="ok" if not outcome.failed else "partial", **counts)
     return counts
 
