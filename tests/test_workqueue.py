@@ -9,9 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from imgwatch.config import ConfigError
+from imgwatch.config import Config, ConfigError
+from imgwatch.daemon.service import reconcile_and_enqueue
 from imgwatch.redis_server import EmbeddedRedis
+from imgwatch.store import open_store
 from imgwatch.workqueue import INDEX_JOB, FailureLedger, QueueUnavailable, WorkQueue, job_paths, take_snapshot
+from imgwatch.workqueue.jobs import paths_per_job
 from tests.helpers import make_config
 
 
@@ -92,3 +95,28 @@ def test_the_password_comes_from_password_file(tmp_path: Path) -> None:
         config.queue.password_file = str(tmp_path / "missing")
         with pytest.raises(ConfigError, match="missing"):
             WorkQueue.from_config(config)
+
+
+@pytest.mark.parametrize(("backlog", "workers", "per_job"), [
+    (40, 1, 32),  # a small backlog: watch.batch_size
+    (1024, 1, 256),  # a first scan: four jobs for the one worker
+    (100_000, 1, 256),  # no bigger than 8 x watch.batch_size
+    (1024, 4, 64),  # four jobs for each of four workers
+    (1024, 16, 32),  # never smaller than watch.batch_size
+])
+def test_a_backlog_goes_out_in_bigger_jobs_that_every_worker_shares(backlog: int, workers: int, per_job: int) -> None:
+    assert paths_per_job(backlog, 32, workers) == per_job
+
+
+def test_a_first_scan_of_many_files_is_queued_in_backlog_sized_jobs(config: Config, tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    root.mkdir()
+    for index in range(90):
+        (root / f"{index}.jpg").write_bytes(b"x")
+    config.general.roots = [str(root)]
+    config.watch.batch_size, config.workers.count = 4, 2
+    work_queue = WorkQueue.from_config(config)
+    with open_store(config) as store:
+        reconcile_and_enqueue(config, store, FailureLedger.for_queue(work_queue), work_queue)
+    jobs = work_queue.fetch_jobs(work_queue.rq_queue.get_job_ids())
+    assert [len(job_paths(job)) for job in jobs] == [12] * 7 + [6]  # ceil(90 / (4 jobs x 2 workers)) = 12

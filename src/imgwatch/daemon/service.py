@@ -45,6 +45,7 @@ from imgwatch.files import PathFilter, root_of
 from imgwatch.log import get_logger
 from imgwatch.store import FileState
 from imgwatch.workqueue import FailureLedger, WorkQueue, queue_is_idle
+from imgwatch.workqueue.jobs import paths_per_job
 
 log = get_logger("imgwatch.daemon")
 
@@ -171,7 +172,7 @@ def reconcile_and_enqueue(
         known_failures(failures, config.workers.max_attempts),
     )
     paths = [p for p in missed_moves_together(plan.changed, plan.gone) if p not in exclude]
-    jobs = work_queue.enqueue_paths(paths, config.watch.batch_size)
+    jobs = work_queue.enqueue_paths(paths, paths_per_job(len(paths), config.watch.batch_size, config.workers.count))
     where = {"root": roots[0]} if len(roots) == 1 else {"roots": len(roots)}
     log.info("reconciled", reason=reason, **where, changed=len(plan.changed), gone=len(plan.gone),
              unchanged=plan.unchanged, known_failures=plan.known_failures,
@@ -380,7 +381,8 @@ class Daemon:
             return
         paths = list(self._unsent)
         try:
-            self.work_queue.enqueue_paths(paths, self.config.watch.batch_size)
+            self.work_queue.enqueue_paths(
+                paths, paths_per_job(len(paths), self.config.watch.batch_size, self.config.workers.count))
         except redis.RedisError as exc:
             self._queue.failed(exc, held=len(paths))
             return

@@ -148,7 +148,10 @@ def _decode_jpeg(data: list[torch.Tensor], device: torch.device) -> list[torch.T
 
 
 def _as_tensor(data: bytes) -> torch.Tensor:
-    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    """The bytes as a uint8 tensor, without a copy (decode_jpeg only reads them)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "the given buffer is not writable"
+        return torch.frombuffer(data, dtype=torch.uint8)
 
 
 def _preprocess(image: torch.Tensor, orientation: int) -> torch.Tensor:

@@ -8,6 +8,7 @@ moved images keep their embeddings and links, then indexes both sides as usual.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import redis
@@ -24,6 +25,20 @@ MOVE_JOB = "imgwatch.workers.jobs.move_paths"
 JOB_RETRIES = 2
 # Pairs per move job: a moved folder is one pair, so this bounds only many single-file moves.
 MOVES_PER_JOB = 1000
+# A backlog goes out in jobs of up to this many times watch.batch_size: a worker's pipeline
+# (decode pool, GPU) runs full within a job and drains at its end (H100, 1,024 12 MP photos,
+# one worker: 149 images/s in jobs of 32, 213 in jobs of 128; bench/RESULTS.md) ...
+MAX_JOB_GROWTH = 8
+# ... while leaving about this many jobs for each worker, so that every worker gets a share.
+JOBS_PER_WORKER = 4
+
+
+def paths_per_job(backlog: int, batch_size: int, workers: int) -> int:
+    """Paths per index job for ``backlog`` waiting paths: ``batch_size`` (watch.batch_size),
+    or more, up to MAX_JOB_GROWTH times it, when each of ``workers`` would get over
+    JOBS_PER_WORKER jobs of that size."""
+    share = math.ceil(backlog / (JOBS_PER_WORKER * max(1, workers)))
+    return max(batch_size, min(batch_size * MAX_JOB_GROWTH, share))
 
 
 def job_paths(job: Job) -> list[str]:
