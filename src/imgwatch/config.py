@@ -79,7 +79,7 @@ class EmbeddingConfig:
     engine: str = "auto"  # auto | torch | onnxruntime | openvino (see config.toml)
     batch_size: int = 0  # 0: automatic (CPU: 8; CUDA: 64)
     decode_threads: int = 0  # 0: automatic (CPU: 2; CUDA: every core of the worker's share)
-    streams: int = 0  # 0: automatic (CPU: one per core; CUDA: one)
+    streams: int = 0  # 0: automatic (CPU: one per core; CUDA: two)
     threads: int = 0  # torch threads per stream; 0: automatic
     seed: int = 0
 

@@ -165,7 +165,17 @@ def _preprocess(image: torch.Tensor, orientation: int) -> torch.Tensor:
     if (new_width, new_height) != (width, height):  # torchvision skips a resize to the same size
         pixels = tv.resize(pixels, [new_height, new_width], antialias=True)
     cropped = tv.center_crop(pixels, [CROP_SIZE, CROP_SIZE])
-    return tv.normalize(cropped, list(IMAGENET_MEAN), list(IMAGENET_STD))
+    mean, std = _normalisation(image.device)
+    # Not tv.normalize: it copies mean and std to the GPU for every image, a copy that waits
+    # for the GPU and kept the thread from queueing the next image (a sixth of its time, H100).
+    return (cropped - mean) / std
+
+
+@functools.cache
+def _normalisation(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """ImageNet's mean and std as (3, 1, 1) tensors on ``device``, made once."""
+    return (torch.tensor(IMAGENET_MEAN, device=device).view(3, 1, 1),
+            torch.tensor(IMAGENET_STD, device=device).view(3, 1, 1))
 
 
 def orient(image: torch.Tensor, orientation: int) -> torch.Tensor:
