@@ -23,7 +23,12 @@ from imgwatch.embedding import (
     plan_inference,
     reference_preprocess,
 )
-from imgwatch.embedding.model import CPU_BATCH_SIZE
+from imgwatch.embedding.model import (
+    CPU_BATCH_SIZE,
+    CPU_DECODE_THREADS,
+    CUDA_BATCH_SIZE,
+    CUDA_STREAMS,
+)
 from imgwatch.errors import DeviceUnavailable
 
 
@@ -195,9 +200,25 @@ def test_cpu_inference_plan_runs_one_single_threaded_stream_per_core() -> None:
         assert torch.get_num_threads() == 1
         shared = plan_inference(torch.device("cpu"), processes=cores)  # a core per worker process
         assert (shared.streams, shared.threads) == (1, 1)
-        explicit = plan_inference(torch.device("cpu"), batch_size=4, streams=1, threads=2)
-        assert (explicit.batch_size, explicit.streams, explicit.threads) == (4, 1, 2)
+        explicit = plan_inference(torch.device("cpu"), batch_size=4, streams=1, threads=2, decode_threads=5)
+        assert (explicit.batch_size, explicit.streams, explicit.threads, explicit.decode_threads) == (4, 1, 2, 5)
         assert torch.get_num_threads() == 2
+        assert plan.decode_threads == CPU_DECODE_THREADS  # beside one stream per core
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_cuda_inference_plan_gives_the_decode_pool_every_core_of_the_worker() -> None:
+    """Planning touches no GPU, so this runs everywhere."""
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    before = torch.get_num_threads()
+    try:
+        plan = plan_inference(torch.device("cuda"))
+        assert (plan.batch_size, plan.streams, plan.decode_threads) == (CUDA_BATCH_SIZE, CUDA_STREAMS, cores)
+        two_workers = plan_inference(torch.device("cuda"), processes=2)
+        assert two_workers.decode_threads == max(1, cores // 2)
     finally:
         torch.set_num_threads(before)
 

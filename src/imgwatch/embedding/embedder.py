@@ -76,18 +76,24 @@ class Embedder:
 
         ``gpu_decode``: decode JPEGs with nvJPEG on the model's GPU, a micro-batch at a time
         (the pool then only reads, hashes and checks headers); None: whenever the model runs
-        on CUDA and this torchvision has nvJPEG.
+        on CUDA and this torchvision has nvJPEG (found out when first needed: starting nvJPEG
+        takes about a second, which a one-image query never needs).
         """
         if batch_size < 1 or decode_threads < 1 or streams < 1:
             raise ValueError("batch_size, decode_threads and streams must be at least 1")
         self.model = model
         self.batch_size = batch_size
         self.streams = streams
-        if gpu_decode is None:
-            gpu_decode = model.device.type == "cuda" and nvjpeg.available(model.device)
-        self.gpu_decode = gpu_decode
+        self._gpu_decode = gpu_decode
         self._pool = ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="imgwatch-decode")
         self._inference = ThreadPoolExecutor(max_workers=streams, thread_name_prefix="imgwatch-infer")
+
+    @property
+    def gpu_decode(self) -> bool:
+        """Whether embed_files decodes JPEGs with nvJPEG."""
+        if self._gpu_decode is None:
+            self._gpu_decode = self.model.device.type == "cuda" and nvjpeg.available(self.model.device)
+        return self._gpu_decode
 
     @property
     def identity(self) -> str:
