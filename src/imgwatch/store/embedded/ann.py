@@ -53,16 +53,16 @@ DATA_SUFFIX = ".usearch"
 # build 2-3x faster than f16/f32 on two cores (bench/ann_choice.py, bench/ann_scale.py).
 METRIC = "ip"
 STORAGE_DTYPE = "i8"
-# Graph degree ("M") and insertion breadth ("efConstruction"), usearch's defaults: recall@10
-# after re-score 0.9975 at 100k, but at 1M it plateaus at ~0.967 however wide the search
-# (the graph, not the 8-bit vectors, loses neighbours): to be raised, at a build-time cost,
-# once measured at 1M (see /tmp/results-ann.md).
-CONNECTIVITY = 16
-EXPANSION_ADD = 128
+# Graph degree ("M") and insertion breadth ("efConstruction"). usearch's defaults (16, 128)
+# reach recall@10 0.9975 at 100k but plateau at 1M (0.891 / 0.945 / 0.979 at ef 128 / 256 /
+# 512, one-thread build): the graph, not the 8-bit vectors, loses neighbours. 32 / 256 at 1M:
+# 0.987 / 0.992 / 0.997 at ef 128 / 160 / 192, for inserts ~2x as slow (bench/RESULTS.md).
+CONNECTIVITY = 32
+EXPANSION_ADD = 256
 # Search breadth for queries ("ef"), raised to the number of candidates asked for when
-# larger. 40 candidates re-scored: at 100k ef 64 -> recall@10 0.9825, ef 128 -> 0.9975
-# (1.3 ms p50); at 1M ef 128 -> 0.858 (2.8 ms), 256 -> 0.934 (5.1 ms), 512 -> 0.963 (10 ms).
-EXPANSION_SEARCH = 128
+# larger. With the graph above and 40 candidates re-scored, at 1M: ef 128 -> recall@10 0.987
+# (p50 4.5 ms), 192 -> 0.997 (6.9 ms), 256 -> 0.997 (9.3 ms).
+EXPANSION_SEARCH = 192
 # Candidates asked per wanted neighbour: 8-bit distances blur the order among close
 # neighbours, so 10 candidates for a top-10 miss ~12 % of it and 40 miss none
 # (brute-force check at 1M); 80 gains nothing over 40 at any ef measured.
@@ -217,7 +217,8 @@ class HnswIndex:
             temporary.unlink(missing_ok=True)
         metadata = {
             "format": INDEX_FORMAT, "library": "usearch", "dim": self._dim, "metric": METRIC,
-            "dtype": STORAGE_DTYPE, "connectivity": CONNECTIVITY, "revision": self.revision,
+            "dtype": STORAGE_DTYPE, "connectivity": CONNECTIVITY, "expansion_add": EXPANSION_ADD,
+            "revision": self.revision,
             "count": len(self._index), "file": name, "bytes": data_path.stat().st_size,
         }
         current_temporary = directory / f".{CURRENT_FILE}.{uuid.uuid4().hex[:12]}.tmp"
@@ -279,7 +280,7 @@ def read_metadata(directory: Path | str) -> dict[str, object]:
 def _check(metadata: dict[str, object], dim: int, data_path: Path) -> None:
     """Refuse a saved index that this code did not write for ``dim``, or a damaged data file."""
     wanted = {"format": INDEX_FORMAT, "library": "usearch", "dim": dim, "metric": METRIC,
-              "dtype": STORAGE_DTYPE, "connectivity": CONNECTIVITY}
+              "dtype": STORAGE_DTYPE, "connectivity": CONNECTIVITY, "expansion_add": EXPANSION_ADD}
     for key, value in wanted.items():
         if metadata.get(key) != value:
             raise IndexFileUnusable(f"saved index has {key}={metadata.get(key)!r}, this imgwatch needs {value!r}")
