@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from imgwatch.store.embedded import ann
 from imgwatch.store.embedded.ann import (
     CURRENT_FILE,
     HnswIndex,
@@ -208,6 +209,8 @@ def test_incremental_add_after_load_recalls_like_a_full_build(
     first.save(tmp_path / "ann")
     loaded = HnswIndex.open(tmp_path / "ann", DIM, view=False)
     assert not loaded.read_only and loaded.revision == 1
+    # what usearch's restore() does not keep by itself: later inserts are as careful as the build's
+    assert (loaded._index.connectivity, loaded._index.expansion_add) == (ann.CONNECTIVITY, ann.EXPANSION_ADD)
     for start in range(half, IMAGES, 32):  # worker-sized batches
         loaded.add(np.arange(start, min(start + 32, IMAGES)) + 1000, library[start : start + 32])
     assert len(loaded) == IMAGES

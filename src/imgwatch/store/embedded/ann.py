@@ -247,13 +247,15 @@ class HnswIndex:
                 continue
             _check(metadata, dim, data_path)
             try:
-                index = Index.restore(str(data_path), view=view)
+                # restore() reads M from the file but gives later inserts usearch's default
+                # efConstruction (128): a store's index brought forward at 20k then recalled
+                # 0.862 of the exact top 10 for "similar" queries instead of 0.907.
+                index = Index.restore(str(data_path), view=view, connectivity=CONNECTIVITY,
+                                      expansion_add=EXPANSION_ADD, expansion_search=EXPANSION_SEARCH)
             except (ValueError, RuntimeError) as error:
                 raise IndexFileUnusable(f"{data_path}: {error}") from error
             if index is None or index.ndim != dim or len(index) != metadata["count"]:
                 raise IndexFileUnusable(f"{data_path} does not hold what {CURRENT_FILE} says")
-            if view:
-                index.expansion_search = EXPANSION_SEARCH  # not stored in the file
             return cls(dim, int(metadata["revision"]), _index=index, _view=view)
         raise IndexFileUnusable(f"{directory}: the data file named by {CURRENT_FILE} is missing")
 
