@@ -14,7 +14,7 @@ from imgwatch.daemon.service import reconcile_and_enqueue
 from imgwatch.redis_server import EmbeddedRedis
 from imgwatch.store import open_store
 from imgwatch.workqueue import INDEX_JOB, FailureLedger, QueueUnavailable, WorkQueue, job_paths, take_snapshot
-from imgwatch.workqueue.jobs import paths_per_job
+from imgwatch.workqueue.jobs import MAX_PATHS_PER_JOB, paths_per_job
 from tests.helpers import make_config
 
 
@@ -103,9 +103,14 @@ def test_the_password_comes_from_password_file(tmp_path: Path) -> None:
     (100_000, 1, 256),  # no bigger than 8 x watch.batch_size
     (1024, 4, 64),  # four jobs for each of four workers
     (1024, 16, 32),  # never smaller than watch.batch_size
+    (500, 1, 128),  # a multiple of watch.batch_size (an even one keeps move pairs together)
 ])
 def test_a_backlog_goes_out_in_bigger_jobs_that_every_worker_shares(backlog: int, workers: int, per_job: int) -> None:
     assert paths_per_job(backlog, 32, workers) == per_job
+
+
+def test_backlog_jobs_stay_within_what_workers_accept() -> None:
+    assert paths_per_job(10**6, 2000, 1) == MAX_PATHS_PER_JOB  # 8 x 2000 would be refused by the guard
 
 
 def test_a_first_scan_of_many_files_is_queued_in_backlog_sized_jobs(config: Config, tmp_path: Path) -> None:

@@ -148,11 +148,41 @@ def test_big_batches_are_decoded_in_calls_of_bounded_pixels(monkeypatch: pytest.
     assert len(inputs) == 7 and all(isinstance(tensor, torch.Tensor) for tensor in inputs)
 
 
+def test_whatever_goes_wrong_with_one_file_stays_with_that_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    preprocess = nvjpeg._preprocess
+
+    def failing(image: torch.Tensor, orientation: int) -> torch.Tensor:
+        if orientation == 3:
+            raise ValueError("a bug")
+        if orientation == 6:
+            raise torch.cuda.OutOfMemoryError("no room for the float copy")
+        return preprocess(image, orientation)
+
+    monkeypatch.setattr(nvjpeg, "_preprocess", failing)
+    image = big("coffee")
+    blobs = {orientation: jpeg_bytes(image, orientation) for orientation in (1, 3, 6)}
+    inputs = nvjpeg.model_inputs([for_gpu(blob, f"{o}.jpg") for o, blob in blobs.items()], torch.device("cpu"))
+    assert isinstance(inputs[1], DecodeError) and "unexpected error" in str(inputs[1]) and "3.jpg" in str(inputs[1])
+    for position, orientation in ((0, 1), (2, 6)):  # 6: decoded on the CPU instead
+        reference = reference_preprocess(Image.open(io.BytesIO(blobs[orientation])))
+        assert cosine(inputs[position], reference) >= TENSOR_THRESHOLD  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("device", DEVICES, ids=str)
 def test_embedder_decoding_jpegs_in_batches_embeds_like_the_pool(
-    device: torch.device, calibrated_model: EmbeddingModel, calibrated_weights: Path, tmp_path: Path
+    device: torch.device, calibrated_model: EmbeddingModel, calibrated_weights: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from imgwatch.embedding import load_model
+
+    batched_calls: list[int] = []
+    decode = nvjpeg._decode_jpeg
+
+    def counting(data: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+        batched_calls.append(len(data))
+        return decode(data, device)
+
+    monkeypatch.setattr(nvjpeg, "_decode_jpeg", counting)
 
     files = {
         "phone.jpg": jpeg_bytes(big("coffee", (4032, 3024))),
@@ -176,6 +206,8 @@ def test_embedder_decoding_jpegs_in_batches_embeds_like_the_pool(
                        for result in batched.embed_files(paths)}
         reference = {result.facts.path if isinstance(result, Embedded) else result.path: result
                      for result in pool.embed_files(paths)}
+    # phone, turned and damaged in one call; damaged fails it, so each is tried alone (3 more)
+    assert batched_calls == [3, 1, 1, 1]
     broken = [str(tmp_path / name) for name in ("truncated.jpg", "damaged.jpg")]
     for path in broken:
         assert isinstance(on_gpu_path[path], Failed) and isinstance(reference[path], Failed), path

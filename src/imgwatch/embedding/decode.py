@@ -65,7 +65,7 @@ DECODABLE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP", "JPEG2000", "A
 
 EXIF_ORIENTATION_TAG = 0x0112
 # EXIF orientations 5..8 swap width and height when applied.
-TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
+_TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 
 _resize_crop = transforms.Compose(
@@ -228,7 +228,7 @@ def exif_orientation(image: Image.Image) -> int:
 
 def displayed_size(orientation: int, stored_size: tuple[int, int]) -> tuple[int, int]:
     width, height = stored_size
-    if orientation in TRANSPOSING_ORIENTATIONS:
+    if orientation in _TRANSPOSING_ORIENTATIONS:
         return height, width
     return width, height
 

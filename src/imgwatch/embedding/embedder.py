@@ -58,7 +58,7 @@ class _Decoded:
     facts: FileFacts
     width: int
     height: int
-    tensor: torch.Tensor | nvjpeg.JpegForGpu  # decoded here, or by nvJPEG with its micro-batch
+    model_input: torch.Tensor | nvjpeg.JpegForGpu  # decoded here, or by nvJPEG with its micro-batch
 
 
 class Embedder:
@@ -176,9 +176,9 @@ class Embedder:
 
     def _run_batch(self, decoded: list[_Decoded]) -> list[Embedded | Failed]:
         if self.gpu_decode:
-            inputs = nvjpeg.model_inputs([item.tensor for item in decoded], self.model.device)
+            inputs = nvjpeg.model_inputs([item.model_input for item in decoded], self.model.device)
         else:
-            inputs = [item.tensor for item in decoded]  # type: ignore[misc]  # all decoded in the pool
+            inputs = [item.model_input for item in decoded]  # type: ignore[misc]  # all decoded in the pool
         failed = [Failed(item.facts.path, str(error))
                   for item, error in zip(decoded, inputs, strict=True) if isinstance(error, DecodeError)]
         ready = [(item, tensor) for item, tensor in zip(decoded, inputs, strict=True)

@@ -165,8 +165,9 @@ class InferencePlan:
 # pass (19.0 images/s against 14.3 at 16, whose activations spill out of cache).
 CPU_BATCH_SIZE = 8
 CUDA_BATCH_SIZE = 64
-# Two streams on CUDA: while one waits on nvJPEG, the other resizes and runs the model
-# (H100, one worker, 2,048 12 MP JPEGs: 327 images/s against 200-247 with one stream).
+# Two inference threads ("streams") on CUDA, both on torch's default CUDA stream: while one
+# waits in nvJPEG's decode call, the other queues its resize and model work (H100, one worker,
+# 2,048 12 MP JPEGs: 327 images/s against 200-247 with one).
 CUDA_STREAMS = 2
 # On a CPU, two decode threads beside the model's streams keep it fed (bench/RESULTS.md).
 CPU_DECODE_THREADS = 2

@@ -6,8 +6,11 @@ on CUDA that pool cannot keep up (one 12 MP JPEG costs ~70 ms of a core; 16 thre
 header (:func:`inspect_jpeg`), and each micro-batch is decoded at once by nvJPEG, then
 turned upright, resized, cropped and normalised on the GPU like the reference recipe (full
 decode, antialiased bilinear Resize(256), CenterCrop(224)) in :func:`model_inputs`.
-What nvJPEG should not take (other formats, CMYK, small or truncated JPEGs) and any file it
-fails on is decoded on the CPU by decode_for_model, so errors read the same on both paths.
+What nvJPEG should not take (other formats, CMYK, small or truncated JPEGs, and JPEGs with
+data after their end-of-image marker, such as motion photos) and any file it fails on is
+decoded on the CPU by decode_for_model, which names what is wrong. One difference remains: a
+JPEG damaged inside but ending with its marker is embedded, damage and all, where the CPU
+path refuses it.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import functools
 import io
 import warnings
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -36,7 +40,7 @@ from imgwatch.embedding.decode import (
 
 # Pixels decoded per nvJPEG call: the decoded batch lives on the GPU at 3 bytes a pixel.
 # 32 12 MP photos (1.2 GB) run at the batched rate (H100: 383 images/s in calls of 8, 511
-# of 32, 521 of 64), and a small GPU keeps its memory for the model.
+# of 32, 521 of 64; bench/RESULTS.md), and a small GPU keeps its memory for the model.
 PIXELS_PER_DECODE = 400_000_000
 # Smaller JPEGs are decoded on the CPU: they cost it a few ms, and nvJPEG's pixels differ
 # from libjpeg's (chroma upsampling) by enough to show where the resize averages few of them:
@@ -44,6 +48,16 @@ PIXELS_PER_DECODE = 400_000_000
 MIN_SHORT_SIDE = 1024
 # Modes nvJPEG decodes to RGB as libjpeg does; CMYK/YCCK JPEGs go to the CPU.
 _GPU_MODES = frozenset({"RGB", "L"})
+
+# Set once here, not per call: warnings.catch_warnings() is not safe across the inference threads.
+# torchvision 0.29 deprecates its decoders for TorchCodec; the nvJPEG path still works, and if a
+# release removes it, available() says no and workers decode on the CPU.
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
+                        category=DeprecationWarning)
+# decode_jpeg only reads the bytes it is given, so they need not be writable (no copy).
+warnings.filterwarnings("ignore", message="The given buffer is not writable", category=UserWarning)
+# A failed GPU (torch >= 2.8 raises this; older ones a plain RuntimeError): no file is to blame.
+_GPU_FAILED = getattr(torch, "AcceleratorError", ())
 
 
 @dataclass(frozen=True)
@@ -111,27 +125,47 @@ def model_inputs(
 def _decode_chunk(chunk: list[tuple[int, JpegForGpu]], device: torch.device) -> dict[int, torch.Tensor | DecodeError]:
     jpegs = [jpeg for _, jpeg in chunk]
     results: dict[int, torch.Tensor | DecodeError] = {}
-    for (index, jpeg), image in zip(chunk, _nvjpeg_decode(jpegs, device), strict=True):
-        try:
-            if image is None:  # nvJPEG refused it: the CPU decodes it, or says what is wrong
-                results[index] = decode_for_model(jpeg.data, jpeg.path)[0].to(device)
-            else:
-                results[index] = _preprocess(image, jpeg.orientation)
-        except DecodeError as exc:
-            results[index] = exc
+    decoded = deque(_nvjpeg_decode(jpegs, device))
+    for index, jpeg in chunk:
+        # popped, so that each full-size image is freed as soon as it is preprocessed
+        results[index] = _model_input(jpeg, decoded.popleft(), device)
     return results
+
+
+def _model_input(jpeg: JpegForGpu, image: torch.Tensor | None, device: torch.device) -> torch.Tensor | DecodeError:
+    """One file's input, or its error: whatever goes wrong stays with this file."""
+    try:
+        if image is not None:
+            try:
+                return _preprocess(image, jpeg.orientation)
+            except torch.cuda.OutOfMemoryError:
+                del image
+                torch.cuda.empty_cache()  # a huge photo: its float copy did not fit; the CPU decodes it
+        # nvJPEG refused it (or the GPU had no room): the CPU decodes it, or says what is wrong
+        return decode_for_model(jpeg.data, jpeg.path)[0].to(device)
+    except DecodeError as exc:
+        return exc
+    except _GPU_FAILED:
+        raise  # the GPU itself failed: the worker must stop (and is restarted), not fail every file
+    except Exception as exc:  # noqa: BLE001 - a bug on one file must not sink the job
+        return DecodeError(jpeg.path, f"unexpected error preparing it on the GPU: {type(exc).__name__}: {exc}",
+                           "report it; the rest of the batch was indexed")
 
 
 def _nvjpeg_decode(jpegs: Sequence[JpegForGpu], device: torch.device) -> list[torch.Tensor | None]:
     """Decode a batch in one call; if that fails, one by one, None for each file that fails alone."""
     try:
         return list(_decode_jpeg([_as_tensor(jpeg.data) for jpeg in jpegs], device))
+    except _GPU_FAILED:
+        raise  # the GPU itself failed (see _model_input)
     except RuntimeError:  # one bad file fails the whole call (and OOM lands here too)
         pass
     decoded: list[torch.Tensor | None] = []
     for jpeg in jpegs:
         try:
             decoded.append(_decode_jpeg([_as_tensor(jpeg.data)], device)[0])
+        except _GPU_FAILED:
+            raise
         except RuntimeError:
             decoded.append(None)
     return decoded
@@ -140,30 +174,20 @@ def _nvjpeg_decode(jpegs: Sequence[JpegForGpu], device: torch.device) -> list[to
 def _decode_jpeg(data: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
     from torchvision.io import ImageReadMode, decode_jpeg
 
-    with warnings.catch_warnings():
-        # torchvision 0.29 deprecates its decoders in favour of TorchCodec; the nvJPEG path
-        # still works and imgwatch falls back to the CPU if a release removes it.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+    return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
 
 
 def _as_tensor(data: bytes) -> torch.Tensor:
     """The bytes as a uint8 tensor, without a copy (decode_jpeg only reads them)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "the given buffer is not writable"
-        return torch.frombuffer(data, dtype=torch.uint8)
+    return torch.frombuffer(data, dtype=torch.uint8)
 
 
 def _preprocess(image: torch.Tensor, orientation: int) -> torch.Tensor:
     """A decoded (3, H, W) uint8 image as stored -> the normalised (3, 224, 224) model input."""
-    upright = orient(image, orientation)
-    if upright.shape[0] == 1:
-        upright = upright.expand(3, -1, -1)
+    upright = orient(image, orientation)  # RGB mode: three channels, greyscale JPEGs too
     height, width = upright.shape[-2:]
-    new_width, new_height = resized_size(width, height)
-    pixels = upright.float().div_(255)
-    if (new_width, new_height) != (width, height):  # torchvision skips a resize to the same size
-        pixels = tv.resize(pixels, [new_height, new_width], antialias=True)
+    new_width, new_height = resized_size(width, height)  # never the same size: the short side is >= 1024
+    pixels = tv.resize(upright.float().div_(255), [new_height, new_width], antialias=True)
     cropped = tv.center_crop(pixels, [CROP_SIZE, CROP_SIZE])
     mean, std = _normalisation(image.device)
     # Not tv.normalize: it copies mean and std to the GPU for every image, a copy that waits

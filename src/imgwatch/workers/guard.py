@@ -21,10 +21,8 @@ from rq.exceptions import DeserializationError
 from rq.job import Job
 
 from imgwatch.workqueue import INDEX_JOB
-from imgwatch.workqueue.jobs import MOVE_JOB
+from imgwatch.workqueue.jobs import MAX_PATHS_PER_JOB, MOVE_JOB
 
-# A job carries one batch (watch.batch_size, 32 by default); more than this is not imgwatch's.
-MAX_PATHS_PER_JOB = 10_000
 # Linux's PATH_MAX: the kernel refuses longer paths anyway.
 MAX_PATH_CHARS = 4096
 

@@ -31,14 +31,18 @@ MOVES_PER_JOB = 1000
 MAX_JOB_GROWTH = 8
 # ... while leaving about this many jobs for each worker, so that every worker gets a share.
 JOBS_PER_WORKER = 4
+# Workers refuse bigger index jobs (workers/guard.py): whoever can write to the queue must not
+# make a worker hold an unbounded list.
+MAX_PATHS_PER_JOB = 10_000
 
 
 def paths_per_job(backlog: int, batch_size: int, workers: int) -> int:
     """Paths per index job for ``backlog`` waiting paths: ``batch_size`` (watch.batch_size),
-    or more, up to MAX_JOB_GROWTH times it, when each of ``workers`` would get over
-    JOBS_PER_WORKER jobs of that size."""
-    share = math.ceil(backlog / (JOBS_PER_WORKER * max(1, workers)))
-    return max(batch_size, min(batch_size * MAX_JOB_GROWTH, share))
+    or a multiple of it, up to MAX_JOB_GROWTH times, when each of ``workers`` would get over
+    JOBS_PER_WORKER jobs of that size. A multiple, so that an even batch_size keeps the
+    daemon's [new, old] pairs of missed moves within one job."""
+    share = batch_size * math.ceil(backlog / (JOBS_PER_WORKER * max(1, workers) * batch_size))
+    return min(MAX_PATHS_PER_JOB, max(batch_size, min(batch_size * MAX_JOB_GROWTH, share)))
 
 
 def job_paths(job: Job) -> list[str]:
