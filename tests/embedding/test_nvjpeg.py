@@ -132,7 +132,9 @@ def test_a_damaged_jpeg_fails_alone_and_cpu_decoded_items_pass_through(device: t
         assert cosine(inputs[index].cpu(), reference) >= TENSOR_THRESHOLD  # type: ignore[union-attr]
 
 
-def test_big_batches_are_decoded_in_calls_of_bounded_pixels(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def decode_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of files in each call to nvJPEG (torchvision's decode_jpeg), in order."""
     calls: list[int] = []
     decode = nvjpeg._decode_jpeg
 
@@ -141,10 +143,16 @@ def test_big_batches_are_decoded_in_calls_of_bounded_pixels(monkeypatch: pytest.
         return decode(data, device)
 
     monkeypatch.setattr(nvjpeg, "_decode_jpeg", counting)
+    return calls
+
+
+def test_big_batches_are_decoded_in_calls_of_bounded_pixels(
+    monkeypatch: pytest.MonkeyPatch, decode_calls: list[int]
+) -> None:
     image = big("astronaut", (1024, 1024))
     monkeypatch.setattr(nvjpeg, "PIXELS_PER_DECODE", 3 * 1024 * 1024)
     inputs = nvjpeg.model_inputs([for_gpu(jpeg_bytes(image))] * 7, torch.device("cpu"))
-    assert calls == [3, 3, 1]
+    assert decode_calls == [3, 3, 1]
     assert len(inputs) == 7 and all(isinstance(tensor, torch.Tensor) for tensor in inputs)
 
 
@@ -171,18 +179,10 @@ def test_whatever_goes_wrong_with_one_file_stays_with_that_file(monkeypatch: pyt
 @pytest.mark.parametrize("device", DEVICES, ids=str)
 def test_embedder_decoding_jpegs_in_batches_embeds_like_the_pool(
     device: torch.device, calibrated_model: EmbeddingModel, calibrated_weights: Path, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    decode_calls: list[int],
 ) -> None:
     from imgwatch.embedding import load_model
 
-    batched_calls: list[int] = []
-    decode = nvjpeg._decode_jpeg
-
-    def counting(data: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
-        batched_calls.append(len(data))
-        return decode(data, device)
-
-    monkeypatch.setattr(nvjpeg, "_decode_jpeg", counting)
 
     files = {
         "phone.jpg": jpeg_bytes(big("coffee", (4032, 3024))),
@@ -207,7 +207,7 @@ def test_embedder_decoding_jpegs_in_batches_embeds_like_the_pool(
         reference = {result.facts.path if isinstance(result, Embedded) else result.path: result
                      for result in pool.embed_files(paths)}
     # phone, turned and damaged in one call; damaged fails it, so each is tried alone (3 more)
-    assert batched_calls == [3, 1, 1, 1]
+    assert decode_calls == [3, 1, 1, 1]
     broken = [str(tmp_path / name) for name in ("truncated.jpg", "damaged.jpg")]
     for path in broken:
         assert isinstance(on_gpu_path[path], Failed) and isinstance(reference[path], Failed), path
