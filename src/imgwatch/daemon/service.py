@@ -144,6 +144,11 @@ def known_failures(failures: FailureLedger, max_attempts: int) -> dict[str, Know
     }
 
 
+def enqueue_backlog(work_queue: WorkQueue, paths: list[str], config: Config) -> list[str]:
+    """Queue ``paths`` as index jobs sized for the backlog they are (see paths_per_job)."""
+    return work_queue.enqueue_paths(paths, paths_per_job(len(paths), config.watch.batch_size, config.workers.count))
+
+
 def reconcile_and_enqueue(
     config: Config,
     stored: StoredFileStates,
@@ -172,7 +177,7 @@ def reconcile_and_enqueue(
         known_failures(failures, config.workers.max_attempts),
     )
     paths = [p for p in missed_moves_together(plan.changed, plan.gone) if p not in exclude]
-    jobs = work_queue.enqueue_paths(paths, paths_per_job(len(paths), config.watch.batch_size, config.workers.count))
+    jobs = enqueue_backlog(work_queue, paths, config)
     where = {"root": roots[0]} if len(roots) == 1 else {"roots": len(roots)}
     log.info("reconciled", reason=reason, **where, changed=len(plan.changed), gone=len(plan.gone),
              unchanged=plan.unchanged, known_failures=plan.known_failures,
@@ -381,8 +386,7 @@ class Daemon:
             return
         paths = list(self._unsent)
         try:
-            self.work_queue.enqueue_paths(
-                paths, paths_per_job(len(paths), self.config.watch.batch_size, self.config.workers.count))
+            enqueue_backlog(self.work_queue, paths, self.config)
         except redis.RedisError as exc:
             self._queue.failed(exc, held=len(paths))
             return
