@@ -19,6 +19,7 @@ import pytest
 
 import imgwatch
 from imgwatch.store import EmbeddedGraphStore
+from imgwatch.store.embedded import ann_search
 from imgwatch.store.embedded.vectors import SlotVectors
 from tests.helpers import MODEL, make_record
 from tests.helpers import clustered_unit_vectors as library_vectors
@@ -131,6 +132,35 @@ def test_nearest_through_the_index_finds_the_exact_top_10_with_exact_scores(
 ) -> None:
     indexed(store)
     assert recall(store, library_of(vectors), queries) >= 0.99
+    assert store.ann.scanned <= len(queries) // 2  # the index answered most of them itself
+
+
+def test_a_query_in_a_flat_neighbourhood_is_scanned_exactly_where_the_index_alone_misses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Photos with nothing in common (no topics), full-size embeddings: each query's ten best
+    # are near-ties among thousands, where a graph walk picks arbitrarily.
+    dim, rng = 2048, np.random.default_rng(3)
+    flat = np.maximum(rng.standard_normal((5040, dim), dtype=np.float32), 0)
+    flat /= np.linalg.norm(flat, axis=1, keepdims=True)
+    stored, queries = flat[:5000], flat[5000:]
+    library = library_of(stored)
+    with EmbeddedGraphStore(tmp_path / "flat.sqlite3", ann_min_images=THRESHOLD) as store:
+        store.ensure_model(MODEL, dim)
+        fill(store, stored)
+        store.nearest(queries[0], 1)
+        store.ann.wait_for_maintenance(120)
+        assert recall(store, library, queries) == 1.0
+        assert store.ann.index_revision is not None and store.ann.scanned == len(queries)
+
+        monkeypatch.setattr(ann_search, "TRUSTED_FROM_SD", -np.inf)  # what the index alone answers
+        assert recall(store, library, queries) < 0.99
+
+        monkeypatch.undo()
+        store.ann.scanned = 0
+        records = [make_record(path_of(i), stored[i]) for i in range(0, 5000, 50)]
+        assert store.link(records, 0.9, 10) == 0  # the threshold is far above every score here:
+        assert store.ann.scanned == 0  # the index's answer stands, none of it is linked anyway
 
 
 def test_writes_after_the_index_are_found_through_the_delta_and_deletions_never_returned(
@@ -147,6 +177,7 @@ def test_writes_after_the_index_are_found_through_the_delta_and_deletions_never_
         del library[path]
     assert store.ann.index_revision == revision  # 600 changes: below the bound, the index is not touched
     assert recall(store, library, queries) >= 0.99
+    assert store.ann.scanned <= len(queries) // 2
     for number in range(0, 300, 7):  # each new image finds itself
         assert store.nearest(added[number], 1)[0].path == path_of(IMAGES + number)
     gone = set(removed)

@@ -7,7 +7,7 @@ from collections.abc import Set
 import numpy as np
 import pytest
 
-from imgwatch.store.embedded.vectors import SlotVectors
+from imgwatch.store.embedded.vectors import Proposal, SlotVectors
 from tests.helpers import random_unit_vectors
 
 DIM = 32
@@ -85,3 +85,31 @@ def test_vectors_of_a_dead_or_unknown_id_is_a_key_error() -> None:
     with pytest.raises(KeyError):
         vectors.vectors([4])
     np.testing.assert_array_equal(vectors.vectors([3, 1]), vectors.vectors([3, 1]))
+
+
+def test_a_query_its_proposer_does_not_vouch_for_is_scanned_in_full() -> None:
+    vectors = slot_vectors(500, {3, 9})
+    queries = random_unit_vectors(4, DIM, seed=2)
+    asked: list[float] = []
+
+    def propose(batch: np.ndarray, k: int, exclude: object) -> Proposal:
+        # Too few, poor candidates; only the first query's answer is vouched for.
+        def trusted(query: np.ndarray, needed: float) -> bool:
+            asked.append(needed)
+            return bool(np.array_equal(query, queries[0]))
+
+        return Proposal([np.arange(10, 13)] * len(batch), np.empty(0, np.int64), trusted)
+
+    proposed = vectors.proposed_by(propose)
+    first, *rest = proposed.candidates(queries, 5, [{11}, set(), {1}, set()])
+    assert first[0].tolist() == [10, 12]  # the proposal's answer stands
+    for query, exclude, (ids, scores) in zip(queries[1:], [set(), {1}, set()], rest, strict=True):
+        expected_ids, expected_scores = brute_force(vectors, query, 5, exclude)
+        assert ids.tolist() == expected_ids
+        assert scores == pytest.approx(expected_scores, abs=1e-5)
+    assert asked == [-np.inf] * 4  # fewer than k candidates: nothing vouches for the lowest needed score
+
+    asked.clear()
+    [(ids, scores)] = proposed.candidates(queries[0], 2)
+    proposed.candidates(queries[0], 2, floor=0.99)
+    assert asked == [float(scores[-1]), 0.99]  # the answer's lowest score, or the caller's floor above it

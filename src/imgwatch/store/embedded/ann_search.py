@@ -12,6 +12,12 @@ as the index there). Above it, :meth:`AnnSearch.attach` gives the store's
 which ``SlotVectors`` re-scores exactly from the mapped float32 vectors, dropping dead and
 excluded ids. SQLite stays the source of truth: the index is a cache of an older revision.
 
+The index is trusted only where a graph can be: for scores far above what the query gets
+from most of the library (:class:`TailCheck`). A query whose answer needs a score in that
+bulk (a photo unlike anything stored, or a top 10 whose tail is just "somewhat alike")
+asks for one of thousands of near-ties; a graph walk picks among them arbitrarily, so
+that query is scanned exactly instead.
+
 Maintenance: when the delta (writes plus deletions since the index) outgrows
 :func:`delta_bound`, or the index is missing, unusable, ahead of SQLite or of another store
 (its ``store-id`` file differs from SQLite's identity), a daemon thread of this process
@@ -29,7 +35,7 @@ import fcntl
 import os
 import threading
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +44,7 @@ from imgwatch.log import get_logger
 from imgwatch.store.embedded.ann import HnswIndex, IndexFileUnusable, candidate_count
 from imgwatch.store.embedded.shared_vectors import checked_rows, store_identity
 from imgwatch.store.embedded.sqlite import Database, Transaction
-from imgwatch.store.embedded.vectors import Proposal, SlotVectors
+from imgwatch.store.embedded.vectors import Proposal, Proposer, SlotVectors
 
 log = get_logger("imgwatch.store")
 
@@ -55,6 +61,14 @@ EXACT_WHEN_DELTA_ABOVE = 0.25
 # costs more than re-scoring ~100 rows (~0.1 ms); ann.py's 4 per wanted neighbour leaves
 # small top-k (link's top_k 5 -> 20) visibly short of the exact path's choices.
 MIN_CANDIDATES = 100
+# An answer from the index stands when the lowest score it needs is at least this many
+# standard deviations above the query's mean score against the library (estimated from
+# REFERENCE_IMAGES stored images). Measured at 1M images (bench/ann_scale.py truth): recall@10
+# through the index 0.06 where the 10th best lies 3-4 sd above the mean, 0.94 at 4-5, 1.000
+# from 5 up; 6 keeps a margin (under Gaussian tails, fewer than 1 in 10^9 images of the
+# bulk score that high, so near-ties there are few at any library size).
+TRUSTED_FROM_SD = 6.0
+REFERENCE_IMAGES = 512
 # Threads inserting into the graph in the background: one, so a worker's own job keeps a
 # core, and because usearch inserts on 2 threads were seen to leave some images nearly
 # unreachable (links differing from the exact path in 1 of 3 builds; none in 6 with one).
@@ -111,10 +125,12 @@ class AnnSearch:
         self._stamp: tuple[object, ...] | None = None  # the saved files self._index was opened from
         self._index_store_id: bytes | None = None
         self._delta: _Delta | None = None
+        self._tail_check: TailCheck | None = None  # of self._index's library
         self._worker: threading.Thread | None = None
         self._stopping = threading.Event()
         self._next_try_at = 0.0  # time.monotonic() before which no maintenance is started
         self.saves = 0  # by this object's maintenance: tests and the bench read it
+        self.scanned = 0  # queries the index did not answer (scanned exactly): tests and the bench read it
 
     @property
     def index_revision(self) -> int | None:
@@ -147,19 +163,20 @@ class AnnSearch:
             if len(delta.ids) > EXACT_WHEN_DELTA_ABOVE * images:
                 return view
             shared = delta.ids
+            if self._tail_check is None:
+                self._tail_check = TailCheck(view)
+            tail_check = self._tail_check
+        return view.proposed_by(index_proposer(index, shared, tail_check, self._count_scan))
 
-        def propose(queries: np.ndarray, k: int, exclude_ids: Sequence[Collection[int]] | None) -> Proposal:
-            count = max(candidate_count(k), MIN_CANDIDATES)
-            return Proposal(index.candidates(queries, count, exclude_ids), shared)
-
-        return view.proposed_by(propose)
+    def _count_scan(self) -> None:
+        self.scanned += 1
 
     def _opened(self, dim: int) -> HnswIndex | None:
         """The saved index as a shared view (re-opened when the files changed); None if unusable."""
         stamp = self._files_stamp()
         if stamp == self._stamp and (self._index is None or self._index.dim == dim):
             return self._index
-        self._index, self._stamp, self._delta = None, stamp, None
+        self._index, self._stamp, self._delta, self._tail_check = None, stamp, None, None
         if stamp is None:
             return None
         try:
@@ -311,7 +328,43 @@ class AnnSearch:
         self._stopping.set()
         self.wait_for_maintenance(timeout)
         with self._lock:
-            self._index, self._stamp, self._delta = None, None, None
+            self._index, self._stamp, self._delta, self._tail_check = None, None, None, None
+
+
+def index_proposer(index: HnswIndex, shared: np.ndarray, tail_check: TailCheck,
+                   on_untrusted: Callable[[], None] = lambda: None) -> Proposer:
+    """Candidates from ``index`` plus the ``shared`` ids for every query, trusted per ``tail_check``."""
+
+    def trusted(query: np.ndarray, needed: float) -> bool:
+        if tail_check.far_above_bulk(query, needed):
+            return True
+        on_untrusted()
+        return False
+
+    def propose(queries: np.ndarray, k: int, exclude_ids: Sequence[Collection[int]] | None) -> Proposal:
+        count = max(candidate_count(k), MIN_CANDIDATES)
+        return Proposal(index.candidates(queries, count, exclude_ids), shared, trusted)
+
+    return propose
+
+
+class TailCheck:
+    """Whether a score is far out in the tail of a query's scores against the library.
+
+    The reference is a fixed random sample of the library's vectors (copied: the shared
+    mapping may move), drawn once per opened index; seeded, so answers are repeatable.
+    """
+
+    def __init__(self, view: SlotVectors) -> None:
+        ids = view.ids()
+        chosen = np.random.default_rng(0).choice(ids, size=min(REFERENCE_IMAGES, len(ids)), replace=False)
+        self._reference = view.vectors(np.sort(chosen))
+
+    def far_above_bulk(self, query: np.ndarray, score: float) -> bool:
+        if not np.isfinite(score) or len(self._reference) < 2:
+            return False
+        scores = self._reference @ query
+        return bool(score > scores.mean() + TRUSTED_FROM_SD * scores.std())
 
 
 class _Stopped(Exception):

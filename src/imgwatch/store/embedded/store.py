@@ -180,9 +180,9 @@ class EmbeddedGraphStore(GraphStore):
             ids = [i for i in _ids_by_path(tx, paths).values() if i in index]
             former = _former_links(tx, ids, index)
             _delete_links_of(tx, ids)
-            plan = plan_links(_candidates(index, ids, top_k), former, threshold, top_k)
+            plan = plan_links(_candidates(index, ids, top_k, threshold), former, threshold, top_k)
             if plan.undecided:  # rare: only a fresh search tells if those neighbours still pick them
-                fresh = _candidates(index, list(plan.undecided), top_k)
+                fresh = _candidates(index, list(plan.undecided), top_k, threshold)
                 plan.settle({key: choose(found, threshold, top_k) for key, found in fresh.items()})
             # Every image is now linked; without a new bar (top_k <= 0) the recorded one stays.
             tx.executemany("UPDATE images SET linked = 1, pick_bar = coalesce(?, pick_bar) WHERE id = ?",
@@ -449,9 +449,14 @@ def _delete_links_of(tx: Transaction, ids: Sequence[int]) -> None:
     tx.executemany("DELETE FROM links WHERE b = ?", parameters)
 
 
-def _candidates(index: SlotVectors, ids: Sequence[int], top_k: int) -> dict[int, list[tuple[int, float]]]:
-    """Each image's ``top_k`` best neighbours in ``index`` (itself excluded): id -> [(id, cosine)]."""
-    results = index.candidates(index.vectors(ids), top_k, [(i,) for i in ids])
+def _candidates(
+    index: SlotVectors, ids: Sequence[int], top_k: int, threshold: float
+) -> dict[int, list[tuple[int, float]]]:
+    """Each image's ``top_k`` best neighbours in ``index`` (itself excluded): id -> [(id, cosine)].
+
+    Only those at or above ``threshold`` are linked, so only those need be exact.
+    """
+    results = index.candidates(index.vectors(ids), top_k, [(i,) for i in ids], floor=threshold)
     return {
         image: list(zip(found.tolist(), scores.tolist(), strict=True))
         for image, (found, scores) in zip(ids, results, strict=True)

@@ -10,7 +10,8 @@ sizes a photo library reaches, fast enough (see bench/store_search.py).
 :class:`Proposer` attached with :meth:`SlotVectors.proposed_by` (``ann_search.py``) names
 candidate ids, and only those are scored, exactly, from this matrix, with the same rules
 as the full scan (dead and excluded ids dropped, best first, equal scores by id): the
-linking rule relies on exact scores.
+linking rule relies on exact scores. A query whose answer the proposer does not vouch for
+(:attr:`Proposal.trusted`) is scanned in full instead.
 """
 
 from __future__ import annotations
@@ -33,10 +34,16 @@ _SLICE_WHEN_DENSER_THAN = 0.5
 
 @dataclass(frozen=True)
 class Proposal:
-    """Candidate ids to score exactly: some per query, plus ``shared`` ones for every query."""
+    """Candidate ids to score exactly: some per query, plus ``shared`` ones for every query.
+
+    ``trusted(query, needed)`` says whether the candidates can be relied on to hold every
+    image scoring at least ``needed`` (the answer's lowest wanted score) for that query;
+    where it says no, the query is scanned in full. None: always trusted.
+    """
 
     per_query: list[np.ndarray]
     shared: np.ndarray  # int64, sorted, unique
+    trusted: Callable[[np.ndarray, float], bool] | None = None
 
 
 # (queries, k, exclude_ids) -> the candidates to re-score
@@ -96,13 +103,20 @@ class SlotVectors:
         return self._matrix[rows].copy()
 
     def candidates(
-        self, queries: np.ndarray, k: int, exclude_ids: Sequence[Collection[int]] | None = None
+        self,
+        queries: np.ndarray,
+        k: int,
+        exclude_ids: Sequence[Collection[int]] | None = None,
+        *,
+        floor: float = -np.inf,
     ) -> list[Found]:
         """For each row of ``queries`` (unit vectors), its ``k`` best ``(ids, exact scores)``, best first.
 
         Dead slots and the query's ``exclude_ids`` never appear; equal scores are ordered
         by id. Without a proposer: one matrix product per block of queries over every slot
-        (BLAS sgemv/sgemm); with one, only the proposed ids are scored.
+        (BLAS sgemv/sgemm); with one, only the proposed ids are scored. ``floor``: the
+        caller uses no result scoring below it (link's threshold), so a proposer need
+        only be trusted down to it; such results are still returned.
         """
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
         if exclude_ids is not None and len(exclude_ids) != len(queries):
@@ -110,7 +124,12 @@ class SlotVectors:
         if k <= 0 or self.slots == 0:
             return [_nothing() for _ in queries]
         if self._proposer is not None:
-            return self._rescored(queries, k, exclude_ids, self._proposer(queries, k, exclude_ids))
+            proposal = self._proposer(queries, k, exclude_ids)
+            return self._rescored(queries, k, exclude_ids, proposal, floor)
+        return self._scanned(queries, k, exclude_ids)
+
+    def _scanned(self, queries: np.ndarray, k: int, exclude_ids: Sequence[Collection[int]] | None) -> list[Found]:
+        """The full scan: every live slot scored."""
         dead = self._dead_slots()
         alive = self.slots - len(dead)
         per_product = max(1, _MAX_SCORES_PER_PRODUCT // self.slots)
@@ -130,7 +149,12 @@ class SlotVectors:
         return results
 
     def _rescored(
-        self, queries: np.ndarray, k: int, exclude_ids: Sequence[Collection[int]] | None, proposal: Proposal
+        self,
+        queries: np.ndarray,
+        k: int,
+        exclude_ids: Sequence[Collection[int]] | None,
+        proposal: Proposal,
+        floor: float,
     ) -> list[Found]:
         """Exact scores of the proposed ids only; the same ordering rules as the full scan."""
         shared_ids, shared_rows = self._shared_rows(proposal.shared)
@@ -148,6 +172,10 @@ class SlotVectors:
                 keep &= ~np.isin(ids, np.fromiter((int(i) for i in exclude_ids[row]), dtype=np.int64))
             ids, scores = ids[keep], scores[keep]
             order = np.lexsort((ids, -scores))[:k]  # best first, equal scores by id
+            needed = max(float(scores[order[-1]]) if len(order) == k else -np.inf, floor)
+            if proposal.trusted is not None and not proposal.trusted(query, needed):
+                results.extend(self._scanned(query[np.newaxis], k, [exclude_ids[row]] if exclude_ids else None))
+                continue
             results.append((ids[order], scores[order].astype(np.float32, copy=False)))
         return results
 
