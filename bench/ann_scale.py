@@ -6,6 +6,7 @@ Steps, each short enough to hold the shared benchmark lock for under ~10 minutes
     $B data                          # 1M x 2048 float32 file (8 GB) + exact top-10 of 200 queries
     $B build --budget-s 480          # repeat until it says "complete": adds in chunks, saves, resumes
     $B measure                       # the figures below
+    $B kinds                         # the store's search path at 1M, by kind of query
     $B clean                         # delete the big files (keeps nothing but this script)
 
 measure prints, for indexes of 1k, 100k and 1M images (the 1k and 100k ones are the
@@ -19,12 +20,21 @@ saved snapshots of the same build, so all three hold the same kind of data):
 - recall@10 of those answers against numpy's exact top 10 over the whole float32 file,
   for a few search breadths and candidate counts.
 
+kinds runs the store's own search code (vectors.SlotVectors over the mapped float32 file,
+candidates from ann_search.index_proposer, its TailCheck deciding which answers stand and
+which queries are scanned exactly) at IMAGES for three kinds of query: a new photo of a
+stored topic (measure's queries), another shot of a stored photo (a stored vector plus
+noise, cosine ~0.9 to it), and a photo unlike the library (a topic it does not hold: its
+ten best are near-ties). Per kind: recall@10 against exact truth, the share scanned, and
+warm latency. What it leaves out of the store: SQLite's id -> path lookup.
+
 Data as in bench/ann_choice.py (clustered, photo-like 2048-d unit vectors).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import shutil
 import statistics
@@ -36,6 +46,7 @@ import numpy as np
 from ann_choice import (
     LIBRARY_SEED,
     PHOTOS_PER_TOPIC,
+    exact_top_k,
     ground_truth,
     library_file,
     percentile,
@@ -47,6 +58,8 @@ from ann_choice import (
 )
 from imgwatch.store.embedded import ann
 from imgwatch.store.embedded.ann import HnswIndex, IndexFileUnusable, candidate_count
+from imgwatch.store.embedded.ann_search import TailCheck, index_proposer
+from imgwatch.store.embedded.vectors import SlotVectors
 
 IMAGES = 1_000_000
 SNAPSHOTS = (1_000, 100_000)  # saved on the way to IMAGES: the smaller sizes measured
@@ -56,6 +69,8 @@ LINK_BATCH = 32
 BATCHES = 15
 BUILD_CHUNK = 10_000
 NEW_IMAGES_SEED = 99  # new photos for the upsert+link measurement (not in the library)
+KIND_QUERIES = 100
+OTHER_TOPICS_SEED = 4242  # topics of photos unlike the library
 
 
 def index_dir(data_dir: Path, size: int) -> Path:
@@ -192,6 +207,46 @@ def measure_exact(library: np.ndarray, queries: np.ndarray) -> None:
     print(f"exact    numpy over the {len(library):,}-row float32 file: median {ms(statistics.median(times))} ms")
 
 
+def step_kinds(args: argparse.Namespace) -> None:
+    """The store's search path at IMAGES, by kind of query (see the module docstring)."""
+    library = library_file(args.data_dir, args.images)
+    dim = ann_dim(library)
+    rng = np.random.default_rng(5)
+    stored = np.asarray(library[np.sort(rng.choice(len(library), KIND_QUERIES, replace=False))])
+    shots = stored + 0.0105 * rng.standard_normal(stored.shape, dtype=np.float32)
+    other_topics = np.maximum(np.random.default_rng(OTHER_TOPICS_SEED).standard_normal((KIND_QUERIES, dim),
+                                                                                      dtype=np.float32), 0)
+    kinds = {
+        "new photo of a stored topic": query_vectors(args.images, KIND_QUERIES),
+        "another shot of a stored photo": shots / np.linalg.norm(shots, axis=1, keepdims=True),
+        "a photo unlike the library": photo_block(other_topics, OTHER_TOPICS_SEED, 0, KIND_QUERIES)[:KIND_QUERIES],
+    }
+    started = time.perf_counter()
+    truths = {kind: exact_top_k(library, queries, K) for kind, queries in kinds.items()}
+    print(f"truth    exact top {K} of {len(kinds) * KIND_QUERIES} queries in {time.perf_counter() - started:.0f} s")
+    view = SlotVectors(library, np.ones(len(library), dtype=np.uint8))
+    index = HnswIndex.open(index_dir(args.data_dir, args.images), dim)
+    scanned: list[int] = []
+    searched = view.proposed_by(index_proposer(index, np.empty(0, np.int64), TailCheck(view),
+                                               lambda: scanned.append(1)))
+    for (kind, queries), expansion in itertools.product(kinds.items(), args.expansion_search):
+        ann.EXPANSION_SEARCH = expansion  # the module constant, as the store would use it
+        for warm_pass in ("first", "warm"):
+            by_index, by_scan, hits = [], [], 0
+            for query, expected in zip(queries, truths[kind], strict=True):
+                before = len(scanned)
+                started = time.perf_counter()
+                [(ids, _)] = searched.candidates(query, K)
+                (by_scan if len(scanned) > before else by_index).append(time.perf_counter() - started)
+                hits += len(set(ids.tolist()) & set(expected.tolist()))
+            every = by_index + by_scan
+            recall = hits / (K * len(queries))
+            print(f"kinds    {kind:<31} ef {expansion:>3}, {warm_pass:>5} pass: recall@10 {recall:.3f}, "
+                  f"scanned {len(by_scan)}/{len(queries)}, p50 {ms(percentile(every, 50))} ms "
+                  f"(index answers p50 {ms(percentile(by_index, 50)) if by_index else '-'} ms, "
+                  f"scans p50 {ms(percentile(by_scan, 50)) if by_scan else '-'} ms)", flush=True)
+
+
 def step_clean(args: argparse.Namespace) -> None:
     shutil.rmtree(args.data_dir, ignore_errors=True)
     print(f"removed  {args.data_dir}")
@@ -211,7 +266,7 @@ def ms(seconds: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=["data", "build", "measure", "clean"])
+    parser.add_argument("step", choices=["data", "build", "measure", "kinds", "clean"])
     parser.add_argument("--images", type=int, default=IMAGES)
     parser.add_argument("--budget-s", type=float, default=480, help="build: stop adding after this long")
     parser.add_argument("--expansion-search", type=int, nargs="+", default=[ann.EXPANSION_SEARCH])
@@ -226,7 +281,8 @@ def main() -> None:
     print_machine()
     print(f"settings connectivity {ann.CONNECTIVITY}, expansion_add {ann.EXPANSION_ADD}, dtype {ann.STORAGE_DTYPE}, "
           f"seed {LIBRARY_SEED}, load {os.getloadavg()}")
-    {"data": step_data, "build": step_build, "measure": step_measure, "clean": step_clean}[args.step](args)
+    steps = {"data": step_data, "build": step_build, "measure": step_measure, "kinds": step_kinds, "clean": step_clean}
+    steps[args.step](args)
 
 
 if __name__ == "__main__":

@@ -159,6 +159,7 @@ class SlotVectors:
         """Exact scores of the proposed ids only; the same ordering rules as the full scan."""
         shared_ids, shared_rows = self._shared_rows(proposal.shared)
         results: list[Found] = []
+        untrusted: list[int] = []
         for row, query in enumerate(queries):
             proposed = np.asarray(proposal.per_query[row], dtype=np.int64)
             proposed = proposed[(proposed >= 0) & (proposed < self.slots)]
@@ -174,9 +175,12 @@ class SlotVectors:
             order = np.lexsort((ids, -scores))[:k]  # best first, equal scores by id
             needed = max(float(scores[order[-1]]) if len(order) == k else -np.inf, floor)
             if proposal.trusted is not None and not proposal.trusted(query, needed):
-                results.extend(self._scanned(query[np.newaxis], k, [exclude_ids[row]] if exclude_ids else None))
-                continue
+                untrusted.append(row)
             results.append((ids[order], scores[order].astype(np.float32, copy=False)))
+        if untrusted:  # one pass over the matrix for all of them (a link batch reads it once)
+            excluded = [exclude_ids[row] for row in untrusted] if exclude_ids is not None else None
+            for row, found in zip(untrusted, self._scanned(queries[untrusted], k, excluded), strict=True):
+                results[row] = found
         return results
 
     def _shared_rows(self, shared: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
