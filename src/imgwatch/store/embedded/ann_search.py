@@ -48,10 +48,11 @@ from imgwatch.store.embedded.vectors import Proposal, Proposer, SlotVectors
 
 log = get_logger("imgwatch.store")
 
-# Below this many live images a full scan is used: at 20k x 2048 it takes ~5 ms on two
-# cores, no slower than index + delta re-score, and needs no index maintained
-# (bench/store_scale.py).
-ANN_MIN_IMAGES = 20_000
+# Below this many live images a full scan is used: with the graph below (M 32, ef 192) the
+# index only starts to win on a worker's linking at ~100k (per image, index / exact: 20k
+# 3.0 / 1.1 ms, 50k 4.3 / 2.6, 100k 5.0 / 5.4), while an exact nearest() there is still
+# ~33 ms; and no index needs maintaining (bench/store_scale.py).
+ANN_MIN_IMAGES = 100_000
 # The delta is scanned by every query, so maintenance starts past this many changed ids.
 DELTA_MIN = 2_000
 DELTA_FRACTION = 0.01
