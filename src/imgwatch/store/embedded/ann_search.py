@@ -48,7 +48,7 @@ from imgwatch.store.embedded.vectors import Proposal, Proposer, SlotVectors
 
 log = get_logger("imgwatch.store")
 
-# Below this many live images a full scan is used: with the graph below (M 32, ef 192) the
+# Below this many live images a full scan is used: with the graph below (M 32; ef 192 then) the
 # index only starts to win on a worker's linking at ~100k (per image, index / exact: 20k
 # 3.0 / 1.1 ms, 50k 4.3 / 2.6, 100k 5.0 / 5.4), while an exact nearest() there is still
 # ~33 ms; and no index needs maintaining (bench/store_scale.py).
