@@ -132,7 +132,7 @@ def test_nearest_through_the_index_finds_the_exact_top_10_with_exact_scores(
 ) -> None:
     indexed(store)
     assert recall(store, library_of(vectors), queries) >= 0.99
-    assert store.ann.scanned <= len(queries) // 2  # the index answered most of them itself
+    assert store.ann.untrusted <= len(queries) // 2  # the index answered most of them itself
 
 
 def test_a_query_in_a_flat_neighbourhood_is_scanned_exactly_where_the_index_alone_misses(
@@ -151,16 +151,16 @@ def test_a_query_in_a_flat_neighbourhood_is_scanned_exactly_where_the_index_alon
         store.nearest(queries[0], 1)
         store.ann.wait_for_maintenance(120)
         assert recall(store, library, queries) == 1.0
-        assert store.ann.index_revision is not None and store.ann.scanned == len(queries)
+        assert store.ann.index_revision is not None and store.ann.untrusted == len(queries)
 
         monkeypatch.setattr(ann_search, "TRUSTED_FROM_SD", -np.inf)  # what the index alone answers
         assert recall(store, library, queries) < 0.99
 
         monkeypatch.undo()
-        store.ann.scanned = 0
+        store.ann.untrusted = 0
         records = [make_record(path_of(i), stored[i]) for i in range(0, 5000, 50)]
         assert store.link(records, 0.9, 10) == 0  # the threshold is far above every score here:
-        assert store.ann.scanned == 0  # the index's answer stands, none of it is linked anyway
+        assert store.ann.untrusted == 0  # the index's answer stands, none of it is linked anyway
 
 
 def test_writes_after_the_index_are_found_through_the_delta_and_deletions_never_returned(
@@ -177,7 +177,7 @@ def test_writes_after_the_index_are_found_through_the_delta_and_deletions_never_
         del library[path]
     assert store.ann.index_revision == revision  # 600 changes: below the bound, the index is not touched
     assert recall(store, library, queries) >= 0.99
-    assert store.ann.scanned <= len(queries) // 2
+    assert store.ann.untrusted <= len(queries) // 2
     for number in range(0, 300, 7):  # each new image finds itself
         assert store.nearest(added[number], 1)[0].path == path_of(IMAGES + number)
     gone = set(removed)

@@ -101,12 +101,15 @@ def test_a_query_its_proposer_does_not_vouch_for_is_scanned_in_full() -> None:
         return Proposal([np.arange(10, 13)] * len(batch), np.empty(0, np.int64), trusted)
 
     proposed = vectors.proposed_by(propose)
-    first, *rest = proposed.candidates(queries, 5, [{11}, set(), {1}, set()])
+    [best_of_third], _ = brute_force(vectors, queries[2], 1, set())
+    excludes = [{11}, set(), {best_of_third}, set()]  # the scan must honour an exclusion that matters
+    first, *rest = proposed.candidates(queries, 5, excludes)
     assert first[0].tolist() == [10, 12]  # the proposal's answer stands
-    for query, exclude, (ids, scores) in zip(queries[1:], [set(), {1}, set()], rest, strict=True):
+    for query, exclude, (ids, scores) in zip(queries[1:], excludes[1:], rest, strict=True):
         expected_ids, expected_scores = brute_force(vectors, query, 5, exclude)
         assert ids.tolist() == expected_ids
         assert scores == pytest.approx(expected_scores, abs=1e-5)
+    assert best_of_third not in rest[1][0].tolist()
     assert asked == [-np.inf] * 4  # fewer than k candidates: nothing vouches for the lowest needed score
 
     asked.clear()

@@ -48,7 +48,7 @@ from imgwatch.store.embedded.vectors import Proposal, Proposer, SlotVectors
 
 log = get_logger("imgwatch.store")
 
-# Below this many live images a full scan is used: with the graph below (M 32; ef 192 then) the
+# Below this many live images a full scan is used: with ann.py's graph (M 32; measured at ef 192) the
 # index only starts to win on a worker's linking at ~100k (per image, index / exact: 20k
 # 3.0 / 1.1 ms, 50k 4.3 / 2.6, 100k 5.0 / 5.4), while an exact nearest() there is still
 # ~33 ms; and no index needs maintaining (bench/store_scale.py).
@@ -64,10 +64,11 @@ EXACT_WHEN_DELTA_ABOVE = 0.25
 MIN_CANDIDATES = 100
 # An answer from the index stands when the lowest score it needs is at least this many
 # standard deviations above the query's mean score against the library (estimated from
-# REFERENCE_IMAGES stored images). Measured at 1M images (bench/ann_scale.py truth): recall@10
-# through the index 0.06 where the 10th best lies 3-4 sd above the mean, 0.94 at 4-5, 1.000
-# from 5 up; 6 keeps a margin (under Gaussian tails, fewer than 1 in 10^9 images of the
-# bulk score that high, so near-ties there are few at any library size).
+# REFERENCE_IMAGES stored images). Measured at 1M images (ef 192, 100 candidates; 360 queries,
+# bench/RESULTS.md "Telling the two apart"): recall@10 through the index 0.061 where the 10th
+# best lies under 4 sd above the mean, 0.938 at 4-5, 0.996-1.000 from 5 up; 6 keeps a margin
+# (under Gaussian tails, fewer than 1 in 10^9 images of the bulk score that high, so near-ties
+# there are few at any library size). Tuned on synthetic photo-like vectors, not real embeddings.
 TRUSTED_FROM_SD = 6.0
 REFERENCE_IMAGES = 512
 # Threads inserting into the graph in the background: one, so a worker's own job keeps a
@@ -131,7 +132,9 @@ class AnnSearch:
         self._stopping = threading.Event()
         self._next_try_at = 0.0  # time.monotonic() before which no maintenance is started
         self.saves = 0  # by this object's maintenance: tests and the bench read it
-        self.scanned = 0  # queries the index did not answer (scanned exactly): tests and the bench read it
+        # Queries whose index answer was not vouched for, so they were scanned exactly (searches that
+        # never asked the index, below min_images or without one, are not counted): tests, bench.
+        self.untrusted = 0
 
     @property
     def index_revision(self) -> int | None:
@@ -167,10 +170,11 @@ class AnnSearch:
             if self._tail_check is None:
                 self._tail_check = TailCheck(view)
             tail_check = self._tail_check
-        return view.proposed_by(index_proposer(index, shared, tail_check, self._count_scan))
+        return view.proposed_by(index_proposer(index, shared, tail_check, self._count_untrusted))
 
-    def _count_scan(self) -> None:
-        self.scanned += 1
+    def _count_untrusted(self) -> None:
+        with self._lock:
+            self.untrusted += 1
 
     def _opened(self, dim: int) -> HnswIndex | None:
         """The saved index as a shared view (re-opened when the files changed); None if unusable."""

@@ -70,11 +70,6 @@ class SlotVectors:
         return SlotVectors(self._matrix, self._live, proposer)
 
     @property
-    def exact_scan(self) -> bool:
-        """Whether :meth:`candidates` scans every slot (no proposer attached)."""
-        return self._proposer is None
-
-    @property
     def dim(self) -> int:
         return int(self._matrix.shape[1])
 
@@ -114,9 +109,11 @@ class SlotVectors:
 
         Dead slots and the query's ``exclude_ids`` never appear; equal scores are ordered
         by id. Without a proposer: one matrix product per block of queries over every slot
-        (BLAS sgemv/sgemm); with one, only the proposed ids are scored. ``floor``: the
-        caller uses no result scoring below it (link's threshold), so a proposer need
-        only be trusted down to it; such results are still returned.
+        (BLAS sgemv/sgemm); with one, only the proposed ids are scored, except for queries
+        whose answer the proposal does not vouch for, which are scanned like the former.
+        ``floor``: the caller uses no result scoring below it (link's threshold), so a
+        proposal need only be trusted down to it; results below it may then be incomplete
+        (fewer than ``k``, or not the best), though each score is still exact.
         """
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
         if exclude_ids is not None and len(exclude_ids) != len(queries):
