@@ -152,7 +152,10 @@ def test_imgwatch_run_indexes_every_photo_written_while_its_watcher_was_too_busy
                  f"every photo indexed; log:\n{run.log()[-3000:]}", timeout=90)
         entries = [json.loads(line) for line in run.log().splitlines() if line.startswith("{")]
         rescans = [e for e in entries if e["event"] == "reconciled" and "events_lost" in e["reason"]]
-        assert sum(e["changed"] for e in rescans) == 12, run.log()[-3000:]  # found by the rescan alone
+        # Found by the rescan alone: the first finds all 12. On a loaded machine the queue can
+        # overflow again before the workers store them, and that rescan finds them again (harmless).
+        assert rescans and rescans[0]["changed"] == 12, run.log()[-3000:]
+        assert all(e["changed"] <= 12 for e in rescans[1:]), run.log()[-3000:]
     finally:
         assert run.stop() == 0, run.log()[-3000:]
     assert "Traceback" not in run.log()

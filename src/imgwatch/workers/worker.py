@@ -94,6 +94,15 @@ class ImgwatchWorker(SimpleWorker):
         recovery.stop_riding_out_outages(self.connection)  # stopping: do not wait out a queue outage
         super().request_stop(signum, frame)
 
+    def unsubscribe(self) -> None:
+        # End RQ's listener thread's loop before the unsubscribe reply arrives: a loop still
+        # running once it has handled that reply waits a whole poll (RQ's 60 s) for a new
+        # subscription, and redis-py's stop() joins the thread: a stopping worker hung for a
+        # minute (seen under load). stop(timeout=0) only clears the flag here.
+        if self.pubsub_thread is not None:
+            self.pubsub_thread.stop(timeout=0)
+        super().unsubscribe()
+
     def teardown(self) -> None:
         recovery.stop_riding_out_outages(self.connection)
         try:
