@@ -19,6 +19,7 @@ from rq.serializers import JSONSerializer
 from imgwatch.files import file_signature
 from imgwatch.workers import recovery
 from imgwatch.workqueue import FailureLedger, WorkQueue, job_paths, take_snapshot
+from tests.helpers import wait_until
 
 KILLED = "killed by signal SIGKILL"
 
@@ -219,6 +220,27 @@ def test_a_workers_registration_lives_a_minute_and_keep_alive_renews_it_during_a
     assert work_queue.connection.ttl(worker.key) > 2
     assert float(work_queue.connection.hget(execution.key, "last_heartbeat") or 0) > before
     worker.register_death()
+
+
+def test_a_stopping_worker_ends_its_listener_thread_without_waiting_out_rqs_poll(work_queue: WorkQueue) -> None:
+    from imgwatch.workers.worker import ImgwatchWorker
+
+    worker = ImgwatchWorker(work_queue, "imgwatch-run-98-0")
+    worker.subscribe()  # RQ's pub/sub listener thread, as work() starts it
+    pubsub, listener = worker.pubsub, worker.pubsub_thread
+    send_unsubscribe = pubsub.unsubscribe
+
+    def unsubscribe_and_let_the_listener_handle_the_reply(*args: object) -> None:
+        # The race seen under load: the listener handles the reply before the worker stops it,
+        # then waits RQ's whole poll (60 s) for a subscription, and stopping joins it.
+        send_unsubscribe(*args)
+        assert wait_until(lambda: not pubsub.subscribed, timeout=10)
+
+    pubsub.unsubscribe = unsubscribe_and_let_the_listener_handle_the_reply
+    started = time.monotonic()
+    worker.unsubscribe()
+    assert time.monotonic() - started < 10
+    assert not listener.is_alive()
 
 
 def test_restarts_back_off_then_a_crash_loop_waits_the_maximum_until_workers_stay_up() -> None:
