@@ -62,8 +62,8 @@ EXPANSION_ADD = 256
 # Search breadth for queries ("ef"), raised to the number of candidates asked for when
 # larger. With the graph above and 100 candidates re-scored, at 1M, one run on a busier day
 # (an earlier run, 40 candidates, in brackets): ef 128 -> recall@10 0.987, p50 9.0 ms (4.5);
-# 160 -> 0.992, 9.0 ms (5.6); 192 -> 0.997, 11.3 ms (6.9). 160 meets recall in both; the store's
-# whole search path (tail check, mapped vectors) took 10.7 ms at 160 on the busier day.
+# 160 -> 0.992, 9.0 ms (5.6); 192 -> 0.997, 11.3 ms (6.9). 160 meets recall in both. The store's
+# whole search path (tail check, mapped vectors) at 160 on a quiet machine: 5.9-7.5 ms.
 EXPANSION_SEARCH = 160
 # Candidates asked per wanted neighbour: 8-bit distances blur the order among close
 # neighbours, so 10 candidates for a top-10 miss ~12 % of it and 40 miss none
