@@ -26,7 +26,9 @@ which queries are scanned exactly) at IMAGES for three kinds of query: a new pho
 stored topic (measure's queries), another shot of a stored photo (a stored vector plus
 noise, cosine ~0.9 to it), and a photo unlike the library (a topic it does not hold: its
 ten best are near-ties). Per kind: recall@10 against exact truth, the share scanned, and
-warm latency. What it leaves out of the store: SQLite's id -> path lookup.
+warm latency; for the first kind, also the graph search and the tail check timed alone (the
+rest of an index answer is the exact re-score). What it leaves out of the store: SQLite's
+id -> path lookup.
 
 Data as in bench/ann_choice.py (clustered, photo-like 2048-d unit vectors).
 """
