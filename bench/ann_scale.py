@@ -60,7 +60,7 @@ from ann_choice import (
 )
 from imgwatch.store.embedded import ann
 from imgwatch.store.embedded.ann import HnswIndex, IndexFileUnusable, candidate_count
-from imgwatch.store.embedded.ann_search import MIN_CANDIDATES, TailCheck, index_proposer
+from imgwatch.store.embedded.ann_search import TailCheck, candidates_for, index_proposer
 from imgwatch.store.embedded.vectors import SlotVectors
 
 IMAGES = 1_000_000
@@ -254,7 +254,7 @@ def step_kinds(args: argparse.Namespace) -> None:
 
 def path_parts(index: HnswIndex, tail_check: TailCheck, queries: np.ndarray) -> str:
     """p50 of the store path's two fixed costs per query, timed alone: the graph search and the tail check."""
-    count = max(candidate_count(K), MIN_CANDIDATES)
+    count = candidates_for(K)
     searching, checking = [], []
     for query in queries:
         started = time.perf_counter()

@@ -336,6 +336,11 @@ class AnnSearch:
             self._index, self._stamp, self._delta, self._tail_check = None, None, None, None
 
 
+def candidates_for(k: int) -> int:
+    """Candidates asked of the index per query for a top ``k``, to be re-scored exactly."""
+    return max(candidate_count(k), MIN_CANDIDATES)
+
+
 def index_proposer(index: HnswIndex, shared: np.ndarray, tail_check: TailCheck,
                    on_untrusted: Callable[[], None] = lambda: None) -> Proposer:
     """Candidates from ``index`` plus the ``shared`` ids for every query, trusted per ``tail_check``."""
@@ -347,8 +352,7 @@ def index_proposer(index: HnswIndex, shared: np.ndarray, tail_check: TailCheck,
         return False
 
     def propose(queries: np.ndarray, k: int, exclude_ids: Sequence[Collection[int]] | None) -> Proposal:
-        count = max(candidate_count(k), MIN_CANDIDATES)
-        return Proposal(index.candidates(queries, count, exclude_ids), shared, trusted)
+        return Proposal(index.candidates(queries, candidates_for(k), exclude_ids), shared, trusted)
 
     return propose
 
