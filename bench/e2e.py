@@ -1,6 +1,6 @@
 """End-to-end throughput of `imgwatch run` against the model-only rate, on one machine.
 
-    python bench/e2e.py PHOTO_DIR [--weights random] [--workers 1] [--engine auto|torch|onnxruntime]
+    python bench/e2e.py PHOTO_DIR [--weights random] [--workers 1] [--repeat 1] [--engine auto|torch|onnxruntime]
 
 PHOTO_DIR holds the photos (make 12-megapixel JPEGs with `python bench/photos.py DIR --count 96`).
 The model-only rate is measured first, in this process: ResNet50 forward passes on
@@ -11,6 +11,8 @@ CPU). Then `imgwatch run` starts on a fresh data dir; the clock runs from its wo
 model loading are not counted against the pipeline. Reported: the three rates, end to end as a
 share of the slower of the other two (target: >= 0.85), and the engine the worker ran (from its
 `worker_ready` line; --engine sets IMGWATCH_EMBEDDING_ENGINE, default: the config's).
+With --repeat N each worker count runs N times, the counts taking turns, and the median of
+each is reported too: a backlog of a few seconds' work moves by several points from run to run.
 bench/compare.py runs the same end-to-end measurement beside the naive seed-style pipeline.
 """
 
@@ -21,6 +23,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -125,6 +128,8 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=0, help="inference streams (0: automatic)")
     parser.add_argument("--engine", default=None,
                         help="embedding.engine for the run (auto, torch, onnxruntime; default: the config's)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs per worker count, the counts taking turns; the median of each is reported")
     args = parser.parse_args()
     os.environ["IMGWATCH_EMBEDDING_BATCH_SIZE"] = str(args.batch)
     os.environ["IMGWATCH_EMBEDDING_STREAMS"] = str(args.streams)
@@ -142,14 +147,22 @@ def main() -> None:
     decode_rate, decode_path = decode_only_rate(photos, plan, model.device)
     print(f"decode only: {decode_rate:7.2f} images/s ({decode_path})")
     bound = min(model_rate, decode_rate)
-    for workers in args.workers:
-        run = end_to_end(args.photo_dir, args.weights, workers, args.engine)
-        print(f"end to end:  {run.images_per_second:7.2f} images/s ({run.images} photos, {workers} worker(s), "
-              f"{run.job_seconds:.1f} s inside jobs: {run.embed_seconds:.1f} s embedding, {run.store_seconds:.1f} s "
-              f"store; {describe_worker(run.worker_ready)})")
-        print(f"ratio:       {run.images_per_second / bound:7.2%} of the slower of model only and decode only "
-              f"({'decode' if decode_rate < model_rate else 'model'}: {bound:.2f} images/s)")
-
+    limit = f"{'decode' if decode_rate < model_rate else 'model'}: {bound:.2f} images/s"
+    rates: dict[int, list[float]] = {workers: [] for workers in args.workers}
+    for _ in range(args.repeat):
+        for workers in args.workers:
+            run = end_to_end(args.photo_dir, args.weights, workers, args.engine)
+            rates[workers].append(run.images_per_second)
+            print(f"end to end:  {run.images_per_second:7.2f} images/s ({run.images} photos, {workers} worker(s), "
+                  f"{run.job_seconds:.1f} s inside jobs: {run.embed_seconds:.1f} s embedding, "
+                  f"{run.store_seconds:.1f} s store; {describe_worker(run.worker_ready)})")
+            print(f"ratio:       {run.images_per_second / bound:7.2%} of the slower of model only and decode only "
+                  f"({limit})")
+    if args.repeat > 1:
+        for workers, values in rates.items():
+            median = statistics.median(values)
+            print(f"median:      {median:7.2f} images/s = {median / bound:.2%} with {workers} worker(s) "
+                  f"(runs: {', '.join(f'{value / bound:.1%}' for value in values)}; {limit})")
 
 if __name__ == "__main__":
     main()
