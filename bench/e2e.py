@@ -35,7 +35,7 @@ import torch
 
 from embed_rate import decode_only_rate, model_only_rate  # bench/ is on sys.path when run as a script
 from imgwatch.datadir import EMBEDDED_DB_NAME
-from imgwatch.embedding import load_model, plan_inference
+from imgwatch.embedding import inference_device, load_model, plan_inference
 from imgwatch.store import EmbeddedGraphStore
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -138,11 +138,14 @@ def main() -> None:
     print(f"machine: {platform.node()} {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), device {device}"
           + (f" ({torch.cuda.get_device_name()})" if device == "cuda" else ""))
-    model = load_model(args.weights, "auto")
-    plan = plan_inference(model.device, args.batch, args.streams)
-    model_rate = model_only_rate(model, plan, batches=12 if device == "cpu" else 50)
-    print(f"model only:  {model_rate:7.2f} images/s (batch {plan.batch_size}, {plan.streams} stream(s) "
-          f"x {plan.threads} thread(s))")
+    # The engine the run's worker loads: the run reads no user config (its XDG_CONFIG_HOME is its own).
+    engine = args.engine or "auto"
+    plan = plan_inference(inference_device("auto", engine), args.batch, args.streams)
+    with tempfile.TemporaryDirectory(prefix="imgwatch-bench-engine-") as engine_cache:
+        model = load_model(args.weights, "auto", engine=engine, cache_dir=Path(engine_cache), threads=plan.threads)
+        model_rate = model_only_rate(model, plan, batches=12 if device == "cpu" else 50)
+    print(f"model only:  {model_rate:7.2f} images/s (engine {model.engine}, batch {plan.batch_size}, "
+          f"{plan.streams} stream(s) x {plan.threads} thread(s))")
     photos = [str(path) for path in sorted(args.photo_dir.iterdir()) if path.suffix.lower() in PHOTO_SUFFIXES]
     decode_rate, decode_path = decode_only_rate(photos, plan, model.device)
     print(f"decode only: {decode_rate:7.2f} images/s ({decode_path})")
