@@ -140,11 +140,14 @@ def test_a_folder_moved_within_the_root_is_one_move_not_a_delete_and_a_walk(watc
     assert watch.removed_dirs == [] and watch.released == []
 
 
-def test_watching_a_missing_root_is_a_clear_error(tmp_path: Path) -> None:
+def test_watching_a_root_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:
+    # (A missing root is no error: the daemon watches it once it appears.)
+    a_file = tmp_path / "photos.jpg"
+    a_file.write_bytes(b"x")
     observer = make_observer("inotify", 1.0)
-    router = EventRouter(Settler(1, close_events=True), FILTER, [str(tmp_path / "nope")])
-    with pytest.raises(WatchError, match="not a directory"):
-        start_observer(observer, router, [str(tmp_path / "nope")])
+    router = EventRouter(Settler(1, close_events=True), FILTER, [str(a_file)])
+    with pytest.raises(WatchError, match=r"photos\.jpg: it is not a folder"):
+        start_observer(observer, router, [str(a_file)])
 
 
 def test_a_file_moved_in_from_outside_is_released_after_settling_not_the_grace(watch: Watch, tmp_path: Path) -> None:

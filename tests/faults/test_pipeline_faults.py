@@ -66,6 +66,27 @@ def test_adds_overwrites_deletes_and_renames_made_while_down_are_reconciled_exac
     assert run.stop() == 0 and "Traceback" not in run.log()
 
 
+def test_a_root_missing_at_start_is_watched_and_indexed_once_it_appears(
+    tmp_path: Path, write_photo: Callable[..., Path], start_run: Callable[[Path], RunningImgwatch],
+) -> None:
+    root = tmp_path / "share"  # not mounted yet when the service starts
+    data = tmp_path / "data"
+    run = start_run(root)
+    wait_for(lambda: run.process.poll() is not None or ('"root_missing"' in run.log() and '"watching"' in run.log()),
+             f"the run to start and report the missing root; log:\n{run.log()}")
+    assert run.process.poll() is None, run.log()
+    staged = tmp_path / "staged"
+    for name in ("astronaut", "coffee"):
+        write_photo(staged / f"{name}.jpg", name)
+    staged.rename(root)  # the share is mounted, photos and all
+    wait_for(lambda: store_mismatch(data, root) is None,
+             f"the root watched and indexed: {store_mismatch(data, root)}; log:\n{run.log()}")
+    write_photo(root / "rocket.jpg", "rocket")  # and watched: a new photo arrives by event
+    wait_for(lambda: store_mismatch(data, root) is None, f"the new photo; log:\n{run.log()}")
+    assert '"root_back"' in run.log()
+    assert run.stop() == 0 and "Traceback" not in run.log()
+
+
 def test_a_root_that_vanishes_keeps_its_images_and_is_watched_again_when_back(
     env: dict[str, str], tmp_path: Path, write_photo: Callable[..., Path], start_run: Callable[[Path], RunningImgwatch],
 ) -> None:

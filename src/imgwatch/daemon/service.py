@@ -276,10 +276,17 @@ class Daemon:
             observer = make_observer(self.config.watch.observer, self.config.watch.polling_interval)
         except OSError as exc:  # e.g. too many inotify instances
             raise explain_watch_error(exc, ", ".join(self.roots)) from None
-        # Watch first, then reconcile: a file that changes during the scan is caught by one or the other.
-        self._watches = start_observer(observer, self.router, self.roots)
-        self._observer = observer
+        # A root missing at start (a share not mounted yet) is no error: it is watched once it appears.
         self._root_ids = {root: _dir_identity(root) for root in self.roots}
+        for root in self.roots:
+            if self._root_ids[root] is None and not os.path.exists(root):
+                log.warning("root_missing", root=root,
+                            note="not there at start: watched and indexed once it appears "
+                                 "(if the path is wrong, fix `general.roots` or the ROOT argument)")
+        # Watch first, then reconcile: a file that changes during the scan is caught by one or the other.
+        present = [root for root in self.roots if self._root_ids[root] is not None or os.path.exists(root)]
+        self._watches = start_observer(observer, self.router, present)
+        self._observer = observer
         log.info("watching", roots=self.roots, observer=self.config.watch.observer,
                  settle_seconds=self.config.watch.settle_seconds, rescan_seconds=self.config.watch.rescan_seconds)
         self.watching.set()

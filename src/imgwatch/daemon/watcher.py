@@ -176,7 +176,7 @@ def start_observer(observer: BaseObserver, router: EventRouter, roots: Sequence[
         watches = {}
         for root in roots:
             if not os.path.isdir(root):
-                raise WatchError(f"cannot watch {root}: it is not a directory (create it or fix `general.roots`)")
+                raise WatchError(f"cannot watch {root}: it is not a folder (fix `general.roots` or the ROOT argument)")
             try:
                 watches[root] = observer.schedule(router, root, recursive=True)
             except OSError as exc:
