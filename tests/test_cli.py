@@ -115,3 +115,21 @@ def test_status_before_anything_was_indexed_says_so(env: dict[str, str], tmp_pat
     assert doctor.returncode == 0
     assert json.loads(doctor.stdout)["store"]["state"] == "none yet"
     assert not (tmp_path / "data").exists()  # read-only commands create nothing
+
+
+def test_search_with_other_weights_than_the_stores_says_which_to_pass(
+    env: dict[str, str], tmp_path: Path, write_photo: Callable[..., Path]
+) -> None:
+    root = tmp_path / "photos"
+    photo = write_photo(root / "coffee.jpg", "coffee")
+    assert imgwatch(env, "scan", str(root)).returncode == 0
+    assert imgwatch(env, "worker", "--burst", str(root)).returncode == 0  # random weights (process_env)
+
+    default = dict(env)
+    del default["IMGWATCH_EMBEDDING_WEIGHTS"]  # the default: ImageNet weights, which cannot be downloaded here
+    searched = imgwatch(default, "search", str(photo))
+    assert searched.returncode == 2 and searched.stdout == ""
+    assert ("the store holds embeddings from resnet50/random-seed0, but the configured weights give "
+            "resnet50/IMAGENET1K_V2: search again with --weights random") in searched.stderr, searched.stderr
+    assert "download" not in searched.stderr  # refused before the model loads
+    assert str(photo) in imgwatch(env, "search", str(photo)).stdout

@@ -190,17 +190,16 @@ def _print_matches(matches: list[Match], as_json: bool) -> None:
 def search(config: Config, image: str, top: int, as_json: bool, sheet: str | None) -> None:
     """Images most similar to IMAGE (any file; it need not be indexed)."""
     from imgwatch.embedding import Embedder, load_model
-    from imgwatch.store import ModelMismatchError, open_store
+    from imgwatch.embedding.identity import check_query_model, weights_identity
+    from imgwatch.store import open_store
 
     with open_store(config, create=False) as store:
         recorded = store.recorded_model()  # (model, dim) the workers embed with; None before the first image
-        model = load_model(config.embedding.weights, config.embedding.device, config.embedding.seed,
-                           config.embedding.engine, config.data_dir.engine_cache)
-        if recorded is not None and recorded[0] != model.identity:
-            raise ModelMismatchError(
-                f"the store holds embeddings from {recorded[0]} but this search uses {model.identity}; "
-                "pass the same --weights the workers use"
-            )
+        embedding = config.embedding
+        check_query_model(recorded and recorded[0], weights_identity(embedding.weights, embedding.seed),
+                          "search again")
+        model = load_model(embedding.weights, embedding.device, embedding.seed, embedding.engine,
+                           config.data_dir.engine_cache)
         embedder = Embedder(model, batch_size=1, decode_threads=1)
         try:
             query = embedder.embed_file(os.path.abspath(image))

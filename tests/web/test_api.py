@@ -18,7 +18,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.web.conftest import UPLOAD_LIMIT_MB, PhotoSet, WebServer
+from tests.web.conftest import UPLOAD_LIMIT_MB, PhotoSet, WebServer, start_server, stop_server
 
 IMAGE_ROUTES = ["/thumb", "/view", "/original", "/photo", "/api/image", "/api/similar", "/api/search"]
 
@@ -256,3 +256,23 @@ def test_an_extreme_aspect_ratio_upload_is_refused_like_the_workers_refuse_it(cl
     response = client.post("/api/search", files={"image": ("strip.png", strip.getvalue(), "image/png")})
     assert response.status_code == 422
     assert "aspect ratio" in response.json()["error"]
+
+
+def test_a_server_with_other_weights_than_the_stores_says_which_to_start_it_with(
+    web_server: WebServer, photo_set: PhotoSet,
+) -> None:
+    env = dict(web_server.env)
+    del env["IMGWATCH_EMBEDDING_WEIGHTS"]  # the default: ImageNet weights, which cannot be downloaded here
+    other = start_server(env, photo_set.data_dir.parent / "web-imagenet.log")
+    try:
+        with httpx.Client(base_url=other.url, timeout=60) as client:
+            camera = photo_set.photos["camera"]
+            response = client.post("/api/search", files={"image": ("camera.jpg", camera.read_bytes(), "image/jpeg")})
+            assert response.status_code == 409, response.text
+            assert response.json()["error"] == (
+                "the store holds embeddings from resnet50/random-seed0, but the configured weights give "
+                "resnet50/IMAGENET1K_V2: start `imgwatch web` again with --weights random")
+            assert client.get(f"/api/similar?path={q(camera)}").status_code == 200  # no model needed
+    finally:
+        stop_server(other)
+    assert "download" not in other.log.read_text()

@@ -17,13 +17,12 @@ from torchvision.models import ResNet50_Weights, resnet50
 
 from imgwatch.embedding.engines.contract import EmbeddingEngine, EngineFailure
 from imgwatch.embedding.engines.selection import EXPORTED_ENGINES, build_engine, preferred_cpu_engines
+from imgwatch.embedding.identity import MODEL_NAME, PRETRAINED_ID, file_weights_id, random_weights_id
 from imgwatch.errors import DeviceUnavailable, EngineUnavailable, WeightsUnavailable
 
-MODEL_NAME = "resnet50"
 EMBEDDING_DIM = 2048
 
-_PRETRAINED = ResNet50_Weights.IMAGENET1K_V2
-_PRETRAINED_ID = "IMAGENET1K_V2"
+_PRETRAINED = ResNet50_Weights[PRETRAINED_ID]
 _WRAPPER_KEYS = ("state_dict", "model")
 _log = structlog.get_logger("imgwatch.embedding")
 
@@ -105,9 +104,9 @@ def load_model(
     target = inference_device(device, engine)
     candidates = _engines_for(engine, target)
     if weights == "imagenet":
-        network, weights_id = _pretrained_network(), _PRETRAINED_ID
+        network, weights_id = _pretrained_network(), PRETRAINED_ID
     elif weights == "random":
-        network, weights_id = _random_network(seed), f"random-seed{seed}"
+        network, weights_id = _random_network(seed), random_weights_id(seed)
     else:
         network, weights_id = _network_from_file(weights)
     for position, wanted in enumerate(candidates):
@@ -223,7 +222,7 @@ def _pretrained_network() -> torch.nn.Module:
         state = _PRETRAINED.get_state_dict(progress=False)
     except Exception as exc:  # noqa: BLE001 - network, disk and unpickling errors all mean the same
         raise WeightsUnavailable(
-            f"could not download {_PRETRAINED_ID} weights ({type(exc).__name__}: {exc}); "
+            f"could not download {PRETRAINED_ID} weights ({type(exc).__name__}: {exc}); "
             f"on an air-gapped host download {_PRETRAINED.url} elsewhere and set "
             'weights = "/path/to/file.pth" (or IMGWATCH_EMBEDDING_WEIGHTS / --weights PATH), '
             f"or copy it into {torch.hub.get_dir()}/checkpoints/"
@@ -266,7 +265,7 @@ def _network_from_file(path: str) -> tuple[torch.nn.Module, str]:
     state = _without_classifier(_unwrap(loaded, path))
     _check_compatible(state, network.state_dict(), path)
     network.load_state_dict(state)
-    return network, f"file-{hashlib.sha256(blob).hexdigest()[:12]}"
+    return network, file_weights_id(hashlib.sha256(blob).hexdigest())
 
 
 def _unwrap(loaded: object, path: str) -> dict[str, torch.Tensor]:

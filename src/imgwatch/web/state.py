@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from imgwatch.config import Config
-from imgwatch.errors import DecodeError, ModelMismatchError, StoreMissing
+from imgwatch.errors import DecodeError, StoreMissing
 from imgwatch.store import GraphStore, ImageNotFound, Match, StoredImage, open_store
 from imgwatch.thumbnails import Thumbnail, ThumbnailCache
 
@@ -49,12 +49,17 @@ class WebState:
                 self._store = open_store(self.config, create=False)
             return self._store
 
-    def embedder(self) -> Embedder:
-        """The workers' model, loaded once per process on first use (call with _model_lock held)."""
+    def embedder(self, recorded_model: str) -> Embedder:
+        """The workers' model, loaded once per process on first use (call with _model_lock held);
+        ModelMismatchError when the configured weights do not give the store's ``recorded_model``."""
+        from imgwatch.embedding.identity import check_query_model, weights_identity
+
+        embedding = self.config.embedding
+        identity = self._embedder.identity if self._embedder else weights_identity(embedding.weights, embedding.seed)
+        check_query_model(recorded_model, identity, "start `imgwatch web` again")
         if self._embedder is None:
             from imgwatch.embedding import Embedder, load_model
 
-            embedding = self.config.embedding
             model = load_model(embedding.weights, embedding.device, embedding.seed, embedding.engine,
                                self.config.data_dir.engine_cache)
             self._embedder = Embedder(model, batch_size=1, decode_threads=1)
@@ -110,12 +115,7 @@ class WebState:
         if recorded is None:
             raise StoreMissing("nothing is indexed yet: there is nothing to compare with")
         with self._model_lock:
-            embedder = self.embedder()
-            if recorded[0] != embedder.identity:
-                raise ModelMismatchError(
-                    f"the store holds embeddings from {recorded[0]} but this server uses {embedder.identity}; "
-                    "start `imgwatch web` with the same --weights the workers use"
-                )
+            embedder = self.embedder(recorded[0])
             try:
                 query = embedder.embed_file(file)
             except DecodeError as exc:  # name the upload, not the temporary file
