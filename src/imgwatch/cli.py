@@ -331,6 +331,36 @@ def doctor(config: Config, as_json: bool) -> None:
 
 
 @main.command()
+@click.argument("folders", nargs=-1, required=True, type=click.Path(file_okay=False))
+@common_options
+def forget(config: Config, folders: tuple[str, ...]) -> None:
+    """Remove the images below FOLDERS from the store: folders no longer watched.
+
+    Their links and failed-file records go too; the files are not touched. A watched
+    folder (general.roots) is refused: its files would be indexed again.
+    """
+    from imgwatch.errors import QueueUnavailable
+    from imgwatch.store import open_store
+    from imgwatch.unwatched import check_not_watched, forget_folder
+    from imgwatch.workqueue import FailureLedger, WorkQueue
+
+    roots = [str(p) for p in config.root_paths]
+    chosen = [os.path.realpath(f) if os.path.isdir(f) else canonical_path(f) for f in folders]
+    for folder in chosen:  # all checked before anything is removed
+        check_not_watched(folder, roots)
+    try:
+        failures: FailureLedger | None = FailureLedger.for_queue(WorkQueue.from_config(config))
+    except QueueUnavailable as exc:
+        failures = None
+        click.echo(f"failed-file records are kept: {exc}", err=True)
+    with open_store(config, create=False) as store:
+        for folder in chosen:
+            forgotten = forget_folder(store, folder, roots, failures)
+            records = "" if forgotten.failures is None else f" and {forgotten.failures} failed-file record(s)"
+            click.echo(f"forgot {forgotten.images} image(s){records} below {folder}")
+
+
+@main.command()
 @click.option("--to", "target_backend", type=click.Choice(STORE_BACKENDS), required=True,
               help="The backend to copy into; the other one is the source.")
 @common_options

@@ -48,6 +48,10 @@ class AlreadyRunning(ImgwatchError):
 # -- the queue --------------------------------------------------------------------------
 
 
+class StillWatched(ImgwatchError):
+    """A folder to forget is, holds or lies inside a watched folder: its files would be indexed again."""
+
+
 class QueueUnavailable(ImgwatchError):
     """The Redis server cannot be reached; the message says what to do."""
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from imgwatch.config import Config
 from imgwatch.errors import QueueUnavailable, StoreError, StoreMissing
 from imgwatch.store import StoreStats, open_store
+from imgwatch.unwatched import find_unwatched
 from imgwatch.workqueue import FailureLedger, QueueSnapshot, WorkQueue, redis_url_for, take_snapshot
 from imgwatch.workqueue.connection import redacted
 
@@ -100,25 +101,45 @@ class QueueUnreachable:
 
 
 @dataclass
+class UnwatchedImages:
+    """Stored images below no folder in general.roots (None in the report when none are set)."""
+
+    images: int
+    folders: dict[str, int]  # the parent folders holding most of them
+    remedy: str = "`imgwatch forget FOLDER` removes them from the store (the files are not touched)"
+
+
+@dataclass
 class DoctorReport:
     store: dict[str, object]  # the store's describe() facts, or state "none yet"
     queue: QueueReachable | QueueUnreachable
+    unwatched: UnwatchedImages | None = None
 
     def as_json(self) -> dict[str, object]:
         return dataclasses.asdict(self)
 
     def as_text(self) -> str:
         lines = []
-        for section, facts in (("store", self.store), ("queue", dataclasses.asdict(self.queue))):
+        sections: list[tuple[str, dict[str, object]]] = [
+            ("store", self.store), ("queue", dataclasses.asdict(self.queue))]
+        if self.unwatched is not None and self.unwatched.images:
+            folders = ", ".join(f"{folder} ({count})" for folder, count in self.unwatched.folders.items())
+            sections.append(("unwatched", {"images": self.unwatched.images, "in": folders,
+                                           "remedy": self.unwatched.remedy}))
+        for section, facts in sections:
             lines.append(f"{section}:")
             lines.extend(f"  {key + ':':<18} {'-' if value is None else value}" for key, value in facts.items())
         return printable("\n".join(lines))
 
 
 def gather_doctor(config: Config) -> DoctorReport:
+    unwatched: UnwatchedImages | None = None
     try:
         with open_store(config, create=False) as store:
             store_facts = store.describe()
+            if config.general.roots:
+                found = find_unwatched(store, [str(p) for p in config.root_paths])
+                unwatched = UnwatchedImages(found.images, dict(found.folders))
     except StoreMissing as exc:  # reachable, but nothing indexed yet: still check the queue
         store_facts = {"backend": config.general.store, "state": "none yet", "detail": str(exc)}
     url = redacted(redis_url_for(config))  # a password in queue.redis_url is never shown
@@ -129,4 +150,4 @@ def gather_doctor(config: Config) -> DoctorReport:
         queue = QueueReachable(url, workers=snapshot.workers, queued_jobs=snapshot.queued_jobs)
     except QueueUnavailable as exc:
         queue = QueueUnreachable(url, error=str(exc))
-    return DoctorReport(store_facts, queue)
+    return DoctorReport(store_facts, queue, unwatched)

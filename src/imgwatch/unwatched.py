@@ -1,0 +1,80 @@
+"""Images below no watched folder: reported by `imgwatch doctor`, removed by `imgwatch forget`.
+
+A folder taken out of general.roots keeps its images in the store: they stay searchable, and
+those whose files are deleted afterwards are never removed (nobody watches them). imgwatch
+does not drop them by itself: a store may be shared by daemons that watch other folders, and
+a share that is gone for now must not empty the index. So dropping them is the user's call.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from imgwatch.errors import StillWatched
+from imgwatch.files import root_of
+from imgwatch.store import GraphStore
+from imgwatch.workqueue import FailureLedger
+from imgwatch.workqueue.failures import select_failed
+
+REMOVE_BATCH = 1000  # paths per store.remove call: one short write transaction each
+FOLDERS_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class Unwatched:
+    """How many stored images lie below no watched root, and the folders holding most of them."""
+
+    images: int
+    folders: list[tuple[str, int]] = field(default_factory=list)  # (parent folder, images), most first
+
+
+@dataclass(frozen=True)
+class Forgotten:
+    images: int
+    failures: int | None  # failed-file records cleared; None when the queue could not be reached
+
+
+def find_unwatched(store: GraphStore, roots: Sequence[str]) -> Unwatched:
+    """The stored images outside ``roots`` (one pass over the store's paths)."""
+    parents: Counter[str] = Counter()
+    for state in store.file_states():
+        if root_of(state.path, roots) is None:
+            parents[os.path.dirname(state.path)] += 1
+    return Unwatched(sum(parents.values()), parents.most_common(FOLDERS_SHOWN))
+
+
+def check_not_watched(folder: str, roots: Iterable[str]) -> None:
+    """StillWatched when ``folder`` is a watched root, lies inside one or holds one."""
+    for root in roots:
+        if root_of(folder, [root]) is not None:
+            where = "it is the watched folder" if folder == root else f"it is inside the watched folder {root}"
+        elif root_of(root, [folder]) is not None:
+            where = f"it holds the watched folder {root}"
+        else:
+            continue
+        raise StillWatched(
+            f"cannot forget {folder}: {where} (general.roots), so its files would be indexed again by the "
+            "next rescan; take it out of general.roots and restart imgwatch first, or delete or move the files"
+        )
+
+
+def forget_folder(store: GraphStore, folder: str, roots: Sequence[str], failures: FailureLedger | None) -> Forgotten:
+    """Remove every stored image below ``folder`` (their links go with them) and, given the
+    ledger, the failure records of files below it. The files themselves are not touched."""
+    check_not_watched(folder, roots)
+    removed = 0
+    batch: list[str] = []
+    for state in store.file_states(under=folder):
+        batch.append(state.path)
+        if len(batch) == REMOVE_BATCH:
+            removed += store.remove(batch)
+            batch = []
+    removed += store.remove(batch)
+    if failures is None:
+        return Forgotten(removed, None)
+    failed = [f.path for f in select_failed(failures.failed_files(), [folder])]
+    failures.clear(failed)
+    return Forgotten(removed, len(failed))
