@@ -133,3 +133,31 @@ def test_search_with_other_weights_than_the_stores_says_which_to_pass(
             "resnet50/IMAGENET1K_V2: search again with --weights random") in searched.stderr, searched.stderr
     assert "download" not in searched.stderr  # refused before the model loads
     assert str(photo) in imgwatch(env, "search", str(photo)).stdout
+
+
+def test_scan_refuses_a_folder_no_running_worker_indexes(
+    env: dict[str, str], tmp_path: Path, write_photo: Callable[..., Path]
+) -> None:
+    photos, elsewhere = tmp_path / "photos", tmp_path / "elsewhere"
+    write_photo(photos / "2024" / "coffee.jpg", "coffee")
+    write_photo(elsewhere / "rocket.jpg", "rocket")
+    worker = subprocess.Popen([sys.executable, "-m", "imgwatch", "worker", str(photos)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while '"worker_ready"' not in (line := worker.stderr.readline()):  # type: ignore[union-attr]
+            assert line and time.monotonic() < deadline, "the worker did not start"
+        refused = imgwatch(env, "scan", str(elsewhere))
+        assert refused.returncode == 2 and refused.stdout == ""
+        assert (f"cannot scan {elsewhere}: the running workers index only files below {photos} "
+                "and would refuse every file there") in refused.stderr, refused.stderr
+        assert json.loads(imgwatch(env, "status", "--json").stdout)["queue"]["queued_paths"] == 0
+        below = imgwatch(env, "scan", str(photos / "2024"))  # inside the worker's folder: taken
+        assert below.returncode == 0 and "enqueued 1 new or changed" in below.stdout, below.stderr
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=60) == 0
+    # The worker withdrew its folders as it stopped: with no worker running, scan cannot know
+    # which folders will be indexed, and queues the work for whichever worker starts.
+    later = imgwatch(env, "scan", str(elsewhere))
+    assert later.returncode == 0 and "enqueued 1 new or changed" in later.stdout, later.stderr

@@ -122,10 +122,12 @@ def scan(config: Config) -> None:
     from imgwatch.daemon.service import reconcile_and_enqueue
     from imgwatch.store import open_store
     from imgwatch.workqueue import FailureLedger, WorkQueue
+    from imgwatch.workqueue.worker_roots import WorkerRoots, check_workers_take
 
     if not config.general.roots:
         raise click.UsageError("no folders to scan: pass ROOT arguments or set general.roots")
     work_queue = WorkQueue.from_config(config)
+    check_workers_take([str(p) for p in config.root_paths], WorkerRoots.for_queue(work_queue).current())
     failures = FailureLedger.for_queue(work_queue)
     with open_store(config) as store:
         plan = reconcile_and_enqueue(config, store, failures, work_queue)

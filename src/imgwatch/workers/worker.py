@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Sequence
 from types import FrameType
 
 import redis
@@ -28,6 +29,7 @@ from imgwatch.workers import guard, recovery
 from imgwatch.workers.indexer import Indexer, LinkPolicy
 from imgwatch.workers.jobs import install_indexer
 from imgwatch.workqueue import FailureLedger, WorkQueue
+from imgwatch.workqueue.worker_roots import WorkerRoots
 
 log = get_logger("imgwatch.worker")
 
@@ -67,7 +69,7 @@ class ImgwatchWorker(SimpleWorker):
     runs too, so other workers notice within about two minutes that it died.
     """
 
-    def __init__(self, work_queue: WorkQueue, name: str) -> None:
+    def __init__(self, work_queue: WorkQueue, name: str, roots: Sequence[str]) -> None:
         # Its own view of the queue, with GuardedJob as the job class for everything RQ fetches.
         guarded = Queue(work_queue.name, connection=work_queue.connection, serializer=JSONSerializer,
                         job_class=GuardedJob)
@@ -75,11 +77,18 @@ class ImgwatchWorker(SimpleWorker):
                          job_class=GuardedJob, name=name, maintenance_interval=MAINTENANCE_SECONDS,
                          worker_ttl=recovery.WORKER_TTL)
         self.work_queue = work_queue
+        self.roots = list(roots)
+        self.announced_roots = WorkerRoots.for_queue(work_queue)
         recovery.ride_out_outages(work_queue.connection)  # e.g. while `imgwatch run` restarts its queue
 
     def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
         # RQ renews the registration for the whole job timeout when a job starts; KeepAlive renews it instead.
         super().heartbeat(min(timeout or recovery.HEARTBEAT_TTL, recovery.HEARTBEAT_TTL), pipeline)
+        self.announce_roots()
+
+    def announce_roots(self) -> None:
+        """Tell `imgwatch scan` which folders this worker indexes (renewed with each heartbeat)."""
+        self.announced_roots.announce(self.name, self.roots, recovery.HEARTBEAT_TTL)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         with recovery.KeepAlive(self):
@@ -106,6 +115,7 @@ class ImgwatchWorker(SimpleWorker):
     def teardown(self) -> None:
         recovery.stop_riding_out_outages(self.connection)
         try:
+            self.announced_roots.withdraw(self.name)
             super().teardown()
         except redis.RedisError:
             pass  # the queue is out of reach: the registration expires by itself
@@ -147,7 +157,9 @@ def run_worker(config: Config, *, burst: bool = False, name: str | None = None) 
             [str(p) for p in config.root_paths],
         )
         install_indexer(indexer)
-        worker = ImgwatchWorker(work_queue, name or f"imgwatch-{socket.gethostname()}-{os.getpid()}")
+        roots = [str(p) for p in config.root_paths]
+        worker = ImgwatchWorker(work_queue, name or f"imgwatch-{socket.gethostname()}-{os.getpid()}", roots)
+        worker.announce_roots()
         log.info("worker_ready", worker=worker.name, model=model.identity, device=str(model.device),
                  engine=model.engine, batch_size=plan.batch_size, streams=plan.streams, threads=plan.threads,
                  decode_threads=plan.decode_threads, gpu_decode=embedder.gpu_decode,

@@ -1,8 +1,8 @@
 """The Redis/RQ work queue shared by the daemon, the workers and the CLI.
 
 One module per noun: ``connection`` (reaching Redis), ``jobs`` (the queue of index
-jobs), ``failures`` (the ledger of files that could not be indexed) and ``status``
-(a snapshot of all of it).
+jobs), ``failures`` (the ledger of files that could not be indexed), ``worker_roots``
+(the folders running workers index) and ``status`` (a snapshot of the queue).
 """
 
 from __future__ import annotations
