@@ -103,7 +103,7 @@ def test_invalid_environment_value_names_the_key_and_its_source(env: dict[str, s
     env["IMGWATCH_LINKS_TOP_K"] = value
     result = imgwatch(env, "status")
     assert result.returncode == 2
-    assert "links.top_k" in result.stderr and "(from environment)" in result.stderr
+    assert "links.top_k (from environment variable IMGWATCH_LINKS_TOP_K)" in result.stderr
     assert expected in result.stderr
 
 

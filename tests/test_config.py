@@ -39,9 +39,13 @@ def test_config_file_from_environment(tmp_path: Path) -> None:
     ("text", "env", "message"),
     [
         ("[watch]\nsettle_seconds = 'soon'\n", {}, r"watch\.settle_seconds.*c\.toml"),
-        ("", {"IMGWATCH_LINKS_TOP_K": "many"}, r"links\.top_k \(from environment\)"),
+        ("", {"IMGWATCH_LINKS_TOP_K": "many"}, r"links\.top_k \(from environment variable IMGWATCH_LINKS_TOP_K\)"),
+        ("", {"IMGWATCH_LINKS_TOPK": "5"},
+         r"unknown environment variable IMGWATCH_LINKS_TOPK: .*\(did you mean IMGWATCH_LINKS_TOP_K\?\)"),
+        ("", {"IMGWATCH_SPEED": "fast"}, r"unknown environment variable IMGWATCH_SPEED: .*IMGWATCH_<SECTION>_<KEY>"),
         ("[links]\nthreshold = 1.5\n", {}, r"links\.threshold \(from .*c\.toml\)"),
-        ("", {"IMGWATCH_WATCH_OBSERVER": "fanotify"}, r"watch\.observer \(from environment\)"),
+        ("", {"IMGWATCH_WATCH_OBSERVER": "fanotify"},
+         r"watch\.observer \(from environment variable IMGWATCH_WATCH_OBSERVER\)"),
         ("[watch]\nsettle = 1\n", {}, r"unknown config key watch\.settle"),
         ("[nope]\nx = 1\n", {}, r"unknown config section \[nope\]"),
         ("[watch\n", {}, r"not valid TOML"),
@@ -54,6 +58,14 @@ def test_invalid_values_name_the_key(tmp_path: Path, text: str, env: dict[str, s
         load_config(config_file, environ=env)
 
 
+def test_imgwatch_variables_that_are_not_settings_are_no_error(tmp_path: Path) -> None:
+    config_file = tmp_path / "c.toml"
+    config_file.write_text("[workers]\ncount = 3\n")
+    environ = {"IMGWATCH_CONFIG": str(config_file), "IMGWATCH_WEB_TOKEN": "secret", "IMGWATCH_NEO4J_PASSWORD": "pw",
+               "IMGWATCH_TEST_NEO4J_URI": "neo4j://localhost", "NOT_IMGWATCH_AT_ALL": "1"}
+    assert load_config(environ=environ).workers.count == 3
+
+
 def test_a_missing_config_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.toml", environ={})
@@ -63,6 +75,7 @@ def test_embedding_engine_defaults_to_auto_and_takes_the_environment() -> None:
     assert load_config(environ={"XDG_CONFIG_HOME": "/nonexistent"}).embedding.engine == "auto"
     assert load_config(environ={env_var("embedding.engine"): "torch"}).embedding.engine == "torch"
     assert load_config(overrides={"embedding.engine": "onnxruntime"}, environ={}).embedding.engine == "onnxruntime"
-    with pytest.raises(ConfigError, match=r"embedding\.engine \(from environment\): 'tensorrt' \(expected auto, "
+    with pytest.raises(ConfigError, match=r"embedding\.engine \(from environment variable IMGWATCH_EMBEDDING_ENGINE\): "
+                                          r"'tensorrt' \(expected auto, "
                                           r"torch, onnxruntime or openvino\)"):
         load_config(environ={"IMGWATCH_EMBEDDING_ENGINE": "tensorrt"})

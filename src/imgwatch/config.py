@@ -8,6 +8,7 @@ name and where the value came from.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -250,15 +251,26 @@ def _apply(config: Config, values: Mapping[str, Mapping[str, Any]], source: str,
             sources[f"{section_name}.{key}"] = source
 
 
-def _env_values(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
-    values: dict[str, dict[str, str]] = {}
-    for section_name in _SECTIONS:
-        section_type = type(getattr(Config(), section_name))
-        for f in dataclasses.fields(section_type):
-            var = f"{ENV_PREFIX}{section_name}_{f.name}".upper()
-            if var in environ:
-                values.setdefault(section_name, {})[f.name] = environ[var]
-    return values
+# IMGWATCH_* variables that are not settings: read where they are used, or by the test suite.
+_OTHER_ENV = (CONFIG_ENV, NEO4J_PASSWORD_ENV, WEB_TOKEN_ENV)
+_TEST_ENV_PREFIX = ENV_PREFIX + "TEST_"
+
+
+def _apply_env(config: Config, environ: Mapping[str, str], sources: dict[str, str]) -> None:
+    """Apply every IMGWATCH_<SECTION>_<KEY> variable, each named as the source of its value;
+    an IMGWATCH_ variable that is no setting (a typo) is an error rather than silently ignored."""
+    settings = {env_var(f"{section_name}.{f.name}"): (section_name, f.name)
+                for section_name in _SECTIONS for f in dataclasses.fields(type(getattr(Config(), section_name)))}
+    for var in sorted(environ):
+        if not var.startswith(ENV_PREFIX) or var in _OTHER_ENV or var.startswith(_TEST_ENV_PREFIX):
+            continue
+        if var not in settings:
+            names = [name.removeprefix(ENV_PREFIX) for name in (*settings, *_OTHER_ENV)]
+            close = difflib.get_close_matches(var.removeprefix(ENV_PREFIX), names, n=1)  # the shared prefix aside
+            hint = f"did you mean {ENV_PREFIX}{close[0]}?" if close else "settings are IMGWATCH_<SECTION>_<KEY>"
+            raise ConfigError(f"unknown environment variable {var}: no imgwatch setting has that name ({hint})")
+        section_name, key = settings[var]
+        _apply(config, {section_name: {key: environ[var]}}, f"environment variable {var}", sources)
 
 
 def env_var(key: str) -> str:
@@ -298,7 +310,7 @@ def load_config(
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
         _apply(config, file_values, str(path), sources)
 
-    _apply(config, _env_values(environ), "environment", sources)
+    _apply_env(config, environ, sources)
 
     flag_values: dict[str, dict[str, Any]] = {}
     for dotted, value in (overrides or {}).items():
