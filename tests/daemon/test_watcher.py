@@ -150,6 +150,17 @@ def test_watching_a_root_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None
         start_observer(observer, router, [str(a_file)])
 
 
+def test_a_symbolic_link_made_in_a_root_is_released_after_settling_not_the_grace(
+    watch: Watch, tmp_path: Path,
+) -> None:
+    outside = tmp_path / "elsewhere.jpg"
+    outside.write_bytes(os.urandom(1000))
+    link = watch.root / "linked.jpg"
+    link.symlink_to(outside)
+    watch.collect(lambda: str(link) in watch.released, timeout=10)  # the grace for unclosed files is 30 s
+    assert watch.released == [str(link)]
+
+
 def test_a_file_moved_in_from_outside_is_released_after_settling_not_the_grace(watch: Watch, tmp_path: Path) -> None:
     outside = tmp_path / "download.jpg"
     outside.write_bytes(os.urandom(1000))

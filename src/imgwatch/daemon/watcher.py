@@ -147,8 +147,11 @@ class EventRouter(FileSystemEventHandler):
             self._left_dir(src)
         elif not self._accepts(src):
             return
-        elif isinstance(event, FileClosedEvent) or (event.is_synthetic and isinstance(event, FileCreatedEvent)):
-            # A synthetic "created" stands for a file found inside a folder that arrived whole.
+        elif isinstance(event, FileClosedEvent) or (
+            isinstance(event, FileCreatedEvent) and (event.is_synthetic or os.path.islink(src))
+        ):
+            # A synthetic "created" stands for a file found inside a folder that arrived whole;
+            # a symbolic link is complete once created (no writer, so no close event follows).
             self.settler.closed(src)
         elif isinstance(event, (FileCreatedEvent, FileModifiedEvent)):
             self.settler.written(src)
