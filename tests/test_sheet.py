@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import stat
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +20,7 @@ from imgwatch.embedding import Embedded, Embedder, EmbeddingModel
 from imgwatch.sheet import FRAME_WIDTH, PAD, QUERY_FRAME, TILE, TILE_BACKGROUND, SheetItem, make_sheet, tile_origin
 from imgwatch.store import ImageRecord, open_store
 from imgwatch.thumbnails import render
-from tests.helpers import make_config
+from tests.helpers import make_config, process_env
 
 
 @dataclass
@@ -141,3 +144,14 @@ def test_a_sheet_name_without_an_image_suffix_is_one_error_line(
     wrong = tmp_path / "sheet.txt"
     assert stderr.strip().splitlines() == [f"imgwatch: error: cannot write a contact sheet to {wrong}: "
                                            "name it .png, .jpg or .webp"]
+
+
+def test_a_sheet_gets_the_mode_the_users_umask_gives_not_the_data_dirs_private_one(
+        indexed: Indexed, tmp_path: Path) -> None:
+    out = tmp_path / "to-share.png"
+    env = process_env(tmp_path, IMGWATCH_GENERAL_DATA_DIR=str(indexed.data_dir))
+    result = subprocess.run([sys.executable, "-m", "imgwatch", "similar", str(indexed.photos["coffee"]), "--sheet",
+                             str(out)], env=env, capture_output=True, text=True, timeout=120, umask=0o027)
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(out.stat().st_mode) == 0o640
+    assert stat.S_IMODE(indexed.data_dir.stat().st_mode) == 0o700  # imgwatch's own files stay private

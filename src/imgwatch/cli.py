@@ -233,12 +233,14 @@ def similar(config: Config, path: str, as_json: bool, sheet: str | None) -> None
 
 def _write_sheet(config: Config, query: str, matches: list[Match], out: str, query_indexed: bool) -> None:
     """The contact sheet of a query and its matches; thumbnails of indexed images come from the cache."""
+    from imgwatch.datadir import as_the_user_would_create
     from imgwatch.sheet import SheetItem, write_sheet
     from imgwatch.thumbnails import ThumbnailCache
 
     items = [SheetItem(m.path, f"{m.score:.4f}") for m in matches]
     written = write_sheet(SheetItem(query, "query", indexed=query_indexed), items, out,
                           ThumbnailCache.for_data_dir(config.data_dir))
+    as_the_user_would_create(written)
     click.echo(f"contact sheet: {written} (the query and {len(items)} result(s))", err=True)
 
 

@@ -26,14 +26,27 @@ PRIVATE_UMASK = 0o077  # no group or other bits: folders 0700, files 0600
 log = get_logger("imgwatch.datadir")
 
 
+_user_umask: int | None = None  # the umask this process started with, before private_umask()
+
+
 def private_umask() -> None:
     """Make this process (and what it starts) create files private to its user.
 
     Called where the CLI starts and whenever the data dir is used; it only adds bits
     to the umask, so a stricter one stays.
     """
+    global _user_umask
     current = os.umask(PRIVATE_UMASK)
+    if _user_umask is None:
+        _user_umask = current
     os.umask(current | PRIVATE_UMASK)
+
+
+def as_the_user_would_create(path: str | os.PathLike[str]) -> None:
+    """Give a file the user asked for outside the data dir (a contact sheet) the mode their own
+    umask gives, not the private one imgwatch runs with."""
+    if _user_umask is not None:
+        os.chmod(path, 0o666 & ~_user_umask)
 
 
 class DataDir:
