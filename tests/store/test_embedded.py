@@ -413,3 +413,16 @@ def test_links_at_least_seeks_the_score_index(writer: EmbeddedGraphStore, db_pat
         plan = " ".join(str(row[-1]) for row in db.execute("EXPLAIN QUERY PLAN " + query))
     db.close()
     assert "links_by_score" in plan and "SCAN links" not in plan
+
+
+def test_the_reported_size_is_what_the_files_take_on_disk_not_the_vector_files_reservation(tmp_path: Path) -> None:
+    with EmbeddedGraphStore(tmp_path / "store.sqlite3") as store:
+        vectors = random_unit_vectors(10)
+        store.ensure_model(MODEL, DIM)
+        store.upsert([make_record(f"/p/{i}.jpg", vectors[i]) for i in range(10)])
+        reported = store.describe()["size_mib"]
+    files = [p for p in tmp_path.iterdir() if p.name.startswith("store.sqlite3")]
+    apparent = sum(p.stat().st_size for p in files) / 2**20
+    on_disk = sum(p.stat().st_blocks * 512 for p in files) / 2**20
+    assert on_disk < apparent / 2  # the vector file reserves room it does not use (sparse)
+    assert reported == pytest.approx(on_disk, abs=0.1)

@@ -204,8 +204,9 @@ class Database:
             yield transaction
 
     def files_size(self) -> int:
-        """Bytes in the database file and its -wal/-shm companions."""
-        return sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
+        """Bytes on disk of the database file and its companions (-wal, -shm, the vector files):
+        the blocks allocated, as the vector file is sparse beyond what it holds."""
+        return sum(p.stat().st_blocks * 512 for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
 
     def close(self) -> None:
         with self._lock:
