@@ -59,6 +59,10 @@ def test_scan_then_a_burst_worker_indexes_a_folder(
     rescanned = imgwatch(env, "scan", str(root))
     assert "enqueued 0 new or changed" in rescanned.stdout  # the unchanged bad file is not retried
 
+    why = imgwatch(env, "similar", str(root / "broken.png"))  # the failure's reason, not "not indexed (yet)"
+    assert why.returncode == 2 and f"{root / 'broken.png'} is not indexed: it failed: " in why.stderr, why.stderr
+    assert "imgwatch retry" in why.stderr
+
 
 def test_daemon_enqueues_dropped_files_and_stops_on_sigterm(
     env: dict[str, str], tmp_path: Path, write_photo: Callable[..., Path]

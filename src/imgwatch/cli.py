@@ -221,14 +221,32 @@ def search(config: Config, image: str, top: int, as_json: bool, sheet: str | Non
 @common_options
 def similar(config: Config, path: str, as_json: bool, sheet: str | None) -> None:
     """The SIMILAR_TO neighbours of an indexed PATH (no model needed)."""
-    from imgwatch.store import open_store
+    from imgwatch.store import ImageNotFound, open_store
 
     indexed = canonical_path(path)
     with open_store(config, create=False) as store:
-        matches = store.neighbours(indexed)
+        try:
+            matches = store.neighbours(indexed)
+        except ImageNotFound:
+            _explain_failure(config, indexed)
+            raise
         _print_matches(matches, as_json)
     if sheet:
         _write_sheet(config, indexed, matches, sheet, query_indexed=True)
+
+
+def _explain_failure(config: Config, path: str) -> None:
+    """Raise the reason ``path`` could not be indexed, when the failed-file ledger has one."""
+    from imgwatch.errors import ImgwatchError, QueueUnavailable
+    from imgwatch.workqueue import FailureLedger, WorkQueue
+
+    try:
+        failed = FailureLedger.for_queue(WorkQueue.from_config(config)).get(path)
+    except QueueUnavailable:
+        return  # the store's answer stands alone
+    if failed is not None:
+        raise ImgwatchError(f"{path} is not indexed: it failed: {failed.reason} "
+                            f"(once the file is fixed it is indexed again; or `imgwatch retry {path}`)")
 
 
 def _write_sheet(config: Config, query: str, matches: list[Match], out: str, query_indexed: bool) -> None:
