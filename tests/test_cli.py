@@ -165,3 +165,21 @@ def test_scan_refuses_a_folder_no_running_worker_indexes(
     # which folders will be indexed, and queues the work for whichever worker starts.
     later = imgwatch(env, "scan", str(elsewhere))
     assert later.returncode == 0 and "enqueued 1 new or changed" in later.stdout, later.stderr
+
+
+def test_a_worker_with_other_weights_is_refused_before_it_loads_or_exports_a_model(
+    env: dict[str, str], tmp_path: Path, write_photo: Callable[..., Path]
+) -> None:
+    root = tmp_path / "photos"
+    write_photo(root / "coffee.jpg", "coffee")
+    assert imgwatch(env, "scan", str(root)).returncode == 0
+    assert imgwatch(env, "worker", "--burst", str(root)).returncode == 0  # random weights, seed 0
+    engines = tmp_path / "data" / "engines"
+    exported = sorted(p.name for p in engines.rglob("*")) if engines.exists() else []
+
+    other = dict(env, IMGWATCH_EMBEDDING_SEED="1")  # another vector space
+    refused = imgwatch(other, "worker", "--burst", str(root))
+    assert refused.returncode == 2
+    assert "holds 1 embeddings from resnet50/random-seed0" in refused.stderr, refused.stderr
+    assert '"worker_ready"' not in refused.stderr and '"random_weights"' not in refused.stderr  # never loaded
+    assert (sorted(p.name for p in engines.rglob("*")) if engines.exists() else []) == exported

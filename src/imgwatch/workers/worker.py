@@ -20,11 +20,12 @@ from rq.serializers import JSONSerializer
 
 from imgwatch import sdnotify
 from imgwatch.config import Config
-from imgwatch.embedding import Embedder, inference_device, load_model, plan_inference
+from imgwatch.embedding import EMBEDDING_DIM, Embedder, inference_device, load_model, plan_inference
+from imgwatch.embedding.identity import weights_identity
 from imgwatch.errors import ConfigError, ImgwatchError
 from imgwatch.files import PathFilter
 from imgwatch.log import get_logger
-from imgwatch.store import open_store
+from imgwatch.store import GraphStore, open_store
 from imgwatch.workers import guard, recovery
 from imgwatch.workers.indexer import Indexer, LinkPolicy
 from imgwatch.workers.jobs import install_indexer
@@ -137,14 +138,26 @@ def run_worker(config: Config, *, burst: bool = False, name: str | None = None) 
             "(IMGWATCH_GENERAL_ROOTS) or pass ROOT... to `imgwatch worker`, the same folders the daemon watches"
         )
     work_queue = WorkQueue.from_config(config)
+    store = open_store(config)
+    try:
+        _run_worker(config, work_queue, store, burst=burst, name=name)
+    finally:
+        store.close()
+
+
+def _run_worker(config: Config, work_queue: WorkQueue, store: GraphStore, *, burst: bool, name: str | None) -> None:
     embedding = config.embedding
+    # A store of another model is refused before the model loads (and exports an engine file for nothing).
+    identity = weights_identity(embedding.weights, embedding.seed)
+    if identity is not None:
+        store.ensure_model(identity, EMBEDDING_DIM)
     plan = plan_inference(inference_device(embedding.device, embedding.engine), embedding.batch_size,
                           embedding.streams, embedding.threads, processes=config.workers.count,
                           decode_threads=embedding.decode_threads)
     model = load_model(embedding.weights, embedding.device, embedding.seed, embedding.engine,
                        config.data_dir.engine_cache, threads=plan.threads)  # each stream's threads
     embedder = Embedder(model, batch_size=plan.batch_size, decode_threads=plan.decode_threads, streams=plan.streams)
-    store = open_store(config)
+    roots = [str(p) for p in config.root_paths]
     try:
         store.ensure_model(model.identity, model.dim)
         indexer = Indexer(
@@ -154,10 +167,9 @@ def run_worker(config: Config, *, burst: bool = False, name: str | None = None) 
             lambda paths: work_queue.enqueue_paths(paths, batch_size=len(paths)),  # they were one batch
             LinkPolicy(config.links.threshold, config.links.top_k),
             PathFilter.create(config.watch.extensions, config.watch.exclude),
-            [str(p) for p in config.root_paths],
+            roots,
         )
         install_indexer(indexer)
-        roots = [str(p) for p in config.root_paths]
         worker = ImgwatchWorker(work_queue, name or f"imgwatch-{socket.gethostname()}-{os.getpid()}", roots)
         worker.announce_roots()
         log.info("worker_ready", worker=worker.name, model=model.identity, device=str(model.device),
@@ -169,4 +181,3 @@ def run_worker(config: Config, *, burst: bool = False, name: str | None = None) 
     finally:
         install_indexer(None)
         embedder.close()
-        store.close()
