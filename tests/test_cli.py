@@ -28,6 +28,18 @@ def imgwatch(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str
                           timeout=180, check=False)
 
 
+def start_until_logged(env: dict[str, str], event: str, *args: str, timeout: float = 120) -> subprocess.Popen[str]:
+    """`imgwatch ARGS...` as a process, returned once its log (stderr) shows ``event``."""
+    process = subprocess.Popen([sys.executable, "-m", "imgwatch", *args], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    while event not in (line := process.stderr.readline()):  # type: ignore[union-attr]
+        if not line or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"imgwatch {' '.join(args)} did not log {event}")
+    return process
+
+
 def test_scan_then_a_burst_worker_indexes_a_folder(
     env: dict[str, str], tmp_path: Path, write_photo: Callable[..., Path]
 ) -> None:
@@ -69,12 +81,9 @@ def test_daemon_enqueues_dropped_files_and_stops_on_sigterm(
 ) -> None:
     root = tmp_path / "photos"
     root.mkdir()
-    daemon = subprocess.Popen([sys.executable, "-m", "imgwatch", "daemon", str(root)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    daemon = start_until_logged(env, '"watching"', "daemon", str(root))
+    deadline = time.monotonic() + 60
     try:
-        deadline = time.monotonic() + 60
-        while '"watching"' not in (line := daemon.stderr.readline()):  # type: ignore[union-attr]
-            assert line and time.monotonic() < deadline, "daemon did not start"
         write_photo(root / "new.jpg", "chelsea")
         while time.monotonic() < deadline:
             if json.loads(imgwatch(env, "status", "--json").stdout)["queue"]["queued_paths"] == 1:
@@ -145,12 +154,8 @@ def test_scan_refuses_a_folder_no_running_worker_indexes(
     photos, elsewhere = tmp_path / "photos", tmp_path / "elsewhere"
     write_photo(photos / "2024" / "coffee.jpg", "coffee")
     write_photo(elsewhere / "rocket.jpg", "rocket")
-    worker = subprocess.Popen([sys.executable, "-m", "imgwatch", "worker", str(photos)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    worker = start_until_logged(env, '"worker_ready"', "worker", str(photos))
     try:
-        deadline = time.monotonic() + 120
-        while '"worker_ready"' not in (line := worker.stderr.readline()):  # type: ignore[union-attr]
-            assert line and time.monotonic() < deadline, "the worker did not start"
         refused = imgwatch(env, "scan", str(elsewhere))
         assert refused.returncode == 2 and refused.stdout == ""
         assert (f"cannot scan {elsewhere}: the running workers index only files below {photos} "
