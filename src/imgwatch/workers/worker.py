@@ -85,10 +85,14 @@ class ImgwatchWorker(SimpleWorker):
     def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
         # RQ renews the registration for the whole job timeout when a job starts; KeepAlive renews it instead.
         super().heartbeat(min(timeout or recovery.HEARTBEAT_TTL, recovery.HEARTBEAT_TTL), pipeline)
-        self.announce_roots()
+        # Renewed with the registration: in the heartbeat's own pipeline when it has one (no extra round trip).
+        if pipeline is None:
+            self.announce_roots()
+        else:
+            self.announced_roots.renew(self.name, self.roots, recovery.HEARTBEAT_TTL, pipeline)
 
     def announce_roots(self) -> None:
-        """Tell `imgwatch scan` which folders this worker indexes (renewed with each heartbeat)."""
+        """Tell `imgwatch scan` and `imgwatch forget` which folders this worker indexes."""
         self.announced_roots.announce(self.name, self.roots, recovery.HEARTBEAT_TTL)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
@@ -116,10 +120,10 @@ class ImgwatchWorker(SimpleWorker):
     def teardown(self) -> None:
         recovery.stop_riding_out_outages(self.connection)
         try:
-            self.announced_roots.withdraw(self.name)
             super().teardown()
+            self.announced_roots.withdraw(self.name)
         except redis.RedisError:
-            pass  # the queue is out of reach: the registration expires by itself
+            pass  # the queue is out of reach: the registration and the announcement expire by themselves
 
     def run_maintenance_tasks(self) -> None:
         super().run_maintenance_tasks()

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import redis
+from redis.client import Pipeline
 
 from imgwatch.errors import ConfigError
 from imgwatch.files import root_of
@@ -36,14 +37,18 @@ class WorkerRoots:
         return cls(work_queue.connection, work_queue.name)
 
     def announce(self, worker: str, roots: Sequence[str], ttl: float) -> None:
-        """``worker`` indexes ``roots`` for the next ``ttl`` seconds (call again to renew)."""
+        """``worker`` indexes ``roots`` for the next ``ttl`` seconds; entries that expired go."""
         now = time.time()
         expired = [name for name, entry in self._entries().items() if entry["until"] < now and name != worker]
         with self.connection.pipeline() as pipe:
-            pipe.hset(self.key, worker, json.dumps({"roots": list(roots), "until": now + ttl}))
+            self.renew(worker, roots, ttl, pipe)
             if expired:
                 pipe.hdel(self.key, *expired)
             pipe.execute()
+
+    def renew(self, worker: str, roots: Sequence[str], ttl: float, pipeline: Pipeline) -> None:
+        """Queue the renewal of ``worker``'s entry on ``pipeline`` (sent with the heartbeat)."""
+        pipeline.hset(self.key, worker, json.dumps({"roots": list(roots), "until": time.time() + ttl}))
 
     def withdraw(self, worker: str) -> None:
         self.connection.hdel(self.key, worker)
