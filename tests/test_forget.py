@@ -12,6 +12,7 @@ from imgwatch.redis_server import EmbeddedRedis
 from imgwatch.store import EmbeddedGraphStore, open_store
 from imgwatch.workqueue import FailureLedger, WorkQueue
 from imgwatch.workqueue.connection import connect
+from imgwatch.workqueue.worker_roots import WorkerRoots
 from tests.helpers import angled, axis, imgwatch, make_config, make_record, process_env
 
 
@@ -76,17 +77,32 @@ def test_forget_removes_a_folders_images_links_and_failures_and_nothing_else(
     assert again.stdout.strip() == f"forgot 0 image(s) and 0 failed-file record(s) below {old}"
 
 
-@pytest.mark.parametrize(("folder", "reason"), [
-    ("photos", "it is the watched folder"),
-    ("photos/2020", "it is inside the watched folder"),
-    (".", "it holds the watched folder"),
+@pytest.mark.parametrize(("folder", "reason", "advice"), [
+    ("photos", "it is a watched folder", "take it out of the watched folders"),
+    ("photos/2020", "it is inside the watched folder", "take it out of the watched folders"),
+    (".", "it holds the watched folder", "forget the unwatched folders inside it one by one"),
 ])
 def test_forget_refuses_a_watched_folder_and_removes_nothing(
-    library: tuple[dict[str, str], Path, FailureLedger], folder: str, reason: str,
+    library: tuple[dict[str, str], Path, FailureLedger], folder: str, reason: str, advice: str,
 ) -> None:
     env, tmp_path, ledger = library
     before = stored_paths(tmp_path)
     refused = imgwatch(env, "forget", str(tmp_path / "old"), str(tmp_path / folder), check=False)
     assert refused.returncode == 2 and refused.stdout == ""
-    assert reason in refused.stderr and "take it out of general.roots" in refused.stderr, refused.stderr
+    assert reason in refused.stderr and advice in refused.stderr, refused.stderr
     assert stored_paths(tmp_path) == before and len(ledger.failed_files()) == 2
+
+
+def test_the_folders_of_running_workers_count_as_watched_without_general_roots(
+    library: tuple[dict[str, str], Path, FailureLedger],
+) -> None:
+    env, tmp_path, ledger = library
+    del env["IMGWATCH_GENERAL_ROOTS"]  # the folders were given to `imgwatch run` instead
+    assert json.loads(imgwatch(env, "doctor", "--json").stdout)["unwatched"].startswith("not checked")
+    roots = WorkerRoots(ledger.connection, env["IMGWATCH_QUEUE_NAME"])
+    roots.announce("imgwatch-run-worker", [str(tmp_path / "photos")], ttl=60)  # as a starting worker does
+    assert json.loads(imgwatch(env, "doctor", "--json").stdout)["unwatched"]["images"] == 4
+    refused = imgwatch(env, "forget", str(tmp_path / "photos" / "2024"), check=False)
+    assert refused.returncode == 2 and "it is inside the watched folder" in refused.stderr, refused.stderr
+    roots.withdraw("imgwatch-run-worker")  # stopped
+    assert imgwatch(env, "forget", str(tmp_path / "photos" / "2024")).returncode == 0

@@ -359,22 +359,27 @@ def forget(config: Config, folders: tuple[str, ...]) -> None:
     """Remove the images below FOLDERS from the store: folders no longer watched.
 
     Their links and failed-file records go too; the files are not touched. A watched
-    folder (general.roots) is refused: its files would be indexed again.
+    folder (general.roots, or one a running worker indexes) is refused: its files would be
+    indexed again.
     """
     from imgwatch.errors import QueueUnavailable
     from imgwatch.store import open_store
-    from imgwatch.unwatched import check_not_watched, forget_folder
+    from imgwatch.unwatched import check_not_watched, forget_folder, watched_roots
     from imgwatch.workqueue import FailureLedger, WorkQueue
+    from imgwatch.workqueue.worker_roots import WorkerRoots
 
-    roots = [str(p) for p in config.root_paths]
     chosen = [os.path.realpath(f) if os.path.isdir(f) else canonical_path(f) for f in folders]
+    failures: FailureLedger | None = None
+    announced: list[list[str]] = []
+    try:
+        work_queue = WorkQueue.from_config(config)
+        failures, announced = FailureLedger.for_queue(work_queue), WorkerRoots.for_queue(work_queue).current()
+    except QueueUnavailable as exc:
+        click.echo(f"the failed-file records below {', '.join(chosen)} stay (the queue is out of reach: {exc}); "
+                   "run forget again while imgwatch runs to clear them", err=True)
+    roots = watched_roots([str(p) for p in config.root_paths], announced)
     for folder in chosen:  # all checked before anything is removed
         check_not_watched(folder, roots)
-    try:
-        failures: FailureLedger | None = FailureLedger.for_queue(WorkQueue.from_config(config))
-    except QueueUnavailable as exc:
-        failures = None
-        click.echo(f"failed-file records are kept: {exc}", err=True)
     with open_store(config, create=False) as store:
         for folder in chosen:
             forgotten = forget_folder(store, folder, roots, failures)

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from imgwatch.config import Config
 from imgwatch.errors import QueueUnavailable, StoreError, StoreMissing
 from imgwatch.store import StoreStats, open_store
-from imgwatch.unwatched import find_unwatched
+from imgwatch.unwatched import find_unwatched, watched_roots
 from imgwatch.workqueue import FailureLedger, QueueSnapshot, WorkQueue, redis_url_for, take_snapshot
 from imgwatch.workqueue.connection import redacted
+from imgwatch.workqueue.worker_roots import WorkerRoots
 
 
 def printable(text: str) -> str:
@@ -102,18 +103,23 @@ class QueueUnreachable:
 
 @dataclass
 class UnwatchedImages:
-    """Stored images below no folder in general.roots (None in the report when none are set)."""
+    """Stored images below no watched folder (general.roots and the running workers' folders)."""
 
     images: int
     folders: dict[str, int]  # the parent folders holding most of them
     remedy: str = "`imgwatch forget FOLDER` removes them from the store (the files are not touched)"
 
 
+# Shown instead when no watched folder is known to compare with.
+UNWATCHED_UNKNOWN = ("not checked: general.roots is not set and no running worker announced its folders "
+                     "(set general.roots, or run doctor while imgwatch runs)")
+
+
 @dataclass
 class DoctorReport:
     store: dict[str, object]  # the store's describe() facts, or state "none yet"
     queue: QueueReachable | QueueUnreachable
-    unwatched: UnwatchedImages | None = None
+    unwatched: UnwatchedImages | str | None = None  # str: why it was not checked; None: no store yet
 
     def as_json(self) -> dict[str, object]:
         return dataclasses.asdict(self)
@@ -122,7 +128,9 @@ class DoctorReport:
         lines = []
         sections: list[tuple[str, dict[str, object]]] = [
             ("store", self.store), ("queue", dataclasses.asdict(self.queue))]
-        if self.unwatched is not None and self.unwatched.images:
+        if isinstance(self.unwatched, str):
+            sections.append(("unwatched", {"images": self.unwatched}))
+        elif self.unwatched is not None and self.unwatched.images:
             folders = ", ".join(f"{folder} ({count})" for folder, count in self.unwatched.folders.items())
             sections.append(("unwatched", {"images": self.unwatched.images, "in": folders,
                                            "remedy": self.unwatched.remedy}))
@@ -133,21 +141,26 @@ class DoctorReport:
 
 
 def gather_doctor(config: Config) -> DoctorReport:
-    unwatched: UnwatchedImages | None = None
-    try:
-        with open_store(config, create=False) as store:
-            store_facts = store.describe()
-            if config.general.roots:
-                found = find_unwatched(store, [str(p) for p in config.root_paths])
-                unwatched = UnwatchedImages(found.images, dict(found.folders))
-    except StoreMissing as exc:  # reachable, but nothing indexed yet: still check the queue
-        store_facts = {"backend": config.general.store, "state": "none yet", "detail": str(exc)}
     url = redacted(redis_url_for(config))  # a password in queue.redis_url is never shown
     queue: QueueReachable | QueueUnreachable
+    announced: list[list[str]] = []
     try:
         work_queue = WorkQueue.from_config(config)
         snapshot = take_snapshot(work_queue, FailureLedger.for_queue(work_queue))
         queue = QueueReachable(url, workers=snapshot.workers, queued_jobs=snapshot.queued_jobs)
+        announced = WorkerRoots.for_queue(work_queue).current()
     except QueueUnavailable as exc:
         queue = QueueUnreachable(url, error=str(exc))
+    unwatched: UnwatchedImages | str | None = None
+    try:
+        with open_store(config, create=False) as store:
+            store_facts = store.describe()
+            roots = watched_roots([str(p) for p in config.root_paths], announced)
+            if roots:
+                found = find_unwatched(store, roots)
+                unwatched = UnwatchedImages(found.images, dict(found.folders))
+            else:
+                unwatched = UNWATCHED_UNKNOWN
+    except StoreMissing as exc:  # reachable, but nothing indexed yet: the queue is still checked
+        store_facts = {"backend": config.general.store, "state": "none yet", "detail": str(exc)}
     return DoctorReport(store_facts, queue, unwatched)

@@ -50,15 +50,21 @@ def check_not_watched(folder: str, roots: Iterable[str]) -> None:
     """StillWatched when ``folder`` is a watched root, lies inside one or holds one."""
     for root in roots:
         if root_of(folder, [root]) is not None:
-            where = "it is the watched folder" if folder == root else f"it is inside the watched folder {root}"
+            where = "it is a watched folder" if folder == root else f"it is inside the watched folder {root}"
+            advice = ("take it out of the watched folders (general.roots, or the folders given to `imgwatch run`) "
+                      "and restart imgwatch first, or delete or move the files")
         elif root_of(root, [folder]) is not None:
             where = f"it holds the watched folder {root}"
+            advice = "forget the unwatched folders inside it one by one"
         else:
             continue
-        raise StillWatched(
-            f"cannot forget {folder}: {where} (general.roots), so its files would be indexed again by the "
-            "next rescan; take it out of general.roots and restart imgwatch first, or delete or move the files"
-        )
+        raise StillWatched(f"cannot forget {folder}: {where}, whose files would be indexed again; {advice}")
+
+
+def watched_roots(configured: Sequence[str], announced: Iterable[Sequence[str]]) -> list[str]:
+    """The folders watched as far as this process can know: general.roots and those the running
+    workers announce (a run's ROOT arguments reach its workers, not the config)."""
+    return sorted({*configured, *(root for roots in announced for root in roots)})
 
 
 def forget_folder(store: GraphStore, folder: str, roots: Sequence[str], failures: FailureLedger | None) -> Forgotten:

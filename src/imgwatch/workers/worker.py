@@ -7,6 +7,7 @@ ResNet50 per job would cost more than the job.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from collections.abc import Sequence
@@ -36,6 +37,8 @@ log = get_logger("imgwatch.worker")
 
 # How often a worker looks for jobs left behind by dead workers (RQ's maintenance tick).
 MAINTENANCE_SECONDS = 60
+# How long a starting worker's announced folders count before its first heartbeat renews them.
+STARTING_ANNOUNCEMENT_SECONDS = 600
 
 
 class JobRefused(ImgwatchError):
@@ -121,9 +124,8 @@ class ImgwatchWorker(SimpleWorker):
         recovery.stop_riding_out_outages(self.connection)
         try:
             super().teardown()
-            self.announced_roots.withdraw(self.name)
         except redis.RedisError:
-            pass  # the queue is out of reach: the registration and the announcement expire by themselves
+            pass  # the queue is out of reach: the registration expires by itself
 
     def run_maintenance_tasks(self) -> None:
         super().run_maintenance_tasks()
@@ -142,14 +144,23 @@ def run_worker(config: Config, *, burst: bool = False, name: str | None = None) 
             "(IMGWATCH_GENERAL_ROOTS) or pass ROOT... to `imgwatch worker`, the same folders the daemon watches"
         )
     work_queue = WorkQueue.from_config(config)
+    name = name or f"imgwatch-{socket.gethostname()}-{os.getpid()}"
+    roots = [str(p) for p in config.root_paths]
+    # Announced before the model loads (seconds, a minute for a first engine export), so that a scan
+    # right after `imgwatch run` starts is checked too; the heartbeat renews it with a shorter life.
+    announced = WorkerRoots.for_queue(work_queue)
+    announced.announce(name, roots, STARTING_ANNOUNCEMENT_SECONDS)
     store = open_store(config)
     try:
-        _run_worker(config, work_queue, store, burst=burst, name=name)
+        _run_worker(config, work_queue, store, roots, burst=burst, name=name)
     finally:
         store.close()
+        with contextlib.suppress(redis.RedisError):  # out of reach: the announcement expires by itself
+            announced.withdraw(name)
 
 
-def _run_worker(config: Config, work_queue: WorkQueue, store: GraphStore, *, burst: bool, name: str | None) -> None:
+def _run_worker(config: Config, work_queue: WorkQueue, store: GraphStore, roots: list[str], *, burst: bool,
+                name: str) -> None:
     embedding = config.embedding
     # A store of another model is refused before the model loads (and exports an engine file for nothing).
     identity = weights_identity(embedding.weights, embedding.seed)
@@ -161,7 +172,6 @@ def _run_worker(config: Config, work_queue: WorkQueue, store: GraphStore, *, bur
     model = load_model(embedding.weights, embedding.device, embedding.seed, embedding.engine,
                        config.data_dir.engine_cache, threads=plan.threads)  # each stream's threads
     embedder = Embedder(model, batch_size=plan.batch_size, decode_threads=plan.decode_threads, streams=plan.streams)
-    roots = [str(p) for p in config.root_paths]
     try:
         store.ensure_model(model.identity, model.dim)
         indexer = Indexer(
@@ -174,7 +184,7 @@ def _run_worker(config: Config, work_queue: WorkQueue, store: GraphStore, *, bur
             roots,
         )
         install_indexer(indexer)
-        worker = ImgwatchWorker(work_queue, name or f"imgwatch-{socket.gethostname()}-{os.getpid()}", roots)
+        worker = ImgwatchWorker(work_queue, name, roots)
         worker.announce_roots()
         log.info("worker_ready", worker=worker.name, model=model.identity, device=str(model.device),
                  engine=model.engine, batch_size=plan.batch_size, streams=plan.streams, threads=plan.threads,
