@@ -186,5 +186,6 @@ def test_a_worker_with_other_weights_is_refused_before_it_loads_or_exports_a_mod
     refused = imgwatch(other, "worker", "--burst", str(root))
     assert refused.returncode == 2
     assert "holds 1 embeddings from resnet50/random-seed0" in refused.stderr, refused.stderr
+    assert "configure resnet50/random-seed0 again: --weights random and embedding.seed = 0" in refused.stderr
     assert '"worker_ready"' not in refused.stderr and '"random_weights"' not in refused.stderr  # never loaded
     assert (sorted(p.name for p in engines.rglob("*")) if engines.exists() else []) == exported

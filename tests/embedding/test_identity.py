@@ -23,7 +23,7 @@ def test_a_weights_setting_names_the_identity_its_model_has(
 @pytest.mark.parametrize(("identity", "advice"), [
     ("resnet50/IMAGENET1K_V2", "--weights imagenet"),
     ("resnet50/random-seed0", "--weights random"),
-    ("resnet50/random-seed7", "--weights random with embedding.seed = 7"),
+    ("resnet50/random-seed7", "--weights random and embedding.seed = 7"),
     ("resnet50/file-0123456789ab", "SHA-256 starts with 0123456789ab"),
 ])
 def test_the_advice_names_the_setting_that_gives_the_stores_model(identity: str, advice: str) -> None:
@@ -38,5 +38,5 @@ def test_a_query_with_other_weights_is_refused_before_the_model_loads() -> None:
         check_query_model("resnet50/random-seed0", "resnet50/IMAGENET1K_V2", "search again")
     assert str(raised.value) == (
         "the store holds embeddings from resnet50/random-seed0, but the configured weights give "
-        "resnet50/IMAGENET1K_V2: search again with --weights random"
+        "resnet50/IMAGENET1K_V2: search again with --weights random and embedding.seed = 0 (the default)"
     )

@@ -271,7 +271,8 @@ def test_a_server_with_other_weights_than_the_stores_says_which_to_start_it_with
             assert response.status_code == 409, response.text
             assert response.json()["error"] == (
                 "the store holds embeddings from resnet50/random-seed0, but the configured weights give "
-                "resnet50/IMAGENET1K_V2: start `imgwatch web` again with --weights random")
+                "resnet50/IMAGENET1K_V2: start `imgwatch web` again with --weights random and embedding.seed = 0 "
+                "(the default)")
             assert client.get(f"/api/similar?path={q(camera)}").status_code == 200  # no model needed
     finally:
         stop_server(other)

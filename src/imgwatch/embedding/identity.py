@@ -46,7 +46,7 @@ def weights_setting(identity: str) -> str:
     if weights_id == PRETRAINED_ID:
         return "--weights imagenet (embedding.weights = \"imagenet\")"
     if seed := re.fullmatch(r"random-seed(\d+)", weights_id):
-        return "--weights random" + (f" with embedding.seed = {seed[1]}" if seed[1] != "0" else "")
+        return f"--weights random and embedding.seed = {seed[1]}" + (" (the default)" if seed[1] == "0" else "")
     if digest := re.fullmatch(r"file-([0-9a-f]+)", weights_id):
         return (f"--weights PATH, the weights file the workers use (its SHA-256 starts with {digest[1]}: "
                 "check with sha256sum)")

@@ -22,8 +22,8 @@ from rq.serializers import JSONSerializer
 from imgwatch import sdnotify
 from imgwatch.config import Config
 from imgwatch.embedding import EMBEDDING_DIM, Embedder, inference_device, load_model, plan_inference
-from imgwatch.embedding.identity import weights_identity
-from imgwatch.errors import ConfigError, ImgwatchError
+from imgwatch.embedding.identity import weights_identity, weights_setting
+from imgwatch.errors import ConfigError, ImgwatchError, ModelMismatchError
 from imgwatch.files import PathFilter
 from imgwatch.log import get_logger
 from imgwatch.store import GraphStore, open_store
@@ -165,7 +165,13 @@ def _run_worker(config: Config, work_queue: WorkQueue, store: GraphStore, roots:
     # A store of another model is refused before the model loads (and exports an engine file for nothing).
     identity = weights_identity(embedding.weights, embedding.seed)
     if identity is not None:
-        store.ensure_model(identity, EMBEDDING_DIM)
+        try:
+            store.ensure_model(identity, EMBEDDING_DIM)
+        except ModelMismatchError as exc:
+            recorded = store.recorded_model()
+            if recorded is None:
+                raise
+            raise ModelMismatchError(f"{str(exc).rstrip('.')}: {weights_setting(recorded[0])}") from None
     plan = plan_inference(inference_device(embedding.device, embedding.engine), embedding.batch_size,
                           embedding.streams, embedding.threads, processes=config.workers.count,
                           decode_threads=embedding.decode_threads)
