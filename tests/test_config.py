@@ -66,6 +66,26 @@ def test_imgwatch_variables_that_are_not_settings_are_no_error(tmp_path: Path) -
     assert load_config(environ=environ).workers.count == 3
 
 
+@pytest.mark.parametrize("text", [
+    '[general]\nroots = ["/photos", "Pictures"]\n',
+    '[general]\ndata_dir = "data"\n',
+    '[embedding]\nweights = "resnet50.pth"\n',
+    '[web]\ntoken_file = "token"\n',
+])
+def test_a_relative_path_in_a_config_file_is_an_error(tmp_path: Path, text: str) -> None:
+    config_file = tmp_path / "c.toml"
+    config_file.write_text(text)
+    with pytest.raises(ConfigError, match=r"is a relative path, which would mean another place for each directory"):
+        load_config(config_file, environ={})
+
+
+def test_paths_from_home_keywords_and_relative_flags_are_fine(tmp_path: Path) -> None:
+    config_file = tmp_path / "c.toml"
+    config_file.write_text('[general]\nroots = ["~/Pictures", "/srv/photos"]\n[embedding]\nweights = "random"\n')
+    config = load_config(config_file, overrides={"general.data_dir": "data"}, environ={})
+    assert config.general.roots == ["~/Pictures", "/srv/photos"] and config.general.data_dir == "data"
+
+
 def test_a_missing_config_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.toml", environ={})

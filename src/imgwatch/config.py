@@ -226,7 +226,24 @@ def _validate(config: Config, sources: Mapping[str, str]) -> None:
             raise ConfigError(f"invalid value for {key} (from {source}): {value!r} (expected {expected})")
 
 
-def _apply(config: Config, values: Mapping[str, Mapping[str, Any]], source: str, sources: dict[str, str]) -> None:
+# Keys that name files or folders. In a config file they must be absolute (or start with ~): a
+# relative one would mean another place for each directory imgwatch is started from.
+PATH_KEYS = ("general.roots", "general.data_dir", "queue.password_file", "embedding.weights",
+             "neo4j.password_file", "web.token_file")
+_WEIGHTS_NAMES = ("imagenet", "random")
+
+
+def _check_not_relative(key: str, value: Any, source: str) -> None:
+    for path in value if isinstance(value, list) else [value]:
+        if path and path not in _WEIGHTS_NAMES and not os.path.isabs(os.path.expanduser(path)):
+            raise ConfigError(
+                f"invalid value for {key} (from {source}): {path!r} is a relative path, which would mean "
+                "another place for each directory imgwatch starts in; write it absolute or from ~"
+            )
+
+
+def _apply(config: Config, values: Mapping[str, Mapping[str, Any]], source: str, sources: dict[str, str],
+           *, from_file: bool = False) -> None:
     for section_name, section_values in values.items():
         if section_name not in _SECTIONS:
             raise ConfigError(f"unknown config section [{section_name}] (from {source})")
@@ -247,7 +264,10 @@ def _apply(config: Config, values: Mapping[str, Mapping[str, Any]], source: str,
                 )
             if key not in kinds:
                 raise ConfigError(f"unknown config key {section_name}.{key} (from {source})")
-            setattr(section, key, _parse(f"{section_name}.{key}", raw, kinds[key], source))
+            value = _parse(f"{section_name}.{key}", raw, kinds[key], source)
+            if from_file and f"{section_name}.{key}" in PATH_KEYS:
+                _check_not_relative(f"{section_name}.{key}", value, source)
+            setattr(section, key, value)
             sources[f"{section_name}.{key}"] = source
 
 
@@ -308,7 +328,7 @@ def load_config(
             raise ConfigError(f"config file {path} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-        _apply(config, file_values, str(path), sources)
+        _apply(config, file_values, str(path), sources, from_file=True)
 
     _apply_env(config, environ, sources)
 
