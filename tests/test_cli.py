@@ -159,7 +159,7 @@ def test_scan_refuses_a_folder_no_running_worker_indexes(
         refused = imgwatch(env, "scan", str(elsewhere))
         assert refused.returncode == 2 and refused.stdout == ""
         assert (f"cannot scan {elsewhere}: the running workers index only files below {photos} "
-                "and would refuse every file there") in refused.stderr, refused.stderr
+                "and refuse any other") in refused.stderr, refused.stderr
         assert json.loads(imgwatch(env, "status", "--json").stdout)["queue"]["queued_paths"] == 0
         below = imgwatch(env, "scan", str(photos / "2024"))  # inside the worker's folder: taken
         assert below.returncode == 0 and "enqueued 1 new or changed" in below.stdout, below.stderr

@@ -168,7 +168,7 @@ def reconcile_and_enqueue(
     roots = [str(p) for p in config.root_paths] if roots is None else roots
     missing = [root for root in roots if not os.path.isdir(root)]
     for root in missing:
-        log.warning("root_missing", root=root, note="skipped: its images stay indexed until it is back")
+        log.warning("root_missing", root=root, note="not scanned: what is stored below it stays until it is there")
     roots = [root for root in roots if root not in missing]
     plan = reconcile_roots(
         roots,
@@ -290,7 +290,7 @@ class Daemon:
         log.info("watching", roots=self.roots, observer=self.config.watch.observer,
                  settle_seconds=self.config.watch.settle_seconds, rescan_seconds=self.config.watch.rescan_seconds)
         self.watching.set()
-        self.request_rescan(self.roots, "start")
+        self.request_rescan(present, "start")  # a missing root is rescanned once it appears (root_back)
         rescan_every = self.config.watch.rescan_seconds
         now = time.monotonic()
         next_root_check = now + self.root_check_seconds

@@ -71,6 +71,6 @@ def check_workers_take(folders: Sequence[str], announced: list[list[str]]) -> No
     if outside:
         raise ConfigError(
             f"cannot scan {', '.join(outside)}: the running workers index only files below "
-            f"{', '.join(taken)} and would refuse every file there; add it to general.roots (or to the "
-            "folders given to `imgwatch run` / `imgwatch worker`) and restart them, or scan a folder below those"
+            f"{', '.join(taken)} and refuse any other; scan those folders or folders inside them, or add it to "
+            "general.roots (or to the folders given to `imgwatch run` / `imgwatch worker`) and restart them"
         )
