@@ -8,6 +8,12 @@ ensure_venv() {
     if [ ! -x .venv/bin/python ]; then
         "$python" -m venv .venv
     fi
-    # Quick when everything is installed already; the first run downloads PyTorch (~5 GB).
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$spec"
+    # The install is editable, so only a changed pyproject.toml (or other extras) needs pip again:
+    # the stamp records what was installed last. The first run downloads PyTorch (~5 GB).
+    local stamp=.venv/.imgwatch-installed wanted
+    wanted="$spec $(sha256sum pyproject.toml | cut -d' ' -f1)"
+    if ! grep -qxF "$wanted" "$stamp" 2>/dev/null; then
+        .venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$spec"
+        echo "$wanted" >> "$stamp"
+    fi
 }

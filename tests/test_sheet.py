@@ -154,4 +154,9 @@ def test_a_sheet_gets_the_mode_the_users_umask_gives_not_the_data_dirs_private_o
                              str(out)], env=env, capture_output=True, text=True, timeout=120, umask=0o027)
     assert result.returncode == 0, result.stderr
     assert stat.S_IMODE(out.stat().st_mode) == 0o640
+    out.chmod(0o600)  # made private by hand: written over, it stays so
+    again = subprocess.run([sys.executable, "-m", "imgwatch", "similar", str(indexed.photos["camera"]), "--sheet",
+                            str(out)], env=env, capture_output=True, text=True, timeout=120, umask=0o022)
+    assert again.returncode == 0, again.stderr
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
     assert stat.S_IMODE(indexed.data_dir.stat().st_mode) == 0o700  # imgwatch's own files stay private

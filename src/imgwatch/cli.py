@@ -256,9 +256,11 @@ def _write_sheet(config: Config, query: str, matches: list[Match], out: str, que
     from imgwatch.thumbnails import ThumbnailCache
 
     items = [SheetItem(m.path, f"{m.score:.4f}") for m in matches]
+    existed = os.path.exists(out)  # a sheet written over keeps the mode it has
     written = write_sheet(SheetItem(query, "query", indexed=query_indexed), items, out,
                           ThumbnailCache.for_data_dir(config.data_dir))
-    as_the_user_would_create(written)
+    if not existed:
+        as_the_user_would_create(written)
     click.echo(f"contact sheet: {written} (the query and {len(items)} result(s))", err=True)
 
 
