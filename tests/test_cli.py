@@ -29,14 +29,18 @@ def imgwatch(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str
 
 
 def start_until_logged(env: dict[str, str], event: str, *args: str, timeout: float = 120) -> subprocess.Popen[str]:
-    """`imgwatch ARGS...` as a process, returned once its log (stderr) shows ``event``."""
-    process = subprocess.Popen([sys.executable, "-m", "imgwatch", *args], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    """`imgwatch ARGS...` as a process, logging to a file in its data dir's parent; returned once
+    that log shows ``event``."""
+    log = Path(env["IMGWATCH_GENERAL_DATA_DIR"]).parent / f"{args[0]}.log"
+    with open(log, "a") as handle:
+        process = subprocess.Popen([sys.executable, "-m", "imgwatch", *args], env=env,
+                                   stdout=subprocess.DEVNULL, stderr=handle, text=True)
     deadline = time.monotonic() + timeout
-    while event not in (line := process.stderr.readline()):  # type: ignore[union-attr]
-        if not line or time.monotonic() > deadline:
+    while event not in log.read_text():
+        if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
-            raise AssertionError(f"imgwatch {' '.join(args)} did not log {event}")
+            raise AssertionError(f"imgwatch {' '.join(args)} did not log {event}:\n{log.read_text()}")
+        time.sleep(0.1)
     return process
 
 

@@ -106,3 +106,28 @@ def test_the_folders_of_running_workers_count_as_watched_without_general_roots(
     assert refused.returncode == 2 and "it is inside the watched folder" in refused.stderr, refused.stderr
     roots.withdraw("imgwatch-run-worker")  # stopped
     assert imgwatch(env, "forget", str(tmp_path / "photos" / "2024")).returncode == 0
+
+
+def test_with_an_external_queue_out_of_reach_forget_removes_nothing(
+    library: tuple[dict[str, str], Path, FailureLedger],
+) -> None:
+    env, tmp_path, _ = library
+    env["IMGWATCH_QUEUE_REDIS_URL"] = "redis://127.0.0.1:1/0"  # workers elsewhere may index any folder
+    before = stored_paths(tmp_path)
+    refused = imgwatch(env, "forget", str(tmp_path / "old"), check=False)
+    assert refused.returncode == 2 and "forget needs the queue to learn which folders" in refused.stderr
+    assert stored_paths(tmp_path) == before
+    doctor = json.loads(imgwatch(env, "doctor", "--json").stdout)
+    assert doctor["unwatched"].startswith("not checked: the queue is out of reach")
+
+
+def test_with_no_imgwatch_running_forget_goes_by_general_roots_and_keeps_the_failure_records(
+    library: tuple[dict[str, str], Path, FailureLedger],
+) -> None:
+    env, tmp_path, _ = library
+    del env["IMGWATCH_QUEUE_REDIS_URL"]  # the embedded queue, not running: nor is any worker
+    forgot = imgwatch(env, "forget", str(tmp_path / "old"))
+    assert forgot.stdout.strip() == f"forgot 3 image(s) below {tmp_path / 'old'}"
+    assert "failed-file records below" in forgot.stderr and "run forget again while imgwatch runs" in forgot.stderr
+    refused = imgwatch(env, "forget", str(tmp_path / "photos"), check=False)  # general.roots still counts
+    assert refused.returncode == 2 and "it is a watched folder" in refused.stderr

@@ -334,7 +334,7 @@ def test_registry_cleanup_never_runs_a_foreign_jobs_failure_callback(
 
     monkeypatch.setenv(CALLED_MARKER_ENV, str(tmp_path))
     planted = work_queue.rq_queue.enqueue("os.getpid", on_failure=Callback("tests.helpers.record_call"))
-    worker = ImgwatchWorker(work_queue, "imgwatch-test-cleanup", [])
+    worker = ImgwatchWorker(work_queue, "imgwatch-test-cleanup")
     [queue] = worker.queues
     # A job that looks abandoned: started long ago, its registry entry expired.
     planted.set_status("started")

@@ -199,7 +199,7 @@ def test_a_workers_registration_lives_a_minute_and_keep_alive_renews_it_during_a
 ) -> None:
     from imgwatch.workers.worker import ImgwatchWorker
 
-    worker = ImgwatchWorker(work_queue, "imgwatch-run-99-0", [])
+    worker = ImgwatchWorker(work_queue, "imgwatch-run-99-0")
     worker.register_birth()
     worker.heartbeat()
     assert 0 < work_queue.connection.ttl(worker.key) <= recovery.HEARTBEAT_TTL
@@ -225,7 +225,7 @@ def test_a_workers_registration_lives_a_minute_and_keep_alive_renews_it_during_a
 def test_a_stopping_worker_ends_its_listener_thread_without_waiting_out_rqs_poll(work_queue: WorkQueue) -> None:
     from imgwatch.workers.worker import ImgwatchWorker
 
-    worker = ImgwatchWorker(work_queue, "imgwatch-run-98-0", [])
+    worker = ImgwatchWorker(work_queue, "imgwatch-run-98-0")
     worker.subscribe()  # RQ's pub/sub listener thread, as work() starts it
     pubsub, listener = worker.pubsub, worker.pubsub_thread
     send_unsubscribe = pubsub.unsubscribe

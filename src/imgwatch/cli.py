@@ -16,7 +16,7 @@ import click
 
 from imgwatch.config import LOG_FORMATS, STORE_BACKENDS, Config, load_config
 from imgwatch.errors import exit_on_error
-from imgwatch.files import canonical_path
+from imgwatch.files import canonical_path, folder_argument
 
 if TYPE_CHECKING:
     from imgwatch.store import Match  # the store loads only in the commands that use it
@@ -165,8 +165,7 @@ def retry(config: Config, paths: tuple[str, ...]) -> None:
     from imgwatch.workqueue.failures import retry_failed
 
     work_queue = WorkQueue.from_config(config)
-    # A folder is resolved like the roots are; a file keeps its own name (it may be a link).
-    selection = [os.path.realpath(p) if os.path.isdir(p) else canonical_path(p) for p in paths]
+    selection = [folder_argument(p) for p in paths]
     requeued = retry_failed(work_queue, selection, config.watch.batch_size)
     click.echo(f"requeued {len(requeued)} failed file(s)")
 
@@ -364,26 +363,40 @@ def forget(config: Config, folders: tuple[str, ...]) -> None:
     folder (general.roots, or one a running worker indexes) is refused: its files would be
     indexed again.
     """
-    from imgwatch.errors import QueueUnavailable
-    from imgwatch.store import open_store
-    from imgwatch.unwatched import check_not_watched, forget_folder, watched_roots
+    from imgwatch.errors import AlreadyRunning, QueueUnavailable
+    from imgwatch.unwatched import watched_roots
     from imgwatch.workqueue import FailureLedger, WorkQueue
     from imgwatch.workqueue.worker_roots import WorkerRoots
 
-    chosen = [os.path.realpath(f) if os.path.isdir(f) else canonical_path(f) for f in folders]
-    failures: FailureLedger | None = None
-    announced: list[list[str]] = []
+    chosen = [folder_argument(f) for f in folders]
+    configured = [str(p) for p in config.root_paths]
     try:
         work_queue = WorkQueue.from_config(config)
-        failures, announced = FailureLedger.for_queue(work_queue), WorkerRoots.for_queue(work_queue).current()
+        announced = WorkerRoots.for_queue(work_queue).current()
     except QueueUnavailable as exc:
-        click.echo(f"the failed-file records below {', '.join(chosen)} stay (the queue is out of reach: {exc}); "
-                   "run forget again while imgwatch runs to clear them", err=True)
-    roots = watched_roots([str(p) for p in config.root_paths], announced)
-    for folder in chosen:  # all checked before anything is removed
+        if config.queue.redis_url:  # workers elsewhere may index folders this config does not name
+            raise QueueUnavailable(f"{exc}; forget needs the queue to learn which folders running workers "
+                                   "index: try again once it is reachable") from None
+        try:  # embedded queue: nothing runs while this holds the data dir's run lock
+            with config.data_dir.exclusive_run_lock():
+                click.echo(f"the failed-file records below {', '.join(chosen)} stay (the queue is not running); "
+                           "run forget again while imgwatch runs to clear them", err=True)
+                _forget(config, chosen, configured, None)
+        except AlreadyRunning:
+            raise QueueUnavailable(f"`imgwatch run` is using {config.data_dir.path} but its queue is out of reach "
+                                   f"({exc}), so which folders it indexes is unknown: try again in a moment") from None
+        return
+    _forget(config, chosen, watched_roots(configured, announced), FailureLedger.for_queue(work_queue))
+
+
+def _forget(config: Config, folders: list[str], roots: list[str], failures: Any) -> None:
+    from imgwatch.store import open_store
+    from imgwatch.unwatched import check_not_watched, forget_folder
+
+    for folder in folders:  # all checked before anything is removed
         check_not_watched(folder, roots)
     with open_store(config, create=False) as store:
-        for folder in chosen:
+        for folder in folders:
             forgotten = forget_folder(store, folder, roots, failures)
             records = "" if forgotten.failures is None else f" and {forgotten.failures} failed-file record(s)"
             click.echo(f"forgot {forgotten.images} image(s){records} below {folder}")

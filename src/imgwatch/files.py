@@ -27,6 +27,12 @@ def canonical_path(path: str) -> str:
     return os.path.join(os.path.realpath(os.path.dirname(absolute)), os.path.basename(absolute))
 
 
+def folder_argument(path: str) -> str:
+    """A path given on the command line as the store names it: a folder resolved like the roots
+    are (symlinks too), anything else (a file, a link, a folder gone) by canonical_path."""
+    return os.path.realpath(path) if os.path.isdir(path) else canonical_path(path)
+
+
 def outermost(roots: Iterable[str]) -> list[str]:
     """Drop roots inside other roots: each file must belong to exactly one root."""
     unique = sorted(set(roots))

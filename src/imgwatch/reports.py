@@ -110,9 +110,10 @@ class UnwatchedImages:
     remedy: str = "`imgwatch forget FOLDER` removes them from the store (the files are not touched)"
 
 
-# Shown instead when no watched folder is known to compare with.
+# Shown instead when the watched folders are not known.
 UNWATCHED_UNKNOWN = ("not checked: general.roots is not set and no running worker announced its folders "
                      "(set general.roots, or run doctor while imgwatch runs)")
+UNWATCHED_QUEUE_DOWN = "not checked: the queue is out of reach, so the running workers' folders are unknown"
 
 
 @dataclass
@@ -143,7 +144,7 @@ class DoctorReport:
 def gather_doctor(config: Config) -> DoctorReport:
     url = redacted(redis_url_for(config))  # a password in queue.redis_url is never shown
     queue: QueueReachable | QueueUnreachable
-    announced: list[list[str]] = []
+    announced: list[str] | None = None  # None: the queue is out of reach
     try:
         work_queue = WorkQueue.from_config(config)
         snapshot = take_snapshot(work_queue, FailureLedger.for_queue(work_queue))
@@ -155,8 +156,10 @@ def gather_doctor(config: Config) -> DoctorReport:
     try:
         with open_store(config, create=False) as store:
             store_facts = store.describe()
-            roots = watched_roots([str(p) for p in config.root_paths], announced)
-            if roots:
+            roots = watched_roots([str(p) for p in config.root_paths], announced or [])
+            if announced is None:
+                unwatched = UNWATCHED_QUEUE_DOWN
+            elif roots:
                 found = find_unwatched(store, roots)
                 unwatched = UnwatchedImages(found.images, dict(found.folders))
             else:

@@ -61,10 +61,10 @@ def check_not_watched(folder: str, roots: Iterable[str]) -> None:
         raise StillWatched(f"cannot forget {folder}: {where}, whose files would be indexed again; {advice}")
 
 
-def watched_roots(configured: Sequence[str], announced: Iterable[Sequence[str]]) -> list[str]:
+def watched_roots(configured: Sequence[str], announced: Sequence[str]) -> list[str]:
     """The folders watched as far as this process can know: general.roots and those the running
     workers announce (a run's ROOT arguments reach its workers, not the config)."""
-    return sorted({*configured, *(root for roots in announced for root in roots)})
+    return sorted({*configured, *announced})
 
 
 def forget_folder(store: GraphStore, folder: str, roots: Sequence[str], failures: FailureLedger | None) -> Forgotten:

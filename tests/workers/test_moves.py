@@ -91,7 +91,7 @@ class BurstWorker(ImgwatchWorker):
 
 def drain(work_queue: WorkQueue) -> None:
     """Run every queued job (follow-ups included) in this process with a real imgwatch worker."""
-    BurstWorker(work_queue, f"test-{uuid.uuid4().hex[:8]}", []).work(burst=True, logging_level="WARNING")
+    BurstWorker(work_queue, f"test-{uuid.uuid4().hex[:8]}").work(burst=True, logging_level="WARNING")
     assert work_queue.rq_queue.failed_job_registry.count == 0
 
 

@@ -7,10 +7,8 @@ ResNet50 per job would cost more than the job.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
-from collections.abc import Sequence
 from types import FrameType
 
 import redis
@@ -37,8 +35,6 @@ log = get_logger("imgwatch.worker")
 
 # How often a worker looks for jobs left behind by dead workers (RQ's maintenance tick).
 MAINTENANCE_SECONDS = 60
-# How long a starting worker's announced folders count before its first heartbeat renews them.
-STARTING_ANNOUNCEMENT_SECONDS = 600
 
 
 class JobRefused(ImgwatchError):
@@ -73,7 +69,7 @@ class ImgwatchWorker(SimpleWorker):
     runs too, so other workers notice within about two minutes that it died.
     """
 
-    def __init__(self, work_queue: WorkQueue, name: str, roots: Sequence[str]) -> None:
+    def __init__(self, work_queue: WorkQueue, name: str) -> None:
         # Its own view of the queue, with GuardedJob as the job class for everything RQ fetches.
         guarded = Queue(work_queue.name, connection=work_queue.connection, serializer=JSONSerializer,
                         job_class=GuardedJob)
@@ -81,22 +77,11 @@ class ImgwatchWorker(SimpleWorker):
                          job_class=GuardedJob, name=name, maintenance_interval=MAINTENANCE_SECONDS,
                          worker_ttl=recovery.WORKER_TTL)
         self.work_queue = work_queue
-        self.roots = list(roots)
-        self.announced_roots = WorkerRoots.for_queue(work_queue)
         recovery.ride_out_outages(work_queue.connection)  # e.g. while `imgwatch run` restarts its queue
 
     def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
         # RQ renews the registration for the whole job timeout when a job starts; KeepAlive renews it instead.
         super().heartbeat(min(timeout or recovery.HEARTBEAT_TTL, recovery.HEARTBEAT_TTL), pipeline)
-        # Renewed with the registration: in the heartbeat's own pipeline when it has one (no extra round trip).
-        if pipeline is None:
-            self.announce_roots()
-        else:
-            self.announced_roots.renew(self.name, self.roots, recovery.HEARTBEAT_TTL, pipeline)
-
-    def announce_roots(self) -> None:
-        """Tell `imgwatch scan` and `imgwatch forget` which folders this worker indexes."""
-        self.announced_roots.announce(self.name, self.roots, recovery.HEARTBEAT_TTL)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         with recovery.KeepAlive(self):
@@ -146,17 +131,14 @@ def run_worker(config: Config, *, burst: bool = False, name: str | None = None) 
     work_queue = WorkQueue.from_config(config)
     name = name or f"imgwatch-{socket.gethostname()}-{os.getpid()}"
     roots = [str(p) for p in config.root_paths]
-    # Announced before the model loads (seconds, a minute for a first engine export), so that a scan
-    # right after `imgwatch run` starts is checked too; the heartbeat renews it with a shorter life.
-    announced = WorkerRoots.for_queue(work_queue)
-    announced.announce(name, roots, STARTING_ANNOUNCEMENT_SECONDS)
-    store = open_store(config)
-    try:
-        _run_worker(config, work_queue, store, roots, burst=burst, name=name)
-    finally:
-        store.close()
-        with contextlib.suppress(redis.RedisError):  # out of reach: the announcement expires by itself
-            announced.withdraw(name)
+    # Announced before the model loads, so that `imgwatch scan` and `imgwatch forget` right after
+    # `imgwatch run` starts know these folders too.
+    with WorkerRoots.for_queue(work_queue).announcing(name, roots):
+        store = open_store(config)
+        try:
+            _run_worker(config, work_queue, store, roots, burst=burst, name=name)
+        finally:
+            store.close()
 
 
 def _run_worker(config: Config, work_queue: WorkQueue, store: GraphStore, roots: list[str], *, burst: bool,
@@ -190,8 +172,7 @@ def _run_worker(config: Config, work_queue: WorkQueue, store: GraphStore, roots:
             roots,
         )
         install_indexer(indexer)
-        worker = ImgwatchWorker(work_queue, name, roots)
-        worker.announce_roots()
+        worker = ImgwatchWorker(work_queue, name)
         log.info("worker_ready", worker=worker.name, model=model.identity, device=str(model.device),
                  engine=model.engine, batch_size=plan.batch_size, streams=plan.streams, threads=plan.threads,
                  decode_threads=plan.decode_threads, gpu_decode=embedder.gpu_decode,

@@ -1,20 +1,22 @@
 """The folders each running worker indexes, announced on the queue's Redis.
 
 A worker refuses paths outside its roots, so `imgwatch scan` of another folder would only
-fill the failed-file list: scan reads the announcements and refuses it up front instead.
-Each worker renews its entry with its heartbeat; an entry not renewed (a killed worker)
-stops counting when it expires and is dropped by the next announcement.
+fill the failed-file list, and `imgwatch forget` of a folder a worker indexes would only be
+undone: both read the announcements. Each worker's entry is a key that Redis expires (no
+host's clock is trusted) and that a thread of the worker renews from before its model loads
+until it stops; a set names the entries, and a name whose key expired (a killed worker) is
+dropped by the next reader.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import time
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import redis
-from redis.client import Pipeline
 
 from imgwatch.errors import ConfigError
 from imgwatch.files import root_of
@@ -22,55 +24,81 @@ from imgwatch.files import root_of
 if TYPE_CHECKING:
     from imgwatch.workqueue.jobs import WorkQueue
 
-_ROOTS_KEY = "imgwatch:{queue}:worker-roots"
+_NAMES_KEY = "imgwatch:{queue}:worker-roots"
+_ENTRY_KEY = "imgwatch:{queue}:worker-roots:{worker}"
+ANNOUNCEMENT_TTL = 60  # seconds an entry outlives its worker's last renewal
+RENEW_SECONDS = 20
 
 
 class WorkerRoots:
-    """worker name → the roots it indexes, with the time its entry expires."""
+    """worker name → the roots it indexes, for as long as the worker keeps renewing it."""
 
     def __init__(self, connection: redis.Redis, queue_name: str) -> None:
         self.connection = connection
-        self.key = _ROOTS_KEY.format(queue=queue_name)
+        self.queue_name = queue_name
+        self.names_key = _NAMES_KEY.format(queue=queue_name)
 
     @classmethod
     def for_queue(cls, work_queue: WorkQueue) -> WorkerRoots:
         return cls(work_queue.connection, work_queue.name)
 
-    def announce(self, worker: str, roots: Sequence[str], ttl: float) -> None:
-        """``worker`` indexes ``roots`` for the next ``ttl`` seconds; entries that expired go."""
-        now = time.time()
-        expired = [name for name, entry in self._entries().items() if entry["until"] < now and name != worker]
+    @contextlib.contextmanager
+    def announcing(self, worker: str, roots: Sequence[str]) -> Iterator[None]:
+        """``worker`` indexes ``roots`` while inside: announced now, renewed by a thread, withdrawn at the end."""
+        self.announce(worker, roots, ANNOUNCEMENT_TTL)
+        stop = threading.Event()
+
+        def renew_until_stopped() -> None:
+            while not stop.wait(RENEW_SECONDS):
+                with contextlib.suppress(redis.RedisError):  # the queue is down: the next renewal tries again
+                    self.announce(worker, roots, ANNOUNCEMENT_TTL)
+
+        renewer = threading.Thread(target=renew_until_stopped, name=f"announce-{worker}", daemon=True)
+        renewer.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            renewer.join(timeout=2)  # not stuck behind a renewal that waits out an outage
+            with contextlib.suppress(redis.RedisError):  # out of reach: the entry expires by itself
+                self.withdraw(worker)
+
+    def announce(self, worker: str, roots: Sequence[str], ttl: int) -> None:
+        """``worker`` indexes ``roots`` for the next ``ttl`` seconds (announce again to renew)."""
         with self.connection.pipeline() as pipe:
-            self.renew(worker, roots, ttl, pipe)
-            if expired:
-                pipe.hdel(self.key, *expired)
+            pipe.set(self._entry_key(worker), json.dumps(list(roots)), ex=ttl)
+            pipe.sadd(self.names_key, worker)
             pipe.execute()
 
-    def renew(self, worker: str, roots: Sequence[str], ttl: float, pipeline: Pipeline) -> None:
-        """Queue the renewal of ``worker``'s entry on ``pipeline`` (sent with the heartbeat)."""
-        pipeline.hset(self.key, worker, json.dumps({"roots": list(roots), "until": time.time() + ttl}))
-
     def withdraw(self, worker: str) -> None:
-        self.connection.hdel(self.key, worker)
+        with self.connection.pipeline() as pipe:
+            pipe.delete(self._entry_key(worker))
+            pipe.srem(self.names_key, worker)
+            pipe.execute()
 
-    def current(self) -> list[list[str]]:
-        """The roots of each worker whose entry has not expired."""
-        now = time.time()
-        return [entry["roots"] for entry in self._entries().values() if entry["until"] >= now]
+    def current(self) -> list[str]:
+        """Every folder a running worker announced, sorted (empty when none is running)."""
+        names = sorted(name.decode() for name in self.connection.smembers(self.names_key))
+        if not names:
+            return []
+        entries = self.connection.mget([self._entry_key(name) for name in names])
+        expired = [name for name, entry in zip(names, entries, strict=True) if entry is None]
+        if expired:
+            self.connection.srem(self.names_key, *expired)  # renewing adds a name back
+        return sorted({root for entry in entries if entry is not None for root in json.loads(entry)})
 
-    def _entries(self) -> dict[str, dict]:
-        return {name.decode(): json.loads(raw) for name, raw in self.connection.hgetall(self.key).items()}
+    def _entry_key(self, worker: str) -> str:
+        return _ENTRY_KEY.format(queue=self.queue_name, worker=worker)
 
 
-def check_workers_take(folders: Sequence[str], announced: list[list[str]]) -> None:
-    """ConfigError when running workers are known and none of them indexes one of ``folders``."""
+def check_workers_take(folders: Sequence[str], announced: Sequence[str]) -> None:
+    """ConfigError when running workers announced folders and none of them holds one of ``folders``."""
     if not announced:
         return  # no worker running (or none announced yet): nothing to check against
-    taken = sorted({root for roots in announced for root in roots})
-    outside = [folder for folder in folders if root_of(folder, taken) is None]
+    outside = [folder for folder in folders if root_of(folder, announced) is None]
     if outside:
         raise ConfigError(
             f"cannot scan {', '.join(outside)}: the running workers index only files below "
-            f"{', '.join(taken)} and refuse any other; scan those folders or folders inside them, or add it to "
-            "general.roots (or to the folders given to `imgwatch run` / `imgwatch worker`) and restart them"
+            f"{', '.join(announced)} and refuse any other; scan those folders or folders inside them, or add it "
+            "to general.roots (or to the folders given to `imgwatch run` / `imgwatch worker`) and restart them"
         )
