@@ -391,13 +391,10 @@ def forget(config: Config, folders: tuple[str, ...]) -> None:
 
 def _forget(config: Config, folders: list[str], roots: list[str], failures: Any) -> None:
     from imgwatch.store import open_store
-    from imgwatch.unwatched import check_not_watched, forget_folder
+    from imgwatch.unwatched import forget_folders
 
-    for folder in folders:  # all checked before anything is removed
-        check_not_watched(folder, roots)
     with open_store(config, create=False) as store:
-        for folder in folders:
-            forgotten = forget_folder(store, folder, roots, failures)
+        for folder, forgotten in forget_folders(store, folders, roots, failures):
             records = "" if forgotten.failures is None else f" and {forgotten.failures} failed-file record(s)"
             click.echo(f"forgot {forgotten.images} image(s){records} below {folder}")
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from imgwatch.config import Config
 from imgwatch.errors import QueueUnavailable, StoreError, StoreMissing
 from imgwatch.store import StoreStats, open_store
-from imgwatch.unwatched import find_unwatched, watched_roots
+from imgwatch.unwatched import Unwatched, find_unwatched, watched_roots
 from imgwatch.workqueue import FailureLedger, QueueSnapshot, WorkQueue, redis_url_for, take_snapshot
 from imgwatch.workqueue.connection import redacted
 from imgwatch.workqueue.worker_roots import WorkerRoots
@@ -101,15 +101,6 @@ class QueueUnreachable:
     error: str
 
 
-@dataclass
-class UnwatchedImages:
-    """Stored images below no watched folder (general.roots and the running workers' folders)."""
-
-    images: int
-    folders: dict[str, int]  # the parent folders holding most of them
-    remedy: str = "`imgwatch forget FOLDER` removes them from the store (the files are not touched)"
-
-
 # Shown instead when the watched folders are not known.
 UNWATCHED_UNKNOWN = ("not checked: general.roots is not set and no running worker announced its folders "
                      "(set general.roots, or run doctor while imgwatch runs)")
@@ -120,7 +111,7 @@ UNWATCHED_QUEUE_DOWN = "not checked: the queue is out of reach, so the running w
 class DoctorReport:
     store: dict[str, object]  # the store's describe() facts, or state "none yet"
     queue: QueueReachable | QueueUnreachable
-    unwatched: UnwatchedImages | str | None = None  # str: why it was not checked; None: no store yet
+    unwatched: Unwatched | str | None = None  # str: why it was not checked; None: no store yet
 
     def as_json(self) -> dict[str, object]:
         return dataclasses.asdict(self)
@@ -152,16 +143,14 @@ def gather_doctor(config: Config) -> DoctorReport:
         announced = WorkerRoots.for_queue(work_queue).current()
     except QueueUnavailable as exc:
         queue = QueueUnreachable(url, error=str(exc))
-    unwatched: UnwatchedImages | str | None = None
+    unwatched: Unwatched | str | None = None
     try:
         with open_store(config, create=False) as store:
             store_facts = store.describe()
-            roots = watched_roots([str(p) for p in config.root_paths], announced or [])
             if announced is None:
                 unwatched = UNWATCHED_QUEUE_DOWN
-            elif roots:
-                found = find_unwatched(store, roots)
-                unwatched = UnwatchedImages(found.images, dict(found.folders))
+            elif roots := watched_roots([str(p) for p in config.root_paths], announced):
+                unwatched = find_unwatched(store, roots)
             else:
                 unwatched = UNWATCHED_UNKNOWN
     except StoreMissing as exc:  # reachable, but nothing indexed yet: the queue is still checked

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from imgwatch.errors import StillWatched
@@ -28,7 +28,8 @@ class Unwatched:
     """How many stored images lie below no watched root, and the folders holding most of them."""
 
     images: int
-    folders: list[tuple[str, int]] = field(default_factory=list)  # (parent folder, images), most first
+    folders: dict[str, int] = field(default_factory=dict)  # parent folder → images, most first
+    remedy: str = "`imgwatch forget FOLDER` removes them from the store (the files are not touched)"
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ def find_unwatched(store: GraphStore, roots: Sequence[str]) -> Unwatched:
     for state in store.file_states():
         if root_of(state.path, roots) is None:
             parents[os.path.dirname(state.path)] += 1
-    return Unwatched(sum(parents.values()), parents.most_common(FOLDERS_SHOWN))
+    return Unwatched(sum(parents.values()), dict(parents.most_common(FOLDERS_SHOWN)))
 
 
 def check_not_watched(folder: str, roots: Iterable[str]) -> None:
@@ -67,10 +68,18 @@ def watched_roots(configured: Sequence[str], announced: Sequence[str]) -> list[s
     return sorted({*configured, *announced})
 
 
-def forget_folder(store: GraphStore, folder: str, roots: Sequence[str], failures: FailureLedger | None) -> Forgotten:
-    """Remove every stored image below ``folder`` (their links go with them) and, given the
-    ledger, the failure records of files below it. The files themselves are not touched."""
-    check_not_watched(folder, roots)
+def forget_folders(store: GraphStore, folders: Sequence[str], roots: Sequence[str],
+                   failures: FailureLedger | None) -> Iterator[tuple[str, Forgotten]]:
+    """Remove every stored image below each of ``folders`` (their links go with them) and, given
+    the ledger, the failure records of files below them; yields each folder's count once done.
+    Every folder is checked against ``roots`` before anything is removed. The files are not touched."""
+    for folder in folders:
+        check_not_watched(folder, roots)
+    for folder in folders:
+        yield folder, _forget_folder(store, folder, failures)
+
+
+def _forget_folder(store: GraphStore, folder: str, failures: FailureLedger | None) -> Forgotten:
     removed = 0
     batch: list[str] = []
     for state in store.file_states(under=folder):

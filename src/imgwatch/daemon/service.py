@@ -278,13 +278,13 @@ class Daemon:
             raise explain_watch_error(exc, ", ".join(self.roots)) from None
         # A root missing at start (a share not mounted yet) is no error: it is watched once it appears.
         self._root_ids = {root: _dir_identity(root) for root in self.roots}
-        for root in self.roots:
-            if self._root_ids[root] is None and not os.path.exists(root):
-                log.warning("root_missing", root=root,
-                            note="not there at start: watched and indexed once it appears "
-                                 "(if the path is wrong, fix `general.roots` or the ROOT argument)")
+        missing = [root for root in self.roots if self._root_ids[root] is None and not os.path.exists(root)]
+        for root in missing:
+            log.warning("root_missing", root=root,
+                        note="not there at start: watched and indexed once it appears "
+                             "(if the path is wrong, fix `general.roots` or the ROOT argument)")
         # Watch first, then reconcile: a file that changes during the scan is caught by one or the other.
-        present = [root for root in self.roots if self._root_ids[root] is not None or os.path.exists(root)]
+        present = [root for root in self.roots if root not in missing]  # a file there fails in start_observer
         self._watches = start_observer(observer, self.router, present)
         self._observer = observer
         log.info("watching", roots=self.roots, observer=self.config.watch.observer,
