@@ -119,7 +119,7 @@ def test_transparency_shows_on_white(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("content", "reason"), [
     (b"", "empty file"),
-    (b"#!/bin/sh\necho not a photo\n", "cannot make a thumbnail"),
+    (b"#!/bin/sh\necho not a photo\n", "not a recognised image format"),
 ])
 def test_what_is_not_an_image_is_a_decode_error(tmp_path: Path, content: bytes, reason: str) -> None:
     fake = tmp_path / "fake.jpg"

@@ -18,6 +18,7 @@ from typing import Any
 
 from imgwatch.datadir import DataDir
 from imgwatch.errors import ConfigError
+from imgwatch.photos.formats import DEFAULT_EXTENSIONS
 
 ENV_PREFIX = "IMGWATCH_"
 CONFIG_ENV = "IMGWATCH_CONFIG"
@@ -56,9 +57,7 @@ class WatchConfig:
     polling_interval: float = 5.0
     settle_seconds: float = 2.0
     batch_size: int = 32
-    extensions: list[str] = field(
-        default_factory=lambda: ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
-    )
+    extensions: list[str] = field(default_factory=lambda: list(DEFAULT_EXTENSIONS))
     exclude: list[str] = field(default_factory=lambda: [".*", "@eaDir", "#recycle"])
     rescan_seconds: float = 86400.0  # 0: no periodic rescan
 

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from imgwatch.errors import ImgwatchError
+from imgwatch.photos.formats import original_rank
 from imgwatch.store import GraphStore, Link, StoredImage
 
 DEFAULT_THRESHOLD = 0.95
@@ -47,9 +48,10 @@ class DuplicateGroup:
         return self.images[1:]
 
 
-def keep_order(image: StoredImage) -> tuple[int, int, int, str]:
-    """Sort key, best to keep first: most pixels, then largest file, then shortest and first path."""
-    return (-image.width * image.height, -image.size, len(image.path), image.path)
+def keep_order(image: StoredImage) -> tuple[int, int, int, int, str]:
+    """Sort key, best to keep first: the original's kind (RAW, then HEIC/AVIF/JXL, then the rest),
+    then most pixels, then largest file, then shortest and first path."""
+    return (original_rank(image.path), -image.width * image.height, -image.size, len(image.path), image.path)
 
 
 def check_threshold(threshold: float, links_threshold: float) -> None:

@@ -1,39 +1,40 @@
 """Thumbnails of indexed photos: made on demand, cached on disk under the data dir.
 
-A thumbnail is the photo upright (EXIF orientation applied), flattened onto white if it
-has transparency, shrunk to fit a ``size``×``size`` box and saved as JPEG. JPEGs are
-decoded at a reduced scale in the DCT domain (Pillow's ``draft``), so a 12-megapixel
-photo costs a few tens of milliseconds, not a full decode.
+A thumbnail is the photo upright and in sRGB (imgwatch.photos opens every format the
+workers index: HEIC, RAW and the rest, which browsers cannot show, become JPEGs here),
+flattened onto white if it has transparency, shrunk to fit a ``size``×``size`` box and
+saved as JPEG. JPEGs (a RAW's preview too) are decoded at a reduced scale in the DCT
+domain, so a 12-megapixel photo costs a few tens of milliseconds, not a full decode.
 
 The cache lives in ``<data_dir>/thumbnails`` (folders 0700, files 0600). A file is named
 by its photo's path, the size and the photo's (mtime, size) on disk, so a changed photo
 gets a new thumbnail and the one it replaces is deleted. The same key is the ETag the web
 page sends, so a browser revalidating an unchanged thumbnail costs one ``stat``.
 
-Decoding applies the limits the workers apply (:mod:`imgwatch.embedding.decode`): only
-regular files up to ``MAX_FILE_BYTES``, only the decodable formats, and the aspect-ratio
-and pixel limits checked on the header before any pixel is decoded. That module loads
-torch, so it is imported when the first thumbnail is made, not with this one.
+Decoding applies the limits the workers apply: only regular files up to ``MAX_FILE_BYTES``
+(read by :mod:`imgwatch.embedding.decode`, which loads torch, so it is imported when the
+first thumbnail is made), only the accepted formats, and the aspect-ratio and pixel limits
+checked on the header before any pixel is decoded (:mod:`imgwatch.photos.limits`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageOps
+from PIL import Image
 
 from imgwatch.datadir import DataDir
 from imgwatch.errors import DecodeError
+from imgwatch.photos import open_photo
 
 THUMBNAILS_DIR_NAME = "thumbnails"
 # Bump when the rendering changes, so cached thumbnails made the old way are not reused.
-RENDER_VERSION = 1
+RENDER_VERSION = 2  # 2: every format, colours converted to sRGB
 JPEG_QUALITY = 85
 BACKGROUND = (255, 255, 255)  # what shows through transparent pixels
 
@@ -74,7 +75,7 @@ class Thumbnail:
 
 
 def render(path: str, size: int) -> Image.Image:
-    """The photo at ``path`` upright, in RGB, fitting a ``size``×``size`` box.
+    """The photo at ``path`` upright, in sRGB, fitting a ``size``×``size`` box.
 
     Raises DecodeError (not an image, too large, damaged) or OSError (unreadable).
     Never enlarges a photo smaller than the box.
@@ -82,19 +83,10 @@ def render(path: str, size: int) -> Image.Image:
     from imgwatch.embedding.decode import read_file  # loads torch: only when a thumbnail is made
 
     _facts, data = read_file(path)  # regular files only, up to MAX_FILE_BYTES
-    if not data:
-        raise DecodeError(path, "empty file (0 bytes)", "replace it with a complete copy")
+    photo = open_photo(data, path, min_long_side=size)  # the workers' limits, checked on the header
     try:
-        image = Image.open(io.BytesIO(data), formats=_decodable_formats())
-        _check_header(path, *image.size)
-        if image.format in ("JPEG", "MPO"):
-            image.draft("RGB", _draft_box(image.size, size))
-        image.load()
-        upright = ImageOps.exif_transpose(image)
-        flat = _flattened(upright)
+        flat = _flattened(photo.image)
         flat.thumbnail((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
-    except DecodeError:
-        raise
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad data
         raise DecodeError(path, f"cannot make a thumbnail ({type(exc).__name__}: {exc})",
                           "the file is damaged or changed since it was indexed") from exc
@@ -161,39 +153,6 @@ class ThumbnailCache:
 
 def _path_key(path: str) -> str:
     return hashlib.sha256(os.fsencode(path)).hexdigest()[:32]
-
-
-def _draft_box(stored: tuple[int, int], size: int) -> tuple[int, int]:
-    """The smallest box, of the photo's shape, whose long side still covers ``size``.
-
-    libjpeg then decodes at the smallest 1/2^k scale that is at least this big.
-    """
-    width, height = stored
-    long_side = max(width, height, 1)
-    scale = min(1.0, size / long_side)
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
-def _check_header(path: str, width: int, height: int) -> None:
-    """The workers' size limits, applied to the header before any pixel is decoded."""
-    from imgwatch.embedding.decode import MAX_ASPECT_RATIO, MAX_PIXELS
-
-    short, long = sorted((width, height))
-    if short < 1:
-        raise DecodeError(path, f"{width}×{height} pixels: the image is empty", "replace it with a good copy")
-    if long > MAX_ASPECT_RATIO * short:
-        raise DecodeError(path, f"{width}×{height} pixels: aspect ratio beyond 1:{MAX_ASPECT_RATIO}",
-                          "crop it, or keep it out of the watched folders")
-    if width * height > MAX_PIXELS:
-        raise DecodeError(path, f"{width}×{height} pixels is too large to decode safely",
-                          "save a smaller copy, or keep it out of the watched folders")
-
-
-def _decodable_formats() -> tuple[str, ...]:
-    from imgwatch.embedding.decode import DECODABLE_FORMATS
-
-    Image.init()
-    return tuple(name for name in DECODABLE_FORMATS if name in Image.OPEN)
 
 
 def _flattened(image: Image.Image) -> Image.Image:

@@ -22,7 +22,8 @@ from imgwatch.embedding import (
     reference_preprocess,
 )
 from imgwatch.embedding import decode as decode_module
-from imgwatch.embedding.decode import MIN_DECODED_SHORT_SIDE, RESIZE_SHORT_SIDE, _draft_jpeg
+from imgwatch.embedding.decode import MIN_DECODED_SHORT_SIDE, RESIZE_SHORT_SIDE
+from imgwatch.photos.reader import _draft_jpeg
 from tests.helpers import PHOTO_NAMES
 
 TWELVE_MP = (4032, 3024)  # a phone camera's 4:3 frame
@@ -293,7 +294,7 @@ def test_fast_path_decodes_12mp_jpegs_at_a_quarter_scale(tmp_path: Path) -> None
     path = tmp_path / "phone.jpg"
     upscaled_to(photo("astronaut"), TWELVE_MP).save(path, "JPEG", quality=90)
     with Image.open(path) as image:
-        assert _draft_jpeg(image) == 4
+        assert _draft_jpeg(image, MIN_DECODED_SHORT_SIDE) == 4
         image.load()
         assert image.size == (TWELVE_MP[0] // 4, TWELVE_MP[1] // 4)
         assert min(image.size) >= MIN_DECODED_SHORT_SIDE

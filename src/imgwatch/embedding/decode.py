@@ -5,29 +5,38 @@ Two pipelines live here:
 * :func:`reference_preprocess` is the plain torchvision recipe (full decode,
   Resize(256), CenterCrop(224), normalise). It is the definition of "correct".
 * :func:`decode_for_model` is what production uses. It produces (nearly) the
-  same tensor while avoiding a full-resolution decode: a 12-megapixel JPEG is
-  decoded at 1/4 scale in the DCT domain, other formats are box-reduced
-  before the bilinear resize. The tests hold it, against the reference, to
-  tensor cosine >= 0.9999 and embedding cosine >= 0.99 (calibrated weights).
+  same tensor while avoiding a full-resolution decode: imgwatch.photos opens every
+  format upright and in sRGB at the smallest size that keeps a short side of
+  MIN_DECODED_SHORT_SIDE (a 12-megapixel JPEG at 1/4 scale in the DCT domain, a RAW
+  from its preview or a half-size demosaic, others box-reduced), then the bilinear
+  resize. The tests hold it, against the reference, to tensor cosine >= 0.9999 and
+  embedding cosine >= 0.99 (calibrated weights).
 """
 
 from __future__ import annotations
 
 import errno
-import functools
 import hashlib
-import io
 import os
 import stat
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
-from PIL.JpegImagePlugin import JpegImageFile
+from PIL import Image, ImageOps
 from torchvision import transforms
 
 from imgwatch.errors import DecodeError
+from imgwatch.photos.formats import PILLOW_FORMATS
+from imgwatch.photos.limits import MAX_ASPECT_RATIO, MAX_FILE_BYTES, MAX_PIXELS, check_size
+from imgwatch.photos.reader import EXIF_ORIENTATION_TAG, describe_failure, displayed_size, open_photo
+
+# Re-exported: the limits and header helpers the embedding side (nvjpeg.py, the tests) uses.
+__all__ = [
+    "DECODABLE_FORMATS", "EXIF_ORIENTATION_TAG", "MAX_ASPECT_RATIO", "MAX_FILE_BYTES", "MAX_PIXELS", "DecodeError",
+    "FileFacts", "check_size", "decode_for_model", "displayed_size", "read_file", "reference_input",
+    "reference_preprocess", "resized_size", "to_rgb", "unreadable_reason",
+]
 
 RESIZE_SHORT_SIDE = 256
 CROP_SIZE = 224
@@ -44,28 +53,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # (750-756 px): 33 ms per 4032×3024 JPEG instead of 26 ms at 1/8 (bench/RESULTS.md).
 MIN_DECODED_SHORT_SIDE = 704
 
-# Limits checked on the header (Image.open reads no pixels) before anything large is allocated.
-#
-# Aspect ratio: the model sees the centre 224×224 of the image scaled to a short side of
-# 256, so a 1:50 strip shows it 1/57 of its length; a 1×60000 one would be scaled to
-# 256×15,360,000 pixels (~12 GB) only to show it less than one original pixel. Panoramas
-# (1:4 to 1:20) are well inside.
-MAX_ASPECT_RATIO = 50
-# Pixels: Pillow's own decompression-bomb limit (2 × Image.MAX_IMAGE_PIXELS), fixed here so
-# a library changing Pillow's global cannot lift it. 179 MP holds every camera's JPEGs
-# (a 102 MP medium-format JPEG decodes at 1/8 scale) and 13k×13k PNG/TIFF scans, which
-# decode at full size: about 3 bytes per pixel (RGB), 0.5 GB at the limit.
-MAX_PIXELS = 178_956_970
-# Files are read whole: a bigger "image" is refused before it is read.
-MAX_FILE_BYTES = 1 << 30
-# What Image.open may parse, whatever the file is named: the formats of the default
-# extensions plus a few common ones with a clear signature. Others (EPS, which runs
-# Ghostscript; PSD, FITS, ...) are "not a recognised image format".
-DECODABLE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP", "JPEG2000", "AVIF", "PPM", "QOI")
+# What Image.open may parse, whatever the file is named (RAW, read through LibRaw, besides).
+DECODABLE_FORMATS = PILLOW_FORMATS
 
-EXIF_ORIENTATION_TAG = 0x0112
-# EXIF orientations 5..8 swap width and height when applied.
-_TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 
 _resize_crop = transforms.Compose(
@@ -154,83 +144,27 @@ def reference_preprocess(image: Image.Image) -> torch.Tensor:
     return tensor
 
 
+def reference_input(data: bytes, path: str) -> torch.Tensor:
+    """The reference recipe on a file's full-size decode (upright, in sRGB): what decode_for_model approximates."""
+    photo = open_photo(data, path)
+    tensor: torch.Tensor = _to_normalised_tensor(_resize_crop(to_rgb(photo.image)))
+    return tensor
+
+
 def decode_for_model(data: bytes, path: str) -> tuple[torch.Tensor, int, int]:
     """Decode ``data`` cheaply into a (3, 224, 224) float32 model input.
 
-    Returns the tensor and the original width and height as displayed (after
-    EXIF orientation). ``path`` is only used for error messages.
+    Returns the tensor and the photo's width and height as displayed (after orientation;
+    a RAW's developed size). ``path`` is only used for error messages.
     Raises :class:`DecodeError` for anything that is not a decodable image.
     """
-    if not data:
-        raise DecodeError(
-            path,
-            "empty file (0 bytes)",
-            "the file may still be being written, or was saved empty; replace it with a complete copy",
-        )
+    photo = open_photo(data, path, min_short_side=MIN_DECODED_SHORT_SIDE)
     try:
-        # Image.open reads only the header (and raises DecompressionBombError for
-        # absurd sizes); load() is inside the try so truncation is caught.
-        image = Image.open(io.BytesIO(data), formats=_decodable_formats())
-        stored_size = image.size  # draft() below shrinks image.size
-        check_size(path, *stored_size)  # before any pixel is decoded
-        # JpegImageFile includes MPO, which many cameras write.
-        reduced_by = _draft_jpeg(image) if isinstance(image, JpegImageFile) else 1
-        image.load()
-        # Orientation is read after load(): PNG may keep its EXIF after the pixel data.
-        width, height = displayed_size(exif_orientation(image), stored_size)
-        upright = to_rgb(ImageOps.exif_transpose(image))
-        if reduced_by == 1:
-            upright, reduced_by = _box_reduce(upright)
-        resized = _resize_like_reference(upright, width, height, reduced_by)
+        resized = _resize_like_reference(to_rgb(photo.image), photo.width, photo.height, photo.reduced_by)
         tensor: torch.Tensor = _to_normalised_tensor(_center_crop(resized))
-    except DecodeError:
-        raise
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad data
-        raise _describe_failure(path, exc) from exc
-    return tensor, width, height
-
-
-def check_size(path: str, width: int, height: int) -> None:
-    """Refuse, from the header alone, sizes that would cost far more than they are worth."""
-    short, long = sorted((width, height))
-    if short < 1:
-        raise DecodeError(path, f"{width}×{height} pixels: the image is empty",
-                          "the file is damaged; replace it with a good copy")
-    if long > MAX_ASPECT_RATIO * short:
-        ratio = long / short
-        shown = f"1:{ratio:.0f}" if ratio >= 100 else "1:" + f"{ratio:.2f}".rstrip("0").rstrip(".")
-        raise DecodeError(
-            path,
-            f"{width}×{height} pixels: aspect ratio {shown} is beyond 1:{MAX_ASPECT_RATIO}; "
-            "imgwatch cannot make a useful thumbnail-sized view of it",
-            f"crop it to at most 1:{MAX_ASPECT_RATIO}, or keep it out of the watched folders",
-        )
-    if width * height > MAX_PIXELS:
-        raise DecodeError(
-            path,
-            f"{width}×{height} pixels ({width * height / 1e6:,.0f} megapixels) is too large to decode safely: "
-            f"beyond imgwatch's limit of {MAX_PIXELS / 1e6:,.0f} megapixels",
-            "save a smaller copy for imgwatch, or keep it out of the watched folders",
-        )
-
-
-@functools.cache
-def _decodable_formats() -> tuple[str, ...]:
-    Image.init()  # registers every plugin, so the check below sees what this Pillow can open
-    return tuple(name for name in DECODABLE_FORMATS if name in Image.OPEN)
-
-
-def exif_orientation(image: Image.Image) -> int:
-    """The EXIF orientation (1..8) of an opened image; 1 (as stored) when it has none."""
-    value = image.getexif().get(EXIF_ORIENTATION_TAG)
-    return value if isinstance(value, int) and 1 <= value <= 8 else 1
-
-
-def displayed_size(orientation: int, stored_size: tuple[int, int]) -> tuple[int, int]:
-    width, height = stored_size
-    if orientation in _TRANSPOSING_ORIENTATIONS:
-        return height, width
-    return width, height
+        raise describe_failure(path, exc) from exc
+    return tensor, *photo.size
 
 
 def resized_size(width: int, height: int) -> tuple[int, int]:
@@ -238,31 +172,6 @@ def resized_size(width: int, height: int) -> tuple[int, int]:
     short, long = sorted((width, height))
     new_long = int(RESIZE_SHORT_SIDE * long / short)  # torchvision's rounding (down)
     return (RESIZE_SHORT_SIDE, new_long) if width <= height else (new_long, RESIZE_SHORT_SIDE)
-
-
-def _draft_jpeg(image: JpegImageFile) -> int:
-    """Ask libjpeg to decode at the smallest 1/2^k scale that keeps enough pixels; returns 2^k.
-
-    Pillow picks the largest supported scale whose result is still at least the
-    requested size in both dimensions, so requesting a square of
-    MIN_DECODED_SHORT_SIDE keeps the short side >= that, whatever the aspect.
-    """
-    if min(image.size) < 2 * MIN_DECODED_SHORT_SIDE:
-        return 1
-    stored_width = image.size[0]
-    drafted = image.draft(None, (MIN_DECODED_SHORT_SIDE, MIN_DECODED_SHORT_SIDE))
-    if drafted is None:  # Pillow declined (e.g. an unusual tile layout): decoded at full size
-        return 1
-    _, covered_box = drafted  # (0, 0, stored_width / scale, stored_height / scale)
-    return round(stored_width / covered_box[2])
-
-
-def _box_reduce(image: Image.Image) -> tuple[Image.Image, int]:
-    """Integer box-downscale large non-JPEG images (JPEGs were already drafted); returns the factor."""
-    factor = min(image.size) // MIN_DECODED_SHORT_SIDE
-    if factor < 2:
-        return image, 1
-    return image.reduce(factor), factor
 
 
 def _resize_like_reference(image: Image.Image, width: int, height: int, reduced_by: int) -> Image.Image:
@@ -279,30 +188,3 @@ def _resize_like_reference(image: Image.Image, width: int, height: int, reduced_
         return image  # torchvision skips a resize to the same size
     covered = (0.0, 0.0, width / reduced_by, height / reduced_by)
     return image.resize(size, Image.Resampling.BILINEAR, box=covered)
-
-
-def _describe_failure(path: str, exc: Exception) -> DecodeError:
-    if isinstance(exc, Image.DecompressionBombError):
-        return DecodeError(
-            path,
-            f"image is too large to decode safely ({exc})",
-            "it exceeds Pillow's decompression-bomb limit; shrink the image or remove it from the folder",
-        )
-    if isinstance(exc, UnidentifiedImageError):
-        return DecodeError(
-            path,
-            "not a recognised image format",
-            "the file is not an image or uses a format Pillow cannot read; convert it to JPEG or PNG",
-        )
-    message = str(exc) or type(exc).__name__
-    if "truncated" in message.lower():
-        return DecodeError(
-            path,
-            "truncated image file",
-            "the file is damaged or still being written; replace it with a complete copy",
-        )
-    return DecodeError(
-        path,
-        f"corrupt or unsupported image data ({type(exc).__name__}: {message})",
-        "the file is damaged or uses an unsupported variant; replace it with a good copy",
-    )

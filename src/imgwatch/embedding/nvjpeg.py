@@ -6,7 +6,8 @@ on CUDA that pool cannot keep up (one 12 MP JPEG costs ~70 ms of a core; 16 thre
 header (:func:`inspect_jpeg`), and each micro-batch is decoded at once by nvJPEG, then
 turned upright, resized, cropped and normalised on the GPU like the reference recipe (full
 decode, antialiased bilinear Resize(256), CenterCrop(224)) in :func:`model_inputs`.
-What nvJPEG should not take (other formats, CMYK, small or truncated JPEGs, and JPEGs with
+What nvJPEG should not take (other formats, CMYK, small or truncated JPEGs, JPEGs whose ICC
+profile is not sRGB (converted by LittleCMS on the CPU), and JPEGs with
 data after their end-of-image marker, such as motion photos) and any file it fails on is
 decoded on the CPU by decode_for_model, which names what is wrong. One difference remains: a
 JPEG damaged inside but ending with its marker is embedded, damage and all, where the CPU
@@ -34,9 +35,10 @@ from imgwatch.embedding.decode import (
     check_size,
     decode_for_model,
     displayed_size,
-    exif_orientation,
     resized_size,
 )
+from imgwatch.photos.colour import icc_is_srgb
+from imgwatch.photos.reader import read_orientation
 
 # Pixels decoded per nvJPEG call: the decoded batch lives on the GPU at 3 bytes a pixel.
 # 32 12 MP photos (1.2 GB) run at the batched rate (H100: 383 images/s in calls of 8, 511
@@ -90,10 +92,14 @@ def inspect_jpeg(data: bytes, path: str) -> JpegForGpu | None:
         return None
     try:
         image = Image.open(io.BytesIO(data), formats=("JPEG", "MPO"))
-        mode, stored_size, orientation = image.mode, image.size, exif_orientation(image)
+        mode, stored_size, orientation = image.mode, image.size, read_orientation(image)
+        icc_profile = image.info.get("icc_profile")
     except Exception:  # noqa: BLE001 - a damaged header: decode_for_model explains it
         return None
     if mode not in _GPU_MODES or min(stored_size) < MIN_SHORT_SIDE:
+        return None
+    # nvJPEG gives the stored numbers; a wide-gamut (Adobe RGB, P3) JPEG needs its profile applied on the CPU.
+    if icc_profile and not icc_is_srgb(icc_profile):
         return None
     check_size(path, *stored_size)
     return JpegForGpu(path, data, orientation, stored_size)
