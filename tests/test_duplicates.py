@@ -90,6 +90,13 @@ def test_the_keeper_has_the_most_pixels_then_the_largest_file_then_the_shortest_
     # width * height, not width: 1000x1000 beats 1500x600.
     assert keeper(image("/p/wide.jpg", 1500, 600), image("/p/square.jpg", 1000, 1000)) == "/p/square.jpg"
     assert sorted([image("/p/b"), image("/p/a")], key=keep_order)[0].path == "/p/a"
+    # The original before a bigger re-encode: a camera's RAW, then a phone's HEIC, AVIF or JPEG XL.
+    assert keeper(image("/p/IMG_1.CR3", 3000, 2000, size=20), image("/p/IMG_1.JPG", 6000, 4000, size=900)) \
+        == "/p/IMG_1.CR3"
+    assert keeper(image("/p/IMG_2.jpg", 4032, 3024, size=900), image("/p/IMG_2.HEIC", 4032, 3024, size=20)) \
+        == "/p/IMG_2.HEIC"
+    assert keeper(image("/p/x.avif", 800, 600), image("/p/x.dng", 400, 300), image("/p/x.png", 900, 700)) \
+        == "/p/x.dng"
 
 
 def test_groups_come_biggest_first_then_by_their_first_path() -> None:

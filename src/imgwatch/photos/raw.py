@@ -90,7 +90,8 @@ def _picture(raw, path: str, develop: bool) -> RawPicture:  # noqa: ANN001 - raw
         return RawPicture(size, EMBEDDED_PREVIEW, preview=preview, orientation=orientation)
     if not develop:
         return RawPicture(size, HALF_SIZE_DEMOSAIC)
-    rgb = raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8)  # flipped upright, sRGB
+    # Upright (LibRaw applies the flip), sRGB primaries and sRGB's own curve (LibRaw's default is BT.709's).
+    rgb = raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8, gamma=(2.4, 12.92))
     return RawPicture(size, HALF_SIZE_DEMOSAIC, pixels=Image.fromarray(np.ascontiguousarray(rgb), "RGB"))
 
 

@@ -100,16 +100,22 @@ def upright(image: Image.Image, orientation: int) -> Image.Image:
     return image.transpose(method) if method is not None else image
 
 
-def source_of(data: bytes, path: str) -> str:
-    """Which pixels a file's embedding comes from (DECODED, or a RAW's preview or demosaic), without decoding."""
-    if raw.may_be_raw(data, formats.is_raw_name(path)):
-        try:
+def kind_of(data: bytes, path: str) -> tuple[str, str]:
+    """(format, source) of a file without decoding its pixels: ("RAW", "embedded preview"), ("HEIF", "decoded")...
+
+    Raises DecodeError when it is not an accepted photo.
+    """
+    try:
+        if raw.may_be_raw(data, formats.is_raw_name(path)):
             picture = raw.read_raw(data, path, develop=False)
-        except DecodeError:
-            return DECODED
-        if picture is not None:
-            return picture.source
-    return DECODED
+            if picture is not None:
+                return formats.RAW, picture.source
+        with Image.open(io.BytesIO(data), formats=formats.pillow_formats()) as image:
+            return image.format or "", DECODED
+    except DecodeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the decoders raise many types for bad data
+        raise describe_failure(path, exc) from exc
 
 
 @dataclass(frozen=True)
@@ -209,8 +215,8 @@ def describe_failure(path: str, exc: Exception) -> DecodeError:
             "the file is not a photo imgwatch reads (JPEG, PNG, WebP, HEIC, AVIF, JPEG XL, TIFF, camera RAW, "
             "...); convert it to JPEG",
         )
-    message = str(exc) or type(exc).__name__
-    if "truncated" in message.lower():
+    message = " ".join(str(exc).split()) or type(exc).__name__  # one line: libheif's and libjxl's span several
+    if any(sign in message.lower() for sign in ("truncated", "outside of file bounds", "end of file")):
         return DecodeError(
             path,
             "truncated image file",

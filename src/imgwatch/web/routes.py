@@ -7,12 +7,10 @@ it names on disk. Blocking work (store, decoding, the model) runs in Starlette's
 
 from __future__ import annotations
 
-import io
 import json
 from email.utils import formatdate
 from typing import Any
 
-from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
@@ -23,14 +21,16 @@ from imgwatch.errors import DecodeError
 from imgwatch.reports import gather_status, printable
 from imgwatch.thumbnails import SourceState
 from imgwatch.web.state import LARGE_SIZE, WebState
-from imgwatch.web.views import image_facts, path_url, query_values, ranked_item
+from imgwatch.web.views import file_kind, image_facts, path_url, query_values, ranked_item
 
 TOP_CHOICES = (10, 20, 50, 100)
 DEFAULT_TOP = 20
 MAX_TOP = 200
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and headers around the image itself
+# Originals a browser shows in the page; HEIC, JPEG XL and RAW files are offered as downloads
+# (the page shows them through their JPEG renditions, /view and /thumb).
 ORIGINAL_TYPES = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp",
-                  "GIF": "image/gif", "BMP": "image/bmp", "TIFF": "image/tiff"}
+                  "GIF": "image/gif", "BMP": "image/bmp", "TIFF": "image/tiff", "AVIF": "image/avif"}
 
 
 class JSONResponse(Response):
@@ -151,7 +151,7 @@ def photo_page(request: Request) -> Response:
     path = required_path(request)
     image = state.indexed(path)
     neighbours = state.similar(path)
-    return render_page(request, "photo.html", image=image_facts(image, len(neighbours)),
+    return render_page(request, "photo.html", image=image_facts(image, len(neighbours)) | file_kind(path),
                        neighbours=[ranked_item(r) for r in neighbours])
 
 
@@ -188,7 +188,7 @@ def api_image(request: Request) -> Response:
     state = state_of(request)
     path = required_path(request)
     image = state.indexed(path)
-    return JSONResponse(image_facts(image, len(state.store().neighbours(path))))
+    return JSONResponse(image_facts(image, len(state.store().neighbours(path))) | file_kind(path))
 
 
 def api_status(request: Request) -> Response:
@@ -243,6 +243,7 @@ def large_view(request: Request) -> Response:
 def original(request: Request) -> Response:
     """The file itself, only while its content is what was indexed (same SHA-256)."""
     from imgwatch.embedding.decode import read_file
+    from imgwatch.photos.reader import kind_of
 
     state = state_of(request)
     path = required_path(request)
@@ -254,8 +255,8 @@ def original(request: Request) -> Response:
     if facts.sha256 != image.sha256:
         raise HTTPException(409, "the file changed since it was indexed; it is served again once re-indexed")
     try:
-        kind = Image.open(io.BytesIO(data)).format or ""
-    except Exception:  # noqa: BLE001 - the indexed content always opened; be safe anyway
+        kind = kind_of(data, path)[0]
+    except DecodeError:  # the indexed content always opened; be safe anyway
         kind = ""
     headers = _image_headers(f'"{image.sha256[:32]}"', facts.mtime_ns / 1e9, versioned=False)
     if _not_modified(request, headers["etag"]):

@@ -13,6 +13,7 @@ from urllib.parse import quote, unquote_to_bytes
 
 from starlette.requests import Request
 
+from imgwatch.errors import DecodeError
 from imgwatch.reports import printable
 from imgwatch.store import StoredImage
 from imgwatch.web.state import Ranked
@@ -82,6 +83,22 @@ def ranked_item(ranked: Ranked) -> dict[str, Any]:
         "height": image.height if image else None,
         **image_urls(path, image),
     }
+
+
+def file_kind(path: str) -> dict[str, str | None]:
+    """The photo's format and which of its pixels were embedded (a RAW's preview or demosaic), read from the file.
+
+    None for both when the file cannot be read or opened now (the page still shows what the store knows).
+    """
+    from imgwatch.embedding.decode import read_file  # loads torch, like the thumbnails
+    from imgwatch.photos.reader import kind_of
+
+    try:
+        _facts, data = read_file(path)
+        kind, source = kind_of(data, path)
+    except (OSError, DecodeError):
+        return {"format": None, "decoded_from": None}
+    return {"format": kind, "decoded_from": source}
 
 
 def image_facts(image: StoredImage, links: int | None = None) -> dict[str, Any]:
