@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageCms, ImageOps
 
 from imgwatch.embedding import DecodeError, Embedded, Embedder, EmbeddingModel, Failed, nvjpeg, reference_preprocess
 from imgwatch.embedding.decode import EXIF_ORIENTATION_TAG, MAX_ASPECT_RATIO
 from tests.embedding.test_decode import EMBEDDING_THRESHOLD, TENSOR_THRESHOLD, photo, upscaled_to, with_grain
+from tests.photo_files import adobe_rgb_profile
 
 DEVICES = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
 
@@ -80,6 +81,12 @@ def test_only_jpegs_nvjpeg_decodes_like_libjpeg_are_sent_to_it() -> None:
     whole = jpeg_bytes(image)
     assert nvjpeg.inspect_jpeg(whole[:-100], "truncated.jpg") is None  # no end-of-image marker
     assert nvjpeg.inspect_jpeg(jpeg_bytes(photo("chelsea")), "small.jpg") is None  # 451 x 300: the CPU is exact
+    # nvJPEG gives the stored numbers: a wide-gamut JPEG is converted to sRGB by LittleCMS on the CPU;
+    # one tagged sRGB (as many cameras tag theirs) still goes to the GPU.
+    wide = upscaled_to(photo("coffee"), (1600, 1200))
+    assert nvjpeg.inspect_jpeg(jpeg_bytes(wide, icc_profile=adobe_rgb_profile()), "adobe.jpg") is None
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    assert nvjpeg.inspect_jpeg(jpeg_bytes(wide, icc_profile=srgb), "srgb.jpg") is not None
     assert for_gpu(whole).size == image.size
     grey = for_gpu(jpeg_bytes(image.convert("L")))
     assert grey.size == image.size
