@@ -140,3 +140,74 @@ def test_run_with_web_serves_the_page_beside_the_pipeline(
         assert run.stop() == 0, run.log()
     assert "Traceback" not in run.log()
     assert '"web_serving"' in run.log()
+
+
+def test_a_mixed_folder_of_phone_camera_and_new_formats_is_indexed_and_the_heic_finds_its_jpeg_twin(
+    env: dict[str, str], tmp_path: Path, photo_arrays: dict[str, object],
+    start_run: Callable[[Path], RunningImgwatch],
+) -> None:
+    """HEIC, AVIF, JPEG XL, DNG (with and without a preview) and a .jpg that is HEIC inside, beside JPEGs:
+    one `imgwatch run` indexes them all, each decoded as what it is, upright and in sRGB."""
+    from PIL import Image
+
+    from imgwatch.datadir import DataDir
+    from imgwatch.photos.reader import kind_of
+    from imgwatch.store.embedded import EmbeddedGraphStore
+    from tests.helpers import store_mismatch
+    from tests.photo_files import (
+        display_p3_profile,
+        to_profile,
+        write_avif,
+        write_dng,
+        write_heic,
+        write_jpeg,
+        write_jxl,
+    )
+
+    def photo(name: str) -> Image.Image:
+        return Image.fromarray(photo_arrays[name])  # type: ignore[call-overload]
+
+    root, data_dir = tmp_path / "photos", tmp_path / "data"
+    for folder in ("iphone", "android", "exports", "camera", "transfers"):
+        (root / folder).mkdir(parents=True)
+    chelsea, astronaut, p3 = photo("chelsea"), photo("astronaut"), display_p3_profile()
+    # An iPhone's photo: Display P3 pixels stored as the sensor saw them (a quarter turn to the left) with
+    # orientation 6 to show them upright; beside it the "most compatible" sRGB JPEG the phone exports.
+    heic = write_heic(to_profile(chelsea, p3).transpose(Image.Transpose.ROTATE_90), root / "iphone" / "IMG_0001.HEIC",
+                      exif_orientation=6, icc_profile=p3)
+    twin = write_jpeg(chelsea, root / "iphone" / "IMG_0001.JPG")
+    expected = {  # path: (format, what was decoded, upright width and height as indexed)
+        heic: ("HEIF", "decoded", chelsea.size),
+        twin: ("JPEG", "decoded", chelsea.size),
+        write_avif(photo("coffee"), root / "android" / "PXL_20240601_101500123.avif"): ("AVIF", "decoded", (600, 400)),
+        write_jxl(photo("rocket"), root / "exports" / "rocket.jxl"): ("JXL", "decoded", (640, 427)),
+        write_dng(astronaut, root / "camera" / "DSC_0001.dng", preview=astronaut): (
+            "RAW", "embedded preview", (512, 512)),
+        write_dng(photo("immunohistochemistry"), root / "camera" / "DSC_0002.dng"): (
+            "RAW", "half-size demosaic", (512, 512)),
+        write_heic(photo("camera"), root / "transfers" / "IMG_0002.jpg"): ("HEIF", "decoded", (512, 512)),
+    }
+    extensions = ("heic", "jpg", "avif", "jxl", "dng")
+
+    run = start_run(root)
+    wait_for(lambda: store_mismatch(data_dir, root, extensions) is None,
+             f"every photo indexed: {store_mismatch(data_dir, root, extensions)}; log:\n{run.log()}")
+    report = status(env)
+    assert report["store"]["images"] == len(expected) and report["queue"]["failed_files"] == []
+    with EmbeddedGraphStore(DataDir(data_dir).store_file) as store:
+        stored = store.get_many([str(path) for path in expected])
+    for path, (kind, source, size) in expected.items():
+        assert (*kind_of(path.read_bytes(), str(path)), (stored[str(path)].width, stored[str(path)].height)) == (
+            kind, source, size), path
+
+    # The HEIC, decoded upright and converted from Display P3, embeds as its sRGB JPEG twin does: they are
+    # each other's nearest photo, ~4e-6 apart (measured: sideways it would be ~4e-4 off, its P3 pixels taken
+    # as sRGB ~3e-5), and every other photo is ~7e-4 or more away (random weights score different photos
+    # 0.997-0.9993). `similar` reads the links: no second model load.
+    for query, twin_of_it in ((heic, twin), (twin, heic)):
+        neighbours = json.loads(imgwatch(env, "similar", str(query), "--json").stdout)
+        assert neighbours[0]["path"] == str(twin_of_it), neighbours
+        assert neighbours[0]["score"] >= 1 - 1e-5, neighbours
+        assert neighbours[0]["score"] - neighbours[1]["score"] >= 1e-4, neighbours
+    assert run.stop() == 0, run.log()
+    assert "Traceback" not in run.log()

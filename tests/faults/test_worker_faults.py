@@ -70,8 +70,10 @@ def running(queue: WorkQueue) -> list[tuple[list[str], int]]:
 _killed: set[int] = set()  # a killed worker's job shows as running until `imgwatch run` requeues it
 
 
-def kill_the_worker_running(queue: WorkQueue, wanted: Callable[[list[str]], bool], timeout: float) -> list[str]:
-    """SIGKILL the worker the moment it runs a job whose paths satisfy ``wanted``; returns those paths."""
+def kill_the_worker_running(queue: WorkQueue, wanted: Callable[[list[str]], bool], timeout: float,
+                            delay: float = 0.0) -> list[str]:
+    """SIGKILL the worker the moment it runs a job whose paths satisfy ``wanted`` (or ``delay`` seconds
+    after it is seen starting it, to land in the middle of its work); returns those paths."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -80,6 +82,7 @@ def kill_the_worker_running(queue: WorkQueue, wanted: Callable[[list[str]], bool
             jobs = []
         for paths, pid in jobs:
             if wanted(paths) and pid not in _killed:
+                time.sleep(delay)
                 kill_process(pid)
                 _killed.add(pid)
                 return paths
@@ -150,30 +153,43 @@ def test_a_worker_killed_three_times_is_restarted_and_every_photo_indexed(
 
 
 def test_a_file_that_kills_its_worker_every_time_ends_up_failed_and_the_rest_is_indexed(
-    env: dict[str, str], tmp_path: Path, write_photo: Callable[..., Path],
+    env: dict[str, str], tmp_path: Path, write_photo: Callable[..., Path], photo_arrays: dict[str, object],
     start_run: Callable[[Path], RunningImgwatch], queue: WorkQueue,
 ) -> None:
+    """The poison file is a phone's 12-megapixel HEIC: libheif takes ~0.3 s to decode it in the worker's
+    decode threads, so each kill lands while the decoder runs. The photo after it is a camera's DNG without a
+    preview, which the restarted worker develops through LibRaw."""
+    from PIL import Image
+
+    from tests.photo_files import write_dng, write_heic
+
     root, data_dir = tmp_path / "photos", tmp_path / "data"
+    indexed = ("jpg", "dng")  # every photo but the poison file
     write_photo(root / "fine.jpg", "astronaut")
     run = start_run(root)
-    wait_for(lambda: store_mismatch(data_dir, root, ("jpg",)) is None, f"first indexing; log:\n{run.log()}",
+    wait_for(lambda: store_mismatch(data_dir, root, indexed) is None, f"first indexing; log:\n{run.log()}",
              FAULT_TIMEOUT)
 
     # A decoder crash on this file, say: its worker dies each time it starts on it.
-    poison = write_photo(root / "poison.png", "hubble_deep_field")
-    for _ in range(3):  # workers.max_attempts
-        kill_the_worker_running(queue, lambda paths: paths == [str(poison)], FAULT_TIMEOUT)
-    write_photo(root / "after.jpg", "coffee")
+    hubble = Image.fromarray(photo_arrays["hubble_deep_field"])  # type: ignore[call-overload]
+    poison = write_heic(hubble.resize((4032, 3024)), root / "IMG_0001.HEIC", quality=50)
+    # workers.max_attempts times. The job is seen starting within ~20 ms and its decode takes >= 0.25 s:
+    # each kill, 0.1 s in, lands in the middle of libheif's decode.
+    for _ in range(3):
+        kill_the_worker_running(queue, lambda paths: paths == [str(poison)], FAULT_TIMEOUT, delay=0.1)
+    coffee = Image.fromarray(photo_arrays["coffee"])  # type: ignore[call-overload]
+    write_dng(coffee.resize((2400, 1600)), root / "after.dng")
 
     def poison_failed() -> bool:
         failed = status(env)["queue"]["failed_files"]
         return [f["path"] for f in failed] == [str(poison)]
 
     wait_for(poison_failed, f"the poison file in the failure ledger; log:\n{run.log()}", 10)
-    wait_for(lambda: store_mismatch(data_dir, root, ("jpg",)) is None,
-             f"the other photos indexed: {store_mismatch(data_dir, root, ('jpg',))}; log:\n{run.log()}",
+    wait_for(lambda: store_mismatch(data_dir, root, indexed) is None,
+             f"the other photos indexed: {store_mismatch(data_dir, root, indexed)}; log:\n{run.log()}",
              FAULT_TIMEOUT)
     report = status(env)
+    assert report["store"]["images"] == 2  # fine.jpg and after.dng
     [failed] = report["queue"]["failed_files"]
     assert "the worker died 3 times while indexing this file (last: killed by signal SIGKILL)" in failed["reason"]
     assert report["queue"]["running_jobs"] == 0 and report["queue"]["queued_jobs"] == 0

@@ -1,11 +1,12 @@
 """One real `imgwatch web` for the package, over a real store of real photos.
 
 The photos are scikit-image's samples plus copies of some (resized, re-encoded as PNG), a
-file whose name is HTML, and a truncated JPEG the real decoder fails on (its reason is in
-the failure ledger, as a worker would leave it). They are indexed through the real
-Embedder (ResNet50 with seeded random weights) and the store's upsert and link. The server
-is `python -m imgwatch web` on a free port, started once (its model loads on the first
-search by upload).
+file whose name is HTML, a phone's HEIC of chelsea, a camera's DNG of coffee (with an embedded
+JPEG preview big enough that the reader indexes it instead of developing the mosaic), and a
+truncated JPEG the real decoder fails on (its reason is in the failure ledger, as a worker
+would leave it). They are indexed through the real Embedder (ResNet50 with seeded random
+weights) and the store's upsert and link. The server is `python -m imgwatch web` on a free
+port, started once (its model loads on the first search by upload).
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ from imgwatch.redis_server import EmbeddedRedis
 from imgwatch.store import ImageRecord, open_store
 from imgwatch.workqueue import FailureLedger, WorkQueue
 from tests.helpers import make_config, process_env
+from tests.photo_files import write_dng, write_heic
 
 UPLOAD_LIMIT_MB = 1
 ODD_NAME = "a<b>&\"q'.jpg"  # HTML in a file name must show as text
+DNG_SIZE = (768, 512)  # coffee as a camera's DNG: its preview (this size) has a short side >= 512
 SERVER_START_TIMEOUT_S = 60
 
 
@@ -70,6 +73,11 @@ def index_photos(tmp: Path, photo_arrays: dict[str, object], random_model: Embed
     save("chelsea-small", Image.open(photos["chelsea"]).resize((225, 150)), "copies/chelsea-small.jpg", quality=80)
     save("odd", Image.open(photos["coffee"]), ODD_NAME, quality=70)
     save("victim", Image.open(photos["rocket"]).resize((320, 213)), "victim.jpg", quality=85)
+    (root / "formats").mkdir()
+    photos["chelsea-heic"] = write_heic(Image.fromarray(np.asarray(photo_arrays["chelsea"])),
+                                        root / "formats" / "chelsea.heic")
+    coffee = Image.fromarray(np.asarray(photo_arrays["coffee"])).resize(DNG_SIZE)
+    photos["coffee-dng"] = write_dng(coffee, root / "formats" / "coffee.dng", preview=coffee)
     broken = root / "broken.jpg"
     data = photos["retina"].read_bytes()
     broken.write_bytes(data[: len(data) // 3])
@@ -84,6 +92,7 @@ def index_photos(tmp: Path, photo_arrays: dict[str, object], random_model: Embed
         records = []
         for result in embedder.embed_files([str(p) for p in [*photos.values(), broken]]):
             if isinstance(result, Failed):  # what a worker does with a file it cannot decode
+                assert result.path == str(broken), result.reason
                 ledger.record(result.path, result.reason, broken.stat().st_size, broken.stat().st_mtime_ns,
                               permanent=True)
                 continue

@@ -15,7 +15,8 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.web.conftest import ODD_NAME, PhotoSet, WebServer
+from imgwatch.web.state import LARGE_SIZE
+from tests.web.conftest import DNG_SIZE, ODD_NAME, PhotoSet, WebServer
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -192,3 +193,59 @@ def test_the_search_form_works_without_javascript(browser: Any, web_server: WebS
         assert len(found) == 10
     finally:
         context.close()
+
+
+@pytest.mark.parametrize(("name", "photo", "shown_format"), [
+    ("chelsea-heic", "chelsea", "HEIF"),
+    ("coffee-dng", "coffee", "RAW, indexed from its embedded preview"),
+])
+def test_a_heic_and_a_raw_photo_are_shown_as_the_photo_with_their_format(
+        page: Any, web_server: WebServer, photo_set: PhotoSet, photo_arrays: dict[str, Any], tmp_path: Any,
+        name: str, photo: str, shown_format: str) -> None:
+    """Browsers cannot show HEIC or RAW: the page shows their JPEG renditions, and those are the photo."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    path = photo_set.photos[name]
+    source = Image.fromarray(np.asarray(photo_arrays[photo]))  # what the file was written from
+    expected_size = DNG_SIZE if path.suffix == ".dng" else source.size
+    page.goto(path_url(web_server, "/photo", path))
+    wait_for_images(page)  # the large view and every neighbour's thumbnail, none broken
+    assert page.locator(".facts h1").inner_text() == path.name
+    assert page.locator(".facts dt:text-is('Format') + dd").inner_text() == shown_format
+    assert page.locator("#neighbours .tile img").count() > 0
+    natural = page.evaluate("() => [document.getElementById('large').naturalWidth,"
+                            " document.getElementById('large').naturalHeight]")
+    assert natural == [min(side, LARGE_SIZE) for side in expected_size]  # the whole photo, never enlarged
+
+    # What a person sees in the large view's box is the photo, not a broken-image icon or an empty box.
+    screenshot = tmp_path / f"{name}.png"  # written here: screenshot(path=) leaves Playwright an executor thread
+    screenshot.write_bytes(page.screenshot())
+    box = page.locator("#large").bounding_box()
+    assert box is not None and box["width"] > 100 and box["height"] > 100
+    with Image.open(screenshot) as shot:
+        shown = shot.convert("RGB").crop((round(box["x"]), round(box["y"]), round(box["x"] + box["width"]),
+                                          round(box["y"] + box["height"])))
+    small = (64, round(64 * source.height / source.width))
+    shown_pixels = np.asarray(shown.resize(small, Image.Resampling.BOX), dtype=float)
+    source_pixels = np.asarray(source.resize(small, Image.Resampling.BOX), dtype=float)
+    correlation = np.corrcoef(shown_pixels.ravel(), source_pixels.ravel())[0, 1]  # another photo: < 0.3
+    assert correlation > 0.9, f"the large view is not the photo (correlation {correlation:.3f}; see {screenshot})"
+    mean_difference = np.abs(shown_pixels.reshape(-1, 3).mean(0) - source_pixels.reshape(-1, 3).mean(0))
+    assert mean_difference.max() < 12, mean_difference
+
+    view = page.request.get(path_url(web_server, "/view", path))
+    assert view.status == 200 and view.headers["content-type"] == "image/jpeg"
+    thumbnail = page.request.get(path_url(web_server, "/thumb", path))
+    assert thumbnail.status == 200 and thumbnail.headers["content-type"] == "image/jpeg"
+    with Image.open(io.BytesIO(thumbnail.body())) as opened:
+        assert opened.format == "JPEG" and max(opened.size) == 256
+    original = page.request.get(path_url(web_server, "/original", path))
+    assert original.status == 200 and original.body() == path.read_bytes()
+    assert original.headers["content-disposition"].startswith("attachment")  # a download, not a broken page
+    with page.expect_download() as download:  # and the browser does download it
+        page.locator(".actions a", has_text="Open the original").click()
+    assert download.value.failure() is None
+    assert download.value.suggested_filename == path.name  # saved under its own name, not "original"

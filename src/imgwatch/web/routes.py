@@ -8,8 +8,10 @@ it names on disk. Blocking work (store, decoding, the model) runs in Starlette's
 from __future__ import annotations
 
 import json
+import os
 from email.utils import formatdate
 from typing import Any
+from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -263,7 +265,8 @@ def original(request: Request) -> Response:
         return Response(status_code=304, headers=headers)
     media_type = ORIGINAL_TYPES.get(kind, "application/octet-stream")
     disposition = "inline" if kind in ORIGINAL_TYPES else "attachment"
-    headers["content-disposition"] = disposition
+    # The file's own name (RFC 6266/5987, percent-encoded bytes): a download is saved as IMG_0001.HEIC, not "original".
+    headers["content-disposition"] = f"{disposition}; filename*=UTF-8''{quote(os.fsencode(os.path.basename(path)))}"
     return Response(data, media_type=media_type, headers=headers)
 
 
