@@ -27,13 +27,12 @@ from PIL import Image, ImageOps
 from torchvision import transforms
 
 from imgwatch.errors import DecodeError
-from imgwatch.photos.formats import PILLOW_FORMATS
 from imgwatch.photos.limits import MAX_ASPECT_RATIO, MAX_FILE_BYTES, MAX_PIXELS, check_size
 from imgwatch.photos.reader import EXIF_ORIENTATION_TAG, describe_failure, displayed_size, open_photo
 
 # Re-exported: the limits and header helpers the embedding side (nvjpeg.py, the tests) uses.
 __all__ = [
-    "DECODABLE_FORMATS", "EXIF_ORIENTATION_TAG", "MAX_ASPECT_RATIO", "MAX_FILE_BYTES", "MAX_PIXELS", "DecodeError",
+    "EXIF_ORIENTATION_TAG", "MAX_ASPECT_RATIO", "MAX_FILE_BYTES", "MAX_PIXELS", "DecodeError",
     "FileFacts", "check_size", "decode_for_model", "displayed_size", "read_file", "reference_input",
     "reference_preprocess", "resized_size", "to_rgb", "unreadable_reason",
 ]
@@ -52,9 +51,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # 704 = 2.75 × 256 still lets 12 MP phone photos (short side 3000-3024) decode at 1/4
 # (750-756 px): 33 ms per 4032×3024 JPEG instead of 26 ms at 1/8 (bench/RESULTS.md).
 MIN_DECODED_SHORT_SIDE = 704
-
-# What Image.open may parse, whatever the file is named (RAW, read through LibRaw, besides).
-DECODABLE_FORMATS = PILLOW_FORMATS
 
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 
