@@ -23,12 +23,19 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torchvision import transforms
 
 from imgwatch.errors import DecodeError
 from imgwatch.photos.limits import MAX_ASPECT_RATIO, MAX_FILE_BYTES, MAX_PIXELS, check_size
-from imgwatch.photos.reader import EXIF_ORIENTATION_TAG, describe_failure, displayed_size, open_photo
+from imgwatch.photos.reader import (
+    EXIF_ORIENTATION_TAG,
+    describe_failure,
+    displayed_size,
+    open_photo,
+    read_orientation,
+    upright,
+)
 
 # Re-exported: the limits and header helpers the embedding side (nvjpeg.py, the tests) uses.
 __all__ = [
@@ -135,8 +142,8 @@ def _max_value(image: Image.Image) -> int:
 
 def reference_preprocess(image: Image.Image) -> torch.Tensor:
     """The canonical torchvision ImageNet preprocessing, on a fully decoded image."""
-    upright = ImageOps.exif_transpose(image)
-    tensor: torch.Tensor = _to_normalised_tensor(_resize_crop(to_rgb(upright)))
+    turned = upright(image, read_orientation(image))  # the reader's rule: HEIF and JXL come upright
+    tensor: torch.Tensor = _to_normalised_tensor(_resize_crop(to_rgb(turned)))
     return tensor
 
 
