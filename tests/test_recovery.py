@@ -7,6 +7,7 @@ expires (a real PEXPIRE) or its name is reported dead by `imgwatch run`.
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 
@@ -17,9 +18,10 @@ from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from imgwatch.files import file_signature
+from imgwatch.redis_server import EmbeddedRedis
 from imgwatch.workers import recovery
 from imgwatch.workqueue import FailureLedger, WorkQueue, job_paths, take_snapshot
-from tests.helpers import wait_until
+from tests.helpers import make_config, wait_until
 
 KILLED = "killed by signal SIGKILL"
 
@@ -280,3 +282,19 @@ def test_a_dead_workers_foreign_job_is_dropped_not_requeued(work_queue: WorkQueu
 
     assert (done.job_id, done.action) == (job.id, "dropped")
     assert queued(work_queue) == [] and started_count(work_queue) == 0
+
+
+def test_a_stop_signal_during_a_queue_outage_never_raises_into_the_running_job(tmp_path: Path) -> None:
+    from rq.worker import WorkerStatus
+
+    from imgwatch.workers.worker import ImgwatchWorker
+
+    config = make_config(tmp_path / "data")
+    with EmbeddedRedis(config) as server:
+        config.queue.redis_url = server.url
+        worker = ImgwatchWorker(WorkQueue.from_config(config), "imgwatch-run-97-0")
+        worker.register_birth()
+        worker.set_state(WorkerStatus.BUSY)  # in the middle of a job
+    # The queue is gone. RQ's handler runs between two lines of the job: it must not raise there.
+    worker.request_stop(signal.SIGTERM, None)
+    assert worker._stop_requested

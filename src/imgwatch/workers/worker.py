@@ -7,6 +7,7 @@ ResNet50 per job would cost more than the job.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from types import FrameType
@@ -95,6 +96,13 @@ class ImgwatchWorker(SimpleWorker):
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
         recovery.stop_riding_out_outages(self.connection)  # stopping: do not wait out a queue outage
         super().request_stop(signum, frame)
+
+    def set_shutdown_requested_date(self) -> None:
+        # RQ calls this from its SIGTERM handler, so an exception here (the queue is down)
+        # surfaces at whatever line the main thread was on: seen inside Thread.start, which
+        # then left the new thread half-registered. The date is only informational.
+        with contextlib.suppress(redis.RedisError):
+            super().set_shutdown_requested_date()
 
     def unsubscribe(self) -> None:
         # End RQ's listener thread's loop before the unsubscribe reply arrives: a loop still
