@@ -1,8 +1,11 @@
-"""The split commands (scan, worker, daemon) against an external Redis, and CLI errors."""
+"""The split commands (scan, worker, daemon) against an external Redis, CLI errors, odd names printed escaped."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -13,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from imgwatch.redis_server import EmbeddedRedis
-from tests.helpers import process_env
+from tests.helpers import PHOTO_NAMES, process_env
 
 
 @pytest.fixture
@@ -193,3 +196,80 @@ def test_a_worker_with_other_weights_is_refused_before_it_loads_or_exports_a_mod
     assert "configure resnet50/random-seed0 again: --weights random and embedding.seed = 0" in refused.stderr
     assert '"worker_ready"' not in refused.stderr and '"random_weights"' not in refused.stderr  # never loaded
     assert (sorted(p.name for p in engines.rglob("*")) if engines.exists() else []) == exported
+
+
+# -- file names that would drive the terminal ---------------------------------------------------
+
+# Names an attacker could give files in a watched folder, and how every printer must show them.
+TERMINAL_NAMES = {
+    "\x1b]0;pwned\x07.jpg": "\\x1b]0;pwned\\x07.jpg",  # OSC: retitles the terminal
+    "\x1b[2J.jpg": "\\x1b[2J.jpg",  # CSI: clears the screen
+    "\x1b[31mred.jpg": "\\x1b[31mred.jpg",  # recolours what follows
+    "a\nfake 0.9999  b.jpg": "a\\nfake 0.9999  b.jpg",  # a newline fakes a result line
+    "over\rwritten.jpg": "over\\rwritten.jpg",
+    "csi\u009b31m.jpg": "csi\\x9b31m.jpg",  # the 8-bit CSI (a C1 control)
+    "x\u202egnp.jpg": "x\\u202egnp.jpg",  # right-to-left override: would read "xgpj.png"
+}
+KEPT_NAME = "café 写真 📷.jpg"  # ordinary Unicode is shown as it is
+RAW_CONTROLS = (b"\x1b", b"\x07", b"\r", "\u009b".encode(), "\u202e".encode())
+SCORED_LINE = re.compile(rb"-?\d\.\d{4}  /")  # what every line of similar/search looks like
+
+
+def imgwatch_bytes(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[bytes]:
+    """`imgwatch ARGS...` with its output as bytes: text mode would turn a raw CR into a newline."""
+    return subprocess.run([sys.executable, "-m", "imgwatch", *args], env=env, capture_output=True,
+                          timeout=180, check=False)
+
+
+def test_file_names_that_would_drive_the_terminal_are_printed_escaped(
+    env: dict[str, str], tmp_path: Path, write_photo: Callable[..., Path]
+) -> None:
+    env["IMGWATCH_GENERAL_DATA_DIR"] = str(tmp_path / "data\x1b[36m")  # status and doctor show it
+    root = tmp_path / "photos"
+    names = [*TERMINAL_NAMES, KEPT_NAME]
+    photos = [write_photo(root / name, photo) for name, photo in zip(names, PHOTO_NAMES, strict=True)]
+    write_photo(root / "old\x1b[35m" / "rocket.jpg", "rocket")
+    (root / "\x1b[2Kbroken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    scanned = imgwatch_bytes(env, "scan", str(root))
+    assert scanned.returncode == 0, scanned.stderr
+    worked = imgwatch_bytes(env, "worker", "--burst", str(root))
+    assert worked.returncode == 0, worked.stderr
+    shown = {name: f"{root}/{escaped}".encode() for name, escaped in TERMINAL_NAMES.items()}
+    shown[KEPT_NAME] = f"{root}/{KEPT_NAME}".encode()
+
+    outputs = {
+        "scan": scanned,
+        "similar": imgwatch_bytes(env, "similar", str(photos[0]), "--sheet", str(tmp_path / "sheet\x1b[2J.png")),
+        "search": imgwatch_bytes(env, "search", str(photos[1])),
+        "duplicates": imgwatch_bytes(env, "duplicates"),
+        "duplicates --csv": imgwatch_bytes(env, "duplicates", "--csv"),
+        "status": imgwatch_bytes(env, "status"),
+        "doctor": imgwatch_bytes(env, "doctor"),
+        "similar, not indexed": imgwatch_bytes(env, "similar", str(root / "nowhere\x1b[2J.jpg")),
+        "similar, failed": imgwatch_bytes(env, "similar", str(root / "\x1b[2Kbroken.png")),
+        "forget": imgwatch_bytes(env, "forget", str(root / "old\x1b[35m")),
+    }
+
+    for command, result in outputs.items():
+        for stream in (result.stdout, result.stderr):
+            assert not [raw for raw in RAW_CONTROLS if raw in stream], f"imgwatch {command} printed {stream!r}"
+    similar, search = outputs["similar"], outputs["search"]
+    assert similar.returncode == 0 and search.returncode == 0, (similar.stderr, search.stderr)
+    assert all(SCORED_LINE.match(line) for line in similar.stdout.splitlines() + search.stdout.splitlines())
+    # Off a terminal click.echo drops CSI sequences itself, so the escaped forms are what prove the rule.
+    assert all(shown[name] in similar.stdout for name in names[1:]) and shown[names[0]] not in similar.stdout
+    assert all(shown[name] in search.stdout for name in names)
+    assert f"contact sheet: {tmp_path}/sheet\\x1b[2J.png".encode() in similar.stderr
+    assert all(shown[name] in outputs["duplicates"].stdout for name in names)
+    rows = csv.DictReader(io.StringIO(outputs["duplicates --csv"].stdout.decode()))
+    assert {row["path"].encode() for row in rows} >= set(shown.values())
+    broken = f"{root}/\\x1b[2Kbroken.png".encode()
+    assert broken + b": " in outputs["status"].stdout and b"data\\x1b[36m" in outputs["status"].stdout
+    assert b"data\\x1b[36m" in outputs["doctor"].stdout
+    assert outputs["similar, not indexed"].stderr.splitlines() == [
+        f"imgwatch: error: {root}/nowhere\\x1b[2J.jpg is not indexed (yet); check the path or run `imgwatch status`"
+        .encode()]
+    [failed] = outputs["similar, failed"].stderr.splitlines()
+    assert failed.startswith(b"imgwatch: error: " + broken + b" is not indexed: it failed: ")
+    assert outputs["forget"].stdout == f"forgot 1 image(s) and 0 failed-file record(s) below {root}/old\\x1b[35m\n" \
+        .encode()

@@ -26,6 +26,7 @@ from imgwatch.duplicates import (
     ThresholdBelowLinks,
     as_csv,
     as_json,
+    as_json_text,
     as_text,
     check_threshold,
     find_duplicates,
@@ -157,6 +158,15 @@ def test_a_path_that_is_not_utf8_is_shown_not_crashed_on() -> None:
     [group] = group_links([Link.between(odd, "/p/b.jpg", 0.99)], facts_of(image(odd), image("/p/b.jpg")), 0.95)
     assert "/p/caf\\xe9.jpg" in as_text([group], 0.95) and "/p/caf\\xe9.jpg" in as_csv([group])
     as_text([group], 0.95).encode("utf-8")  # strict UTF-8 streams can write it
+
+
+def test_a_path_with_control_characters_is_shown_escaped_in_text_and_csv_and_exact_in_json() -> None:
+    odd = "/p/\x1b[31mred\nfake\x9b.jpg"
+    [group] = group_links([Link.between(odd, "/p/b.jpg", 0.99)], facts_of(image(odd), image("/p/b.jpg")), 0.95)
+    text = as_text([group], 0.95)
+    assert "  /p/\\x1b[31mred\\nfake\\x9b.jpg" in text and len(text.splitlines()) == 5  # no line of its own
+    assert list(csv.reader(io.StringIO(as_csv([group]))))[2][1] == "/p/\\x1b[31mred\\nfake\\x9b.jpg"
+    assert json.loads(as_json_text([group]))[0]["images"][1]["path"] == odd  # JSON is exact (and escaped by JSON)
 
 
 # -- find_duplicates on each backend (the embedded store and the Neo4j stand-in) ---------------------

@@ -137,6 +137,13 @@ def test_an_unreadable_result_gets_a_tile_saying_so(indexed: Indexed, tmp_path: 
     assert np.asarray(gone).std() < 40  # plain grey with a little text, no photo
 
 
+def test_a_name_with_line_breaks_and_escapes_is_drawn_escaped(indexed: Indexed, tmp_path: Path) -> None:
+    odd = tmp_path / "a\nfake\r\x1b[2J.jpg"  # Pillow cannot lay out a line break in one label
+    odd.write_bytes(indexed.photos["coffee"].read_bytes())
+    sheet = make_sheet(SheetItem(str(indexed.photos["camera"]), "query"), [SheetItem(str(odd), "0.9000")])
+    assert difference(tile(sheet, 1, columns_of(sheet)), expected_tile(odd)) < 3
+
+
 def test_a_sheet_name_without_an_image_suffix_is_one_error_line(
         indexed: Indexed, cli: Callable[..., tuple[int, str, str]], tmp_path: Path) -> None:
     code, _, stderr = cli("similar", str(indexed.photos["coffee"]), "--sheet", str(tmp_path / "sheet.txt"))

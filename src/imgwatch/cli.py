@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from imgwatch.config import LOG_FORMATS, STORE_BACKENDS, Config, load_config
-from imgwatch.errors import exit_on_error
+from imgwatch.errors import exit_on_error, printable
 from imgwatch.files import canonical_path, folder_argument
 
 if TYPE_CHECKING:
@@ -178,7 +178,7 @@ def _print_matches(matches: list[Match], as_json: bool) -> None:
         click.echo(json.dumps([{"path": m.path, "score": round(m.score, 6)} for m in matches], indent=2))
         return
     for match in matches:
-        click.echo(f"{match.score:.4f}  {match.path}")
+        click.echo(f"{match.score:.4f}  {printable(match.path)}")
 
 
 @main.command()
@@ -260,7 +260,7 @@ def _write_sheet(config: Config, query: str, matches: list[Match], out: str, que
                           ThumbnailCache.for_data_dir(config.data_dir))
     if not existed:
         as_the_user_would_create(written)
-    click.echo(f"contact sheet: {written} (the query and {len(items)} result(s))", err=True)
+    click.echo(f"contact sheet: {printable(str(written))} (the query and {len(items)} result(s))", err=True)
 
 
 @main.command()
@@ -379,8 +379,8 @@ def forget(config: Config, folders: tuple[str, ...]) -> None:
                                    "index: try again once it is reachable") from None
         try:  # embedded queue: nothing runs while this holds the data dir's run lock
             with config.data_dir.exclusive_run_lock():
-                click.echo(f"the failed-file records below {', '.join(chosen)} stay (the queue is not running); "
-                           "run forget again while imgwatch runs to clear them", err=True)
+                click.echo(f"the failed-file records below {printable(', '.join(chosen))} stay "
+                           "(the queue is not running); run forget again while imgwatch runs to clear them", err=True)
                 _forget(config, chosen, configured, None)
         except AlreadyRunning:
             raise QueueUnavailable(f"`imgwatch run` is using {config.data_dir.path} but its queue is out of reach "
@@ -396,7 +396,7 @@ def _forget(config: Config, folders: list[str], roots: list[str], failures: Any)
     with open_store(config, create=False) as store:
         for folder, forgotten in forget_folders(store, folders, roots, failures):
             records = "" if forgotten.failures is None else f" and {forgotten.failures} failed-file record(s)"
-            click.echo(f"forgot {forgotten.images} image(s){records} below {folder}")
+            click.echo(f"forgot {forgotten.images} image(s){records} below {printable(folder)}")
 
 
 @main.command()
@@ -417,7 +417,8 @@ def migrate(config: Config, target_backend: str) -> None:
             open_store(config, backend=target_backend) as target:
         totals = source.stats()
         click.echo(f"copying {totals.images} images and {totals.links} links from {source_backend} "
-                   f"({totals.location}) to {target_backend} ({target.stats().location})", err=True)
+                   f"({printable(totals.location)}) to {target_backend} ({printable(target.stats().location)})",
+                   err=True)
         with click.progressbar(length=totals.images + totals.links, label="migrating", file=sys.stderr) as bar:
             report = copy_store(source, target, progress=lambda _phase, done: bar.update(done))
     click.echo(f"copied {report.images_copied} images ({report.images_skipped} were already there) and "

@@ -20,7 +20,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from imgwatch.errors import ImgwatchError
+from imgwatch.errors import ImgwatchError, printable
 from imgwatch.photos.formats import original_rank
 from imgwatch.store import GraphStore, Link, StoredImage
 
@@ -158,13 +158,16 @@ def as_json_text(groups: Sequence[DuplicateGroup]) -> str:
 
 
 def as_csv(groups: Sequence[DuplicateGroup]) -> str:
-    """One row per image: ``group,path,keep,width,height,size`` (group numbers from 1)."""
+    """One row per image: ``group,path,keep,width,height,size`` (group numbers from 1).
+
+    Paths are shown as the text output shows them (see printable), since CSV is read in
+    terminals and spreadsheets too; JSON keeps them exact for programs."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for number, group in enumerate(groups, start=1):
         for image in group.images:
-            writer.writerow([number, _printable(image.path), "true" if image.path == group.keep else "false",
+            writer.writerow([number, printable(image.path), "true" if image.path == group.keep else "false",
                              image.width, image.height, image.size])
     return out.getvalue().rstrip("\n")
 
@@ -185,7 +188,7 @@ def as_text(groups: Sequence[DuplicateGroup], threshold: float) -> str:
         for image in group.images:
             marker = "* keep" if image.path == group.keep else "      "
             lines.append(f"{marker}  {dimensions[image.path]:>{dimensions_width}}  {sizes[image.path]:>{size_width}}"
-                         f"  {_printable(image.path)}")
+                         f"  {printable(image.path)}")
         lines.append("")
     images = sum(len(group.images) for group in groups)
     lines.append(f"{len(groups)} group{'s' if len(groups) != 1 else ''} of duplicates at ≥ {threshold:g}: "
@@ -201,13 +204,3 @@ def human_size(size: int) -> str:
     while value >= 1000 and len(units) > 1:
         value, units = value / 1000, units[1:]
     return f"{value:.1f} {units[0]}"
-
-
-def _printable(text: str) -> str:
-    """A path safe for any UTF-8 stream: a name that is not valid UTF-8 shows its odd bytes as ``\\xe9``
-    (as imgwatch.reports.printable does)."""
-    try:
-        raw = text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return raw.decode("utf-8", "backslashreplace")

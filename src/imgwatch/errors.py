@@ -4,7 +4,9 @@ An :class:`ImgwatchError`'s message is what the user reads: what went wrong, whi
 file or server, and what to do. The CLI catches the base class and prints the
 message on one line; anything else is a bug and keeps its traceback.
 
-This module imports nothing from imgwatch, so any module may raise these.
+This module imports nothing from imgwatch, so any module may raise these. For the same
+reason :func:`printable`, how every text from outside (a file name, a server's answer) is
+shown to a person, lives here: the error handler needs it, and so does every printer.
 """
 
 from __future__ import annotations
@@ -20,13 +22,38 @@ class ImgwatchError(Exception):
     """An expected failure; ``str(error)`` is the message for the user."""
 
 
+# Characters a terminal acts on instead of showing (C0 controls, DEL, C1 controls: U+009B is an
+# 8-bit CSI), Unicode's line breaks, and the bidirectional marks, overrides and isolates that
+# make a name read as another: a file name holding one could recolour, retitle or clear the
+# terminal, or fake a line of output.
+_CONTROL_CODES = [*range(0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029,
+                  0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+_SHORT_ESCAPES = {0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"}
+_ESCAPES = {code: _SHORT_ESCAPES.get(code) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+            for code in _CONTROL_CODES}
+
+
+def printable(text: str) -> str:
+    """``text`` as one line that is safe to show on a terminal or write to any UTF-8 stream.
+
+    Control characters become visible escapes (``\\x1b``, ``\\n``, ``\\x9b``, ``\\u202e``); a
+    file name that is not valid UTF-8 arrives with lone surrogates (Python's surrogateescape),
+    its odd bytes shown as ``\\xe9``. Everything else (accents, CJK, emoji) is kept as it is.
+    """
+    try:
+        shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # surrogates that do not stand for a byte
+        shown = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return shown.translate(_ESCAPES)
+
+
 @contextlib.contextmanager
 def exit_on_error() -> Iterator[None]:
     """Turn an expected failure into one line on stderr and exit code 2, no traceback."""
     try:
         yield
     except ImgwatchError as exc:
-        print(f"imgwatch: error: {exc}", file=sys.stderr, flush=True)
+        print(f"imgwatch: error: {printable(str(exc))}", file=sys.stderr, flush=True)
         sys.exit(EXIT_ERROR)
 
 

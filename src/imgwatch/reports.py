@@ -9,7 +9,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from imgwatch.config import Config
-from imgwatch.errors import QueueUnavailable, StoreError, StoreMissing
+from imgwatch.errors import QueueUnavailable, StoreError, StoreMissing, printable
 from imgwatch.store import StoreStats, open_store
 from imgwatch.unwatched import Unwatched, find_unwatched, watched_roots
 from imgwatch.workqueue import FailureLedger, QueueSnapshot, WorkQueue, redis_url_for, take_snapshot
@@ -17,17 +17,10 @@ from imgwatch.workqueue.connection import redacted
 from imgwatch.workqueue.worker_roots import WorkerRoots
 
 
-def printable(text: str) -> str:
-    """``text`` safe to write to any UTF-8 stream, strict ones included.
-
-    A file name that is not valid UTF-8 arrives with lone surrogates (Python's
-    surrogateescape); its odd bytes are shown as ``\\xe9``, the rest as it is.
-    """
-    try:
-        raw = text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:  # surrogates that do not stand for a byte
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return raw.decode("utf-8", "backslashreplace")
+def _shown(lines: list[str]) -> str:
+    """Report lines for a person: each escaped on its own, so a name or reason holding a newline
+    or an escape sequence stays inside its line (see printable)."""
+    return "\n".join(printable(line) for line in lines)
 
 
 # -- status ------------------------------------------------------------------------------
@@ -58,14 +51,14 @@ class StatusReport:
         queue = self.queue
         if queue is None:
             lines.append(f"queue:   not reachable ({self.queue_error})")
-            return printable("\n".join(lines))
+            return _shown(lines)
         lines.append(f"queue:   {queue.queued_jobs} job(s) / {queue.queued_paths} path(s) waiting, "
                      f"{queue.running_jobs} job(s) / {queue.running_paths} path(s) running, "
                      f"{queue.workers} worker(s)")
         lines.append(f"failed:  {len(queue.failed_files)} file(s), {len(queue.failed_jobs)} job(s)")
         lines.extend(f"  {item.path}: {item.reason}" for item in queue.failed_files)
         lines.extend(f"  job {job.job_id} ({job.paths} paths): {job.reason}" for job in queue.failed_jobs)
-        return printable("\n".join(lines))
+        return _shown(lines)
 
 
 def gather_status(config: Config) -> StatusReport:
@@ -129,7 +122,7 @@ class DoctorReport:
         for section, facts in sections:
             lines.append(f"{section}:")
             lines.extend(f"  {key + ':':<18} {'-' if value is None else value}" for key, value in facts.items())
-        return printable("\n".join(lines))
+        return _shown(lines)
 
 
 def gather_doctor(config: Config) -> DoctorReport:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from imgwatch.errors import ImgwatchError
+from imgwatch.errors import ImgwatchError, printable
 from imgwatch.thumbnails import ThumbnailCache, render
 
 TILE = 240  # thumbnail box, pixels
@@ -124,8 +124,7 @@ def _thumbnail(item: SheetItem, tile: int, cache: ThumbnailCache | None) -> Imag
 
 
 def _display_name(path: str) -> str:
-    name = os.path.basename(path) or path
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return printable(os.path.basename(path) or path)  # a line break in a name would fail the text layout
 
 
 def _fit(draw: ImageDraw.ImageDraw, text: str, width: int, font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> str:
