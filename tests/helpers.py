@@ -72,6 +72,8 @@ def make_record(
     width: int = 640,
     height: int = 480,
     sha256: str | None = None,
+    ctime_ns: int | None = None,
+    inode: int | None = None,
 ) -> ImageRecord:
     return ImageRecord(
         path=path,
@@ -82,6 +84,8 @@ def make_record(
         height=height,
         model=model,
         embedding=vector,
+        ctime_ns=ctime_ns,
+        inode=inode,
     )
 
 

@@ -36,6 +36,7 @@ from imgwatch.workers.indexer import Indexer, LinkPolicy
 from imgwatch.workqueue import INDEX_JOB, FailureLedger, WorkQueue
 
 UNREADABLE_AS_ROOT = "/proc/sys/vm/drop_caches"  # write-only for everyone, root included
+BIND_MOUNTS: list[Path] = []  # undone after each test
 
 
 class VanishingEmbedder(Embedder):
@@ -151,15 +152,31 @@ def unreadable(root: Path, photos: Mapping[str, object]) -> str:
         _write(path, _encoded(_photo(photos), "JPEG"))
         path.chmod(0)
         return str(path)
-    # Root reads any file whatever its mode; a write-only /proc file it cannot read.
+    # Root reads any file whatever its mode; a write-only /proc file it cannot read, bound (not
+    # linked: a link leading outside the roots is refused before it is read) into the root.
     try:
         open(UNREADABLE_AS_ROOT, "rb").close()  # noqa: SIM115
     except PermissionError:
-        path.symlink_to(UNREADABLE_AS_ROOT)
-        return str(path)
+        path.touch()
+        if subprocess.run(["mount", "--bind", UNREADABLE_AS_ROOT, str(path)], capture_output=True).returncode == 0:
+            BIND_MOUNTS.append(path)
+            return str(path)
     except OSError:
         pass
-    pytest.skip(f"running as root and {UNREADABLE_AS_ROOT} is readable or missing: no unreadable file to be had")
+    pytest.skip(f"running as root and {UNREADABLE_AS_ROOT} cannot be bound into a folder: no unreadable file to be had")
+
+
+@pytest.fixture(autouse=True)
+def _unmount_bound_files() -> Iterator[None]:
+    yield
+    while BIND_MOUNTS:
+        subprocess.run(["umount", str(BIND_MOUNTS.pop())], check=False)
+
+
+def link_leading_outside(root: Path, photos: Mapping[str, object]) -> str:
+    target = _write(root.parent / "elsewhere" / "target.jpg", _encoded(_photo(photos), "JPEG"))
+    (root / "link.jpg").symlink_to(target)
+    return str(root / "link.jpg")
 
 
 def symlink_loop(root: Path, photos: Mapping[str, object]) -> str:
@@ -258,6 +275,7 @@ CASES = [
     Case(fifo_named_jpg, "ignored"),
     Case(folder_named_jpg, "ignored"),
     Case(outside_the_roots, "failed", "outside the folders this worker indexes"),
+    Case(link_leading_outside, "failed", "leading outside the watched folders"),
 ]
 
 

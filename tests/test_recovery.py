@@ -156,7 +156,7 @@ def test_a_file_that_keeps_killing_workers_is_isolated_then_recorded_as_failed(
     [failed] = FailureLedger.for_queue(work_queue).failed_files()
     assert failed.path == str(poison)
     assert f"the worker died 3 times while indexing this file (last: {KILLED})" in failed.reason
-    assert (failed.size, failed.mtime_ns) == file_signature(str(poison))  # retried once the file changes
+    assert (failed.size, failed.mtime_ns) == file_signature(str(poison))[:2]  # type: ignore[index]  # retried once the file changes
 
 
 def test_a_live_workers_stale_execution_is_run_again_without_counting_a_death(work_queue: WorkQueue) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from collections.abc import Callable
@@ -12,10 +13,15 @@ import pytest
 from PIL import Image
 
 from imgwatch.datadir import DataDir
-from imgwatch.errors import DecodeError
+from imgwatch.errors import ContentChanged, DecodeError
 from imgwatch.thumbnails import ThumbnailCache, render
 
 EXIF_ORIENTATION = 0x0112
+
+
+def sha256_of(path: Path) -> str:
+    """The content as indexed (the store's sha256)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def sideways_jpeg(path: Path, orientation: int = 6) -> Path:
@@ -46,7 +52,7 @@ def cache(tmp_path: Path) -> ThumbnailCache:
 
 def test_exif_orientation_is_applied(tmp_path: Path, cache: ThumbnailCache) -> None:
     photo = sideways_jpeg(tmp_path / "sideways.jpg")
-    thumbnail = Image.open(cache.get(str(photo), 128).file)
+    thumbnail = Image.open(cache.get(str(photo), 128, sha256_of(photo)).file)
     assert thumbnail.size == (64, 128)  # upright: portrait, long side 128
     assert dominant(thumbnail, (0, 0, 64, 50)) == "red"  # what was the left is now the top
     assert dominant(thumbnail, (0, 78, 64, 128)) == "blue"
@@ -66,19 +72,19 @@ def test_a_big_jpeg_is_drafted_and_fits_the_box(tmp_path: Path, write_photo: Cal
 def test_the_cached_file_is_reused_until_the_photo_changes(
         tmp_path: Path, cache: ThumbnailCache, write_photo: Callable[..., Path]) -> None:
     photo = write_photo(tmp_path / "photo.jpg", "astronaut")
-    first = cache.get(str(photo), 256)
+    first = cache.get(str(photo), 256, sha256_of(photo))
     assert first.made
     made_at = first.file.stat().st_mtime_ns
-    again = cache.get(str(photo), 256)
+    again = cache.get(str(photo), 256, sha256_of(photo))
     assert not again.made and again.file == first.file and again.etag == first.etag
     assert again.file.stat().st_mtime_ns == made_at  # not rewritten
 
-    other_size = cache.get(str(photo), 64)
+    other_size = cache.get(str(photo), 64, sha256_of(photo))
     assert other_size.file != first.file and max(Image.open(other_size.file).size) == 64
 
     write_photo(photo, "coffee")  # the photo changes: new content, new mtime
-    os.utime(photo, ns=(first.source.mtime_ns + 10**9, first.source.mtime_ns + 10**9))
-    changed = cache.get(str(photo), 256)
+    os.utime(photo, ns=(first.source.signature[1] + 10**9, first.source.signature[1] + 10**9))
+    changed = cache.get(str(photo), 256, sha256_of(photo))
     assert changed.made and changed.file != first.file and changed.etag != first.etag
     assert not first.file.exists()  # the stale one is gone; the other size stays
     assert other_size.file.exists()
@@ -88,9 +94,9 @@ def test_the_cached_file_is_reused_until_the_photo_changes(
 def test_only_the_mtime_changing_makes_a_new_thumbnail(
         tmp_path: Path, cache: ThumbnailCache, write_photo: Callable[..., Path]) -> None:
     photo = write_photo(tmp_path / "photo.jpg", "camera")
-    first = cache.get(str(photo), 128)
-    os.utime(photo, ns=(first.source.mtime_ns, first.source.mtime_ns + 5))
-    second = cache.get(str(photo), 128)
+    first = cache.get(str(photo), 128, sha256_of(photo))
+    os.utime(photo, ns=(first.source.signature[1], first.source.signature[1] + 5))
+    second = cache.get(str(photo), 128, sha256_of(photo))
     assert second.made and second.etag != first.etag
 
 
@@ -98,7 +104,7 @@ def test_the_cache_is_private(tmp_path: Path, cache: ThumbnailCache, write_photo
     photo = write_photo(tmp_path / "photo.png", "rocket")
     previous = os.umask(0o022)  # even under a lax umask
     try:
-        thumbnail = cache.get(str(photo), 128)
+        thumbnail = cache.get(str(photo), 128, sha256_of(photo))
     finally:
         os.umask(previous)
     assert stat.S_IMODE(thumbnail.file.stat().st_mode) == 0o600
@@ -135,3 +141,28 @@ def test_the_workers_limits_apply(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "pipe.jpg")  # never waited on
     with pytest.raises(DecodeError, match="not a regular file"):
         render(str(tmp_path / "pipe.jpg"), 128)
+
+
+def test_only_the_indexed_content_is_rendered_or_reused(
+        tmp_path: Path, cache: ThumbnailCache, write_photo: Callable[..., Path]) -> None:
+    photo = write_photo(tmp_path / "photos" / "photo.png", "camera")
+    indexed = sha256_of(photo)
+    first = cache.get(str(photo), 128, indexed)
+
+    old = photo.stat()
+    write_photo(photo, "rocket", "PNG")  # rewritten, its mtime set back: the cached one must not be reused
+    os.utime(photo, ns=(old.st_atime_ns, old.st_mtime_ns))
+    with pytest.raises(ContentChanged, match="changed since it was indexed"):
+        cache.get(str(photo), 128, indexed)
+
+    secret = write_photo(tmp_path / "elsewhere" / "secret.jpg", "coffee")
+    link = tmp_path / "photos" / "link.jpg"
+    link.symlink_to(photo)
+    photo.unlink()
+    write_photo(photo, "camera", "PNG")
+    linked = cache.get(str(link), 128, sha256_of(photo))
+    assert linked.made and first.file.exists()
+    link.unlink()
+    link.symlink_to(secret)  # the link now leads elsewhere
+    with pytest.raises(ContentChanged):
+        cache.get(str(link), 128, sha256_of(photo))

@@ -19,7 +19,7 @@ from imgwatch.errors import exit_on_error, printable
 from imgwatch.files import canonical_path, folder_argument
 
 if TYPE_CHECKING:
-    from imgwatch.store import Match  # the store loads only in the commands that use it
+    from imgwatch.store import GraphStore, Match  # the store loads only in the commands that use it
 
 
 def common_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -208,8 +208,9 @@ def search(config: Config, image: str, top: int, as_json: bool, sheet: str | Non
             embedder.close()
         matches = store.nearest(query.vector, top)
         _print_matches(matches, as_json)
+        contents = _indexed_contents(store, matches)
     if sheet:
-        _write_sheet(config, os.path.abspath(image), matches, sheet, query_indexed=False)
+        _write_sheet(config, os.path.abspath(image), matches, sheet, contents)
 
 
 @main.command()
@@ -230,8 +231,9 @@ def similar(config: Config, path: str, as_json: bool, sheet: str | None) -> None
             _explain_failure(config, indexed)
             raise
         _print_matches(matches, as_json)
+        contents = _indexed_contents(store, matches, indexed)
     if sheet:
-        _write_sheet(config, indexed, matches, sheet, query_indexed=True)
+        _write_sheet(config, indexed, matches, sheet, contents)
 
 
 def _explain_failure(config: Config, path: str) -> None:
@@ -248,15 +250,21 @@ def _explain_failure(config: Config, path: str) -> None:
                             f"(once the file is fixed it is indexed again; or `imgwatch retry {path}`)")
 
 
-def _write_sheet(config: Config, query: str, matches: list[Match], out: str, query_indexed: bool) -> None:
+def _indexed_contents(store: GraphStore, matches: list[Match], *paths: str) -> dict[str, str]:
+    """The indexed SHA-256 of each match (and ``paths``): the content a cached thumbnail must show."""
+    stored = store.get_many([*paths, *(m.path for m in matches)])
+    return {path: image.sha256 for path, image in stored.items()}
+
+
+def _write_sheet(config: Config, query: str, matches: list[Match], out: str, contents: dict[str, str]) -> None:
     """The contact sheet of a query and its matches; thumbnails of indexed images come from the cache."""
     from imgwatch.datadir import as_the_user_would_create
     from imgwatch.sheet import SheetItem, write_sheet
     from imgwatch.thumbnails import ThumbnailCache
 
-    items = [SheetItem(m.path, f"{m.score:.4f}") for m in matches]
+    items = [SheetItem(m.path, f"{m.score:.4f}", contents.get(m.path)) for m in matches]
     existed = os.path.exists(out)  # a sheet written over keeps the mode it has
-    written = write_sheet(SheetItem(query, "query", indexed=query_indexed), items, out,
+    written = write_sheet(SheetItem(query, "query", contents.get(query)), items, out,
                           ThumbnailCache.for_data_dir(config.data_dir))
     if not existed:
         as_the_user_would_create(written)

@@ -119,6 +119,10 @@ class DecodeError(ImgwatchError):
         return (type(self), (self.path, self.reason, self.advice))
 
 
+class ContentChanged(ImgwatchError):
+    """A file's content is no longer what was indexed (it changed, or a link now leads elsewhere)."""
+
+
 # -- the store --------------------------------------------------------------------------------
 
 

@@ -7,7 +7,17 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-FileSignature = tuple[int, int] | None  # (size, mtime_ns); None when the file is missing
+# (size, mtime_ns, ctime_ns, inode), as backup tools compare files: size and mtime alone miss a
+# file overwritten with the same size and its mtime set back; the kernel sets ctime on every
+# change (utime included), and a file replaced by another has another inode.
+Signature = tuple[int, int, int, int]
+FileSignature = Signature | None  # None when the file is missing
+
+
+def signature_of(st: os.stat_result) -> Signature:
+    # Inodes are unsigned 64-bit; the stores keep signed 64-bit integers.
+    inode = st.st_ino - 2**64 if st.st_ino >= 2**63 else st.st_ino
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, inode)
 
 
 def file_signature(path: str) -> FileSignature:
@@ -15,7 +25,16 @@ def file_signature(path: str) -> FileSignature:
         st = os.stat(path)
     except OSError:
         return None
-    return (st.st_size, st.st_mtime_ns)
+    return signature_of(st)
+
+
+def resolves_inside(path: str, roots: Iterable[str]) -> bool:
+    """The link rule: a path counts as below a root only if it still is with every symbolic
+    link in it followed (a linked file or folder whose target is elsewhere is outside).
+
+    ``roots`` are resolved folders, as the daemon and the CLI resolve them.
+    """
+    return root_of(os.path.realpath(path), roots) is not None
 
 
 def canonical_path(path: str) -> str:
@@ -76,8 +95,15 @@ def root_of(path: str, roots: Iterable[str]) -> str | None:
     return None
 
 
-def walk_images(directory: str, path_filter: PathFilter) -> Iterator[tuple[str, os.stat_result]]:
-    """Yield (path, stat) for every accepted image below ``directory``; unreadable folders are skipped."""
+def walk_images(
+    directory: str, path_filter: PathFilter, roots: Iterable[str],
+) -> Iterator[tuple[str, os.stat_result]]:
+    """Yield (path, stat) for every accepted image below ``directory``; unreadable folders are skipped.
+
+    Linked folders are not entered; a linked file is yielded only if its target is below one
+    of ``roots`` (resolves_inside).
+    """
+    roots = list(roots)
     stack = [directory]
     while stack:
         current = stack.pop()
@@ -92,6 +118,8 @@ def walk_images(directory: str, path_filter: PathFilter) -> Iterator[tuple[str, 
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(entry.path)
                 elif entry.is_file() and path_filter.has_image_extension(entry.name):
+                    if entry.is_symlink() and not resolves_inside(entry.path, roots):
+                        continue
                     yield entry.path, entry.stat()
             except OSError:
                 continue  # vanished or unreadable between scandir and stat

@@ -7,6 +7,7 @@ one is given; a file that cannot be read gets a grey tile saying so, rather than
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from imgwatch.errors import ImgwatchError, printable
+from imgwatch.errors import ContentChanged, ImgwatchError, printable
 from imgwatch.thumbnails import ThumbnailCache, render
 
 TILE = 240  # thumbnail box, pixels
@@ -45,7 +46,7 @@ class SheetError(ImgwatchError):
 class SheetItem:
     path: str
     label: str  # the first line under the thumbnail: "query" or the score
-    indexed: bool = True  # whether its thumbnail may come from the cache
+    sha256: str | None = None  # its indexed content: its thumbnail may come from the cache (None: not indexed)
 
 
 def write_sheet(query: SheetItem, matches: Sequence[SheetItem], out: str | os.PathLike[str],
@@ -114,10 +115,11 @@ def label_font() -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
 
 def _thumbnail(item: SheetItem, tile: int, cache: ThumbnailCache | None) -> Image.Image | None:
     try:
-        if cache is not None and item.indexed:
-            with Image.open(cache.get(item.path, tile).file) as cached:
-                cached.load()
-                return cached.copy()
+        if cache is not None and item.sha256 is not None:
+            with contextlib.suppress(ContentChanged):  # changed since indexed: drawn as it is now, not cached
+                with Image.open(cache.get(item.path, tile, item.sha256).file) as cached:
+                    cached.load()
+                    return cached.copy()
         return render(item.path, tile)
     except (OSError, ImgwatchError):
         return None

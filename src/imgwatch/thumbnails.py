@@ -7,9 +7,15 @@ saved as JPEG. JPEGs (a RAW's preview too) are decoded at a reduced scale in the
 domain, so a 12-megapixel photo costs a few tens of milliseconds, not a full decode.
 
 The cache lives in ``<data_dir>/thumbnails`` (folders 0700, files 0600). A file is named
-by its photo's path, the size and the photo's (mtime, size) on disk, so a changed photo
-gets a new thumbnail and the one it replaces is deleted. The same key is the ETag the web
-page sends, so a browser revalidating an unchanged thumbnail costs one ``stat``.
+by its photo's path, the size and the photo's signature on disk (size, mtime, ctime, inode:
+files.signature_of), so a changed photo gets a new thumbnail and the one it replaces is
+deleted. The same key is the ETag the web page sends, so a browser revalidating an
+unchanged thumbnail costs one ``stat``.
+
+Only the indexed content is rendered: a thumbnail is made from bytes whose SHA-256 is the
+one the store holds (ContentChanged otherwise), and is reused only while the file keeps the
+signature it had when those bytes were read. A file swapped for another, or a link pointed
+elsewhere, has another signature, so it is read and checked again.
 
 Decoding applies the limits the workers apply: only regular files up to ``MAX_FILE_BYTES``
 (read by :mod:`imgwatch.embedding.decode`, which loads torch, so it is imported when the
@@ -29,12 +35,13 @@ from pathlib import Path
 from PIL import Image
 
 from imgwatch.datadir import DataDir
-from imgwatch.errors import DecodeError
+from imgwatch.errors import ContentChanged, DecodeError
+from imgwatch.files import Signature, signature_of
 from imgwatch.photos import open_photo
 
 THUMBNAILS_DIR_NAME = "thumbnails"
 # Bump when the rendering changes, so cached thumbnails made the old way are not reused.
-RENDER_VERSION = 2  # 2: every format, colours converted to sRGB
+RENDER_VERSION = 3  # 2: every format, colours converted to sRGB; 3: only checked content, keyed by signature
 JPEG_QUALITY = 85
 BACKGROUND = (255, 255, 255)  # what shows through transparent pixels
 
@@ -44,26 +51,24 @@ class SourceState:
     """A photo's file as it is on disk now: what its thumbnail is keyed on."""
 
     path: str
-    size: int
-    mtime_ns: int
+    signature: Signature
 
     @classmethod
     def of(cls, path: str) -> SourceState:
         """Stat ``path`` (following links, as decoding does); OSError if it cannot be."""
-        info = os.stat(path)
-        return cls(path, info.st_size, info.st_mtime_ns)
+        return cls(path, signature_of(os.stat(path)))
 
     def key(self, size: int) -> str:
         """Names the thumbnail of this content at ``size``: it changes when the file does."""
-        state = f"{RENDER_VERSION}:{size}:{self.mtime_ns}:{self.size}".encode()
-        return f"{size}-{hashlib.sha256(state).hexdigest()[:20]}"
+        state = f"{RENDER_VERSION}:{size}:" + ":".join(map(str, self.signature))
+        return f"{size}-{hashlib.sha256(state.encode()).hexdigest()[:20]}"
 
     def etag(self, size: int) -> str:
         return f'"{self.key(size)}"'
 
     @property
     def mtime(self) -> float:
-        return self.mtime_ns / 1e9
+        return self.signature[1] / 1e9
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,11 @@ def render(path: str, size: int) -> Image.Image:
     from imgwatch.embedding.decode import read_file  # loads torch: only when a thumbnail is made
 
     _facts, data = read_file(path)  # regular files only, up to MAX_FILE_BYTES
+    return render_data(data, path, size)
+
+
+def render_data(data: bytes, path: str, size: int) -> Image.Image:
+    """:func:`render` of bytes already read from ``path``."""
     photo = open_photo(data, path, min_long_side=size)  # the workers' limits, checked on the header
     try:
         flat = _flattened(photo.image)
@@ -107,16 +117,25 @@ class ThumbnailCache:
         path_key = _path_key(source.path)
         return self.directory / path_key[:2] / f"{path_key}-{source.key(size)}.jpg"
 
-    def get(self, path: str, size: int) -> Thumbnail:
+    def get(self, path: str, size: int, sha256: str) -> Thumbnail:
         """The cached thumbnail of ``path`` at ``size``, rendered now if missing or stale.
 
-        Raises OSError when the photo cannot be read, DecodeError when it cannot be decoded.
+        ``sha256``: the indexed content; the file is rendered only while it still has it.
+        Raises OSError when the photo cannot be read, DecodeError when it cannot be decoded,
+        ContentChanged when it no longer holds the indexed content.
         """
-        source = SourceState.of(path)
-        file = self.file_for(source, size)
+        from imgwatch.embedding.decode import read_file  # loads torch: only when a thumbnail is made
+
+        current = SourceState.of(path)
+        file = self.file_for(current, size)
         if file.is_file():
-            return Thumbnail(file, source, source.etag(size), made=False)
-        image = render(path, size)
+            return Thumbnail(file, current, current.etag(size), made=False)
+        facts, data = read_file(path)  # regular files only, up to MAX_FILE_BYTES
+        if facts.sha256 != sha256:
+            raise ContentChanged(f"{path} changed since it was indexed; it is shown again once re-indexed")
+        source = SourceState(path, facts.signature)  # of the open file the bytes came from
+        file = self.file_for(source, size)
+        image = render_data(data, path, size)
         self._write(file, image)
         self._drop_stale(file, source, size)
         return Thumbnail(file, source, source.etag(size), made=True)

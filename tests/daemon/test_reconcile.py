@@ -6,15 +6,14 @@ from pathlib import Path
 import pytest
 
 from imgwatch.daemon.reconcile import KnownFailure, plan_reconcile
-from imgwatch.files import PathFilter
+from imgwatch.files import PathFilter, signature_of
 from imgwatch.store import FileState
 
 FILTER = PathFilter.create(["jpg", "png"], [".*", "@eaDir"])
 
 
 def state_of(path: Path) -> FileState:
-    st = path.stat()
-    return FileState(str(path), st.st_size, st.st_mtime_ns)
+    return FileState(str(path), *signature_of(path.stat()))
 
 
 def test_new_changed_gone_and_unchanged_files_are_told_apart(tmp_path: Path) -> None:
@@ -39,6 +38,25 @@ def test_new_changed_gone_and_unchanged_files_are_told_apart(tmp_path: Path) -> 
     plan = plan_reconcile([str(root)], FILTER, stored)
     assert plan.changed == sorted([str(changed), str(new)])
     assert plan.gone == [str(root / "deleted.jpg")]
+    assert plan.unchanged == 1
+
+
+def test_a_file_rewritten_with_its_old_size_and_mtime_or_stored_without_a_full_signature_is_changed(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    rewritten, legacy, same = root / "rewritten.jpg", root / "legacy.jpg", root / "same.jpg"
+    for photo in (rewritten, legacy, same):
+        photo.write_bytes(b"before")
+    stored = [state_of(rewritten), state_of(same),
+              FileState(str(legacy), legacy.stat().st_size, legacy.stat().st_mtime_ns)]  # an older store's row
+    old = rewritten.stat()
+    rewritten.write_bytes(b"after!")
+    os.utime(rewritten, ns=(old.st_atime_ns, old.st_mtime_ns))
+
+    plan = plan_reconcile([str(root)], FILTER, stored)
+    assert plan.changed == [str(legacy), str(rewritten)]
     assert plan.unchanged == 1
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from imgwatch.config import Config
 from imgwatch.daemon.service import Daemon
+from imgwatch.files import signature_of
 from imgwatch.redis_server import EmbeddedRedis
 from imgwatch.store import GraphStore, ImageRecord, open_store
 from imgwatch.workqueue import FailureLedger, WorkQueue, job_paths
@@ -34,9 +35,9 @@ def store(config: Config) -> Iterator[GraphStore]:
 
 
 def stored_image(path: Path) -> ImageRecord:
-    st = path.stat()
-    return ImageRecord(str(path), "0" * 64, st.st_size, st.st_mtime_ns, 1, 1, "test/model",
-                       np.array([1.0, 0.0, 0.0, 0.0], dtype=np.float32))
+    size, mtime_ns, ctime_ns, inode = signature_of(path.stat())
+    return ImageRecord(str(path), "0" * 64, size, mtime_ns, 1, 1, "test/model",
+                       np.array([1.0, 0.0, 0.0, 0.0], dtype=np.float32), ctime_ns, inode)
 
 
 class RunningDaemon:

@@ -153,12 +153,22 @@ def test_watching_a_root_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None
 def test_a_symbolic_link_made_in_a_root_is_released_after_settling_not_the_grace(
     watch: Watch, tmp_path: Path,
 ) -> None:
-    outside = tmp_path / "elsewhere.jpg"
-    outside.write_bytes(os.urandom(1000))
+    (watch.root / ".originals").mkdir()  # hidden: the target itself is not released
+    target = watch.root / ".originals" / "real.jpg"
+    target.write_bytes(os.urandom(1000))
     link = watch.root / "linked.jpg"
-    link.symlink_to(outside)
+    link.symlink_to(target)
     watch.collect(lambda: str(link) in watch.released, timeout=10)  # the grace for unclosed files is 30 s
     assert watch.released == [str(link)]
+
+
+def test_a_symbolic_link_to_a_file_outside_the_roots_is_never_released(watch: Watch, tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere.jpg"
+    outside.write_bytes(os.urandom(1000))
+    (watch.root / "to-outside.jpg").symlink_to(outside)
+    (watch.root / "after.jpg").write_bytes(os.urandom(1000))  # released after the link would have been
+    watch.collect(lambda: str(watch.root / "after.jpg") in watch.released, timeout=10)
+    assert watch.released == [str(watch.root / "after.jpg")]
 
 
 def test_a_file_moved_in_from_outside_is_released_after_settling_not_the_grace(watch: Watch, tmp_path: Path) -> None:

@@ -75,6 +75,20 @@ def test_update_file_states_changes_only_size_and_mtime(store: GraphStore) -> No
     assert store.get("/photos/unknown.jpg") is None
 
 
+def test_the_whole_file_signature_is_kept_read_back_and_updated(store: GraphStore) -> None:
+    big_inode = 2**63 - 5  # inodes use the whole signed 64-bit range (files.signature_of)
+    store.upsert([make_record("/photos/a.jpg", axis(0), size=10, mtime_ns=100, ctime_ns=150, inode=big_inode),
+                  make_record("/photos/legacy.jpg", axis(1), size=10, mtime_ns=100)])
+
+    assert store.get_many(["/photos/a.jpg"])["/photos/a.jpg"].signature == (10, 100, 150, big_inode)
+    assert {s.path: s.signature for s in store.file_states()} == {
+        "/photos/a.jpg": (10, 100, 150, big_inode), "/photos/legacy.jpg": (10, 100, None, None)}
+    store.update_file_states([FileState("/photos/legacy.jpg", 11, 101, 151, -7)])
+    assert store.get_many(["/photos/legacy.jpg"])["/photos/legacy.jpg"].signature == (11, 101, 151, -7)
+    [exported, _] = store.export_images("", 10)
+    assert exported.record.signature == (10, 100, 150, big_inode)
+
+
 def test_nearest_ranks_the_exact_match_first_and_returns_raw_cosines(store: GraphStore) -> None:
     store.upsert([
         make_record("/p/half.jpg", angled(0.5, 2)),

@@ -264,7 +264,7 @@ def test_schema_setup_is_idempotent_and_uses_wal(db_path: Path) -> None:
             store.ensure_model(MODEL, DIM)
     with sqlite3.connect(db_path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == SCHEMA_VERSION == 3
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == SCHEMA_VERSION == 4
         db.execute("UPDATE meta SET value = 99 WHERE key = 'schema_version'")
 
     with pytest.raises(StoreError, match="newer"):
@@ -354,6 +354,7 @@ def test_a_version_1_store_is_migrated_on_open_and_keeps_its_images_and_links(db
         assert store.recorded_model() == (MODEL, DIM)
         a = store.get("/p/a.jpg")
         assert a is not None and (a.sha256, a.size, a.width, a.linked, a.indexed_at) == ("sha-1", 10, 30, True, None)
+        assert a.signature == (10, 20, None, None)  # v4: no ctime or inode yet, so the file is checked once
         assert [(m.path, round(m.score, 4)) for m in store.neighbours("/p/a.jpg")] == [("/p/b.jpg", 0.9)]
         assert [(link.a, link.b) for link in store.links_at_least(0.85)] == [("/p/a.jpg", "/p/b.jpg")]
         assert store.nearest(axis(0), 1)[0].path == "/p/a.jpg"
@@ -364,9 +365,9 @@ def test_a_version_1_store_is_migrated_on_open_and_keeps_its_images_and_links(db
         assert store.get("/p/b.jpg").indexed_at is not None  # type: ignore[union-attr]
 
     with sqlite3.connect(db_path) as db:
-        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == 3
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == 4
         columns = [row[1] for row in db.execute("PRAGMA table_info(images)")]
-        assert columns.count("indexed_at") == 1
+        assert columns.count("indexed_at") == columns.count("ctime_ns") == columns.count("inode") == 1
         indexes = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         assert {"links_by_score", "images_by_sha256"} <= indexes  # v2's score index, v3's content hashes
     db.close()

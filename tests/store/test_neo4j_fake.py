@@ -155,7 +155,8 @@ class FakeServer:
             for row in p["rows"]:
                 node = images.setdefault(row["path"], {"linked": None, "pick_bar": None, "embedding_digest": None,
                                                        "indexed_at": None})
-                node.update({k: row[k] for k in ("sha256", "size", "mtime_ns", "width", "height", "model")})
+                node.update({k: row[k] for k in ("sha256", "size", "mtime_ns", "ctime_ns", "inode", "width", "height",
+                                                 "model")})
                 if row["linked"] is None:
                     node["linked"] = bool(node["linked"])
                 else:
@@ -216,7 +217,7 @@ class FakeServer:
         if statement == q.UPDATE_FILE_STATES:
             for row in p["rows"]:
                 if row["path"] in images:
-                    images[row["path"]].update(size=row["size"], mtime_ns=row["mtime_ns"])
+                    images[row["path"]].update({k: row[k] for k in ("size", "mtime_ns", "ctime_ns", "inode")})
             return []
         if statement in (q.FILE_STATE_AT, q.FILE_STATES_ALL, q.FILE_STATES_BELOW):
             if statement == q.FILE_STATE_AT:
@@ -225,7 +226,7 @@ class FakeServer:
                 chosen = sorted(path for path in images if path > p["after"]
                                 and (statement == q.FILE_STATES_ALL or p["prefix"] <= path < p["upper"]))
                 chosen = chosen[: p["limit"]]
-            return [{"path": path, "size": images[path]["size"], "mtime_ns": images[path]["mtime_ns"]}
+            return [{"path": path, **{k: images[path][k] for k in ("size", "mtime_ns", "ctime_ns", "inode")}}
                     for path in chosen]
         if statement == q.NEAREST:
             query = np.asarray(p["vector"], dtype=np.float64)
@@ -314,6 +315,7 @@ CONTRACT_SCENARIOS = [
     contract.test_upsert_then_get_returns_the_node_facts,
     contract.test_upsert_of_an_existing_path_replaces_it,
     contract.test_update_file_states_changes_only_size_and_mtime,
+    contract.test_the_whole_file_signature_is_kept_read_back_and_updated,
     contract.test_link_keeps_neighbours_above_threshold_up_to_top_k,
     contract.test_links_are_undirected_and_stored_once,
     contract.test_images_in_one_link_call_link_to_each_other,

@@ -196,3 +196,71 @@ def test_a_file_that_changed_while_it_was_embedded_is_requeued(
     outcome = make_indexer(FileChangedWhileEmbedding).index([changing])
     assert outcome.indexed == [changing]  # stored as read; the requeued job stores the newer state
     assert requeued == [[changing]]
+
+
+def test_links_are_followed_only_within_the_roots_and_a_refused_path_is_never_looked_at(
+    indexer: Indexer, store: GraphStore, failures: FailureLedger, tmp_path: Path,
+    write_photo: Callable[..., Path],
+) -> None:
+    root, elsewhere = tmp_path / "photos", tmp_path / "elsewhere"
+    inside = str(write_photo(root / "album" / "inside.jpg", "coffee"))
+    secret = write_photo(elsewhere / "secret.jpg", "rocket")
+    (root / "to-inside.jpg").symlink_to(inside)
+    (root / "retargeted.jpg").symlink_to(inside)
+    (root / "linked-folder").symlink_to(elsewhere)
+    assert sorted(indexer.index([inside, str(root / "to-inside.jpg"), str(root / "retargeted.jpg")]).indexed) == \
+        sorted([inside, str(root / "to-inside.jpg"), str(root / "retargeted.jpg")])
+
+    (root / "retargeted.jpg").unlink()
+    (root / "retargeted.jpg").symlink_to(secret)  # an indexed link now leads outside
+    (root / "to-secret.jpg").symlink_to(secret)
+    refused = [str(root / "to-secret.jpg"), str(root / "linked-folder" / "secret.jpg"), str(root / "retargeted.jpg")]
+    outcome = indexer.index(refused)
+
+    assert outcome.indexed == [] and set(outcome.failed) == set(refused)
+    assert all("leading outside the watched folders" in outcome.failed[path] for path in refused)
+    assert store.get(str(root / "retargeted.jpg")) is None  # its old node goes
+    assert store.get(inside) is not None
+    recorded = {f.path: f for f in failures.failed_files()}
+    assert all((recorded[path].size, recorded[path].mtime_ns) == (None, None) for path in refused)
+
+
+def test_a_path_outside_the_roots_is_refused_without_being_stat(
+    indexer: Indexer, failures: FailureLedger, tmp_path: Path, write_photo: Callable[..., Path],
+) -> None:
+    existing = str(write_photo(tmp_path / "elsewhere" / "exists.jpg", "coffee"))
+    missing = str(tmp_path / "elsewhere" / "missing.jpg")
+    outcome = indexer.index([existing, missing])
+    assert set(outcome.failed) == {existing, missing}
+    recorded = {f.path: f for f in failures.failed_files()}
+    # Whoever reads the ledger cannot tell which of the two exists.
+    assert (recorded[existing].size, recorded[existing].mtime_ns) == (recorded[missing].size, recorded[missing].mtime_ns) \
+        == (None, None)
+    assert outcome.failed[existing].replace("exists", "missing") == outcome.failed[missing]
+
+
+def test_a_file_rewritten_with_its_old_size_and_mtime_is_reembedded(
+    indexer: Indexer, store: GraphStore, tmp_path: Path, photo_arrays: dict[str, object],
+) -> None:
+    from PIL import Image
+
+    path = tmp_path / "photos" / "a.png"
+    path.parent.mkdir(parents=True)
+
+    def save(name: str) -> None:  # uncompressed: every 300x200 RGB photo has the same size
+        Image.fromarray(photo_arrays[name]).convert("RGB").resize((300, 200)).save(path, compress_level=0)  # type: ignore[arg-type]
+
+    save("coffee")
+    indexer.index([str(path)])
+    before = store.get(str(path))
+    assert before is not None
+    old = path.stat()
+    save("rocket")
+    os.utime(path, ns=(old.st_atime_ns, old.st_mtime_ns))  # the mtime set back, as `touch -r` or a restore does
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (before.size, before.mtime_ns)
+
+    outcome = indexer.index([str(path)])
+
+    after = store.get(str(path))
+    assert outcome.indexed == [str(path)]
+    assert after is not None and after.sha256 != before.sha256

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from imgwatch.files import PathFilter, root_of, walk_images
+from imgwatch.files import PathFilter, Signature, root_of, signature_of, walk_images
 from imgwatch.store import FileState
 
 
@@ -54,10 +54,10 @@ def plan_reconcile(
     the worker clears its record.
     """
     failed = {path: _known(value) for path, value in (failed or {}).items()}
-    on_disk: dict[str, tuple[int, int]] = {}
+    on_disk: dict[str, Signature] = {}
     for root in roots:
-        for path, st in walk_images(root, path_filter):
-            on_disk[path] = (st.st_size, st.st_mtime_ns)
+        for path, st in walk_images(root, path_filter, roots):
+            on_disk[path] = signature_of(st)
 
     plan = ReconcilePlan()
     # A bad file deleted while nobody watched still has its failure record: clear it.
@@ -66,13 +66,13 @@ def plan_reconcile(
         current = on_disk.pop(state.path, None)
         if current is None:
             plan.gone.append(state.path)
-        elif current == (state.size, state.mtime_ns):
+        elif current == state.signature:
             plan.unchanged += 1
         else:
             plan.changed.append(state.path)
     for path, signature in on_disk.items():
         known = failed.get(path)
-        if known is not None and (known.size, known.mtime_ns) == signature:
+        if known is not None and (known.size, known.mtime_ns) == signature[:2]:
             if not known.retry_unchanged:
                 plan.known_failures += 1
                 continue

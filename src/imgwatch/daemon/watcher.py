@@ -30,7 +30,7 @@ from watchdog.observers.polling import PollingObserver
 from imgwatch.daemon.notices import Notice, watch_limit_advice
 from imgwatch.daemon.settler import Settler
 from imgwatch.errors import WatchError
-from imgwatch.files import PathFilter, root_of, walk_images
+from imgwatch.files import PathFilter, resolves_inside, root_of, walk_images
 
 
 class EventRouter(FileSystemEventHandler):
@@ -89,7 +89,9 @@ class EventRouter(FileSystemEventHandler):
 
     def _accepts(self, path: str) -> bool:
         root = root_of(path, self.roots)
-        return root is not None and self.path_filter.accepts(path, root)
+        if root is None or not self.path_filter.accepts(path, root):
+            return False
+        return not os.path.islink(path) or resolves_inside(path, self.roots)  # the link rule (files.py)
 
     def _dir_watched(self, path: str) -> bool:
         root = root_of(path, self.roots)
@@ -102,7 +104,7 @@ class EventRouter(FileSystemEventHandler):
 
     def _arrived_dir(self, path: str) -> None:
         if self._dir_watched(path):
-            for file_path, _ in walk_images(path, self.path_filter):
+            for file_path, _ in walk_images(path, self.path_filter, self.roots):
                 self.settler.closed(file_path)
 
     def _left_dir(self, path: str) -> None:

@@ -27,6 +27,7 @@ from PIL import Image
 from torchvision import transforms
 
 from imgwatch.errors import DecodeError
+from imgwatch.files import signature_of
 from imgwatch.photos.limits import MAX_ASPECT_RATIO, MAX_FILE_BYTES, MAX_PIXELS, check_size
 from imgwatch.photos.reader import (
     EXIF_ORIENTATION_TAG,
@@ -76,6 +77,13 @@ class FileFacts:
     sha256: str
     size: int
     mtime_ns: int
+    ctime_ns: int
+    inode: int
+
+    @property
+    def signature(self) -> tuple[int, int, int, int]:
+        """As files.signature_of gives it for the open file the bytes came from."""
+        return (self.size, self.mtime_ns, self.ctime_ns, self.inode)
 
 
 def read_file(path: str) -> tuple[FileFacts, bytes]:
@@ -101,12 +109,9 @@ def read_file(path: str) -> tuple[FileFacts, bytes]:
                 "shrink or convert it, or keep it out of the watched folders",
             )
         data = handle.read()
-    facts = FileFacts(
-        path=path,
-        sha256=hashlib.sha256(data).hexdigest(),
-        size=info.st_size,
-        mtime_ns=info.st_mtime_ns,
-    )
+    size, mtime_ns, ctime_ns, inode = signature_of(info)
+    facts = FileFacts(path=path, sha256=hashlib.sha256(data).hexdigest(), size=size, mtime_ns=mtime_ns,
+                      ctime_ns=ctime_ns, inode=inode)
     return facts, data
 
 

@@ -38,6 +38,13 @@ class FileState:
     path: str
     size: int
     mtime_ns: int
+    ctime_ns: int | None = None  # None: stored before imgwatch kept it (never matches a file)
+    inode: int | None = None
+
+    @property
+    def signature(self) -> tuple[int, int, int | None, int | None]:
+        """Compared with files.signature_of(os.stat(path)): equal means the file is as stored."""
+        return (self.size, self.mtime_ns, self.ctime_ns, self.inode)
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,12 @@ class StoredImage:
     linked: bool = True  # False between upsert() and link(): a crash there leaves it unlinked
     # When its current embedding was written (epoch seconds); None if unknown (stored before imgwatch kept it).
     indexed_at: float | None = None
+    ctime_ns: int | None = None  # as in FileState
+    inode: int | None = None
+
+    @property
+    def signature(self) -> tuple[int, int, int | None, int | None]:
+        return (self.size, self.mtime_ns, self.ctime_ns, self.inode)
 
 
 @dataclass(frozen=True)
@@ -68,6 +81,12 @@ class ImageRecord:
     height: int
     model: str
     embedding: np.ndarray = field(repr=False)
+    ctime_ns: int | None = None  # as in FileState
+    inode: int | None = None
+
+    @property
+    def signature(self) -> tuple[int, int, int | None, int | None]:
+        return (self.size, self.mtime_ns, self.ctime_ns, self.inode)
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,6 @@ def _already_copied(stored: StoredImage | None, image: ExportedImage) -> bool:
     record = image.record
     return (
         stored is not None
-        and (stored.sha256, stored.size, stored.mtime_ns, stored.model, stored.linked, stored.indexed_at)
-        == (record.sha256, record.size, record.mtime_ns, record.model, image.linked, image.indexed_at)
+        and (stored.sha256, stored.signature, stored.model, stored.linked, stored.indexed_at)
+        == (record.sha256, record.signature, record.model, image.linked, image.indexed_at)
     )

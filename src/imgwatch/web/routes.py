@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from imgwatch.errors import DecodeError
+from imgwatch.errors import ContentChanged, DecodeError
 from imgwatch.reports import gather_status, printable
 from imgwatch.thumbnails import SourceState
 from imgwatch.web.state import LARGE_SIZE, WebState
@@ -28,6 +28,8 @@ from imgwatch.web.views import file_kind, image_facts, path_url, query_values, r
 TOP_CHOICES = (10, 20, 50, 100)
 DEFAULT_TOP = 20
 MAX_TOP = 200
+# Every route that reads a photo serves only the content that was indexed (same SHA-256).
+CHANGED_SINCE_INDEXED = "the file changed since it was indexed; it is served again once re-indexed"
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and headers around the image itself
 # Originals a browser shows in the page; HEIC, JPEG XL and RAW files are offered as downloads
 # (the page shows them through their JPEG renditions, /view and /thumb).
@@ -124,6 +126,8 @@ async def read_upload(request: Request) -> tuple[bytes, str, str | None]:
         raise too_large
     if not data:
         raise HTTPException(400, "the upload is empty: send an image file")
+    if "\0" in name:  # no file name holds one (and the temporary file's suffix comes from it)
+        raise HTTPException(400, "the upload's name holds a NUL character: send the file's own name")
     return data, name, top_field
 
 
@@ -218,7 +222,7 @@ def _not_modified(request: Request, etag: str) -> bool:
 def _scaled(request: Request, size: int) -> Response:
     state = state_of(request)
     path = required_path(request)
-    state.indexed(path)
+    image = state.indexed(path)
     try:
         source = SourceState.of(path)
     except OSError:
@@ -227,9 +231,11 @@ def _scaled(request: Request, size: int) -> Response:
     if _not_modified(request, headers["etag"]):
         return Response(status_code=304, headers=headers)
     try:
-        thumbnail = state.thumbnail(path, size)
+        thumbnail = state.thumbnail(image, size)
     except OSError:
         raise HTTPException(404, "the photo is indexed but no longer readable on disk") from None
+    except ContentChanged:
+        raise HTTPException(409, CHANGED_SINCE_INDEXED) from None
     headers["etag"] = thumbnail.etag  # the file may have changed since the stat above
     return Response(thumbnail.file.read_bytes(), media_type="image/jpeg", headers=headers)
 
@@ -255,7 +261,7 @@ def original(request: Request) -> Response:
     except (OSError, DecodeError):
         raise HTTPException(404, "the photo is indexed but no longer readable on disk") from None
     if facts.sha256 != image.sha256:
-        raise HTTPException(409, "the file changed since it was indexed; it is served again once re-indexed")
+        raise HTTPException(409, CHANGED_SINCE_INDEXED)
     try:
         kind = kind_of(data, path)[0]
     except DecodeError:  # the indexed content always opened; be safe anyway

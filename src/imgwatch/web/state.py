@@ -122,6 +122,7 @@ class WebState:
                 raise DecodeError(name, exc.reason, exc.advice) from None
         return self.with_facts(store.nearest(query.vector, top))
 
-    def thumbnail(self, path: str, size: int) -> Thumbnail:
+    def thumbnail(self, image: StoredImage, size: int) -> Thumbnail:
+        """``image``'s thumbnail, made only from its indexed content (ContentChanged otherwise)."""
         with self._render_slots:
-            return self.thumbnails.get(path, size)
+            return self.thumbnails.get(image.path, size, image.sha256)

@@ -19,7 +19,7 @@ import numpy as np
 
 from imgwatch.embedding import Embedded, Embedder, Failed, Missing, Unchanged
 from imgwatch.embedding.decode import unreadable_reason
-from imgwatch.files import PathFilter, file_signature, root_of
+from imgwatch.files import PathFilter, file_signature, resolves_inside, root_of, signature_of
 from imgwatch.log import get_logger
 from imgwatch.store import FileState, GraphStore, ImageRecord, StoredImage
 from imgwatch.workqueue import FailureLedger
@@ -34,6 +34,7 @@ class IndexOutcome:
     unchanged: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    refused: set[str] = field(default_factory=set)  # of ``failed``: outside the roots, so never looked at
     links: int = 0
     embed_seconds: float = 0.0  # reading, decoding and the model (content lookups included)
     store_seconds: float = 0.0  # upserts, links, removals
@@ -85,7 +86,9 @@ class Indexer:
     def index(self, paths: Sequence[str]) -> IndexOutcome:
         outcome = IndexOutcome()
         storable = self._partition_names(paths, outcome)
-        stored = self.store.get_many(storable)
+        # A link below the roots that now leads outside leaves the store (its node is this worker's).
+        linked_out = [path for path in outcome.refused if root_of(path, self.roots) is not None]
+        stored = self.store.get_many([*storable, *linked_out])
         to_embed, to_remove = self._triage(storable, stored, outcome)
         # Embeds (and their content lookups) before removals: a missed move's new path finds
         # the embedding of the old path that the same job removes.
@@ -105,6 +108,12 @@ class Indexer:
                 # Whoever can write to the queue must not make the workers read files elsewhere.
                 outcome.failed[path] = (f"refused {path}: it is outside the folders this worker indexes "
                                         f"(general.roots: {', '.join(self.roots) or 'none set'})")
+                outcome.refused.add(path)
+            elif not resolves_inside(path, self.roots):
+                outcome.failed[path] = (f"refused {path}: it is a symbolic link (or lies in a linked folder) leading "
+                                        "outside the watched folders; links are followed only within them: "
+                                        "watch the target's folder too, or copy the file in")
+                outcome.refused.add(path)
             elif _has_utf8_name(path):
                 storable.append(path)
             else:
@@ -133,7 +142,7 @@ class Indexer:
                 continue
             previous = stored.get(path)
             if (previous is not None and self._is_current(previous)
-                    and (previous.size, previous.mtime_ns) == (st.st_size, st.st_mtime_ns)):
+                    and previous.signature == signature_of(st)):
                 outcome.unchanged.append(path)
                 continue
             to_embed.append(path)
@@ -159,10 +168,11 @@ class Indexer:
                 embedded.records.append(ImageRecord(
                     path=facts.path, sha256=facts.sha256, size=facts.size, mtime_ns=facts.mtime_ns,
                     width=result.width, height=result.height, model=model, embedding=result.vector,
+                    ctime_ns=facts.ctime_ns, inode=facts.inode,
                 ))
             elif isinstance(result, Unchanged):
                 facts = result.facts
-                embedded.touched.append(FileState(facts.path, facts.size, facts.mtime_ns))
+                embedded.touched.append(FileState(facts.path, *facts.signature))
                 outcome.unchanged.append(facts.path)
             elif isinstance(result, Missing):
                 embedded.vanished.append(result.path)
@@ -195,7 +205,7 @@ class Indexer:
             outcome.indexed = [r.path for r in records]
             # The file may have changed or gone while we embedded it, and another worker may
             # have stored the newer state meanwhile, which we just overwrote: look again.
-            stale = [r.path for r in records if file_signature(r.path) != (r.size, r.mtime_ns)]
+            stale = [r.path for r in records if file_signature(r.path) != r.signature]
             if stale:
                 log.info("requeued_changed_files", paths=len(stale))
                 self.requeue(stale)
@@ -213,7 +223,9 @@ class Indexer:
         """Record this batch's failures in the ledger and clear the records of paths that are fine now."""
         for path, reason in outcome.failed.items():
             log.warning("file_failed", path=path, reason=reason)
-            size, mtime = file_signature(path) or (None, None)
+            # A refused path is never stat()ed: the ledger must not tell whether files elsewhere exist.
+            signature = None if path in outcome.refused else file_signature(path)
+            size, mtime = signature[:2] if signature else (None, None)
             # The ledger counts attempts on the same (size, mtime); a permanent failure is not retried unchanged.
             self.failures.record(path, reason, size, mtime, permanent=_is_permanent(reason))
         self.failures.clear([*outcome.indexed, *outcome.unchanged, *outcome.removed])

@@ -374,7 +374,8 @@ def _delete_execution(connection: redis.Redis | Pipeline, item: _Started) -> Non
 def _record_poison(work_queue: WorkQueue, path: str, deaths: int, cause: str) -> None:
     reason = (f"the worker died {deaths} times while indexing this file (last: {cause}); "
               f"{path} is retried when it changes")
-    size, mtime_ns = file_signature(path) or (None, None)
+    signature = file_signature(path)
+    size, mtime_ns = signature[:2] if signature else (None, None)
     # permanent: reconciliation does not retry it until the file changes.
     FailureLedger.for_queue(work_queue).record(path, reason, size, mtime_ns, permanent=True, attempts=deaths)
 

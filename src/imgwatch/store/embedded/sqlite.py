@@ -30,7 +30,7 @@ from typing import Any
 from imgwatch.errors import StoreError
 from imgwatch.store.batching import chunks
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Bound the number of "?" in one statement (old SQLite builds allow only 999).
 SQL_CHUNK = 500
@@ -89,6 +89,12 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     3: (
         # embeddings_by_hash(): a copied, renamed or moved file finds the embedding of its content.
         "CREATE INDEX IF NOT EXISTS images_by_sha256 ON images(sha256)",
+    ),
+    4: (
+        # The rest of a file's signature (files.signature_of); NULL for images stored before,
+        # which therefore count as changed once and are checked by their content hash.
+        "ALTER TABLE images ADD COLUMN ctime_ns INTEGER",
+        "ALTER TABLE images ADD COLUMN inode INTEGER",
     ),
 }
 

@@ -111,8 +111,8 @@ class EmbeddedGraphStore(GraphStore):
         with self._db.write() as tx:
             # Embeddings are unchanged, so no revision bump: the vector files stay valid.
             tx.executemany(
-                "UPDATE images SET size = ?, mtime_ns = ? WHERE path = ?",
-                [(state.size, state.mtime_ns, state.path) for state in states],
+                "UPDATE images SET size = ?, mtime_ns = ?, ctime_ns = ?, inode = ? WHERE path = ?",
+                [(*state.signature, state.path) for state in states],
             )
 
     def remove(self, paths: Iterable[str]) -> int:
@@ -133,11 +133,12 @@ class EmbeddedGraphStore(GraphStore):
     def get_many(self, paths: Iterable[str]) -> dict[str, StoredImage]:
         with self._db.read() as tx:
             rows = tx.select_in(
-                "SELECT path, sha256, size, mtime_ns, width, height, model, linked, indexed_at FROM images "
-                "WHERE path IN ({marks})",
+                "SELECT path, sha256, size, mtime_ns, width, height, model, linked, indexed_at, ctime_ns, inode "
+                "FROM images WHERE path IN ({marks})",
                 list(dict.fromkeys(paths)),
             )
-            return {row[0]: StoredImage(*row[:7], linked=bool(row[7]), indexed_at=row[8]) for row in rows}
+            return {row[0]: StoredImage(*row[:7], linked=bool(row[7]), indexed_at=row[8], ctime_ns=row[9],
+                                        inode=row[10]) for row in rows}
 
     def nearest(self, vector: np.ndarray, k: int, *, exclude: Iterable[str] = ()) -> list[Match]:
         """Top-``k`` by exact cosine similarity (the query is normalised first); candidates from
@@ -266,7 +267,8 @@ class EmbeddedGraphStore(GraphStore):
         def read_page(after: str, limit: int) -> list[FileState]:
             with self._db.read() as tx:
                 rows = tx.execute(
-                    f"SELECT path, size, mtime_ns FROM images WHERE path > ? {condition} ORDER BY path LIMIT ?",
+                    f"SELECT path, size, mtime_ns, ctime_ns, inode FROM images WHERE path > ? {condition} "
+                    "ORDER BY path LIMIT ?",
                     (after, *parameters, limit),
                 )
                 return [FileState(*row) for row in rows]
@@ -319,19 +321,20 @@ class EmbeddedGraphStore(GraphStore):
     def export_images(self, after: str, limit: int) -> list[ExportedImage]:
         with self._db.read() as tx:
             rows = tx.execute(
-                "SELECT path, sha256, size, mtime_ns, width, height, model, embedding, linked, pick_bar, indexed_at "
-                "FROM images WHERE path > ? ORDER BY path LIMIT ?",
+                "SELECT path, sha256, size, mtime_ns, width, height, model, embedding, linked, pick_bar, indexed_at, "
+                "ctime_ns, inode FROM images WHERE path > ? ORDER BY path LIMIT ?",
                 (after, limit),
             ).fetchall()
         return [
             ExportedImage(
                 ImageRecord(path, sha256, size, mtime_ns, width, height, model,
-                            np.frombuffer(blob, dtype="<f4").copy()),
+                            np.frombuffer(blob, dtype="<f4").copy(), ctime_ns, inode),
                 linked=bool(linked),
                 pick_bar=pick_bar,
                 indexed_at=indexed_at,
             )
-            for path, sha256, size, mtime_ns, width, height, model, blob, linked, pick_bar, indexed_at in rows
+            for path, sha256, size, mtime_ns, width, height, model, blob, linked, pick_bar, indexed_at, ctime_ns, inode
+            in rows
         ]
 
     def export_links(self, paths: Sequence[str]) -> list[Link]:
@@ -411,17 +414,19 @@ class EmbeddedGraphStore(GraphStore):
                 # the old embedding with the new one.
                 tx.execute(
                     """
-                    INSERT INTO images (path, sha256, size, mtime_ns, width, height, model, embedding, rev, indexed_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    INSERT INTO images (path, sha256, size, mtime_ns, ctime_ns, inode, width, height, model,
+                                        embedding, rev, indexed_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     ON CONFLICT (path) DO UPDATE SET
                         sha256 = excluded.sha256, size = excluded.size, mtime_ns = excluded.mtime_ns,
+                        ctime_ns = excluded.ctime_ns, inode = excluded.inode,
                         width = excluded.width, height = excluded.height, model = excluded.model,
                         linked = images.linked AND images.embedding = excluded.embedding,
                         indexed_at = CASE WHEN images.embedding = excluded.embedding
                                           THEN images.indexed_at ELSE excluded.indexed_at END,
                         embedding = excluded.embedding, rev = excluded.rev
                     """,
-                    (record.path, record.sha256, record.size, record.mtime_ns,
+                    (record.path, record.sha256, record.size, record.mtime_ns, record.ctime_ns, record.inode,
                      record.width, record.height, record.model, blob, rev, now),
                 )
                 old = previous.get(record.path)

@@ -79,6 +79,7 @@ UPSERT_FACTS = """
 UNWIND $rows AS row
 MERGE (n:Image {path: row.path})
 SET n.sha256 = row.sha256, n.size = row.size, n.mtime_ns = row.mtime_ns,
+    n.ctime_ns = row.ctime_ns, n.inode = row.inode,
     n.width = row.width, n.height = row.height, n.model = row.model,
     n.linked = CASE WHEN row.linked IS NULL THEN coalesce(n.linked, false) ELSE row.linked END,
     n.pick_bar = CASE WHEN row.linked IS NULL THEN n.pick_bar ELSE row.pick_bar END,
@@ -105,7 +106,8 @@ DELETE r
 """
 
 UPDATE_FILE_STATES = (
-    "UNWIND $rows AS row MATCH (n:Image {path: row.path}) SET n.size = row.size, n.mtime_ns = row.mtime_ns"
+    "UNWIND $rows AS row MATCH (n:Image {path: row.path}) "
+    "SET n.size = row.size, n.mtime_ns = row.mtime_ns, n.ctime_ns = row.ctime_ns, n.inode = row.inode"
 )
 
 REMOVE = "UNWIND $paths AS path MATCH (n:Image {path: path}) DETACH DELETE n RETURN count(*) AS removed"
@@ -154,7 +156,8 @@ DELETE r
 GET_MANY = (
     "UNWIND $paths AS path MATCH (n:Image {path: path}) "
     "RETURN n.path AS path, n.sha256 AS sha256, n.size AS size, n.mtime_ns AS mtime_ns, "
-    "n.width AS width, n.height AS height, n.model AS model, n.linked AS linked, n.indexed_at AS indexed_at"
+    "n.width AS width, n.height AS height, n.model AS model, n.linked AS linked, n.indexed_at AS indexed_at, "
+    "n.ctime_ns AS ctime_ns, n.inode AS inode"
 )
 
 NEAREST = """
@@ -184,21 +187,23 @@ ORDER BY score, low, high LIMIT $limit
 # file_states: the directory itself by equality, its descendants by one range on the
 # path index: [dir + '/', dir + '0') holds exactly the paths starting with dir + '/'
 # ('0' follows '/'). Both lower bounds (page start, prefix) bound the same seek.
-FILE_STATE_AT = "MATCH (n:Image {path: $path}) RETURN n.path AS path, n.size AS size, n.mtime_ns AS mtime_ns"
+_FILE_STATE = "n.path AS path, n.size AS size, n.mtime_ns AS mtime_ns, n.ctime_ns AS ctime_ns, n.inode AS inode"
+FILE_STATE_AT = "MATCH (n:Image {path: $path}) RETURN " + _FILE_STATE
 FILE_STATES_ALL = (
     "MATCH (n:Image) WHERE n.path > $after "
-    "RETURN n.path AS path, n.size AS size, n.mtime_ns AS mtime_ns ORDER BY n.path LIMIT $limit"
+    "RETURN " + _FILE_STATE + " ORDER BY n.path LIMIT $limit"
 )
 FILE_STATES_BELOW = (
     "MATCH (n:Image) WHERE n.path > $after AND n.path >= $prefix AND n.path < $upper "
-    "RETURN n.path AS path, n.size AS size, n.mtime_ns AS mtime_ns ORDER BY n.path LIMIT $limit"
+    "RETURN " + _FILE_STATE + " ORDER BY n.path LIMIT $limit"
 )
 
 EXPORT_IMAGES = (
     "MATCH (n:Image) WHERE n.path > $after "
     "RETURN n.path AS path, n.sha256 AS sha256, n.size AS size, n.mtime_ns AS mtime_ns, "
     "n.width AS width, n.height AS height, n.model AS model, n.embedding AS embedding, "
-    "n.linked AS linked, n.pick_bar AS pick_bar, n.indexed_at AS indexed_at ORDER BY n.path LIMIT $limit"
+    "n.linked AS linked, n.pick_bar AS pick_bar, n.indexed_at AS indexed_at, n.ctime_ns AS ctime_ns, "
+    "n.inode AS inode ORDER BY n.path LIMIT $limit"
 )
 EXPORT_LINKS = (
     "UNWIND $paths AS path MATCH (n:Image {path: path})-[r:SIMILAR_TO]-(m:Image) "

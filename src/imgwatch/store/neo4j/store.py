@@ -104,7 +104,8 @@ class Neo4jGraphStore(GraphStore):
         self._write_images([(image.record, image) for image in images])
 
     def update_file_states(self, states: Sequence[FileState]) -> None:
-        rows = [{"path": s.path, "size": s.size, "mtime_ns": s.mtime_ns} for s in states]
+        rows = [{"path": s.path, "size": s.size, "mtime_ns": s.mtime_ns, "ctime_ns": s.ctime_ns, "inode": s.inode}
+                for s in states]
         if rows:
             self._db.write(lambda tx: _run_batches(tx, cypher.UPDATE_FILE_STATES, "rows", rows))
 
@@ -195,7 +196,7 @@ class Neo4jGraphStore(GraphStore):
             return {
                 row["path"]: StoredImage(row["path"], row["sha256"], row["size"], row["mtime_ns"], row["width"],
                                          row["height"], row["model"], linked=bool(row["linked"]),
-                                         indexed_at=row["indexed_at"])
+                                         indexed_at=row["indexed_at"], ctime_ns=row["ctime_ns"], inode=row["inode"])
                 for batch in statement_batches(unique, 1) for row in tx.run(cypher.GET_MANY, paths=batch)
             }
 
@@ -283,7 +284,7 @@ class Neo4jGraphStore(GraphStore):
         return [
             ExportedImage(
                 ImageRecord(row["path"], row["sha256"], row["size"], row["mtime_ns"], row["width"], row["height"],
-                            row["model"], as_vector(row["embedding"], row["path"])),
+                            row["model"], as_vector(row["embedding"], row["path"]), row["ctime_ns"], row["inode"]),
                 linked=bool(row["linked"]),
                 pick_bar=row["pick_bar"],
                 indexed_at=row["indexed_at"],
@@ -316,7 +317,8 @@ class Neo4jGraphStore(GraphStore):
     # -- helpers -------------------------------------------------------------------------
 
     def _file_states(self, statement: str, **parameters: object) -> list[FileState]:
-        return self._db.read(lambda tx: [FileState(row["path"], row["size"], row["mtime_ns"])
+        return self._db.read(lambda tx: [FileState(row["path"], row["size"], row["mtime_ns"], row["ctime_ns"],
+                                                   row["inode"])
                                          for row in tx.run(statement, parameters)])
 
     def _write_images(self, images: Sequence[tuple[ImageRecord, ExportedImage | None]]) -> None:
@@ -404,6 +406,7 @@ def _write_images(tx: neo4j.ManagedTransaction, images: Sequence[tuple[ImageReco
         vectors[record.path] = checked_embedding(record.embedding, dim, record.path)
         rows[record.path] = {
             "path": record.path, "sha256": record.sha256, "size": record.size, "mtime_ns": record.mtime_ns,
+            "ctime_ns": record.ctime_ns, "inode": record.inode,
             "width": record.width, "height": record.height, "model": record.model,
             "digest": embedding_digest(vectors[record.path]),
             "linked": None if exported is None else exported.linked,
