@@ -9,7 +9,6 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
@@ -33,7 +32,7 @@ from imgwatch.store import ImageNotFound
 from imgwatch.web import routes as pages
 from imgwatch.web.duplicates_view import api_duplicates, duplicates_page
 from imgwatch.web.routes import JSONResponse, render_page
-from imgwatch.web.security import AccessGuard
+from imgwatch.web.security import AccessGuard, ASGIApp
 from imgwatch.web.state import WebState
 from imgwatch.web.views import display_name, human_size
 
@@ -52,6 +51,10 @@ STATUS_OF_ERROR: list[tuple[type[ImgwatchError], int]] = [
     (DeviceUnavailable, 503),
     (ImgwatchError, 500),
 ]
+
+
+# The pages a link from another site may open (everything else refuses requests from other sites).
+PAGES = frozenset({"/", "/photo", "/duplicates", "/status"})
 
 
 def routes() -> list[Route | Mount]:
@@ -73,8 +76,12 @@ def routes() -> list[Route | Mount]:
     ]
 
 
-def create_app(config: Config, token: str | None = None) -> Starlette:
-    """The web page and its API over ``config``'s store; ``token``: required on every request if set."""
+def create_app(config: Config, token: str | None = None) -> ASGIApp:
+    """The web page and its API over ``config``'s store; ``token``: required on every request if set.
+
+    The AccessGuard wraps the whole Starlette application, Starlette's own 500 handler included,
+    so that every answer carries the security headers.
+    """
     web = WebState(config)
 
     @contextlib.asynccontextmanager
@@ -86,14 +93,13 @@ def create_app(config: Config, token: str | None = None) -> Starlette:
 
     app = Starlette(
         routes=routes(),
-        middleware=[Middleware(AccessGuard, token=token, host=config.web.host)],  # type: ignore[arg-type]
         exception_handlers={ImgwatchError: _imgwatch_error, HTTPException: _http_error,
-                            FileNotFoundError: _file_gone},
+                            FileNotFoundError: _file_gone, Exception: _unexpected_error},
         lifespan=lifespan,
     )
     app.state.web = web
     app.state.templates = _templates()
-    return app
+    return AccessGuard(app, token=token, host=config.web.host, pages=PAGES)
 
 
 def _templates() -> Jinja2Templates:
@@ -130,6 +136,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     messages = {404: "no such page", 405: "method not allowed"}
     detail = exc.detail if exc.detail and exc.detail not in ("Not Found", "Method Not Allowed") else None
     return _error(request, exc.status_code, detail or messages.get(exc.status_code, "request refused"))
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    # Starlette's ServerErrorMiddleware answers with this, then re-raises: uvicorn logs the traceback.
+    return _error(request, 500, "the server failed on this request; its log says why")
 
 
 async def _file_gone(request: Request, exc: Exception) -> Response:

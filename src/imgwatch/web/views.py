@@ -1,7 +1,8 @@
 """Turning store facts into what pages and the JSON API show: URLs, names, dates, numbers.
 
-Paths travel in query strings percent-encoded from their bytes, so a file name that is not
-valid UTF-8 still names exactly its file (:func:`path_url`, :func:`query_values`).
+Paths travel in query strings percent-encoded from their UTF-8 bytes (:func:`path_url`). A query
+that is not valid UTF-8 is refused with 400 (:func:`query_values`): it names no indexed photo,
+since the workers refuse file names that are not valid UTF-8.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from imgwatch.errors import DecodeError
@@ -20,7 +22,8 @@ from imgwatch.web.state import Ranked
 
 
 def query_values(request: Request) -> dict[str, str]:
-    """The query string's parameters (last one wins), decoded as file names are (surrogateescape)."""
+    """The query string's parameters (last one wins); HTTPException 400 for a query that is not
+    valid UTF-8 (it names no indexed photo, and the store could not even look it up)."""
     values: dict[str, str] = {}
     for part in request.scope.get("query_string", b"").split(b"&"):
         if not part:
@@ -31,7 +34,12 @@ def query_values(request: Request) -> dict[str, str]:
 
 
 def _unquote(raw: bytes) -> str:
-    return unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8", "surrogateescape")
+    decoded = unquote_to_bytes(raw.replace(b"+", b" "))
+    try:
+        return decoded.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HTTPException(400, "the query is not valid UTF-8, so it names no indexed photo: percent-encode "
+                                 "the path's UTF-8 bytes") from None
 
 
 def path_url(route: str, path: str, **extra: object) -> str:
