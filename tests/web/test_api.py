@@ -221,6 +221,23 @@ def test_an_indexed_file_swapped_for_a_link_to_a_secret_is_not_served(
         shutil.copy2(tmp_path / "victim.jpg", victim)
 
 
+def test_an_indexed_file_swapped_for_another_photo_is_served_by_no_route(
+        client: httpx.Client, photo_set: PhotoSet, tmp_path: Path) -> None:
+    victim, other = photo_set.photos["victim"], photo_set.outside  # a real photo that was never indexed
+    shutil.copy2(victim, tmp_path / "victim.jpg")
+    victim.unlink()
+    victim.symlink_to(other)  # a real photo, so any route that rendered it would answer 200
+    try:
+        for route in ("/thumb", "/view", "/original"):
+            response = client.get(f"{route}?path={q(victim)}")
+            assert response.status_code == 409, (route, response.status_code, response.text)
+            assert "changed since it was indexed" in response.json()["error"]
+    finally:  # the photo is back as it was indexed (a new inode: checked by its content again)
+        victim.unlink()
+        shutil.copy2(tmp_path / "victim.jpg", victim)
+    assert client.get(f"/thumb?path={q(victim)}").status_code == 200
+
+
 # -- uploads -----------------------------------------------------------------------------------
 
 
