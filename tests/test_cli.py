@@ -273,3 +273,92 @@ def test_file_names_that_would_drive_the_terminal_are_printed_escaped(
     assert failed.startswith(b"imgwatch: error: " + broken + b" is not indexed: it failed: ")
     assert outputs["forget"].stdout == f"forgot 1 image(s) and 0 failed-file record(s) below {root}/old\\x1b[35m\n" \
         .encode()
+
+
+# -- a CLI that behaves like its peers ----------------------------------------------------------
+
+
+def logged_levels(stderr: str) -> set[str]:
+    """The levels of the JSON log lines in ``stderr`` (process_env logs JSON)."""
+    return {json.loads(line)["level"] for line in stderr.splitlines() if line.startswith("{")}
+
+
+def test_queries_answer_quietly_take_the_common_options_before_the_command_and_cut_to_top(
+    env: dict[str, str], tmp_path: Path, write_photo: Callable[..., Path]
+) -> None:
+    root = tmp_path / "photos"
+    photos = [write_photo(root / f"{name}.jpg", name) for name in ["astronaut", "coffee", "rocket"]]
+    (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    assert imgwatch(env, "scan", str(root)).returncode == 0
+    worked = imgwatch(env, "worker", "--burst", str(root))
+    assert worked.returncode == 0 and "info" in logged_levels(worked.stderr)  # a service logs its progress
+
+    data_dir = env.pop("IMGWATCH_GENERAL_DATA_DIR")  # only the option, before the command's name, says where
+    searched = imgwatch(env, "--data-dir", data_dir, "search", "--top", "2", str(photos[0]))
+    assert searched.returncode == 0, searched.stderr
+    assert len(searched.stdout.splitlines()) == 2
+    assert logged_levels(searched.stderr) == {"warning"}, searched.stderr  # random weights; no engine_ready
+    verbose = imgwatch(env, "-v", "--data-dir", data_dir, "search", "--top", "1", str(photos[0]))
+    assert verbose.returncode == 0 and "info" in logged_levels(verbose.stderr), verbose.stderr
+
+    every = imgwatch(env, "similar", "--data-dir", data_dir, "--json", str(photos[0]))
+    best = imgwatch(env, "--data-dir", data_dir, "similar", "--top", "1", "--json", str(photos[0]))
+    assert every.returncode == 0 and best.returncode == 0, (every.stderr, best.stderr)
+    assert len(json.loads(every.stdout)) == 2 and json.loads(best.stdout) == json.loads(every.stdout)[:1]
+    assert every.stderr == best.stderr == ""
+    assert imgwatch(env, "--data-dir", data_dir, "similar", "--top", "0", str(photos[0])).returncode == 2
+
+    env["IMGWATCH_GENERAL_DATA_DIR"] = data_dir
+    nothing_failed = imgwatch(env, "retry", str(photos[0]))
+    assert nothing_failed.returncode == 0 and nothing_failed.stdout == f"no failed file at or below {photos[0]}\n"
+    gone = imgwatch(env, "retry", str(root / "gone.png"))
+    assert gone.returncode == 2 and "does not exist" in gone.stderr and gone.stdout == ""
+    retried = imgwatch(env, "retry", str(root / "broken.png"), str(photos[1]))
+    assert retried.returncode == 0
+    assert retried.stdout == f"no failed file at or below {photos[1]}\nrequeued 1 failed file(s)\n"
+
+
+def test_common_options_after_the_command_beat_those_before(env: dict[str, str], tmp_path: Path) -> None:
+    before, after = tmp_path / "before", tmp_path / "after"
+    result = imgwatch(env, "--data-dir", str(before), "similar", "--data-dir", str(after), "x.jpg")
+    assert result.returncode == 2 and f"no imgwatch store in {after}:" in result.stderr, result.stderr
+    for args in (["--help"], ["similar", "--help"]):
+        shown = imgwatch(env, *args).stdout
+        assert "--data-dir DIR" in shown and "-v, --verbose" in shown
+
+
+@pytest.mark.parametrize("args", [["--workers", "0"], ["--weights", "imagnet"]])
+def test_run_refuses_bad_values_before_starting(env: dict[str, str], args: list[str]) -> None:
+    result = imgwatch(env, "run", *args)
+    assert result.returncode == 2 and result.stdout == ""
+    assert ("0 is not in the range x>=1" if args[0] == "--workers" else "(did you mean imagenet?)") in result.stderr
+
+
+SEARCH_THEN_SAY_IF_TORCH_LOADED = """
+import sys
+from imgwatch.cli import main
+try:
+    main(["search", *sys.argv[1:]])
+except SystemExit as exit:
+    print("exit", exit.code, "torch" in sys.modules)
+"""
+
+
+def test_search_refusals_come_before_the_model_loads(
+    env: dict[str, str], tmp_path: Path, write_photo: Callable[..., Path]
+) -> None:
+    photo = write_photo(tmp_path / "photos" / "coffee.jpg", "coffee")
+
+    def search(environ: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", SEARCH_THEN_SAY_IF_TORCH_LOADED, *args], env=environ,
+                              capture_output=True, text=True, timeout=180, check=False)
+
+    no_store = search(env, str(photo))
+    assert no_store.stdout == "exit 2 False\n" and "no imgwatch store" in no_store.stderr, no_store.stderr
+    missing = search(env, str(tmp_path / "nowhere.jpg"))
+    assert missing.stdout == "exit 2 False\n" and "does not exist" in missing.stderr, missing.stderr
+
+    assert imgwatch(env, "scan", str(photo.parent)).returncode == 0
+    assert imgwatch(env, "worker", "--burst", str(photo.parent)).returncode == 0  # random weights, seed 0
+    other_model = search(dict(env, IMGWATCH_EMBEDDING_SEED="1"), str(photo))
+    assert other_model.stdout == "exit 2 False\n" and "the store holds embeddings" in other_model.stderr

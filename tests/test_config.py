@@ -99,3 +99,34 @@ def test_embedding_engine_defaults_to_auto_and_takes_the_environment() -> None:
                                           r"'tensorrt' \(expected auto, "
                                           r"torch, onnxruntime or openvino\)"):
         load_config(environ={"IMGWATCH_EMBEDDING_ENGINE": "tensorrt"})
+
+
+@pytest.mark.parametrize(("text", "env", "flag", "meant", "source"), [
+    ("", {}, "imagnet", "imagenet", "command line"),
+    ("", {"IMGWATCH_EMBEDDING_WEIGHTS": "Random"}, None, "random", "environment variable IMGWATCH_EMBEDDING_WEIGHTS"),
+    ('[embedding]\nweights = "IMAGENET1K_V2"\n', {}, None, "imagenet", "c.toml"),  # torchvision's names
+    ("", {}, "DEFAULT", "imagenet", "command line"),
+])
+def test_a_mistyped_weights_name_says_which_name_was_meant(
+    tmp_path: Path, text: str, env: dict[str, str], flag: str | None, meant: str, source: str
+) -> None:
+    config_file = tmp_path / "c.toml"
+    config_file.write_text(text)
+    with pytest.raises(ConfigError, match=rf"invalid value for embedding\.weights \(from [^)]*{source}\): .* is "
+                                          rf"neither a weights name nor a file \(did you mean {meant}\?\)"):
+        load_config(config_file, {"embedding.weights": flag}, environ=env)
+
+
+def test_weights_paths_are_not_taken_for_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "imagnet").write_bytes(b"a file of that name")
+    for weights in ("imagnet", "resnet50.pth", "/models/random"):  # a file here, a file name, a path
+        assert load_config(overrides={"embedding.weights": weights}, environ={}).embedding.weights == weights
+
+
+@pytest.mark.parametrize(("text", "env"), [("[workers]\ncount = 0\n", {}), ("", {"IMGWATCH_WORKERS_COUNT": "0"})])
+def test_no_workers_is_refused_not_rounded_up(tmp_path: Path, text: str, env: dict[str, str]) -> None:
+    config_file = tmp_path / "c.toml"
+    config_file.write_text(text)
+    with pytest.raises(ConfigError, match=r"workers\.count \(from .*\): 0 \(expected an integer >= 1\)"):
+        load_config(config_file, environ=env)

@@ -16,25 +16,56 @@ import click
 
 from imgwatch.config import LOG_FORMATS, STORE_BACKENDS, Config, load_config
 from imgwatch.errors import exit_on_error, printable
-from imgwatch.files import canonical_path, folder_argument
+from imgwatch.files import canonical_path, folder_argument, root_of
 
 if TYPE_CHECKING:
     from imgwatch.store import GraphStore, Match  # the store loads only in the commands that use it
 
 
-def common_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """--config/--data-dir/--weights on every command, turned into one Config."""
+# The options every command takes, before its name or after it (`imgwatch --data-dir X search`
+# or `imgwatch search --data-dir X`); given in both places, the one after the name wins.
+_COMMON_OPTIONS = (
+    click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+                 help="Config file (default: $IMGWATCH_CONFIG or ~/.config/imgwatch/config.toml)."),
+    click.option("--data-dir", metavar="DIR", default=None, help="Where the store and the embedded queue live."),
+    click.option("--weights", metavar="NAME|PATH", default=None,
+                 help="imagenet | random | PATH to a ResNet50 state_dict."),
+    click.option("--log-format", type=click.Choice(LOG_FORMATS), default=None,
+                 help="Log lines on stderr: console or JSON (auto: console on a terminal or the journal)."),
+    click.option("-v", "--verbose", is_flag=True, default=None,
+                 help="Also log progress (info) lines; only run, daemon, worker and web log them unasked."),
+)
 
-    @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-                  help="Config file (default: $IMGWATCH_CONFIG or ~/.config/imgwatch/config.toml).")
-    @click.option("--data-dir", default=None, help="Where the store and the embedded queue live.")
-    @click.option("--weights", default=None, help="imagenet | random | PATH to a ResNet50 state_dict.")
-    @click.option("--log-format", type=click.Choice(LOG_FORMATS), default=None)
+
+def _with_common_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(_COMMON_OPTIONS):
+        function = option(function)
+    return function
+
+
+def common_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The common options of a one-shot command, turned into one Config: its output is its
+    answer, so it logs only warnings and errors unless --verbose."""
+    return _configured(command, service=False)
+
+
+def service_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The common options of a long-running process, whose log (info lines too) is its output."""
+    return _configured(command, service=True)
+
+
+def _configured(command: Callable[..., Any], *, service: bool) -> Callable[..., Any]:
+    @_with_common_options
     @functools.wraps(command)
     def wrapper(config_file: str | None, data_dir: str | None, weights: str | None,
-                log_format: str | None, **kwargs: Any) -> Any:
+                log_format: str | None, verbose: bool | None, **kwargs: Any) -> Any:
         from imgwatch.log import configure_logging
 
+        given_before = click.get_current_context().obj or {}  # main() keeps what came before the name
+        config_file, data_dir, weights, log_format, verbose = (
+            given_before.get(name) if value is None else value
+            for name, value in (("config_file", config_file), ("data_dir", data_dir), ("weights", weights),
+                                ("log_format", log_format), ("verbose", verbose)))
         with exit_on_error():
             overrides: dict[str, Any] = {
                 "general.data_dir": data_dir,
@@ -45,7 +76,7 @@ def common_options(command: Callable[..., Any]) -> Callable[..., Any]:
             if roots:
                 overrides["general.roots"] = [canonical_path(r) for r in roots]
             config = load_config(config_file, overrides)
-            configure_logging(config.general.log_format, config.general.log_level)
+            configure_logging(config.general.log_format, config.general.log_level, quiet=not (service or verbose))
             return command(config, **kwargs)
 
     return wrapper
@@ -53,10 +84,16 @@ def common_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="imgwatch")
-def main() -> None:
-    """Watch photo folders and find similar images."""
+@_with_common_options
+@click.pass_context
+def main(ctx: click.Context, **common: Any) -> None:
+    """Watch photo folders and find similar images.
+
+    The options below may also follow the command's name.
+    """
     from imgwatch.datadir import private_umask
 
+    ctx.obj = common  # read by the command's own options (common_options)
     private_umask()  # every file imgwatch creates (data dir, store, queue) is private to this user
 
 
@@ -65,21 +102,21 @@ def main() -> None:
 
 @main.command()
 @click.argument("roots", nargs=-1, type=click.Path(file_okay=False))
-@click.option("--workers", type=int, default=None, help="Worker processes (default: workers.count).")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Worker processes (default: workers.count).")
 @click.option("--web", is_flag=True, help="Also serve the web page ([web] host and port).")
-@common_options
+@service_options
 def run(config: Config, workers: int | None, web: bool) -> None:
     """Embedded queue + daemon + workers: index ROOTS and keep watching them."""
     from imgwatch.supervisor import run_all
 
     if workers is not None:
-        config.workers.count = max(1, workers)
+        config.workers.count = workers
     sys.exit(run_all(config, web=web))
 
 
 @main.command()
 @click.argument("roots", nargs=-1, type=click.Path(file_okay=False))
-@common_options
+@service_options
 def daemon(config: Config) -> None:
     """Watch ROOTS and put work on the queue (workers run elsewhere)."""
     import signal
@@ -104,7 +141,7 @@ def daemon(config: Config) -> None:
 @main.command()
 @click.argument("roots", nargs=-1, type=click.Path(file_okay=False))
 @click.option("--burst", is_flag=True, help="Exit once the queue is empty.")
-@common_options
+@service_options
 def worker(config: Config, burst: bool) -> None:
     """Embed, store and link images from the queue (only paths below ROOTS / general.roots)."""
     from imgwatch import sdnotify
@@ -114,31 +151,51 @@ def worker(config: Config, burst: bool) -> None:
         run_worker(config, burst=burst)
 
 
+# How a shell reports a command that Ctrl-C (SIGINT) stopped: 128 + 2.
+EXIT_INTERRUPTED = 130
+
+
 @main.command()
-@click.argument("roots", nargs=-1, type=click.Path(file_okay=False))
+@click.argument("folders", nargs=-1, metavar="[ROOT]...", type=click.Path(file_okay=False))
 @common_options
-def scan(config: Config) -> None:
-    """Reconcile ROOTS against the store once: enqueue what changed, then exit."""
-    from imgwatch.daemon.service import reconcile_and_enqueue
+def scan(config: Config, folders: tuple[str, ...]) -> None:
+    """Reconcile ROOTS against the store once: enqueue what changed, then exit.
+
+    Without ROOT: the folders the running workers index, else general.roots.
+    """
+    from imgwatch.daemon.service import scan_and_enqueue
+    from imgwatch.errors import ImgwatchError
     from imgwatch.store import open_store
     from imgwatch.workqueue import FailureLedger, WorkQueue
     from imgwatch.workqueue.worker_roots import WorkerRoots, check_workers_take
 
-    if not config.general.roots:
-        raise click.UsageError("no folders to scan: pass ROOT arguments or set general.roots")
+    for folder in folders:
+        if not os.path.exists(folder):
+            raise ImgwatchError(f"cannot scan {folder}: the folder does not exist (check the path)")
     work_queue = WorkQueue.from_config(config)
-    check_workers_take([str(p) for p in config.root_paths], WorkerRoots.for_queue(work_queue).current())
+    announced = WorkerRoots.for_queue(work_queue).current()
+    if folders:
+        config.general.roots = [canonical_path(folder) for folder in folders]
+        check_workers_take([str(p) for p in config.root_paths], announced)
+    elif announced:  # what a running `imgwatch run` (or `imgwatch worker`) indexes
+        config.general.roots = announced
+        click.echo(f"scanning the folders the running workers index: {printable(', '.join(announced))}", err=True)
+    elif not config.general.roots:
+        raise click.UsageError("no folders to scan: pass ROOT arguments or set general.roots "
+                               "(while `imgwatch run` runs, scan takes the folders its workers index)")
     failures = FailureLedger.for_queue(work_queue)
     with open_store(config) as store:
-        plan = reconcile_and_enqueue(config, store, failures, work_queue)
-    click.echo(f"enqueued {len(plan.changed)} new or changed and {len(plan.gone)} removed file(s); "
-               f"{plan.unchanged} unchanged")
-    if plan.paths and sys.stderr.isatty():
+        scanned = scan_and_enqueue(config, store, failures, work_queue, leave_queued=True)
+    already = f"; {scanned.already_queued} already queued" if scanned.already_queued else ""
+    click.echo(f"enqueued {scanned.changed} new or changed and {scanned.gone} removed file(s){already}; "
+               f"{scanned.plan.unchanged} unchanged")
+    if scanned.plan.paths and sys.stderr.isatty():
         _follow_backlog(work_queue, failures)
 
 
 def _follow_backlog(work_queue: Any, failures: Any) -> None:
-    """On a terminal, a progress bar of the backlog until it is done (Ctrl-C leaves it queued)."""
+    """On a terminal, a progress bar of the backlog until it is done. Ctrl-C stops following it only:
+    the queued work goes on (exit code EXIT_INTERRUPTED)."""
     from imgwatch.progress import follow_backlog
     from imgwatch.workqueue.status import take_snapshot
 
@@ -149,12 +206,16 @@ def _follow_backlog(work_queue: Any, failures: Any) -> None:
         click.echo("no worker is running: the work waits in the queue until one starts "
                    "(`imgwatch run` or `imgwatch worker`)", err=True)
         return
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
         follow_backlog(pending)
+    except KeyboardInterrupt:
+        click.echo("stopped following; the queued files are indexed in the background "
+                   "(`imgwatch status` shows how far)", err=True)
+        sys.exit(EXIT_INTERRUPTED)
 
 
 @main.command()
-@click.argument("paths", nargs=-1, type=click.Path())
+@click.argument("paths", nargs=-1, type=click.Path(exists=True))
 @common_options
 def retry(config: Config, paths: tuple[str, ...]) -> None:
     """Re-queue failed files: all of them, or those given and those below given folders.
@@ -167,10 +228,18 @@ def retry(config: Config, paths: tuple[str, ...]) -> None:
     work_queue = WorkQueue.from_config(config)
     selection = [folder_argument(p) for p in paths]
     requeued = retry_failed(work_queue, selection, config.watch.batch_size)
-    click.echo(f"requeued {len(requeued)} failed file(s)")
+    for chosen in selection:
+        if not any(root_of(path, [chosen]) for path in requeued):
+            click.echo(f"no failed file at or below {printable(chosen)}")
+    if requeued or not selection:
+        click.echo(f"requeued {len(requeued)} failed file(s)")
 
 
 # -- queries -------------------------------------------------------------------
+
+
+_top_option = click.option("--top", type=click.IntRange(min=1), default=10, show_default=True,
+                           help="How many matches to print, best first.")
 
 
 def _print_matches(matches: list[Match], as_json: bool) -> None:
@@ -183,50 +252,55 @@ def _print_matches(matches: list[Match], as_json: bool) -> None:
 
 @main.command()
 @click.argument("image", type=click.Path(exists=True, dir_okay=False))
-@click.option("--top", type=click.IntRange(min=1), default=10, show_default=True)
+@_top_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {path, score}.")
 @click.option("--sheet", type=click.Path(dir_okay=False), default=None,
               help="Also draw IMAGE and the results, with scores and names, into this PNG (or .jpg/.webp).")
 @common_options
 def search(config: Config, image: str, top: int, as_json: bool, sheet: str | None) -> None:
     """Images most similar to IMAGE (any file; it need not be indexed)."""
-    from imgwatch.embedding import Embedder, load_model
-    from imgwatch.embedding.identity import check_query_model, weights_identity
+    from imgwatch.embedding.identity import query_weights  # hashing only, no torch
+    from imgwatch.ranking import left_out_note, rank_others
     from imgwatch.store import open_store
 
     with open_store(config, create=False) as store:
         recorded = store.recorded_model()  # (model, dim) the workers embed with; None before the first image
+        chosen = query_weights(config, recorded and recorded[0], store.recorded_weights_file(), "search again")
+        from imgwatch.embedding import Embedder, load_model  # torch takes seconds: only once the checks pass
+
         embedding = config.embedding
-        check_query_model(recorded and recorded[0], weights_identity(embedding.weights, embedding.seed),
-                          "search again")
-        model = load_model(embedding.weights, embedding.device, embedding.seed, embedding.engine,
+        model = load_model(chosen.weights, embedding.device, chosen.seed, embedding.engine,
                            config.data_dir.engine_cache)
         embedder = Embedder(model, batch_size=1, decode_threads=1)
         try:
             query = embedder.embed_file(os.path.abspath(image))
         finally:
             embedder.close()
-        matches = store.nearest(query.vector, top)
-        _print_matches(matches, as_json)
-        contents = _indexed_contents(store, matches)
+        indexed_as = canonical_path(image)  # as the store names it, when IMAGE is an indexed photo
+        ranking = rank_others(store, query.vector, top, query.facts.sha256, indexed_as)
+        _print_matches(ranking.matches, as_json)
+        if ranking.itself:  # on stderr: stdout stays one scored line (or the JSON list) per result
+            click.echo(printable(left_out_note(ranking.itself)), err=True)
+        contents = _indexed_contents(store, ranking.matches, indexed_as)
     if sheet:
-        _write_sheet(config, os.path.abspath(image), matches, sheet, contents)
+        _write_sheet(config, indexed_as, ranking.matches, sheet, contents)
 
 
 @main.command()
 @click.argument("path", type=click.Path())
+@_top_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {path, score}.")
 @click.option("--sheet", type=click.Path(dir_okay=False), default=None,
               help="Also draw PATH and its neighbours, with scores and names, into this PNG (or .jpg/.webp).")
 @common_options
-def similar(config: Config, path: str, as_json: bool, sheet: str | None) -> None:
+def similar(config: Config, path: str, top: int, as_json: bool, sheet: str | None) -> None:
     """The SIMILAR_TO neighbours of an indexed PATH (no model needed)."""
     from imgwatch.store import ImageNotFound, open_store
 
     indexed = canonical_path(path)
     with open_store(config, create=False) as store:
         try:
-            matches = store.neighbours(indexed)
+            matches = store.neighbours(indexed)[:top]  # best first
         except ImageNotFound:
             _explain_failure(config, indexed)
             raise
@@ -301,7 +375,7 @@ def duplicates(config: Config, threshold: float, as_json: bool, as_csv: bool) ->
 @main.command()
 @click.option("--host", default=None, help="Address to listen on (default: web.host, 127.0.0.1).")
 @click.option("--port", type=click.IntRange(0, 65535), default=None, help="Port (default: web.port, 8765).")
-@common_options
+@service_options
 def web(config: Config, host: str | None, port: int | None) -> None:
     """Serve the web page: search by photo, neighbours, duplicates, status (and its JSON API).
 

@@ -136,6 +136,9 @@ class Config:
     workers: WorkersConfig = field(default_factory=WorkersConfig)
     neo4j: Neo4jConfig = field(default_factory=Neo4jConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    # Where each key set by load_config came from (a file, an environment variable, the command
+    # line); a key not in it has its default (e.g. embedding.weights: then the store's own).
+    sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def data_dir(self) -> DataDir:
@@ -149,7 +152,7 @@ class Config:
         return [Path(r) for r in outermost(str(Path(r).expanduser().resolve()) for r in self.general.roots)]
 
 
-_SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
+_SECTIONS = {f.name: f.type for f in dataclasses.fields(Config) if f.name != "sources"}
 
 
 def _parse(key: str, raw: Any, kind: str, source: str) -> Any:
@@ -230,6 +233,19 @@ def _validate(config: Config, sources: Mapping[str, str]) -> None:
 PATH_KEYS = ("general.roots", "general.data_dir", "queue.password_file", "embedding.weights",
              "neo4j.password_file", "web.token_file")
 _WEIGHTS_NAMES = ("imagenet", "random")
+# What a mistyped weights name likely meant; torchvision calls the weights "imagenet" loads DEFAULT.
+_WEIGHTS_SPELLINGS = {**{name: name for name in _WEIGHTS_NAMES}, "default": "imagenet"}
+
+
+def _check_weights_name(value: str, source: str) -> None:
+    """A weights value close to a weights name, with no file of that name, is a typo of the name:
+    say which, rather than "cannot read weights file" once the model loads."""
+    if value in _WEIGHTS_NAMES or os.sep in value or os.path.exists(os.path.expanduser(value)):
+        return
+    close = difflib.get_close_matches(value.lower(), _WEIGHTS_SPELLINGS, n=1)
+    if close:
+        raise ConfigError(f"invalid value for embedding.weights (from {source}): {value!r} is neither a weights "
+                          f"name nor a file (did you mean {_WEIGHTS_SPELLINGS[close[0]]}?)")
 
 
 def _check_not_relative(key: str, value: Any, source: str) -> None:
@@ -264,6 +280,8 @@ def _apply(config: Config, values: Mapping[str, Mapping[str, Any]], source: str,
             if key not in kinds:
                 raise ConfigError(f"unknown config key {section_name}.{key} (from {source})")
             value = _parse(f"{section_name}.{key}", raw, kinds[key], source)
+            if f"{section_name}.{key}" == "embedding.weights":
+                _check_weights_name(value, source)
             if from_file and f"{section_name}.{key}" in PATH_KEYS:
                 _check_not_relative(f"{section_name}.{key}", value, source)
             setattr(section, key, value)
@@ -310,7 +328,7 @@ def load_config(
     """
     environ = os.environ if environ is None else environ
     config = Config()
-    sources: dict[str, str] = {}  # dotted key -> where its value came from, for error messages
+    sources = config.sources  # dotted key -> where its value came from, for error messages
 
     path: Path | None = None
     if config_file is not None:

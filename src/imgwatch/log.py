@@ -51,9 +51,15 @@ def _clear_progress_line(_logger: object, _method: str, line: str) -> str:
     return "\r\x1b[2K" + line
 
 
-def configure_logging(fmt: str = "auto", level: str = "info") -> None:
-    """``fmt`` and ``level`` are validated config values (config.LOG_FORMATS, config.LOG_LEVELS)."""
+def configure_logging(fmt: str = "auto", level: str = "info", *, quiet: bool = False) -> None:
+    """``fmt`` and ``level`` are validated config values (config.LOG_FORMATS, config.LOG_LEVELS).
+
+    ``quiet``: only warnings and errors, whatever ``level`` says: a one-shot command's output
+    is its answer, and its progress lines would only bury it.
+    """
     threshold = logging.getLevelNamesMapping()[level.upper()]
+    if quiet:
+        threshold = max(threshold, logging.WARNING)
     journal = stderr_is_journal()
     terminal = sys.stderr.isatty()
     use_console = fmt == "console" or (fmt == "auto" and (terminal or journal))
