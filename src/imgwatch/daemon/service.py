@@ -19,11 +19,16 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import socket
 import stat
+import sys
 import threading
 import time
+import uuid
+from collections import Counter
 from collections.abc import Callable, Collection, Iterator
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TextIO
 
 import redis
 from watchdog.observers.api import BaseObserver, ObservedWatch
@@ -41,11 +46,21 @@ from imgwatch.daemon.watcher import (
     start_observer,
     stop_observer,
 )
+from imgwatch.errors import printable
 from imgwatch.files import PathFilter, root_of
 from imgwatch.log import get_logger
 from imgwatch.store import FileState
 from imgwatch.workqueue import FailureLedger, WorkQueue, queue_is_idle
-from imgwatch.workqueue.jobs import paths_per_job
+from imgwatch.workqueue.jobs import INDEX_JOB, MOVE_JOB, job_paths, paths_per_job
+from imgwatch.workqueue.root_states import (
+    MISSING,
+    NOT_WATCHABLE,
+    POLLING,
+    RENEW_SECONDS,
+    WATCHING,
+    RootState,
+    RootStates,
+)
 
 log = get_logger("imgwatch.daemon")
 
@@ -64,6 +79,9 @@ LOST_EVENTS_RESCAN_GAP_SECONDS = 5.0
 RESTART_BACKOFF_WINDOW_SECONDS = 60.0
 
 EVENTS_LOST = "events_lost"
+# What a missing root's state says (imgwatch status): why nothing happens there, and what to do if it is a typo.
+MISSING_ROOT_DETAIL = ("not there: watched and indexed once it appears, what is stored below it stays "
+                       "(if the path is wrong, fix `general.roots` or the ROOT argument)")
 
 
 class StoreReadError(Exception):
@@ -136,6 +154,15 @@ class Outage:
         return True
 
 
+def tell_the_terminal(message: str, stream: TextIO | None = None) -> None:
+    """``message`` as one plain line for the person at a terminal. Elsewhere (the journal, a pipe)
+    nothing: the structured log line beside it says the same to whoever reads the logs."""
+    stream = sys.stderr if stream is None else stream
+    if stream.isatty():
+        stream.write("\r\x1b[2K" + printable(message) + "\n")  # a progress bar may own the line
+        stream.flush()
+
+
 def known_failures(failures: FailureLedger, max_attempts: int) -> dict[str, KnownFailure]:
     """The ledger as reconciliation weighs it: which unchanged failed files are retried."""
     return {
@@ -149,6 +176,16 @@ def enqueue_backlog(work_queue: WorkQueue, paths: list[str], config: Config) -> 
     return work_queue.enqueue_paths(paths, paths_per_job(len(paths), config.watch.batch_size, config.workers.count))
 
 
+@dataclass(frozen=True)
+class Scanned:
+    """What one reconciliation pass found, and how much of it went onto the queue."""
+
+    plan: ReconcilePlan
+    changed: int  # new or changed files enqueued
+    gone: int  # stored images whose files are gone, enqueued
+    already_queued: int  # changed or gone, but left out: a job waiting on the queue holds them already
+
+
 def reconcile_and_enqueue(
     config: Config,
     stored: StoredFileStates,
@@ -159,11 +196,29 @@ def reconcile_and_enqueue(
     reason: str = "scan",
     exclude: Collection[str] = (),
 ) -> ReconcilePlan:
-    """One reconciliation pass over ``roots`` (default: every root; what `imgwatch scan` runs).
+    """One reconciliation pass over ``roots`` (default: every root), as the daemon's rescans run it.
 
     A root that is not there (an unmounted share) is skipped, not emptied. Paths in
     ``exclude`` (the daemon's own pending work) are not enqueued.
     """
+    return scan_and_enqueue(config, stored, failures, work_queue, roots, reason=reason, exclude=exclude).plan
+
+
+def scan_and_enqueue(
+    config: Config,
+    stored: StoredFileStates,
+    failures: FailureLedger,
+    work_queue: WorkQueue,
+    roots: list[str] | None = None,
+    *,
+    reason: str = "scan",
+    exclude: Collection[str] = (),
+    leave_queued: bool = False,
+) -> Scanned:
+    """:func:`reconcile_and_enqueue`, saying how much was enqueued. With ``leave_queued`` (what
+    `imgwatch scan` runs) paths that a job waiting on the queue holds are not enqueued again: queued
+    twice, a file would count twice in the backlog. They are read after the walk: a job still waiting
+    then looks at its files after the walk saw them."""
     started = time.perf_counter()
     roots = [str(p) for p in config.root_paths] if roots is None else roots
     missing = [root for root in roots if not os.path.isdir(root)]
@@ -176,14 +231,44 @@ def reconcile_and_enqueue(
         stored,
         known_failures(failures, config.workers.max_attempts),
     )
-    paths = [p for p in missed_moves_together(plan.changed, plan.gone) if p not in exclude]
+    waiting = waiting_paths(work_queue) if leave_queued and plan.paths else set()
+    paths = [p for p in missed_moves_together(plan.changed, plan.gone) if p not in exclude and p not in waiting]
     jobs = enqueue_backlog(work_queue, paths, config)
+    enqueued = set(paths)
+    already_queued = sum(1 for p in plan.paths if p in waiting and p not in exclude)
     where = {"root": roots[0]} if len(roots) == 1 else {"roots": len(roots)}
     log.info("reconciled", reason=reason, **where, changed=len(plan.changed), gone=len(plan.gone),
              unchanged=plan.unchanged, known_failures=plan.known_failures,
-             retried_failures=plan.retried_failures, pending=len(plan.paths) - len(paths), jobs=len(jobs),
-             seconds=round(time.perf_counter() - started, 3))
-    return plan
+             retried_failures=plan.retried_failures, pending=len(plan.paths) - len(paths) - already_queued,
+             already_queued=already_queued, jobs=len(jobs), seconds=round(time.perf_counter() - started, 3))
+    return Scanned(plan, sum(1 for p in plan.changed if p in enqueued), sum(1 for p in plan.gone if p in enqueued),
+                   already_queued)
+
+
+# Queued jobs read per round trip by waiting_paths.
+_WAITING_JOBS_PER_READ = 1000
+
+
+def waiting_paths(work_queue: WorkQueue) -> set[str]:
+    """The paths of the index and move jobs waiting on the queue (not started): a worker looks at each
+    of them after now. A job that is not imgwatch's (anyone who can write to the queue can add one)
+    holds none."""
+    job_ids = work_queue.rq_queue.get_job_ids()
+    paths: set[str] = set()
+    for start in range(0, len(job_ids), _WAITING_JOBS_PER_READ):
+        try:
+            jobs = work_queue.fetch_jobs(job_ids[start:start + _WAITING_JOBS_PER_READ])
+        except redis.RedisError:
+            raise  # the queue is out of reach: the caller says so
+        except Exception:  # noqa: BLE001 - a record RQ cannot read among them: those jobs are not left out
+            continue
+        for job in jobs:
+            try:
+                if job.func_name in (INDEX_JOB, MOVE_JOB):
+                    paths.update(path for path in job_paths(job) if isinstance(path, str))
+            except Exception:  # noqa: BLE001 - arguments that are not imgwatch's (never run, never trusted)
+                continue
+    return paths
 
 
 def missed_moves_together(changed: list[str], gone: list[str]) -> list[str]:
@@ -264,7 +349,12 @@ class Daemon:
         self._root_ids: dict[str, tuple[int, int] | None] = {}
         self._unwatched: dict[str, str] = {}  # present roots that could not be watched → why
         self._watch_limit_reported = False
-        self._unwatchable_folders = 0
+        self._unwatchable_below: Counter[str] = Counter()  # root → folders below it that could not be watched
+        # Each root's state, for `imgwatch status` (see workqueue.root_states): published on change and renewed.
+        self._root_states = RootStates.for_queue(work_queue)
+        self._name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._published: list[RootState] | None = None
+        self._published_at = -math.inf
         self._restart_delay = 0.0
         self._last_restart = -math.inf
         self._next_restart = 0.0
@@ -283,6 +373,8 @@ class Daemon:
             log.warning("root_missing", root=root,
                         note="not there at start: watched and indexed once it appears "
                              "(if the path is wrong, fix `general.roots` or the ROOT argument)")
+            tell_the_terminal(f"imgwatch: {root} does not exist: it is watched once it appears; if the path is "
+                              "mistyped, stop imgwatch (Ctrl-C) and fix the ROOT argument or general.roots")
         # Watch first, then reconcile: a file that changes during the scan is caught by one or the other.
         present = [root for root in self.roots if root not in missing]  # a file there fails in start_observer
         self._watches = start_observer(observer, self.router, present)
@@ -290,6 +382,7 @@ class Daemon:
         log.info("watching", roots=self.roots, observer=self.config.watch.observer,
                  settle_seconds=self.config.watch.settle_seconds, rescan_seconds=self.config.watch.rescan_seconds)
         self.watching.set()
+        self._publish_root_states()
         self.request_rescan(present, "start")  # a missing root is rescanned once it appears (root_back)
         rescan_every = self.config.watch.rescan_seconds
         now = time.monotonic()
@@ -304,10 +397,11 @@ class Daemon:
                 if now >= next_root_check:
                     self.check_roots()
                     self._probe_queue()
+                    self._publish_root_states()
                     next_root_check = now + self.root_check_seconds
                 if now >= next_periodic:
-                    if self._unwatchable_folders:  # the limit may have been raised since: try them again
-                        self._restart_observer(f"{self._unwatchable_folders} folder(s) could not be watched",
+                    if self._unwatchable_below:  # the limit may have been raised since: try them again
+                        self._restart_observer(f"{self._unwatchable_below.total()} folder(s) could not be watched",
                                                died=False)
                     self.request_rescan(self.roots, "periodic")
                     next_periodic = now + rescan_every
@@ -318,6 +412,8 @@ class Daemon:
         finally:
             if self._observer is not None:
                 stop_observer(self._observer)
+            with contextlib.suppress(redis.RedisError):  # out of reach: the entry expires by itself
+                self._root_states.withdraw(self._name)
             if self._unsent or len(self.settler) or self._rescans or self._removed_dirs or self._unsent_moves:
                 log.warning("stopping_with_pending", unsent=len(self._unsent), unsettled=len(self.settler),
                             moves=len(self._unsent_moves),
@@ -481,7 +577,7 @@ class Daemon:
                             "(fs.inotify.max_queued_events); rescanning the root")
             self.request_rescan([root], EVENTS_LOST)
         for folder in self.router.take_unwatchable():
-            self._unwatchable_folders += 1
+            self._unwatchable_below[root_of(folder, self.roots) or folder] += 1
             if not self._watch_limit_reported:
                 self._watch_limit_reported = True
                 log.error("watch_limit_reached", folder=folder,
@@ -489,7 +585,7 @@ class Daemon:
                                f"{watch_limit_advice()}; until then only rescans (watch.rescan_seconds) find "
                                "files there. Reported once.")
             if folder in self.roots:  # its watches could not be rebuilt (after an overflow): watch it again
-                self._unwatched[folder] = "watch limit"
+                self._unwatched[folder] = f"the inotify watch limit is reached; {watch_limit_advice()}"
 
     def check_roots(self) -> None:
         """Notice roots that vanished (an unmounted share), came back or were replaced, and dead watchers.
@@ -523,6 +619,7 @@ class Daemon:
         if old is not None:
             with contextlib.suppress(KeyError, OSError):
                 self._observer.unschedule(old)
+        self._unwatchable_below.pop(root, None)  # a new watch: its folders that fail are reported anew
         try:
             self._watches[root] = self._observer.schedule(self.router, root, recursive=True)
         except OSError as exc:
@@ -545,7 +642,7 @@ class Daemon:
 
     def _restart_observer(self, trouble: str, *, died: bool = True) -> None:
         """A new observer watching every present root, which are then rescanned."""
-        self._unwatchable_folders = 0
+        self._unwatchable_below.clear()
         now = time.monotonic()
         recent = now - self._last_restart < RESTART_BACKOFF_WINDOW_SECONDS
         self._restart_delay = min(max(self._restart_delay * 2, ROOT_CHECK_SECONDS), BACKOFF_MAX_SECONDS) \
@@ -576,6 +673,41 @@ class Daemon:
     def _below_missing_root(self, path: str) -> bool:
         root = root_of(path, self.roots)
         return root in self._root_ids and self._root_ids[root] is None
+
+    # -- what `imgwatch status` shows ----------------------------------------------------
+
+    def root_states(self) -> list[RootState]:
+        """Each root as it is watched now."""
+        states = []
+        for root in self.roots:
+            if root in self._unwatched:  # there (perhaps back from missing), but no watch could be added
+                states.append(RootState(root, NOT_WATCHABLE, self._unwatched[root] +
+                                        "; until then only rescans (watch.rescan_seconds) find changes there"))
+            elif self._root_ids.get(root) is None:
+                states.append(RootState(root, MISSING, MISSING_ROOT_DETAIL))
+            elif root not in self._watches:  # the observer could not be restarted yet
+                states.append(RootState(root, NOT_WATCHABLE, "the watcher is not running; retried every few seconds"))
+            else:
+                below = self._unwatchable_below[root]
+                detail = (f"{below} folder(s) below it could not be watched: the inotify watch limit is reached; "
+                          f"{watch_limit_advice()}") if below else ""
+                states.append(RootState(root, POLLING if self.config.watch.observer == "polling" else WATCHING,
+                                        detail))
+        return states
+
+    def _publish_root_states(self) -> None:
+        """Publish the roots' states when they changed, and renew them before they expire."""
+        states = self.root_states()
+        renew = time.monotonic() - self._published_at >= RENEW_SECONDS
+        if (states == self._published and not renew) or not self._queue.ready():
+            return
+        try:
+            self._root_states.publish(self._name, states)
+        except redis.RedisError as exc:
+            self._queue.failed(exc, held=len(self._unsent))
+            return
+        self._published, self._published_at = states, time.monotonic()
+        self._queue_ok()
 
 
 def _at_or_below(path: str, folders: set[str]) -> bool:
