@@ -281,6 +281,34 @@ def test_ensure_model_switches_when_the_store_is_empty(store: GraphStore) -> Non
     assert store.nearest(axis(0, dim=8), 1)[0].path == "/p/b.jpg"
 
 
+WEIGHTS_FILE = ("/models/resnet50.pth", "5be77" + "0" * 59)  # (absolute path, SHA-256)
+
+
+def test_the_weights_file_is_recorded_with_the_model_and_where_it_moved(store: GraphStore) -> None:
+    assert store.recorded_weights_file() is None  # the model was recorded without a file
+    store.ensure_model(MODEL, DIM, WEIGHTS_FILE)
+    store.upsert([make_record("/p/a.jpg", axis(0))])
+    assert store.recorded_weights_file() == WEIGHTS_FILE
+
+    store.ensure_model(MODEL, DIM)  # a caller that does not know the file keeps it
+    assert store.recorded_weights_file() == WEIGHTS_FILE
+    moved = ("/elsewhere/resnet50.pth", WEIGHTS_FILE[1])
+    store.ensure_model(MODEL, DIM, moved)  # configured again where it is now: the images stay
+    assert store.recorded_weights_file() == moved and store.stats().images == 1
+
+    with pytest.raises(ModelMismatchError):
+        store.ensure_model("other-model/v2", DIM, ("/models/other.pth", "1" * 64))
+    assert store.recorded_model() == (MODEL, DIM) and store.recorded_weights_file() == moved
+
+
+def test_switching_the_model_of_an_empty_store_forgets_the_old_weights_file(store: GraphStore) -> None:
+    store.ensure_model(MODEL, DIM, WEIGHTS_FILE)
+
+    store.ensure_model("other-model/v2", 8)
+
+    assert store.recorded_model() == ("other-model/v2", 8) and store.recorded_weights_file() is None
+
+
 def test_upserting_a_record_of_another_model_is_refused(store: GraphStore) -> None:
     with pytest.raises(ModelMismatchError, match="re-index everything"):
         store.upsert([make_record("/p/a.jpg", axis(0), model="other-model/v2")])

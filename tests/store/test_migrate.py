@@ -13,6 +13,7 @@ import pytest
 from imgwatch.store import GraphStore, ModelMismatchError, open_store
 from imgwatch.store.migrate import migrate
 from tests.helpers import DIM, MODEL, axis, backend_config, make_record, random_unit_vectors, wipe_neo4j
+from tests.store.test_contract import WEIGHTS_FILE
 
 COUNT = 40
 
@@ -38,7 +39,7 @@ def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Gra
 
 
 def fill(store: GraphStore) -> list[str]:
-    store.ensure_model(MODEL, DIM)
+    store.ensure_model(MODEL, DIM, WEIGHTS_FILE)
     vectors = random_unit_vectors(COUNT, seed=7)
     records = [make_record(f"/photos/{i:03d}.jpg", vectors[i], size=i, mtime_ns=1000 + i) for i in range(COUNT)]
     store.upsert(records)
@@ -49,6 +50,7 @@ def fill(store: GraphStore) -> list[str]:
 def assert_same_store(source: GraphStore, target: GraphStore, paths: list[str]) -> None:
     assert (target.stats().images, target.stats().links) == (source.stats().images, source.stats().links)
     assert (target.stats().model, target.stats().dim) == (MODEL, DIM)
+    assert target.recorded_weights_file() == WEIGHTS_FILE  # commands with no weights configured use it there too
     assert target.get_many(paths) == source.get_many(paths)  # facts, linked flags, indexed_at
     for path in paths:
         assert [(m.path, round(m.score, 5)) for m in target.neighbours(path)] == \

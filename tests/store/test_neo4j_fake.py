@@ -135,15 +135,14 @@ class FakeServer:
             return []
         if statement == q.STORE_STATE:
             return [dict(self.store)] if self.store else []
-        if statement == q.CREATE_STORE:
-            self.store = self.store or {"version": p["version"], "model": None, "dim": None}
-            return [dict(self.store)]
-        if statement == q.LOCK_STORE_MODEL:
-            self.store = self.store or {"version": None, "model": None, "dim": None}
+        if statement in (q.CREATE_STORE, q.LOCK_STORE_MODEL):
+            self.store = self.store or {"version": p.get("version"), "model": None, "dim": None,
+                                        "weights_file": None, "weights_sha256": None}
             return [dict(self.store)]
         if statement == q.SET_MODEL:
             assert self.store is not None
-            self.store.update(model=p["model"], dim=p["dim"])
+            self.store.update(model=p["model"], dim=p["dim"], weights_file=p["weights_file"],
+                              weights_sha256=p["weights_sha256"])
             return []
         if statement == q.COUNT_IMAGES:
             return [{"count": len(images)}]
@@ -327,6 +326,8 @@ CONTRACT_SCENARIOS = [
     contract.test_file_states_under_a_directory_excludes_prefix_siblings,
     contract.test_ensure_model_refuses_another_model_while_images_exist,
     contract.test_ensure_model_switches_when_the_store_is_empty,
+    contract.test_the_weights_file_is_recorded_with_the_model_and_where_it_moved,
+    contract.test_switching_the_model_of_an_empty_store_forgets_the_old_weights_file,
     contract.test_upserting_a_record_of_another_model_is_refused,
     contract.test_a_neighbour_keeps_or_drops_its_link_as_a_fresh_pick_would,
     contract.test_indexed_at_changes_only_when_the_embedding_is_written,
@@ -595,6 +596,22 @@ def test_stats_count_links_without_labels_and_recorded_model_is_one_read() -> No
     stats = store.stats()
     assert (stats.backend, stats.images, stats.links, stats.model, stats.dim) == ("neo4j", 0, 0, MODEL, DIM)
     assert q.COUNT_LINKS in server.statements()
+
+
+def test_the_weights_file_is_written_only_when_it_changes_and_read_in_one_statement() -> None:
+    store, server = fake_store()
+    store.ensure_model(MODEL, DIM, contract.WEIGHTS_FILE)
+    server.log.clear()
+
+    store.ensure_model(MODEL, DIM, contract.WEIGHTS_FILE)
+    store.ensure_model(MODEL, DIM)
+    assert server.statements() == [q.STORE_STATE, q.STORE_STATE]  # nothing written
+    moved = ("/elsewhere/resnet50.pth", contract.WEIGHTS_FILE[1])
+    store.ensure_model(MODEL, DIM, moved)
+    assert server.statements("write") == [q.LOCK_STORE_MODEL, q.SET_MODEL]
+    server.log.clear()
+    assert store.recorded_weights_file() == moved
+    assert server.log == [("read", q.STORE_STATE)]
 
 
 def test_file_states_under_a_directory_use_an_equality_and_one_range() -> None:

@@ -1,19 +1,32 @@
-"""Model identities: which vector space a weights setting gives, known before loading it.
+"""Model identities: which vector space a weights setting gives, known before loading it;
+and which weights a process loads for a store.
 
-An identity is ``resnet50/<weights id>``; the store records the one its workers embed with.
-A query (CLI search, web) must use the same, so it checks before loading the model and,
-on a mismatch, says which setting gives the store's.
+An identity is ``resnet50/<weights id>``; the store records the one its workers embed with
+and, for a weights file, where that file was and its SHA-256. The rule for every process
+that loads the model (workers, CLI search, the web page) is :func:`choose_weights`: the
+configured weights when ``embedding.weights`` is set, otherwise the store's own. A query
+must embed in the store's space, so :func:`query_weights` also refuses, before loading
+anything, configured weights that give another model, saying which setting gives the store's.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from imgwatch.errors import ModelMismatchError
+from imgwatch.errors import ModelMismatchError, WeightsUnavailable
+
+if TYPE_CHECKING:
+    from imgwatch.config import Config
 
 MODEL_NAME = "resnet50"
 PRETRAINED_ID = "IMAGENET1K_V2"  # torchvision's ResNet50_Weights.IMAGENET1K_V2
+WEIGHTS_KEY = "embedding.weights"
+_RANDOM_ID = re.compile(r"random-seed(\d+)")
+_FILE_ID = re.compile(r"file-([0-9a-f]+)")
 
 
 def random_weights_id(seed: int) -> str:
@@ -24,36 +37,120 @@ def file_weights_id(sha256_hex: str) -> str:
     return f"file-{sha256_hex[:12]}"
 
 
+def weights_file(weights: str) -> tuple[str, str] | None:
+    """A weights-file setting as a store records it: (absolute path, SHA-256 of its content);
+    None for imagenet, random, or a file that cannot be read (loading it then says why)."""
+    if weights in ("imagenet", "random"):
+        return None
+    path = os.path.abspath(os.path.expanduser(weights))
+    try:
+        return path, _sha256_of(path)
+    except OSError:
+        return None
+
+
 def weights_identity(weights: str, seed: int = 0) -> str | None:
     """The identity ``load_model(weights, seed=seed)`` gives; None for a file that cannot be
     read (loading it then says why). A weights file is hashed, not loaded."""
     if weights == "imagenet":
-        weights_id = PRETRAINED_ID
-    elif weights == "random":
-        weights_id = random_weights_id(seed)
+        return f"{MODEL_NAME}/{PRETRAINED_ID}"
+    if weights == "random":
+        return f"{MODEL_NAME}/{random_weights_id(seed)}"
+    file = weights_file(weights)
+    return None if file is None else f"{MODEL_NAME}/{file_weights_id(file[1])}"
+
+
+def _sha256_of(path: str) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+@dataclass(frozen=True)
+class ChosenWeights:
+    """The weights a process loads: ``load_model(weights, seed=seed)`` gives ``identity``."""
+
+    weights: str  # imagenet, random, or a weights file's absolute path
+    seed: int
+    identity: str | None  # None: a file that cannot be read (loading it says why)
+    file: tuple[str, str] | None  # a weights file's (absolute path, SHA-256): the store records it
+
+
+def choose_weights(config: Config, recorded_model: str | None, recorded_file: tuple[str, str] | None,
+                   where: str) -> ChosenWeights:
+    """The weights to load for a store whose workers embed with ``recorded_model`` (None:
+    nothing recorded yet) and, for a weights file, recorded it at ``recorded_file`` (path, SHA-256).
+
+    When embedding.weights is set (config file, environment, --weights): those. Otherwise the
+    store's own: its weights file, checked against its SHA-256 (WeightsUnavailable when it
+    moved or changed, saying how to ``where``, e.g. "search again"), random weights of its seed,
+    the ImageNet weights; or the default where the store says nothing (none recorded yet, or a
+    store from before imgwatch recorded its weights file).
+    """
+    embedding = config.embedding
+    weights_id = (recorded_model or "").removeprefix(f"{MODEL_NAME}/")
+    if WEIGHTS_KEY in config.sources or recorded_model is None:
+        weights, seed = embedding.weights, embedding.seed
+    elif weights_id == PRETRAINED_ID:
+        weights, seed = "imagenet", embedding.seed
+    elif seed_of := _RANDOM_ID.fullmatch(weights_id):
+        weights, seed = "random", int(seed_of[1])
+    elif _FILE_ID.fullmatch(weights_id) and recorded_file is not None:
+        return _recorded_file(recorded_model, recorded_file, embedding.seed, where)
     else:
-        try:
-            with open(weights, "rb") as handle:
-                weights_id = file_weights_id(hashlib.file_digest(handle, "sha256").hexdigest())
-        except OSError:
-            return None
-    return f"{MODEL_NAME}/{weights_id}"
+        weights, seed = embedding.weights, embedding.seed
+    file = weights_file(weights)  # hashed once: for the identity and for the store to record
+    if file is not None:
+        return ChosenWeights(file[0], seed, f"{MODEL_NAME}/{file_weights_id(file[1])}", file)
+    return ChosenWeights(weights, seed, weights_identity(weights, seed), None)
 
 
-def weights_setting(identity: str) -> str:
-    """How to configure the weights that give ``identity`` (for error messages)."""
+def _recorded_file(recorded_model: str, recorded_file: tuple[str, str], seed: int, where: str) -> ChosenWeights:
+    """The store's weights file, if it is still where it was and as it was."""
+    path, sha256 = recorded_file
+    try:
+        found = _sha256_of(path)
+    except FileNotFoundError:
+        problem = "no longer exists"
+    except OSError as exc:
+        problem = f"cannot be read ({exc.strerror or exc})"
+    else:
+        if found == sha256:
+            return ChosenWeights(path, seed, recorded_model, recorded_file)
+        problem = f"has changed since (its SHA-256 now starts with {found[:12]})"
+    raise WeightsUnavailable(
+        f"the store holds embeddings from {recorded_model}, made with the weights file {path}, which {problem}: "
+        f"put the file back, or {where} with {weights_setting(recorded_model)}"
+    )
+
+
+def query_weights(config: Config, recorded_model: str | None, recorded_file: tuple[str, str] | None,
+                  where: str) -> ChosenWeights:
+    """:func:`choose_weights` for a query (CLI search, the web page), which must embed in the
+    store's space: ModelMismatchError, before anything loads, when configured weights give
+    another model."""
+    chosen = choose_weights(config, recorded_model, recorded_file, where)
+    check_query_model(recorded_model, chosen.identity, where, recorded_file)
+    return chosen
+
+
+def weights_setting(identity: str, recorded_file: tuple[str, str] | None = None) -> str:
+    """How to configure the weights that give ``identity`` (for error messages); a weights
+    file is named by ``recorded_file``, where the store recorded it, if given."""
     weights_id = identity.removeprefix(f"{MODEL_NAME}/")
     if weights_id == PRETRAINED_ID:
         return "--weights imagenet (embedding.weights = \"imagenet\")"
-    if seed := re.fullmatch(r"random-seed(\d+)", weights_id):
+    if seed := _RANDOM_ID.fullmatch(weights_id):
         return f"--weights random and embedding.seed = {seed[1]}" + (" (the default)" if seed[1] == "0" else "")
-    if digest := re.fullmatch(r"file-([0-9a-f]+)", weights_id):
+    if digest := _FILE_ID.fullmatch(weights_id):
+        if recorded_file is not None:
+            return f"--weights {recorded_file[0]}, the store's weights file (or with no weights setting at all)"
         return (f"--weights PATH, the weights file the workers use (its SHA-256 starts with {digest[1]}: "
                 "check with sha256sum)")
     return f"the weights the workers use ({identity})"
 
 
-def check_query_model(recorded: str | None, identity: str | None, where: str) -> None:
+def check_query_model(recorded: str | None, identity: str | None, where: str,
+                      recorded_file: tuple[str, str] | None = None) -> None:
     """Raise ModelMismatchError when a query whose model has ``identity`` (see weights_identity)
     would embed in another space than the store's ``recorded`` one; ``where`` says how to
     run the query again (e.g. "start `imgwatch web`")."""
@@ -61,5 +158,5 @@ def check_query_model(recorded: str | None, identity: str | None, where: str) ->
         return
     raise ModelMismatchError(
         f"the store holds embeddings from {recorded}, but the configured weights give {identity}: "
-        f"{where} with {weights_setting(recorded)}"
+        f"{where} with {weights_setting(recorded, recorded_file)}"
     )

@@ -229,6 +229,16 @@ def model_mismatch_message(stored_model: str, stored_dim: int, count: int, model
     )
 
 
+def weights_file_to_record(recorded: tuple[str, int] | None, recorded_file: tuple[str, str] | None,
+                           model: str, dim: int, weights_file: tuple[str, str] | None) -> tuple[str, str] | None:
+    """The weights file ensure_model records with (model, dim): the one given (a file moved and
+    configured again updates it); else, for the model already recorded, the one recorded with it
+    (a caller that does not know the file keeps it); else none."""
+    if weights_file is not None:
+        return weights_file
+    return recorded_file if recorded == (model, dim) else None
+
+
 def foreign_record_message(path: str, record_model: str, stored_model: str, how_to_reset: str) -> str:
     return (
         f"{path} was embedded with {record_model}, but this store holds embeddings from {stored_model}. "
@@ -242,12 +252,22 @@ class GraphStore(abc.ABC):
     backend: str = "abstract"
 
     @abc.abstractmethod
-    def ensure_model(self, model: str, dim: int) -> None:
-        """Record the embedding model on first use; raise ModelMismatchError if another is stored."""
+    def ensure_model(self, model: str, dim: int, weights_file: tuple[str, str] | None = None) -> None:
+        """Record the embedding model on first use; raise ModelMismatchError if another is stored.
+
+        ``weights_file``: (absolute path, SHA-256) of the weights file the model was loaded from,
+        recorded with it (see weights_file_to_record), so that commands configured with no
+        weights can load the store's own.
+        """
 
     @abc.abstractmethod
     def recorded_model(self) -> tuple[str, int] | None:
         """The (model, dim) recorded by ensure_model; None before anything was recorded."""
+
+    @abc.abstractmethod
+    def recorded_weights_file(self) -> tuple[str, str] | None:
+        """The (path, SHA-256) of the weights file recorded with the model; None for weights that
+        are no file, or a store from before imgwatch recorded it."""
 
     @abc.abstractmethod
     def upsert(self, records: Sequence[ImageRecord]) -> None:

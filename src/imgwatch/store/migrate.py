@@ -38,7 +38,7 @@ def migrate(source: GraphStore, target: GraphStore, *, page_size: int = PAGE_SIZ
     stats = source.stats()
     if stats.model is None or stats.dim is None:
         return report  # nothing was ever indexed
-    target.ensure_model(stats.model, stats.dim)
+    target.ensure_model(stats.model, stats.dim, source.recorded_weights_file())  # the weights file goes along
 
     after = ""
     while page := source.export_images(after, page_size):

@@ -21,7 +21,7 @@ from rq.serializers import JSONSerializer
 from imgwatch import sdnotify
 from imgwatch.config import Config
 from imgwatch.embedding import EMBEDDING_DIM, Embedder, inference_device, load_model, plan_inference
-from imgwatch.embedding.identity import weights_identity, weights_setting
+from imgwatch.embedding.identity import choose_weights, weights_setting
 from imgwatch.errors import ConfigError, ImgwatchError, ModelMismatchError
 from imgwatch.files import PathFilter
 from imgwatch.log import get_logger
@@ -152,20 +152,22 @@ def run_worker(config: Config, *, burst: bool = False, name: str | None = None) 
 def _run_worker(config: Config, work_queue: WorkQueue, store: GraphStore, roots: list[str], *, burst: bool,
                 name: str) -> None:
     embedding = config.embedding
+    recorded = store.recorded_model()
+    chosen = choose_weights(config, recorded and recorded[0], store.recorded_weights_file(), "start imgwatch again")
     # A store of another model is refused before the model loads (and exports an engine file for nothing).
-    identity = weights_identity(embedding.weights, embedding.seed)
-    if identity is not None:
+    if chosen.identity is not None:
         try:
-            store.ensure_model(identity, EMBEDDING_DIM)
+            store.ensure_model(chosen.identity, EMBEDDING_DIM, chosen.file)
         except ModelMismatchError as exc:
             recorded = store.recorded_model()
             if recorded is None:
                 raise
-            raise ModelMismatchError(f"{str(exc).rstrip('.')}: {weights_setting(recorded[0])}") from None
+            advice = weights_setting(recorded[0], store.recorded_weights_file())
+            raise ModelMismatchError(f"{str(exc).rstrip('.')}: {advice}") from None
     plan = plan_inference(inference_device(embedding.device, embedding.engine), embedding.batch_size,
                           embedding.streams, embedding.threads, processes=config.workers.count,
                           decode_threads=embedding.decode_threads)
-    model = load_model(embedding.weights, embedding.device, embedding.seed, embedding.engine,
+    model = load_model(chosen.weights, embedding.device, chosen.seed, embedding.engine,
                        config.data_dir.engine_cache, threads=plan.threads)  # each stream's threads
     embedder = Embedder(model, batch_size=plan.batch_size, decode_threads=plan.decode_threads, streams=plan.streams)
     try:

@@ -139,9 +139,19 @@ class Transaction:
             raise StoreError(f"store {self.path} has no embedding model yet; call ensure_model first")
         return recorded
 
-    def record_model(self, model: str, dim: int) -> None:
+    def recorded_weights_file(self) -> tuple[str, str] | None:
+        """The (path, SHA-256) of the weights file recorded with the model, None without one."""
+        path, sha256 = self._meta("weights_file"), self._meta("weights_sha256")
+        if path is None or sha256 is None:
+            return None
+        return str(path), str(sha256)
+
+    def record_model(self, model: str, dim: int, weights_file: tuple[str, str] | None) -> None:
         self._set_meta("model", model)
         self._set_meta("dim", dim)
+        path, sha256 = weights_file or (None, None)
+        self._set_meta("weights_file", path)
+        self._set_meta("weights_sha256", sha256)
 
     def revision(self) -> int:
         """The revision of the last committed change to embeddings, as this snapshot sees it."""

@@ -35,6 +35,7 @@ from imgwatch.store.base import (
     foreign_record_message,
     model_mismatch_message,
     unit_query,
+    weights_file_to_record,
 )
 from imgwatch.store.batching import PAGE_SIZE, keyset_pages
 from imgwatch.store.embedded.ann_search import ANN_MIN_IMAGES, AnnSearch
@@ -76,26 +77,31 @@ class EmbeddedGraphStore(GraphStore):
 
     # -- GraphStore -----------------------------------------------------------------
 
-    def ensure_model(self, model: str, dim: int) -> None:
+    def ensure_model(self, model: str, dim: int, weights_file: tuple[str, str] | None = None) -> None:
         if not model or dim <= 0:
             raise StoreError(f"invalid embedding model {model!r} with dim {dim}")
         with self._db.write() as tx:
             record_store_identity(tx)  # what the vector files are checked against
-            recorded = tx.recorded_model()
-            if recorded == (model, dim):
+            recorded, recorded_file = tx.recorded_model(), tx.recorded_weights_file()
+            weights_file = weights_file_to_record(recorded, recorded_file, model, dim, weights_file)
+            if recorded == (model, dim) and weights_file == recorded_file:
                 return
-            if recorded is not None:
+            if recorded is not None and recorded != (model, dim):
                 count = tx.execute("SELECT COUNT(*) FROM images").fetchone()[0]
                 if count:
                     raise ModelMismatchError(model_mismatch_message(
                         *recorded, count, model, dim,
                         f"use a new --data-dir, or stop imgwatch and delete {self.db_path} (and its -wal/-shm files)",
                     ))
-            tx.record_model(model, dim)
+            tx.record_model(model, dim, weights_file)
 
     def recorded_model(self) -> tuple[str, int] | None:
         with self._db.read() as tx:
             return tx.recorded_model()
+
+    def recorded_weights_file(self) -> tuple[str, str] | None:
+        with self._db.read() as tx:
+            return tx.recorded_weights_file()
 
     def upsert(self, records: Sequence[ImageRecord]) -> None:
         """Insert or replace images by path, all in one transaction.

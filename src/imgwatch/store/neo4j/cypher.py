@@ -53,16 +53,19 @@ CREATE_SCORE_INDEX = f"CREATE RANGE INDEX {SCORE_INDEX} IF NOT EXISTS FOR ()-[r:
 CREATE_HASH_INDEX = f"CREATE RANGE INDEX {HASH_INDEX} IF NOT EXISTS FOR (n:Image) ON (n.sha256)"
 AWAIT_INDEX = "CALL db.awaitIndex($name, $seconds)"
 
-STORE_STATE = (
-    "MATCH (s:ImgwatchStore {key: 'store'}) "
-    "RETURN s.schema_version AS version, s.model AS model, s.dim AS dim"
-)
+# The model, and the weights file it was loaded from (absent for weights that are no file).
+_MODEL = "s.model AS model, s.dim AS dim, s.weights_file AS weights_file, s.weights_sha256 AS weights_sha256"
+STORE_STATE = "MATCH (s:ImgwatchStore {key: 'store'}) RETURN s.schema_version AS version, " + _MODEL
 CREATE_STORE = (
     "MERGE (s:ImgwatchStore {key: 'store'}) ON CREATE SET s.schema_version = $version "
-    "RETURN s.schema_version AS version, s.model AS model, s.dim AS dim"
+    "RETURN s.schema_version AS version, " + _MODEL
 )
-LOCK_STORE_MODEL = "MERGE (s:ImgwatchStore {key: 'store'}) RETURN s.model AS model, s.dim AS dim"
-SET_MODEL = "MATCH (s:ImgwatchStore {key: 'store'}) SET s.model = $model, s.dim = $dim"
+LOCK_STORE_MODEL = "MERGE (s:ImgwatchStore {key: 'store'}) RETURN " + _MODEL
+# A null weights file removes the properties (a model from weights that are no file).
+SET_MODEL = (
+    "MATCH (s:ImgwatchStore {key: 'store'}) "
+    "SET s.model = $model, s.dim = $dim, s.weights_file = $weights_file, s.weights_sha256 = $weights_sha256"
+)
 
 # -- counting (both answered by the count store: one label, or one type and no labels) ---
 

@@ -10,8 +10,9 @@
   range index ``imgwatch_link_score`` (for ``links_at_least``; queries work without it);
 - a range index ``imgwatch_image_sha256`` on ``Image.sha256`` (for ``embeddings_by_hash``:
   a copied or moved file reuses the embedding of its content; works without it, slower);
-- one ``(:ImgwatchStore {key: 'store'})`` node recording the model, its dimension and
-  the schema version;
+- one ``(:ImgwatchStore {key: 'store'})`` node recording the model, its dimension, the
+  weights file it was loaded from (``weights_file``, ``weights_sha256``; absent for weights
+  that are no file) and the schema version;
 - a cosine vector index ``imgwatch_image_embedding`` on ``Image.embedding``.
 
 Opening for writing looks first (SHOW CONSTRAINTS, SHOW INDEXES, the store node) and
@@ -28,7 +29,7 @@ import neo4j
 
 from imgwatch.errors import ModelMismatchError, StoreError, StoreMissing, StoreUnavailable
 from imgwatch.log import get_logger
-from imgwatch.store.base import model_mismatch_message
+from imgwatch.store.base import model_mismatch_message, weights_file_to_record
 from imgwatch.store.neo4j import cypher
 from imgwatch.store.neo4j.driver import Connection
 
@@ -56,10 +57,30 @@ def model_in(tx: neo4j.ManagedTransaction) -> tuple[str, int] | None:
     return _model_of(row)
 
 
+def weights_file_in(tx: neo4j.ManagedTransaction) -> tuple[str, str] | None:
+    """The recorded weights file's (path, SHA-256), read inside ``tx``; None without one."""
+    return _weights_file_of(tx.run(cypher.STORE_STATE).single())
+
+
 def _model_of(row: Mapping[str, Any] | None) -> tuple[str, int] | None:
     if row is None or row["model"] is None or row["dim"] is None:
         return None
     return str(row["model"]), int(row["dim"])
+
+
+def _weights_file_of(row: Mapping[str, Any] | None) -> tuple[str, str] | None:
+    if row is None or row["weights_file"] is None or row["weights_sha256"] is None:
+        return None
+    return str(row["weights_file"]), str(row["weights_sha256"])
+
+
+def _recording(row: Mapping[str, Any] | None, model: str, dim: int,
+               weights_file: tuple[str, str] | None) -> tuple[bool, tuple[str, str] | None]:
+    """Whether recording (model, dim) with ``weights_file`` changes the store node ``row``, and
+    the weights file the node then holds (see weights_file_to_record)."""
+    recorded, recorded_file = _model_of(row), _weights_file_of(row)
+    after = weights_file_to_record(recorded, recorded_file, model, dim, weights_file)
+    return (recorded, recorded_file) != ((model, dim), after), after
 
 
 def unique_constraint(rows: Iterable[Mapping[str, Any]], label: str, prop: str) -> str | None:
@@ -188,25 +209,30 @@ class Schema:
         except StoreError as exc:
             log.warning("index_not_created", index=name, reason=str(exc), detail=without_it)
 
-    def record_model(self, model: str, dim: int) -> None:
-        """Record the model on first use; ModelMismatchError while another model's images exist."""
+    def record_model(self, model: str, dim: int, weights_file: tuple[str, str] | None) -> None:
+        """Record the model on first use (with its weights file, see weights_file_to_record);
+        ModelMismatchError while another model's images exist."""
         if not model or dim <= 0:
             raise StoreError(f"invalid embedding model {model!r} with dim {dim}")
-        if self._db.read(model_in) != (model, dim):
-            self._db.write(lambda tx: self._record_model(tx, model, dim))
+        state = self._db.read(lambda tx: tx.run(cypher.STORE_STATE).single())
+        if _recording(state, model, dim, weights_file)[0]:
+            self._db.write(lambda tx: self._record_model(tx, model, dim, weights_file))
         self.ensure_vector_index(dim, replace=True)
 
-    def _record_model(self, tx: neo4j.ManagedTransaction, model: str, dim: int) -> None:
+    def _record_model(self, tx: neo4j.ManagedTransaction, model: str, dim: int,
+                      weights_file: tuple[str, str] | None) -> None:
         row = tx.run(cypher.LOCK_STORE_MODEL).single()  # MERGE locks the node: one recorder at a time
-        recorded = (row["model"], row["dim"])
-        if recorded == (model, dim):
+        changes, weights_file = _recording(row, model, dim, weights_file)
+        if not changes:
             return
-        if recorded[0] is not None:
+        recorded = _model_of(row)
+        if recorded is not None and recorded != (model, dim):
             count = tx.run(cypher.COUNT_IMAGES).single()["count"]
             if count:
                 raise ModelMismatchError(model_mismatch_message(
                     recorded[0], recorded[1], count, model, dim, reset_hint(self._db.database)))
-        tx.run(cypher.SET_MODEL, model=model, dim=dim).consume()
+        path, sha256 = weights_file or (None, None)
+        tx.run(cypher.SET_MODEL, model=model, dim=dim, weights_file=path, weights_sha256=sha256).consume()
 
     def ensure_vector_index(self, dim: int, *, replace: bool = False) -> None:
         """Make sure the vector index exists for ``dim`` and is ONLINE.

@@ -39,7 +39,7 @@ from imgwatch.store.batching import PAGE_SIZE, keyset_pages
 from imgwatch.store.linking import Candidate, LinkPlan, choose, plan_links
 from imgwatch.store.neo4j import cypher
 from imgwatch.store.neo4j.driver import Connection
-from imgwatch.store.neo4j.schema import Schema, model_in, reset_hint
+from imgwatch.store.neo4j.schema import Schema, model_in, reset_hint, weights_file_in
 from imgwatch.store.neo4j.values import (
     as_vector,
     candidate_count,
@@ -83,12 +83,16 @@ class Neo4jGraphStore(GraphStore):
 
     # -- the model -----------------------------------------------------------------------
 
-    def ensure_model(self, model: str, dim: int) -> None:
-        self._schema.record_model(model, dim)
+    def ensure_model(self, model: str, dim: int, weights_file: tuple[str, str] | None = None) -> None:
+        self._schema.record_model(model, dim, weights_file)
 
     def recorded_model(self) -> tuple[str, int] | None:
         """The (model, dim) recorded by ensure_model, None before: one short read."""
         return self._db.read(model_in)
+
+    def recorded_weights_file(self) -> tuple[str, str] | None:
+        """The weights file recorded with the model: one short read."""
+        return self._db.read(weights_file_in)
 
     # -- writing -------------------------------------------------------------------------
 
