@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
+import os
+import pty
 import re
+import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -110,6 +115,7 @@ def test_daemon_enqueues_dropped_files_and_stops_on_sigterm(
         (["search", __file__], "no imgwatch store"),
         (["status", "--config", "/nowhere/config.toml"], "does not exist"),
         (["scan"], "no folders to scan"),
+        (["scan", "/nowhere/photos"], "cannot scan /nowhere/photos: the folder does not exist (check the path)"),
     ],
 )
 def test_errors_are_one_line_without_traceback(env: dict[str, str], args: list[str], message: str) -> None:
@@ -145,14 +151,75 @@ def test_search_with_other_weights_than_the_stores_says_which_to_pass(
     assert imgwatch(env, "scan", str(root)).returncode == 0
     assert imgwatch(env, "worker", "--burst", str(root)).returncode == 0  # random weights (process_env)
 
-    default = dict(env)
-    del default["IMGWATCH_EMBEDDING_WEIGHTS"]  # the default: ImageNet weights, which cannot be downloaded here
-    searched = imgwatch(default, "search", str(photo))
+    unset = dict(env)
+    del unset["IMGWATCH_EMBEDDING_WEIGHTS"]
+    searched = imgwatch(unset, "search", "--weights", "imagenet", str(photo))  # cannot be downloaded here
     assert searched.returncode == 2 and searched.stdout == ""
     assert ("the store holds embeddings from resnet50/random-seed0, but the configured weights give "
             "resnet50/IMAGENET1K_V2: search again with --weights random") in searched.stderr, searched.stderr
     assert "download" not in searched.stderr  # refused before the model loads
-    assert str(photo) in imgwatch(env, "search", str(photo)).stdout
+    own = imgwatch(unset, "search", str(photo))  # no weights configured: the store's own (random, seed 0)
+    assert own.returncode == 0 and str(photo) in own.stderr, own.stderr  # the photo itself, left out
+
+
+def test_the_store_remembers_its_weights_file_for_every_later_command(
+    env: dict[str, str], tmp_path: Path, write_photo: Callable[..., Path], calibrated_weights: Path,
+) -> None:
+    root = tmp_path / "photos"
+    write_photo(root / "coffee.jpg", "coffee")
+    write_photo(root / "rocket.jpg", "rocket")
+    query = write_photo(tmp_path / "query" / "chelsea.jpg", "chelsea")
+    weights = tmp_path / "models" / "resnet50.pth"
+    weights.parent.mkdir()
+    shutil.copyfile(calibrated_weights, weights)
+    unset = dict(env, IMGWATCH_EMBEDDING_ENGINE="torch")  # only the weights file: nothing configured
+    del unset["IMGWATCH_EMBEDDING_WEIGHTS"]
+    assert imgwatch(unset, "scan", str(root)).returncode == 0
+    worked = imgwatch(unset, "worker", "--burst", "--weights", str(weights), str(root))
+    assert worked.returncode == 0, worked.stderr
+
+    remembered = imgwatch(unset, "search", "--json", str(query))
+    assert remembered.returncode == 0, remembered.stderr
+    assert remembered.stdout == imgwatch(unset, "search", "--json", "--weights", str(weights), str(query)).stdout
+    assert len(json.loads(remembered.stdout)) == 2
+
+    sha256 = hashlib.sha256(weights.read_bytes()).hexdigest()
+    moved = tmp_path / "resnet50.pth"
+    weights.rename(moved)
+    gone = imgwatch(unset, "search", str(query))
+    assert gone.returncode == 2 and gone.stdout == ""
+    assert (f"imgwatch: error: the store holds embeddings from resnet50/file-{sha256[:12]}, made with the weights "
+            f"file {weights}, which no longer exists: put the file back, or search again with --weights PATH, the "
+            f"weights file the workers use (its SHA-256 starts with {sha256[:12]}: check with sha256sum)\n"
+            ) == gone.stderr
+    web_gone = imgwatch(unset, "web", "--port", "0")
+    assert web_gone.returncode == 2 and "serving on" not in web_gone.stderr
+    assert f"weights file {weights}, which no longer exists: put the file back, or start `imgwatch web` again" \
+        in web_gone.stderr, web_gone.stderr
+
+    shutil.copyfile(moved, weights)
+    with open(weights, "ab") as handle:
+        handle.write(b"changed")
+    changed = imgwatch(unset, "search", str(query))
+    assert changed.returncode == 2 and f"weights file {weights}, which has changed since (its SHA-256 now " \
+        f"starts with {hashlib.sha256(weights.read_bytes()).hexdigest()[:12]})" in changed.stderr, changed.stderr
+
+
+def test_web_with_other_weights_than_the_stores_refuses_to_start(
+    env: dict[str, str], tmp_path: Path, write_photo: Callable[..., Path]
+) -> None:
+    root = tmp_path / "photos"
+    write_photo(root / "coffee.jpg", "coffee")
+    assert imgwatch(env, "scan", str(root)).returncode == 0
+    assert imgwatch(env, "worker", "--burst", str(root)).returncode == 0  # random weights, seed 0
+
+    refused = imgwatch(env, "web", "--port", "0", "--weights", "imagenet")
+
+    assert refused.returncode == 2 and "serving on" not in refused.stderr
+    assert refused.stderr == (
+        "imgwatch: error: the store holds embeddings from resnet50/random-seed0, but the configured weights give "
+        "resnet50/IMAGENET1K_V2: start `imgwatch web` again with --weights random and embedding.seed = 0 "
+        "(the default)\n")
 
 
 def test_scan_refuses_a_folder_no_running_worker_indexes(
@@ -177,6 +244,86 @@ def test_scan_refuses_a_folder_no_running_worker_indexes(
     # which folders will be indexed, and queues the work for whichever worker starts.
     later = imgwatch(env, "scan", str(elsewhere))
     assert later.returncode == 0 and "enqueued 1 new or changed" in later.stdout, later.stderr
+
+
+def test_scan_without_folders_scans_what_the_running_workers_index_and_ctrl_c_leaves_it_queued(
+    env: dict[str, str], tmp_path: Path, write_photo: Callable[..., Path]
+) -> None:
+    photos = tmp_path / "photos"
+    write_photo(photos / "coffee.jpg", "coffee")
+    worker = start_until_logged(env, '"worker_ready"', "worker", str(photos))  # as `imgwatch run PHOTOS` starts them
+    try:
+        worker.send_signal(signal.SIGSTOP)  # still registered, but takes nothing: the backlog stays
+        scanned = imgwatch(env, "scan")
+        assert scanned.returncode == 0, scanned.stderr
+        assert f"scanning the folders the running workers index: {photos}" in scanned.stderr
+        assert "enqueued 1 new or changed" in scanned.stdout
+
+        # On a terminal scan follows the backlog; Ctrl-C stops following, not the indexing.
+        terminal, terminal_end = pty.openpty()
+        following = subprocess.Popen([sys.executable, "-m", "imgwatch", "scan"], env=env, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=terminal_end, text=True)
+        os.close(terminal_end)
+        shown = _read_until(terminal, b"0/1 paths")
+        following.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        assert following.wait(timeout=30) == 130
+        shown += _read_until(terminal, b"status")
+        os.close(terminal)
+        assert following.stdout is not None and "enqueued" in following.stdout.read()
+        assert b"stopped following; the queued files are indexed in the background" in shown, shown
+        assert json.loads(imgwatch(env, "status", "--json").stdout)["queue"]["queued_paths"] == 1
+    finally:
+        worker.send_signal(signal.SIGCONT)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=60) == 0
+
+
+def _read_until(terminal: int, expected: bytes, timeout: float = 30) -> bytes:
+    """What a program wrote to ``terminal`` (a pty), until ``expected`` shows or ``timeout`` passes."""
+    shown = b""
+    deadline = time.monotonic() + timeout
+    while expected not in shown and time.monotonic() < deadline:
+        if select.select([terminal], [], [], 0.1)[0]:
+            try:
+                shown += os.read(terminal, 65536)
+            except OSError:  # the program has exited and closed it
+                break
+    return shown
+
+
+def test_scanning_again_before_a_worker_ran_queues_each_file_once(
+    env: dict[str, str], tmp_path: Path, write_photo: Callable[..., Path]
+) -> None:
+    root = tmp_path / "photos"
+    for name in ["astronaut", "coffee"]:
+        write_photo(root / f"{name}.jpg", name)
+    assert "enqueued 2 new or changed" in imgwatch(env, "scan", str(root)).stdout
+    again = imgwatch(env, "scan", str(root))
+    assert again.returncode == 0, again.stderr
+    assert "enqueued 0 new or changed and 0 removed file(s); 2 already queued; 0 unchanged" in again.stdout
+    assert json.loads(imgwatch(env, "status", "--json").stdout)["queue"]["queued_paths"] == 2
+
+
+def test_status_lists_each_folder_a_running_daemon_watches_with_its_state(env: dict[str, str], tmp_path: Path) -> None:
+    photos, typo = tmp_path / "photos", tmp_path / "nope"
+    photos.mkdir()
+    daemon = start_until_logged(env, '"watching"', "daemon", str(photos), str(typo))
+    try:
+        report = json.loads(imgwatch(env, "status", "--json").stdout)
+        assert [(root["path"], root["state"], root["images"]) for root in report["roots"]] == [
+            (str(typo), "missing", 0), (str(photos), "watching", 0)]
+        text = imgwatch(env, "status").stdout
+        assert "roots:   2 folder(s): 1 missing, 1 watching\n" in text
+        assert f"\n  {typo}: missing, 0 images (not there: watched and indexed once it appears" in text
+        assert f"\n  {photos}: watching, 0 images\n" in text
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+    assert json.loads(imgwatch(env, "status", "--json").stdout)["roots"] == []  # withdrawn as it stopped
+    assert "roots:   none watched (no daemon is running" in imgwatch(env, "status").stdout
+    # Off a terminal the structured log says it; the plain line is for a person at a terminal.
+    log = (tmp_path / "daemon.log").read_text()
+    assert '"root_missing"' in log and "does not exist" not in log
 
 
 def test_a_worker_with_other_weights_is_refused_before_it_loads_or_exports_a_model(

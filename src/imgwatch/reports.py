@@ -6,14 +6,18 @@ Both still report when the queue or the store cannot be reached: that is part of
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from dataclasses import dataclass, field
 
 from imgwatch.config import Config
+from imgwatch.display import reason_beside
 from imgwatch.errors import QueueUnavailable, StoreError, StoreMissing, printable
-from imgwatch.store import StoreStats, open_store
+from imgwatch.files import root_of
+from imgwatch.store import GraphStore, StoreStats, open_store
 from imgwatch.unwatched import Unwatched, find_unwatched, watched_roots
 from imgwatch.workqueue import FailureLedger, QueueSnapshot, WorkQueue, redis_url_for, take_snapshot
 from imgwatch.workqueue.connection import redacted
+from imgwatch.workqueue.root_states import POLLING, WATCHING, RootState, RootStates
 from imgwatch.workqueue.worker_roots import WorkerRoots
 
 
@@ -25,6 +29,29 @@ def _shown(lines: list[str]) -> str:
 
 # -- status ------------------------------------------------------------------------------
 
+# A root's state besides those a daemon publishes (workqueue.root_states): one in general.roots
+# that no running daemon watches, and any while the queue, where daemons publish, is out of reach.
+NOT_WATCHED = "not watched"
+UNKNOWN = "unknown"
+NOT_WATCHED_DETAIL = "no running daemon watches it: `imgwatch run` (or `imgwatch daemon`) does"
+UNKNOWN_DETAIL = "the queue is out of reach, so whether a running daemon watches it is unknown"
+
+
+@dataclass
+class RootStatus:
+    """A watched folder: its state (watching, polling, missing, not watchable; see
+    workqueue.root_states), why, and how many stored images lie below it."""
+
+    path: str
+    state: str
+    detail: str = ""
+    images: int | None = None  # None: the store cannot be read
+
+    @property
+    def watched(self) -> bool:
+        """Whether a change below it is noticed without waiting for a rescan."""
+        return self.state in (WATCHING, POLLING)
+
 
 @dataclass
 class StatusReport:
@@ -33,6 +60,7 @@ class StatusReport:
     store: StoreStats | None
     store_error: str | None
     store_missing: bool = False  # nothing indexed yet, rather than unreachable
+    roots: list[RootStatus] = field(default_factory=list)
 
     def as_json(self) -> dict[str, object]:
         facts = dataclasses.asdict(self)
@@ -48,6 +76,7 @@ class StatusReport:
             stats = self.store
             lines.append(f"store:   {stats.images} images, {stats.links} links "
                          f"({stats.backend}: {stats.location}; model {stats.model or '-'})")
+        lines.extend(self._roots_text())
         queue = self.queue
         if queue is None:
             lines.append(f"queue:   not reachable ({self.queue_error})")
@@ -56,24 +85,57 @@ class StatusReport:
                      f"{queue.running_jobs} job(s) / {queue.running_paths} path(s) running, "
                      f"{queue.workers} worker(s)")
         lines.append(f"failed:  {len(queue.failed_files)} file(s), {len(queue.failed_jobs)} job(s)")
-        lines.extend(f"  {item.path}: {item.reason}" for item in queue.failed_files)
+        lines.extend(f"  {item.path}: {reason_beside(item.reason, item.path)}" for item in queue.failed_files)
         lines.extend(f"  job {job.job_id} ({job.paths} paths): {job.reason}" for job in queue.failed_jobs)
         return _shown(lines)
+
+    def _roots_text(self) -> list[str]:
+        if not self.roots:
+            return ["roots:   none watched (no daemon is running; `imgwatch run FOLDER` watches FOLDER)"]
+        states = Counter(root.state for root in self.roots)
+        lines = [f"roots:   {len(self.roots)} folder(s): " + ", ".join(f"{n} {state}" for state, n in states.items())]
+        for root in self.roots:
+            images = "" if root.images is None else f", {root.images} images"
+            lines.append(f"  {root.path}: {root.state}{images}" + (f" ({root.detail})" if root.detail else ""))
+        return lines
+
+
+def root_statuses(configured: list[str], published: list[RootState] | None) -> list[RootStatus]:
+    """The roots running daemons publish, and those of general.roots no daemon watches; ``published``
+    is None when the queue, where they publish, is out of reach."""
+    roots = [RootStatus(state.root, state.state, state.detail) for state in published or ()]
+    watched = [root.path for root in roots]
+    for path in configured:
+        if root_of(path, watched) is None:  # a configured folder inside a published root is watched
+            roots.append(RootStatus(path, UNKNOWN, UNKNOWN_DETAIL) if published is None
+                         else RootStatus(path, NOT_WATCHED, NOT_WATCHED_DETAIL))
+    return sorted(roots, key=lambda root: root.path)
+
+
+def _count_images(store: GraphStore, roots: list[RootStatus]) -> list[RootStatus]:
+    """``roots`` with the number of stored images below each (a pass over those paths: the store has no count)."""
+    return [dataclasses.replace(root, images=sum(1 for _ in store.file_states(under=root.path))) for root in roots]
 
 
 def gather_status(config: Config) -> StatusReport:
     queue: QueueSnapshot | None = None
     queue_error: str | None = None
+    published: list[RootState] | None = None  # None: the queue is out of reach
     try:
         work_queue = WorkQueue.from_config(config)
         queue = take_snapshot(work_queue, FailureLedger.for_queue(work_queue))
+        published = RootStates.for_queue(work_queue).current()
     except QueueUnavailable as exc:
         queue_error = str(exc)
+    roots = root_statuses([str(p) for p in config.root_paths], published)
     try:
         with open_store(config, create=False) as store:
-            return StatusReport(queue, queue_error, store.stats(), None)
-    except StoreError as exc:  # missing or unreachable: still show the queue
-        return StatusReport(queue, queue_error, None, str(exc), store_missing=isinstance(exc, StoreMissing))
+            return StatusReport(queue, queue_error, store.stats(), None, roots=_count_images(store, roots))
+    except StoreMissing as exc:  # nothing indexed yet: nothing below any root
+        return StatusReport(queue, queue_error, None, str(exc), store_missing=True,
+                            roots=[dataclasses.replace(root, images=0) for root in roots])
+    except StoreError as exc:  # unreachable: still show the queue
+        return StatusReport(queue, queue_error, None, str(exc), roots=roots)
 
 
 # -- doctor ------------------------------------------------------------------------------
