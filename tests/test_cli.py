@@ -326,6 +326,17 @@ def test_status_lists_each_folder_a_running_daemon_watches_with_its_state(env: d
     assert '"root_missing"' in log and "does not exist" not in log
 
 
+def test_status_with_the_queue_out_of_reach_says_which_folders_are_watched_is_unknown(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    env["IMGWATCH_QUEUE_REDIS_URL"] = f"unix://{tmp_path}/no-queue.sock"
+    assert "roots:   unknown (the queue is out of reach" in imgwatch(env, "status").stdout
+    photos = tmp_path / "photos"
+    env["IMGWATCH_GENERAL_ROOTS"] = str(photos)
+    [root] = json.loads(imgwatch(env, "status", "--json").stdout)["roots"]
+    assert (root["path"], root["state"], root["images"]) == (str(photos), "unknown", 0)
+
+
 def test_a_worker_with_other_weights_is_refused_before_it_loads_or_exports_a_model(
     env: dict[str, str], tmp_path: Path, write_photo: Callable[..., Path]
 ) -> None:
@@ -405,7 +416,8 @@ def test_file_names_that_would_drive_the_terminal_are_printed_escaped(
     assert all(SCORED_LINE.match(line) for line in similar.stdout.splitlines() + search.stdout.splitlines())
     # Off a terminal click.echo drops CSI sequences itself, so the escaped forms are what prove the rule.
     assert all(shown[name] in similar.stdout for name in names[1:]) and shown[names[0]] not in similar.stdout
-    assert all(shown[name] in search.stdout for name in names)
+    assert all(shown[name] in search.stdout for name in names if name != names[1])
+    assert b"(the photo itself is left out: " + shown[names[1]] + b")" in search.stderr  # the query, escaped too
     assert f"contact sheet: {tmp_path}/sheet\\x1b[2J.png".encode() in similar.stderr
     assert all(shown[name] in outputs["duplicates"].stdout for name in names)
     rows = csv.DictReader(io.StringIO(outputs["duplicates --csv"].stdout.decode()))
@@ -509,3 +521,62 @@ def test_search_refusals_come_before_the_model_loads(
     assert imgwatch(env, "worker", "--burst", str(photo.parent)).returncode == 0  # random weights, seed 0
     other_model = search(dict(env, IMGWATCH_EMBEDDING_SEED="1"), str(photo))
     assert other_model.stdout == "exit 2 False\n" and "the store holds embeddings" in other_model.stderr
+
+
+# -- the query photo itself --------------------------------------------------------------------
+
+
+def test_search_with_an_indexed_photo_leaves_it_and_its_exact_copies_out_saying_so(
+    env: dict[str, str], tmp_path: Path, write_photo: Callable[..., Path]
+) -> None:
+    root = tmp_path / "photos"
+    coffee = write_photo(root / "coffee.jpg", "coffee")
+    backup = root / "backup" / "coffee.jpg"  # the same bytes: the photo itself, kept twice
+    backup.parent.mkdir()
+    shutil.copyfile(coffee, backup)
+    others = [write_photo(root / f"{name}.jpg", name) for name in ["astronaut", "chelsea", "rocket"]]
+    assert imgwatch(env, "scan", str(root)).returncode == 0
+    assert imgwatch(env, "worker", "--burst", str(root)).returncode == 0
+    outside = tmp_path / "Downloads" / "coffee-from-a-friend.jpg"  # not indexed, but its content is
+    outside.parent.mkdir()
+    shutil.copyfile(coffee, outside)
+    by_path = imgwatch(env, "search", str(coffee))
+    assert by_path.returncode == 0, by_path.stderr
+    assert sorted(line.split("  ", 1)[1] for line in by_path.stdout.splitlines()) == sorted(map(str, others))
+    assert by_path.stderr.endswith(f"(the photo itself is left out: {coffee}, {backup})\n"), by_path.stderr
+    by_content = imgwatch(env, "search", str(outside))
+    assert by_content.stdout == by_path.stdout
+    note = re.search(r"\(the photo itself is left out: (.*)\)\n$", by_content.stderr)
+    assert note and sorted(note.group(1).split(", ")) == sorted([str(coffee), str(backup)]), by_content.stderr
+
+    top = imgwatch(env, "search", "--top", "2", "--json", str(coffee))  # --top counts the others
+    assert [r["path"] for r in json.loads(top.stdout)] == [line.split("  ", 1)[1] for line in imgwatch(
+        env, "search", str(coffee)).stdout.splitlines()][:2]
+    sheet = imgwatch(env, "search", "--top", "2", "--sheet", str(tmp_path / "sheet.png"), str(coffee))
+    assert "(the query and 2 result(s))" in sheet.stderr, sheet.stderr
+
+    unrelated = imgwatch(env, "search", str(write_photo(tmp_path / "elsewhere" / "camera.jpg", "camera")))
+    assert len(unrelated.stdout.splitlines()) == 5 and "left out" not in unrelated.stderr
+
+
+def test_status_shows_failure_reasons_without_the_path_beside_them_and_the_queue_error_as_one_sentence(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    root = tmp_path / "photos"
+    root.mkdir()
+    broken = root / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    assert imgwatch(env, "scan", str(root)).returncode == 0
+    assert imgwatch(env, "worker", "--burst", str(root)).returncode == 0
+    report = imgwatch(env, "status")
+    [line] = [line for line in report.stdout.splitlines() if line.startswith(f"  {broken}: ")]
+    assert line.startswith(f"  {broken}: cannot decode: ") and line.count(str(broken)) == 1, line
+    [failed] = json.loads(imgwatch(env, "status", "--json").stdout)["queue"]["failed_files"]
+    assert failed["reason"].startswith(f"cannot decode {broken}: ")  # scripts get the reason as recorded
+
+    del env["IMGWATCH_QUEUE_REDIS_URL"]  # the embedded queue, and no `imgwatch run`
+    socket = tmp_path / "data" / "queue" / "redis.sock"
+    offline = imgwatch(env, "status")
+    assert (f"queue:   not reachable (cannot reach the queue at unix://{socket} (No such file or directory): "
+            "start `imgwatch run` (it starts the embedded queue) or set queue.redis_url to an external Redis)"
+            ) in offline.stdout, offline.stdout

@@ -35,6 +35,7 @@ NOT_WATCHED = "not watched"
 UNKNOWN = "unknown"
 NOT_WATCHED_DETAIL = "no running daemon watches it: `imgwatch run` (or `imgwatch daemon`) does"
 UNKNOWN_DETAIL = "the queue is out of reach, so whether a running daemon watches it is unknown"
+UNKNOWN_FOLDERS = "the queue is out of reach, so which folders running daemons watch is unknown"
 
 
 @dataclass
@@ -91,6 +92,8 @@ class StatusReport:
 
     def _roots_text(self) -> list[str]:
         if not self.roots:
+            if self.queue is None:
+                return [f"roots:   {UNKNOWN} ({UNKNOWN_FOLDERS})"]
             return ["roots:   none watched (no daemon is running; `imgwatch run FOLDER` watches FOLDER)"]
         states = Counter(root.state for root in self.roots)
         lines = [f"roots:   {len(self.roots)} folder(s): " + ", ".join(f"{n} {state}" for state, n in states.items())]
