@@ -167,3 +167,34 @@ def test_a_sheet_gets_the_mode_the_users_umask_gives_not_the_data_dirs_private_o
     assert again.returncode == 0, again.stderr
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     assert stat.S_IMODE(indexed.data_dir.stat().st_mode) == 0o700  # imgwatch's own files stay private
+
+
+def test_search_sheet_with_an_indexed_photo_shows_it_once_as_the_query(
+        indexed: Indexed, cli: Callable[..., tuple[int, str, str]], tmp_path: Path) -> None:
+    chelsea = indexed.photos["chelsea"]
+    out = tmp_path / "sheet.png"
+    code, stdout, stderr = cli("search", str(chelsea), "--top", "3", "--sheet", str(out))
+    assert code == 0, stderr
+    assert str(chelsea) not in stdout and f"(the photo itself is left out: {chelsea})" in stderr
+    sheet = Image.open(out)
+    columns = columns_of(sheet)
+    assert difference(tile(sheet, 0, columns), expected_tile(chelsea)) < 3  # framed, first
+    for index in range(1, 4):  # then three others, not the query again
+        assert difference(tile(sheet, index, columns), expected_tile(chelsea)) > 10
+
+
+def test_names_that_begin_alike_keep_the_end_that_tells_them_apart() -> None:
+    from PIL import ImageDraw
+
+    from imgwatch.sheet import _fit, label_font
+
+    draw, font = ImageDraw.Draw(Image.new("RGB", (1, 1))), label_font()
+    names = ["IMG_20240101_123456789_portrait_crop.jpg", "IMG_20240101_123456789_portrait_edit.jpg"]
+    fitted = [_fit(draw, name, TILE, font) for name in names]
+    assert fitted[0] != fitted[1]
+    for name, shown in zip(names, fitted, strict=True):
+        assert draw.textlength(shown, font=font) <= TILE
+        assert shown.startswith("IMG_2024") and shown.endswith(name[-14:]) and "…" in shown, shown
+    assert _fit(draw, "short.jpg", TILE, font) == "short.jpg"
+    narrow = _fit(draw, names[0], 60, font)  # not even the end fits: its last characters do
+    assert narrow.startswith("…") and names[0].endswith(narrow[1:]) and draw.textlength(narrow, font=font) <= 60

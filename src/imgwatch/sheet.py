@@ -17,7 +17,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from imgwatch.errors import ContentChanged, ImgwatchError, printable
+from imgwatch.display import ELLIPSIS, file_name, name_ends
+from imgwatch.errors import ContentChanged, ImgwatchError
 from imgwatch.thumbnails import ThumbnailCache, render
 
 TILE = 240  # thumbnail box, pixels
@@ -98,7 +99,7 @@ def make_sheet(query: SheetItem, matches: Sequence[SheetItem], cache: ThumbnailC
                            outline=QUERY_FRAME, width=FRAME_WIDTH)
         text_y = y + tile + TEXT_GAP
         _centered(draw, item.label, (x, text_y), tile, font, QUERY_FRAME if index == 0 else INK)
-        name = _fit(draw, _display_name(item.path), tile, font)
+        name = _fit(draw, file_name(item.path), tile, font)
         _centered(draw, name, (x, text_y + line_height), tile, font, MUTED)
     return sheet
 
@@ -125,23 +126,13 @@ def _thumbnail(item: SheetItem, tile: int, cache: ThumbnailCache | None) -> Imag
         return None
 
 
-def _display_name(path: str) -> str:
-    return printable(os.path.basename(path) or path)  # a line break in a name would fail the text layout
-
-
 def _fit(draw: ImageDraw.ImageDraw, text: str, width: int, font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> str:
-    """``text`` shortened in the middle with … until it fits ``width`` pixels."""
-    if draw.textlength(text, font=font) <= width:
-        return text
-    keep = len(text)
-    while keep > 2:
-        keep -= 1
-        head = text[: (keep + 1) // 2]
-        tail = text[len(text) - keep // 2:]
-        candidate = f"{head}…{tail}"
-        if draw.textlength(candidate, font=font) <= width:
-            return candidate
-    return "…"
+    """``text`` shortened with … until it fits ``width`` pixels, its end kept whole (name_ends): the
+    end tells variants apart. Only when the end alone is too wide does it lose its first characters."""
+    start, end = name_ends(text)
+    candidates = [text, *(f"{start[:keep]}{ELLIPSIS}{end}" for keep in range(len(start) - 1, -1, -1)),
+                  *(f"{ELLIPSIS}{end[drop:]}" for drop in range(1, len(end)))]
+    return next((c for c in candidates if draw.textlength(c, font=font) <= width), ELLIPSIS)
 
 
 def _centered(draw: ImageDraw.ImageDraw, text: str, origin: tuple[int, int], width: int,
