@@ -5,10 +5,14 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import shutil
+import tempfile
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, overload
+from urllib.parse import urlsplit
 
 import numpy as np
 import structlog
@@ -25,6 +29,7 @@ EMBEDDING_DIM = 2048
 _PRETRAINED = ResNet50_Weights[PRETRAINED_ID]
 _WRAPPER_KEYS = ("state_dict", "model")
 _log = structlog.get_logger("imgwatch.embedding")
+DOWNLOAD_TIMEOUT_S = 60  # a stalled connection: the weights' download fails with WeightsUnavailable
 
 
 class EmbeddingModel:
@@ -219,7 +224,8 @@ def _headless_resnet50() -> torch.nn.Module:
 
 def _pretrained_network() -> torch.nn.Module:
     try:
-        state = _PRETRAINED.get_state_dict(progress=False)
+        download_once(_PRETRAINED.url)
+        state = _PRETRAINED.get_state_dict(progress=False)  # from torch's cache, where it now is
     except Exception as exc:  # noqa: BLE001 - network, disk and unpickling errors all mean the same
         raise WeightsUnavailable(
             f"could not download {PRETRAINED_ID} weights ({type(exc).__name__}: {exc}); "
@@ -230,6 +236,29 @@ def _pretrained_network() -> torch.nn.Module:
     network = _headless_resnet50()
     network.load_state_dict(_without_classifier(state))
     return network
+
+
+def download_once(url: str) -> Path:
+    """The weights file at ``url`` in torch's cache (where torchvision looks), downloaded if not there.
+
+    torch.hub's own download prints "Downloading: ..." to stdout, which lands in the middle of the
+    progress bar `imgwatch run` draws on a terminal; the log says it instead (a log line clears the bar's).
+    """
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlsplit(url).path)
+    if cached.exists():
+        return cached
+    _log.info("weights_download", url=url, to=str(cached))
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    # Into a temporary file renamed when complete: an interrupted download leaves no half file to load.
+    with tempfile.NamedTemporaryFile(dir=cached.parent, prefix=cached.name, suffix=".part", delete=False) as part:
+        try:
+            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+                shutil.copyfileobj(response, part)
+        except BaseException:
+            os.unlink(part.name)
+            raise
+    os.replace(part.name, cached)
+    return cached
 
 
 def _random_network(seed: int) -> torch.nn.Module:

@@ -84,5 +84,15 @@ def connect(config: Config, timeout: float = 5.0) -> redis.Redis:
             hint = "check that the server is running and queue.redis_url (IMGWATCH_QUEUE_REDIS_URL) is right"
         else:
             hint = "start `imgwatch run` (it starts the embedded queue) or set queue.redis_url to an external Redis"
-        raise QueueUnavailable(_scrubbed(f"cannot reach the queue at {shown}: {exc}; {hint}", secrets)) from None
+        raise QueueUnavailable(_scrubbed(f"cannot reach the queue at {shown} ({_why(exc)}): {hint}", secrets)) from None
     return connection
+
+
+def _why(exc: Exception) -> str:
+    """Why a connection failed, as a phrase: the system's reason ("No such file or directory") where
+    there is one; redis-py's own sentence ("Error 2 connecting to /x. No such file or directory.")
+    does not fit inside another."""
+    cause = exc if isinstance(exc, OSError) and exc.strerror else exc.__cause__ or exc.__context__
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror
+    return str(exc).strip().rstrip(".") or type(exc).__name__
