@@ -31,6 +31,9 @@ from tests.photo_files import write_dng, write_heic
 
 UPLOAD_LIMIT_MB = 1
 ODD_NAME = "a<b>&\"q'.jpg"  # HTML in a file name must show as text
+# Two portrait variants of one photo whose long names differ only at the end, as a phone's edits do.
+PORTRAIT_NAMES = {"portrait": "IMG_20240101_123456789_portrait_crop.jpg",
+                  "portrait-edit": "IMG_20240101_123456789_portrait_edit.jpg"}
 DNG_SIZE = (768, 512)  # coffee as a camera's DNG: its preview (this size) has a short side >= 512
 SERVER_START_TIMEOUT_S = 60
 
@@ -73,6 +76,10 @@ def index_photos(tmp: Path, photo_arrays: dict[str, object], random_model: Embed
     save("chelsea-small", Image.open(photos["chelsea"]).resize((225, 150)), "copies/chelsea-small.jpg", quality=80)
     save("odd", Image.open(photos["coffee"]), ODD_NAME, quality=70)
     save("victim", Image.open(photos["rocket"]).resize((320, 213)), "victim.jpg", quality=85)
+    upright = astronaut.convert("RGB").crop((110, 0, 410, 512))  # 300 x 512
+    save("portrait", upright, PORTRAIT_NAMES["portrait"], quality=85)
+    save("portrait-edit", upright.point(lambda value: min(255, value + 30)), PORTRAIT_NAMES["portrait-edit"],
+         quality=85)
     (root / "formats").mkdir()
     photos["chelsea-heic"] = write_heic(Image.fromarray(np.asarray(photo_arrays["chelsea"])),
                                         root / "formats" / "chelsea.heic")

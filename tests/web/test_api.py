@@ -36,17 +36,19 @@ def q(path: object) -> str:
 # -- the API ---------------------------------------------------------------------------------
 
 
-def test_search_by_upload_ranks_the_photo_itself_first(client: httpx.Client, photo_set: PhotoSet) -> None:
+def test_search_by_upload_of_an_indexed_photo_leaves_it_out_and_names_it(
+        client: httpx.Client, photo_set: PhotoSet) -> None:
     camera = photo_set.photos["camera"]
     response = client.post("/api/search?top=3", files={"image": ("camera.jpg", camera.read_bytes(), "image/jpeg")})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["top"] == 3 and body["query"] == {"name": "camera.jpg"}
-    assert [r["path"] for r in body["results"]][0] == str(camera)
-    assert body["results"][0]["score"] == pytest.approx(1.0, abs=1e-4)
-    assert len(body["results"]) == 3
+    left_out = [{"path": str(camera), "name": "camera.jpg", "photo": f"/photo?path={quote(str(camera))}"}]
+    assert body["top"] == 3 and body["query"] == {"name": "camera.jpg", "left_out": left_out}
+    assert str(camera) not in [r["path"] for r in body["results"]]  # not first at 1.0000: it is the query
+    assert len(body["results"]) == 3  # three others, all the same
     first = body["results"][0]
-    assert (first["width"], first["height"]) == Image.open(camera).size
+    if first["path"].endswith((".jpg", ".png")):  # a size Pillow reads as the store does
+        assert (first["width"], first["height"]) == Image.open(first["path"]).size
     assert client.get(first["thumbnail"]).headers["content-type"] == "image/jpeg"
     assert client.get(first["photo"]).status_code == 200
 
@@ -56,8 +58,18 @@ def test_search_by_raw_body_and_by_indexed_path(client: httpx.Client, photo_set:
     raw = client.post("/api/search?top=2&name=coffee.jpg", content=coffee.read_bytes(),
                       headers={"content-type": "image/jpeg"}).json()
     by_path = client.get(f"/api/search?top=2&path={q(coffee)}").json()
-    assert raw["results"][0]["path"] == by_path["results"][0]["path"] == str(coffee)
-    assert by_path["query"] == {"path": str(coffee)}
+    assert [r["path"] for r in raw["results"]] == [r["path"] for r in by_path["results"]]  # the same ranking
+    assert str(coffee) not in [r["path"] for r in by_path["results"]] and len(by_path["results"]) == 2
+    assert by_path["query"]["path"] == str(coffee)
+    assert [item["path"] for item in by_path["query"]["left_out"]] == [str(coffee)]
+    assert [item["path"] for item in raw["query"]["left_out"]] == [str(coffee)]  # the same bytes
+
+
+def test_search_with_a_photo_that_is_not_indexed_leaves_nothing_out(client: httpx.Client, photo_set: PhotoSet) -> None:
+    outside = photo_set.outside
+    body = client.post("/api/search?top=3", files={"image": (outside.name, outside.read_bytes(), "image/jpeg")}).json()
+    assert body["query"] == {"name": outside.name, "left_out": []}
+    assert len(body["results"]) == 3
 
 
 def test_similar_image_duplicates_and_status(client: httpx.Client, photo_set: PhotoSet) -> None:
@@ -275,22 +287,19 @@ def test_an_extreme_aspect_ratio_upload_is_refused_like_the_workers_refuse_it(cl
     assert "aspect ratio" in response.json()["error"]
 
 
-def test_a_server_with_other_weights_than_the_stores_says_which_to_start_it_with(
-    web_server: WebServer, photo_set: PhotoSet,
+def test_a_server_with_no_weights_configured_searches_with_the_stores(
+    web_server: WebServer, photo_set: PhotoSet, client: httpx.Client,
 ) -> None:
     env = dict(web_server.env)
-    del env["IMGWATCH_EMBEDDING_WEIGHTS"]  # the default: ImageNet weights, which cannot be downloaded here
-    other = start_server(env, photo_set.data_dir.parent / "web-imagenet.log")
+    del env["IMGWATCH_EMBEDDING_WEIGHTS"]  # not the default ImageNet weights (not downloadable here): the store's
+    other = start_server(env, photo_set.data_dir.parent / "web-unconfigured.log")
+    camera = photo_set.photos["camera"]
+    upload = {"image": ("camera.jpg", camera.read_bytes(), "image/jpeg")}
     try:
-        with httpx.Client(base_url=other.url, timeout=60) as client:
-            camera = photo_set.photos["camera"]
-            response = client.post("/api/search", files={"image": ("camera.jpg", camera.read_bytes(), "image/jpeg")})
-            assert response.status_code == 409, response.text
-            assert response.json()["error"] == (
-                "the store holds embeddings from resnet50/random-seed0, but the configured weights give "
-                "resnet50/IMAGENET1K_V2: start `imgwatch web` again with --weights random and embedding.seed = 0 "
-                "(the default)")
-            assert client.get(f"/api/similar?path={q(camera)}").status_code == 200  # no model needed
+        with httpx.Client(base_url=other.url, timeout=60) as unconfigured:
+            response = unconfigured.post("/api/search", files=upload)
+            assert response.status_code == 200, response.text
     finally:
         stop_server(other)
+    assert response.json() == client.post("/api/search", files=upload).json()  # random weights, seed 0
     assert "download" not in other.log.read_text()

@@ -16,6 +16,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from imgwatch.config import Config
+from imgwatch.display import KEPT_END, name_ends, reason_beside
 from imgwatch.duplicates import ThresholdBelowLinks
 from imgwatch.errors import (
     DecodeError,
@@ -107,6 +108,9 @@ def _templates() -> Jinja2Templates:
                               trim_blocks=True, lstrip_blocks=True)
     environment.filters["printable"] = printable
     environment.filters["basename"] = display_name
+    environment.filters["name_ends"] = name_ends
+    environment.globals["kept_end"] = KEPT_END  # app.js splits the names of the tiles it makes as name_ends does
+    environment.filters["reason_beside"] = reason_beside
     environment.filters["human_size"] = human_size
     environment.filters["when"] = lambda iso: iso[:19].replace("T", " ") if iso else ""  # local time, to the second
     return Jinja2Templates(env=environment)

@@ -23,7 +23,7 @@ from imgwatch.errors import ContentChanged, DecodeError
 from imgwatch.reports import gather_status, printable
 from imgwatch.thumbnails import SourceState
 from imgwatch.web.state import LARGE_SIZE, WebState
-from imgwatch.web.views import file_kind, image_facts, path_url, query_values, ranked_item
+from imgwatch.web.views import file_kind, image_facts, left_out_item, path_url, query_values, ranked_item
 
 TOP_CHOICES = (10, 20, 50, 100)
 DEFAULT_TOP = 20
@@ -137,16 +137,19 @@ async def read_upload(request: Request) -> tuple[bytes, str, str | None]:
 async def search_page(request: Request) -> Response:
     state = state_of(request)
     top = top_of(request)
-    context: dict[str, Any] = {"top": top, "top_choices": TOP_CHOICES, "results": None, "query": None,
+    context: dict[str, Any] = {"top": top, "top_choices": TOP_CHOICES, "results": None, "query": None, "left_out": [],
                                "max_upload_bytes": int(state.config.web.max_upload_mb * 2**20)}
     if request.method == "POST":  # the form without JavaScript
         data, name, top_field = await read_upload(request)
         top = context["top"] = top_of(request, top_field)
-        results = await run_in_threadpool(state.search_upload, data, name, top)
-        context.update(results=[ranked_item(r) for r in results], query={"name": printable(name or "upload")})
+        searched = await run_in_threadpool(state.search_upload, data, name, top)
+        context.update(results=[ranked_item(r) for r in searched.results],
+                       left_out=[left_out_item(p) for p in searched.left_out],
+                       query={"name": printable(name or "upload")})
     elif path := query_values(request).get("path", ""):
-        results = await run_in_threadpool(state.search_indexed, path, top)
-        context.update(results=[ranked_item(r) for r in results],
+        searched = await run_in_threadpool(state.search_indexed, path, top)
+        context.update(results=[ranked_item(r) for r in searched.results],
+                       left_out=[left_out_item(p) for p in searched.left_out],
                        query={"name": printable(path), "path": path, "photo": path_url("/photo", path),
                               "thumbnail": path_url("/thumb", path)})
     return render_page(request, "search.html", **context)
@@ -175,13 +178,14 @@ async def api_search(request: Request) -> Response:
     if request.method == "POST":
         data, name, top_field = await read_upload(request)
         top = top_of(request, top_field)
-        results = await run_in_threadpool(state.search_upload, data, name, top)
+        searched = await run_in_threadpool(state.search_upload, data, name, top)
         query: dict[str, Any] = {"name": name or None}
     else:
         path = required_path(request)
-        results = await run_in_threadpool(state.search_indexed, path, top)
+        searched = await run_in_threadpool(state.search_indexed, path, top)
         query = {"path": path}
-    return JSONResponse({"query": query, "top": top, "results": [ranked_item(r) for r in results]})
+    query["left_out"] = [left_out_item(p) for p in searched.left_out]  # the photo itself, not ranked
+    return JSONResponse({"query": query, "top": top, "results": [ranked_item(r) for r in searched.results]})
 
 
 def api_similar(request: Request) -> Response:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from imgwatch.embedding import Embedder
 
 LARGE_SIZE = 1600  # the photo page's view of one image
+RESTART_WEB = "start `imgwatch web` again"  # what to do with other weights (in model errors)
 
 
 @dataclass(frozen=True)
@@ -50,19 +51,21 @@ class WebState:
             return self._store
 
     def embedder(self, recorded_model: str) -> Embedder:
-        """The workers' model, loaded once per process on first use (call with _model_lock held);
-        ModelMismatchError when the configured weights do not give the store's ``recorded_model``."""
-        from imgwatch.embedding.identity import check_query_model, weights_identity
+        """The workers' model, loaded once per process on first use (call with _model_lock held):
+        the store's weights unless others are configured (embedding.identity.query_weights, also
+        checked at start); ModelMismatchError when they do not give the store's ``recorded_model``,
+        WeightsUnavailable when the store's weights file moved or changed."""
+        from imgwatch.embedding.identity import check_query_model, query_weights
 
-        embedding = self.config.embedding
-        identity = self._embedder.identity if self._embedder else weights_identity(embedding.weights, embedding.seed)
-        check_query_model(recorded_model, identity, "start `imgwatch web` again")
         if self._embedder is None:
             from imgwatch.embedding import Embedder, load_model
 
-            model = load_model(embedding.weights, embedding.device, embedding.seed, embedding.engine,
+            chosen = query_weights(self.config, recorded_model, self.store().recorded_weights_file(), RESTART_WEB)
+            embedding = self.config.embedding
+            model = load_model(chosen.weights, embedding.device, chosen.seed, embedding.engine,
                                self.config.data_dir.engine_cache)
             self._embedder = Embedder(model, batch_size=1, decode_threads=1)
+        check_query_model(recorded_model, self._embedder.identity, RESTART_WEB)  # the store's model may have changed
         return self._embedder
 
     def close(self) -> None:

@@ -15,8 +15,8 @@ from urllib.parse import quote, unquote_to_bytes
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
+from imgwatch.display import file_name
 from imgwatch.errors import DecodeError
-from imgwatch.reports import printable
 from imgwatch.store import StoredImage
 from imgwatch.web.state import Ranked
 
@@ -51,7 +51,7 @@ def path_url(route: str, path: str, **extra: object) -> str:
 
 
 def display_name(path: str) -> str:
-    return printable(os.path.basename(path) or path)
+    return file_name(path)
 
 
 def local_time(seconds: float | None) -> str | None:
@@ -91,6 +91,11 @@ def ranked_item(ranked: Ranked) -> dict[str, Any]:
         "height": image.height if image else None,
         **image_urls(path, image),
     }
+
+
+def left_out_item(path: str) -> dict[str, str]:
+    """An indexed path left out of a search as the query photo itself (see ranking), with its page."""
+    return {"path": path, "name": display_name(path), "photo": path_url("/photo", path)}
 
 
 def file_kind(path: str) -> dict[str, str | None]:

@@ -28,6 +28,9 @@ function setupSearch() {
   const grid = document.getElementById("results");
   const preview = document.getElementById("query-preview");
   const template = document.getElementById("tile-template");
+  const keptEnd = Number(template.dataset.keptEnd);
+  const leftOut = document.getElementById("left-out");  // the photo itself, when it is indexed
+  const leftOutNames = document.getElementById("left-out-names");
   const maxBytes = Number(form.dataset.maxBytes);
   let lastFile = null;
 
@@ -45,8 +48,18 @@ function setupSearch() {
     img.src = item.thumbnail;
     img.alt = item.name;
     node.querySelector(".score").textContent = item.score.toFixed(4);
-    node.querySelector(".name").textContent = item.name;
+    const [start, end] = nameEnds(item.name);
+    node.querySelector(".name-start").textContent = start;
+    node.querySelector(".name-end").textContent = end;
     return node;
+  }
+
+  // display.name_ends: the last keptEnd characters are shown whole (an accent stays with its letter).
+  function nameEnds(name) {
+    const chars = [...name];
+    let cut = Math.max(0, chars.length - keptEnd);
+    while (cut > 0 && /\p{M}/u.test(chars[cut])) cut -= 1;
+    return [chars.slice(0, cut).join(""), chars.slice(cut).join("")];
   }
 
   async function search(file) {
@@ -82,6 +95,14 @@ function setupSearch() {
     name.textContent = file.name;
     title.append(name);
     grid.replaceChildren(...data.results.map(tile));
+    leftOutNames.replaceChildren(...data.query.left_out.flatMap((item, index) => {
+      const link = document.createElement("a");
+      link.href = item.photo;
+      link.title = item.path;
+      link.textContent = item.name;
+      return index ? [", ", link] : [link];
+    }));
+    leftOut.hidden = !data.query.left_out.length;
     section.hidden = false;
     say(data.results.length ? "" : "Nothing is indexed yet.");
   }
