@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 
 from imgwatch.config import Config
-from imgwatch.errors import ImgwatchError
+from imgwatch.errors import ImgwatchError, StoreError
 from imgwatch.log import get_logger
 from imgwatch.web.security import access_token, check_binding
 
@@ -46,9 +46,11 @@ class WebServer:
 
     @classmethod
     def open(cls, config: Config) -> WebServer:
-        """Check the token and the address, and listen; ConfigError or WebUnavailable say why not."""
+        """Check the token, the address and the model searches by photo load, and listen;
+        ConfigError, WebUnavailable, ModelMismatchError or WeightsUnavailable say why not."""
         token = access_token(config)
         check_binding(config, token)
+        check_search_model(config)
         return cls(config, token, bind(config.web.host, config.web.port))
 
     def serve(self, stop: threading.Event | None = None, on_ready: Callable[[str], None] | None = None) -> None:
@@ -97,6 +99,23 @@ def serve(config: Config, stop: threading.Event | None = None,
     (cannot listen) before serving anything.
     """
     WebServer.open(config).serve(stop, on_ready)
+
+
+def check_search_model(config: Config) -> None:
+    """What the first search by photo would refuse, refused at start: configured weights of another
+    model than the store's, or the store's weights file moved or changed (see
+    embedding.identity.query_weights). Costs a hash of a weights file, not a model load."""
+    from imgwatch.embedding.identity import query_weights
+    from imgwatch.store import open_store
+    from imgwatch.web.state import RESTART_WEB
+
+    try:
+        with open_store(config, create=False) as store:
+            recorded, recorded_file = store.recorded_model(), store.recorded_weights_file()
+    except StoreError:
+        return  # nothing indexed yet, or a store the pages report on: the first search checks again
+    if recorded is not None:
+        query_weights(config, recorded[0], recorded_file, RESTART_WEB)
 
 
 def bind(host: str, port: int) -> socket.socket:
