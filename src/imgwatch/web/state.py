@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from imgwatch.config import Config
 from imgwatch.errors import DecodeError, StoreMissing
+from imgwatch.ranking import rank_others
 from imgwatch.store import GraphStore, ImageNotFound, Match, StoredImage, open_store
 from imgwatch.thumbnails import Thumbnail, ThumbnailCache
 
@@ -28,6 +29,14 @@ class Ranked:
 
     match: Match
     image: StoredImage | None
+
+
+@dataclass(frozen=True)
+class Searched:
+    """A search's results, and the indexed paths left out as the query photo itself (see ranking)."""
+
+    results: list[Ranked]
+    left_out: list[str]
 
 
 class WebState:
@@ -97,12 +106,12 @@ class WebState:
         self.indexed(path)
         return self.with_facts(self.store().neighbours(path))
 
-    def search_indexed(self, path: str, top: int) -> list[Ranked]:
+    def search_indexed(self, path: str, top: int) -> Searched:
         """Rank everything against an indexed photo, embedded again from its file."""
         self.indexed(path)
-        return self._search_file(path, path, top)
+        return self._search_file(path, path, top, indexed_as=path)
 
-    def search_upload(self, data: bytes, filename: str, top: int) -> list[Ranked]:
+    def search_upload(self, data: bytes, filename: str, top: int) -> Searched:
         """Rank everything against uploaded bytes, decoded with the workers' limits."""
         suffix = os.path.splitext(filename)[1][:10] if filename else ""
         with tempfile.TemporaryDirectory(prefix="imgwatch-upload-") as folder:  # 0700 under the umask
@@ -112,7 +121,7 @@ class WebState:
                 handle.write(data)
             return self._search_file(upload, filename or "the upload", top)
 
-    def _search_file(self, file: str, name: str, top: int) -> list[Ranked]:
+    def _search_file(self, file: str, name: str, top: int, indexed_as: str | None = None) -> Searched:
         store = self.store()
         recorded = store.recorded_model()
         if recorded is None:
@@ -123,7 +132,8 @@ class WebState:
                 query = embedder.embed_file(file)
             except DecodeError as exc:  # name the upload, not the temporary file
                 raise DecodeError(name, exc.reason, exc.advice) from None
-        return self.with_facts(store.nearest(query.vector, top))
+        ranking = rank_others(store, query.vector, top, query.facts.sha256, indexed_as)
+        return Searched(self.with_facts(ranking.matches), ranking.itself)
 
     def thumbnail(self, image: StoredImage, size: int) -> Thumbnail:
         """``image``'s thumbnail, made only from its indexed content (ContentChanged otherwise)."""
