@@ -116,8 +116,8 @@ def root_statuses(configured: list[str], published: list[RootState] | None) -> l
 
 
 def _count_images(store: GraphStore, roots: list[RootStatus]) -> list[RootStatus]:
-    """``roots`` with the number of stored images below each (a pass over those paths: the store has no count)."""
-    return [dataclasses.replace(root, images=sum(1 for _ in store.file_states(under=root.path))) for root in roots]
+    """``roots`` with the number of stored images below each."""
+    return [dataclasses.replace(root, images=store.count_below(root.path)) for root in roots]
 
 
 def gather_status(config: Config) -> StatusReport:

@@ -255,6 +255,9 @@ def test_file_states_under_a_directory_excludes_prefix_siblings(store: GraphStor
     assert {s.path for s in store.file_states(under="/photos/a")} == set(paths) - {"/photos/other.jpg"}
     assert {s.path for s in store.file_states()} == set(paths)
     assert list(store.file_states(under="/elsewhere")) == []
+    # Counted the same way, without reading each path.
+    assert [store.count_below(folder) for folder in ("/photos/a/b", "/photos/a/b/", "/photos/a", "/photos/a/b.jpg",
+                                                     "/elsewhere", "/")] == [2, 2, 4, 1, 0, 5]
 
 
 def test_ensure_model_refuses_another_model_while_images_exist(store: GraphStore) -> None:

@@ -146,6 +146,10 @@ class FakeServer:
             return []
         if statement == q.COUNT_IMAGES:
             return [{"count": len(images)}]
+        if statement == q.COUNT_AT:
+            return [{"count": int(p["path"] in images)}]
+        if statement == q.COUNT_BELOW:
+            return [{"count": sum(1 for path in images if p["prefix"] <= path < p["upper"])}]
         if statement == q.COUNT_LINKS:
             return [{"count": len(links)}]
         if statement == q.UPSERT_FACTS:

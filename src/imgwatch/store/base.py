@@ -346,6 +346,10 @@ class GraphStore(abc.ABC):
         """Every stored image's (path, size, mtime), optionally only below directory ``under``."""
 
     @abc.abstractmethod
+    def count_below(self, folder: str) -> int:
+        """How many stored images are at or below ``folder`` (counted through the path index)."""
+
+    @abc.abstractmethod
     def describe(self) -> dict[str, object]:
         """Facts for `imgwatch doctor`: where the store is, its version, index state, counts."""
 

@@ -281,6 +281,11 @@ class EmbeddedGraphStore(GraphStore):
 
         yield from keyset_pages(read_page, key=lambda state: state.path)
 
+    def count_below(self, folder: str) -> int:
+        condition, parameters = _under_condition(folder)
+        with self._db.read() as tx:
+            return int(tx.execute(f"SELECT COUNT(*) FROM images WHERE 1 = 1 {condition}", parameters).fetchone()[0])
+
     # -- content reuse and moves ---------------------------------------------------------
 
     def embeddings_by_hash(self, hashes: Iterable[str], model: str) -> dict[str, StoredEmbedding]:

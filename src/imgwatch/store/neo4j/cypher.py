@@ -192,6 +192,8 @@ ORDER BY score, low, high LIMIT $limit
 # ('0' follows '/'). Both lower bounds (page start, prefix) bound the same seek.
 _FILE_STATE = "n.path AS path, n.size AS size, n.mtime_ns AS mtime_ns, n.ctime_ns AS ctime_ns, n.inode AS inode"
 FILE_STATE_AT = "MATCH (n:Image {path: $path}) RETURN " + _FILE_STATE
+COUNT_AT = "MATCH (n:Image {path: $path}) RETURN count(n) AS count"
+COUNT_BELOW = "MATCH (n:Image) WHERE n.path >= $prefix AND n.path < $upper RETURN count(n) AS count"
 FILE_STATES_ALL = (
     "MATCH (n:Image) WHERE n.path > $after "
     "RETURN " + _FILE_STATE + " ORDER BY n.path LIMIT $limit"

@@ -281,6 +281,18 @@ class Neo4jGraphStore(GraphStore):
         yield from keyset_pages(lambda after, limit: self._file_states(
             cypher.FILE_STATES_BELOW, after=after, prefix=prefix, upper=upper, limit=limit), _path_of)
 
+    def count_below(self, folder: str) -> int:
+        bounds = under_range(folder)
+        if bounds is None:
+            return int(self._db.read(lambda tx: tx.run(cypher.COUNT_IMAGES).single()["count"]))
+        directory, prefix, upper = bounds
+
+        def count(tx: neo4j.ManagedTransaction) -> int:
+            at = tx.run(cypher.COUNT_AT, path=directory).single()["count"]
+            return int(at + tx.run(cypher.COUNT_BELOW, prefix=prefix, upper=upper).single()["count"])
+
+        return self._db.read(count)
+
     # -- copying between stores ----------------------------------------------------------
 
     def export_images(self, after: str, limit: int) -> list[ExportedImage]:
