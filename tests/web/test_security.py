@@ -27,7 +27,7 @@ import httpx
 import pytest
 
 from imgwatch.config import Config, load_config
-from imgwatch.errors import ConfigError
+from imgwatch.errors import ConfigError, ModelMismatchError
 from imgwatch.web import WebServer
 from imgwatch.web.security import COOKIE_NAME, MIN_TOKEN_BITS, AccessGuard, access_token, is_loopback, token_bits
 from imgwatch.web.server import WebUnavailable, bind
@@ -114,12 +114,11 @@ def test_without_a_token_only_loopback_host_names_are_answered(web_config: Confi
         assert headers["referrer-policy"] == "no-referrer"
 
 
-def test_a_store_of_another_model_is_refused_for_uploads(web_config: Config, photo_set: PhotoSet) -> None:
+def test_a_store_of_another_model_is_refused_when_the_server_opens(web_config: Config, photo_set: PhotoSet) -> None:
     web_config.embedding.seed = 1  # resnet50/random-seed1, while the store holds random-seed0
-    with serving(web_config) as url, client_for(url) as client:
-        response = client.post("/api/search", files={"image": ("a.jpg", photo_set.photos["camera"].read_bytes())})
-    assert response.status_code == 409
-    assert "resnet50/random-seed0" in response.json()["error"] and "--weights" in response.json()["error"]
+    with pytest.raises(ModelMismatchError) as refused:
+        WebServer.open(web_config)  # before listening, not at the first upload
+    assert "resnet50/random-seed0" in str(refused.value) and "--weights" in str(refused.value)
 
 
 def test_the_token_never_comes_from_the_config_file(tmp_path: Path) -> None:
