@@ -86,6 +86,7 @@ def test_scan_then_a_burst_worker_indexes_a_folder(
     why = imgwatch(env, "similar", str(root / "broken.png"))  # the failure's reason, not "not indexed (yet)"
     assert why.returncode == 2 and f"{root / 'broken.png'} is not indexed: it failed: " in why.stderr, why.stderr
     assert "imgwatch retry" in why.stderr
+    assert why.stderr.count(str(root / "broken.png")) == 2  # once as the subject, once in `imgwatch retry PATH`
 
 
 def test_daemon_enqueues_dropped_files_and_stops_on_sigterm(

@@ -312,6 +312,7 @@ def similar(config: Config, path: str, top: int, as_json: bool, sheet: str | Non
 
 def _explain_failure(config: Config, path: str) -> None:
     """Raise the reason ``path`` could not be indexed, when the failed-file ledger has one."""
+    from imgwatch.display import reason_beside
     from imgwatch.errors import ImgwatchError, QueueUnavailable
     from imgwatch.workqueue import FailureLedger, WorkQueue
 
@@ -320,7 +321,7 @@ def _explain_failure(config: Config, path: str) -> None:
     except QueueUnavailable:
         return  # the store's answer stands alone
     if failed is not None:
-        raise ImgwatchError(f"{path} is not indexed: it failed: {failed.reason} "
+        raise ImgwatchError(f"{path} is not indexed: it failed: {reason_beside(failed.reason, path)} "
                             f"(once the file is fixed it is indexed again; or `imgwatch retry {path}`)")
 
 
