@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -126,7 +127,7 @@ def test_every_relative_link_lands_on_a_file_and_heading(page: Path) -> None:
             path, _, anchor = target.partition("#")
             file = (page.parent / path).resolve() if path else page
             if not file.exists():
-                broken.append(f"{target} (no file {file.relative_to(CHECKOUT)})")
+                broken.append(f"{target} (no file {os.path.relpath(file, CHECKOUT)})")
             elif anchor and (file.suffix != ".md" or anchor not in anchors(file)):
                 broken.append(f"{target} (no heading with that anchor in {file.relative_to(CHECKOUT)})")
     assert not broken, f"{page.relative_to(CHECKOUT)}: broken links: {'; '.join(broken)}"
