@@ -16,8 +16,8 @@ from imgwatch import log as imgwatch_log
 from imgwatch.config import CONFIG_ENV, NEO4J_PASSWORD_ENV, Config, env_var, load_config
 
 SYSTEMD_DIR = Path(__file__).resolve().parent.parent / "systemd"
-README = SYSTEMD_DIR.parent / "README.md"
-INSTALLED_EXEC = "/opt/imgwatch/bin/imgwatch"  # where README's install steps put it
+SERVICE_DOCS = SYSTEMD_DIR.parent / "docs" / "service.md"
+INSTALLED_EXEC = "/opt/imgwatch/bin/imgwatch"  # where docs/service.md's install steps put it
 UNITS = {  # unit file -> (imgwatch subcommand, highest acceptable `systemd-analyze security` exposure)
     "imgwatch.service": ("run", 2.0),
     "imgwatch-daemon.service": ("daemon", 2.0),
@@ -143,9 +143,8 @@ def test_env_example_names_only_real_settings() -> None:
     assert loaded.general.store == "neo4j" and loaded.queue.password_file == "/etc/imgwatch/redis-password"
 
 
-def test_readme_tells_how_to_install_the_units() -> None:
-    text = README.read_text()
-    section = text[text.index("## Running as a systemd service"):]
+def test_the_service_docs_tell_how_to_install_the_units() -> None:
+    section = SERVICE_DOCS.read_text()
     for needle in ["systemd/imgwatch.service", "imgwatch-daemon.service", "imgwatch-worker@", "imgwatch.env.example",
                    "useradd --system", "systemctl enable --now", "journalctl -u imgwatch", "/etc/imgwatch/config.toml",
                    "resnet50-11ad3fa6.pth", "systemctl restart"]:
