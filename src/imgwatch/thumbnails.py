@@ -38,6 +38,7 @@ from imgwatch.datadir import DataDir
 from imgwatch.errors import ContentChanged, DecodeError
 from imgwatch.files import Signature, signature_of
 from imgwatch.photos import open_photo
+from imgwatch.photos.budget import DecodeBudget
 
 THUMBNAILS_DIR_NAME = "thumbnails"
 # Bump when the rendering changes, so cached thumbnails made the old way are not reused.
@@ -106,12 +107,13 @@ def render_data(data: bytes, path: str, size: int) -> Image.Image:
 class ThumbnailCache:
     """Thumbnails on disk: ``get(path, size)`` renders once, then reuses the file."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, budget: DecodeBudget | None = None) -> None:
         self.directory = directory
+        self.budget = budget  # renders wait their turn in it (the web server's); None: render at once
 
     @classmethod
-    def for_data_dir(cls, data_dir: DataDir) -> ThumbnailCache:
-        return cls(data_dir.path / THUMBNAILS_DIR_NAME)
+    def for_data_dir(cls, data_dir: DataDir, budget: DecodeBudget | None = None) -> ThumbnailCache:
+        return cls(data_dir.path / THUMBNAILS_DIR_NAME, budget)
 
     def file_for(self, source: SourceState, size: int) -> Path:
         path_key = _path_key(source.path)
@@ -135,7 +137,8 @@ class ThumbnailCache:
             raise ContentChanged(f"{path} changed since it was indexed; it is shown again once re-indexed")
         source = SourceState(path, facts.signature)  # of the open file the bytes came from
         file = self.file_for(source, size)
-        image = render_data(data, path, size)
+        with self.budget.admit(data, path) if self.budget else contextlib.nullcontext():
+            image = render_data(data, path, size)
         self._write(file, image)
         self._drop_stale(file, source, size)
         return Thumbnail(file, source, source.etag(size), made=True)
