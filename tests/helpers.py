@@ -409,3 +409,14 @@ def clustered_unit_vectors(
     np.maximum(vectors, 0, out=vectors)
     normalised: np.ndarray = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     return normalised
+
+
+class FakeClock:
+    """A monotonic clock that moves only when a test moves it (``clock.now += 5``): for the units
+    that take an injectable clock (Settler, Outage, RestartPolicy)."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

@@ -6,7 +6,8 @@ message on one line; anything else is a bug and keeps its traceback.
 
 This module imports nothing from imgwatch, so any module may raise these. For the same
 reason :func:`printable`, how every text from outside (a file name, a server's answer) is
-shown to a person, lives here: the error handler needs it, and so does every printer.
+shown to a person, lives here: the error handler needs it, and so does every printer. The
+process exit codes live here too, beside the errors.
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ import contextlib
 import sys
 from collections.abc import Iterator
 
-EXIT_ERROR = 2
+# -- exit codes ----------------------------------------------------------------------------
+
+EXIT_ERROR = 2  # an expected failure (an ImgwatchError), said in one line; click's usage errors exit 2 too
+# The queue or the store is out of reach for now (EX_TEMPFAIL): `imgwatch run` restarts a worker
+# that exits with it, and counts that exit as no sign of a crash loop.
+EXIT_UNAVAILABLE = 75
+EXIT_INTERRUPTED = 130  # how a shell reports a command that Ctrl-C (SIGINT) stopped: 128 + 2
 
 
 class ImgwatchError(Exception):
@@ -83,6 +90,10 @@ class QueueUnavailable(ImgwatchError):
     """The Redis server cannot be reached; the message says what to do."""
 
 
+class JobRefused(ImgwatchError):
+    """A job on the queue is not one imgwatch runs; it is failed, never executed."""
+
+
 # -- the daemon ---------------------------------------------------------------------------
 
 
@@ -146,3 +157,18 @@ class ImageNotFound(StoreError):
 
 class ModelMismatchError(StoreError):
     """The store holds embeddings of another model; mixing them would make scores meaningless."""
+
+
+# -- answers: duplicates, contact sheets, the web page ------------------------------------------
+
+
+class ThresholdBelowLinks(ImgwatchError):
+    """Duplicates were asked for below the score that links are made at."""
+
+
+class SheetError(ImgwatchError):
+    """The contact sheet cannot be written (bad name, unwritable folder)."""
+
+
+class WebUnavailable(ImgwatchError):
+    """The web page cannot listen where it is configured to."""

@@ -3,14 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from imgwatch.daemon.settler import Settler
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.helpers import FakeClock
 
 
 def make(settle: float = 2.0, close_events: bool = True, grace: float = 30.0) -> tuple[Settler, FakeClock]:
