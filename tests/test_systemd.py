@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from imgwatch import log as imgwatch_log
-from imgwatch.config import CONFIG_ENV, NEO4J_PASSWORD_ENV, Config, env_var, load_config
+from imgwatch.config import CONFIG_ENV, NEO4J_PASSWORD_ENV, SECTIONS, Config, env_var, load_config
 
 SYSTEMD_DIR = Path(__file__).resolve().parent.parent / "systemd"
 SERVICE_DOCS = SYSTEMD_DIR.parent / "docs" / "service.md"
@@ -136,7 +136,7 @@ def test_env_example_names_only_real_settings() -> None:
     assignments = dict(re.findall(r"^#?(IMGWATCH_[A-Z0-9_]+)=(.*)$", text, flags=re.MULTILINE))
     assert len(assignments) >= 10
     config = Config()
-    known = {env_var(f"{section}.{key}") for section in vars(config) for key in vars(getattr(config, section))}
+    known = {env_var(f"{section}.{key}") for section in SECTIONS for key in vars(getattr(config, section))}
     assert set(assignments) <= known - {CONFIG_ENV, NEO4J_PASSWORD_ENV}  # secrets: only file paths
     assert not re.search(r"^IMGWATCH_", text, flags=re.MULTILINE), "the example sets nothing until uncommented"
     loaded = load_config(None, {}, environ=assignments)  # every example value is valid

@@ -152,7 +152,8 @@ class Config:
         return [Path(r) for r in outermost(str(Path(r).expanduser().resolve()) for r in self.general.roots)]
 
 
-_SECTIONS = {f.name: f.type for f in dataclasses.fields(Config) if f.name != "sources"}
+# The settings sections by name (Config.sources is bookkeeping, not a section).
+SECTIONS = {f.name: f.type for f in dataclasses.fields(Config) if f.name != "sources"}
 
 
 def _parse(key: str, raw: Any, kind: str, source: str) -> Any:
@@ -260,7 +261,7 @@ def _check_not_relative(key: str, value: Any, source: str) -> None:
 def _apply(config: Config, values: Mapping[str, Mapping[str, Any]], source: str, sources: dict[str, str],
            *, from_file: bool = False) -> None:
     for section_name, section_values in values.items():
-        if section_name not in _SECTIONS:
+        if section_name not in SECTIONS:
             raise ConfigError(f"unknown config section [{section_name}] (from {source})")
         if not isinstance(section_values, Mapping):
             raise ConfigError(f"[{section_name}] must be a table (from {source})")
@@ -297,7 +298,7 @@ def _apply_env(config: Config, environ: Mapping[str, str], sources: dict[str, st
     """Apply every IMGWATCH_<SECTION>_<KEY> variable, each named as the source of its value;
     an IMGWATCH_ variable that is no setting (a typo) is an error rather than silently ignored."""
     settings = {env_var(f"{section_name}.{f.name}"): (section_name, f.name)
-                for section_name in _SECTIONS for f in dataclasses.fields(type(getattr(Config(), section_name)))}
+                for section_name in SECTIONS for f in dataclasses.fields(type(getattr(Config(), section_name)))}
     for var in sorted(environ):
         if not var.startswith(ENV_PREFIX) or var in _OTHER_ENV or var.startswith(_TEST_ENV_PREFIX):
             continue
