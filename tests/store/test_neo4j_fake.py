@@ -21,7 +21,9 @@ import pytest
 from imgwatch.store import GraphStore, StoreError
 from imgwatch.store.neo4j import Neo4jGraphStore, cosine_to_score
 from imgwatch.store.neo4j import cypher as q
+from imgwatch.store.neo4j.schema import MAX_VECTOR_DIMENSIONS
 from tests.helpers import DIM, MODEL, angled, axis, make_record
+from tests.store import cypher_recording
 from tests.store import test_contract as contract
 
 Row = dict[str, Any]
@@ -84,7 +86,9 @@ class FakeServer:
 
         def run(self, statement: str, parameters: Mapping[str, Any] | None = None, **kw: Any) -> FakeResult:
             self.server.log.append((self.kind, statement))
-            return FakeResult(self.server.answer(statement, {**(parameters or {}), **kw}))
+            merged = {**(parameters or {}), **kw}
+            cypher_recording.record(statement, merged)  # for test_cypher_front_end.py
+            return FakeResult(self.server.answer(statement, merged))
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -577,6 +581,20 @@ def test_another_vector_index_on_image_embedding_is_named_instead_of_blaming_ano
     assert "someone_elses_index" in message and "DROP INDEX `someone_elses_index`" in message
     assert "another model" not in message
     assert not [s for s in server.statements() if s.startswith("CREATE VECTOR INDEX")]
+
+
+def test_a_model_larger_than_a_vector_index_holds_is_refused_before_anything_is_recorded() -> None:
+    store, server = fake_store()
+    server.log.clear()
+
+    with pytest.raises(StoreError, match=r"4097-dimensional embeddings.* at most 4096") as raised:
+        store.ensure_model("big-model", MAX_VECTOR_DIMENSIONS + 1)
+
+    assert "embedded" in str(raised.value) and server.location in str(raised.value)
+    assert server.store is not None and server.store["model"] is None and server.statements("write") == []
+    assert not [s for s in server.statements() if s.startswith("CREATE VECTOR INDEX")]
+    store.ensure_model("big-model", MAX_VECTOR_DIMENSIONS)  # the largest one fits
+    assert q.CREATE_VECTOR_INDEX.format(dim=MAX_VECTOR_DIMENSIONS) in server.statements()
 
 
 def test_a_read_only_store_never_creates_anything() -> None:

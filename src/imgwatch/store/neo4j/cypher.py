@@ -1,4 +1,4 @@
-"""Every Cypher statement the Neo4j backend sends, as text (no logic here).
+"""Every Cypher statement the Neo4j backend sends or prints for the user, as text.
 
 All of them are Cypher 5 (Neo4j 5.26 LTS) and run unchanged on 2025.x/2026.x servers,
 checked against the Cypher manual (https://neo4j.com/docs/cypher-manual/5/):
@@ -8,6 +8,8 @@ vector.similarity.cosine (5.18+).
 
 Parameters are named ``$...``; schema names and the index dimension cannot be
 parameters, so the schema statements have them filled in here or by ``str.format``.
+tests/store/test_cypher_front_end.py runs every statement here, the commands printed in
+hints and the docs' Cypher through Neo4j's own parser and semantic analysis.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ CREATE_PATH_CONSTRAINT = (
 CREATE_STORE_CONSTRAINT = (
     f"CREATE CONSTRAINT {STORE_CONSTRAINT} IF NOT EXISTS FOR (s:ImgwatchStore) REQUIRE s.key IS UNIQUE"
 )
-# Filled in with str.format(dim=...): index options cannot be parameters.
+# Filled in with str.format(dim=...): index options cannot be parameters. Neo4j 5.x takes
+# 1 to 4096 for `vector.dimensions` (schema.MAX_VECTOR_DIMENSIONS: a larger model is refused first).
 CREATE_VECTOR_INDEX = (
     f"CREATE VECTOR INDEX {VECTOR_INDEX} IF NOT EXISTS FOR (n:Image) ON n.embedding OPTIONS "
     "{{indexConfig: {{`vector.dimensions`: {dim}, `vector.similarity_function`: 'cosine'}}}}"
@@ -284,3 +287,26 @@ MERGE (a)-[r:SIMILAR_TO]->(b)
 SET r.score = link.score
 RETURN count(r) AS written
 """
+
+
+# -- commands imgwatch prints for the user to run (never sent) ----------------------------
+
+
+def quoted_name(name: str) -> str:
+    """A database or schema name as Cypher reads it, whatever it holds: in backticks, with
+    a backtick inside doubled (a database name may hold a dash, which must be quoted)."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+def create_database(name: str) -> str:
+    return f"CREATE DATABASE {quoted_name(name)}"
+
+
+def drop_index(name: str) -> str:
+    return f"DROP INDEX {quoted_name(name)}"
+
+
+# Empties a store of its images in batches. CALL { ... } IN TRANSACTIONS only runs in an
+# implicit (auto-commit) transaction: Neo4j Browser needs the ``:auto`` prefix for it;
+# cypher-shell runs it as is.
+DELETE_IMAGES = "MATCH (n:Image) CALL (n) { DETACH DELETE n } IN TRANSACTIONS"

@@ -123,11 +123,7 @@ class Connection:
             if is_acquisition_timeout(exc):
                 raise translate_error(exc, uri=self.uri, acquisition_timeout=self.acquisition_timeout) from None
             if isinstance(exc, ClientError) and "DatabaseNotFound" in (exc.code or ""):
-                raise StoreError(
-                    f"Neo4j at {self.uri} has no database {self.database!r}; create it "
-                    f"(CREATE DATABASE {self.database}, Enterprise Edition) or set neo4j.database "
-                    "(Community Edition has only \"neo4j\")"
-                ) from None
+                raise StoreError(database_not_found_message(self.uri, self.database)) from None
             if exc.is_retryable():  # e.g. the database is still starting
                 raise StoreUnavailable(f"Neo4j at {self.uri} is not ready ({_reason(exc)}); try again") from None
             raise StoreError(f"Neo4j at {self.uri}: {_reason(exc)}") from None
@@ -191,6 +187,15 @@ class Connection:
                 exc, uri=self.uri, acquisition_timeout=self.acquisition_timeout,
                 retried_for=time.monotonic() - started if retried else None,
             ) from None
+
+
+def database_not_found_message(uri: str, database: str) -> str:
+    """The server has no such database: how to create it (a name with a dash must be quoted)."""
+    return (
+        f"Neo4j at {uri} has no database {database!r}; create it "
+        f"({cypher.create_database(database)}, Enterprise Edition) or set neo4j.database "
+        "(Community Edition has only \"neo4j\")"
+    )
 
 
 def translate_error(exc: Neo4jError | DriverError, *, uri: str, acquisition_timeout: float,

@@ -34,20 +34,17 @@ from imgwatch.store.neo4j import cypher
 from imgwatch.store.neo4j.driver import Connection
 
 SCHEMA_VERSION = 1
+MAX_VECTOR_DIMENSIONS = 4096  # `vector.dimensions` on Neo4j 5.x: 1 to 4096
 INDEX_ONLINE_TIMEOUT_S = 600
 
 log = get_logger("imgwatch.store")
 
 
 def reset_hint(database: str) -> str:
-    """How to empty a database of imgwatch's nodes (for a model-mismatch message).
-
-    ``CALL { ... } IN TRANSACTIONS`` only runs in an implicit (auto-commit) transaction:
-    Neo4j Browser needs the ``:auto`` prefix for it; cypher-shell runs it as is.
-    """
+    """How to empty a database of imgwatch's nodes (for a model-mismatch message)."""
     return (
         f"point neo4j.database at an empty database, or delete imgwatch's nodes from {database!r} "
-        "(in Neo4j Browser: :auto MATCH (n:Image) CALL (n) { DETACH DELETE n } IN TRANSACTIONS)"
+        f"(in Neo4j Browser: :auto {cypher.DELETE_IMAGES})"
     )
 
 
@@ -135,7 +132,7 @@ def index_dimensions(row: Mapping[str, Any]) -> int | None:
 def blocking_index_message(blockers: Iterable[Mapping[str, Any]], location: str) -> str:
     """Another vector index already covers (:Image).embedding, so ours cannot be created."""
     names = [str(row["name"]) for row in blockers]
-    drops = "; ".join(f"DROP INDEX `{name}`" for name in names)
+    drops = "; ".join(cypher.drop_index(name) for name in names)
     return (
         f"the vector index {', '.join(repr(n) for n in names)} at {location} already covers "
         f":Image(embedding), so imgwatch cannot create its own index {cypher.VECTOR_INDEX!r} "
@@ -214,6 +211,13 @@ class Schema:
         ModelMismatchError while another model's images exist."""
         if not model or dim <= 0:
             raise StoreError(f"invalid embedding model {model!r} with dim {dim}")
+        if dim > MAX_VECTOR_DIMENSIONS:  # before anything is recorded: the index could not be made
+            raise StoreError(
+                f"the model {model!r} makes {dim}-dimensional embeddings, but a vector index at "
+                f"{self._db.location} holds at most {MAX_VECTOR_DIMENSIONS} (Neo4j 5's vector.dimensions); "
+                f"use a model of at most {MAX_VECTOR_DIMENSIONS} dimensions, or the embedded store "
+                "(general.store = \"embedded\")"
+            )
         state = self._db.read(lambda tx: tx.run(cypher.STORE_STATE).single())
         if _recording(state, model, dim, weights_file)[0]:
             self._db.write(lambda tx: self._record_model(tx, model, dim, weights_file))
@@ -302,7 +306,7 @@ class Schema:
         if ours is not None and ours.get("type") != "VECTOR":
             raise StoreError(
                 f"the index {cypher.VECTOR_INDEX!r} at {self._db.location} is a {ours.get('type')} index, "
-                f"not imgwatch's vector index; drop it (DROP INDEX `{cypher.VECTOR_INDEX}`)"
+                f"not imgwatch's vector index; drop it ({cypher.drop_index(cypher.VECTOR_INDEX)})"
             )
         return ours
 
