@@ -4,7 +4,11 @@ No Neo4j server runs here, but Neo4j's Cypher parser and semantic analysis are p
 on npm as @neo4j-cypher/language-support (pinned in neo4j_front_end/package.json; `.ci/run`
 installs it with npm ci). neo4j_front_end/check.mjs lints statements with it under
 Cypher 5 and Cypher 25, against imgwatch's labels, relationship type and property keys and
-the procedures and functions of the server dump the package ships. Checked:
+the procedures and functions of the server dump the package ships. Its parser and analysis
+are Neo4j 2026.09's (CHANGELOG); Cypher 5 is the language 5.26 LTS speaks, frozen since 2025.06.
+The dump comes from a server of 2025.06 or newer (it lists Cypher 25's too; no 5.26 dump
+ships); the procedures and functions the store calls are all in 5.26 (see
+imgwatch.store.neo4j.cypher). Checked:
 
 - every statement in imgwatch.store.neo4j.cypher, with the parameters its call sites really
   pass (recorded from the stand-in server tests, test_neo4j_fake.py, run as a subprocess),
@@ -45,6 +49,7 @@ VERSIONS = ("CYPHER 5", "CYPHER 25")
 OLDEST_NODE = 20  # the package asks for Node 24 but runs on Debian's Node 20
 URI = "neo4j://db.example:7687"
 LOCATION = f"{URI} database neo4j"
+STAND_IN_TESTS = "tests/store/test_neo4j_fake.py"  # the tests whose stand-in server records what it is sent
 
 # What imgwatch stores (see imgwatch.store.neo4j.schema): a label, type or key not listed
 # here is a misspelling the front end warns about.
@@ -146,10 +151,10 @@ def sent(tmp_path_factory: pytest.TempPathFactory) -> Mapping[str, frozenset[str
     record = folder / "statements.jsonl"
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--basetemp={folder / 'tmp'}",
-         "tests/store/test_neo4j_fake.py"],
+         STAND_IN_TESTS],
         cwd=REPO, env={**os.environ, RECORD_ENV: str(record)}, capture_output=True, text=True, timeout=600,
     )
-    assert done.returncode == 0, f"the stand-in server tests failed:\n{done.stdout[-4000:]}"
+    assert done.returncode == 0, f"{STAND_IN_TESTS} failed:\n{done.stdout[-4000:]}"
     return recorded(record)
 
 
