@@ -76,7 +76,8 @@ class Mover:
         for side in sides:
             found.update(dict.fromkeys(state.path for state in self.indexer.store.file_states(under=side)))
             if os.path.isdir(side):
-                found.update(dict.fromkeys(path for path, _ in walk_images(side, self.indexer.path_filter, self.indexer.roots)))
+                walked = walk_images(side, self.indexer.path_filter, self.indexer.roots)
+                found.update(dict.fromkeys(path for path, _ in walked))
             elif self.indexer.path_filter.has_image_extension(os.path.basename(side)):
                 found[side] = None  # a file, or a file that is gone (a folder that is gone was listed above)
         if sides:  # a record below a side is cleared (or kept) by indexing its path again
