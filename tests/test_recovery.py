@@ -245,34 +245,6 @@ def test_a_stopping_worker_ends_its_listener_thread_without_waiting_out_rqs_poll
     assert not listener.is_alive()
 
 
-def test_restarts_back_off_then_a_crash_loop_waits_the_maximum_until_workers_stay_up() -> None:
-    from imgwatch.supervisor import (
-        CRASH_LOOP_SECONDS,
-        RESTART_DELAY_MAX,
-        STABLE_SECONDS,
-        RestartBackoff,
-        WorkerSlot,
-    )
-
-    backoff, slot = RestartBackoff(), WorkerSlot(0)
-    now = 1000.0
-    delays = []
-    for _ in range(6):  # each worker dies 5 s after its start
-        now += 5
-        delays.append(backoff.after_death(slot, uptime=5, now=now))
-    assert delays == [(1, False), (2, False), (4, False), (8, False), (RESTART_DELAY_MAX, True),
-                      (RESTART_DELAY_MAX, False)]  # the crash loop is reported once
-    # A worker that stayed up a while: the next death is not part of a crash loop any more.
-    now += CRASH_LOOP_SECONDS
-    assert backoff.after_death(slot, uptime=STABLE_SECONDS, now=now) == (1, False)
-    assert backoff.after_death(slot, uptime=1, now=now + 1) == (2, False)
-    # Stopping because the queue was out of reach backs off too but is no sign of a crash loop.
-    other = WorkerSlot(1)
-    for step in range(6):
-        assert backoff.after_death(other, uptime=1, now=now + 2 + step, crashed=False)[1] is False
-    assert not backoff.crash_loop
-
-
 def test_a_dead_workers_foreign_job_is_dropped_not_requeued(work_queue: WorkQueue) -> None:
     # Anyone who can write to Redis can put a job there; a dead worker's copy of it must not come back.
     work_queue.rq_queue.enqueue("os.system", "touch /tmp/imgwatch-must-not-exist")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from imgwatch.config import Config
-from imgwatch.daemon.service import reconcile_and_enqueue
+from imgwatch.daemon.scan import reconcile_and_enqueue
 from imgwatch.embedding import Embedder, EmbeddingModel
 from imgwatch.files import PathFilter
 from imgwatch.store import GraphStore, open_store

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from imgwatch.config import Config, ConfigError
-from imgwatch.daemon.service import reconcile_and_enqueue
+from imgwatch.daemon.scan import reconcile_and_enqueue
 from imgwatch.redis_server import EmbeddedRedis
 from imgwatch.store import open_store
 from imgwatch.workqueue import INDEX_JOB, FailureLedger, QueueUnavailable, WorkQueue, job_paths, take_snapshot

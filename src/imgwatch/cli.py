@@ -7,7 +7,6 @@ import functools
 import json
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -15,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from imgwatch.config import LOG_FORMATS, STORE_BACKENDS, Config, load_config
-from imgwatch.errors import exit_on_error, printable
+from imgwatch.errors import EXIT_INTERRUPTED, exit_on_error, printable
 from imgwatch.files import canonical_path, folder_argument, root_of
 
 if TYPE_CHECKING:
@@ -119,16 +118,13 @@ def run(config: Config, workers: int | None, web: bool) -> None:
 @service_options
 def daemon(config: Config) -> None:
     """Watch ROOTS and put work on the queue (workers run elsewhere)."""
-    import signal
-
     from imgwatch import sdnotify
     from imgwatch.daemon.service import Daemon
+    from imgwatch.signals import stop_on_signals
     from imgwatch.store import open_store
     from imgwatch.workqueue import FailureLedger, WorkQueue
 
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+    stop = stop_on_signals()
     work_queue = WorkQueue.from_config(config)
     with open_store(config) as store:
         watcher = Daemon(config, store, FailureLedger.for_queue(work_queue), work_queue)
@@ -151,10 +147,6 @@ def worker(config: Config, burst: bool) -> None:
         run_worker(config, burst=burst)
 
 
-# How a shell reports a command that Ctrl-C (SIGINT) stopped: 128 + 2.
-EXIT_INTERRUPTED = 130
-
-
 @main.command()
 @click.argument("folders", nargs=-1, metavar="[ROOT]...", type=click.Path(file_okay=False))
 @common_options
@@ -163,7 +155,7 @@ def scan(config: Config, folders: tuple[str, ...]) -> None:
 
     Without ROOT: the folders the running workers index, else general.roots.
     """
-    from imgwatch.daemon.service import scan_and_enqueue
+    from imgwatch.daemon.scan import scan_and_enqueue
     from imgwatch.errors import ImgwatchError
     from imgwatch.store import open_store
     from imgwatch.workqueue import FailureLedger, WorkQueue
@@ -382,17 +374,14 @@ def web(config: Config, host: str | None, port: int | None) -> None:
 
     Any address but loopback needs a token: $IMGWATCH_WEB_TOKEN or web.token_file.
     """
-    import signal
-
+    from imgwatch.signals import stop_on_signals
     from imgwatch.web import serve
 
     if host is not None:
         config.web.host = host
     if port is not None:
         config.web.port = port
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+    stop = stop_on_signals()
     serve(config, stop, on_ready=lambda url: click.echo(f"imgwatch web: serving on {url}", err=True))
 
 

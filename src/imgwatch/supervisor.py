@@ -10,14 +10,15 @@ The main thread supervises, every LOOP_SECONDS:
 - A worker that dies (SIGKILL, the OOM killer, a crashed driver) has its started
   job requeued at once and its registration dropped (imgwatch.workers.recovery,
   which also splits and finally gives up on a job that keeps killing workers), and
-  is started again after a backoff: RESTART_DELAY_MIN seconds, doubling up to
-  RESTART_DELAY_MAX, back to the minimum once a worker stayed up STABLE_SECONDS.
-  CRASH_LOOP_DEATHS deaths within CRASH_LOOP_SECONDS are a crash loop: one error
-  line, and restarts wait RESTART_DELAY_MAX until workers stay up again.
+  is started again after a backoff that doubles, back to the minimum once a worker
+  stayed up a while. Deaths that come too fast are a crash loop: one error line, and
+  restarts wait the maximum until workers stay up again. The rule, with its numbers,
+  is imgwatch.restart_policy.
 - A worker that exits with code 2 could not start because of something only the
   user can fix (missing weights, a store of another model; its message is in the
   log): the run stops with that code instead of restarting it forever.
-- The embedded queue server, should it die, is restarted from its append-only file;
+- The embedded queue server, should it die, is restarted from its append-only file
+  (a failed restart is retried with backoff, restart_policy too);
   workers and the daemon reconnect by themselves. Valkey syncs that file every second,
   so one reconciliation pass then enqueues whatever the last second of writes lost.
 - systemd (imgwatch.sdnotify): READY=1 once the queue, the store and every worker are
@@ -26,7 +27,6 @@ The main thread supervises, every LOOP_SECONDS:
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import ctypes
 import multiprocessing
@@ -43,11 +43,21 @@ from rq.worker import BaseWorker
 
 from imgwatch import sdnotify
 from imgwatch.config import Config
-from imgwatch.daemon.service import Daemon, reconcile_and_enqueue
-from imgwatch.errors import EXIT_ERROR, QueueUnavailable, StoreError, StoreUnavailable, exit_on_error
+from imgwatch.daemon.scan import reconcile_and_enqueue
+from imgwatch.daemon.service import Daemon
+from imgwatch.errors import (
+    EXIT_ERROR,
+    EXIT_UNAVAILABLE,
+    QueueUnavailable,
+    StoreError,
+    StoreUnavailable,
+    exit_on_error,
+)
 from imgwatch.log import configure_logging, get_logger
 from imgwatch.progress import follow_backlog
 from imgwatch.redis_server import EmbeddedRedis
+from imgwatch.restart_policy import CRASH_LOOP_SECONDS, RESTART_DELAY_MAX, RestartPolicy
+from imgwatch.signals import stop_on_signals
 from imgwatch.store import open_store
 from imgwatch.workers import recovery
 from imgwatch.workqueue import FailureLedger, WorkQueue, take_snapshot
@@ -60,15 +70,6 @@ log = get_logger("imgwatch.run")
 _PR_SET_PDEATHSIG = 1
 WORKER_STOP_GRACE = 120.0  # seconds a worker may take to finish its current job on shutdown
 LOOP_SECONDS = 0.5
-RESTART_DELAY_MIN = 1.0
-RESTART_DELAY_MAX = 60.0
-STABLE_SECONDS = 60.0  # a worker up this long before it died restarts after RESTART_DELAY_MIN again
-CRASH_LOOP_DEATHS = 5
-CRASH_LOOP_SECONDS = 300.0
-QUEUE_RESTART_DELAY_MAX = 30.0
-# A worker exits with this code when the queue or the store is out of reach for now:
-# it is restarted like any other, but its exit is no sign of a crash loop.
-EXIT_UNAVAILABLE = recovery.EXIT_QUEUE_LOST
 _CHILD_NOTIFY_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")  # `run` alone talks to systemd
 WORKER_NAME_PREFIX = "imgwatch-run-"  # + "<pid>-<index>"
 
@@ -108,45 +109,8 @@ class WorkerSlot:
         self.index = index
         self.process: BaseProcess | None = None
         self.name = ""
-        self.started_at = 0.0
         self.registered = False  # seen in Redis: the model is loaded and it takes jobs
         self.restart_at: float | None = None
-        self.delay = RESTART_DELAY_MIN
-
-
-class RestartBackoff:
-    """How long a dead worker waits before it is started again.
-
-    Each worker slot doubles its delay from RESTART_DELAY_MIN up to RESTART_DELAY_MAX,
-    and starts over once a worker stayed up STABLE_SECONDS. CRASH_LOOP_DEATHS crashes
-    of any workers within CRASH_LOOP_SECONDS are a crash loop: every restart waits
-    RESTART_DELAY_MAX until fewer crashes fall within that window again.
-    """
-
-    def __init__(self) -> None:
-        self.deaths: collections.deque[float] = collections.deque()  # crash times, all workers
-        self.crash_loop = False
-
-    def after_death(self, slot: WorkerSlot, uptime: float, now: float, *, crashed: bool = True) -> tuple[float, bool]:
-        """(the delay before ``slot`` restarts, whether a crash loop begins with this death).
-
-        ``crashed=False``: it stopped because the queue or store was out of reach; no sign of a crash loop.
-        """
-        if uptime >= STABLE_SECONDS:
-            slot.delay = RESTART_DELAY_MIN
-        delay = slot.delay
-        slot.delay = min(slot.delay * 2, RESTART_DELAY_MAX)
-        if crashed:
-            self.deaths.append(now)
-        while self.deaths and now - self.deaths[0] > CRASH_LOOP_SECONDS:
-            self.deaths.popleft()
-        began = False
-        if len(self.deaths) >= CRASH_LOOP_DEATHS:
-            delay = RESTART_DELAY_MAX
-            began, self.crash_loop = not self.crash_loop, True
-        else:
-            self.crash_loop = False
-        return delay, began
 
 
 class Supervisor:
@@ -161,14 +125,13 @@ class Supervisor:
         self.context = multiprocessing.get_context("spawn")
         self.slots = [WorkerSlot(index) for index in range(config.workers.count)]
         self.fatal_exit_code: int | None = None
-        self.backoff = RestartBackoff()
+        self.restarts = RestartPolicy(len(self.slots))
         # Dead workers whose jobs are still to requeue: name -> (cause, whether it crashed).
         self._unrecovered: dict[str, tuple[str, bool]] = {}
         self._ready_sent = False
         self._degraded = False  # a worker is down: systemd's STATUS says so until all are back
         self._queue_down_since: float | None = None
         self._queue_retry_at = 0.0
-        self._queue_delay = RESTART_DELAY_MIN
         self._watchdog_interval = sdnotify.watchdog_interval()
         self._next_watchdog = 0.0
 
@@ -227,7 +190,8 @@ class Supervisor:
         process.start()
         assert process.pid is not None
         slot.process, slot.name = process, worker_name(process.pid, slot.index)
-        slot.started_at, slot.registered, slot.restart_at = time.monotonic(), False, None
+        slot.registered, slot.restart_at = False, None
+        self.restarts.started(slot.index)
 
     def _check_workers(self) -> None:
         now = time.monotonic()
@@ -252,14 +216,14 @@ class Supervisor:
             self.fatal_exit_code = exitcode
             return
         cause = recovery.signal_cause(exitcode)
-        uptime = now - slot.started_at
-        delay, crash_loop_began = self.backoff.after_death(slot, uptime, now, crashed=exitcode != EXIT_UNAVAILABLE)
-        if crash_loop_began:
-            log.error("worker_crash_loop", deaths=len(self.backoff.deaths), minutes=round(CRASH_LOOP_SECONDS / 60),
-                      last_cause=cause, restart_every_s=RESTART_DELAY_MAX,
+        restart = self.restarts.died(slot.index, crashed=exitcode != EXIT_UNAVAILABLE)
+        if restart.crash_loop_began:
+            log.error("worker_crash_loop", deaths=self.restarts.recent_crashes,
+                      minutes=round(CRASH_LOOP_SECONDS / 60), last_cause=cause, restart_every_s=RESTART_DELAY_MAX,
                       note="workers keep dying: see their messages above (out of memory? a GPU driver?)")
+        delay = restart.delay
         slot.restart_at = now + delay
-        fields = {"worker": slot.name, "cause": cause, "uptime_s": round(uptime, 1), "restart_in_s": delay}
+        fields = {"worker": slot.name, "cause": cause, "uptime_s": round(restart.uptime, 1), "restart_in_s": delay}
         if exitcode == EXIT_UNAVAILABLE:
             log.warning("worker_stopped", **fields)
         else:
@@ -324,13 +288,13 @@ class Supervisor:
         try:
             self.server.restart()
         except QueueUnavailable as exc:
-            delay = self._queue_delay
-            self._queue_delay = min(self._queue_delay * 2, QUEUE_RESTART_DELAY_MAX)
+            delay = self.restarts.queue_server_retry_delay()
             self._queue_retry_at = time.monotonic() + delay
             log.error("queue_restart_failed", error=str(exc), retry_in_s=delay)
             return
         log.info("queue_restarted", down_s=round(time.monotonic() - self._queue_down_since, 2))
-        self._queue_down_since, self._queue_delay, self._queue_retry_at = None, RESTART_DELAY_MIN, 0.0
+        self._queue_down_since, self._queue_retry_at = None, 0.0
+        self.restarts.queue_server_back()
         sdnotify.status("the queue server is back")
         self._requeue_unrecovered()
         self._reconcile()
@@ -356,9 +320,7 @@ def run_all(config: Config, *, web: bool = False) -> int:
 
     ``web``: also serve the web page (its token and address are checked before anything starts).
     """
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+    stop = stop_on_signals()
 
     with contextlib.ExitStack() as stack:
         stack.enter_context(config.data_dir.exclusive_run_lock())

@@ -119,7 +119,7 @@ def test_a_folder_moved_in_releases_its_images_and_one_moved_out_is_reported(wat
 
 
 def test_a_folder_moved_within_the_root_is_one_move_not_a_delete_and_a_walk(watch: Watch, tmp_path: Path) -> None:
-    from imgwatch.daemon.service import moves_not_covered
+    from imgwatch.daemon.moves import moves_not_covered
 
     outside = tmp_path / "album"  # written outside, moved in whole: no file is left half-settled
     (outside / "sub").mkdir(parents=True)

@@ -187,7 +187,7 @@ def test_status_page_shows_counts_and_failed_files(page: Any, web_server: WebSer
 
 def test_status_page_lists_each_watched_folder_with_its_state_and_images(
         page: Any, web_server: WebServer, photo_set: PhotoSet, tmp_path: Path) -> None:
-    from imgwatch.daemon.service import MISSING_ROOT_DETAIL
+    from imgwatch.daemon.roots import MISSING_ROOT_DETAIL
     from imgwatch.workqueue import WorkQueue
     from imgwatch.workqueue.root_states import MISSING, NOT_WATCHABLE, WATCHING, RootState, RootStates
     from tests.helpers import make_config

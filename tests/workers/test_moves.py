@@ -20,7 +20,8 @@ import pytest
 import torch
 
 from imgwatch.config import Config
-from imgwatch.daemon.service import Daemon, reconcile_and_enqueue
+from imgwatch.daemon.scan import reconcile_and_enqueue
+from imgwatch.daemon.service import Daemon
 from imgwatch.embedding import Embedder, EmbeddingModel
 from imgwatch.files import PathFilter
 from imgwatch.store import GraphStore, open_store

@@ -27,6 +27,7 @@ from watchdog.events import (
 from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.polling import PollingObserver
 
+from imgwatch.daemon.moves import moved_along
 from imgwatch.daemon.notices import Notice, watch_limit_advice
 from imgwatch.daemon.settler import Settler
 from imgwatch.errors import WatchError
@@ -159,12 +160,6 @@ class EventRouter(FileSystemEventHandler):
             self.settler.written(src)
         elif isinstance(event, FileDeletedEvent):
             self.settler.gone(src)
-
-
-def moved_along(old: str, new: str, folder_old: str, folder_new: str) -> bool:
-    """Whether moving ``folder_old`` to ``folder_new`` moved ``old`` to ``new`` (a path inside it)."""
-    prefix = folder_old.rstrip(os.sep) + os.sep
-    return old.startswith(prefix) and new == folder_new.rstrip(os.sep) + os.sep + old[len(prefix):]
 
 
 def make_observer(kind: str, polling_interval: float) -> BaseObserver:

@@ -73,14 +73,13 @@ STALE_EXECUTION_SECONDS = 120.0
 # restarted) for about 15 s before its job gives up.
 OUTAGE_RETRIES = 20
 OUTAGE_BACKOFF_CAP = 1.0
-EXIT_QUEUE_LOST = 75  # EX_TEMPFAIL
 # RQ logs every reconnection attempt; during a long outage one such line a minute is enough.
 RECONNECT_LOG_SECONDS = 60.0
 
 
 class QueueLost(SystemExit):
     """The queue stayed out of reach in the middle of a job: the worker process exits
-    (code EXIT_QUEUE_LOST) and is restarted, and its job is requeued as orphaned.
+    (code errors.EXIT_UNAVAILABLE) and is restarted, and its job is requeued as orphaned.
 
     A SystemExit because RQ's work loop lets only that through quietly: any other
     exception out of a job's bookkeeping is logged with a traceback."""

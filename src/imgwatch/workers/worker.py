@@ -22,7 +22,7 @@ from imgwatch import sdnotify
 from imgwatch.config import Config
 from imgwatch.embedding import EMBEDDING_DIM, Embedder, inference_device, load_model, plan_inference
 from imgwatch.embedding.identity import choose_weights, weights_setting
-from imgwatch.errors import ConfigError, ImgwatchError, ModelMismatchError
+from imgwatch.errors import EXIT_UNAVAILABLE, ConfigError, JobRefused, ModelMismatchError
 from imgwatch.files import PathFilter
 from imgwatch.log import get_logger
 from imgwatch.store import GraphStore, open_store
@@ -36,10 +36,6 @@ log = get_logger("imgwatch.worker")
 
 # How often a worker looks for jobs left behind by dead workers (RQ's maintenance tick).
 MAINTENANCE_SECONDS = 60
-
-
-class JobRefused(ImgwatchError):
-    """A job on the queue is not one imgwatch runs; it is failed, never executed."""
 
 
 class GuardedJob(Job):
@@ -91,7 +87,7 @@ class ImgwatchWorker(SimpleWorker):
             except redis.ConnectionError as exc:
                 log.warning("queue_lost", worker=self.name, job_id=job.id, error=str(exc),
                             note="exiting; the job is requeued once the queue is back")
-                raise recovery.QueueLost(recovery.EXIT_QUEUE_LOST) from None
+                raise recovery.QueueLost(EXIT_UNAVAILABLE) from None
 
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
         recovery.stop_riding_out_outages(self.connection)  # stopping: do not wait out a queue outage
