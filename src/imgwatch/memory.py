@@ -23,7 +23,7 @@ _M_MMAP_THRESHOLD = -3
 # up to ~3 MiB) stay in the arenas, where they are reused.
 LARGE_ALLOCATION_BYTES = 4 * 2**20
 # Fixing the mmap threshold also fixes the trim threshold, at 128 KiB unless set: the arenas then shrink
-# and grow on nearly every free, and a ResNet50 forward pass took 2× to 20× as long (bench/RESULTS.md).
+# and grow on nearly every free, and a ResNet50 forward pass took 1.3× to 2.4× as long (bench/RESULTS.md).
 # This is where glibc's own heuristic leaves it once big blocks have been freed (2 × 32 MiB).
 _TRIM_THRESHOLD_BYTES = 64 * 2**20
 
