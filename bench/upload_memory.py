@@ -1,7 +1,7 @@
 """The web server's memory around parallel near-limit uploads: at rest, at peak and after.
 
-    python bench/upload_memory.py [--uploads 8] [--kinds png jpeg] [--settle 30] [--keep DIR]
-                                  [--baseline-src DIR] [--variant NAME:VAR=VALUE,...]
+    python bench/upload_memory.py [--uploads 8] [--kinds png jpeg phone] [--settle 30] [--keep DIR]
+                                  [--baseline-src DIR] [--variant NAME:VAR=VALUE,...] [--skip-tree]
 
 Builds a small store (a dozen small JPEGs, ResNet50 with seeded random weights), then for each
 server variant and each upload kind starts a fresh `python -m imgwatch web` on it, loads the
