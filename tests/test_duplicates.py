@@ -23,7 +23,6 @@ import pytest
 from imgwatch.duplicates import (
     DEFAULT_THRESHOLD,
     DuplicateGroup,
-    ThresholdBelowLinks,
     as_csv,
     as_json,
     as_json_text,
@@ -35,6 +34,7 @@ from imgwatch.duplicates import (
     keep_order,
 )
 from imgwatch.embedding import Embedded, Embedder, EmbeddingModel
+from imgwatch.errors import ThresholdBelowLinks
 from imgwatch.store import EmbeddedGraphStore, GraphStore, ImageRecord, Link, StoredImage, open_store
 from tests.helpers import DIM, MODEL, angled, axis, imgwatch, make_config, make_record, process_env
 from tests.store.test_neo4j_fake import fake_store

@@ -20,16 +20,12 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from imgwatch.errors import ImgwatchError, printable
+from imgwatch.errors import ThresholdBelowLinks, printable
 from imgwatch.photos.formats import original_rank
 from imgwatch.store import GraphStore, Link, StoredImage
 
 DEFAULT_THRESHOLD = 0.95
 CSV_COLUMNS = ("group", "path", "keep", "width", "height", "size")
-
-
-class ThresholdBelowLinks(ImgwatchError):
-    """Duplicates were asked for below the score that links are made at."""
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from imgwatch.display import ELLIPSIS, file_name, name_ends
-from imgwatch.errors import ContentChanged, ImgwatchError
+from imgwatch.errors import ContentChanged, ImgwatchError, SheetError
 from imgwatch.thumbnails import ThumbnailCache, render
 
 TILE = 240  # thumbnail box, pixels
@@ -37,10 +37,6 @@ FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 # Pillow's built-in font covers ASCII only; names with accents or other scripts need a system
 # font. The first of these found (Pillow looks in the usual font folders) is used.
 SYSTEM_FONTS = ("DejaVuSans.ttf", "NotoSans-Regular.ttf", "LiberationSans-Regular.ttf", "Arial.ttf")
-
-
-class SheetError(ImgwatchError):
-    """The contact sheet cannot be written (bad name, unwritable folder)."""
 
 
 @dataclass(frozen=True)

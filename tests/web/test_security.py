@@ -27,10 +27,10 @@ import httpx
 import pytest
 
 from imgwatch.config import Config, load_config
-from imgwatch.errors import ConfigError, ModelMismatchError
+from imgwatch.errors import ConfigError, ModelMismatchError, WebUnavailable
 from imgwatch.web import WebServer
 from imgwatch.web.security import COOKIE_NAME, MIN_TOKEN_BITS, AccessGuard, access_token, is_loopback, token_bits
-from imgwatch.web.server import WebUnavailable, bind
+from imgwatch.web.server import bind
 from tests.helpers import make_config, process_env
 from tests.web.conftest import PhotoSet, start_server, stop_server
 from tests.web.conftest import WebServer as WebProcess

@@ -6,6 +6,6 @@ and binds, in the caller's thread) and ``serve`` (any thread, until a stop event
 """
 
 from imgwatch.web.app import create_app
-from imgwatch.web.server import WebServer, WebUnavailable, serve
+from imgwatch.web.server import WebServer, serve
 
-__all__ = ["WebServer", "WebUnavailable", "create_app", "serve"]
+__all__ = ["WebServer", "create_app", "serve"]

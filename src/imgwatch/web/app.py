@@ -17,7 +17,6 @@ from starlette.templating import Jinja2Templates
 
 from imgwatch.config import Config
 from imgwatch.display import KEPT_END, name_ends, reason_beside
-from imgwatch.duplicates import ThresholdBelowLinks
 from imgwatch.errors import (
     DecodeError,
     DeviceUnavailable,
@@ -25,6 +24,7 @@ from imgwatch.errors import (
     ModelMismatchError,
     StoreMissing,
     StoreUnavailable,
+    ThresholdBelowLinks,
     WeightsUnavailable,
 )
 from imgwatch.log import get_logger

@@ -18,16 +18,12 @@ import threading
 from collections.abc import Callable
 
 from imgwatch.config import Config
-from imgwatch.errors import ImgwatchError, StoreError
+from imgwatch.errors import StoreError, WebUnavailable
 from imgwatch.log import get_logger
 from imgwatch.web.security import access_token, check_binding
 
 log = get_logger("imgwatch.web")
 STOP_POLL_S = 0.2
-
-
-class WebUnavailable(ImgwatchError):
-    """The web page cannot listen where it is configured to."""
 
 
 class WebServer:
