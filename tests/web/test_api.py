@@ -240,10 +240,11 @@ def test_an_indexed_file_swapped_for_another_photo_is_served_by_no_route(
     victim.unlink()
     victim.symlink_to(other)  # a real photo, so any route that rendered it would answer 200
     try:
-        for route in ("/thumb", "/view", "/original"):
+        for route in ("/thumb", "/view", "/original", "/api/search"):
             response = client.get(f"{route}?path={q(victim)}")
             assert response.status_code == 409, (route, response.status_code, response.text)
             assert "changed since it was indexed" in response.json()["error"]
+        assert client.get(f"/?path={q(victim)}").status_code == 409  # the search page by path
     finally:  # the photo is back as it was indexed (a new inode: checked by its content again)
         victim.unlink()
         shutil.copy2(tmp_path / "victim.jpg", victim)

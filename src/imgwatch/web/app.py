@@ -18,6 +18,7 @@ from starlette.templating import Jinja2Templates
 from imgwatch.config import Config
 from imgwatch.display import KEPT_END, name_ends, reason_beside
 from imgwatch.errors import (
+    ContentChanged,
     DecodeError,
     DeviceUnavailable,
     ImgwatchError,
@@ -48,6 +49,7 @@ STATUS_OF_ERROR: list[tuple[type[ImgwatchError], int]] = [
     (StoreUnavailable, 503),
     (ModelMismatchError, 409),
     (DecodeError, 422),
+    (ContentChanged, 409),
     (WeightsUnavailable, 503),
     (DeviceUnavailable, 503),
     (ImgwatchError, 500),

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from imgwatch.config import Config
-from imgwatch.errors import StoreMissing
+from imgwatch.errors import ContentChanged, StoreMissing
 from imgwatch.memory import give_large_frees_back_at_once
 from imgwatch.photos.budget import DecodeBudget
 from imgwatch.ranking import rank_others
@@ -118,8 +118,10 @@ class WebState:
         """Rank everything against an indexed photo, embedded again from its file."""
         from imgwatch.embedding.decode import read_file
 
-        self.indexed(path)
-        _facts, data = read_file(path)  # regular files only, up to MAX_FILE_BYTES
+        image = self.indexed(path)
+        facts, data = read_file(path)  # regular files only, up to MAX_FILE_BYTES
+        if facts.sha256 != image.sha256:  # as every route that reads an indexed photo
+            raise ContentChanged(f"{path} changed since it was indexed; search with it again once it is re-indexed")
         return self._search_data(data, path, top, indexed_as=path)
 
     def search_upload(self, data: bytes, filename: str, top: int) -> Searched:
