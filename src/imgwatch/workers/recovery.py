@@ -9,8 +9,8 @@ imgwatch looks for started jobs whose worker is gone and puts them back on the q
   maintenance tick: a started job whose worker's registration has expired (no
   heartbeat for ``HEARTBEAT_TTL`` seconds), says it died, or whose execution has
   had no heartbeat for ``STALE_EXECUTION_SECONDS`` is requeued. Workers keep their
-  registration alive with a heartbeat while a job runs (:class:`KeepAlive`), so a
-  dead worker on another machine is noticed within about two minutes.
+  registration alive with a heartbeat while a job runs (imgwatch.workers.heartbeat),
+  so a dead worker on another machine is noticed within about two minutes.
 
 Poison files. Each worker death is counted on the job itself, in
 ``job.meta["imgwatch_worker_deaths"]`` (stored with the job in Redis: it survives
@@ -27,18 +27,13 @@ registry (ZREM returns 1) handles it; the others leave it alone.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import signal
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import redis
-from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.client import Pipeline
-from redis.retry import Retry
 from rq import worker_registration
 from rq.exceptions import NoSuchJobError
 from rq.executions import Execution, ExecutionRegistry
@@ -58,68 +53,9 @@ log = get_logger("imgwatch.recovery")
 DEATHS_META = "imgwatch_worker_deaths"
 CAUSE_META = "imgwatch_last_death"
 
-# RQ's worker_ttl for imgwatch workers: an idle worker blocks on the queue for
-# WORKER_TTL - 15 s, then heartbeats. Its registration lives HEARTBEAT_TTL seconds.
-WORKER_TTL = 40
-HEARTBEAT_TTL = 60
-# While a job runs, KeepAlive renews the registration (and the execution) this often.
-KEEPALIVE_SECONDS = 15.0
 # An execution not renewed for this long is not running anywhere (e.g. a queue
 # restored from its append-only file remembers a job its live worker has finished).
 STALE_EXECUTION_SECONDS = 120.0
-
-
-# A worker's Redis commands retry through a queue outage (e.g. the embedded server being
-# restarted) for about 15 s before its job gives up.
-OUTAGE_RETRIES = 20
-OUTAGE_BACKOFF_CAP = 1.0
-# RQ logs every reconnection attempt; during a long outage one such line a minute is enough.
-RECONNECT_LOG_SECONDS = 60.0
-
-
-class QueueLost(SystemExit):
-    """The queue stayed out of reach in the middle of a job: the worker process exits
-    (code errors.EXIT_UNAVAILABLE) and is restarted, and its job is requeued as orphaned.
-
-    A SystemExit because RQ's work loop lets only that through quietly: any other
-    exception out of a job's bookkeeping is logged with a traceback."""
-
-
-def ride_out_outages(connection: redis.Redis) -> None:
-    """Make ``connection`` retry through a short queue outage instead of failing at once,
-    and keep RQ's reconnection messages to one a minute."""
-    connection.set_retry(Retry(ExponentialBackoff(cap=OUTAGE_BACKOFF_CAP, base=0.05), retries=OUTAGE_RETRIES))
-    rq_log = logging.getLogger("rq.worker")
-    if not any(isinstance(f, _ThrottleReconnects) for f in rq_log.filters):
-        rq_log.addFilter(_ThrottleReconnects())
-
-
-def stop_riding_out_outages(connection: redis.Redis) -> None:
-    """Fail fast again (a worker that is stopping); commands retrying right now stop soon too."""
-    pool = connection.connection_pool
-    try:  # each pooled connection has its own Retry; a command in its retry loop reads it on the next failure
-        pooled = [*getattr(pool, "_available_connections", ()), *getattr(pool, "_in_use_connections", ())]
-    except RuntimeError:  # changed size under us (another thread): the new policy below still applies
-        pooled = []
-    for pooled_connection in pooled:
-        with contextlib.suppress(AttributeError):
-            pooled_connection.retry.update_retries(1)
-    connection.set_retry(Retry(NoBackoff(), retries=1))
-
-
-class _ThrottleReconnects(logging.Filter):
-    def __init__(self) -> None:
-        super().__init__()
-        self._last = 0.0
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if "could not connect to Redis" not in str(record.msg):
-            return True
-        now = time.monotonic()
-        if now - self._last < RECONNECT_LOG_SECONDS:
-            return False
-        self._last = now
-        return True
 
 
 def signal_cause(exitcode: int | None) -> str:
@@ -184,64 +120,6 @@ def forget_worker(work_queue: WorkQueue, worker_name: str) -> None:
         pipe.srem(worker_registration.WORKERS_BY_QUEUE_KEY % work_queue.name, key)
         pipe.delete(key, f"{key}:executions")
         pipe.execute()
-
-
-class KeepAlive:
-    """While a job runs in a SimpleWorker, renew the worker's registration and the
-    job's execution from a thread: RQ itself does not heartbeat an in-process job, and
-    a registration that outlived its worker by half an hour would hide its death."""
-
-    def __init__(self, worker: BaseWorker, interval: float = KEEPALIVE_SECONDS) -> None:
-        self.worker = worker
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"keepalive-{worker.name}", daemon=True)
-
-    def __enter__(self) -> KeepAlive:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                beat(self.worker)
-            except redis.RedisError:
-                pass  # the queue is down: the worker's own calls report it
-
-
-def beat(worker: BaseWorker) -> None:
-    """One heartbeat: the worker's registration and its executions' last_heartbeat."""
-    timestamp = time.time()
-    registries = {queue.name: StartedJobRegistry(name=queue.name, connection=worker.connection).key
-                  for queue in worker.queues}
-    with worker.connection.pipeline() as pipe:
-        worker.heartbeat(HEARTBEAT_TTL, pipeline=pipe)
-        for execution in list(worker.executions.values()):
-            for registry_key in registries.values():
-                pipe.eval(_TOUCH_EXECUTION, 2, execution.key, registry_key, timestamp, EXECUTION_TTL,
-                          execution.composite_key)
-        pipe.execute()
-
-
-# Seconds a running job's execution record and started-registry entry live past each beat.
-# RQ gives them min(timeout, 30) + 60 s at start and renews them only from its own
-# heartbeat loop, which SimpleWorker does not run during a job: without this, a batch
-# running longer than ~90 s would look abandoned to other workers' cleanup.
-EXECUTION_TTL = HEARTBEAT_TTL + 60
-
-# Renew a running execution unless it just ended (HSET alone would recreate it): its
-# last_heartbeat, its key's TTL, and its started-registry score (XX: never re-add it).
-_TOUCH_EXECUTION = """
-if redis.call('exists', KEYS[1]) == 1 then
-  redis.call('hset', KEYS[1], 'last_heartbeat', ARGV[1])
-  redis.call('expire', KEYS[1], ARGV[2])
-  redis.call('zadd', KEYS[2], 'XX', tonumber(ARGV[1]) + tonumber(ARGV[2]), ARGV[3])
-end
-"""
 
 
 # -- the recovery itself -----------------------------------------------------------

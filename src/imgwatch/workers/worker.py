@@ -26,7 +26,7 @@ from imgwatch.errors import EXIT_UNAVAILABLE, ConfigError, JobRefused, ModelMism
 from imgwatch.files import PathFilter
 from imgwatch.log import get_logger
 from imgwatch.store import GraphStore, open_store
-from imgwatch.workers import guard, recovery
+from imgwatch.workers import guard, heartbeat, outages, recovery
 from imgwatch.workers.indexer import Indexer, LinkPolicy
 from imgwatch.workers.jobs import install_indexer
 from imgwatch.workqueue import FailureLedger, WorkQueue
@@ -62,7 +62,7 @@ class GuardedJob(Job):
 class ImgwatchWorker(SimpleWorker):
     """RQ's in-process worker plus one maintenance duty: requeue dead workers' jobs.
 
-    Its registration lives recovery.HEARTBEAT_TTL seconds and is renewed while a job
+    Its registration lives heartbeat.HEARTBEAT_TTL seconds and is renewed while a job
     runs too, so other workers notice within about two minutes that it died.
     """
 
@@ -72,25 +72,25 @@ class ImgwatchWorker(SimpleWorker):
                         job_class=GuardedJob)
         super().__init__([guarded], connection=work_queue.connection, serializer=JSONSerializer,
                          job_class=GuardedJob, name=name, maintenance_interval=MAINTENANCE_SECONDS,
-                         worker_ttl=recovery.WORKER_TTL)
+                         worker_ttl=heartbeat.WORKER_TTL)
         self.work_queue = work_queue
-        recovery.ride_out_outages(work_queue.connection)  # e.g. while `imgwatch run` restarts its queue
+        outages.ride_out_outages(work_queue.connection)  # e.g. while `imgwatch run` restarts its queue
 
     def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
         # RQ renews the registration for the whole job timeout when a job starts; KeepAlive renews it instead.
-        super().heartbeat(min(timeout or recovery.HEARTBEAT_TTL, recovery.HEARTBEAT_TTL), pipeline)
+        super().heartbeat(min(timeout or heartbeat.HEARTBEAT_TTL, heartbeat.HEARTBEAT_TTL), pipeline)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
-        with recovery.KeepAlive(self):
+        with heartbeat.KeepAlive(self):
             try:
                 super().execute_job(job, queue)
             except redis.ConnectionError as exc:
                 log.warning("queue_lost", worker=self.name, job_id=job.id, error=str(exc),
                             note="exiting; the job is requeued once the queue is back")
-                raise recovery.QueueLost(EXIT_UNAVAILABLE) from None
+                raise outages.QueueLost(EXIT_UNAVAILABLE) from None
 
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
-        recovery.stop_riding_out_outages(self.connection)  # stopping: do not wait out a queue outage
+        outages.stop_riding_out_outages(self.connection)  # stopping: do not wait out a queue outage
         super().request_stop(signum, frame)
 
     def set_shutdown_requested_date(self) -> None:
@@ -110,7 +110,7 @@ class ImgwatchWorker(SimpleWorker):
         super().unsubscribe()
 
     def teardown(self) -> None:
-        recovery.stop_riding_out_outages(self.connection)
+        outages.stop_riding_out_outages(self.connection)
         try:
             super().teardown()
         except redis.RedisError:

@@ -1,57 +1,18 @@
-"""Requeueing dead workers' jobs (imgwatch.workers.recovery) against a real Valkey.
-
-Workers take jobs through RQ's own API (register, dequeue, start the execution), exactly as
-a worker process does; a worker "dies" as it does for other workers: its registration
-expires (a real PEXPIRE) or its name is reported dead by `imgwatch run`.
-"""
+"""Requeueing dead workers' jobs (imgwatch.workers.recovery) against a real Valkey."""
 
 from __future__ import annotations
 
-import signal
 import time
 from pathlib import Path
 
 import pytest
 from rq import SimpleWorker
-from rq.job import Job
-from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from imgwatch.files import file_signature
-from imgwatch.redis_server import EmbeddedRedis
 from imgwatch.workers import recovery
 from imgwatch.workqueue import FailureLedger, WorkQueue, job_paths, take_snapshot
-from tests.helpers import make_config, wait_until
-
-KILLED = "killed by signal SIGKILL"
-
-
-def take_job(work_queue: WorkQueue, name: str) -> tuple[SimpleWorker, Job]:
-    """A registered worker called ``name`` that has dequeued and started the next job."""
-    worker = SimpleWorker([work_queue.rq_queue], connection=work_queue.connection, serializer=JSONSerializer,
-                          name=name)
-    worker.register_birth()
-    result = work_queue.rq_queue.dequeue_any([work_queue.rq_queue], None, connection=work_queue.connection,
-                                             serializer=JSONSerializer)
-    assert result is not None, "nothing to dequeue"
-    job, _ = result
-    worker.prepare_execution(job)
-    worker.prepare_job_execution(job, remove_from_intermediate_queue=True)
-    return worker, job
-
-
-def expire_registration(work_queue: WorkQueue, worker: SimpleWorker) -> None:
-    """What happens when a worker stops heartbeating: its registration key expires."""
-    work_queue.connection.pexpire(worker.key, 1)
-    time.sleep(0.02)
-
-
-def queued(work_queue: WorkQueue) -> list[Job]:
-    return work_queue.fetch_jobs(work_queue.rq_queue.get_job_ids())
-
-
-def started_count(work_queue: WorkQueue) -> int:
-    return work_queue.connection.zcard(StartedJobRegistry(queue=work_queue.rq_queue).key)
+from tests.workers.conftest import KILLED, expire_registration, queued, started_count, take_job
 
 
 def test_a_dead_workers_job_is_requeued_at_once_first_in_line_and_the_worker_forgotten(
@@ -196,55 +157,6 @@ def test_causes_read_like_the_log_line(exitcode: int | None) -> None:
     assert recovery.signal_cause(exitcode) == expected
 
 
-def test_a_workers_registration_lives_a_minute_and_keep_alive_renews_it_during_a_job(
-    work_queue: WorkQueue,
-) -> None:
-    from imgwatch.workers.worker import ImgwatchWorker
-
-    worker = ImgwatchWorker(work_queue, "imgwatch-run-99-0")
-    worker.register_birth()
-    worker.heartbeat()
-    assert 0 < work_queue.connection.ttl(worker.key) <= recovery.HEARTBEAT_TTL
-    work_queue.enqueue_paths(["/p/a.jpg"], batch_size=1)
-    result = work_queue.rq_queue.dequeue_any([work_queue.rq_queue], None, connection=work_queue.connection,
-                                             serializer=JSONSerializer)
-    assert result is not None
-    job, _ = result
-    execution = worker.prepare_execution(job)
-    worker.prepare_job_execution(job)  # RQ asks for the job's whole timeout here (1800 s + 60)
-    assert work_queue.connection.ttl(worker.key) <= recovery.HEARTBEAT_TTL
-    work_queue.connection.expire(worker.key, 2)
-    before = float(work_queue.connection.hget(execution.key, "last_heartbeat") or 0)
-
-    with recovery.KeepAlive(worker, interval=0.05):
-        time.sleep(0.3)
-
-    assert work_queue.connection.ttl(worker.key) > 2
-    assert float(work_queue.connection.hget(execution.key, "last_heartbeat") or 0) > before
-    worker.register_death()
-
-
-def test_a_stopping_worker_ends_its_listener_thread_without_waiting_out_rqs_poll(work_queue: WorkQueue) -> None:
-    from imgwatch.workers.worker import ImgwatchWorker
-
-    worker = ImgwatchWorker(work_queue, "imgwatch-run-98-0")
-    worker.subscribe()  # RQ's pub/sub listener thread, as work() starts it
-    pubsub, listener = worker.pubsub, worker.pubsub_thread
-    send_unsubscribe = pubsub.unsubscribe
-
-    def unsubscribe_and_let_the_listener_handle_the_reply(*args: object) -> None:
-        # The race seen under load: the listener handles the reply before the worker stops it,
-        # then waits RQ's whole poll (60 s) for a subscription, and stopping joins it.
-        send_unsubscribe(*args)
-        assert wait_until(lambda: not pubsub.subscribed, timeout=10)
-
-    pubsub.unsubscribe = unsubscribe_and_let_the_listener_handle_the_reply
-    started = time.monotonic()
-    worker.unsubscribe()
-    assert time.monotonic() - started < 10
-    assert not listener.is_alive()
-
-
 def test_a_dead_workers_foreign_job_is_dropped_not_requeued(work_queue: WorkQueue) -> None:
     # Anyone who can write to Redis can put a job there; a dead worker's copy of it must not come back.
     work_queue.rq_queue.enqueue("os.system", "touch /tmp/imgwatch-must-not-exist")
@@ -254,19 +166,3 @@ def test_a_dead_workers_foreign_job_is_dropped_not_requeued(work_queue: WorkQueu
 
     assert (done.job_id, done.action) == (job.id, "dropped")
     assert queued(work_queue) == [] and started_count(work_queue) == 0
-
-
-def test_a_stop_signal_during_a_queue_outage_never_raises_into_the_running_job(tmp_path: Path) -> None:
-    from rq.worker import WorkerStatus
-
-    from imgwatch.workers.worker import ImgwatchWorker
-
-    config = make_config(tmp_path / "data")
-    with EmbeddedRedis(config) as server:
-        config.queue.redis_url = server.url
-        worker = ImgwatchWorker(WorkQueue.from_config(config), "imgwatch-run-97-0")
-        worker.register_birth()
-        worker.set_state(WorkerStatus.BUSY)  # in the middle of a job
-    # The queue is gone. RQ's handler runs between two lines of the job: it must not raise there.
-    worker.request_stop(signal.SIGTERM, None)
-    assert worker._stop_requested
