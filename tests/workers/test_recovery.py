@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
-from imgwatch.files import file_signature
-from imgwatch.workers import recovery
+from imgwatch.workers import poison, recovery
 from imgwatch.workqueue import FailureLedger, WorkQueue, job_paths, take_snapshot
 from tests.workers.conftest import KILLED, expire_registration, queued, started_count, take_job
 
@@ -28,7 +26,7 @@ def test_a_dead_workers_job_is_requeued_at_once_first_in_line_and_the_worker_for
     assert (done.job_id, done.action, done.deaths, done.paths) == (dead_job_id, "requeued", 1, 2)
     first, second = queued(work_queue)
     assert first.id == dead_job_id and job_paths(first) == ["/p/a.jpg", "/p/b.jpg"]
-    assert first.meta[recovery.DEATHS_META] == 1 and first.meta[recovery.CAUSE_META] == KILLED
+    assert first.meta[poison.DEATHS_META] == 1 and first.meta[poison.CAUSE_META] == KILLED
     assert job_paths(second) == ["/p/later.jpg"]
     snapshot = take_snapshot(work_queue, FailureLedger.for_queue(work_queue))
     assert (snapshot.running_jobs, snapshot.workers, snapshot.queued_jobs) == (0, 0, 2)
@@ -47,8 +45,8 @@ def test_orphans_are_found_by_their_expired_registration_and_live_workers_keep_t
     assert recovery.requeue_orphaned_jobs(work_queue) == 1
 
     [requeued] = queued(work_queue)
-    assert requeued.id == gone_job.id and requeued.meta[recovery.DEATHS_META] == 1
-    assert "imgwatch-host-2 stopped sending heartbeats" in requeued.meta[recovery.CAUSE_META]
+    assert requeued.id == gone_job.id and requeued.meta[poison.DEATHS_META] == 1
+    assert "imgwatch-host-2 stopped sending heartbeats" in requeued.meta[poison.CAUSE_META]
     assert started_count(work_queue) == 1  # the live worker's job is still running
     assert alive_job.get_status(refresh=True) == "started"
     assert take_snapshot(work_queue, FailureLedger.for_queue(work_queue)).workers == 1
@@ -85,41 +83,6 @@ def test_a_job_is_requeued_once_however_many_look_for_orphans(work_queue: WorkQu
     assert len(work_queue.rq_queue.get_job_ids()) == 1
 
 
-def test_a_file_that_keeps_killing_workers_is_isolated_then_recorded_as_failed(
-    work_queue: WorkQueue, tmp_path: Path
-) -> None:
-    poison, fine = tmp_path / "poison.jpg", tmp_path / "fine.jpg"
-    poison.write_bytes(b"\xff\xd8 pretend this crashes the decoder")
-    fine.write_bytes(b"\xff\xd8 fine")
-    assert work_queue.max_attempts == 3
-    work_queue.enqueue_paths([str(poison), str(fine)], batch_size=32)
-    deaths = 0
-
-    def kill_the_worker_on_the_next_job() -> list[recovery.Recovery]:
-        nonlocal deaths
-        deaths += 1
-        worker, _ = take_job(work_queue, f"imgwatch-run-{deaths}-0")
-        return recovery.requeue_jobs_of(work_queue, worker.name, KILLED)
-
-    # 1st death: the whole job again (the death may have had nothing to do with its files).
-    assert [r.action for r in kill_the_worker_on_the_next_job()] == ["requeued"]
-    # 2nd death of the same job: one job per file, each remembering one death.
-    assert [r.action for r in kill_the_worker_on_the_next_job()] == ["split"]
-    singles = queued(work_queue)
-    assert sorted(job_paths(j)[0] for j in singles) == sorted([str(poison), str(fine)])
-    assert all(len(job_paths(j)) == 1 and j.meta[recovery.DEATHS_META] == 1 for j in singles)
-    # The poison file's job is taken first and kills its worker twice more.
-    work_queue.rq_queue.remove(next(j for j in singles if job_paths(j) == [str(fine)]))
-    assert [(r.action, r.deaths) for r in kill_the_worker_on_the_next_job()] == [("requeued", 2)]
-    assert [(r.action, r.deaths) for r in kill_the_worker_on_the_next_job()] == [("failed", 3)]
-
-    assert work_queue.rq_queue.get_job_ids() == [] and started_count(work_queue) == 0
-    [failed] = FailureLedger.for_queue(work_queue).failed_files()
-    assert failed.path == str(poison)
-    assert f"the worker died 3 times while indexing this file (last: {KILLED})" in failed.reason
-    assert (failed.size, failed.mtime_ns) == file_signature(str(poison))[:2]  # type: ignore[index]  # retried once the file changes
-
-
 def test_a_live_workers_stale_execution_is_run_again_without_counting_a_death(work_queue: WorkQueue) -> None:
     """A queue restored from its append-only file may remember a job its (live) worker finished."""
     work_queue.enqueue_paths(["/p/a.jpg"], batch_size=1)
@@ -131,7 +94,7 @@ def test_a_live_workers_stale_execution_is_run_again_without_counting_a_death(wo
     assert recovery.requeue_orphaned_jobs(work_queue) == 1
 
     [requeued] = queued(work_queue)
-    assert requeued.id == job.id and requeued.meta[recovery.DEATHS_META] == 0
+    assert requeued.id == job.id and requeued.meta[poison.DEATHS_META] == 0
     assert work_queue.connection.exists(worker.key)  # the worker itself is fine
 
 
@@ -145,7 +108,7 @@ def test_a_fresh_run_requeues_its_previous_workers_jobs_without_counting_deaths(
     recovered = recovery.requeue_abandoned(work_queue, "the previous `imgwatch run` stopped", "imgwatch-run-")
 
     assert sorted(r.action for r in recovered) == ["requeued", "requeued"]
-    assert [j.meta[recovery.DEATHS_META] for j in queued(work_queue)] == [0, 0]
+    assert [j.meta[poison.DEATHS_META] for j in queued(work_queue)] == [0, 0]
     assert started_count(work_queue) == 1
     assert take_snapshot(work_queue, FailureLedger.for_queue(work_queue)).workers == 1
 

@@ -12,13 +12,8 @@ imgwatch looks for started jobs whose worker is gone and puts them back on the q
   registration alive with a heartbeat while a job runs (imgwatch.workers.heartbeat),
   so a dead worker on another machine is noticed within about two minutes.
 
-Poison files. Each worker death is counted on the job itself, in
-``job.meta["imgwatch_worker_deaths"]`` (stored with the job in Redis: it survives
-restarts and goes with the job to whichever worker takes it next). A job of several
-paths whose worker dies a second time is split into one-path jobs, each starting with
-the count minus one. A one-path job whose worker died ``workers.max_attempts`` times is
-not requeued: its file goes into the failure ledger with the reason, and is retried
-when it changes.
+Poison files. Each worker death that counts is counted on the job; a job whose files
+keep killing workers is split, then its file recorded as failed (imgwatch.workers.poison).
 
 Claiming. Several processes may look at the same started job at once (the
 supervisor and any number of workers): whoever removes its entry from the started
@@ -43,15 +38,11 @@ from rq.serializers import JSONSerializer
 from rq.utils import as_text, parse_composite_key
 from rq.worker import BaseWorker
 
-from imgwatch.files import file_signature
 from imgwatch.log import get_logger
-from imgwatch.workers import guard
-from imgwatch.workqueue import FailureLedger, WorkQueue, job_paths
+from imgwatch.workers import guard, poison
+from imgwatch.workqueue import WorkQueue, job_paths
 
 log = get_logger("imgwatch.recovery")
-
-DEATHS_META = "imgwatch_worker_deaths"
-CAUSE_META = "imgwatch_last_death"
 
 # An execution not renewed for this long is not running anywhere (e.g. a queue
 # restored from its append-only file remembers a job its live worker has finished).
@@ -211,29 +202,25 @@ def _handle(work_queue: WorkQueue, item: _Started, cause: str, counts: bool) -> 
         return None
     # A job that is not imgwatch's (a pickled payload cannot even be read) is dropped, never requeued.
     paths = [] if guard.refusal(job) is not None else job_paths(job)
-    deaths = int(job.meta.get(DEATHS_META, 0)) + (1 if counts else 0)
-    recovery = Recovery(job.id, item.worker, cause, len(paths), deaths, "requeued")
-    if not paths:
-        recovery.action = "dropped"
-    elif len(paths) == 1 and deaths >= work_queue.max_attempts:
-        recovery.action = "failed"
-        _record_poison(work_queue, paths[0], deaths, cause)
-    elif len(paths) > 1 and deaths >= min(2, work_queue.max_attempts):
-        recovery.action = "split"
+    deaths = poison.deaths_of(job, counts)
+    action = poison.next_step(len(paths), deaths, work_queue.max_attempts) if paths else "dropped"
+    recovery = Recovery(job.id, item.worker, cause, len(paths), deaths, action)
+    if action == "failed":
+        poison.record_failed(work_queue, paths[0], deaths, cause)
     with connection.pipeline() as pipe:
         pipe.multi()  # one transaction (RQ's enqueue_job expects it started)
         _delete_execution(pipe, item)
         pipe.lrem(work_queue.rq_queue.intermediate_queue_key, 0, job.id)  # if it died before RQ took it out
         if recovery.action == "requeued":
-            job.meta[DEATHS_META] = deaths
-            job.meta[CAUSE_META] = cause
+            job.meta[poison.DEATHS_META] = deaths
+            job.meta[poison.CAUSE_META] = cause
             job.started_at = None
             work_queue.rq_queue.enqueue_job(job, pipeline=pipe, at_front=True)
         else:
             job.delete(pipeline=pipe)
         if recovery.action == "split":
             # One job per path: the next death names the file at fault.
-            work_queue.enqueue_paths(paths, 1, meta={DEATHS_META: deaths - 1, CAUSE_META: cause},
+            work_queue.enqueue_paths(paths, 1, meta={poison.DEATHS_META: deaths - 1, poison.CAUSE_META: cause},
                                      at_front=True, pipeline=pipe)
         pipe.execute()
     _log(recovery, paths)
@@ -246,15 +233,6 @@ def _delete_execution(connection: redis.Redis | Pipeline, item: _Started) -> Non
     connection.zrem(ExecutionRegistry(execution.job_id, connection).key, execution.id)
     if execution.worker_name:
         connection.srem(execution.worker_executions_key, item.entry)
-
-
-def _record_poison(work_queue: WorkQueue, path: str, deaths: int, cause: str) -> None:
-    reason = (f"the worker died {deaths} times while indexing this file (last: {cause}); "
-              f"{path} is retried when it changes")
-    signature = file_signature(path)
-    size, mtime_ns = signature[:2] if signature else (None, None)
-    # permanent: reconciliation does not retry it until the file changes.
-    FailureLedger.for_queue(work_queue).record(path, reason, size, mtime_ns, permanent=True, attempts=deaths)
 
 
 def _log(recovery: Recovery, paths: list[str]) -> None:

@@ -59,7 +59,7 @@ class WorkQueue:
     """The queue of index jobs.
 
     ``max_attempts`` is ``workers.max_attempts``: how many times a worker may die on a
-    one-path job before its file is recorded as failed (see imgwatch.workers.recovery).
+    one-path job before its file is recorded as failed (see imgwatch.workers.poison).
     """
 
     def __init__(self, connection: redis.Redis, name: str = "imgwatch", job_timeout: int = 1800,
