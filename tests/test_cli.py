@@ -518,7 +518,9 @@ def test_search_refusals_come_before_the_model_loads(
     missing = search(env, str(tmp_path / "nowhere.jpg"))
     assert missing.stdout == "exit 2 False\n" and "does not exist" in missing.stderr, missing.stderr
 
-    assert imgwatch(env, "scan", str(photo.parent)).returncode == 0
+    assert imgwatch(env, "scan", str(photo.parent)).returncode == 0  # a store, with nothing indexed yet
+    empty = search(env, str(photo))
+    assert empty.stdout == "exit 2 False\n" and "nothing is indexed yet" in empty.stderr, empty.stderr
     assert imgwatch(env, "worker", "--burst", str(photo.parent)).returncode == 0  # random weights, seed 0
     other_model = search(dict(env, IMGWATCH_EMBEDDING_SEED="1"), str(photo))
     assert other_model.stdout == "exit 2 False\n" and "the store holds embeddings" in other_model.stderr

@@ -251,28 +251,16 @@ def _print_matches(matches: list[Match], as_json: bool) -> None:
 @common_options
 def search(config: Config, image: str, top: int, as_json: bool, sheet: str | None) -> None:
     """Images most similar to IMAGE (any file; it need not be indexed)."""
-    from imgwatch.embedding.identity import query_weights  # hashing only, no torch
-    from imgwatch.ranking import left_out_note, rank_others
+    from imgwatch.ranking import left_out_note
     from imgwatch.store import open_store
+    from imgwatch.use_cases import QueryModel, search_with_file
 
     with open_store(config, create=False) as store:
-        recorded = store.recorded_model()  # (model, dim) the workers embed with; None before the first image
-        chosen = query_weights(config, recorded and recorded[0], store.recorded_weights_file(), "search again")
-        from imgwatch.embedding import Embedder, load_model  # torch takes seconds: only once the checks pass
-
-        embedding = config.embedding
-        model = load_model(chosen.weights, embedding.device, chosen.seed, embedding.engine,
-                           config.data_dir.engine_cache)
-        embedder = Embedder(model, batch_size=1, decode_threads=1)
-        try:
-            query = embedder.embed_file(os.path.abspath(image))
-        finally:
-            embedder.close()
-        indexed_as = canonical_path(image)  # as the store names it, when IMAGE is an indexed photo
-        ranking = rank_others(store, query.vector, top, query.facts.sha256, indexed_as)
+        ranking = search_with_file(store, QueryModel(config, "search again"), image, top)
         _print_matches(ranking.matches, as_json)
         if ranking.itself:  # on stderr: stdout stays one scored line (or the JSON list) per result
             click.echo(printable(left_out_note(ranking.itself)), err=True)
+        indexed_as = canonical_path(image)  # as the store names it, when IMAGE is an indexed photo
         contents = _indexed_contents(store, ranking.matches, indexed_as)
     if sheet:
         _write_sheet(config, indexed_as, ranking.matches, sheet, contents)
@@ -287,34 +275,16 @@ def search(config: Config, image: str, top: int, as_json: bool, sheet: str | Non
 @common_options
 def similar(config: Config, path: str, top: int, as_json: bool, sheet: str | None) -> None:
     """The SIMILAR_TO neighbours of an indexed PATH (no model needed)."""
-    from imgwatch.store import ImageNotFound, open_store
+    from imgwatch.store import open_store
+    from imgwatch.use_cases import similar as neighbours_of
 
     indexed = canonical_path(path)
     with open_store(config, create=False) as store:
-        try:
-            matches = store.neighbours(indexed)[:top]  # best first
-        except ImageNotFound:
-            _explain_failure(config, indexed)
-            raise
+        matches = neighbours_of(store, indexed, top, reasons_from=config)
         _print_matches(matches, as_json)
         contents = _indexed_contents(store, matches, indexed)
     if sheet:
         _write_sheet(config, indexed, matches, sheet, contents)
-
-
-def _explain_failure(config: Config, path: str) -> None:
-    """Raise the reason ``path`` could not be indexed, when the failed-file ledger has one."""
-    from imgwatch.display import reason_beside
-    from imgwatch.errors import ImgwatchError, QueueUnavailable
-    from imgwatch.workqueue import FailureLedger, WorkQueue
-
-    try:
-        failed = FailureLedger.for_queue(WorkQueue.from_config(config)).get(path)
-    except QueueUnavailable:
-        return  # the store's answer stands alone
-    if failed is not None:
-        raise ImgwatchError(f"{path} is not indexed: it failed: {reason_beside(failed.reason, path)} "
-                            f"(once the file is fixed it is indexed again; or `imgwatch retry {path}`)")
 
 
 def _indexed_contents(store: GraphStore, matches: list[Match], *paths: str) -> dict[str, str]:
@@ -351,12 +321,12 @@ def duplicates(config: Config, threshold: float, as_json: bool, as_csv: bool) ->
     """
     from imgwatch import duplicates as found
     from imgwatch.store import open_store
+    from imgwatch.use_cases import duplicate_groups
 
     if as_json and as_csv:
         raise click.UsageError("--json and --csv exclude each other")
-    found.check_threshold(threshold, config.links.threshold)
     with open_store(config, create=False) as store:
-        groups = found.find_duplicates(store, threshold)
+        groups = duplicate_groups(store, threshold, config.links.threshold)
     if as_json:
         click.echo(found.as_json_text(groups))
     elif as_csv:
@@ -435,40 +405,17 @@ def forget(config: Config, folders: tuple[str, ...]) -> None:
     folder (general.roots, or one a running worker indexes) is refused: its files would be
     indexed again.
     """
-    from imgwatch.errors import AlreadyRunning, QueueUnavailable
-    from imgwatch.unwatched import watched_roots
-    from imgwatch.workqueue import FailureLedger, WorkQueue
-    from imgwatch.workqueue.worker_roots import WorkerRoots
+    from imgwatch.use_cases import forget as forget_below
 
     chosen = [folder_argument(f) for f in folders]
-    configured = [str(p) for p in config.root_paths]
-    try:
-        work_queue = WorkQueue.from_config(config)
-        announced = WorkerRoots.for_queue(work_queue).current()
-    except QueueUnavailable as exc:
-        if config.queue.redis_url:  # workers elsewhere may index folders this config does not name
-            raise QueueUnavailable(f"{exc}; forget needs the queue to learn which folders running workers "
-                                   "index: try again once it is reachable") from None
-        try:  # embedded queue: nothing runs while this holds the data dir's run lock
-            with config.data_dir.exclusive_run_lock():
-                click.echo(f"the failed-file records below {printable(', '.join(chosen))} stay "
-                           "(the queue is not running); run forget again while imgwatch runs to clear them", err=True)
-                _forget(config, chosen, configured, None)
-        except AlreadyRunning:
-            raise QueueUnavailable(f"`imgwatch run` is using {config.data_dir.path} but its queue is out of reach "
-                                   f"({exc}), so which folders it indexes is unknown: try again in a moment") from None
-        return
-    _forget(config, chosen, watched_roots(configured, announced), FailureLedger.for_queue(work_queue))
-
-
-def _forget(config: Config, folders: list[str], roots: list[str], failures: Any) -> None:
-    from imgwatch.store import open_store
-    from imgwatch.unwatched import forget_folders
-
-    with open_store(config, create=False) as store:
-        for folder, forgotten in forget_folders(store, folders, roots, failures):
-            records = "" if forgotten.failures is None else f" and {forgotten.failures} failed-file record(s)"
-            click.echo(f"forgot {forgotten.images} image(s){records} below {printable(folder)}")
+    noted = False
+    for folder, forgotten in forget_below(config, chosen):
+        if forgotten.failures is None and not noted:
+            click.echo(f"the failed-file records below {printable(', '.join(chosen))} stay "
+                       "(the queue is not running); run forget again while imgwatch runs to clear them", err=True)
+            noted = True
+        records = "" if forgotten.failures is None else f" and {forgotten.failures} failed-file record(s)"
+        click.echo(f"forgot {forgotten.images} image(s){records} below {printable(folder)}")
 
 
 @main.command()

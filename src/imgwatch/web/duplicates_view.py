@@ -11,7 +11,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from imgwatch.duplicates import DEFAULT_THRESHOLD, DuplicateGroup, check_threshold, find_duplicates
+from imgwatch.duplicates import DEFAULT_THRESHOLD, DuplicateGroup
+from imgwatch.use_cases import duplicate_groups
 from imgwatch.web.routes import JSONResponse, query_values, render_page, state_of
 from imgwatch.web.views import display_name, human_size, image_facts
 
@@ -47,8 +48,7 @@ def threshold_of(request: Request) -> float:
 def _groups(request: Request) -> tuple[float, list[dict[str, Any]]]:
     state = state_of(request)
     threshold = threshold_of(request)
-    check_threshold(threshold, state.config.links.threshold)  # below it there are no links to group
-    groups = find_duplicates(state.store(), threshold=threshold)  # biggest first
+    groups = duplicate_groups(state.store(), threshold, state.config.links.threshold)  # biggest first
     return threshold, [group_item(group) for group in groups]
 
 

@@ -1,0 +1,184 @@
+"""What a person asks of imgwatch, one function each, called alike by the CLI and the web page:
+search with a photo, an indexed photo's similar ones, the duplicate groups, forgetting folders.
+
+The callers parse and print (the CLI) or speak HTTP (the web page). The resources are theirs and
+passed in: the store, the query model, and a long-running process's decode budget and forward
+thread. A search refuses what it can before the model loads (seconds of torch): nothing indexed
+yet (StoreMissing), then weights that give another model than the store's, then it loads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+from imgwatch.config import Config
+from imgwatch.duplicates import DuplicateGroup, check_threshold, find_duplicates
+from imgwatch.embedding.identity import check_query_model, query_weights
+from imgwatch.errors import AlreadyRunning, ImageNotFound, ImgwatchError, QueueUnavailable, StoreMissing
+from imgwatch.files import canonical_path
+from imgwatch.ranking import Ranking, rank_others
+from imgwatch.unwatched import Forgotten, forget_folders, watched_roots
+from imgwatch.workqueue import FailureLedger, WorkQueue
+from imgwatch.workqueue.worker_roots import WorkerRoots
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
+    from imgwatch.embedding import EmbeddingEngine
+    from imgwatch.photos.budget import DecodeBudget
+    from imgwatch.store import GraphStore, Match
+
+NOTHING_INDEXED = "nothing is indexed yet: there is nothing to compare with"
+
+
+# -- search with a photo --------------------------------------------------------------------
+
+
+def indexed_model(store: GraphStore) -> str:
+    """The model the store's workers embed with; StoreMissing while nothing is indexed."""
+    recorded = store.recorded_model()
+    if recorded is None:
+        raise StoreMissing(NOTHING_INDEXED)
+    return recorded[0]
+
+
+class QueryModel:
+    """The workers' model for queries, loaded on first use and kept for the process: the store's
+    weights unless others are configured (embedding.identity.query_weights). ``where`` says how
+    to query again with other weights, e.g. "search again" or "start `imgwatch web` again"."""
+
+    def __init__(self, config: Config, where: str) -> None:
+        self.config = config
+        self.where = where
+        self._loaded: EmbeddingEngine | None = None
+        self._lock = threading.Lock()  # one load at a time
+
+    def for_store(self, store: GraphStore) -> EmbeddingEngine:
+        """The model that embeds in ``store``'s space. Refused before anything loads: StoreMissing
+        while nothing is indexed, ModelMismatchError for configured weights of another model,
+        WeightsUnavailable when the store's weights file moved or changed."""
+        recorded = indexed_model(store)
+        with self._lock:
+            if self._loaded is None:
+                chosen = query_weights(self.config, recorded, store.recorded_weights_file(), self.where)
+                from imgwatch.embedding import load_model  # torch takes seconds: only once the checks pass
+
+                embedding = self.config.embedding
+                self._loaded = load_model(chosen.weights, embedding.device, chosen.seed, embedding.engine,
+                                          self.config.data_dir.engine_cache)
+            check_query_model(recorded, self._loaded.identity, self.where)  # the store's model may have changed
+            return self._loaded
+
+    def close(self) -> None:
+        with self._lock:
+            self._loaded = None
+
+
+def search_with_photo(store: GraphStore, model: QueryModel, data: bytes, name: str, top: int, *,
+                      indexed_as: str | None = None, budget: DecodeBudget | None = None,
+                      forward: Executor | None = None) -> Ranking:
+    """The ``top`` indexed images most like the photo ``data``, the photo itself left out (see
+    ranking; ``indexed_as``: its indexed path, if it is one). It is decoded with the workers'
+    limits: ``name`` tells a RAW by its extension and names the photo in errors. Refusals come
+    before anything is decoded. A long-running process passes its decode ``budget`` and the one
+    ``forward`` thread every forward pass runs on."""
+    return _ranked(store, model.for_store(store), data, name, top, indexed_as, budget, forward)
+
+
+def search_with_file(store: GraphStore, model: QueryModel, path: str, top: int) -> Ranking:
+    """:func:`search_with_photo` with the file at ``path`` (any file; it need not be indexed), read
+    as a worker reads one, after the model's refusals; when it is indexed it is left out."""
+    engine = model.for_store(store)
+    from imgwatch.embedding.decode import read_file  # torch: only once the checks pass
+
+    absolute = os.path.abspath(path)
+    _facts, data = read_file(absolute)  # regular files only, up to MAX_FILE_BYTES
+    return _ranked(store, engine, data, absolute, top, canonical_path(path), None, None)
+
+
+def _ranked(store: GraphStore, engine: EmbeddingEngine, data: bytes, name: str, top: int, indexed_as: str | None,
+            budget: DecodeBudget | None, forward: Executor | None) -> Ranking:
+    from imgwatch.embedding.decode import decode_for_model
+
+    with budget.admit(data, name) if budget is not None else contextlib.nullcontext():
+        tensor, _width, _height = decode_for_model(data, name)
+    batch = tensor.unsqueeze(0)
+    vectors = engine.embed(batch) if forward is None else forward.submit(engine.embed, batch).result()
+    return rank_others(store, vectors[0], top, hashlib.sha256(data).hexdigest(), indexed_as)
+
+
+# -- similar, duplicates -----------------------------------------------------------------------
+
+
+def similar(store: GraphStore, path: str, top: int | None = None, *, reasons_from: Config | None = None) -> list[Match]:
+    """The SIMILAR_TO neighbours of the indexed ``path``, best first (no model needed); ImageNotFound
+    when it is not indexed, or, given the config whose failed-file ledger to ask, why it failed."""
+    try:
+        return store.neighbours(path)[:top]
+    except ImageNotFound:
+        if reasons_from is not None:
+            _raise_failure_reason(reasons_from, path)
+        raise
+
+
+def _raise_failure_reason(config: Config, path: str) -> None:
+    """Raise the reason ``path`` could not be indexed, when the failed-file ledger has one."""
+    from imgwatch.display import reason_beside
+
+    try:
+        failed = FailureLedger.for_queue(WorkQueue.from_config(config)).get(path)
+    except QueueUnavailable:
+        return  # the store's answer stands alone
+    if failed is not None:
+        raise ImgwatchError(f"{path} is not indexed: it failed: {reason_beside(failed.reason, path)} "
+                            f"(once the file is fixed it is indexed again; or `imgwatch retry {path}`)")
+
+
+def duplicate_groups(store: GraphStore, threshold: float, links_threshold: float) -> list[DuplicateGroup]:
+    """The duplicate groups at ``threshold``, biggest first (see duplicates); ThresholdBelowLinks
+    below ``links_threshold`` (links.threshold), where there are no links to group."""
+    check_threshold(threshold, links_threshold)
+    return find_duplicates(store, threshold)
+
+
+# -- forget --------------------------------------------------------------------------------------
+
+
+def forget(config: Config, folders: Sequence[str]) -> Iterator[tuple[str, Forgotten]]:
+    """Remove the images below ``folders`` from the store (see unwatched.forget_folders), refusing
+    a watched one; yields each folder's counts once done.
+
+    Watched are general.roots and the folders the running workers announce, so the queue is asked.
+    Out of reach: an external queue is refused (workers elsewhere may index any folder); the embedded
+    one is not running when this can take the data dir's run lock, so nothing indexes but general.roots,
+    and the failed-file records stay (Forgotten.failures is None); otherwise `imgwatch run` holds it.
+    """
+    configured = [str(p) for p in config.root_paths]
+    try:
+        work_queue = WorkQueue.from_config(config)
+        announced = WorkerRoots.for_queue(work_queue).current()
+    except QueueUnavailable as exc:
+        if config.queue.redis_url:  # workers elsewhere may index folders this config does not name
+            raise QueueUnavailable(f"{exc}; forget needs the queue to learn which folders running workers "
+                                   "index: try again once it is reachable") from None
+        try:  # embedded queue: nothing runs while this holds the data dir's run lock
+            with config.data_dir.exclusive_run_lock():
+                yield from _forget(config, folders, configured, None)
+        except AlreadyRunning:
+            raise QueueUnavailable(f"`imgwatch run` is using {config.data_dir.path} but its queue is out of reach "
+                                   f"({exc}), so which folders it indexes is unknown: try again in a moment") from None
+        return
+    yield from _forget(config, folders, watched_roots(configured, announced), FailureLedger.for_queue(work_queue))
+
+
+def _forget(config: Config, folders: Sequence[str], roots: list[str],
+            failures: FailureLedger | None) -> Iterator[tuple[str, Forgotten]]:
+    from imgwatch.store import open_store
+
+    with open_store(config, create=False) as store:
+        yield from forget_folders(store, folders, roots, failures)
