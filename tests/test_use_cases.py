@@ -34,7 +34,7 @@ RESNET50_DIM = 2048
 
 
 @pytest.fixture
-def store(config: Config) -> Iterator[GraphStore]:
+def empty_store(config: Config) -> Iterator[GraphStore]:
     """An embedded store on the test's data dir, with nothing indexed."""
     with open_store(config) as opened:
         yield opened
@@ -44,29 +44,29 @@ def store(config: Config) -> Iterator[GraphStore]:
 
 
 def test_a_store_with_nothing_indexed_is_refused_before_anything_loads_or_decodes(
-    tmp_path: Path, store: GraphStore, config: Config
+    tmp_path: Path, empty_store: GraphStore, config: Config
 ) -> None:
     config.embedding.weights = str(tmp_path / "nowhere.pth")  # loading these would fail otherwise
     model = QueryModel(config, "search again")
     with pytest.raises(StoreMissing, match="nothing is indexed yet"):
-        search_with_photo(store, model, b"not a photo", "x.jpg", 5)
+        search_with_photo(empty_store, model, b"not a photo", "x.jpg", 5)
     with pytest.raises(StoreMissing, match="nothing is indexed yet"):
-        search_with_file(store, model, str(tmp_path / "nowhere.jpg"), 5)
+        search_with_file(empty_store, model, str(tmp_path / "nowhere.jpg"), 5)
 
 
 def test_weights_of_another_model_than_the_stores_are_refused_before_they_load(
-    tmp_path: Path, store: GraphStore, config: Config
+    tmp_path: Path, empty_store: GraphStore, config: Config
 ) -> None:
-    store.ensure_model(RANDOM_SEED0, RESNET50_DIM)
+    empty_store.ensure_model(RANDOM_SEED0, RESNET50_DIM)
     not_weights = tmp_path / "other.pth"
     not_weights.write_bytes(b"no state_dict: loading it would fail another way")
     config.embedding.weights = str(not_weights)
     with pytest.raises(ModelMismatchError, match="search again with --weights random"):
-        search_with_photo(store, QueryModel(config, "search again"), b"not a photo", "x.jpg", 5)
+        search_with_photo(empty_store, QueryModel(config, "search again"), b"not a photo", "x.jpg", 5)
 
 
 @pytest.fixture
-def indexed_coffee(tmp_path: Path, store: GraphStore, write_photo: Callable[..., Path]) -> tuple[Path, Path]:
+def indexed_coffee(tmp_path: Path, empty_store: GraphStore, write_photo: Callable[..., Path]) -> tuple[Path, Path]:
     """coffee.jpg indexed with a copy of it (the same bytes) and three other photos' records."""
     coffee = write_photo(tmp_path / "photos" / "coffee.jpg", "coffee")
     copy = tmp_path / "photos" / "backup" / "coffee.jpg"
@@ -78,24 +78,24 @@ def indexed_coffee(tmp_path: Path, store: GraphStore, write_photo: Callable[...,
                make_record(str(copy), vectors[1], model=RANDOM_SEED0, sha256=sha256),
                *(make_record(str(tmp_path / "photos" / f"other-{n}.jpg"), vectors[n], model=RANDOM_SEED0)
                  for n in range(2, 5))]
-    store.ensure_model(RANDOM_SEED0, RESNET50_DIM)
-    store.upsert(records)
+    empty_store.ensure_model(RANDOM_SEED0, RESNET50_DIM)
+    empty_store.upsert(records)
     return coffee, copy
 
 
 def test_a_search_leaves_the_photo_itself_out_the_same_whoever_holds_the_resources(
-    tmp_path: Path, store: GraphStore, config: Config, indexed_coffee: tuple[Path, Path]
+    tmp_path: Path, empty_store: GraphStore, config: Config, indexed_coffee: tuple[Path, Path]
 ) -> None:
     coffee, copy = indexed_coffee
     config.embedding.engine = "torch"  # no export: the rule is under test, not the engine
     model = QueryModel(config, "search again")
-    by_file = search_with_file(store, model, str(coffee), 4)  # all four others are asked for: the copy is seen
+    by_file = search_with_file(empty_store, model, str(coffee), 4)  # all four others are asked for: the copy is seen
     assert by_file.itself == [str(coffee), str(copy)]
     assert sorted(m.path for m in by_file.matches) == [str(tmp_path / "photos" / f"other-{n}.jpg") for n in (2, 3, 4)]
 
-    assert model.for_store(store) is model.for_store(store)  # loaded once
+    assert model.for_store(empty_store) is model.for_store(empty_store)  # loaded once
     with ThreadPoolExecutor(max_workers=1) as forward:  # as the web page passes its budget and forward thread
-        uploaded = search_with_photo(store, model, coffee.read_bytes(), "upload.jpg", 4,
+        uploaded = search_with_photo(empty_store, model, coffee.read_bytes(), "upload.jpg", 4,
                                      budget=DecodeBudget(), forward=forward)
     assert uploaded.matches == by_file.matches
     assert sorted(uploaded.itself) == sorted(by_file.itself)  # by its content alone
@@ -110,35 +110,35 @@ def test_a_search_leaves_the_photo_itself_out_the_same_whoever_holds_the_resourc
 
 
 def test_similar_is_best_first_and_says_why_a_path_is_not_indexed_when_it_failed(
-    tmp_path: Path, store: GraphStore, config: Config, failures: FailureLedger
+    tmp_path: Path, empty_store: GraphStore, config: Config, failures: FailureLedger
 ) -> None:
     records = [make_record("/p/a.jpg", axis(0)), make_record("/p/b.jpg", angled(0.99, 1)),
                make_record("/p/c.jpg", angled(0.9, 2))]
-    store.ensure_model(records[0].model, len(records[0].embedding))
-    store.upsert(records)
-    store.link(records, 0.5, 5)
-    assert [m.path for m in similar(store, "/p/a.jpg")] == ["/p/b.jpg", "/p/c.jpg"]
-    assert [m.path for m in similar(store, "/p/a.jpg", 1)] == ["/p/b.jpg"]
+    empty_store.ensure_model(records[0].model, len(records[0].embedding))
+    empty_store.upsert(records)
+    empty_store.link(records, 0.5, 5)
+    assert [m.path for m in similar(empty_store, "/p/a.jpg")] == ["/p/b.jpg", "/p/c.jpg"]
+    assert [m.path for m in similar(empty_store, "/p/a.jpg", 1)] == ["/p/b.jpg"]
 
     failures.record("/p/broken.jpg", "cannot decode /p/broken.jpg: truncated", 10, 1)
     with pytest.raises(ImgwatchError, match=r"^/p/broken.jpg is not indexed: it failed: .*truncated") as failed:
-        similar(store, "/p/broken.jpg", reasons_from=config)
+        similar(empty_store, "/p/broken.jpg", reasons_from=config)
     assert not isinstance(failed.value, ImageNotFound)
     with pytest.raises(ImageNotFound):
-        similar(store, "/p/broken.jpg")  # the web page answers 404
+        similar(empty_store, "/p/broken.jpg")  # the web page answers 404
     with pytest.raises(ImageNotFound):
-        similar(store, "/p/never.jpg", reasons_from=config)
+        similar(empty_store, "/p/never.jpg", reasons_from=config)
 
 
-def test_duplicates_below_the_links_threshold_are_refused(store: GraphStore) -> None:
+def test_duplicates_below_the_links_threshold_are_refused(empty_store: GraphStore) -> None:
     records = [make_record("/p/a.jpg", axis(0)), make_record("/p/a-copy.jpg", angled(0.99, 1))]
-    store.ensure_model(records[0].model, len(records[0].embedding))
-    store.upsert(records)
-    store.link(records, 0.8, 5)
-    [group] = duplicate_groups(store, 0.95, 0.8)
+    empty_store.ensure_model(records[0].model, len(records[0].embedding))
+    empty_store.upsert(records)
+    empty_store.link(records, 0.8, 5)
+    [group] = duplicate_groups(empty_store, 0.95, 0.8)
     assert {image.path for image in group.images} == {"/p/a.jpg", "/p/a-copy.jpg"}
     with pytest.raises(ThresholdBelowLinks):
-        duplicate_groups(store, 0.5, 0.8)
+        duplicate_groups(empty_store, 0.5, 0.8)
 
 
 # -- forget ---------------------------------------------------------------------------------------
