@@ -42,11 +42,11 @@ from imgwatch.errors import printable
 from imgwatch.files import root_of
 from imgwatch.log import get_logger
 from imgwatch.workqueue import WorkQueue
+from imgwatch.workqueue.announcements import RENEW_SECONDS
 from imgwatch.workqueue.root_states import (
     MISSING,
     NOT_WATCHABLE,
     POLLING,
-    RENEW_SECONDS,
     WATCHING,
     RootState,
     RootStates,

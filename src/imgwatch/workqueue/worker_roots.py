@@ -11,36 +11,24 @@ dropped by the next reader.
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
 
 import redis
 
 from imgwatch.errors import ConfigError
 from imgwatch.files import root_of
+from imgwatch.workqueue import announcements
+from imgwatch.workqueue.announcements import Announcements
 
-if TYPE_CHECKING:
-    from imgwatch.workqueue.jobs import WorkQueue
-
-_NAMES_KEY = "imgwatch:{queue}:worker-roots"
-_ENTRY_KEY = "imgwatch:{queue}:worker-roots:{worker}"
-ANNOUNCEMENT_TTL = 60  # seconds an entry outlives its worker's last renewal
-RENEW_SECONDS = 20
+ANNOUNCEMENT_TTL = announcements.ENTRY_TTL  # seconds an entry outlives its worker's last renewal
+RENEW_SECONDS = announcements.RENEW_SECONDS
 
 
-class WorkerRoots:
+class WorkerRoots(Announcements):
     """worker name → the roots it indexes, for as long as the worker keeps renewing it."""
 
-    def __init__(self, connection: redis.Redis, queue_name: str) -> None:
-        self.connection = connection
-        self.queue_name = queue_name
-        self.names_key = _NAMES_KEY.format(queue=queue_name)
-
-    @classmethod
-    def for_queue(cls, work_queue: WorkQueue) -> WorkerRoots:
-        return cls(work_queue.connection, work_queue.name)
+    KIND = "worker-roots"
 
     @contextlib.contextmanager
     def announcing(self, worker: str, roots: Sequence[str]) -> Iterator[None]:
@@ -65,30 +53,11 @@ class WorkerRoots:
 
     def announce(self, worker: str, roots: Sequence[str], ttl: int) -> None:
         """``worker`` indexes ``roots`` for the next ``ttl`` seconds (announce again to renew)."""
-        with self.connection.pipeline() as pipe:
-            pipe.set(self._entry_key(worker), json.dumps(list(roots)), ex=ttl)
-            pipe.sadd(self.names_key, worker)
-            pipe.execute()
-
-    def withdraw(self, worker: str) -> None:
-        with self.connection.pipeline() as pipe:
-            pipe.delete(self._entry_key(worker))
-            pipe.srem(self.names_key, worker)
-            pipe.execute()
+        self._put(worker, list(roots), ttl)
 
     def current(self) -> list[str]:
         """Every folder a running worker announced, sorted (empty when none is running)."""
-        names = sorted(name.decode() for name in self.connection.smembers(self.names_key))
-        if not names:
-            return []
-        entries = self.connection.mget([self._entry_key(name) for name in names])
-        expired = [name for name, entry in zip(names, entries, strict=True) if entry is None]
-        if expired:
-            self.connection.srem(self.names_key, *expired)  # renewing adds a name back
-        return sorted({root for entry in entries if entry is not None for root in json.loads(entry)})
-
-    def _entry_key(self, worker: str) -> str:
-        return _ENTRY_KEY.format(queue=self.queue_name, worker=worker)
+        return sorted({root for roots in self._live_values() for root in roots})  # type: ignore[attr-defined]
 
 
 def check_workers_take(folders: Sequence[str], announced: Sequence[str]) -> None:
