@@ -420,3 +420,19 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+WEIGHTS_FILE = ("/models/resnet50.pth", "5be77" + "0" * 59)  # (absolute path, SHA-256)
+
+
+def user_namespace_skip_reason() -> str | None:
+    """Why a test cannot run a child in a user namespace of its own here (None: it can)."""
+    import shutil
+
+    if shutil.which("unshare") is None:
+        return "needs unshare(1) (util-linux) to give the daemon a user namespace of its own"
+    probe = subprocess.run(["unshare", "--user", "--map-root-user", "true"], capture_output=True, text=True,
+                           check=False)
+    if probe.returncode != 0:
+        return f"cannot create a user namespace here: {probe.stderr.strip()}"
+    return None

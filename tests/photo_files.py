@@ -25,6 +25,7 @@ import functools
 import io
 import struct
 import tempfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -760,3 +761,13 @@ def _oriented(image: Image.Image, flip: int) -> Image.Image:
 
 if __name__ == "__main__":
     _self_check()
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A small PNG whose header says ``width``×``height``: opens as that size, fails to decode (truncated)."""
+    encoded = io.BytesIO()
+    Image.new("RGB", (8, 8), (90, 120, 60)).save(encoded, "PNG")
+    data = bytearray(encoded.getvalue())
+    struct.pack_into(">II", data, 16, width, height)  # IHDR's width and height
+    struct.pack_into(">I", data, 29, zlib.crc32(bytes(data[12:29])))  # and its CRC
+    return bytes(data)

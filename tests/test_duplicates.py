@@ -37,7 +37,7 @@ from imgwatch.embedding import Embedded, Embedder, EmbeddingModel
 from imgwatch.errors import ThresholdBelowLinks
 from imgwatch.store import EmbeddedGraphStore, GraphStore, ImageRecord, Link, StoredImage, open_store
 from tests.helpers import DIM, MODEL, angled, axis, imgwatch, make_config, make_record, process_env
-from tests.store.test_neo4j_fake import fake_store
+from tests.store.neo4j_stand_in import fake_store
 
 PHOTO_THRESHOLD = 0.9999
 LINKS_THRESHOLD, LINKS_TOP_K = 0.8, 10  # the config defaults

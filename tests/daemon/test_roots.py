@@ -23,7 +23,9 @@ from imgwatch.store import GraphStore, open_store
 from imgwatch.workqueue import FailureLedger, WorkQueue
 from imgwatch.workqueue.root_states import MISSING, NOT_WATCHABLE, POLLING, WATCHING, RootState, RootStates
 from tests.daemon.conftest import RunningDaemon, queued_paths, stored_image
-from tests.helpers import make_config, process_env, wait_until
+from tests.helpers import make_config, process_env, user_namespace_skip_reason, wait_until
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_a_vanished_root_holds_removals_and_is_watched_again_when_back(
@@ -81,9 +83,7 @@ def test_each_roots_state_is_published_for_status_and_withdrawn_when_the_daemon_
 
 
 def test_a_root_the_inotify_limit_keeps_unwatched_is_published_as_not_watchable(config: Config, tmp_path: Path) -> None:
-    from tests.faults.test_missed_events import REPO, _own_user_namespace_skip_reason
-
-    reason = _own_user_namespace_skip_reason()  # the limit is lowered in a user namespace of its own, as there
+    reason = user_namespace_skip_reason()  # the limit is lowered in a user namespace of its own, as there
     if reason:
         pytest.skip(reason)
     code = ("import sys; from tests.daemon.test_roots import not_watchable_scenario; "

@@ -24,6 +24,7 @@ from imgwatch.embedding import (
 from imgwatch.embedding import decode as decode_module
 from imgwatch.embedding.decode import MIN_DECODED_SHORT_SIDE, RESIZE_SHORT_SIDE
 from imgwatch.photos.reader import _draft_jpeg
+from tests.embedding.equivalence import EMBEDDING_THRESHOLD, TENSOR_THRESHOLD, photo, upscaled_to, with_grain
 from tests.helpers import PHOTO_NAMES
 
 TWELVE_MP = (4032, 3024)  # a phone camera's 4:3 frame
@@ -31,35 +32,6 @@ EXIF_ORIENTATION = 0x0112
 # What "the same input as the reference" means, with calibrated weights (under which
 # different photos score ~0.81-0.98, see the guard tests below). Measured worst cases of
 # the fast path: tensor 0.99993, embedding 0.991.
-TENSOR_THRESHOLD = 0.9999
-EMBEDDING_THRESHOLD = 0.99
-
-
-def photo(name: str) -> Image.Image:
-    return Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
-
-
-def upscaled_to(image: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """Centre-crop to the target aspect ratio, then upscale (like a phone photo's pixel count)."""
-    target_aspect = size[0] / size[1]
-    width, height = image.size
-    if width / height > target_aspect:
-        crop_width = round(height * target_aspect)
-        left = (width - crop_width) // 2
-        image = image.crop((left, 0, left + crop_width, height))
-    else:
-        crop_height = round(width / target_aspect)
-        top = (height - crop_height) // 2
-        image = image.crop((0, top, width, top + crop_height))
-    return image.resize(size, Image.Resampling.BICUBIC)
-
-
-def with_grain(image: Image.Image, seed: int = 0) -> Image.Image:
-    """Sensor-like luminance noise: the high frequencies a drafted decode could get wrong."""
-    noise = np.random.default_rng(seed).normal(0.0, 4.0, size=(image.size[1], image.size[0], 1))
-    return Image.fromarray(np.clip(np.asarray(image, dtype=np.float32) + noise, 0, 255).astype(np.uint8))
-
-
 def encoded(image: Image.Image, fmt: str, **options: object) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, fmt, **options)

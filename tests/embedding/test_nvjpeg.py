@@ -18,7 +18,7 @@ from PIL import Image, ImageCms, ImageOps
 
 from imgwatch.embedding import DecodeError, Embedded, Embedder, EmbeddingModel, Failed, nvjpeg, reference_preprocess
 from imgwatch.embedding.decode import EXIF_ORIENTATION_TAG, MAX_ASPECT_RATIO
-from tests.embedding.test_decode import EMBEDDING_THRESHOLD, TENSOR_THRESHOLD, photo, upscaled_to, with_grain
+from tests.embedding.equivalence import EMBEDDING_THRESHOLD, TENSOR_THRESHOLD, photo, upscaled_to, with_grain
 from tests.photo_files import adobe_rgb_profile
 
 DEVICES = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])

@@ -36,6 +36,7 @@ from tests.helpers import (
     process_env,
     store_mismatch,
     timed_logs,
+    user_namespace_skip_reason,
     wait_for,
     wait_until,
 )
@@ -224,18 +225,8 @@ def test_a_dead_watcher_thread_is_restarted_and_its_root_rescanned(
 # lower only that. The daemon still gets the kernel's real ENOSPC.
 
 
-def _own_user_namespace_skip_reason() -> str | None:
-    if shutil.which("unshare") is None:
-        return "needs unshare(1) (util-linux) to give the daemon a user namespace of its own"
-    probe = subprocess.run(["unshare", "--user", "--map-root-user", "true"], capture_output=True, text=True,
-                           check=False)
-    if probe.returncode != 0:
-        return f"cannot create a user namespace here: {probe.stderr.strip()}"
-    return None
-
-
 def run_in_own_user_namespace(scenario: str, config: Config, tmp_path: Path) -> None:
-    reason = _own_user_namespace_skip_reason()
+    reason = user_namespace_skip_reason()
     if reason:
         pytest.skip(reason)
     code = ("import sys; from tests.faults.test_missed_events import watch_limit_scenario; "

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-import struct
 import threading
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +21,7 @@ from imgwatch.photos import open_photo
 from imgwatch.photos.budget import DECODE_BUDGET_PIXELS, DecodeBudget, declared_pixels
 from imgwatch.photos.limits import MAX_PIXELS
 from imgwatch.thumbnails import ThumbnailCache
-from tests.photo_files import write_dng
+from tests.photo_files import png_declaring, write_dng
 
 # The near-limit headers below are what the budget is for: Pillow's warning about them is expected.
 pytestmark = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
@@ -65,16 +63,6 @@ def holders() -> Iterator[list[Holder]]:
     yield started
     for holder in started:
         holder.leave()
-
-
-def png_declaring(width: int, height: int) -> bytes:
-    """A small PNG whose header says ``width``×``height``: opens as that size, fails to decode (truncated)."""
-    encoded = io.BytesIO()
-    Image.new("RGB", (8, 8), (90, 120, 60)).save(encoded, "PNG")
-    data = bytearray(encoded.getvalue())
-    struct.pack_into(">II", data, 16, width, height)  # IHDR's width and height
-    struct.pack_into(">I", data, 29, zlib.crc32(bytes(data[12:29])))  # and its CRC
-    return bytes(data)
 
 
 def test_two_big_decodes_do_not_hold_the_budget_at_once(holders: list[Holder]) -> None:

@@ -19,7 +19,7 @@ from imgwatch.store import (
     StoredImage,
     StoreError,
 )
-from tests.helpers import DIM, MODEL, angled, axis, make_record, random_unit_vectors
+from tests.helpers import DIM, MODEL, WEIGHTS_FILE, angled, axis, make_record, random_unit_vectors
 
 SCORE_TOLERANCE = 1e-5
 
@@ -284,7 +284,6 @@ def test_ensure_model_switches_when_the_store_is_empty(store: GraphStore) -> Non
     assert store.nearest(axis(0, dim=8), 1)[0].path == "/p/b.jpg"
 
 
-WEIGHTS_FILE = ("/models/resnet50.pth", "5be77" + "0" * 59)  # (absolute path, SHA-256)
 
 
 def test_the_weights_file_is_recorded_with_the_model_and_where_it_moved(store: GraphStore) -> None:

@@ -12,8 +12,7 @@ import pytest
 
 from imgwatch.store import GraphStore, ModelMismatchError, open_store
 from imgwatch.store.migrate import migrate
-from tests.helpers import DIM, MODEL, axis, backend_config, make_record, random_unit_vectors, wipe_neo4j
-from tests.store.test_contract import WEIGHTS_FILE
+from tests.helpers import DIM, MODEL, WEIGHTS_FILE, axis, backend_config, make_record, random_unit_vectors, wipe_neo4j
 
 COUNT = 40
 

@@ -19,11 +19,8 @@ import pytest
 from imgwatch.display import KEPT_END
 from imgwatch.web.state import LARGE_SIZE
 from tests.helpers import process_env
+from tests.web.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.web.conftest import DNG_SIZE, ODD_NAME, PORTRAIT_NAMES, PhotoSet, WebServer, start_server, stop_server
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="no Chromium on PATH for the browser tests (Debian: apt-get install chromium)")

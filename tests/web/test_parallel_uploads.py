@@ -15,7 +15,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.photos.test_budget import png_declaring
+from tests.photo_files import png_declaring
 from tests.web.conftest import UPLOAD_LIMIT_MB, PhotoSet, WebServer
 
 BIG_SIDE = 9000  # 81 MP: about 0.3 GB to decode, ~0.24 MB as a PNG of few colours

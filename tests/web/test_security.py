@@ -291,7 +291,7 @@ def test_a_page_on_another_origin_cannot_make_the_browser_search(
     """Chromium opens a page served from a second local origin whose script POSTs an image to
     imgwatch (fetch without preflight) and then submits a form with it: both are refused, and
     the server never loads its model."""
-    from tests.web.test_browser import CHROMIUM, CHROMIUM_ARGS
+    from tests.web.browser import CHROMIUM, CHROMIUM_ARGS
 
     if CHROMIUM is None:
         pytest.skip("no Chromium on PATH (Debian: apt-get install chromium)")
