@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 import time
 
 from imgwatch.workers.worker import ImgwatchWorker
@@ -26,3 +29,25 @@ def test_a_stopping_worker_ends_its_listener_thread_without_waiting_out_rqs_poll
     worker.unsubscribe()
     assert time.monotonic() - started < 10
     assert not listener.is_alive()
+
+
+def test_a_stop_signal_between_ready_and_work_stops_the_worker_at_its_first_turn(work_queue: WorkQueue) -> None:
+    worker = ImgwatchWorker(work_queue, "imgwatch-run-96-0")
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    rescued: list[bool] = []
+
+    def rescue() -> None:  # work() never returned by itself: stop it the way RQ's own handler does
+        rescued.append(True)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    watchdog = threading.Timer(30, rescue)
+    try:
+        worker.take_stop_requests()  # as the worker process does before it announces "ready"
+        os.kill(os.getpid(), signal.SIGTERM)  # the supervisor stopping it before work() began
+        watchdog.start()
+        worker.work(logging_level="WARNING")  # not burst: without the request it would wait for jobs
+    finally:
+        watchdog.cancel()
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+    assert not rescued, "work() ran on after a stop request that came before it started"

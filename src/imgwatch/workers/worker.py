@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 from types import FrameType
 
@@ -92,6 +93,16 @@ class ImgwatchWorker(SimpleWorker):
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
         outages.stop_riding_out_outages(self.connection)  # stopping: do not wait out a queue outage
         super().request_stop(signum, frame)
+
+    def take_stop_requests(self) -> None:
+        """SIGINT/SIGTERM from now on stop this worker cleanly. Ready is announced before work()
+        installs RQ's handlers: a SIGTERM in between stops it at work()'s first turn instead of
+        killing it outright (call from the main thread)."""
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._stop_before_work)
+
+    def _stop_before_work(self, signum: int, frame: FrameType | None) -> None:
+        self._stop_requested = True
 
     def set_shutdown_requested_date(self) -> None:
         # RQ calls this from its SIGTERM handler, so an exception here (the queue is down)
@@ -179,6 +190,7 @@ def _run_worker(config: Config, work_queue: WorkQueue, store: GraphStore, roots:
         )
         install_indexer(indexer)
         worker = ImgwatchWorker(work_queue, name)
+        worker.take_stop_requests()
         log.info("worker_ready", worker=worker.name, model=model.identity, device=str(model.device),
                  engine=model.engine, batch_size=plan.batch_size, streams=plan.streams, threads=plan.threads,
                  decode_threads=plan.decode_threads, gpu_decode=embedder.gpu_decode,
