@@ -101,10 +101,12 @@ def test_an_inotify_overflow_makes_the_daemon_rescan_that_root_at_once(
     with lowered_inotify_limit("max_queued_events", 8):
         start_daemon(root)  # no periodic rescans: only the overflow can find the lost files
     assert wait_until(lambda: bool(reconciled_because(logs, "start")))
-    burst = [root / "album" / f"photo-{i:03}.jpg" for i in range(300)]
+    burst = [root / "album" / f"photo-{i:04}.jpg" for i in range(1000)]
     burst[0].parent.mkdir()
-    for path in burst:
-        path.write_bytes(b"x")  # ~4 events each, far beyond a queue of 8
+    for path in burst:  # ~4 events each, far beyond a queue of 8, in a loop tight enough to outrun the reader
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        os.write(descriptor, b"x")
+        os.close(descriptor)
 
     assert wait_until(lambda: queued_paths(work_queue) >= {str(p) for p in burst}), \
         f"missing: {len({str(p) for p in burst} - queued_paths(work_queue))}"
