@@ -12,7 +12,7 @@ import pytest
 
 from imgwatch.config import Config
 from imgwatch.embedding import EmbeddingModel, load_model
-from imgwatch.redis_server import EmbeddedRedis
+from imgwatch.valkey_server import EmbeddedValkey
 from imgwatch.workqueue import FailureLedger, WorkQueue
 from tests.helpers import PHOTO_NAMES, RunningImgwatch, make_config, process_env, write_calibrated_weights
 
@@ -55,15 +55,15 @@ def start_run(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[[Path], 
 
 
 @pytest.fixture(scope="session")
-def queue_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+def queue_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedValkey]:
     """One real embedded Valkey for the session; tests isolate themselves by queue name."""
     config = make_config(tmp_path_factory.mktemp("queue-server"))
-    with EmbeddedRedis(config) as server:
+    with EmbeddedValkey(config) as server:
         yield server
 
 
 @pytest.fixture
-def config(tmp_path: Path, queue_server: EmbeddedRedis) -> Config:
+def config(tmp_path: Path, queue_server: EmbeddedValkey) -> Config:
     config = make_config(tmp_path / "data")
     config.queue.redis_url = queue_server.url
     config.queue.name = f"test-{uuid.uuid4().hex[:8]}"

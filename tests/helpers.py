@@ -344,7 +344,7 @@ def run_worker_pids(run_pid: int) -> list[int]:
 def run_valkey_pid(run_pid: int) -> int | None:
     """The embedded Valkey server of `imgwatch run` (a child of its queue helper process), if running."""
     for helper in child_pids(run_pid):
-        if "imgwatch.redis_server" in cmdline(helper):
+        if "imgwatch.valkey_server" in cmdline(helper):
             for server in child_pids(helper):
                 if "valkey" in cmdline(server):
                     return server

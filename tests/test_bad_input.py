@@ -30,8 +30,8 @@ from imgwatch.embedding import Embedder, EmbeddingModel, EmbedResult
 from imgwatch.embedding.decode import MAX_ASPECT_RATIO, MAX_FILE_BYTES
 from imgwatch.embedding.embedder import ReuseLookup
 from imgwatch.files import PathFilter
-from imgwatch.redis_server import EmbeddedRedis
 from imgwatch.store import GraphStore, open_store
+from imgwatch.valkey_server import EmbeddedValkey
 from imgwatch.workers.indexer import Indexer, LinkPolicy
 from imgwatch.workqueue import INDEX_JOB, FailureLedger, WorkQueue
 
@@ -320,7 +320,7 @@ def test_eight_thousand_square_keeps_its_size_and_a_panorama_is_not_refused(
 # -- `imgwatch status` facing odd names and odd jobs --------------------------------------
 
 
-def status_env(tmp_path: Path, config: Config, queue_server: EmbeddedRedis, **extra: str) -> dict[str, str]:
+def status_env(tmp_path: Path, config: Config, queue_server: EmbeddedValkey, **extra: str) -> dict[str, str]:
     environ = dict(os.environ)
     environ.update({
         "XDG_CONFIG_HOME": str(tmp_path / "xdg-config"),
@@ -340,7 +340,7 @@ def imgwatch(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str
 
 def test_status_shows_a_name_that_is_not_utf8_on_a_strict_utf8_stdout(
     indexer: Indexer, root: Path, photo_arrays: dict[str, object], tmp_path: Path, config: Config,
-    queue_server: EmbeddedRedis,
+    queue_server: EmbeddedValkey,
 ) -> None:
     odd = non_utf8_name(root, photo_arrays)
     indexer.index([odd])
@@ -358,7 +358,7 @@ def test_status_shows_a_name_that_is_not_utf8_on_a_strict_utf8_stdout(
 
 
 def test_status_shows_jobs_that_are_not_imgwatch_jobs_without_crashing(
-    work_queue: WorkQueue, tmp_path: Path, config: Config, queue_server: EmbeddedRedis
+    work_queue: WorkQueue, tmp_path: Path, config: Config, queue_server: EmbeddedValkey
 ) -> None:
     pickled = Queue(work_queue.name, connection=work_queue.connection)  # rq's default: pickle
     unreadable = pickled.enqueue("os.getpid")

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from imgwatch.redis_server import EmbeddedRedis
+from imgwatch.valkey_server import EmbeddedValkey
 from tests.helpers import PHOTO_NAMES, process_env
 
 
 @pytest.fixture
-def env(tmp_path: Path, queue_server: EmbeddedRedis) -> dict[str, str]:
+def env(tmp_path: Path, queue_server: EmbeddedValkey) -> dict[str, str]:
     # "external" Redis: the session's server, with a queue of this test's own
     return process_env(tmp_path, IMGWATCH_WATCH_SETTLE_SECONDS="0.3", IMGWATCH_QUEUE_REDIS_URL=queue_server.url,
                        IMGWATCH_QUEUE_NAME=f"cli-{tmp_path.name}")

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from imgwatch.datadir import DataDir
-from imgwatch.redis_server import EmbeddedRedis
 from imgwatch.store import EmbeddedGraphStore, open_store
+from imgwatch.valkey_server import EmbeddedValkey
 from imgwatch.workqueue import FailureLedger, WorkQueue
 from imgwatch.workqueue.connection import connect
 from imgwatch.workqueue.worker_roots import WorkerRoots
@@ -17,7 +17,7 @@ from tests.helpers import angled, axis, imgwatch, make_config, make_record, proc
 
 
 @pytest.fixture
-def library(tmp_path: Path, queue_server: EmbeddedRedis) -> tuple[dict[str, str], Path, FailureLedger]:
+def library(tmp_path: Path, queue_server: EmbeddedValkey) -> tuple[dict[str, str], Path, FailureLedger]:
     """A store with images in the watched folder and in two folders that were watched once, and a
     failed file in each; ``IMGWATCH_GENERAL_ROOTS`` names only the watched one."""
     photos, old, sibling = tmp_path / "photos", tmp_path / "old", tmp_path / "old-2"

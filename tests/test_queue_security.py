@@ -25,8 +25,8 @@ from rq.serializers import JSONSerializer
 
 from imgwatch.datadir import DataDir
 from imgwatch.errors import QueueUnavailable
-from imgwatch.redis_server import EmbeddedRedis
 from imgwatch.store.embedded import EmbeddedGraphStore
+from imgwatch.valkey_server import EmbeddedValkey
 from imgwatch.workqueue import INDEX_JOB, FailureLedger, WorkQueue
 from imgwatch.workqueue.connection import redacted
 from tests.helpers import CALLED_MARKER_ENV, RunningImgwatch, make_config, process_env, wait_for
@@ -84,7 +84,7 @@ ODD_ARGUMENTS = {
 
 @pytest.fixture(scope="module")
 def scenario(
-    tmp_path_factory: pytest.TempPathFactory, queue_server: EmbeddedRedis,
+    tmp_path_factory: pytest.TempPathFactory, queue_server: EmbeddedValkey,
     photo_arrays: dict[str, object],
 ) -> Iterator[Scenario]:
     from PIL import Image
@@ -196,7 +196,7 @@ def test_a_path_outside_the_roots_is_refused_and_the_rest_of_its_job_indexed(sce
     assert str(scenario.root) in ledger[scenario.paths["outside"]]
 
 
-def test_a_worker_without_roots_refuses_to_start(tmp_path: Path, queue_server: EmbeddedRedis) -> None:
+def test_a_worker_without_roots_refuses_to_start(tmp_path: Path, queue_server: EmbeddedValkey) -> None:
     environ = process_env(tmp_path, IMGWATCH_QUEUE_REDIS_URL=queue_server.url, IMGWATCH_QUEUE_NAME="no-roots")
     result = subprocess.run([sys.executable, "-m", "imgwatch", "worker", "--burst"], env=environ,
                             capture_output=True, text=True, timeout=120, check=False)
@@ -302,7 +302,7 @@ def test_queue_errors_never_show_the_password(tmp_path: Path, url: str) -> None:
 
 def test_refused_credentials_never_show_the_password(tmp_path: Path) -> None:
     config = make_config(tmp_path / "data")
-    with EmbeddedRedis(config) as server:
+    with EmbeddedValkey(config) as server:
         WorkQueue.from_config(config).connection.config_set("requirepass", "the-right-one")
         config.queue.redis_url = f"unix://:{SECRET}@{server.socket_path}"
         with pytest.raises(QueueUnavailable, match="refused the credentials") as caught:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from imgwatch.restart_policy import (
     CRASH_LOOP_DEATHS,
     CRASH_LOOP_SECONDS,
-    QUEUE_RESTART_DELAY_MAX,
-    RESTART_DELAY_MAX,
-    RESTART_DELAY_MIN,
+    QUEUE_RESTART_DELAY_MAX_SECONDS,
+    RESTART_DELAY_MAX_SECONDS,
+    RESTART_DELAY_MIN_SECONDS,
     STABLE_SECONDS,
     RestartPolicy,
 )
@@ -28,14 +28,14 @@ def test_restarts_back_off_then_a_crash_loop_waits_the_maximum_until_workers_sta
     policy = RestartPolicy(2, clock=clock)
     delays = [start_and_die(policy, clock, 0, uptime=5) for _ in range(6)]  # each dies 5 s after its start
     assert CRASH_LOOP_DEATHS == 5
-    assert delays == [(1, False), (2, False), (4, False), (8, False), (RESTART_DELAY_MAX, True),
-                      (RESTART_DELAY_MAX, False)]  # the crash loop is reported once
+    assert delays == [(1, False), (2, False), (4, False), (8, False), (RESTART_DELAY_MAX_SECONDS, True),
+                      (RESTART_DELAY_MAX_SECONDS, False)]  # the crash loop is reported once
     assert policy.crash_loop and policy.recent_crashes == 6
     # A worker that stayed up a while: its next death is not part of a crash loop any more.
     clock.now += CRASH_LOOP_SECONDS
-    assert start_and_die(policy, clock, 0, uptime=STABLE_SECONDS) == (RESTART_DELAY_MIN, False)
+    assert start_and_die(policy, clock, 0, uptime=STABLE_SECONDS) == (RESTART_DELAY_MIN_SECONDS, False)
     assert not policy.crash_loop
-    assert start_and_die(policy, clock, 0, uptime=1) == (2 * RESTART_DELAY_MIN, False)
+    assert start_and_die(policy, clock, 0, uptime=1) == (2 * RESTART_DELAY_MIN_SECONDS, False)
 
 
 def test_stopping_because_the_queue_was_out_of_reach_backs_off_but_is_no_crash_loop() -> None:
@@ -53,7 +53,7 @@ def test_each_worker_backs_off_on_its_own_but_crashes_of_all_count_towards_a_cra
     assert start_and_die(policy, clock, 0, uptime=1) == (2, False)
     assert start_and_die(policy, clock, 1, uptime=1) == (1, False)  # worker 0's deaths do not delay worker 1
     assert start_and_die(policy, clock, 2, uptime=1) == (1, False)
-    assert start_and_die(policy, clock, 3, uptime=1) == (RESTART_DELAY_MAX, True)  # five crashes in all
+    assert start_and_die(policy, clock, 3, uptime=1) == (RESTART_DELAY_MAX_SECONDS, True)  # five crashes in all
 
 
 def test_crashes_older_than_the_window_leave_it() -> None:
@@ -70,6 +70,6 @@ def test_crashes_older_than_the_window_leave_it() -> None:
 def test_a_queue_server_that_cannot_be_restarted_is_tried_later_and_later_until_it_is_back() -> None:
     policy = RestartPolicy(1, clock=FakeClock())
     delays = [policy.queue_server_retry_delay() for _ in range(7)]
-    assert delays == [1, 2, 4, 8, 16, QUEUE_RESTART_DELAY_MAX, QUEUE_RESTART_DELAY_MAX]
+    assert delays == [1, 2, 4, 8, 16, QUEUE_RESTART_DELAY_MAX_SECONDS, QUEUE_RESTART_DELAY_MAX_SECONDS]
     policy.queue_server_back()
-    assert policy.queue_server_retry_delay() == RESTART_DELAY_MIN
+    assert policy.queue_server_retry_delay() == RESTART_DELAY_MIN_SECONDS

@@ -18,7 +18,7 @@ import pytest
 import structlog
 
 from imgwatch import sdnotify
-from imgwatch.redis_server import EmbeddedRedis
+from imgwatch.valkey_server import EmbeddedValkey
 from tests.helpers import process_env
 
 
@@ -180,7 +180,7 @@ def test_listener_receives_what_a_child_process_sends() -> None:
 
 
 @pytest.fixture
-def env(tmp_path: Path, queue_server: EmbeddedRedis, receiver: Receiver) -> dict[str, str]:
+def env(tmp_path: Path, queue_server: EmbeddedValkey, receiver: Receiver) -> dict[str, str]:
     (tmp_path / "photos").mkdir()
     return process_env(
         tmp_path,

@@ -105,14 +105,14 @@ def test_units_are_hardened(unit: str) -> None:
 
 
 def test_one_machine_unit_has_no_network_and_stops_its_workers_first() -> None:
-    from imgwatch.supervisor import WORKER_STOP_GRACE
+    from imgwatch.supervisor import WORKER_STOP_GRACE_SECONDS
 
     unit = "imgwatch.service"
     assert (one(unit, "IPAddressDeny"), one(unit, "IPAddressAllow")) == ("any", "localhost")
     assert one(unit, "PrivateDevices") == "yes"
     # SIGTERM to `imgwatch run` alone: it stops the workers, then the queue they still need
     assert one(unit, "KillMode") == "mixed"
-    assert seconds(one(unit, "TimeoutStopSec")) > WORKER_STOP_GRACE + 30  # + the queue's shutdown
+    assert seconds(one(unit, "TimeoutStopSec")) > WORKER_STOP_GRACE_SECONDS + 30  # + the queue's shutdown
     assert "MemoryDenyWriteExecute" not in settings(unit)  # PyTorch's oneDNN JIT needs W+X memory
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 # The rate is averaged over this window, so a pause (or a burst) fades out in a minute.
-RATE_WINDOW_S = 60.0
+RATE_WINDOW_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class BacklogTracker:
             self._history.clear()
             return Progress(0, 0, None, None)
         self._history.append((now, self._done))
-        while len(self._history) > 2 and now - self._history[0][0] > RATE_WINDOW_S:
+        while len(self._history) > 2 and now - self._history[0][0] > RATE_WINDOW_SECONDS:
             self._history.pop(0)
         rate = None
         first_time, first_done = self._history[0]

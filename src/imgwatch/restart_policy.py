@@ -1,12 +1,12 @@
 """When `imgwatch run` starts a dead worker, or its dead queue server, again: the rule alone.
 
-Each worker waits RESTART_DELAY_MIN seconds before it is started again, doubling up to
-RESTART_DELAY_MAX with each death, and back to the minimum once it stayed up STABLE_SECONDS.
+Each worker waits RESTART_DELAY_MIN_SECONDS seconds before it is started again, doubling up to
+RESTART_DELAY_MAX_SECONDS with each death, and back to the minimum once it stayed up STABLE_SECONDS.
 CRASH_LOOP_DEATHS crashes of any workers within CRASH_LOOP_SECONDS are a crash loop: every
-restart waits RESTART_DELAY_MAX until fewer crashes fall within that window again. A worker that
+restart waits RESTART_DELAY_MAX_SECONDS until fewer crashes fall within that window again. A worker that
 stopped because the queue or the store was out of reach backs off too, but is no sign of a crash
-loop. A queue server that cannot be restarted is tried again after RESTART_DELAY_MIN, doubling up
-to QUEUE_RESTART_DELAY_MAX.
+loop. A queue server that cannot be restarted is tried again after RESTART_DELAY_MIN_SECONDS, doubling up
+to QUEUE_RESTART_DELAY_MAX_SECONDS.
 
 No processes here (imgwatch.supervisor runs them), and the clock is injectable, like the
 daemon's Settler: the rule is tested on its own.
@@ -21,12 +21,12 @@ from dataclasses import dataclass
 
 from imgwatch.backoff import Backoff
 
-RESTART_DELAY_MIN = 1.0
-RESTART_DELAY_MAX = 60.0
-STABLE_SECONDS = 60.0  # a worker up this long before it died restarts after RESTART_DELAY_MIN again
+RESTART_DELAY_MIN_SECONDS = 1.0
+RESTART_DELAY_MAX_SECONDS = 60.0
+STABLE_SECONDS = 60.0  # a worker up this long before it died restarts after RESTART_DELAY_MIN_SECONDS again
 CRASH_LOOP_DEATHS = 5
 CRASH_LOOP_SECONDS = 300.0
-QUEUE_RESTART_DELAY_MAX = 30.0
+QUEUE_RESTART_DELAY_MAX_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -43,11 +43,11 @@ class RestartPolicy:
 
     def __init__(self, workers: int, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._backoffs = [Backoff(RESTART_DELAY_MIN, RESTART_DELAY_MAX) for _ in range(workers)]
+        self._backoffs = [Backoff(RESTART_DELAY_MIN_SECONDS, RESTART_DELAY_MAX_SECONDS) for _ in range(workers)]
         self._started_at = [clock()] * workers
         self._crashes: collections.deque[float] = collections.deque()  # crash times, all workers
         self.crash_loop = False
-        self._queue_server = Backoff(RESTART_DELAY_MIN, QUEUE_RESTART_DELAY_MAX)
+        self._queue_server = Backoff(RESTART_DELAY_MIN_SECONDS, QUEUE_RESTART_DELAY_MAX_SECONDS)
 
     @property
     def recent_crashes(self) -> int:
@@ -71,7 +71,7 @@ class RestartPolicy:
             self._crashes.popleft()
         began = False
         if len(self._crashes) >= CRASH_LOOP_DEATHS:
-            delay = RESTART_DELAY_MAX
+            delay = RESTART_DELAY_MAX_SECONDS
             began, self.crash_loop = not self.crash_loop, True
         else:
             self.crash_loop = False

@@ -55,10 +55,10 @@ from imgwatch.errors import (
 )
 from imgwatch.log import configure_logging, get_logger
 from imgwatch.progress import follow_backlog
-from imgwatch.redis_server import EmbeddedRedis
-from imgwatch.restart_policy import CRASH_LOOP_SECONDS, RESTART_DELAY_MAX, RestartPolicy
+from imgwatch.restart_policy import CRASH_LOOP_SECONDS, RESTART_DELAY_MAX_SECONDS, RestartPolicy
 from imgwatch.signals import stop_on_signals
 from imgwatch.store import open_store
+from imgwatch.valkey_server import EmbeddedValkey
 from imgwatch.workers import recovery
 from imgwatch.workqueue import FailureLedger, WorkQueue, take_snapshot
 
@@ -68,7 +68,7 @@ if TYPE_CHECKING:
 log = get_logger("imgwatch.run")
 
 _PR_SET_PDEATHSIG = 1
-WORKER_STOP_GRACE = 120.0  # seconds a worker may take to finish its current job on shutdown
+WORKER_STOP_GRACE_SECONDS = 120.0  # seconds a worker may take to finish its current job on shutdown
 LOOP_SECONDS = 0.5
 _CHILD_NOTIFY_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")  # `run` alone talks to systemd
 WORKER_NAME_PREFIX = "imgwatch-run-"  # + "<pid>-<index>"
@@ -116,7 +116,7 @@ class WorkerSlot:
 class Supervisor:
     """Keeps the worker processes (and the embedded queue server) running until ``stop`` is set."""
 
-    def __init__(self, config: Config, work_queue: WorkQueue, server: EmbeddedRedis | None,
+    def __init__(self, config: Config, work_queue: WorkQueue, server: EmbeddedValkey | None,
                  stop: threading.Event) -> None:
         self.config = config
         self.work_queue = work_queue
@@ -160,7 +160,7 @@ class Supervisor:
             process = slot.process
             if process is not None and process.is_alive() and process.pid is not None:
                 os.kill(process.pid, signal.SIGTERM)  # RQ's warm shutdown: finish the current job
-        deadline = time.monotonic() + WORKER_STOP_GRACE  # one grace period for all, not one each
+        deadline = time.monotonic() + WORKER_STOP_GRACE_SECONDS  # one grace period for all, not one each
         for slot in self.slots:
             process = slot.process
             if process is None:
@@ -168,7 +168,7 @@ class Supervisor:
             process.join(max(0.0, deadline - time.monotonic()))
             if process.is_alive():
                 log.warning("worker_killed", worker=slot.name,
-                            note=f"it did not stop within {WORKER_STOP_GRACE:.0f} s; its job is requeued")
+                            note=f"it did not stop within {WORKER_STOP_GRACE_SECONDS:.0f} s; its job is requeued")
                 process.kill()
                 process.join()
                 self._unrecovered[slot.name] = ("killed when imgwatch stopped", False)
@@ -219,11 +219,13 @@ class Supervisor:
         restart = self.restarts.died(slot.index, crashed=exitcode != EXIT_UNAVAILABLE)
         if restart.crash_loop_began:
             log.error("worker_crash_loop", deaths=self.restarts.recent_crashes,
-                      minutes=round(CRASH_LOOP_SECONDS / 60), last_cause=cause, restart_every_s=RESTART_DELAY_MAX,
+                      minutes=round(CRASH_LOOP_SECONDS / 60), last_cause=cause,
+                      restart_every_seconds=RESTART_DELAY_MAX_SECONDS,
                       note="workers keep dying: see their messages above (out of memory? a GPU driver?)")
         delay = restart.delay
         slot.restart_at = now + delay
-        fields = {"worker": slot.name, "cause": cause, "uptime_s": round(restart.uptime, 1), "restart_in_s": delay}
+        fields = {"worker": slot.name, "cause": cause, "uptime_seconds": round(restart.uptime, 1),
+                  "restart_in_seconds": delay}
         if exitcode == EXIT_UNAVAILABLE:
             log.warning("worker_stopped", **fields)
         else:
@@ -290,9 +292,9 @@ class Supervisor:
         except QueueUnavailable as exc:
             delay = self.restarts.queue_server_retry_delay()
             self._queue_retry_at = time.monotonic() + delay
-            log.error("queue_restart_failed", error=str(exc), retry_in_s=delay)
+            log.error("queue_restart_failed", error=str(exc), retry_in_seconds=delay)
             return
-        log.info("queue_restarted", down_s=round(time.monotonic() - self._queue_down_since, 2))
+        log.info("queue_restarted", down_seconds=round(time.monotonic() - self._queue_down_since, 2))
         self._queue_down_since, self._queue_retry_at = None, 0.0
         self.restarts.queue_server_back()
         sdnotify.status("the queue server is back")
@@ -329,7 +331,7 @@ def run_all(config: Config, *, web: bool = False) -> int:
             stack.callback(web_server.close)
         server = None
         if not config.queue.redis_url:
-            server = stack.enter_context(EmbeddedRedis(config))
+            server = stack.enter_context(EmbeddedValkey(config))
             log.info("queue_started", url=server.url)
         work_queue = WorkQueue.from_config(config)
         if server is not None:

@@ -14,8 +14,8 @@ import pytest
 
 from imgwatch.config import Config
 from imgwatch.daemon.service import Daemon
-from imgwatch.redis_server import EmbeddedRedis
 from imgwatch.store import GraphStore, ImageRecord, open_store
+from imgwatch.valkey_server import EmbeddedValkey
 from imgwatch.workqueue import FailureLedger, WorkQueue
 from tests.daemon.conftest import RunningDaemon, queued_paths, stored_image
 from tests.helpers import RunningImgwatch, logged, make_config, process_env, timed_logs, valkey_pid, wait_until
@@ -67,7 +67,7 @@ def test_a_queue_outage_is_one_warning_holds_every_path_and_ends_with_a_rescan(t
     config.general.roots = [str(root)]
     config.watch.settle_seconds = 0.2
     config.watch.rescan_seconds = 0
-    with EmbeddedRedis(config) as server, open_store(config) as store, timed_logs() as logs:
+    with EmbeddedValkey(config) as server, open_store(config) as store, timed_logs() as logs:
         config.queue.redis_url = server.url
         work_queue = WorkQueue.from_config(config)
         store.ensure_model("test/model", 4)
@@ -127,7 +127,7 @@ def test_ctrl_c_during_a_queue_outage_stops_the_daemon_cleanly(tmp_path: Path) -
     config = make_config(tmp_path / "queue-data")
     root = tmp_path / "photos"
     root.mkdir()
-    with EmbeddedRedis(config) as server:
+    with EmbeddedValkey(config) as server:
         env = process_env(tmp_path, IMGWATCH_QUEUE_REDIS_URL=server.url)
         daemon = RunningImgwatch(env, root, tmp_path / "daemon.log", command="daemon")
         try:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from imgwatch.redis_server import EmbeddedRedis
+from imgwatch.valkey_server import EmbeddedValkey
 from tests.helpers import (
     RunningImgwatch,
     kill_process,
@@ -27,7 +27,7 @@ FAULT_TIMEOUT = 40.0
 
 
 def test_the_helper_notices_its_server_die_and_a_restart_keeps_the_data(tmp_path: Path) -> None:
-    with EmbeddedRedis(make_config(tmp_path / "data")) as server:
+    with EmbeddedValkey(make_config(tmp_path / "data")) as server:
         client = redis.Redis(unix_socket_path=str(server.socket_path))
         client.rpush("rq:queue:imgwatch", "job-1")
         time.sleep(1.2)  # appendfsync everysec

@@ -139,7 +139,7 @@ def test_a_worker_killed_three_times_is_restarted_and_every_photo_indexed(
     assert (report["running_jobs"], report["queued_jobs"], report["failed_files"]) == (0, 0, [])
     died = events(run, "worker_died")
     assert [e["cause"] for e in died] == ["killed by signal SIGKILL"] * 3
-    assert [e["restart_in_s"] for e in died] == [1.0, 2.0, 4.0]  # backoff
+    assert [e["restart_in_seconds"] for e in died] == [1.0, 2.0, 4.0]  # backoff
     # The two mid-batch jobs, at once: the second may be the first one again, then split in one job per file.
     assert len(events(run, "job_requeued")) + len(events(run, "job_split")) >= 2
     assert run.stop() == 0

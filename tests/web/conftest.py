@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from imgwatch.embedding import Embedded, Embedder, EmbeddingModel, Failed
-from imgwatch.redis_server import EmbeddedRedis
 from imgwatch.store import ImageRecord, open_store
+from imgwatch.valkey_server import EmbeddedValkey
 from imgwatch.workqueue import FailureLedger, WorkQueue
 from tests.helpers import make_config, process_env
 from tests.photo_files import write_dng, write_heic
@@ -142,13 +142,13 @@ def stop_server(server: WebServer) -> None:
 
 @pytest.fixture(scope="package")
 def photo_set(tmp_path_factory: pytest.TempPathFactory, photo_arrays: dict[str, object],
-              random_model: EmbeddingModel, queue_server: EmbeddedRedis) -> PhotoSet:
+              random_model: EmbeddingModel, queue_server: EmbeddedValkey) -> PhotoSet:
     tmp = tmp_path_factory.mktemp("web")
     return index_photos(tmp, photo_arrays, random_model, queue_server.url, f"test-web-{uuid.uuid4().hex[:8]}")
 
 
 @pytest.fixture(scope="package")
-def web_server(photo_set: PhotoSet, queue_server: EmbeddedRedis) -> Iterator[WebServer]:
+def web_server(photo_set: PhotoSet, queue_server: EmbeddedValkey) -> Iterator[WebServer]:
     tmp = photo_set.data_dir.parent
     env = process_env(tmp, IMGWATCH_QUEUE_REDIS_URL=queue_server.url,
                       IMGWATCH_QUEUE_NAME=photo_set.queue_name,

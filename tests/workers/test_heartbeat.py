@@ -17,7 +17,7 @@ def test_a_workers_registration_lives_a_minute_and_keep_alive_renews_it_during_a
     worker = ImgwatchWorker(work_queue, "imgwatch-run-99-0")
     worker.register_birth()
     worker.heartbeat()
-    assert 0 < work_queue.connection.ttl(worker.key) <= heartbeat.HEARTBEAT_TTL
+    assert 0 < work_queue.connection.ttl(worker.key) <= heartbeat.HEARTBEAT_TTL_SECONDS
     work_queue.enqueue_paths(["/p/a.jpg"], batch_size=1)
     result = work_queue.rq_queue.dequeue_any([work_queue.rq_queue], None, connection=work_queue.connection,
                                              serializer=JSONSerializer)
@@ -25,7 +25,7 @@ def test_a_workers_registration_lives_a_minute_and_keep_alive_renews_it_during_a
     job, _ = result
     execution = worker.prepare_execution(job)
     worker.prepare_job_execution(job)  # RQ asks for the job's whole timeout here (1800 s + 60)
-    assert work_queue.connection.ttl(worker.key) <= heartbeat.HEARTBEAT_TTL
+    assert work_queue.connection.ttl(worker.key) <= heartbeat.HEARTBEAT_TTL_SECONDS
     work_queue.connection.expire(worker.key, 2)
     before = float(work_queue.connection.hget(execution.key, "last_heartbeat") or 0)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rq.worker import WorkerStatus
 
-from imgwatch.redis_server import EmbeddedRedis
+from imgwatch.valkey_server import EmbeddedValkey
 from imgwatch.workers.worker import ImgwatchWorker
 from imgwatch.workqueue import WorkQueue
 from tests.helpers import make_config
@@ -15,7 +15,7 @@ from tests.helpers import make_config
 
 def test_a_stop_signal_during_a_queue_outage_never_raises_into_the_running_job(tmp_path: Path) -> None:
     config = make_config(tmp_path / "data")
-    with EmbeddedRedis(config) as server:
+    with EmbeddedValkey(config) as server:
         config.queue.redis_url = server.url
         worker = ImgwatchWorker(WorkQueue.from_config(config), "imgwatch-run-97-0")
         worker.register_birth()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from imgwatch.config import ConfigError
-from imgwatch.redis_server import EmbeddedRedis
+from imgwatch.valkey_server import EmbeddedValkey
 from imgwatch.workqueue import QueueUnavailable, WorkQueue
 from tests.helpers import make_config
 
@@ -23,7 +23,7 @@ def test_an_unreachable_queue_is_one_clear_error(tmp_path: Path) -> None:
 
 def test_the_password_comes_from_password_file(tmp_path: Path) -> None:
     config = make_config(tmp_path / "data")
-    with EmbeddedRedis(config) as server:
+    with EmbeddedValkey(config) as server:
         config.queue.redis_url = server.url
         WorkQueue.from_config(config).connection.config_set("requirepass", "s3cret")
         with pytest.raises(QueueUnavailable, match="refused the credentials"):

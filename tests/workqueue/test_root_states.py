@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from imgwatch.redis_server import EmbeddedRedis
+from imgwatch.valkey_server import EmbeddedValkey
 from imgwatch.workqueue import connect
 from imgwatch.workqueue.root_states import MISSING, NOT_WATCHABLE, WATCHING, RootState, RootStates
 from tests.helpers import make_config, wait_until
 
 
 @pytest.fixture
-def states(queue_server: EmbeddedRedis, tmp_path: Path) -> RootStates:
+def states(queue_server: EmbeddedValkey, tmp_path: Path) -> RootStates:
     config = make_config(tmp_path / "data")
     config.queue.redis_url = queue_server.url
     return RootStates(connect(config), f"root-states-{uuid.uuid4().hex[:8]}")

@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from imgwatch.errors import ConfigError
-from imgwatch.redis_server import EmbeddedRedis
+from imgwatch.valkey_server import EmbeddedValkey
 from imgwatch.workqueue import connect
 from imgwatch.workqueue import worker_roots as module
 from imgwatch.workqueue.worker_roots import WorkerRoots, check_workers_take
@@ -16,7 +16,7 @@ from tests.helpers import make_config, wait_until
 
 
 @pytest.fixture
-def roots(queue_server: EmbeddedRedis, tmp_path: object) -> WorkerRoots:
+def roots(queue_server: EmbeddedValkey, tmp_path: object) -> WorkerRoots:
     config = make_config(tmp_path / "data")  # type: ignore[operator]
     config.queue.redis_url = queue_server.url
     return WorkerRoots(connect(config), f"roots-{uuid.uuid4().hex[:8]}")
@@ -33,7 +33,7 @@ def test_an_entry_not_renewed_expires_by_the_servers_clock_and_its_name_goes(roo
 
 
 def test_announcing_renews_until_the_worker_stops(roots: WorkerRoots, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(module, "ANNOUNCEMENT_TTL", 1)
+    monkeypatch.setattr(module, "ANNOUNCEMENT_TTL_SECONDS", 1)
     monkeypatch.setattr(module, "RENEW_SECONDS", 0.3)
     with roots.announcing("worker-1", ["/photos"]):
         time.sleep(2.5)  # more than twice the entry's life: only renewals keep it

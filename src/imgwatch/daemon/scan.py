@@ -21,7 +21,7 @@ from imgwatch.files import PathFilter
 from imgwatch.log import get_logger
 from imgwatch.store import FileState
 from imgwatch.workqueue import FailureLedger, WorkQueue
-from imgwatch.workqueue.jobs import INDEX_JOB, MOVE_JOB, job_paths, paths_per_job
+from imgwatch.workqueue.queue import INDEX_JOB, MOVE_JOB, job_paths, paths_per_job
 
 log = get_logger("imgwatch.scan")
 

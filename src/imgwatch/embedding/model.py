@@ -29,7 +29,7 @@ EMBEDDING_DIM = 2048
 _PRETRAINED = ResNet50_Weights[PRETRAINED_ID]
 _WRAPPER_KEYS = ("state_dict", "model")
 _log = structlog.get_logger("imgwatch.embedding")
-DOWNLOAD_TIMEOUT_S = 60  # a stalled connection: the weights' download fails with WeightsUnavailable
+DOWNLOAD_TIMEOUT_SECONDS = 60  # a stalled connection: the weights' download fails with WeightsUnavailable
 
 
 class EmbeddingModel:
@@ -252,7 +252,7 @@ def download_once(url: str) -> Path:
     # Into a temporary file renamed when complete: an interrupted download leaves no half file to load.
     with tempfile.NamedTemporaryFile(dir=cached.parent, prefix=cached.name, suffix=".part", delete=False) as part:
         try:
-            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_SECONDS) as response:
                 shutil.copyfileobj(response, part)
         except BaseException:
             os.unlink(part.name)

@@ -1,4 +1,4 @@
-"""Graph store: image nodes with embeddings, linked by SIMILAR_TO edges.
+"""Graph store: image nodes with embeddings, linked by SIMILAR_TO links.
 
 Everything outside this package uses the :class:`GraphStore` contract and gets a
 backend from :func:`open_store`.

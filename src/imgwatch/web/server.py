@@ -23,7 +23,7 @@ from imgwatch.log import get_logger
 from imgwatch.web.security import access_token, check_binding
 
 log = get_logger("imgwatch.web")
-STOP_POLL_S = 0.2
+STOP_POLL_SECONDS = 0.2
 
 
 class WebServer:
@@ -74,7 +74,7 @@ class WebServer:
                         on_ready(self.url)
                 if stop is not None and stop.is_set():
                     server.should_exit = True
-                await asyncio.wait({serving}, timeout=STOP_POLL_S)
+                await asyncio.wait({serving}, timeout=STOP_POLL_SECONDS)
             await serving
 
         try:

@@ -21,7 +21,7 @@ from rq.exceptions import DeserializationError
 from rq.job import Job
 
 from imgwatch.workqueue import INDEX_JOB
-from imgwatch.workqueue.jobs import MAX_PATHS_PER_JOB, MOVE_JOB
+from imgwatch.workqueue.queue import MAX_PATHS_PER_JOB, MOVE_JOB
 
 # Linux's PATH_MAX: the kernel refuses longer paths anyway.
 MAX_PATH_CHARS = 4096

@@ -2,7 +2,7 @@
 
 An idle worker heartbeats from RQ's own loop. While a job runs in a SimpleWorker RQ does
 not, so :class:`KeepAlive` does from a thread: a worker that stops heartbeating (SIGKILL,
-the OOM killer) loses its registration after ``HEARTBEAT_TTL`` seconds, and other workers
+the OOM killer) loses its registration after ``HEARTBEAT_TTL_SECONDS`` seconds, and other workers
 then requeue its job (imgwatch.workers.recovery).
 """
 
@@ -16,9 +16,9 @@ from rq.registry import StartedJobRegistry
 from rq.worker import BaseWorker
 
 # RQ's worker_ttl for imgwatch workers: an idle worker blocks on the queue for
-# WORKER_TTL - 15 s, then heartbeats. Its registration lives HEARTBEAT_TTL seconds.
-WORKER_TTL = 40
-HEARTBEAT_TTL = 60
+# WORKER_TTL_SECONDS - 15 s, then heartbeats. Its registration lives HEARTBEAT_TTL_SECONDS seconds.
+WORKER_TTL_SECONDS = 40
+HEARTBEAT_TTL_SECONDS = 60
 # While a job runs, KeepAlive renews the registration (and the execution) this often.
 KEEPALIVE_SECONDS = 15.0
 
@@ -56,10 +56,10 @@ def beat(worker: BaseWorker) -> None:
     registries = {queue.name: StartedJobRegistry(name=queue.name, connection=worker.connection).key
                   for queue in worker.queues}
     with worker.connection.pipeline() as pipe:
-        worker.heartbeat(HEARTBEAT_TTL, pipeline=pipe)
+        worker.heartbeat(HEARTBEAT_TTL_SECONDS, pipeline=pipe)
         for execution in list(worker.executions.values()):
             for registry_key in registries.values():
-                pipe.eval(_TOUCH_EXECUTION, 2, execution.key, registry_key, timestamp, EXECUTION_TTL,
+                pipe.eval(_TOUCH_EXECUTION, 2, execution.key, registry_key, timestamp, EXECUTION_TTL_SECONDS,
                           execution.composite_key)
         pipe.execute()
 
@@ -68,7 +68,7 @@ def beat(worker: BaseWorker) -> None:
 # RQ gives them min(timeout, 30) + 60 s at start and renews them only from its own
 # heartbeat loop, which SimpleWorker does not run during a job: without this, a batch
 # running longer than ~90 s would look abandoned to other workers' cleanup.
-EXECUTION_TTL = HEARTBEAT_TTL + 60
+EXECUTION_TTL_SECONDS = HEARTBEAT_TTL_SECONDS + 60
 
 # Renew a running execution unless it just ended (HSET alone would recreate it): its
 # last_heartbeat, its key's TTL, and its started-registry score (XX: never re-add it).

@@ -20,7 +20,7 @@ from redis.retry import Retry
 # A worker's Redis commands retry through a queue outage (e.g. the embedded server being
 # restarted) for about 15 s before its job gives up.
 OUTAGE_RETRIES = 20
-OUTAGE_BACKOFF_CAP = 1.0
+OUTAGE_BACKOFF_CAP_SECONDS = 1.0
 # RQ logs every reconnection attempt; during a long outage one such line a minute is enough.
 RECONNECT_LOG_SECONDS = 60.0
 
@@ -36,7 +36,7 @@ class QueueLost(SystemExit):
 def ride_out_outages(connection: redis.Redis) -> None:
     """Make ``connection`` retry through a short queue outage instead of failing at once,
     and keep RQ's reconnection messages to one a minute."""
-    connection.set_retry(Retry(ExponentialBackoff(cap=OUTAGE_BACKOFF_CAP, base=0.05), retries=OUTAGE_RETRIES))
+    connection.set_retry(Retry(ExponentialBackoff(cap=OUTAGE_BACKOFF_CAP_SECONDS, base=0.05), retries=OUTAGE_RETRIES))
     rq_log = logging.getLogger("rq.worker")
     if not any(isinstance(f, _ThrottleReconnects) for f in rq_log.filters):
         rq_log.addFilter(_ThrottleReconnects())

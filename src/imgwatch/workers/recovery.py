@@ -7,7 +7,7 @@ imgwatch looks for started jobs whose worker is gone and puts them back on the q
   :func:`requeue_jobs_of` with the dead worker's name at once;
 - every worker calls :func:`requeue_orphaned_jobs` when it starts and every
   maintenance tick: a started job whose worker's registration has expired (no
-  heartbeat for ``HEARTBEAT_TTL`` seconds), says it died, or whose execution has
+  heartbeat for ``HEARTBEAT_TTL_SECONDS`` seconds), says it died, or whose execution has
   had no heartbeat for ``STALE_EXECUTION_SECONDS`` is requeued. Workers keep their
   registration alive with a heartbeat while a job runs (imgwatch.workers.heartbeat),
   so a dead worker on another machine is noticed within about two minutes.

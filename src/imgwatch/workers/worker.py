@@ -63,7 +63,7 @@ class GuardedJob(Job):
 class ImgwatchWorker(SimpleWorker):
     """RQ's in-process worker plus one maintenance duty: requeue dead workers' jobs.
 
-    Its registration lives heartbeat.HEARTBEAT_TTL seconds and is renewed while a job
+    Its registration lives heartbeat.HEARTBEAT_TTL_SECONDS seconds and is renewed while a job
     runs too, so other workers notice within about two minutes that it died.
     """
 
@@ -73,13 +73,13 @@ class ImgwatchWorker(SimpleWorker):
                         job_class=GuardedJob)
         super().__init__([guarded], connection=work_queue.connection, serializer=JSONSerializer,
                          job_class=GuardedJob, name=name, maintenance_interval=MAINTENANCE_SECONDS,
-                         worker_ttl=heartbeat.WORKER_TTL)
+                         worker_ttl=heartbeat.WORKER_TTL_SECONDS)
         self.work_queue = work_queue
         outages.ride_out_outages(work_queue.connection)  # e.g. while `imgwatch run` restarts its queue
 
     def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
         # RQ renews the registration for the whole job timeout when a job starts; KeepAlive renews it instead.
-        super().heartbeat(min(timeout or heartbeat.HEARTBEAT_TTL, heartbeat.HEARTBEAT_TTL), pipeline)
+        super().heartbeat(min(timeout or heartbeat.HEARTBEAT_TTL_SECONDS, heartbeat.HEARTBEAT_TTL_SECONDS), pipeline)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         with heartbeat.KeepAlive(self):

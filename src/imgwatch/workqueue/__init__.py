@@ -10,7 +10,7 @@ from __future__ import annotations
 from imgwatch.errors import QueueUnavailable
 from imgwatch.workqueue.connection import connect, redis_url_for
 from imgwatch.workqueue.failures import FailedFile, FailureLedger
-from imgwatch.workqueue.jobs import INDEX_JOB, JOB_RETRIES, WorkQueue, job_paths
+from imgwatch.workqueue.queue import INDEX_JOB, JOB_RETRIES, WorkQueue, job_paths
 from imgwatch.workqueue.status import FailedJob, QueueSnapshot, queue_is_idle, take_snapshot
 
 __all__ = [

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Self
 import redis
 
 if TYPE_CHECKING:
-    from imgwatch.workqueue.jobs import WorkQueue
+    from imgwatch.workqueue.queue import WorkQueue
 
-ENTRY_TTL = 60  # seconds an entry outlives its announcer's last renewal
+ENTRY_TTL_SECONDS = 60  # seconds an entry outlives its announcer's last renewal
 RENEW_SECONDS = 20
 
 

@@ -23,7 +23,7 @@ import redis
 from imgwatch.files import root_of
 
 if TYPE_CHECKING:
-    from imgwatch.workqueue.jobs import WorkQueue
+    from imgwatch.workqueue.queue import WorkQueue
 
 _LEDGER_KEY = "imgwatch:{queue}:failed-files"
 

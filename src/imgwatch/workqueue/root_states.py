@@ -13,14 +13,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from imgwatch.workqueue.announcements import ENTRY_TTL, Announcements
+from imgwatch.workqueue.announcements import ENTRY_TTL_SECONDS, Announcements
 
 WATCHING = "watching"  # inotify sees every change below it
 POLLING = "polling"  # watch.observer = "polling": changes are found every watch.polling_interval
 MISSING = "missing"  # not there: watched as soon as it appears
 NOT_WATCHABLE = "not watchable"  # there, but no watch could be added (the inotify limit): only rescans find changes
 
-ANNOUNCEMENT_TTL = ENTRY_TTL  # seconds an entry outlives its daemon's last renewal
+ANNOUNCEMENT_TTL_SECONDS = ENTRY_TTL_SECONDS  # seconds an entry outlives its daemon's last renewal
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class RootStates(Announcements):
 
     KIND = "root-states"
 
-    def publish(self, daemon: str, states: Sequence[RootState], ttl: int = ANNOUNCEMENT_TTL) -> None:
+    def publish(self, daemon: str, states: Sequence[RootState], ttl: int = ANNOUNCEMENT_TTL_SECONDS) -> None:
         """``daemon``'s roots are in ``states`` for the next ``ttl`` seconds (publish again to renew)."""
         self._put(daemon, [asdict(state) for state in states], ttl)
 

@@ -12,7 +12,7 @@ from rq.serializers import JSONSerializer
 from rq.worker import BaseWorker
 
 from imgwatch.workqueue.failures import FailedFile, FailureLedger
-from imgwatch.workqueue.jobs import INDEX_JOB, WorkQueue
+from imgwatch.workqueue.queue import INDEX_JOB, WorkQueue
 
 # Counting the paths of the first this many queued jobs is enough for a status line.
 _COUNTED_QUEUED_JOBS = 1000

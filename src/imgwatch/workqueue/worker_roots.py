@@ -21,7 +21,7 @@ from imgwatch.files import root_of
 from imgwatch.workqueue import announcements
 from imgwatch.workqueue.announcements import Announcements
 
-ANNOUNCEMENT_TTL = announcements.ENTRY_TTL  # seconds an entry outlives its worker's last renewal
+ANNOUNCEMENT_TTL_SECONDS = announcements.ENTRY_TTL_SECONDS  # seconds an entry outlives its worker's last renewal
 RENEW_SECONDS = announcements.RENEW_SECONDS
 
 
@@ -33,13 +33,13 @@ class WorkerRoots(Announcements):
     @contextlib.contextmanager
     def announcing(self, worker: str, roots: Sequence[str]) -> Iterator[None]:
         """``worker`` indexes ``roots`` while inside: announced now, renewed by a thread, withdrawn at the end."""
-        self.announce(worker, roots, ANNOUNCEMENT_TTL)
+        self.announce(worker, roots, ANNOUNCEMENT_TTL_SECONDS)
         stop = threading.Event()
 
         def renew_until_stopped() -> None:
             while not stop.wait(RENEW_SECONDS):
                 with contextlib.suppress(redis.RedisError):  # the queue is down: the next renewal tries again
-                    self.announce(worker, roots, ANNOUNCEMENT_TTL)
+                    self.announce(worker, roots, ANNOUNCEMENT_TTL_SECONDS)
 
         renewer = threading.Thread(target=renew_until_stopped, name=f"announce-{worker}", daemon=True)
         renewer.start()

@@ -30,7 +30,7 @@ OUTPUT_NAME = "features"
 IMAGE_SHAPE = (3, 224, 224)  # one network input: a normalised RGB crop
 _DIGEST_CHARS = 16
 _PARTIAL_PREFIX = ".export-"
-_STALE_PARTIAL_S = 3600.0  # a temporary file this old belongs to an export that died
+_STALE_PARTIAL_SECONDS = 3600.0  # a temporary file this old belongs to an export that died
 _log = structlog.get_logger("imgwatch.embedding")
 
 
@@ -139,7 +139,7 @@ def _usable_folder(cache_dir: Path | None) -> Path | None:
 
 
 def _remove_stale_partials(folder: Path) -> None:
-    cutoff = time.time() - _STALE_PARTIAL_S
+    cutoff = time.time() - _STALE_PARTIAL_SECONDS
     for path in folder.glob(f"{_PARTIAL_PREFIX}*"):
         try:
             if path.stat().st_mtime < cutoff:

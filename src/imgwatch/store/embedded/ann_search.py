@@ -79,8 +79,8 @@ BUILD_THREADS = 1
 BUILD_CHUNK = 8_192
 # After a failed maintenance (say, a full disk) this process waits before trying again;
 # while another process holds the maintenance lock, it looks again after a short while.
-RETRY_AFTER_FAILURE_S = 60.0
-RETRY_WHILE_BUSY_S = 5.0
+RETRY_AFTER_FAILURE_SECONDS = 60.0
+RETRY_WHILE_BUSY_SECONDS = 5.0
 IDENTITY_FILE = "store-id"
 
 
@@ -233,7 +233,7 @@ class AnnSearch:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                self._next_try_at = time.monotonic() + RETRY_WHILE_BUSY_S
+                self._next_try_at = time.monotonic() + RETRY_WHILE_BUSY_SECONDS
                 return False  # another process is bringing it forward
             database = Database(self.db_path)
             try:
@@ -250,7 +250,7 @@ class AnnSearch:
             os.close(fd)
 
     def _failed(self, exc: BaseException) -> None:
-        self._next_try_at = time.monotonic() + RETRY_AFTER_FAILURE_S
+        self._next_try_at = time.monotonic() + RETRY_AFTER_FAILURE_SECONDS
         log.warning("ann_index_not_updated", directory=str(self.directory), reason=str(exc),
                     detail="searches stay exact or scan the writes since the saved index; retried later")
 

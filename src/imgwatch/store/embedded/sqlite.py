@@ -7,7 +7,7 @@ FULL would fsync on every commit, which the many small worker transactions would
 for and gain nothing from.
 
 Concurrency: several processes (workers, daemon, CLI) may open the same file; writes
-are ``BEGIN IMMEDIATE`` transactions that wait up to ``busy_timeout_s`` for each other.
+are ``BEGIN IMMEDIATE`` transactions that wait up to ``busy_timeout_seconds`` for each other.
 One :class:`Database` may be used by one thread at a time (an internal lock serialises
 transactions begun from several threads); use processes for parallelism.
 
@@ -58,7 +58,7 @@ CREATE TABLE IF NOT EXISTS images (
 );
 CREATE INDEX IF NOT EXISTS images_by_rev ON images(rev);
 
--- Undirected SIMILAR_TO edges, stored once with a < b.
+-- Undirected SIMILAR_TO links, stored once with a < b.
 CREATE TABLE IF NOT EXISTS links (
     a     INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
     b     INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
@@ -185,16 +185,16 @@ class Database:
     ends and rolls back if it raises; SQLite errors come out as :class:`StoreError`.
     """
 
-    def __init__(self, path: Path | str, *, busy_timeout_s: float = 60.0) -> None:
+    def __init__(self, path: Path | str, *, busy_timeout_seconds: float = 60.0) -> None:
         self.path = Path(path)
         if not self.path.parent.is_dir():
             raise StoreError(f"cannot open store {self.path}: directory {self.path.parent} does not exist")
-        self._busy_timeout_s = busy_timeout_s
+        self._busy_timeout_seconds = busy_timeout_seconds
         self._lock = threading.RLock()
         try:
             self._connection: sqlite3.Connection | None = sqlite3.connect(
                 self.path,
-                timeout=busy_timeout_s,
+                timeout=busy_timeout_seconds,
                 isolation_level=None,  # we issue BEGIN/COMMIT ourselves
                 check_same_thread=False,  # guarded by self._lock instead
             )
@@ -253,7 +253,7 @@ class Database:
     def _store_error(self, exc: sqlite3.Error) -> StoreError:
         if "locked" in str(exc) or "busy" in str(exc):
             return StoreError(
-                f"store {self.path} stayed busy for {self._busy_timeout_s:.0f} s ({exc}); "
+                f"store {self.path} stayed busy for {self._busy_timeout_seconds:.0f} s ({exc}); "
                 "another imgwatch process holds a long write, try again"
             )
         return StoreError(f"store {self.path}: {exc}")
@@ -262,7 +262,7 @@ class Database:
 
     def _configure(self, connection: sqlite3.Connection) -> None:
         try:
-            connection.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_s * 1000)}")
+            connection.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_seconds * 1000)}")
             self._enable_wal(connection)
             connection.execute("PRAGMA synchronous = NORMAL")  # crash-safe in WAL mode, see module doc
             connection.execute("PRAGMA foreign_keys = ON")  # links cascade with their images
@@ -275,7 +275,7 @@ class Database:
         # Switching a new file to WAL needs an exclusive lock, and SQLite does not always
         # wait for it through the busy handler, so processes opening a new store together
         # retry here. Once the file is in WAL mode this is a no-op.
-        deadline = time.monotonic() + self._busy_timeout_s
+        deadline = time.monotonic() + self._busy_timeout_seconds
         while True:
             try:
                 mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]

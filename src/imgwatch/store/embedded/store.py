@@ -58,9 +58,9 @@ class EmbeddedGraphStore(GraphStore):
     backend = "embedded"
 
     def __init__(
-        self, db_path: Path | str, *, busy_timeout_s: float = 60.0, ann_min_images: int = ANN_MIN_IMAGES
+        self, db_path: Path | str, *, busy_timeout_seconds: float = 60.0, ann_min_images: int = ANN_MIN_IMAGES
     ) -> None:
-        self._db = Database(db_path, busy_timeout_s=busy_timeout_s)
+        self._db = Database(db_path, busy_timeout_seconds=busy_timeout_seconds)
         self.db_path = self._db.path
         self._vectors = SharedVectors(self.db_path)
         self._ann = AnnSearch(self.db_path, min_images=ann_min_images)

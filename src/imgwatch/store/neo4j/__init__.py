@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from imgwatch.store.neo4j.cypher import PATH_CONSTRAINT, STORE_CONSTRAINT, VECTOR_INDEX
 from imgwatch.store.neo4j.driver import MINIMUM_VERSION, parse_version
-from imgwatch.store.neo4j.schema import INDEX_ONLINE_TIMEOUT_S, SCHEMA_VERSION
+from imgwatch.store.neo4j.schema import INDEX_ONLINE_TIMEOUT_SECONDS, SCHEMA_VERSION
 from imgwatch.store.neo4j.store import Neo4jGraphStore
 from imgwatch.store.neo4j.values import (
     CANDIDATE_SCORE_SLACK,
@@ -36,7 +36,7 @@ from imgwatch.store.neo4j.values import (
 
 __all__ = [
     "CANDIDATE_SCORE_SLACK",
-    "INDEX_ONLINE_TIMEOUT_S",
+    "INDEX_ONLINE_TIMEOUT_SECONDS",
     "MAX_FLOATS_PER_STATEMENT",
     "MAX_ROWS_PER_STATEMENT",
     "MINIMUM_VERSION",

@@ -35,7 +35,7 @@ from imgwatch.store.neo4j.driver import Connection
 
 SCHEMA_VERSION = 1
 MAX_VECTOR_DIMENSIONS = 4096  # `vector.dimensions` on Neo4j 5.x: 1 to 4096
-INDEX_ONLINE_TIMEOUT_S = 600
+INDEX_ONLINE_TIMEOUT_SECONDS = 600
 
 log = get_logger("imgwatch.store")
 
@@ -259,7 +259,7 @@ class Schema:
         if ours is None:
             ours = self._create_vector_index(dim)
         if ours.get("state") != "ONLINE":
-            self._db.command(cypher.AWAIT_INDEX, name=cypher.VECTOR_INDEX, seconds=INDEX_ONLINE_TIMEOUT_S)
+            self._db.command(cypher.AWAIT_INDEX, name=cypher.VECTOR_INDEX, seconds=INDEX_ONLINE_TIMEOUT_SECONDS)
         self._index_dim = dim
 
     def _create_vector_index(self, dim: int) -> Mapping[str, Any]:

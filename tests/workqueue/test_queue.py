@@ -1,4 +1,4 @@
-"""The queue of index jobs (imgwatch.workqueue.jobs) against a real embedded Valkey server."""
+"""The queue of index jobs (imgwatch.workqueue.queue) against a real embedded Valkey server."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from imgwatch.config import Config
 from imgwatch.daemon.scan import reconcile_and_enqueue
 from imgwatch.store import open_store
 from imgwatch.workqueue import INDEX_JOB, FailureLedger, WorkQueue, job_paths, take_snapshot
-from imgwatch.workqueue.jobs import MAX_PATHS_PER_JOB, paths_per_job
+from imgwatch.workqueue.queue import MAX_PATHS_PER_JOB, paths_per_job
 
 
 def test_paths_go_out_deduplicated_in_json_jobs_of_batch_size(work_queue: WorkQueue, failures: FailureLedger) -> None:

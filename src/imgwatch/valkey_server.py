@@ -8,7 +8,7 @@ Data lives in ``<data_dir>/queue`` with an append-only file: queued work
 survives restarts.
 
 The helper also watches the server: should Valkey die (killed, out of memory) or
-stop answering, it says so on its stdout and exits, and :meth:`EmbeddedRedis.poll`
+stop answering, it says so on its stdout and exits, and :meth:`EmbeddedValkey.poll`
 reports it; ``imgwatch run`` then restarts it from its append-only file.
 """
 
@@ -34,7 +34,7 @@ _HELPER_WATCH_SECONDS = 0.25
 _HUNG_SECONDS = 60.0  # a server that has not answered PING for this long is hung: restart it
 
 
-class EmbeddedRedis:
+class EmbeddedValkey:
     """Starts and stops the helper process; use as a context manager."""
 
     def __init__(self, config: Config, start_timeout: float = 20.0) -> None:
@@ -51,7 +51,7 @@ class EmbeddedRedis:
     def start(self) -> None:
         self._layout.create_queue_dir()  # 0700, like the data dir around it
         self._helper = subprocess.Popen(
-            [sys.executable, "-m", "imgwatch.redis_server", str(self.data_dir), str(self.socket_path)],
+            [sys.executable, "-m", "imgwatch.valkey_server", str(self.data_dir), str(self.socket_path)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             start_new_session=True,
@@ -116,7 +116,7 @@ class EmbeddedRedis:
             helper.wait()
         helper.stdout.close()
 
-    def __enter__(self) -> EmbeddedRedis:
+    def __enter__(self) -> EmbeddedValkey:
         self.start()
         return self
 
