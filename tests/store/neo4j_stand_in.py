@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -19,6 +19,10 @@ from imgwatch.store.neo4j import cypher as q
 from tests.store import cypher_recording
 
 Row = dict[str, Any]
+Params = dict[str, Any]
+
+# CREATE_VECTOR_INDEX is a template (index options cannot be parameters): any dimension, read back.
+CREATE_VECTOR_INDEX = re.compile(re.escape(q.CREATE_VECTOR_INDEX.format(dim="<dim>")).replace("<dim>", r"(?P<dim>\d+)"))
 
 
 class FakeResult:
@@ -97,202 +101,306 @@ class FakeServer:
                              "options": {"indexConfig": {"vector.dimensions": dim,
                                                          "vector.similarity_function": "COSINE"}}})
 
-    def answer(self, statement: str, p: dict[str, Any]) -> list[Row]:  # noqa: C901 - one branch per statement
-        images, links = self.images, self.links
-        if statement == q.SHOW_CONSTRAINTS:
-            return list(self.constraints)
-        if statement == q.SHOW_INDEXES:
-            return list(self.indexes)
-        if statement in (q.CREATE_PATH_CONSTRAINT, q.CREATE_STORE_CONSTRAINT):
-            label, prop = ("Image", "path") if statement == q.CREATE_PATH_CONSTRAINT else ("ImgwatchStore", "key")
-            self.constraints.append({"name": statement.split()[2], "type": "UNIQUENESS", "entityType": "NODE",
-                                     "labelsOrTypes": [label], "properties": [prop]})
-            return []
-        if statement == q.CREATE_SCORE_INDEX:
-            self.indexes.append({"name": q.SCORE_INDEX, "type": "RANGE", "entityType": "RELATIONSHIP",
-                                 "labelsOrTypes": ["SIMILAR_TO"], "properties": ["score"], "state": "ONLINE",
-                                 "populationPercent": 100.0, "options": {}})
-            return []
-        if statement == q.CREATE_HASH_INDEX:
-            self.indexes.append({"name": q.HASH_INDEX, "type": "RANGE", "entityType": "NODE",
-                                 "labelsOrTypes": ["Image"], "properties": ["sha256"], "state": "ONLINE",
-                                 "populationPercent": 100.0, "options": {}})
-            return []
-        if statement.startswith("CREATE VECTOR INDEX"):
-            if not any(i["name"] == q.VECTOR_INDEX for i in self.indexes):
-                self.add_index(int(re.search(r"`vector.dimensions`: (\d+)", statement)[1]), state="POPULATING")
-            return []
-        if statement == q.DROP_VECTOR_INDEX:
-            self.indexes = [i for i in self.indexes if i["name"] != q.VECTOR_INDEX]
-            return []
-        if statement == q.AWAIT_INDEX:
-            for index in self.indexes:
-                index["state"] = "ONLINE"
-            return []
-        if statement == q.STORE_STATE:
-            return [dict(self.store)] if self.store else []
-        if statement in (q.CREATE_STORE, q.LOCK_STORE_MODEL):
-            self.store = self.store or {"version": p.get("version"), "model": None, "dim": None,
-                                        "weights_file": None, "weights_sha256": None}
-            return [dict(self.store)]
-        if statement == q.SET_MODEL:
-            assert self.store is not None
-            self.store.update(model=p["model"], dim=p["dim"], weights_file=p["weights_file"],
-                              weights_sha256=p["weights_sha256"])
-            return []
-        if statement == q.COUNT_IMAGES:
-            return [{"count": len(images)}]
-        if statement == q.COUNT_AT:
-            return [{"count": int(p["path"] in images)}]
-        if statement == q.COUNT_BELOW:
-            return [{"count": sum(1 for path in images if p["prefix"] <= path < p["upper"])}]
-        if statement == q.COUNT_LINKS:
-            return [{"count": len(links)}]
-        if statement == q.UPSERT_FACTS:
-            assert all("embedding" not in row for row in p["rows"])  # facts and digests only
-            changed = []
-            for row in p["rows"]:
-                node = images.setdefault(row["path"], {"linked": None, "pick_bar": None, "embedding_digest": None,
-                                                       "indexed_at": None})
-                node.update({k: row[k] for k in ("sha256", "size", "mtime_ns", "ctime_ns", "inode", "width", "height",
-                                                 "model")})
-                if row["linked"] is None:
-                    node["linked"] = bool(node["linked"])
-                else:
-                    node["linked"], node["pick_bar"] = row["linked"], row["pick_bar"]
-                    node["indexed_at"] = row["indexed_at"]
-                if node["embedding_digest"] != row["digest"]:
-                    changed.append({"changed": row["path"]})
-            return changed
-        if statement == q.SET_EMBEDDINGS:
-            for row in p["rows"]:
-                self.sent.append(row)
-                node = images[row["path"]]
-                node["embedding"] = np.asarray(row["embedding"], dtype=np.float32)
-                node["embedding_digest"] = row["digest"]
-                node["linked"] = False if row["linked"] is None else row["linked"]
-                node["indexed_at"] = row["indexed_at"]
-            return []
-        if statement == q.DROP_LINKS:
-            for pair in [pair for pair in links if set(pair) & set(p["paths"])]:
-                del links[pair]
-            return []
-        if statement == q.GET_MANY:
-            return [{"path": path, **images[path]} for path in p["paths"] if path in images]
-        if statement == q.REMOVE:
-            removed = [path for path in p["paths"] if images.pop(path, None) is not None]
-            for pair in [pair for pair in links if set(pair) & set(removed)]:
-                del links[pair]
-            return [{"removed": len(removed)}]
-        if statement == q.EMBEDDINGS_BY_HASH:
-            first: dict[str, Row] = {}
-            for node in images.values():
-                if node["sha256"] in p["hashes"] and node["model"] == p["model"] and "embedding" in node:
-                    first.setdefault(node["sha256"], node)
-            return [{"hash": h, "embedding": n["embedding"].tolist(), "width": n["width"], "height": n["height"]}
-                    for h, n in first.items()]
-        if statement == q.REPLACED_BY_MOVES:
-            for move in p["moves"]:
-                if move["old"] in images and move["new"] in images:
-                    del images[move["new"]]
-                    for pair in [pair for pair in links if move["new"] in pair]:
-                        del links[pair]
-            return []
-        if statement == q.RENAME:
-            renamed = 0
-            for move in p["moves"]:
-                if move["old"] in images:
-                    assert move["new"] not in images  # the uniqueness constraint
-                    images[move["new"]] = images.pop(move["old"])
-                    for (a, b), score in [(pair, s) for pair, s in links.items() if move["old"] in pair]:
-                        del links[(a, b)]  # the relationship keeps its direction (start, end): only a name changes
-                        links[(move["new"] if a == move["old"] else a, move["new"] if b == move["old"] else b)] = score
-                    renamed += 1
-            return [{"renamed": renamed}]
-        if statement == q.REORIENT_LINKS:
-            for (a, b) in [pair for pair in links if set(pair) & set(p["paths"]) and pair[0] > pair[1]]:
-                links[(b, a)] = links.pop((a, b))
-            return []
-        if statement == q.UPDATE_FILE_STATES:
-            for row in p["rows"]:
-                if row["path"] in images:
-                    images[row["path"]].update({k: row[k] for k in ("size", "mtime_ns", "ctime_ns", "inode")})
-            return []
-        if statement in (q.FILE_STATE_AT, q.FILE_STATES_ALL, q.FILE_STATES_BELOW):
-            if statement == q.FILE_STATE_AT:
-                chosen = [path for path in images if path == p["path"]]
-            else:
-                chosen = sorted(path for path in images if path > p["after"]
-                                and (statement == q.FILE_STATES_ALL or p["prefix"] <= path < p["upper"]))
-                chosen = chosen[: p["limit"]]
-            return [{"path": path, **{k: images[path][k] for k in ("size", "mtime_ns", "ctime_ns", "inode")}}
-                    for path in chosen]
-        if statement == q.NEAREST:
-            query = np.asarray(p["vector"], dtype=np.float64)
-            scored = sorted(((-cosine_to_score(float(n["embedding"] @ query / np.linalg.norm(n["embedding"]))), path)
-                             for path, n in images.items() if path not in p["exclude"]))
-            return [{"path": path, "score": -negative} for negative, path in scored[: p["k"]]]
-        if statement == q.NEIGHBOURS:
-            if p["path"] not in images:
-                return []
-            found = [(b if a == p["path"] else a, s) for (a, b), s in links.items() if p["path"] in (a, b)]
-            rows = [{"path": path, "score": s} for path, s in sorted(found, key=lambda x: (-x[1], x[0]))]
-            return rows or [{"path": None, "score": None}]
-        if statement == q.LINKS_AT_LEAST:
-            after = (p["score"], p["a"], p["b"])
-            return [{"score": score, "low": a, "high": b} for score, a, b in
-                    sorted((score, a, b) for (a, b), score in links.items() if score >= p["score"]
-                           and (score, a, b) > after)][: p["limit"]]
-        if statement == q.EXPORT_IMAGES:
-            return [{"path": path, **node} for path, node in sorted(images.items()) if path > p["after"]][: p["limit"]]
-        if statement == q.EXPORT_LINKS:
-            return [{"path": path, "other": b if a == path else a, "score": score}
-                    for path in p["paths"] for (a, b), score in links.items() if path in (a, b)]
-        if statement == q.PRESENT:
-            return [{"path": path, "digest": images[path]["embedding_digest"]} for path in p["paths"] if path in images]
-        if statement == q.CANDIDATES:
-            rows = []
-            for path in p["paths"]:
-                if path not in images:
-                    continue
-                scored = sorted(((self.score(path, other), other) for other in images
-                                 if other != path and frozenset((path, other)) not in self.ann_misses),
-                                key=lambda x: (-x[0], x[1]))[: p["candidates"]]
-                rows += [{"path": path, "neighbour": other, "digest": images[other]["embedding_digest"], "score": s}
-                         for s, other in scored if s >= p["min_score"]]
-            return rows
-        if statement == q.SERIALISE:
-            return []
-        if statement == q.CHANGED_SINCE:
-            return [{"path": row["path"]} for row in p["rows"]
-                    if row["path"] not in images or images[row["path"]]["embedding_digest"] != row["digest"]]
-        if statement == q.FORMER_LINKS:
-            rows = []
-            for (a, b) in links:
-                for inside, outside in ((a, b), (b, a)):
-                    if inside in p["paths"] and outside not in p["paths"]:
-                        rows.append({"outside": outside, "inside": inside, "bar": images[outside]["pick_bar"],
-                                     "score": self.score(inside, outside)})
-            return rows
-        if statement == q.MARK_LINKED:
-            for row in p["rows"]:
-                if row["path"] in images:
-                    images[row["path"]].update(linked=True, pick_bar=row["bar"])
-            return []
-        if statement == q.MARK_LINKED_KEEP_BARS:
-            for path in p["paths"]:
-                if path in images:
-                    images[path]["linked"] = True
-            return []
-        if statement == q.WRITE_LINKS:
-            written = 0
-            for link in p["links"]:
-                if link["a"] in images and link["b"] in images:
-                    assert link["a"] < link["b"]
-                    links[(link["a"], link["b"])] = link["score"]
-                    written += 1
-            return [{"written": written}]
+    def answer(self, statement: str, p: Params) -> list[Row]:
+        answer = self._ANSWERS.get(statement)
+        if answer is not None:
+            return answer(self, p)
+        if created := CREATE_VECTOR_INDEX.fullmatch(statement):
+            return self._create_vector_index(int(created["dim"]))
         raise AssertionError(f"the fake server does not know this statement:\n{statement}")
+
+    # -- one answer per statement (_ANSWERS below says which) ------------------------------
+
+    def _show_constraints(self, p: Params) -> list[Row]:
+        return list(self.constraints)
+
+    def _show_indexes(self, p: Params) -> list[Row]:
+        return list(self.indexes)
+
+    def _add_constraint(self, name: str, label: str, prop: str) -> list[Row]:
+        self.constraints.append({"name": name, "type": "UNIQUENESS", "entityType": "NODE",
+                                 "labelsOrTypes": [label], "properties": [prop]})
+        return []
+
+    def _create_path_constraint(self, p: Params) -> list[Row]:
+        return self._add_constraint(q.PATH_CONSTRAINT, "Image", "path")
+
+    def _create_store_constraint(self, p: Params) -> list[Row]:
+        return self._add_constraint(q.STORE_CONSTRAINT, "ImgwatchStore", "key")
+
+    def _add_range_index(self, name: str, entity_type: str, label: str, prop: str) -> list[Row]:
+        self.indexes.append({"name": name, "type": "RANGE", "entityType": entity_type, "labelsOrTypes": [label],
+                             "properties": [prop], "state": "ONLINE", "populationPercent": 100.0, "options": {}})
+        return []
+
+    def _create_score_index(self, p: Params) -> list[Row]:
+        return self._add_range_index(q.SCORE_INDEX, "RELATIONSHIP", "SIMILAR_TO", "score")
+
+    def _create_hash_index(self, p: Params) -> list[Row]:
+        return self._add_range_index(q.HASH_INDEX, "NODE", "Image", "sha256")
+
+    def _create_vector_index(self, dim: int) -> list[Row]:
+        if not any(i["name"] == q.VECTOR_INDEX for i in self.indexes):
+            self.add_index(dim, state="POPULATING")
+        return []
+
+    def _drop_vector_index(self, p: Params) -> list[Row]:
+        self.indexes = [i for i in self.indexes if i["name"] != q.VECTOR_INDEX]
+        return []
+
+    def _await_index(self, p: Params) -> list[Row]:
+        for index in self.indexes:
+            index["state"] = "ONLINE"
+        return []
+
+    def _store_state(self, p: Params) -> list[Row]:
+        return [dict(self.store)] if self.store else []
+
+    def _merge_store(self, p: Params) -> list[Row]:
+        self.store = self.store or {"version": p.get("version"), "model": None, "dim": None,
+                                    "weights_file": None, "weights_sha256": None}
+        return [dict(self.store)]
+
+    def _set_model(self, p: Params) -> list[Row]:
+        assert self.store is not None
+        self.store.update(model=p["model"], dim=p["dim"], weights_file=p["weights_file"],
+                          weights_sha256=p["weights_sha256"])
+        return []
+
+    def _count_images(self, p: Params) -> list[Row]:
+        return [{"count": len(self.images)}]
+
+    def _count_at(self, p: Params) -> list[Row]:
+        return [{"count": int(p["path"] in self.images)}]
+
+    def _count_below(self, p: Params) -> list[Row]:
+        return [{"count": sum(1 for path in self.images if p["prefix"] <= path < p["upper"])}]
+
+    def _count_links(self, p: Params) -> list[Row]:
+        return [{"count": len(self.links)}]
+
+    def _upsert_facts(self, p: Params) -> list[Row]:
+        assert all("embedding" not in row for row in p["rows"])  # facts and digests only
+        changed = []
+        for row in p["rows"]:
+            node = self.images.setdefault(row["path"], {"linked": None, "pick_bar": None, "embedding_digest": None,
+                                                        "indexed_at": None})
+            node.update({k: row[k] for k in ("sha256", "size", "mtime_ns", "ctime_ns", "inode", "width", "height",
+                                             "model")})
+            if row["linked"] is None:
+                node["linked"] = bool(node["linked"])
+            else:
+                node["linked"], node["pick_bar"] = row["linked"], row["pick_bar"]
+                node["indexed_at"] = row["indexed_at"]
+            if node["embedding_digest"] != row["digest"]:
+                changed.append({"changed": row["path"]})
+        return changed
+
+    def _set_embeddings(self, p: Params) -> list[Row]:
+        for row in p["rows"]:
+            self.sent.append(row)
+            node = self.images[row["path"]]
+            node["embedding"] = np.asarray(row["embedding"], dtype=np.float32)
+            node["embedding_digest"] = row["digest"]
+            node["linked"] = False if row["linked"] is None else row["linked"]
+            node["indexed_at"] = row["indexed_at"]
+        return []
+
+    def _drop_links(self, p: Params) -> list[Row]:
+        for pair in [pair for pair in self.links if set(pair) & set(p["paths"])]:
+            del self.links[pair]
+        return []
+
+    def _get_many(self, p: Params) -> list[Row]:
+        return [{"path": path, **self.images[path]} for path in p["paths"] if path in self.images]
+
+    def _remove(self, p: Params) -> list[Row]:
+        removed = [path for path in p["paths"] if self.images.pop(path, None) is not None]
+        for pair in [pair for pair in self.links if set(pair) & set(removed)]:
+            del self.links[pair]
+        return [{"removed": len(removed)}]
+
+    def _embeddings_by_hash(self, p: Params) -> list[Row]:
+        first: dict[str, Row] = {}
+        for node in self.images.values():
+            if node["sha256"] in p["hashes"] and node["model"] == p["model"] and "embedding" in node:
+                first.setdefault(node["sha256"], node)
+        return [{"hash": h, "embedding": n["embedding"].tolist(), "width": n["width"], "height": n["height"]}
+                for h, n in first.items()]
+
+    def _replaced_by_moves(self, p: Params) -> list[Row]:
+        images, links = self.images, self.links
+        for move in p["moves"]:
+            if move["old"] in images and move["new"] in images:
+                del images[move["new"]]
+                for pair in [pair for pair in links if move["new"] in pair]:
+                    del links[pair]
+        return []
+
+    def _rename(self, p: Params) -> list[Row]:
+        images, links = self.images, self.links
+        renamed = 0
+        for move in p["moves"]:
+            if move["old"] in images:
+                assert move["new"] not in images  # the uniqueness constraint
+                images[move["new"]] = images.pop(move["old"])
+                for (a, b), score in [(pair, s) for pair, s in links.items() if move["old"] in pair]:
+                    del links[(a, b)]  # the relationship keeps its direction (start, end): only a name changes
+                    links[(move["new"] if a == move["old"] else a, move["new"] if b == move["old"] else b)] = score
+                renamed += 1
+        return [{"renamed": renamed}]
+
+    def _reorient_links(self, p: Params) -> list[Row]:
+        for (a, b) in [pair for pair in self.links if set(pair) & set(p["paths"]) and pair[0] > pair[1]]:
+            self.links[(b, a)] = self.links.pop((a, b))
+        return []
+
+    def _update_file_states(self, p: Params) -> list[Row]:
+        for row in p["rows"]:
+            if row["path"] in self.images:
+                self.images[row["path"]].update({k: row[k] for k in ("size", "mtime_ns", "ctime_ns", "inode")})
+        return []
+
+    def _file_states(self, paths: list[str]) -> list[Row]:
+        return [{"path": path, **{k: self.images[path][k] for k in ("size", "mtime_ns", "ctime_ns", "inode")}}
+                for path in paths]
+
+    def _file_state_at(self, p: Params) -> list[Row]:
+        return self._file_states([p["path"]] if p["path"] in self.images else [])
+
+    def _file_states_all(self, p: Params) -> list[Row]:
+        return self._file_states(sorted(path for path in self.images if path > p["after"])[: p["limit"]])
+
+    def _file_states_below(self, p: Params) -> list[Row]:
+        below = sorted(path for path in self.images if path > p["after"] and p["prefix"] <= path < p["upper"])
+        return self._file_states(below[: p["limit"]])
+
+    def _nearest(self, p: Params) -> list[Row]:
+        query = np.asarray(p["vector"], dtype=np.float64)
+        scored = sorted(((-cosine_to_score(float(n["embedding"] @ query / np.linalg.norm(n["embedding"]))), path)
+                         for path, n in self.images.items() if path not in p["exclude"]))
+        return [{"path": path, "score": -negative} for negative, path in scored[: p["k"]]]
+
+    def _neighbours(self, p: Params) -> list[Row]:
+        if p["path"] not in self.images:
+            return []
+        found = [(b if a == p["path"] else a, s) for (a, b), s in self.links.items() if p["path"] in (a, b)]
+        rows = [{"path": path, "score": s} for path, s in sorted(found, key=lambda x: (-x[1], x[0]))]
+        return rows or [{"path": None, "score": None}]
+
+    def _links_at_least(self, p: Params) -> list[Row]:
+        after = (p["score"], p["a"], p["b"])
+        return [{"score": score, "low": a, "high": b} for score, a, b in
+                sorted((score, a, b) for (a, b), score in self.links.items() if score >= p["score"]
+                       and (score, a, b) > after)][: p["limit"]]
+
+    def _export_images(self, p: Params) -> list[Row]:
+        return [{"path": path, **node} for path, node in sorted(self.images.items()) if path > p["after"]][: p["limit"]]
+
+    def _export_links(self, p: Params) -> list[Row]:
+        return [{"path": path, "other": b if a == path else a, "score": score}
+                for path in p["paths"] for (a, b), score in self.links.items() if path in (a, b)]
+
+    def _present(self, p: Params) -> list[Row]:
+        return [{"path": path, "digest": self.images[path]["embedding_digest"]}
+                for path in p["paths"] if path in self.images]
+
+    def _candidates(self, p: Params) -> list[Row]:
+        images = self.images
+        rows = []
+        for path in p["paths"]:
+            if path not in images:
+                continue
+            scored = sorted(((self.score(path, other), other) for other in images
+                             if other != path and frozenset((path, other)) not in self.ann_misses),
+                            key=lambda x: (-x[0], x[1]))[: p["candidates"]]
+            rows += [{"path": path, "neighbour": other, "digest": images[other]["embedding_digest"], "score": s}
+                     for s, other in scored if s >= p["min_score"]]
+        return rows
+
+    def _serialise(self, p: Params) -> list[Row]:
+        return []
+
+    def _changed_since(self, p: Params) -> list[Row]:
+        return [{"path": row["path"]} for row in p["rows"]
+                if row["path"] not in self.images or self.images[row["path"]]["embedding_digest"] != row["digest"]]
+
+    def _former_links(self, p: Params) -> list[Row]:
+        rows = []
+        for (a, b) in self.links:
+            for inside, outside in ((a, b), (b, a)):
+                if inside in p["paths"] and outside not in p["paths"]:
+                    rows.append({"outside": outside, "inside": inside, "bar": self.images[outside]["pick_bar"],
+                                 "score": self.score(inside, outside)})
+        return rows
+
+    def _mark_linked(self, p: Params) -> list[Row]:
+        for row in p["rows"]:
+            if row["path"] in self.images:
+                self.images[row["path"]].update(linked=True, pick_bar=row["bar"])
+        return []
+
+    def _mark_linked_keep_bars(self, p: Params) -> list[Row]:
+        for path in p["paths"]:
+            if path in self.images:
+                self.images[path]["linked"] = True
+        return []
+
+    def _write_links(self, p: Params) -> list[Row]:
+        written = 0
+        for link in p["links"]:
+            if link["a"] in self.images and link["b"] in self.images:
+                assert link["a"] < link["b"]
+                self.links[(link["a"], link["b"])] = link["score"]
+                written += 1
+        return [{"written": written}]
+
+    # Each statement the backend sends, by its text in cypher.py (so a changed statement fails
+    # loudly in answer()), and its answer. CREATE_VECTOR_INDEX is a template: answer() matches it.
+    _ANSWERS: ClassVar[dict[str, Callable[[FakeServer, Params], list[Row]]]] = {
+        q.SHOW_CONSTRAINTS: _show_constraints,
+        q.SHOW_INDEXES: _show_indexes,
+        q.CREATE_PATH_CONSTRAINT: _create_path_constraint,
+        q.CREATE_STORE_CONSTRAINT: _create_store_constraint,
+        q.CREATE_SCORE_INDEX: _create_score_index,
+        q.CREATE_HASH_INDEX: _create_hash_index,
+        q.DROP_VECTOR_INDEX: _drop_vector_index,
+        q.AWAIT_INDEX: _await_index,
+        q.STORE_STATE: _store_state,
+        q.CREATE_STORE: _merge_store,
+        q.LOCK_STORE_MODEL: _merge_store,
+        q.SET_MODEL: _set_model,
+        q.COUNT_IMAGES: _count_images,
+        q.COUNT_AT: _count_at,
+        q.COUNT_BELOW: _count_below,
+        q.COUNT_LINKS: _count_links,
+        q.UPSERT_FACTS: _upsert_facts,
+        q.SET_EMBEDDINGS: _set_embeddings,
+        q.DROP_LINKS: _drop_links,
+        q.GET_MANY: _get_many,
+        q.REMOVE: _remove,
+        q.EMBEDDINGS_BY_HASH: _embeddings_by_hash,
+        q.REPLACED_BY_MOVES: _replaced_by_moves,
+        q.RENAME: _rename,
+        q.REORIENT_LINKS: _reorient_links,
+        q.UPDATE_FILE_STATES: _update_file_states,
+        q.FILE_STATE_AT: _file_state_at,
+        q.FILE_STATES_ALL: _file_states_all,
+        q.FILE_STATES_BELOW: _file_states_below,
+        q.NEAREST: _nearest,
+        q.NEIGHBOURS: _neighbours,
+        q.LINKS_AT_LEAST: _links_at_least,
+        q.EXPORT_IMAGES: _export_images,
+        q.EXPORT_LINKS: _export_links,
+        q.PRESENT: _present,
+        q.CANDIDATES: _candidates,
+        q.SERIALISE: _serialise,
+        q.CHANGED_SINCE: _changed_since,
+        q.FORMER_LINKS: _former_links,
+        q.MARK_LINKED: _mark_linked,
+        q.MARK_LINKED_KEEP_BARS: _mark_linked_keep_bars,
+        q.WRITE_LINKS: _write_links,
+    }
 
 
 def fake_store(server: FakeServer | None = None, *, writable: bool = True) -> tuple[Neo4jGraphStore, FakeServer]:
