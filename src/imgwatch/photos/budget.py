@@ -14,16 +14,14 @@ memory it freed is handed back to the system (imgwatch.memory).
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import threading
 from collections.abc import Iterator
 
-from PIL import Image
-
+from imgwatch.errors import DecodeError
 from imgwatch.memory import give_back_freed_memory
-from imgwatch.photos import formats, raw
 from imgwatch.photos.limits import MAX_PIXELS
+from imgwatch.photos.reader import read_header
 
 # One photo at the limit and a few phone photos (12 MP) beside it; never two near the limit.
 DECODE_BUDGET_PIXELS = MAX_PIXELS * 5 // 4
@@ -77,11 +75,7 @@ def declared_pixels(data: bytes, path: str) -> int:
     """The pixels a photo's header declares (a RAW's developed size), as the reader opens it; 0 when
     the header does not open: the decode then refuses the file before decoding any pixel."""
     try:
-        if raw.may_be_raw(data, formats.is_raw_name(path)):
-            picture = raw.read_raw(data, path, develop=False)
-            if picture is not None:
-                return picture.size[0] * picture.size[1]
-        with Image.open(io.BytesIO(data), formats=formats.pillow_formats()) as image:
-            return image.size[0] * image.size[1]
-    except Exception:  # noqa: BLE001 - the decoders raise many types for bad data; the decode reports it
+        width, height = read_header(data, path).size
+    except DecodeError:
         return 0
+    return width * height

@@ -100,22 +100,37 @@ def upright(image: Image.Image, orientation: int) -> Image.Image:
     return image.transpose(method) if method is not None else image
 
 
+@dataclass(frozen=True)
+class Header:
+    """What a photo's header says, read without decoding its pixels."""
+
+    format: str  # "JPEG", "HEIF", "RAW"...
+    source: str  # what the reader decodes: "decoded", or a RAW's "embedded preview" / "half-size demosaic"
+    size: tuple[int, int]  # (width, height) as the reader opens it (a RAW's developed size)
+
+
+def read_header(data: bytes, path: str) -> Header:
+    """The header of a file as the reader would open it; DecodeError when it is not an accepted photo."""
+    try:
+        if raw.may_be_raw(data, formats.is_raw_name(path)):
+            picture = raw.read_raw(data, path, develop=False)
+            if picture is not None:
+                return Header(formats.RAW, picture.source, picture.size)
+        with Image.open(io.BytesIO(data), formats=formats.pillow_formats()) as image:
+            return Header(image.format or "", DECODED, image.size)
+    except DecodeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the decoders raise many types for bad data
+        raise describe_failure(path, exc) from exc
+
+
 def kind_of(data: bytes, path: str) -> tuple[str, str]:
     """(format, source) of a file without decoding its pixels: ("RAW", "embedded preview"), ("HEIF", "decoded")...
 
     Raises DecodeError when it is not an accepted photo.
     """
-    try:
-        if raw.may_be_raw(data, formats.is_raw_name(path)):
-            picture = raw.read_raw(data, path, develop=False)
-            if picture is not None:
-                return formats.RAW, picture.source
-        with Image.open(io.BytesIO(data), formats=formats.pillow_formats()) as image:
-            return image.format or "", DECODED
-    except DecodeError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - the decoders raise many types for bad data
-        raise describe_failure(path, exc) from exc
+    header = read_header(data, path)
+    return header.format, header.source
 
 
 @dataclass(frozen=True)
