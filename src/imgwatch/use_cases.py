@@ -87,7 +87,8 @@ def search_with_photo(store: GraphStore, model: QueryModel, data: bytes, name: s
     limits: ``name`` tells a RAW by its extension and names the photo in errors. Refusals come
     before anything is decoded. A long-running process passes its decode ``budget`` and the one
     ``forward`` thread every forward pass runs on."""
-    return _ranked(store, model.for_store(store), data, name, top, indexed_as, budget, forward)
+    return _ranked(store, model.for_store(store), data, hashlib.sha256(data).hexdigest(), name, top, indexed_as,
+                   budget, forward)
 
 
 def search_with_file(store: GraphStore, model: QueryModel, path: str, top: int) -> Ranking:
@@ -97,19 +98,19 @@ def search_with_file(store: GraphStore, model: QueryModel, path: str, top: int) 
     from imgwatch.embedding.decode import read_file  # torch: only once the checks pass
 
     absolute = os.path.abspath(path)
-    _facts, data = read_file(absolute)  # regular files only, up to MAX_FILE_BYTES
-    return _ranked(store, engine, data, absolute, top, canonical_path(path), None, None)
+    facts, data = read_file(absolute)  # regular files only, up to MAX_FILE_BYTES; hashed as it is read
+    return _ranked(store, engine, data, facts.sha256, absolute, top, canonical_path(path), None, None)
 
 
-def _ranked(store: GraphStore, engine: EmbeddingEngine, data: bytes, name: str, top: int, indexed_as: str | None,
-            budget: DecodeBudget | None, forward: Executor | None) -> Ranking:
+def _ranked(store: GraphStore, engine: EmbeddingEngine, data: bytes, sha256: str, name: str, top: int,
+            indexed_as: str | None, budget: DecodeBudget | None, forward: Executor | None) -> Ranking:
     from imgwatch.embedding.decode import decode_for_model
 
     with budget.admit(data, name) if budget is not None else contextlib.nullcontext():
         tensor, _width, _height = decode_for_model(data, name)
     batch = tensor.unsqueeze(0)
     vectors = engine.embed(batch) if forward is None else forward.submit(engine.embed, batch).result()
-    return rank_others(store, vectors[0], top, hashlib.sha256(data).hexdigest(), indexed_as)
+    return rank_others(store, vectors[0], top, sha256, indexed_as)
 
 
 # -- similar, duplicates -----------------------------------------------------------------------
