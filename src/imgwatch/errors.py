@@ -159,6 +159,14 @@ class ModelMismatchError(StoreError):
     """The store holds embeddings of another model; mixing them would make scores meaningless."""
 
 
+class ReindexConflict(StoreError):
+    """A new vector space cannot be opened: another one is pending, or the store already uses that model."""
+
+
+class ReindexIncomplete(StoreError):
+    """The pending vector space cannot become the active one: some images have no vector in it yet."""
+
+
 # -- answers: duplicates, contact sheets, the web page ------------------------------------------
 
 

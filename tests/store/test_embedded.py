@@ -264,7 +264,7 @@ def test_schema_setup_is_idempotent_and_uses_wal(db_path: Path) -> None:
             store.ensure_model(MODEL, DIM)
     with sqlite3.connect(db_path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == SCHEMA_VERSION == 4
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == SCHEMA_VERSION == 5
         db.execute("UPDATE meta SET value = 99 WHERE key = 'schema_version'")
 
     with pytest.raises(StoreError, match="newer"):
@@ -365,7 +365,7 @@ def test_a_version_1_store_is_migrated_on_open_and_keeps_its_images_and_links(db
         assert store.get("/p/b.jpg").indexed_at is not None  # type: ignore[union-attr]
 
     with sqlite3.connect(db_path) as db:
-        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == 4
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == 5
         columns = [row[1] for row in db.execute("PRAGMA table_info(images)")]
         assert columns.count("indexed_at") == columns.count("ctime_ns") == columns.count("inode") == 1
         indexes = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}

@@ -20,6 +20,8 @@ import numpy as np
 from imgwatch.errors import (  # noqa: F401 - re-exported: part of the store contract
     ImageNotFound,
     ModelMismatchError,
+    ReindexConflict,
+    ReindexIncomplete,
     StoreError,
     StoreMissing,
     StoreUnavailable,
@@ -83,10 +85,28 @@ class ImageRecord:
     embedding: np.ndarray = field(repr=False)
     ctime_ns: int | None = None  # as in FileState
     inode: int | None = None
+    # Its vector in the pending space (see GraphStore.begin_space), stored when one is open;
+    # None: the image has no pending vector yet (a reindex job gives it one).
+    pending_embedding: np.ndarray | None = field(repr=False, default=None)
 
     @property
     def signature(self) -> tuple[int, int, int | None, int | None]:
         return (self.size, self.mtime_ns, self.ctime_ns, self.inode)
+
+
+@dataclass(frozen=True)
+class PendingSpace:
+    """A second vector space being filled for a new model while the active one keeps answering."""
+
+    model: str  # the new model's identity, as ensure_model records it
+    dim: int
+    weights_file: tuple[str, str] | None  # as ensure_model's
+    embedded: int  # images that have a pending vector for their current content
+    total: int  # images in the store
+
+    @property
+    def complete(self) -> bool:
+        return self.embedded >= self.total
 
 
 @dataclass(frozen=True)
@@ -203,6 +223,20 @@ def checked_embedding(embedding: np.ndarray, dim: int, path: str) -> np.ndarray:
     if abs(norm - 1.0) > 1e-3:
         raise StoreError(f"{path}: embedding must be L2-normalised (its norm is {norm:.6g})")
     return vector
+
+
+def already_active_message(model: str) -> str:
+    return f"this store is already embedded with {model}; there is nothing to re-index"
+
+
+def pending_conflict_message(pending: str, model: str) -> str:
+    return (f"a re-index to {pending} is under way; let it finish, or drop it with `imgwatch reindex --abort` "
+            f"before re-indexing with {model}")
+
+
+def incomplete_message(space: PendingSpace) -> str:
+    return (f"the re-index to {space.model} is not complete ({space.embedded} of {space.total} images embedded); "
+            "the workers go on with it: run `imgwatch reindex` to watch")
 
 
 def unit_query(vector: np.ndarray, dim: int) -> np.ndarray:
@@ -337,6 +371,45 @@ class GraphStore(abc.ABC):
             return 0
         moves = [(state.path, moved_path(state.path, old, new)) for state in self.file_states(under=old)]
         return sum(self.rename_paths(batch) for batch in chunks(moves, MOVE_BATCH))
+
+    # -- a second vector space: changing the model while the active one answers ----------------
+
+    @abc.abstractmethod
+    def begin_space(self, model: str, dim: int, weights_file: tuple[str, str] | None = None) -> PendingSpace:
+        """Open the pending space for ``model`` (idempotent for the same model: its progress).
+
+        ReindexConflict when another model's space is pending or ``model`` is the active one.
+        Search, similar and links keep using the active space until :meth:`switch_space`.
+        """
+
+    @abc.abstractmethod
+    def pending_space(self) -> PendingSpace | None:
+        """The open pending space with its progress; None when none is open."""
+
+    @abc.abstractmethod
+    def put_pending(self, items: Sequence[tuple[str, str, np.ndarray]]) -> int:
+        """Store ``(path, sha256, vector)`` in the pending space where the image is stored with that
+        content (others are stale: ignored). Returns how many were stored; 0 when no space is open."""
+
+    @abc.abstractmethod
+    def pending_by_hash(self, hashes: Iterable[str]) -> dict[str, np.ndarray]:
+        """Pending vectors by content hash, for images whose current content has one: reuse."""
+
+    @abc.abstractmethod
+    def paths_without_pending(self, after: str, limit: int) -> list[str]:
+        """Up to ``limit`` paths after ``after``, in path order, with no pending vector for their
+        current content; empty when no space is open."""
+
+    @abc.abstractmethod
+    def switch_space(self, threshold: float, top_k: int) -> int:
+        """Make the complete pending space the active one, in one transaction: its vectors, its
+        links (the linking rule over the new vectors, computed first), its model record; the old
+        vectors and links dropped. ReindexIncomplete unless complete; 0 when no space is open (another
+        caller switched). Returns the number of links written."""
+
+    @abc.abstractmethod
+    def abort_space(self) -> bool:
+        """Drop the pending space and its vectors; False when none was open."""
 
     @abc.abstractmethod
     def stats(self) -> StoreStats: ...

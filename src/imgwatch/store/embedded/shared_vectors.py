@@ -82,6 +82,12 @@ def record_store_identity(tx: Transaction) -> None:
     tx.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (STORE_ID_KEY, secrets.token_hex(16)))
 
 
+def renew_store_identity(tx: Transaction) -> None:
+    """A new identity (a write transaction): the vector files and the HNSW index of the vectors
+    before it are rebuilt by whoever finds them, as when the model is switched (switch_space)."""
+    tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (STORE_ID_KEY, secrets.token_hex(16)))
+
+
 def store_identity(tx: Transaction) -> bytes:
     """This SQLite file's identity (zeros before its first write recorded one)."""
     row = tx.execute("SELECT value FROM meta WHERE key = ?", (STORE_ID_KEY,)).fetchone()
@@ -353,7 +359,8 @@ class SharedVectors:
             return "vectors and live flags from different builds"
         if header.store_id != snapshot.store_id:
             # Zeros: written before the store had an identity (its first write records one).
-            return "files of another store" if header.store_id != _NO_STORE_ID else "store identity recorded"
+            return ("files of another store, or of its model before a switch" if header.store_id != _NO_STORE_ID
+                    else "store identity recorded")
         if header.boot_id != BOOT_ID:
             return "written before the last reboot"
         if header.dim != snapshot.dim:

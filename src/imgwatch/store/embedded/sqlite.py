@@ -30,7 +30,7 @@ from typing import Any
 from imgwatch.errors import StoreError
 from imgwatch.store.batching import chunks
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Bound the number of "?" in one statement (old SQLite builds allow only 999).
 SQL_CHUNK = 500
@@ -96,6 +96,19 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE images ADD COLUMN ctime_ns INTEGER",
         "ALTER TABLE images ADD COLUMN inode INTEGER",
     ),
+    5: (
+        # The pending space of a re-index (GraphStore.begin_space; its model in meta 'pending_*'):
+        # an image's vector from the new model for the content ``sha256`` it had then, stamped with
+        # meta 'pending_rev' so that switch_space finds what changed while it computed links.
+        """CREATE TABLE IF NOT EXISTS pending_embeddings (
+            image_id  INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+            sha256    TEXT    NOT NULL,
+            embedding BLOB    NOT NULL,
+            rev       INTEGER NOT NULL
+        )""",
+        # pending_by_hash(): a copy reuses its content's pending vector.
+        "CREATE INDEX IF NOT EXISTS pending_by_sha256 ON pending_embeddings(sha256)",
+    ),
 }
 
 
@@ -152,6 +165,30 @@ class Transaction:
         path, sha256 = weights_file or (None, None)
         self._set_meta("weights_file", path)
         self._set_meta("weights_sha256", sha256)
+
+    def pending_model(self) -> tuple[str, int, tuple[str, str] | None] | None:
+        """The pending space's (model, dim, weights file) recorded by ``record_pending``; None without one."""
+        model, dim = self._meta("pending_model"), self._meta_int("pending_dim")
+        if model is None or dim is None:
+            return None
+        path, sha256 = self._meta("pending_weights_file"), self._meta("pending_weights_sha256")
+        return str(model), dim, None if path is None or sha256 is None else (str(path), str(sha256))
+
+    def record_pending(self, model: str | None, dim: int | None, weights_file: tuple[str, str] | None) -> None:
+        """Record the pending space's model (None: drop the record)."""
+        path, sha256 = weights_file or (None, None)
+        for key, value in (("pending_model", model), ("pending_dim", dim), ("pending_weights_file", path),
+                           ("pending_weights_sha256", sha256)):
+            self._set_meta(key, value)
+
+    def next_pending_revision(self) -> int:
+        """Bump the pending space's revision (write transactions only); the pending rows it writes carry it."""
+        self.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('pending_rev', 0)")
+        self.execute("UPDATE meta SET value = value + 1 WHERE key = 'pending_rev'")
+        return self.pending_revision()
+
+    def pending_revision(self) -> int:
+        return self._meta_int("pending_rev") or 0
 
     def revision(self) -> int:
         """The revision of the last committed change to embeddings, as this snapshot sees it."""

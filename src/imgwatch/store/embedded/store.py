@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imgwatch.errors import ImageNotFound, ModelMismatchError, StoreError
+from imgwatch.errors import ImageNotFound, ModelMismatchError, ReindexConflict, ReindexIncomplete, StoreError
 from imgwatch.log import get_logger
 from imgwatch.store.base import (
     ExportedImage,
@@ -26,22 +26,27 @@ from imgwatch.store.base import (
     ImageRecord,
     Link,
     Match,
+    PendingSpace,
     StoredEmbedding,
     StoredImage,
     StoreStats,
+    already_active_message,
     checked_embedding,
     checked_threshold,
     each_pair_once,
     foreign_record_message,
+    incomplete_message,
     model_mismatch_message,
+    pending_conflict_message,
     unit_query,
     weights_file_to_record,
 )
 from imgwatch.store.batching import PAGE_SIZE, keyset_pages
+from imgwatch.store.embedded import spaces
 from imgwatch.store.embedded.ann_search import ANN_MIN_IMAGES, AnnSearch
 from imgwatch.store.embedded.shared_vectors import SharedVectors, record_store_identity
 from imgwatch.store.embedded.sqlite import Database, Transaction
-from imgwatch.store.embedded.vectors import SlotVectors
+from imgwatch.store.embedded.vectors import SlotVectors, neighbour_candidates
 from imgwatch.store.linking import FormerLink, choose, plan_links
 
 log = get_logger("imgwatch.store")
@@ -187,9 +192,9 @@ class EmbeddedGraphStore(GraphStore):
             ids = [i for i in _ids_by_path(tx, paths).values() if i in index]
             former = _former_links(tx, ids, index)
             _delete_links_of(tx, ids)
-            plan = plan_links(_candidates(index, ids, top_k, threshold), former, threshold, top_k)
+            plan = plan_links(neighbour_candidates(index, ids, top_k, threshold), former, threshold, top_k)
             if plan.undecided:  # rare: only a fresh search tells if those neighbours still pick them
-                fresh = _candidates(index, list(plan.undecided), top_k, threshold)
+                fresh = neighbour_candidates(index, list(plan.undecided), top_k, threshold)
                 plan.settle({key: choose(found, threshold, top_k) for key, found in fresh.items()})
             # Every image is now linked; without a new bar (top_k <= 0) the recorded one stays.
             tx.executemany("UPDATE images SET linked = 1, pick_bar = coalesce(?, pick_bar) WHERE id = ?",
@@ -327,6 +332,104 @@ class EmbeddedGraphStore(GraphStore):
             self._update_vectors()
         return renamed
 
+    # -- the pending space (a re-index to a new model); see spaces.py --------------------------
+
+    def begin_space(self, model: str, dim: int, weights_file: tuple[str, str] | None = None) -> PendingSpace:
+        if not model or dim <= 0:
+            raise StoreError(f"invalid embedding model {model!r} with dim {dim}")
+        with self._db.write() as tx:
+            pending = tx.pending_model()
+            if pending is not None and pending[:2] != (model, dim):
+                raise ReindexConflict(pending_conflict_message(pending[0], model))
+            recorded = tx.recorded_model()
+            if pending is None and recorded is not None and recorded[0] == model:
+                raise ReindexConflict(already_active_message(model))
+            if pending is None:
+                tx.record_pending(model, dim, weights_file)
+            space = spaces.pending_space(tx)
+        assert space is not None
+        return space
+
+    def pending_space(self) -> PendingSpace | None:
+        with self._db.read() as tx:
+            return spaces.pending_space(tx)
+
+    def put_pending(self, items: Sequence[tuple[str, str, np.ndarray]]) -> int:
+        if not items:
+            return 0
+        with self._db.write() as tx:
+            pending = tx.pending_model()
+            if pending is None:
+                return 0  # switched or aborted meanwhile: the job's vectors have no space to go to
+            dim = pending[1]
+            checked = [(path, sha256, checked_embedding(vector, dim, path).tobytes()) for path, sha256, vector in items]
+            stored = {path: (image_id, sha256) for path, image_id, sha256 in tx.select_in(
+                "SELECT path, id, sha256 FROM images WHERE path IN ({marks})",
+                list(dict.fromkeys(path for path, _, _ in checked)))}
+            rev = tx.next_pending_revision()
+            # Only for the content the image has now: a vector of a file changed since is stale.
+            rows = [(stored[path][0], sha256, blob, rev) for path, sha256, blob in checked
+                    if stored.get(path, (None, None))[1] == sha256]
+            tx.executemany("INSERT OR REPLACE INTO pending_embeddings (image_id, sha256, embedding, rev) "
+                           "VALUES (?, ?, ?, ?)", rows)
+            return len(rows)
+
+    def pending_by_hash(self, hashes: Iterable[str]) -> dict[str, np.ndarray]:
+        found: dict[str, np.ndarray] = {}
+        with self._db.read() as tx:
+            if tx.pending_model() is None:
+                return found
+            rows = tx.select_in("SELECT sha256, embedding FROM pending_embeddings WHERE sha256 IN ({marks})",
+                                list(dict.fromkeys(hashes)))
+            for sha256, blob in rows:
+                found.setdefault(sha256, np.frombuffer(blob, dtype="<f4").copy())
+        return found
+
+    def paths_without_pending(self, after: str, limit: int) -> list[str]:
+        with self._db.read() as tx:
+            if tx.pending_model() is None:
+                return []
+            rows = tx.execute(
+                "SELECT images.path FROM images LEFT JOIN pending_embeddings "
+                "ON pending_embeddings.image_id = images.id AND pending_embeddings.sha256 = images.sha256 "
+                "WHERE images.path > ? AND pending_embeddings.image_id IS NULL ORDER BY images.path LIMIT ?",
+                (after, limit),
+            )
+            return [row[0] for row in rows]
+
+    def switch_space(self, threshold: float, top_k: int) -> int:
+        """Links computed from a snapshot without the write lock, caught up and swapped in under it."""
+        checked_threshold(threshold)
+        with self._db.read() as tx:
+            space = spaces.pending_space(tx)
+            if space is None:
+                return 0
+            if not space.complete:
+                raise ReindexIncomplete(incomplete_message(space))
+            vectors = spaces.read_vectors(tx, self.db_path.parent, space.dim)
+        try:
+            space_links = spaces.compute_links(vectors, threshold, top_k, self._ann.min_images)
+            with self._db.write() as tx:
+                now = spaces.pending_space(tx)
+                if now is None or (now.model, now.dim) != (space.model, space.dim):
+                    return 0  # another caller switched (or aborted) meanwhile
+                if not now.complete:
+                    raise ReindexIncomplete(incomplete_message(now))
+                spaces.catch_up(tx, space_links, threshold, top_k)
+                written = spaces.swap_in(tx, now, space_links)
+        finally:
+            vectors.close()
+        log.info("space_switched", file=str(self.db_path), model=space.model, dim=space.dim, links=written)
+        self._update_vectors()  # the rebuild for the new vectors is paid here, not by the next search
+        return written
+
+    def abort_space(self) -> bool:
+        with self._db.write() as tx:
+            if tx.pending_model() is None:
+                return False
+            spaces.drop(tx)
+            return True
+
     # -- copying between stores -----------------------------------------------------------
 
     def export_images(self, after: str, limit: int) -> list[ExportedImage]:
@@ -417,6 +520,10 @@ class EmbeddedGraphStore(GraphStore):
                         f"use a new --data-dir, or delete {self.db_path} (and its -wal/-shm files)",
                     ))
                 rows.append((record, checked_embedding(record.embedding, dim, record.path).tobytes(), exported))
+            pending = tx.pending_model()
+            pending_rows = [] if pending is None else [
+                (record.path, record.sha256, checked_embedding(record.pending_embedding, pending[1], record.path))
+                for record, _, _ in rows if record.pending_embedding is not None]
             rev = tx.next_revision()
             record_store_identity(tx)
             previous = _embeddings_by_path(tx, [record.path for record, _, _ in rows])
@@ -447,6 +554,12 @@ class EmbeddedGraphStore(GraphStore):
                 if exported is not None:
                     tx.execute("UPDATE images SET linked = ?, pick_bar = ?, indexed_at = ? WHERE path = ?",
                                (int(exported.linked), exported.pick_bar, exported.indexed_at, record.path))
+            if pending_rows:
+                pending_rev = tx.next_pending_revision()
+                tx.executemany(
+                    "INSERT OR REPLACE INTO pending_embeddings (image_id, sha256, embedding, rev) "
+                    "SELECT id, ?, ?, ? FROM images WHERE path = ?",
+                    [(sha256, vector.tobytes(), pending_rev, path) for path, sha256, vector in pending_rows])
         self._update_vectors()
 
 
@@ -463,20 +576,6 @@ def _delete_links_of(tx: Transaction, ids: Sequence[int]) -> None:
     parameters = [(i,) for i in ids]
     tx.executemany("DELETE FROM links WHERE a = ?", parameters)
     tx.executemany("DELETE FROM links WHERE b = ?", parameters)
-
-
-def _candidates(
-    index: SlotVectors, ids: Sequence[int], top_k: int, threshold: float
-) -> dict[int, list[tuple[int, float]]]:
-    """Each image's ``top_k`` best neighbours in ``index`` (itself excluded): id -> [(id, cosine)].
-
-    Only those at or above ``threshold`` are linked, so only those need be exact.
-    """
-    results = index.candidates(index.vectors(ids), top_k, [(i,) for i in ids], floor=threshold)
-    return {
-        image: list(zip(found.tolist(), scores.tolist(), strict=True))
-        for image, (found, scores) in zip(ids, results, strict=True)
-    }
 
 
 def _former_links(tx: Transaction, ids: Sequence[int], index: SlotVectors) -> list[FormerLink[int]]:

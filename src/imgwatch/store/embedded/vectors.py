@@ -201,6 +201,20 @@ class SlotVectors:
         return np.fromiter(rows, dtype=np.int64, count=len(rows))
 
 
+def neighbour_candidates(
+    index: SlotVectors, ids: Sequence[int], top_k: int, threshold: float
+) -> dict[int, list[tuple[int, float]]]:
+    """Each image's ``top_k`` best neighbours in ``index`` (itself excluded): id -> [(id, cosine)].
+
+    Only those at or above ``threshold`` are linked, so only those need be exact.
+    """
+    results = index.candidates(index.vectors(ids), top_k, [(i,) for i in ids], floor=threshold)
+    return {
+        image: list(zip(found.tolist(), scores.tolist(), strict=True))
+        for image, (found, scores) in zip(ids, results, strict=True)
+    }
+
+
 def _top_k(scores: np.ndarray, k: int, excluded: np.ndarray) -> Found:
     if len(excluded):
         scores[excluded] = -np.inf

@@ -25,6 +25,7 @@ from imgwatch.store.base import (
     ImageRecord,
     Link,
     Match,
+    PendingSpace,
     StoredEmbedding,
     StoredImage,
     StoreStats,
@@ -52,6 +53,8 @@ from imgwatch.store.neo4j.values import (
     under_range,
     within_batch,
 )
+
+_NOT_YET = "re-indexing to another model is not available on Neo4j yet; use the embedded store for it"
 
 
 class Neo4jGraphStore(GraphStore):
@@ -190,6 +193,29 @@ class Neo4jGraphStore(GraphStore):
             return renamed
 
         return int(self._db.write(rename))
+
+    # -- the pending space (a re-index to a new model) ------------------------------------
+
+    def begin_space(self, model: str, dim: int, weights_file: tuple[str, str] | None = None) -> PendingSpace:
+        raise StoreError(_NOT_YET)
+
+    def pending_space(self) -> PendingSpace | None:
+        return None
+
+    def put_pending(self, items: Sequence[tuple[str, str, np.ndarray]]) -> int:
+        return 0
+
+    def pending_by_hash(self, hashes: Iterable[str]) -> dict[str, np.ndarray]:
+        return {}
+
+    def paths_without_pending(self, after: str, limit: int) -> list[str]:
+        return []
+
+    def switch_space(self, threshold: float, top_k: int) -> int:
+        return 0
+
+    def abort_space(self) -> bool:
+        return False
 
     # -- reading -------------------------------------------------------------------------
 

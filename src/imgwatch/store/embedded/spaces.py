@@ -1,0 +1,206 @@
+"""The embedded store's pending vector space: a re-index to a new model while the active one answers.
+
+The pending space is meta's ``pending_*`` record plus the ``pending_embeddings`` table (one
+vector per image, for the content hash it had then). Nothing searches it until
+:func:`switch`: the links of the new space are computed from a read snapshot first (outside
+the write lock, so workers keep writing meanwhile; minutes for a large library), brought up
+to date under the write lock with what changed since (by the linking rule, as link() does),
+and then one transaction makes the pending vectors, their links and their model the active
+ones. It also gives the store a new identity, so every process's vector files and the HNSW
+index are rebuilt from the new vectors by whoever finds them behind (shared_vectors.py,
+ann_search.py).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from imgwatch.store.base import PendingSpace
+from imgwatch.store.batching import PAGE_SIZE
+from imgwatch.store.embedded.ann import HnswIndex
+from imgwatch.store.embedded.ann_search import BUILD_CHUNK, TailCheck, index_proposer
+from imgwatch.store.embedded.shared_vectors import checked_rows, renew_store_identity
+from imgwatch.store.embedded.sqlite import Transaction
+from imgwatch.store.embedded.vectors import SlotVectors, neighbour_candidates
+from imgwatch.store.linking import FormerLink, choose, plan_links
+
+# Images whose neighbours are searched at once while linking the new space (bounds the copies of
+# their vectors and the score blocks).
+LINK_BATCH = 1024
+
+# Pending rows for the image's current content: the only ones that count, move or switch.
+_CURRENT = "JOIN images ON images.id = pending_embeddings.image_id AND images.sha256 = pending_embeddings.sha256"
+
+
+def pending_space(tx: Transaction) -> PendingSpace | None:
+    """The open pending space and its progress, as ``tx`` sees it."""
+    recorded = tx.pending_model()
+    if recorded is None:
+        return None
+    model, dim, weights_file = recorded
+    total = tx.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+    embedded = tx.execute(f"SELECT COUNT(*) FROM pending_embeddings {_CURRENT}").fetchone()[0]
+    return PendingSpace(model, dim, weights_file, embedded, total)
+
+
+def drop(tx: Transaction) -> None:
+    tx.execute("DELETE FROM pending_embeddings")
+    tx.record_pending(None, None, None)
+
+
+@dataclass
+class SpaceLinks:
+    """The new space's links (ordered id pair -> cosine) and pick bars, and the pending vectors
+    they were computed from (a matrix by id in a temporary file beside the store)."""
+
+    vectors: PendingVectors
+    links: dict[tuple[int, int], float] = field(default_factory=dict)
+    pick_bars: dict[int, float] = field(default_factory=dict)
+
+
+class PendingVectors:
+    """The pending vectors as a :class:`SlotVectors` (row = image id), memory-mapped from a
+    temporary file so that a large library does not need its vectors in memory twice."""
+
+    def __init__(self, directory: Path, dim: int, slots: int) -> None:
+        self.dim = dim
+        self._file = tempfile.TemporaryFile(dir=directory, prefix=".pending-vectors-")
+        self._matrix = np.empty((0, dim), dtype=np.float32)
+        self._live = np.zeros(0, dtype=np.uint8)
+        self.revision = 0  # the pending revision the vectors reflect
+        self._grow(slots)
+
+    @property
+    def view(self) -> SlotVectors:
+        return SlotVectors(self._matrix, self._live)
+
+    def write(self, ids: Sequence[int], blobs: Sequence[bytes]) -> None:
+        if not ids:
+            return
+        self._grow(max(ids) + 1)
+        rows = np.asarray(ids, dtype=np.int64)
+        self._matrix[rows] = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(ids), self.dim)
+        self._live[rows] = 1
+
+    def forget(self, ids: Sequence[int]) -> None:
+        self._live[[i for i in ids if i < len(self._live)]] = 0
+
+    def close(self) -> None:
+        self._matrix = np.empty((0, self.dim), dtype=np.float32)
+        self._file.close()
+
+    def _grow(self, slots: int) -> None:
+        if slots <= len(self._live):
+            return
+        slots = max(slots, len(self._live) + len(self._live) // 4)
+        self._file.truncate(slots * 4 * self.dim)  # sparse until written
+        self._matrix = np.memmap(self._file, dtype="<f4", mode="r+", shape=(slots, self.dim))
+        self._live = np.concatenate([self._live, np.zeros(slots - len(self._live), dtype=np.uint8)])
+
+
+def read_vectors(tx: Transaction, directory: Path, dim: int) -> PendingVectors:
+    """Every current pending vector, as of ``tx``."""
+    max_id = tx.execute("SELECT max(id) FROM images").fetchone()[0] or 0
+    vectors = PendingVectors(directory, dim, max_id + 1)
+    vectors.revision = tx.pending_revision()
+    cursor = tx.execute(f"SELECT pending_embeddings.image_id, pending_embeddings.embedding FROM pending_embeddings "
+                        f"{_CURRENT}")
+    while page := cursor.fetchmany(PAGE_SIZE):
+        vectors.write(*checked_rows(page, dim, tx))
+    return vectors
+
+
+def compute_links(vectors: PendingVectors, threshold: float, top_k: int, ann_min_images: int) -> SpaceLinks:
+    """Every image's picks in the new space by the linking rule (no former links: a new graph).
+
+    From ``ann_min_images`` images on, candidates come from an HNSW index built over the pending
+    vectors and are re-scored exactly, as the active space's searches are (ann_search.py).
+    """
+    result = SpaceLinks(vectors)
+    view = vectors.view
+    ids = view.ids().tolist()
+    if top_k <= 0 or not ids:
+        return result
+    if len(ids) >= ann_min_images:
+        index = HnswIndex.build(vectors.dim, _chunks(view, ids), revision=0)
+        view = view.proposed_by(index_proposer(index, np.empty(0, dtype=np.int64), TailCheck(view)))
+    for start in range(0, len(ids), LINK_BATCH):
+        batch = ids[start : start + LINK_BATCH]
+        plan = plan_links(neighbour_candidates(view, batch, top_k, threshold), [], threshold, top_k)
+        result.links.update(plan.links)
+        result.pick_bars.update(plan.pick_bars)
+    return result
+
+
+def catch_up(tx: Transaction, space_links: SpaceLinks, threshold: float, top_k: int) -> None:
+    """Bring the links up to ``tx`` (the write transaction of the switch): images removed since lose
+    their links, images whose pending vector was written since are re-linked as link() does."""
+    vectors = space_links.vectors
+    current = {row[0] for row in tx.execute(f"SELECT pending_embeddings.image_id FROM pending_embeddings {_CURRENT}")}
+    gone = set(vectors.view.ids().tolist()) - current
+    rows = tx.execute(f"SELECT pending_embeddings.image_id, pending_embeddings.embedding FROM pending_embeddings "
+                      f"{_CURRENT} WHERE pending_embeddings.rev > ?", (vectors.revision,)).fetchall()
+    vectors.forget(sorted(gone))
+    vectors.write(*checked_rows(rows, vectors.dim, tx))
+    vectors.revision = tx.pending_revision()
+    changed = {row[0] for row in rows}
+    if not gone and not changed:
+        return
+    links, bars = space_links.links, space_links.pick_bars
+    former: list[tuple[int, int]] = []  # (neighbour outside the changed images, changed image)
+    for pair in [pair for pair in links if gone.intersection(pair) or changed.intersection(pair)]:
+        del links[pair]
+        a, b = pair
+        if a in changed and b not in changed and b not in gone:
+            former.append((b, a))
+        elif b in changed and a not in changed and a not in gone:
+            former.append((a, b))
+    for image in gone:
+        bars.pop(image, None)
+    if not changed or top_k <= 0:
+        return
+    view = vectors.view
+    scores = np.einsum("ij,ij->i", view.vectors([o for o, _ in former]), view.vectors([i for _, i in former])) \
+        if former else np.empty(0)
+    plan = plan_links(
+        neighbour_candidates(view, sorted(changed), top_k, threshold),
+        [FormerLink(neighbour=o, image=i, neighbour_bar=bars.get(o), score=float(score))
+         for (o, i), score in zip(former, scores.tolist(), strict=True)],
+        threshold, top_k,
+    )
+    if plan.undecided:
+        fresh = neighbour_candidates(view, sorted(plan.undecided), top_k, threshold)
+        plan.settle({key: choose(found, threshold, top_k) for key, found in fresh.items()})
+    links.update(plan.links)
+    bars.update(plan.pick_bars)
+
+
+def swap_in(tx: Transaction, space: PendingSpace, space_links: SpaceLinks) -> int:
+    """In the switch's write transaction: the pending vectors, links and model become the active ones."""
+    rev = tx.next_revision()
+    tx.execute("DELETE FROM links")
+    tx.execute(
+        "UPDATE images SET embedding = (SELECT embedding FROM pending_embeddings WHERE image_id = images.id), "
+        "model = ?, rev = ?, indexed_at = ?, linked = 1, pick_bar = NULL",
+        (space.model, rev, time.time()),
+    )
+    tx.executemany("UPDATE images SET pick_bar = ? WHERE id = ?",
+                   [(bar, image) for image, bar in space_links.pick_bars.items()])
+    tx.executemany("INSERT INTO links (a, b, score) VALUES (?, ?, ?)",
+                   [(a, b, score) for (a, b), score in space_links.links.items()])
+    tx.record_model(space.model, space.dim, space.weights_file)
+    drop(tx)
+    renew_store_identity(tx)
+    return len(space_links.links)
+
+
+def _chunks(view: SlotVectors, ids: Sequence[int]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    for start in range(0, len(ids), BUILD_CHUNK):
+        chunk = ids[start : start + BUILD_CHUNK]
+        yield np.asarray(chunk, dtype=np.int64), view.vectors(chunk)
