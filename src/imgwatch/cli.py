@@ -335,6 +335,34 @@ def duplicates(config: Config, threshold: float, as_json: bool, as_csv: bool) ->
         click.echo(found.as_text(groups, threshold))
 
 
+@main.command("eval")
+@click.option("--sample", "sample_size", type=click.IntRange(min=2), default=200, show_default=True,
+              help="How many photos to make edited copies of.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Which photos are drawn (same seed, same photos).")
+@click.option("--folder", type=click.Path(file_okay=False), default=None,
+              help="Draw the photos from this folder instead of the store.")
+@click.option("--model", "models", multiple=True, metavar="NAME|PATH",
+              help="A model to evaluate (imagenet | random | weights file); repeat to compare. Default: the store's.")
+@click.option("--distractors", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="For a model the store holds no vectors of: other library photos to search among.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--sheet", type=click.Path(dir_okay=False), default=None,
+              help="Also draw the worst misses into this PNG (or .jpg/.webp).")
+@common_options
+def eval_command(config: Config, sample_size: int, seed: int, folder: str | None, models: tuple[str, ...],
+                 distractors: int, as_json: bool, sheet: str | None) -> None:
+    """How well the model finds edited copies of your photos, and which thresholds to use.
+
+    Edited copies go to a temporary folder; the store is only read.
+    """
+    from imgwatch.evaluation.run import EvalOptions, evaluate
+
+    report = evaluate(config, EvalOptions(sample_size, seed, folder, models, distractors, sheet))
+    click.echo(json.dumps(report.as_json(), indent=2) if as_json else report.as_text())
+    if sheet:
+        click.echo(f"misses sheet: {printable(sheet)}", err=True)
+
+
 @main.command()
 @click.option("--host", default=None, help="Address to listen on (default: web.host, 127.0.0.1).")
 @click.option("--port", type=click.IntRange(0, 65535), default=None, help="Port (default: web.port, 8765).")

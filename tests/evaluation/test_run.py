@@ -1,0 +1,123 @@
+"""eval end to end on real photos with the real ResNet50 code: the numbers it gives with calibrated
+weights, a model that ignores its input scoring ~0, and the command on an indexed store."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from imgwatch.evaluation.report import EvalReport
+from imgwatch.evaluation.run import EvalOptions, evaluate
+from imgwatch.valkey_server import EmbeddedValkey
+from tests.helpers import make_config, process_env
+
+PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "camera", "retina"]
+# What the calibrated weights survive on these photos (the other edits rank some original lower).
+MILD = ["flip_horizontal", "flip_vertical", "resize_square", "jpeg_30"]
+
+
+@pytest.fixture(scope="module")
+def blind_weights(calibrated_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ResNet50 whose first convolution sees nothing: every photo gives the same vector."""
+    import torch
+
+    state = torch.load(calibrated_weights, weights_only=True)
+    state["conv1.weight"] = torch.zeros_like(state["conv1.weight"])
+    path = tmp_path_factory.mktemp("blind") / "blind.pth"
+    torch.save(state, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def side_by_side(tmp_path_factory: pytest.TempPathFactory, photo_arrays: dict[str, object], calibrated_weights: Path,
+                 blind_weights: Path) -> tuple[EvalReport, Path, Path]:
+    """Both models on the same copies of six photos of a folder; where the temporary folders went."""
+    from PIL import Image
+
+    base = tmp_path_factory.mktemp("eval")
+    (base / "photos").mkdir()
+    for name in PHOTOS:
+        Image.fromarray(photo_arrays[name]).save(base / "photos" / f"{name}.png")  # type: ignore[call-overload]
+    temporary = base / "tmp"
+    temporary.mkdir()
+    config = make_config(base / "data", **{"embedding.engine": "torch"})
+    options = EvalOptions(sample=6, folder=str(base / "photos"), models=[str(calibrated_weights), str(blind_weights)],
+                          distractors=0, sheet=str(base / "misses.png"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tempfile, "tempdir", str(temporary))
+        report = evaluate(config, options)
+    return report, temporary, base / "misses.png"
+
+
+def test_copies_of_the_mild_edits_rank_their_original_first(side_by_side: tuple[EvalReport, Path, Path]) -> None:
+    report, temporary, _sheet = side_by_side
+    calibrated = report.models[0]
+    assert report.sample == 6 and report.library == 6 and len(calibrated.edits) == 11
+    by_edit = {summary.edit: summary for summary in calibrated.edits}
+    for edit in MILD:
+        assert by_edit[edit].recall_at_1 == 1.0 and by_edit[edit].score_min > 0.95, by_edit[edit]
+    assert all(summary.recall_at_10 == 1.0 for summary in calibrated.edits)  # six photos: all within 10
+    assert calibrated.copy_pairs == 66 and calibrated.different_pairs == (72 * 71 - 6 * 12 * 11) // 2
+    assert not calibrated.unreadable
+    assert list(temporary.iterdir()) == []  # the copies are gone
+
+
+def test_a_model_that_ignores_its_input_scores_no_recall(side_by_side: tuple[EvalReport, Path, Path]) -> None:
+    report, _temporary, sheet = side_by_side
+    blind = report.models[1]
+    assert all(summary.recall_at_1 == 0.0 for summary in blind.edits), blind.edits
+    assert blind.duplicates is None and blind.links_threshold is None
+    assert len(blind.not_survived) == 11 and len(blind.misses) == 66
+    text = report.as_text()
+    assert "no threshold reaches recall" in text and "not survived" in text and "SSCD" in text
+    header = next(line for line in text.splitlines() if line.startswith("edit "))
+    assert "calibrated.pth" in header and "blind.pth" in header  # a column per model
+    from PIL import Image
+
+    with Image.open(sheet) as picture:
+        assert picture.height > 8 * 240  # 8 misses per model, a row each
+
+
+@pytest.fixture
+def env(tmp_path: Path, queue_server: EmbeddedValkey, calibrated_weights: Path) -> dict[str, str]:
+    return process_env(tmp_path, IMGWATCH_QUEUE_REDIS_URL=queue_server.url, IMGWATCH_QUEUE_NAME=f"eval-{tmp_path.name}",
+                       IMGWATCH_EMBEDDING_WEIGHTS=str(calibrated_weights), IMGWATCH_EMBEDDING_ENGINE="torch")
+
+
+def imgwatch(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "imgwatch", *args], env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+
+
+def test_the_command_on_an_indexed_store(env: dict[str, str], tmp_path: Path, write_photo: Callable[..., Path]) -> None:
+    refused = imgwatch(env, "eval")
+    assert refused.returncode == 2 and "nothing is indexed" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    root = tmp_path / "photos"
+    for name in PHOTOS[:4]:
+        write_photo(root / f"{name}.jpg", name)
+    assert imgwatch(env, "scan", str(root)).returncode == 0
+    assert imgwatch(env, "worker", "--burst", str(root)).returncode == 0
+    before = json.loads(imgwatch(env, "status", "--json").stdout)["store"]
+    assert before["images"] == 4
+
+    text = imgwatch(env, "eval", "--sample", "3", "--seed", "1")
+    assert text.returncode == 0, text.stderr
+    assert "3 photos of 4 from the store (seed 1)" in text.stdout
+    assert "each copy searched among the store's 4 indexed photos" in text.stdout
+    assert "flip_horizontal" in text.stdout and "duplicates" in text.stdout
+
+    as_json = imgwatch(env, "eval", "--sample", "3", "--seed", "1", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    report = json.loads(as_json.stdout)
+    (model,) = report["models"]
+    assert model["model"] == "the store's model" and model["identity"].startswith("resnet50/file-")
+    assert [edit["edit"] for edit in model["edits"]][:3] == ["crop", "flip_horizontal", "flip_vertical"]
+    assert next(e for e in model["edits"] if e["edit"] == "flip_horizontal")["recall_at_1"] == 1.0
+    assert json.loads(imgwatch(env, "status", "--json").stdout)["store"] == before  # only read
