@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from imgwatch.config import LOG_FORMATS, STORE_BACKENDS, Config, load_config
-from imgwatch.errors import EXIT_INTERRUPTED, exit_on_error, printable
+from imgwatch.errors import EXIT_INTERRUPTED, ImgwatchError, exit_on_error, printable
 from imgwatch.files import canonical_path, folder_argument, root_of
 
 if TYPE_CHECKING:
@@ -227,6 +227,73 @@ def retry(config: Config, paths: tuple[str, ...]) -> None:
         click.echo(f"requeued {len(requeued)} failed file(s)")
 
 
+@main.command()
+@click.option("--abort", is_flag=True, help="Drop the reindex under way; the store keeps its model.")
+@common_options
+def reindex(config: Config, abort: bool) -> None:
+    """Embed every image with a new model while search keeps the current one, then switch to it.
+
+    Set the new model first (embedding.weights, or --weights). The running workers do the work;
+    on a terminal a progress bar follows it. Ctrl-C stops watching, not the reindex.
+    """
+    from imgwatch.reindex import start_reindex
+    from imgwatch.store import open_store
+    from imgwatch.workqueue import FailureLedger, WorkQueue, take_snapshot
+
+    with open_store(config, create=False) as store:
+        if abort:
+            _abort_reindex(store)
+            return
+        work_queue = WorkQueue.from_config(config)
+        workers = take_snapshot(work_queue, FailureLedger.for_queue(work_queue), max_failed_jobs=1).workers
+        if workers == 0:
+            raise ImgwatchError("no worker is running, and the workers embed the images with the new model: "
+                                "start `imgwatch run` (or `imgwatch worker`), then run `imgwatch reindex` again")
+        started = start_reindex(config, store, work_queue, workers)
+        space, recorded = started.space, store.recorded_model()
+        how = "re-indexing" if started.opened else "the re-index under way goes on:"
+        click.echo(f"{how} {space.total} images with {space.model} ({space.embedded} done, {started.queued} queued); "
+                   f"search keeps using {recorded[0] if recorded else '-'} until it is complete", err=True)
+        if sys.stderr.isatty():
+            _follow_reindex(config, store, space.model)
+        else:
+            click.echo("`imgwatch status` shows how far it is", err=True)
+
+
+def _abort_reindex(store: GraphStore) -> None:
+    space, recorded = store.pending_space(), store.recorded_model()
+    if space is None or not store.abort_space():
+        click.echo("no re-index is under way")
+        return
+    click.echo(f"dropped the re-index to {space.model}; the store keeps {recorded[0] if recorded else '-'}")
+
+
+def _follow_reindex(config: Config, store: GraphStore, model: str) -> None:
+    """A progress bar of the reindex until the store switched to ``model``. Ctrl-C stops following only:
+    the workers go on (exit code EXIT_INTERRUPTED)."""
+    from imgwatch.progress import follow_count
+    from imgwatch.reindex import switch_if_complete
+
+    def sample() -> tuple[int, int] | None:
+        space = store.pending_space()
+        if space is not None and space.complete:
+            switch_if_complete(store, config)  # whoever finds it complete switches
+            space = store.pending_space()
+        return None if space is None else (space.embedded, space.total)
+
+    try:
+        follow_count(sample, unit="images")
+    except KeyboardInterrupt:
+        click.echo("\nstopped watching; the re-index goes on in the workers: run `imgwatch reindex` again to watch",
+                   err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    recorded = store.recorded_model()
+    if recorded is None or recorded[0] != model:
+        raise ImgwatchError(f"the re-index to {model} was dropped (`imgwatch reindex --abort`); "
+                            f"the store keeps {recorded[0] if recorded else '-'}")
+    click.echo(f"done: the store now uses {model}; search, similar and duplicates answer with it")
+
+
 # -- queries -------------------------------------------------------------------
 
 
@@ -310,29 +377,36 @@ def _write_sheet(config: Config, query: str, matches: list[Match], out: str, con
 
 @main.command()
 @click.option("--threshold", type=click.FloatRange(-1.0, 1.0), default=0.95, show_default=True,
-              help="Cosine at or above which linked images count as duplicates (not below links.threshold).")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of groups: {keep, images: [...]}.")
-@click.option("--csv", "as_csv", is_flag=True, help="Print CSV rows: group,path,keep,width,height,size.")
+              help="Cosine against the keeper at or above which images count as copies (not below links.threshold).")
+@click.option("--exact", is_flag=True, help="Only exact copies: the same content (SHA-256); no links read.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of groups: {keep, reason, images: [...]}.")
+@click.option("--csv", "as_csv", is_flag=True,
+              help="Print CSV rows: group,path,keep,width,height,size,score,reason.")
 @common_options
-def duplicates(config: Config, threshold: float, as_json: bool, as_csv: bool) -> None:
-    """Groups of duplicates (copies, resized or re-encoded), the one to keep marked (no model needed).
+def duplicates(config: Config, threshold: float, exact: bool, as_json: bool, as_csv: bool) -> None:
+    """Groups of duplicates (copies, resized or re-encoded), the one to keep marked with why (no model needed).
 
-    Read from the SIMILAR_TO links; nothing is deleted.
+    Each image in a group scores at least --threshold against the keeper (read from the SIMILAR_TO
+    links); --exact groups identical files by content hash. Nothing is deleted.
     """
     from imgwatch import duplicates as found
     from imgwatch.store import open_store
-    from imgwatch.use_cases import duplicate_groups
+    from imgwatch.use_cases import duplicate_groups, exact_copies, keeper_rule
 
     if as_json and as_csv:
         raise click.UsageError("--json and --csv exclude each other")
+    threshold_source = click.get_current_context().get_parameter_source("threshold")
+    if exact and threshold_source is not click.core.ParameterSource.DEFAULT:
+        raise click.UsageError("--exact and --threshold exclude each other (exact copies need no threshold)")
     with open_store(config, create=False) as store:
-        groups = duplicate_groups(store, threshold, config.links.threshold)
+        groups = (exact_copies(store, keeper_rule(config)) if exact
+                  else duplicate_groups(store, threshold, config.links.threshold, keeper_rule(config)))
     if as_json:
         click.echo(found.as_json_text(groups))
     elif as_csv:
         click.echo(found.as_csv(groups))
     else:
-        click.echo(found.as_text(groups, threshold))
+        click.echo(found.as_text(groups, None if exact else threshold))
 
 
 @main.command("eval")

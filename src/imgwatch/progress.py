@@ -1,4 +1,4 @@
-"""Backlog progress on a terminal: done / total, rate and time left while work is queued.
+"""Progress on a terminal: done / total, rate and time left while work is queued (or a reindex runs).
 
 The queue only knows what is pending now, so the tracker turns successive samples of
 "paths pending" into progress: a drop is work done, a rise is new work joining the
@@ -29,13 +29,34 @@ class Progress:
         return self.total - self.done
 
 
+class CountTracker:
+    """Progress towards a total, from samples of how much is done (and of the total, which may grow)."""
+
+    def __init__(self) -> None:
+        self._history: list[tuple[float, int]] = []  # (time, done) within the rate window
+
+    def update(self, done: int, total: int, now: float) -> Progress:
+        self._history.append((now, done))
+        while len(self._history) > 2 and now - self._history[0][0] > RATE_WINDOW_SECONDS:
+            self._history.pop(0)
+        rate = None
+        first_time, first_done = self._history[0]
+        if now > first_time and done > first_done:
+            rate = (done - first_done) / (now - first_time)
+        left = max(0, total - done)
+        return Progress(done, total, rate, left / rate if rate else None)
+
+    def clear(self) -> None:
+        self._history.clear()
+
+
 class BacklogTracker:
     """Progress of one backlog, from samples of how many paths are pending."""
 
     def __init__(self) -> None:
         self._done = 0
         self._pending = 0
-        self._history: list[tuple[float, int]] = []  # (time, done) within the rate window
+        self._counts = CountTracker()
 
     def update(self, pending: int, now: float) -> Progress:
         if pending < self._pending:
@@ -43,25 +64,18 @@ class BacklogTracker:
         self._pending = pending
         if pending == 0:  # the backlog is over: the next one starts from zero
             self._done = 0
-            self._history.clear()
+            self._counts.clear()
             return Progress(0, 0, None, None)
-        self._history.append((now, self._done))
-        while len(self._history) > 2 and now - self._history[0][0] > RATE_WINDOW_SECONDS:
-            self._history.pop(0)
-        rate = None
-        first_time, first_done = self._history[0]
-        if now > first_time and self._done > first_done:
-            rate = (self._done - first_done) / (now - first_time)
-        return Progress(self._done, self._done + pending, rate, pending / rate if rate else None)
+        return self._counts.update(self._done, self._done + pending, now)
 
 
-def render(progress: Progress, width: int = 30) -> str:
+def render(progress: Progress, width: int = 30, unit: str = "paths") -> str:
     """One terminal line, e.g. ``[#####.....] 120/480 paths  4.1/s  1m 28s left``."""
     filled = width * progress.done // progress.total if progress.total else 0
-    bar = "#" * filled + "." * (width - filled)
+    bar = "#" * min(width, filled) + "." * max(0, width - filled)
     rate = f"{progress.rate:.1f}/s" if progress.rate else "-/s"
     left = _duration(progress.seconds_left) + " left" if progress.seconds_left is not None else "estimating"
-    return f"[{bar}] {progress.done}/{progress.total} paths  {rate}  {left}"
+    return f"[{bar}] {progress.done}/{progress.total} {unit}  {rate}  {left}"
 
 
 def _duration(seconds: float) -> str:
@@ -83,11 +97,14 @@ class TerminalProgress:
         self._shown = False
 
     def show(self, pending: int, now: float | None = None) -> Progress:
-        progress = self.tracker.update(pending, time.monotonic() if now is None else now)
+        return self.draw(self.tracker.update(pending, time.monotonic() if now is None else now))
+
+    def draw(self, progress: Progress, unit: str = "paths") -> Progress:
+        """Redraw the line with ``progress`` (none while its total is 0)."""
         if not self.enabled:
             return progress
         if progress.total:
-            self.stream.write("\r\x1b[2K" + render(progress))
+            self.stream.write("\r\x1b[2K" + render(progress, unit=unit))
             self._shown = True
         elif self._shown:
             self.stream.write("\r\x1b[2K")
@@ -109,6 +126,19 @@ def follow_backlog(pending: Callable[[], int], *, interval: float = 1.0, stream:
         while not stop():
             if display.show(pending()).total == 0 and until_empty:
                 return
+            time.sleep(interval)
+    finally:
+        display.close()
+
+
+def follow_count(sample: Callable[[], tuple[int, int] | None], *, unit: str, interval: float = 1.0,
+                 stream: TextIO | None = None) -> None:
+    """Show progress of ``sample()``, (done, total), every ``interval`` s until it returns None."""
+    display = TerminalProgress(stream)
+    tracker = CountTracker()
+    try:
+        while (counts := sample()) is not None:
+            display.draw(tracker.update(*counts, time.monotonic()), unit)
             time.sleep(interval)
     finally:
         display.close()

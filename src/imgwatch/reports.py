@@ -13,7 +13,7 @@ from imgwatch.config import Config
 from imgwatch.display import reason_beside
 from imgwatch.errors import QueueUnavailable, StoreError, StoreMissing, printable
 from imgwatch.files import root_of
-from imgwatch.store import GraphStore, StoreStats, open_store
+from imgwatch.store import GraphStore, PendingSpace, StoreStats, open_store
 from imgwatch.unwatched import Unwatched, find_unwatched, watched_roots
 from imgwatch.workqueue import FailureLedger, QueueSnapshot, WorkQueue, redis_url_for, take_snapshot
 from imgwatch.workqueue.connection import redacted
@@ -62,6 +62,7 @@ class StatusReport:
     store_error: str | None
     store_missing: bool = False  # nothing indexed yet, rather than unreachable
     roots: list[RootStatus] = field(default_factory=list)
+    reindex: PendingSpace | None = None  # a change of model under way (`imgwatch reindex`)
 
     def as_json(self) -> dict[str, object]:
         facts = dataclasses.asdict(self)
@@ -77,6 +78,9 @@ class StatusReport:
             stats = self.store
             lines.append(f"store:   {stats.images} images, {stats.links} links "
                          f"({stats.backend}: {stats.location}; model {stats.model or '-'})")
+        if self.reindex is not None:
+            lines.append(f"reindex: {self.reindex.model} {self.reindex.embedded}/{self.reindex.total} images "
+                         "(search uses the store's model until it is complete)")
         lines.extend(self._roots_text())
         queue = self.queue
         if queue is None:
@@ -133,7 +137,8 @@ def gather_status(config: Config) -> StatusReport:
     roots = root_statuses([str(p) for p in config.root_paths], published)
     try:
         with open_store(config, create=False) as store:
-            return StatusReport(queue, queue_error, store.stats(), None, roots=_count_images(store, roots))
+            return StatusReport(queue, queue_error, store.stats(), None, roots=_count_images(store, roots),
+                                reindex=store.pending_space())
     except StoreMissing as exc:  # nothing indexed yet: nothing below any root
         return StatusReport(queue, queue_error, None, str(exc), store_missing=True,
                             roots=[dataclasses.replace(root, images=0) for root in roots])

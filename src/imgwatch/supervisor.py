@@ -3,7 +3,8 @@
 Workers run in processes of their own session so that a Ctrl-C reaches them
 once, from here, as a warm shutdown (finish the current job, then exit); a
 kernel parent-death signal stops them should this process die without
-cleaning up.
+cleaning up. A reindex under way (`imgwatch reindex`) resumes at start: what it still misses
+is queued again.
 
 The main thread supervises, every LOOP_SECONDS:
 
@@ -55,6 +56,7 @@ from imgwatch.errors import (
 )
 from imgwatch.log import configure_logging, get_logger
 from imgwatch.progress import follow_backlog
+from imgwatch.reindex import resume_reindex
 from imgwatch.restart_policy import CRASH_LOOP_SECONDS, RESTART_DELAY_MAX_SECONDS, RestartPolicy
 from imgwatch.signals import stop_on_signals
 from imgwatch.store import open_store
@@ -339,6 +341,7 @@ def run_all(config: Config, *, web: bool = False) -> int:
             # (Each is logged: job_requeued.)
             recovery.requeue_abandoned(work_queue, "the previous `imgwatch run` stopped", WORKER_NAME_PREFIX)
         store = stack.enter_context(open_store(config))
+        resume_reindex(config, store, work_queue)  # one interrupted by a stop, a crash, a reboot goes on
         daemon = Daemon(config, store, FailureLedger.for_queue(work_queue), work_queue)
 
         supervisor = Supervisor(config, work_queue, server, stop)

@@ -13,14 +13,15 @@ import contextlib
 import hashlib
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from imgwatch.config import Config
-from imgwatch.duplicates import DuplicateGroup, check_threshold, find_duplicates
+from imgwatch.duplicates import DuplicateGroup, check_threshold, find_duplicates, find_exact_copies
 from imgwatch.embedding.identity import check_query_model, query_weights
 from imgwatch.errors import AlreadyRunning, ImageNotFound, ImgwatchError, QueueUnavailable, StoreMissing
 from imgwatch.files import canonical_path
+from imgwatch.keeper import DEFAULT_RULE, KeeperRule
 from imgwatch.ranking import Ranking, rank_others
 from imgwatch.unwatched import Forgotten, forget_folders, watched_roots
 from imgwatch.workqueue import FailureLedger, WorkQueue
@@ -48,9 +49,9 @@ def indexed_model(store: GraphStore) -> str:
 
 
 class QueryModel:
-    """The workers' model for queries, loaded on first use and kept for the process: the store's
-    weights unless others are configured (embedding.identity.query_weights). ``where`` says how
-    to query again with other weights, e.g. "search again" or "start `imgwatch web` again"."""
+    """The workers' model for queries, loaded on first use and kept for the process: the configured
+    model file, else the store's weights unless others are configured (embedding.identity.query_weights).
+    ``where`` says how to query again with another model, e.g. "search again" or "start `imgwatch web` again"."""
 
     def __init__(self, config: Config, where: str) -> None:
         self.config = config
@@ -64,13 +65,13 @@ class QueryModel:
         WeightsUnavailable when the store's weights file moved or changed."""
         recorded = indexed_model(store)
         with self._lock:
+            if self._loaded is not None and self._loaded.identity != recorded:
+                self._loaded = None  # the store switched model (`imgwatch reindex`): its new one loads
             if self._loaded is None:
                 chosen = query_weights(self.config, recorded, store.recorded_weights_file(), self.where)
-                from imgwatch.embedding import load_model  # torch takes seconds: only once the checks pass
+                from imgwatch.embedding import load_chosen_model  # torch takes seconds: only once the checks pass
 
-                embedding = self.config.embedding
-                self._loaded = load_model(chosen.weights, embedding.device, chosen.seed, embedding.engine,
-                                          self.config.data_dir.engine_cache)
+                self._loaded = load_chosen_model(self.config, chosen)
             check_query_model(recorded, self._loaded.identity, self.where)  # the store's model may have changed
             return self._loaded
 
@@ -87,19 +88,31 @@ def search_with_photo(store: GraphStore, model: QueryModel, data: bytes, name: s
     limits: ``name`` tells a RAW by its extension and names the photo in errors. Refusals come
     before anything is decoded. A long-running process passes its decode ``budget`` and the one
     ``forward`` thread every forward pass runs on."""
-    return _ranked(store, model.for_store(store), data, hashlib.sha256(data).hexdigest(), name, top, indexed_as,
-                   budget, forward)
+    sha256 = hashlib.sha256(data).hexdigest()
+    return _in_one_space(store, model, lambda engine: _ranked(store, engine, data, sha256, name, top, indexed_as,
+                                                             budget, forward))
 
 
 def search_with_file(store: GraphStore, model: QueryModel, path: str, top: int) -> Ranking:
     """:func:`search_with_photo` with the file at ``path`` (any file; it need not be indexed), read
     as a worker reads one, after the model's refusals; when it is indexed it is left out."""
-    engine = model.for_store(store)
+    model.for_store(store)
     from imgwatch.embedding.decode import read_file  # torch: only once the checks pass
 
     absolute = os.path.abspath(path)
     facts, data = read_file(absolute)  # regular files only, up to MAX_FILE_BYTES; hashed as it is read
-    return _ranked(store, engine, data, facts.sha256, absolute, top, canonical_path(path), None, None)
+    return _in_one_space(store, model, lambda engine: _ranked(store, engine, data, facts.sha256, absolute, top,
+                                                             canonical_path(path), None, None))
+
+
+def _in_one_space(store: GraphStore, model: QueryModel, rank: Callable[[EmbeddingEngine], Ranking]) -> Ranking:
+    """``rank(engine)`` with the store's model, once more should the store switch model meanwhile
+    (`imgwatch reindex`): a query embedded by one model is never ranked among another's vectors."""
+    engine = model.for_store(store)
+    ranking = rank(engine)
+    if indexed_model(store) != engine.identity:
+        ranking = rank(model.for_store(store))
+    return ranking
 
 
 def _ranked(store: GraphStore, engine: EmbeddingEngine, data: bytes, sha256: str, name: str, top: int,
@@ -107,7 +120,7 @@ def _ranked(store: GraphStore, engine: EmbeddingEngine, data: bytes, sha256: str
     from imgwatch.embedding.decode import decode_for_model
 
     with budget.admit(data, name) if budget is not None else contextlib.nullcontext():
-        tensor, _width, _height = decode_for_model(data, name)
+        tensor, _width, _height = decode_for_model(data, name, engine.preprocessing)
     batch = tensor.unsqueeze(0)
     vectors = engine.embed(batch) if forward is None else forward.submit(engine.embed, batch).result()
     return rank_others(store, vectors[0], top, sha256, indexed_as)
@@ -140,11 +153,22 @@ def _raise_failure_reason(config: Config, path: str) -> None:
                             f"(once the file is fixed it is indexed again; or `imgwatch retry {path}`)")
 
 
-def duplicate_groups(store: GraphStore, threshold: float, links_threshold: float) -> list[DuplicateGroup]:
-    """The duplicate groups at ``threshold``, biggest first (see duplicates); ThresholdBelowLinks
+def duplicate_groups(store: GraphStore, threshold: float, links_threshold: float,
+                     rule: KeeperRule = DEFAULT_RULE) -> list[DuplicateGroup]:
+    """The look-alike groups at ``threshold``, biggest first (see duplicates); ThresholdBelowLinks
     below ``links_threshold`` (links.threshold), where there are no links to group."""
     check_threshold(threshold, links_threshold)
-    return find_duplicates(store, threshold)
+    return find_duplicates(store, threshold, rule)
+
+
+def exact_copies(store: GraphStore, rule: KeeperRule = DEFAULT_RULE) -> list[DuplicateGroup]:
+    """The groups of images with the same content, biggest first (no model, no links)."""
+    return find_exact_copies(store, rule)
+
+
+def keeper_rule(config: Config) -> KeeperRule:
+    """The keeper rule the [duplicates] section sets."""
+    return KeeperRule.from_settings(config.duplicates.prefer_formats, config.duplicates.prefer_folders)
 
 
 # -- forget --------------------------------------------------------------------------------------

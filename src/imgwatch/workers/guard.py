@@ -1,5 +1,5 @@
-"""What a worker agrees to run: imgwatch's own index job with a list of absolute paths,
-or its move job with a list of ``[old, new]`` pairs of absolute paths.
+"""What a worker agrees to run: imgwatch's own index or reindex job with a list of absolute
+paths, or its move job with a list of ``[old, new]`` pairs of absolute paths.
 
 Anything else on the queue (another function, a pickled payload, odd arguments) is
 refused before its function is looked up or imported: with an external Redis,
@@ -21,7 +21,7 @@ from rq.exceptions import DeserializationError
 from rq.job import Job
 
 from imgwatch.workqueue import INDEX_JOB
-from imgwatch.workqueue.queue import MAX_PATHS_PER_JOB, MOVE_JOB
+from imgwatch.workqueue.queue import MAX_PATHS_PER_JOB, MOVE_JOB, REINDEX_JOB
 
 # Linux's PATH_MAX: the kernel refuses longer paths anyway.
 MAX_PATH_CHARS = 4096
@@ -53,8 +53,8 @@ def _examine(job: Job) -> str | None:
     except DeserializationError:
         # JSONSerializer could not read it: a pickled payload (never unpickled here) or junk.
         return "refused: not a JSON imgwatch job (its payload cannot be read as JSON; pickled jobs are never loaded)"
-    if func_name not in (INDEX_JOB, MOVE_JOB):
-        return f"refused: the job runs {_short(func_name)}, not imgwatch's {INDEX_JOB} or {MOVE_JOB}"
+    if func_name not in (INDEX_JOB, MOVE_JOB, REINDEX_JOB):
+        return f"refused: the job runs {_short(func_name)}, not imgwatch's {INDEX_JOB}, {REINDEX_JOB} or {MOVE_JOB}"
     extras = _extras(job)
     if extras:
         return f"refused: the job carries {extras}, which imgwatch never sets"

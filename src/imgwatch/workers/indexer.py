@@ -22,6 +22,7 @@ from imgwatch.embedding.decode import unreadable_reason
 from imgwatch.files import PathFilter, file_signature, resolves_inside, root_of, signature_of
 from imgwatch.log import get_logger
 from imgwatch.store import FileState, GraphStore, ImageRecord, StoredImage
+from imgwatch.workers.reindexer import with_pending_vectors
 from imgwatch.workqueue import FailureLedger
 
 log = get_logger("imgwatch.worker")
@@ -81,6 +82,9 @@ class Indexer:
         self.links = links
         self.path_filter = path_filter
         self.roots = list(roots)
+        # The model of the pending space while a reindex is under way (workers.spaces sets it): new
+        # and changed photos get a vector in it too.
+        self.pending: Embedder | None = None
         self._store_lock = threading.Lock()  # content lookups come from the decode threads
 
     def index(self, paths: Sequence[str]) -> IndexOutcome:
@@ -99,6 +103,10 @@ class Indexer:
         outcome.embed_seconds, outcome.store_seconds = embedded_at - started, time.perf_counter() - embedded_at
         self._record_failures(outcome)
         return outcome
+
+    def below_roots(self, paths: Sequence[str]) -> list[str]:
+        """The paths of ``paths`` this worker may read (see _partition_names), each once."""
+        return self._partition_names(paths, IndexOutcome())
 
     def _partition_names(self, paths: Sequence[str], outcome: IndexOutcome) -> list[str]:
         """The paths this worker may index and a store can hold; the others fail (the store is not touched)."""
@@ -199,6 +207,8 @@ class Indexer:
     ) -> None:
         """Write the batch to the store: upsert and link, refresh touched files, remove the rest."""
         records = embedded.records
+        if records and self.pending is not None:
+            records = with_pending_vectors(records, self.pending, self.store)
         if records:
             self.store.upsert(records)
             outcome.links = self.store.link(records, self.links.threshold, self.links.top_k)

@@ -1,4 +1,4 @@
-"""RQ job functions. They run inside `imgwatch worker`, which installs the indexer first."""
+"""RQ job functions. They run inside `imgwatch worker`, which installs the indexer (and its model spaces) first."""
 
 from __future__ import annotations
 
@@ -7,16 +7,20 @@ import time
 from imgwatch.log import get_logger
 from imgwatch.workers.indexer import Indexer
 from imgwatch.workers.mover import Mover
+from imgwatch.workers.reindexer import reindex
+from imgwatch.workers.spaces import ModelSpaces
 
 log = get_logger("imgwatch.worker")
 
 _indexer: Indexer | None = None
+_spaces: ModelSpaces | None = None
 
 
-def install_indexer(indexer: Indexer | None) -> None:
-    """Called once per worker process after the model and store are loaded."""
-    global _indexer
-    _indexer = indexer
+def install_indexer(indexer: Indexer | None, spaces: ModelSpaces | None = None) -> None:
+    """Called once per worker process after the model and store are loaded; ``spaces`` keeps the
+    indexer's models on the store's while the model changes (none: the models stay as installed)."""
+    global _indexer, _spaces
+    _indexer, _spaces = indexer, spaces
 
 
 def index_paths(paths: list[str]) -> dict[str, int]:
@@ -25,7 +29,11 @@ def index_paths(paths: list[str]) -> dict[str, int]:
         raise RuntimeError("index_paths runs only inside `imgwatch worker` (no indexer installed)")
     started = time.perf_counter()
     try:
+        if _spaces is not None:
+            _spaces.follow()
         outcome = _indexer.index(paths)
+        if _spaces is not None:
+            _spaces.after_job(progressed=bool(outcome.indexed))
     except Exception as exc:
         log.error("job_failed", paths=len(paths), seconds=round(time.perf_counter() - started, 3),
                   error=f"{type(exc).__name__}: {exc}")
@@ -51,4 +59,25 @@ def move_paths(moves: list[list[str]]) -> dict[str, int]:
         raise
     counts = outcome.counts()
     log.info("moves_done", seconds=round(time.perf_counter() - started, 3), **counts)
+    return counts
+
+
+def reindex_paths(paths: list[str]) -> dict[str, int]:
+    """Give the stored images at ``paths`` their vectors in the pending space (`imgwatch reindex`);
+    the worker that completes the space switches it."""
+    if _indexer is None:
+        raise RuntimeError("reindex_paths runs only inside `imgwatch worker` (no indexer installed)")
+    started = time.perf_counter()
+    try:
+        if _spaces is not None:
+            _spaces.follow()
+        outcome = reindex(_indexer, paths)
+        if _spaces is not None:
+            _spaces.after_job(progressed=outcome.stored > 0)
+    except Exception as exc:
+        log.error("job_failed", paths=len(paths), seconds=round(time.perf_counter() - started, 3),
+                  error=f"{type(exc).__name__}: {exc}")
+        raise
+    counts = outcome.counts()
+    log.info("reindex_job_done", paths=len(paths), seconds=round(time.perf_counter() - started, 3), **counts)
     return counts

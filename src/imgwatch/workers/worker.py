@@ -21,15 +21,17 @@ from rq.serializers import JSONSerializer
 
 from imgwatch import sdnotify
 from imgwatch.config import Config
-from imgwatch.embedding import EMBEDDING_DIM, Embedder, inference_device, load_model, plan_inference
-from imgwatch.embedding.identity import choose_weights, weights_setting
+from imgwatch.embedding import Embedder, inference_device, load_chosen_model, plan_inference
+from imgwatch.embedding.identity import ChosenModel, choose_weights
 from imgwatch.errors import EXIT_UNAVAILABLE, ConfigError, JobRefused, ModelMismatchError
 from imgwatch.files import PathFilter
 from imgwatch.log import get_logger
+from imgwatch.reindex import third_model_advice
 from imgwatch.store import GraphStore, open_store
 from imgwatch.workers import guard, heartbeat, outages, recovery
 from imgwatch.workers.indexer import Indexer, LinkPolicy
 from imgwatch.workers.jobs import install_indexer
+from imgwatch.workers.spaces import ModelSpaces, recorded_choice
 from imgwatch.workqueue import FailureLedger, WorkQueue
 from imgwatch.workqueue.worker_roots import WorkerRoots
 
@@ -161,22 +163,31 @@ def _run_worker(config: Config, work_queue: WorkQueue, store: GraphStore, roots:
     embedding = config.embedding
     recorded = store.recorded_model()
     chosen = choose_weights(config, recorded and recorded[0], store.recorded_weights_file(), "start imgwatch again")
+    pending = store.pending_space()
+    if recorded is not None and pending is not None and chosen.identity == pending.model:
+        # Configured with the model a reindex changes to: the store's active model loads too (spaces.py).
+        chosen = recorded_choice(config, recorded[0], store.recorded_weights_file())
     # A store of another model is refused before the model loads (and exports an engine file for nothing).
     if chosen.identity is not None:
         try:
-            store.ensure_model(chosen.identity, EMBEDDING_DIM, chosen.file)
+            store.ensure_model(chosen.identity, chosen.dim, chosen.file)
         except ModelMismatchError as exc:
             recorded = store.recorded_model()
             if recorded is None:
                 raise
-            advice = weights_setting(recorded[0], store.recorded_weights_file())
+            advice = third_model_advice(recorded[0], store.recorded_weights_file(), pending)
             raise ModelMismatchError(f"{str(exc).rstrip('.')}: {advice}") from None
     plan = plan_inference(inference_device(embedding.device, embedding.engine), embedding.batch_size,
                           embedding.streams, embedding.threads, processes=config.workers.count,
                           decode_threads=embedding.decode_threads)
-    model = load_model(chosen.weights, embedding.device, chosen.seed, embedding.engine,
-                       config.data_dir.engine_cache, threads=plan.threads)  # each stream's threads
-    embedder = Embedder(model, batch_size=plan.batch_size, decode_threads=plan.decode_threads, streams=plan.streams)
+
+    def load(chosen: ChosenModel) -> Embedder:
+        model = load_chosen_model(config, chosen, threads=plan.threads)  # each stream's threads
+        return Embedder(model, batch_size=plan.batch_size, decode_threads=plan.decode_threads, streams=plan.streams)
+
+    embedder = load(chosen)
+    model = embedder.model
+    spaces: ModelSpaces | None = None
     try:
         store.ensure_model(model.identity, model.dim)
         indexer = Indexer(
@@ -188,10 +199,14 @@ def _run_worker(config: Config, work_queue: WorkQueue, store: GraphStore, roots:
             PathFilter.create(config.watch.extensions, config.watch.exclude),
             roots,
         )
-        install_indexer(indexer)
+        spaces = ModelSpaces(config, store, indexer, work_queue, load)
+        spaces.follow()  # a reindex under way: its model loads now
+        install_indexer(indexer, spaces)
         worker = ImgwatchWorker(work_queue, name)
         worker.take_stop_requests()
-        log.info("worker_ready", worker=worker.name, model=model.identity, device=str(model.device),
+        reindexing = indexer.pending.identity if indexer.pending is not None else None
+        log.info("worker_ready", worker=worker.name, model=model.identity, reindex_model=reindexing,
+                 device=str(model.device),
                  engine=model.engine, batch_size=plan.batch_size, streams=plan.streams, threads=plan.threads,
                  decode_threads=plan.decode_threads, gpu_decode=embedder.gpu_decode,
                  queue=work_queue.name)
@@ -199,4 +214,7 @@ def _run_worker(config: Config, work_queue: WorkQueue, store: GraphStore, roots:
         worker.work(burst=burst, logging_level="WARNING")
     finally:
         install_indexer(None)
-        embedder.close()
+        if spaces is not None:
+            spaces.close()  # the models it holds now (it may have changed them)
+        else:
+            embedder.close()

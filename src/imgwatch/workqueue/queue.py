@@ -3,7 +3,8 @@
 Jobs carry paths only (JSON-serialised, never pickled); a worker looks at each
 path when the job runs. A move job carries ``[old, new]`` pairs (files or folders
 moved within the watched roots): the worker renames what the store holds, so the
-moved images keep their embeddings and links, then indexes both sides as usual.
+moved images keep their embeddings and links, then indexes both sides as usual. A reindex
+job carries stored paths to embed with the model a reindex changes to (`imgwatch reindex`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from imgwatch.workqueue.connection import connect
 
 INDEX_JOB = "imgwatch.workers.jobs.index_paths"
 MOVE_JOB = "imgwatch.workers.jobs.move_paths"
+REINDEX_JOB = "imgwatch.workers.jobs.reindex_paths"
 JOB_RETRIES = 2
 # Pairs per move job: a moved folder is one pair, so this bounds only many single-file moves.
 MOVES_PER_JOB = 1000
@@ -84,6 +86,10 @@ class WorkQueue:
         unique = list(dict.fromkeys(paths))
         return self._enqueue_in_batches(INDEX_JOB, "index", unique, batch_size, meta=meta, at_front=at_front,
                                         pipeline=pipeline)
+
+    def enqueue_reindex(self, paths: Sequence[str], batch_size: int) -> list[str]:
+        """Enqueue stored ``paths`` as reindex jobs of at most ``batch_size`` paths; returns the job ids."""
+        return self._enqueue_in_batches(REINDEX_JOB, "reindex", list(dict.fromkeys(paths)), batch_size)
 
     def enqueue_moves(self, moves: Sequence[tuple[str, str]], *, pipeline: Pipeline | None = None) -> list[str]:
         """Enqueue ``(old, new)`` moves, in order, as move jobs; returns the job ids."""

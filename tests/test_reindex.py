@@ -1,0 +1,242 @@
+"""Changing the model under a real `imgwatch run` (`imgwatch reindex`): search answers throughout, with the
+old model's scores until the one switch and the new model's after it; a killed worker, a stopped run and
+`--abort` lose nothing; a third model is still refused.
+
+The old model is ResNet50 with random weights (every photo scores ~0.999 against every other), the new one
+the calibrated weights (different photos ~0.8-0.98), so the two spaces' scores cannot be mistaken.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from imgwatch.config import Config
+from imgwatch.embedding import Embedder, EmbeddingModel
+from imgwatch.embedding.identity import weights_file, weights_identity
+from imgwatch.store import open_store
+from imgwatch.valkey_server import EmbeddedValkey
+from tests.helpers import (
+    RunningImgwatch,
+    imgwatch,
+    kill_process,
+    make_config,
+    make_record,
+    run_worker_pids,
+    status,
+    store_mismatch,
+    wait_for,
+    wait_until,
+)
+
+pytestmark = pytest.mark.e2e
+
+OLD_MODEL = "resnet50/random-seed0"
+NAMES = ["astronaut", "coffee", "chelsea", "rocket", "camera"]
+SCORE_TOLERANCE = 1e-3  # the workers' batches and the test's single images differ in float rounding
+
+
+@pytest.fixture
+def run_env(env: dict[str, str]) -> dict[str, str]:
+    """`imgwatch run` with the old model, torch on the CPU (no engine export), one image per job."""
+    env.update({"IMGWATCH_EMBEDDING_ENGINE": "torch", "IMGWATCH_WATCH_BATCH_SIZE": "1"})
+    return env
+
+
+@pytest.fixture
+def new_model(calibrated_weights: Path) -> tuple[str, tuple[str, str]]:
+    """The new model's identity and weights file record, as `imgwatch reindex --weights FILE` opens its space."""
+    identity, file = weights_identity(str(calibrated_weights)), weights_file(str(calibrated_weights))
+    assert identity is not None and file is not None
+    return identity, file
+
+
+def vectors_of(model: EmbeddingModel, paths: list[Path]) -> dict[str, np.ndarray]:
+    with Embedder(model, batch_size=1) as embedder:
+        return {str(path): embedder.embed_file(str(path)).vector for path in paths}
+
+
+def scores(query: np.ndarray, vectors: dict[str, np.ndarray]) -> dict[str, float]:
+    return {path: float(np.dot(query, vector)) for path, vector in vectors.items()}
+
+
+def assert_scores(found: dict[str, float], expected: dict[str, float], what: str) -> None:
+    assert found and set(found) <= set(expected), what
+    wrong = {path: (score, expected[path]) for path, score in found.items()
+             if abs(score - expected[path]) > SCORE_TOLERANCE}
+    assert not wrong, f"{what}: (found, expected) {wrong}"
+
+
+@pytest.fixture
+def data_config(tmp_path: Path) -> Config:
+    """A config for the data dir the test's `imgwatch` processes use (see tests.helpers.process_env)."""
+    return make_config(tmp_path / "data")
+
+
+@pytest.fixture
+def indexed(run_env: dict[str, str], tmp_path: Path, write_photo: Callable[..., Path],
+            start_run: Callable[[Path], RunningImgwatch]) -> Iterator[tuple[Path, list[Path], RunningImgwatch]]:
+    """NAMES as photos below a root, indexed with the old model by a running `imgwatch run`."""
+    root = tmp_path / "photos"
+    photos = [write_photo(root / f"{name}.jpg", name) for name in NAMES]
+    run = start_run(root)
+    wait_for(lambda: store_mismatch(tmp_path / "data", root) is None, f"the photos indexed; log:\n{run.log()}")
+    yield root, photos, run
+
+
+def test_search_answers_throughout_a_change_of_model_with_one_space_at_a_time(
+    indexed: tuple[Path, list[Path], RunningImgwatch], run_env: dict[str, str], data_config: Config,
+    tmp_path: Path, write_photo: Callable[..., Path], random_model: EmbeddingModel, calibrated_model: EmbeddingModel,
+    calibrated_weights: Path, new_model: tuple[str, tuple[str, str]],
+) -> None:
+    root, photos, run = indexed
+    query = write_photo(tmp_path / "query.jpg", "retina")
+    arriving = write_photo(tmp_path / "staging" / "hubble.jpg", "hubble_deep_field")
+    everything = [*photos, root / arriving.name]
+    arriving_copy = root / arriving.name
+    old = vectors_of(random_model, [query, *photos, arriving])
+    new = vectors_of(calibrated_model, [query, *photos, arriving])
+    for vectors in (old, new):
+        vectors[str(arriving_copy)] = vectors.pop(str(arriving))
+    queries = {OLD_MODEL: old.pop(str(query)), new_model[0]: new.pop(str(query))}
+    expected = {OLD_MODEL: scores(queries[OLD_MODEL], old), new_model[0]: scores(queries[new_model[0]], new)}
+    answered = {OLD_MODEL: 0, new_model[0]: 0}
+
+    with open_store(data_config, create=False) as store:
+        def search_once() -> str:
+            """One query as the CLI makes it: the store's model, then its nearest images."""
+            model = store.recorded_model()
+            assert model is not None and model[0] in expected
+            matches = store.nearest(queries[model[0]], len(everything))
+            if store.recorded_model() == model:  # else it switched meanwhile: a CLI search asks again
+                assert_scores({m.path: m.score for m in matches}, expected[model[0]], f"a search with {model[0]}")
+                answered[model[0]] += 1
+            return model[0]
+
+        search_once()
+        reindex_env = dict(run_env, IMGWATCH_EMBEDDING_WEIGHTS=str(calibrated_weights))
+        started = subprocess.Popen([sys.executable, "-m", "imgwatch", "reindex"], env=reindex_env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        arrived = False
+        deadline = time.monotonic() + 240
+        while search_once() != new_model[0] or store.pending_space() is not None:
+            if not arrived and store.pending_space() is not None:
+                arriving.rename(arriving_copy)  # a new photo while the reindex runs: it gets both vectors
+                arrived = True
+            assert time.monotonic() < deadline, f"the reindex did not finish; log:\n{run.log()}"
+            time.sleep(0.05)
+        out, err = started.communicate(timeout=60)
+        assert started.returncode == 0, err
+        assert f"with {new_model[0]}" in err and "`imgwatch status` shows how far" in err
+        wait_for(lambda: store_mismatch(tmp_path / "data", root) is None, f"the new photo indexed; log:\n{run.log()}")
+        final = {m.path: m.score for m in store.nearest(np.asarray(new[str(photos[0])]), len(everything))}
+        assert set(final) == {str(p) for p in everything}
+
+    assert answered[OLD_MODEL] >= 1 and answered[new_model[0]] >= 1, answered
+    # The CLI follows the store's model (no weights configured): the new model's scores, and the links of the
+    # new space (recomputed at the switch) with the new model's cosines.
+    follow_env = {k: v for k, v in run_env.items() if k != "IMGWATCH_EMBEDDING_WEIGHTS"}
+    searched = json.loads(imgwatch(follow_env, "search", str(query), "--json").stdout)
+    assert_scores({r["path"]: r["score"] for r in searched}, expected[new_model[0]], "imgwatch search after the switch")
+    new_vectors = vectors_of(calibrated_model, everything)
+    linked = 0
+    for photo in photos:
+        neighbours = json.loads(imgwatch(follow_env, "similar", str(photo), "--json").stdout)
+        assert_scores({n["path"]: n["score"] for n in neighbours} or {str(photo): 0.0},
+                      {**scores(new_vectors[str(photo)], new_vectors), str(photo): 0.0}, f"similar {photo.name}")
+        linked += len(neighbours)
+    assert linked > 0
+    report = status(follow_env)
+    assert report["reindex"] is None and report["store"]["model"] == new_model[0]
+    assert run.stop() == 0, run.log()
+    assert "model_switched" in run.log() and "Traceback" not in run.log()
+
+
+
+def test_a_reindex_resumes_when_run_starts_and_after_its_worker_is_killed(
+    indexed: tuple[Path, list[Path], RunningImgwatch], data_config: Config, tmp_path: Path,
+    start_run: Callable[[Path], RunningImgwatch], calibrated_model: EmbeddingModel,
+    new_model: tuple[str, tuple[str, str]],
+) -> None:
+    root, photos, run = indexed
+    assert run.stop() == 0, run.log()
+    with open_store(data_config, create=False) as store:
+        # Opened while nothing runs, so no job is queued for it: as after a crash that lost the queue.
+        store.begin_space(new_model[0], 2048, new_model[1])
+
+        run = start_run(root)
+        space = store.pending_space()
+        assert wait_until(lambda: (space := store.pending_space()) is None or space.embedded >= 1, 180, poll=0.02), \
+            f"the reindex did not resume; log:\n{run.log()}"
+        space = store.pending_space()
+        assert space is not None and not space.complete, "the reindex ended before the worker could be killed"
+        for pid in run_worker_pids(run.process.pid):
+            kill_process(pid)
+        wait_for(lambda: store.pending_space() is None, f"the reindex to finish; log:\n{run.log()}")
+        recorded = store.recorded_model()
+        assert recorded is not None and recorded[0] == new_model[0]
+        new = vectors_of(calibrated_model, photos)
+        found = {m.path: m.score for m in store.nearest(new[str(photos[0])], len(photos))}
+        assert_scores(found, scores(new[str(photos[0])], new), "a search after the resumed reindex")
+    assert "reindex_resumed" in run.log() and "worker_died" in run.log()
+    assert run.stop() == 0, run.log()
+
+
+def _store_of_two_models(config: Config, images: int = 2) -> None:
+    """An embedded store of the old model with ``images`` images and a pending space for random seed 1."""
+    rng = np.random.default_rng(0)
+    with open_store(config) as store:
+        store.ensure_model(OLD_MODEL, 2048)
+        vectors = rng.standard_normal((images, 2048)).astype(np.float32)
+        store.upsert([make_record(f"/photos/{index}.jpg", vector / np.linalg.norm(vector), model=OLD_MODEL)
+                      for index, vector in enumerate(vectors)])
+        store.begin_space("resnet50/random-seed1", 2048)
+
+
+def test_status_shows_a_reindex_under_way_and_abort_drops_it_keeping_the_old_model(
+    env: dict[str, str], data_config: Config,
+) -> None:
+    _store_of_two_models(data_config)
+    shown = imgwatch(env, "status").stdout
+    assert "reindex: resnet50/random-seed1 0/2 images" in shown
+    assert status(env)["reindex"] == {"model": "resnet50/random-seed1", "dim": 2048, "weights_file": None,
+                                      "embedded": 0, "total": 2}
+
+    dropped = imgwatch(env, "reindex", "--abort")
+    assert dropped.stdout.strip() == "dropped the re-index to resnet50/random-seed1; the store keeps " + OLD_MODEL
+    with open_store(data_config, create=False) as store:
+        assert store.pending_space() is None and store.recorded_model() == (OLD_MODEL, 2048)
+    assert status(env)["reindex"] is None
+    assert imgwatch(env, "reindex", "--abort").stdout.strip() == "no re-index is under way"
+
+
+def test_a_third_model_is_refused_with_the_settings_to_use_while_a_reindex_is_under_way(
+    env: dict[str, str], data_config: Config, queue_server: EmbeddedValkey, tmp_path: Path,
+) -> None:
+    _store_of_two_models(data_config)
+    env.update({"IMGWATCH_QUEUE_REDIS_URL": queue_server.url, "IMGWATCH_QUEUE_NAME": f"reindex-{tmp_path.name}",
+                "IMGWATCH_EMBEDDING_SEED": "2"})
+    (tmp_path / "photos").mkdir()
+    worker = imgwatch(env, "worker", "--burst", str(tmp_path / "photos"), check=False)
+    assert worker.returncode == 2, worker.stderr
+    assert "resnet50/random-seed2" in worker.stderr
+    assert "--weights random and embedding.seed = 0 (the default)" in worker.stderr
+    assert "or the model being re-indexed to, resnet50/random-seed1: --weights random and embedding.seed = 1" \
+        in worker.stderr
+
+    query = tmp_path / "query.jpg"
+    query.write_bytes(b"")  # refused before the photo is read
+    searched = imgwatch(env, "search", str(query), check=False)
+    assert searched.returncode == 2 and "--weights random and embedding.seed = 0" in searched.stderr
+
+    # `imgwatch reindex` needs running workers: they do the work.
+    env["IMGWATCH_EMBEDDING_SEED"] = "1"
+    refused = imgwatch(env, "reindex", check=False)
+    assert refused.returncode == 2 and "no worker is running" in refused.stderr
