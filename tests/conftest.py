@@ -12,6 +12,7 @@ import pytest
 
 from imgwatch.config import Config
 from imgwatch.embedding import EmbeddingModel, load_model
+from imgwatch.store import GraphStore, open_store
 from imgwatch.valkey_server import EmbeddedValkey
 from imgwatch.workqueue import FailureLedger, WorkQueue
 from tests.helpers import PHOTO_NAMES, RunningImgwatch, make_config, process_env, write_calibrated_weights
@@ -78,6 +79,28 @@ def work_queue(config: Config) -> WorkQueue:
 @pytest.fixture
 def failures(work_queue: WorkQueue) -> FailureLedger:
     return FailureLedger.for_queue(work_queue)
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """An empty photos folder: the root a test's indexer or daemon watches."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def store(config: Config) -> Iterator[GraphStore]:
+    """The embedded store the test's ``config`` names: empty, no model recorded yet."""
+    with open_store(config) as store:
+        yield store
+
+
+@pytest.fixture
+def store_with_test_model(store: GraphStore) -> GraphStore:
+    """``store`` with the 4-dimensional "test/model" recorded, for tests that store images of it."""
+    store.ensure_model("test/model", 4)
+    return store
 
 
 @pytest.fixture(scope="session")

@@ -30,7 +30,7 @@ from imgwatch.embedding import Embedder, EmbeddingModel, EmbedResult
 from imgwatch.embedding.decode import MAX_ASPECT_RATIO, MAX_FILE_BYTES
 from imgwatch.embedding.embedder import ReuseLookup
 from imgwatch.files import PathFilter
-from imgwatch.store import GraphStore, open_store
+from imgwatch.store import GraphStore
 from imgwatch.valkey_server import EmbeddedValkey
 from imgwatch.workers.indexer import Indexer, LinkPolicy
 from imgwatch.workqueue import INDEX_JOB, FailureLedger, WorkQueue
@@ -52,24 +52,12 @@ class VanishingEmbedder(Embedder):
         yield from super().embed_files(paths, known_sha256, reuse)
 
 
-@pytest.fixture
-def store(config: Config) -> Iterator[GraphStore]:
-    with open_store(config) as store:
-        yield store
-
-
 
 @pytest.fixture
-def root(tmp_path: Path) -> Path:
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    return folder
-
-
-@pytest.fixture
-def indexer(
+def vanishing_indexer(
     random_model: EmbeddingModel, store: GraphStore, failures: FailureLedger, config: Config, root: Path
 ) -> Iterator[Indexer]:
+    """An indexer whose embedder deletes files named vanishing* between triage and reading them."""
     embedder = VanishingEmbedder(random_model, batch_size=4, decode_threads=2)
     store.ensure_model(random_model.identity, random_model.dim)
     yield Indexer(embedder, store, failures, lambda paths: None, LinkPolicy(threshold=0.0, top_k=2),
@@ -281,13 +269,13 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_each_odd_file_is_indexed_failed_with_a_reason_or_ignored_and_the_batch_goes_on(
-    case: Case, indexer: Indexer, store: GraphStore, failures: FailureLedger, root: Path,
+    case: Case, vanishing_indexer: Indexer, store: GraphStore, failures: FailureLedger, root: Path,
     photo_arrays: dict[str, object], write_photo: Callable[..., Path],
 ) -> None:
     path = case.make(root, photo_arrays)
     good = str(write_photo(root / "good.jpg", "coffee"))
 
-    outcome = indexer.index([path, good])
+    outcome = vanishing_indexer.index([path, good])
 
     assert good in outcome.indexed  # the rest of the batch is indexed
     ledger = failures.failed_files()
@@ -308,10 +296,10 @@ def test_each_odd_file_is_indexed_failed_with_a_reason_or_ignored_and_the_batch_
 
 
 def test_eight_thousand_square_keeps_its_size_and_a_panorama_is_not_refused(
-    indexer: Indexer, store: GraphStore, root: Path, photo_arrays: dict[str, object]
+    vanishing_indexer: Indexer, store: GraphStore, root: Path, photo_arrays: dict[str, object]
 ) -> None:
     big, panorama = eight_thousand_square(root, photo_arrays), panorama_one_to_twenty(root, photo_arrays)
-    assert sorted(indexer.index([big, panorama]).indexed) == sorted([big, panorama])
+    assert sorted(vanishing_indexer.index([big, panorama]).indexed) == sorted([big, panorama])
     stored_big, stored_panorama = store.get(big), store.get(panorama)
     assert stored_big is not None and (stored_big.width, stored_big.height) == (8000, 8000)
     assert stored_panorama is not None and (stored_panorama.width, stored_panorama.height) == (4000, 200)
@@ -339,11 +327,11 @@ def imgwatch(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str
 
 
 def test_status_shows_a_name_that_is_not_utf8_on_a_strict_utf8_stdout(
-    indexer: Indexer, root: Path, photo_arrays: dict[str, object], tmp_path: Path, config: Config,
+    vanishing_indexer: Indexer, root: Path, photo_arrays: dict[str, object], tmp_path: Path, config: Config,
     queue_server: EmbeddedValkey,
 ) -> None:
     odd = non_utf8_name(root, photo_arrays)
-    indexer.index([odd])
+    vanishing_indexer.index([odd])
     env = status_env(tmp_path, config, queue_server, PYTHONIOENCODING="utf-8:strict", LC_ALL="C.UTF-8")
 
     text = imgwatch(env, "status")

@@ -173,7 +173,8 @@ def test_a_path_with_control_characters_is_shown_escaped_in_text_and_csv_and_exa
 
 
 @pytest.fixture(params=["embedded", "neo4j-stand-in"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GraphStore]:
+def embedded_or_stand_in_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GraphStore]:
+    """An empty embedded store, then the Neo4j stand-in, with MODEL/DIM recorded."""
     opened: GraphStore = (EmbeddedGraphStore(tmp_path / "store.sqlite3") if request.param == "embedded"
                           else fake_store()[0])
     opened.ensure_model(MODEL, DIM)
@@ -181,7 +182,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GraphStore
     opened.close()
 
 
-def test_find_duplicates_reads_the_links_and_facts_of_a_store(store: GraphStore) -> None:
+def test_find_duplicates_reads_the_links_and_facts_of_a_store(embedded_or_stand_in_store: GraphStore) -> None:
     records = [
         make_record("/lib/original.jpg", axis(0), width=4000, height=3000, size=5_000_000),
         make_record("/lib/copy.jpg", axis(0), width=4000, height=3000, size=5_000_000),
@@ -191,10 +192,10 @@ def test_find_duplicates_reads_the_links_and_facts_of_a_store(store: GraphStore)
         make_record("/lib/pair-a.jpg", angled(0.3, 4)),
         make_record("/lib/pair-b.jpg", angled(0.3, 4), size=2000),
     ]
-    store.upsert(records)
-    store.link(records, threshold=0.8, top_k=10)
+    embedded_or_stand_in_store.upsert(records)
+    embedded_or_stand_in_store.link(records, threshold=0.8, top_k=10)
 
-    groups = find_duplicates(store, threshold=0.95)
+    groups = find_duplicates(embedded_or_stand_in_store, threshold=0.95)
 
     assert [paths(g) for g in groups] == [
         ["/lib/copy.jpg", "/lib/original.jpg", "/lib/small.jpg"],  # equal: the shorter path first
@@ -202,10 +203,12 @@ def test_find_duplicates_reads_the_links_and_facts_of_a_store(store: GraphStore)
     ]
     assert groups[0].keep == "/lib/copy.jpg"
     assert groups[0].weakest == pytest.approx(0.99, abs=1e-5) and groups[0].strongest == pytest.approx(1.0, abs=1e-5)
-    assert [g.keep for g in find_duplicates(store, threshold=0.8)] == ["/lib/copy.jpg", "/lib/pair-b.jpg"]
-    assert len(find_duplicates(store, threshold=0.8)[0].images) == 4  # the cousin joins at 0.8
-    assert find_duplicates(store) == find_duplicates(store, threshold=DEFAULT_THRESHOLD)
-    assert store.stats().images == len(records)  # nothing is ever deleted
+    assert [g.keep for g in find_duplicates(embedded_or_stand_in_store, threshold=0.8)] == [
+        "/lib/copy.jpg", "/lib/pair-b.jpg"]
+    assert len(find_duplicates(embedded_or_stand_in_store, threshold=0.8)[0].images) == 4  # the cousin joins at 0.8
+    assert find_duplicates(embedded_or_stand_in_store) == find_duplicates(embedded_or_stand_in_store,
+                                                                          threshold=DEFAULT_THRESHOLD)
+    assert embedded_or_stand_in_store.stats().images == len(records)  # nothing is ever deleted
 
 
 # -- real photos through the real ResNet50 code ------------------------------------------------------
@@ -248,7 +251,7 @@ def embed(model: EmbeddingModel, files: list[str]) -> list[ImageRecord]:
 
 
 @pytest.fixture
-def library(tmp_path: Path, write_photo: Callable[..., Path], random_model: EmbeddingModel) -> PhotoLibrary:
+def photo_library(tmp_path: Path, write_photo: Callable[..., Path], random_model: EmbeddingModel) -> PhotoLibrary:
     root = tmp_path / "photos"
     original, copies, unrelated = write_library(root, write_photo)
     records = embed(random_model, sorted(str(p) for p in root.rglob("*") if p.is_file()))
@@ -263,91 +266,93 @@ def index_into(store: GraphStore, model: EmbeddingModel, records: list[ImageReco
 
 
 def test_copies_of_a_real_photo_form_one_group_and_the_largest_is_kept(
-        library: PhotoLibrary, random_model: EmbeddingModel, tmp_path: Path) -> None:
+        photo_library: PhotoLibrary, random_model: EmbeddingModel, tmp_path: Path) -> None:
     with EmbeddedGraphStore(tmp_path / "store.sqlite3") as store:
-        index_into(store, random_model, library.records)
+        index_into(store, random_model, photo_library.records)
         scores = {(link.a, link.b): link.score for link in store.links_at_least(-1.0)}
 
         groups = find_duplicates(store, PHOTO_THRESHOLD)
 
     # The measured scores the threshold sits between (see the module docstring).
-    copy_pairs = [pair for pair in scores if set(pair) <= {library.original, *library.copies}]
+    copy_pairs = [pair for pair in scores if set(pair) <= {photo_library.original, *photo_library.copies}]
     assert len(copy_pairs) == 6 and min(scores[pair] for pair in copy_pairs) > PHOTO_THRESHOLD
     assert max(score for pair, score in scores.items() if pair not in copy_pairs) < PHOTO_THRESHOLD
     [group] = groups
-    assert set(paths(group)) == {library.original, *library.copies}
+    assert set(paths(group)) == {photo_library.original, *photo_library.copies}
     # The full-size original and its exact copy tie on pixels and bytes: the shorter path wins.
-    assert group.keep == library.original == str(library.root / "2024" / "astronaut.png")
-    assert paths(group)[1] == str(library.root / "backup" / "astronaut.png")
+    assert group.keep == photo_library.original == str(photo_library.root / "2024" / "astronaut.png")
+    assert paths(group)[1] == str(photo_library.root / "backup" / "astronaut.png")
     assert [(i.width, i.height) for i in group.images] == [(512, 512), (512, 512), (384, 384), (256, 256)]
     assert math.isclose(group.strongest, 1.0, abs_tol=1e-6) and group.weakest > PHOTO_THRESHOLD
-    assert not set(library.unrelated) & set(paths(group))
+    assert not set(photo_library.unrelated) & set(paths(group))
 
 
 def test_the_same_photos_group_the_same_way_in_the_neo4j_stand_in(
-        library: PhotoLibrary, random_model: EmbeddingModel, tmp_path: Path) -> None:
+        photo_library: PhotoLibrary, random_model: EmbeddingModel, tmp_path: Path) -> None:
     with EmbeddedGraphStore(tmp_path / "store.sqlite3") as embedded:
-        index_into(embedded, random_model, library.records)
+        index_into(embedded, random_model, photo_library.records)
         expected = find_duplicates(embedded, PHOTO_THRESHOLD)
     stand_in, _ = fake_store()
-    index_into(stand_in, random_model, library.records)
+    index_into(stand_in, random_model, photo_library.records)
 
     found = find_duplicates(stand_in, PHOTO_THRESHOLD)
 
     assert [paths(g) for g in found] == [paths(g) for g in expected]
-    assert found[0].keep == expected[0].keep == library.original
+    assert found[0].keep == expected[0].keep == photo_library.original
 
 
 # -- the CLI on a real store -------------------------------------------------------------------------
 
 
 @pytest.fixture
-def cli_env(tmp_path: Path, library: PhotoLibrary, random_model: EmbeddingModel) -> dict[str, str]:
+def cli_env(tmp_path: Path, photo_library: PhotoLibrary, random_model: EmbeddingModel) -> dict[str, str]:
     """The environment of `imgwatch` processes whose data dir holds the library, indexed."""
     env = process_env(tmp_path)
     with open_store(make_config(Path(env["IMGWATCH_GENERAL_DATA_DIR"]))) as store:
-        index_into(store, random_model, library.records)
+        index_into(store, random_model, photo_library.records)
     return env
 
 
-def test_cli_duplicates_prints_groups_with_the_keeper_marked(cli_env: dict[str, str], library: PhotoLibrary) -> None:
+def test_cli_duplicates_prints_groups_with_the_keeper_marked(
+    cli_env: dict[str, str], photo_library: PhotoLibrary
+) -> None:
     text = imgwatch(cli_env, "duplicates", "--threshold", str(PHOTO_THRESHOLD)).stdout
 
     lines = text.splitlines()
     assert lines[0] == "group 1: 4 images, cosine " + lines[0].split("cosine ")[1]
-    assert lines[1].startswith("* keep  512x512") and lines[1].endswith(f"  {library.original}")
-    assert {line.rsplit("  ", 1)[1] for line in lines[2:5]} == set(library.copies)
+    assert lines[1].startswith("* keep  512x512") and lines[1].endswith(f"  {photo_library.original}")
+    assert {line.rsplit("  ", 1)[1] for line in lines[2:5]} == set(photo_library.copies)
     assert not any(line.startswith("* keep") for line in lines[2:5])
     assert lines[-1].startswith("1 group of duplicates at ≥ 0.9999: 4 images, 3 besides the ones to keep")
 
 
-def test_cli_duplicates_as_json_and_csv(cli_env: dict[str, str], library: PhotoLibrary) -> None:
+def test_cli_duplicates_as_json_and_csv(cli_env: dict[str, str], photo_library: PhotoLibrary) -> None:
     groups = json.loads(imgwatch(cli_env, "duplicates", "--threshold", str(PHOTO_THRESHOLD), "--json").stdout)
 
     [group] = groups
-    assert group["keep"] == library.original
-    assert [(i["path"], i["keep"]) for i in group["images"]][0] == (library.original, True)
-    assert {i["path"] for i in group["images"]} == {library.original, *library.copies}
+    assert group["keep"] == photo_library.original
+    assert [(i["path"], i["keep"]) for i in group["images"]][0] == (photo_library.original, True)
+    assert {i["path"] for i in group["images"]} == {photo_library.original, *photo_library.copies}
     first = group["images"][0]
-    assert (first["width"], first["height"], first["size"]) == (512, 512, Path(library.original).stat().st_size)
+    assert (first["width"], first["height"], first["size"]) == (512, 512, Path(photo_library.original).stat().st_size)
     assert all(PHOTO_THRESHOLD <= i["score"] <= 1.0 + 1e-6 for i in group["images"])
 
     rows = list(csv.DictReader(io.StringIO(
         imgwatch(cli_env, "duplicates", "--threshold", str(PHOTO_THRESHOLD), "--csv").stdout)))
-    assert [(r["group"], r["path"], r["keep"]) for r in rows][0] == ("1", library.original, "true")
-    assert {r["path"] for r in rows} == {library.original, *library.copies}
+    assert [(r["group"], r["path"], r["keep"]) for r in rows][0] == ("1", photo_library.original, "true")
+    assert {r["path"] for r in rows} == {photo_library.original, *photo_library.copies}
     assert [r["keep"] for r in rows].count("true") == 1
     assert {(r["width"], r["height"]) for r in rows} == {("512", "512"), ("384", "384"), ("256", "256")}
 
 
 def test_cli_duplicates_says_when_there_are_none_and_refuses_what_the_links_cannot_answer(
-        tmp_path: Path, library: PhotoLibrary, random_model: EmbeddingModel) -> None:
+        tmp_path: Path, photo_library: PhotoLibrary, random_model: EmbeddingModel) -> None:
     env = process_env(tmp_path)
     missing = imgwatch(env, "duplicates", check=False)
     assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
     assert "no imgwatch store" in missing.stderr
 
-    unrelated = [r for r in library.records if r.path in library.unrelated]
+    unrelated = [r for r in photo_library.records if r.path in photo_library.unrelated]
     with open_store(make_config(Path(env["IMGWATCH_GENERAL_DATA_DIR"]))) as store:
         index_into(store, random_model, unrelated)
     none = imgwatch(env, "duplicates", "--threshold", str(PHOTO_THRESHOLD))

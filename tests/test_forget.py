@@ -17,7 +17,7 @@ from tests.helpers import angled, axis, imgwatch, make_config, make_record, proc
 
 
 @pytest.fixture
-def library(tmp_path: Path, queue_server: EmbeddedValkey) -> tuple[dict[str, str], Path, FailureLedger]:
+def once_watched_library(tmp_path: Path, queue_server: EmbeddedValkey) -> tuple[dict[str, str], Path, FailureLedger]:
     """A store with images in the watched folder and in two folders that were watched once, and a
     failed file in each; ``IMGWATCH_GENERAL_ROOTS`` names only the watched one."""
     photos, old, sibling = tmp_path / "photos", tmp_path / "old", tmp_path / "old-2"
@@ -50,8 +50,10 @@ def stored_paths(tmp_path: Path) -> list[str]:
         return [state.path for state in store.file_states()]
 
 
-def test_doctor_counts_the_images_below_no_watched_folder(library: tuple[dict[str, str], Path, FailureLedger]) -> None:
-    env, tmp_path, _ = library
+def test_doctor_counts_the_images_below_no_watched_folder(
+    once_watched_library: tuple[dict[str, str], Path, FailureLedger],
+) -> None:
+    env, tmp_path, _ = once_watched_library
     report = json.loads(imgwatch(env, "doctor", "--json").stdout)["unwatched"]
     assert report["images"] == 4
     assert report["folders"] == {str(tmp_path / "old" / "2019"): 2, str(tmp_path / "old"): 1,
@@ -61,9 +63,9 @@ def test_doctor_counts_the_images_below_no_watched_folder(library: tuple[dict[st
 
 
 def test_forget_removes_a_folders_images_links_and_failures_and_nothing_else(
-    library: tuple[dict[str, str], Path, FailureLedger],
+    once_watched_library: tuple[dict[str, str], Path, FailureLedger],
 ) -> None:
-    env, tmp_path, ledger = library
+    env, tmp_path, ledger = once_watched_library
     photos, old = tmp_path / "photos", tmp_path / "old"
     forgot = imgwatch(env, "forget", str(old))
     assert forgot.stdout.strip() == f"forgot 3 image(s) and 1 failed-file record(s) below {old}"
@@ -83,9 +85,9 @@ def test_forget_removes_a_folders_images_links_and_failures_and_nothing_else(
     (".", "it holds the watched folder", "forget the unwatched folders inside it one by one"),
 ])
 def test_forget_refuses_a_watched_folder_and_removes_nothing(
-    library: tuple[dict[str, str], Path, FailureLedger], folder: str, reason: str, advice: str,
+    once_watched_library: tuple[dict[str, str], Path, FailureLedger], folder: str, reason: str, advice: str,
 ) -> None:
-    env, tmp_path, ledger = library
+    env, tmp_path, ledger = once_watched_library
     before = stored_paths(tmp_path)
     refused = imgwatch(env, "forget", str(tmp_path / "old"), str(tmp_path / folder), check=False)
     assert refused.returncode == 2 and refused.stdout == ""
@@ -94,9 +96,9 @@ def test_forget_refuses_a_watched_folder_and_removes_nothing(
 
 
 def test_the_folders_of_running_workers_count_as_watched_without_general_roots(
-    library: tuple[dict[str, str], Path, FailureLedger],
+    once_watched_library: tuple[dict[str, str], Path, FailureLedger],
 ) -> None:
-    env, tmp_path, ledger = library
+    env, tmp_path, ledger = once_watched_library
     del env["IMGWATCH_GENERAL_ROOTS"]  # the folders were given to `imgwatch run` instead
     assert json.loads(imgwatch(env, "doctor", "--json").stdout)["unwatched"].startswith("not checked")
     roots = WorkerRoots(ledger.connection, env["IMGWATCH_QUEUE_NAME"])
@@ -109,9 +111,9 @@ def test_the_folders_of_running_workers_count_as_watched_without_general_roots(
 
 
 def test_with_an_external_queue_out_of_reach_forget_removes_nothing(
-    library: tuple[dict[str, str], Path, FailureLedger],
+    once_watched_library: tuple[dict[str, str], Path, FailureLedger],
 ) -> None:
-    env, tmp_path, _ = library
+    env, tmp_path, _ = once_watched_library
     env["IMGWATCH_QUEUE_REDIS_URL"] = "redis://127.0.0.1:1/0"  # workers elsewhere may index any folder
     before = stored_paths(tmp_path)
     refused = imgwatch(env, "forget", str(tmp_path / "old"), check=False)
@@ -122,9 +124,9 @@ def test_with_an_external_queue_out_of_reach_forget_removes_nothing(
 
 
 def test_with_no_imgwatch_running_forget_goes_by_general_roots_and_keeps_the_failure_records(
-    library: tuple[dict[str, str], Path, FailureLedger],
+    once_watched_library: tuple[dict[str, str], Path, FailureLedger],
 ) -> None:
-    env, tmp_path, _ = library
+    env, tmp_path, _ = once_watched_library
     del env["IMGWATCH_QUEUE_REDIS_URL"]  # the embedded queue, not running: nor is any worker
     forgot = imgwatch(env, "forget", str(tmp_path / "old"))
     assert forgot.stdout.strip() == f"forgot 3 image(s) below {tmp_path / 'old'}"

@@ -8,16 +8,14 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-
-import pytest
 
 from imgwatch.config import Config
 from imgwatch.daemon.scan import reconcile_and_enqueue
 from imgwatch.embedding import Embedder, EmbeddingModel
 from imgwatch.files import PathFilter
-from imgwatch.store import GraphStore, open_store
+from imgwatch.store import GraphStore
 from imgwatch.workers.indexer import Indexer, LinkPolicy
 from imgwatch.workqueue import FailureLedger, WorkQueue, job_paths
 from imgwatch.workqueue.failures import retry_failed, select_failed
@@ -100,12 +98,6 @@ def test_retry_selects_files_and_folders_resets_attempts_and_requeues(
 
 
 # -- rescans weigh the ledger ------------------------------------------------------------------
-
-
-@pytest.fixture
-def store(config: Config) -> Iterator[GraphStore]:
-    with open_store(config) as store:
-        yield store
 
 
 def test_rescans_retry_transient_failures_until_max_attempts_and_permanent_ones_when_changed(

@@ -12,7 +12,7 @@ import pytest
 from imgwatch.config import Config
 from imgwatch.daemon.service import Daemon
 from imgwatch.files import signature_of
-from imgwatch.store import GraphStore, ImageRecord, open_store
+from imgwatch.store import GraphStore, ImageRecord
 from imgwatch.workqueue import FailureLedger, WorkQueue, job_paths
 
 
@@ -20,14 +20,6 @@ def queued_paths(work_queue: WorkQueue) -> list[str]:
     """The paths of the jobs on the queue, sorted."""
     jobs = work_queue.fetch_jobs(work_queue.rq_queue.get_job_ids())
     return sorted(path for job in jobs for path in job_paths(job))
-
-
-@pytest.fixture
-def store(config: Config) -> Iterator[GraphStore]:
-    """An embedded store with a 4-dimensional test model: the daemon only reads its file states."""
-    with open_store(config) as store:
-        store.ensure_model("test/model", 4)
-        yield store
 
 
 def stored_image(path: Path) -> ImageRecord:
@@ -52,14 +44,16 @@ class RunningDaemon:
 
 
 @pytest.fixture
-def start_daemon(config: Config, store: GraphStore, work_queue: WorkQueue) -> Iterator[Callable[[Path], Daemon]]:
+def start_daemon(
+    config: Config, store_with_test_model: GraphStore, work_queue: WorkQueue
+) -> Iterator[Callable[[Path], Daemon]]:
     """start_daemon(root): a Daemon thread watching ``root``, stopped after the test."""
     running: list[RunningDaemon] = []
 
     def start(root: Path) -> Daemon:
         config.general.roots = [str(root)]
         config.watch.settle_seconds = 0.2
-        daemon = Daemon(config, store, FailureLedger.for_queue(work_queue), work_queue)
+        daemon = Daemon(config, store_with_test_model, FailureLedger.for_queue(work_queue), work_queue)
         running.append(RunningDaemon(daemon))
         return daemon
 

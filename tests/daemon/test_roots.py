@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,23 +18,23 @@ import pytest
 
 from imgwatch.config import Config
 from imgwatch.daemon.service import Daemon
-from imgwatch.store import GraphStore, open_store
+from imgwatch.store import GraphStore
 from imgwatch.workqueue import FailureLedger, WorkQueue
-from imgwatch.workqueue.root_states import MISSING, NOT_WATCHABLE, POLLING, WATCHING, RootState, RootStates
+from imgwatch.workqueue.root_states import MISSING, POLLING, WATCHING, RootStates
 from tests.daemon.conftest import RunningDaemon, queued_paths, stored_image
-from tests.helpers import make_config, process_env, user_namespace_skip_reason, wait_until
+from tests.helpers import process_env, user_namespace_skip_reason, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_a_vanished_root_holds_removals_and_is_watched_again_when_back(
-    start_daemon: Callable[[Path], Daemon], work_queue: WorkQueue, store: GraphStore, tmp_path: Path
+    start_daemon: Callable[[Path], Daemon], work_queue: WorkQueue, store_with_test_model: GraphStore, tmp_path: Path
 ) -> None:
     root = tmp_path / "share"
     root.mkdir()
     photo = root / "a.jpg"
     photo.write_bytes(b"1")
-    store.upsert([stored_image(photo)])
+    store_with_test_model.upsert([stored_image(photo)])
     start_daemon(root)
     time.sleep(1.0)
     assert queued_paths(work_queue) == []  # reconciled: nothing to do
@@ -54,14 +53,15 @@ def test_a_vanished_root_holds_removals_and_is_watched_again_when_back(
 
 @pytest.mark.parametrize(("observer", "watched"), [("inotify", WATCHING), ("polling", POLLING)])
 def test_each_roots_state_is_published_for_status_and_withdrawn_when_the_daemon_stops(
-    config: Config, store: GraphStore, work_queue: WorkQueue, tmp_path: Path, observer: str, watched: str
+    config: Config, store_with_test_model: GraphStore, work_queue: WorkQueue, tmp_path: Path, observer: str,
+    watched: str,
 ) -> None:
     photos, typo = tmp_path / "photos", tmp_path / "nope"
     photos.mkdir()
     config.general.roots = [str(photos), str(typo)]
     config.watch.observer = observer
     config.watch.polling_interval = 0.2
-    daemon = Daemon(config, store, FailureLedger.for_queue(work_queue), work_queue)
+    daemon = Daemon(config, store_with_test_model, FailureLedger.for_queue(work_queue), work_queue)
     daemon.root_check_seconds = 0.3
     published = RootStates.for_queue(work_queue)
 
@@ -86,7 +86,7 @@ def test_a_root_the_inotify_limit_keeps_unwatched_is_published_as_not_watchable(
     reason = user_namespace_skip_reason()  # the limit is lowered in a user namespace of its own, as there
     if reason:
         pytest.skip(reason)
-    code = ("import sys; from tests.daemon.test_roots import not_watchable_scenario; "
+    code = ("import sys; from tests.daemon.scenarios import not_watchable_scenario; "
             "sys.exit(not_watchable_scenario(sys.argv[1:]))")
     result = subprocess.run(
         ["unshare", "--user", "--map-root-user", sys.executable, "-c", code, str(tmp_path),
@@ -95,51 +95,6 @@ def test_a_root_the_inotify_limit_keeps_unwatched_is_published_as_not_watchable(
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stdout + result.stderr
-
-
-def not_watchable_scenario(argv: list[str]) -> int:
-    """Runs in a user namespace of its own; prints "ok" or what went wrong."""
-    tmp, redis_url, queue_name = argv
-    tmp_path = Path(tmp)
-    config = make_config(tmp_path / "data", **{"queue.redis_url": redis_url, "queue.name": queue_name})
-    root = tmp_path / "photos"
-    root.mkdir()
-    config.general.roots = [str(root)]
-    work_queue = WorkQueue.from_config(config)
-    published = RootStates.for_queue(work_queue)
-
-    def watch_limit(value: int) -> None:  # this namespace's own limit
-        Path("/proc/sys/user/max_inotify_watches").write_text(f"{value}\n")
-
-    def state() -> RootState:
-        [only] = published.current() or [RootState(str(root), "none published")]
-        return only
-
-    with open_store(config) as store:
-        daemon = Daemon(config, store, FailureLedger.for_queue(work_queue), work_queue)
-        daemon.root_check_seconds = 0.3
-        running = RunningDaemon(daemon)
-        try:
-            assert wait_until(lambda: state().state == WATCHING and not state().detail), state()
-            watch_limit(0)
-            (root / "album").mkdir()  # a folder below the root cannot be watched: the root still is
-            assert wait_until(lambda: "1 folder(s) below it could not be watched" in state().detail, timeout=5), state()
-            assert state().state == WATCHING and "sysctl fs.inotify.max_user_watches=" in state().detail
-            away = tmp_path / "unmounted"
-            root.rename(away)
-            assert wait_until(lambda: state().state == MISSING, timeout=5), state()
-            away.rename(root)  # back while no watch can be added
-            assert wait_until(lambda: state().state == NOT_WATCHABLE, timeout=5), state()
-            assert "sysctl fs.inotify.max_user_watches=" in state().detail and "rescans" in state().detail
-            watch_limit(10_000)
-            assert wait_until(lambda: state() == RootState(str(root), WATCHING), timeout=5), state()
-        except AssertionError:
-            traceback.print_exc()
-            return 1
-        finally:
-            running.close()
-    print("ok")
-    return 0
 
 
 def test_a_root_missing_at_start_is_said_on_the_terminal_in_plain_words(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from imgwatch.workqueue import INDEX_JOB, FailureLedger, WorkQueue, job_paths, t
 
 
 def test_a_scan_leaves_out_files_a_waiting_job_holds_so_the_backlog_counts_each_once(
-    config: Config, store: GraphStore, work_queue: WorkQueue, tmp_path: Path
+    config: Config, store_with_test_model: GraphStore, work_queue: WorkQueue, tmp_path: Path
 ) -> None:
     root = tmp_path / "photos"
     root.mkdir()
@@ -22,7 +22,7 @@ def test_a_scan_leaves_out_files_a_waiting_job_holds_so_the_backlog_counts_each_
     work_queue.enqueue_paths(files[:3], 32)  # as the watcher queued them: no worker took them yet
     work_queue.rq_queue.enqueue("os.system", [files[3]])  # not imgwatch's: it holds no path to leave out
     failures = FailureLedger.for_queue(work_queue)
-    scanned = scan_and_enqueue(config, store, failures, work_queue, leave_queued=True)
+    scanned = scan_and_enqueue(config, store_with_test_model, failures, work_queue, leave_queued=True)
     assert (scanned.changed, scanned.gone, scanned.already_queued) == (2, 0, 3)
     jobs = work_queue.fetch_jobs(work_queue.rq_queue.get_job_ids())
     assert sorted(path for job in jobs if job.func_name == INDEX_JOB for path in job_paths(job)) == files  # each once

@@ -22,15 +22,15 @@ from tests.helpers import RunningImgwatch, logged, make_config, process_env, tim
 
 
 def test_reconciliation_and_events_reach_the_queue_in_batches(
-    start_daemon: Callable[[Path], Daemon], work_queue: WorkQueue, store: GraphStore, tmp_path: Path
+    start_daemon: Callable[[Path], Daemon], work_queue: WorkQueue, store_with_test_model: GraphStore, tmp_path: Path
 ) -> None:
     root = tmp_path / "photos"
     root.mkdir()
     unchanged = root / "indexed.jpg"
     unchanged.write_bytes(b"1")
-    store.upsert([stored_image(unchanged)])
-    store.upsert([ImageRecord(str(root / "gone.jpg"), "0" * 64, 1, 1, 1, 1, "test/model",
-                              np.array([0, 1, 0, 0], dtype=np.float32))])
+    store_with_test_model.upsert([stored_image(unchanged)])
+    store_with_test_model.upsert([ImageRecord(str(root / "gone.jpg"), "0" * 64, 1, 1, 1, 1, "test/model",
+                                              np.array([0, 1, 0, 0], dtype=np.float32))])
     (root / "new.jpg").write_bytes(b"2")
     start_daemon(root)
     assert wait_until(lambda: queued_paths(work_queue) == sorted([str(root / "gone.jpg"), str(root / "new.jpg")]))

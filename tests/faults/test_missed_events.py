@@ -18,7 +18,6 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -26,13 +25,13 @@ import pytest
 
 from imgwatch.config import Config
 from imgwatch.daemon.service import Daemon
-from imgwatch.store import GraphStore, open_store
-from imgwatch.workqueue import FailureLedger, WorkQueue, job_paths
+from imgwatch.store import GraphStore
+from imgwatch.workqueue import FailureLedger, WorkQueue
+from tests.faults.scenarios import queued_paths, reconciled_because
 from tests.helpers import (
     RunningImgwatch,
     logged,
     lowered_inotify_limit,
-    make_config,
     process_env,
     store_mismatch,
     timed_logs,
@@ -44,18 +43,6 @@ from tests.helpers import (
 REPO = Path(__file__).resolve().parents[2]
 
 
-def queued_paths(work_queue: WorkQueue) -> set[str]:
-    jobs = work_queue.fetch_jobs(work_queue.rq_queue.get_job_ids())
-    return {path for job in jobs for path in job_paths(job)}
-
-
-@pytest.fixture
-def store(config: Config) -> Iterator[GraphStore]:
-    with open_store(config) as store:
-        store.ensure_model("test/model", 4)
-        yield store
-
-
 @pytest.fixture
 def logs() -> Iterator[list[dict[str, object]]]:
     with timed_logs() as entries:
@@ -63,7 +50,9 @@ def logs() -> Iterator[list[dict[str, object]]]:
 
 
 @pytest.fixture
-def start_daemon(config: Config, store: GraphStore, work_queue: WorkQueue) -> Iterator[Callable[..., Daemon]]:
+def start_daemon(
+    config: Config, store_with_test_model: GraphStore, work_queue: WorkQueue
+) -> Iterator[Callable[..., Daemon]]:
     """start_daemon(root, rescan_seconds=0): a Daemon thread watching ``root``, stopped after the test."""
     running: list[tuple[threading.Thread, threading.Event]] = []
 
@@ -71,7 +60,7 @@ def start_daemon(config: Config, store: GraphStore, work_queue: WorkQueue) -> It
         config.general.roots = [str(root)]
         config.watch.settle_seconds = 0.2
         config.watch.rescan_seconds = rescan_seconds
-        daemon = Daemon(config, store, FailureLedger.for_queue(work_queue), work_queue)
+        daemon = Daemon(config, store_with_test_model, FailureLedger.for_queue(work_queue), work_queue)
         daemon.root_check_seconds = root_check_seconds
         stop = threading.Event()
         thread = threading.Thread(target=daemon.run, args=(stop,), name="daemon")
@@ -84,10 +73,6 @@ def start_daemon(config: Config, store: GraphStore, work_queue: WorkQueue) -> It
     for thread, stop in running:
         stop.set()
         thread.join(timeout=30)
-
-
-def reconciled_because(logs: list[dict[str, object]], reason: str) -> list[dict[str, object]]:
-    return [e for e in logged(logs, "reconciled") if reason in str(e["reason"]).split(",")]
 
 
 def test_an_inotify_overflow_makes_the_daemon_rescan_that_root_at_once(
@@ -231,7 +216,7 @@ def run_in_own_user_namespace(scenario: str, config: Config, tmp_path: Path) -> 
     reason = user_namespace_skip_reason()
     if reason:
         pytest.skip(reason)
-    code = ("import sys; from tests.faults.test_missed_events import watch_limit_scenario; "
+    code = ("import sys; from tests.faults.scenarios import watch_limit_scenario; "
             "sys.exit(watch_limit_scenario(sys.argv[1:]))")
     result = subprocess.run(
         ["unshare", "--user", "--map-root-user", sys.executable, "-c", code, scenario, str(tmp_path),
@@ -250,83 +235,3 @@ def test_folders_that_cannot_be_watched_are_reported_once_with_the_sysctl_to_rai
 
 def test_folders_left_unwatched_are_watched_again_at_the_next_periodic_rescan(config: Config, tmp_path: Path) -> None:
     run_in_own_user_namespace("watched_again", config, tmp_path)
-
-
-def watch_limit_scenario(argv: list[str]) -> int:
-    """Runs in a user namespace of its own (see above); prints "ok" or what went wrong and the logs."""
-    scenario, tmp, redis_url, queue_name = argv
-    tmp_path = Path(tmp)
-    config = make_config(tmp_path / "data", **{"queue.redis_url": redis_url, "queue.name": queue_name})
-    root = tmp_path / "photos"
-    root.mkdir()
-    config.general.roots = [str(root)]
-    config.watch.settle_seconds = 0.2
-    config.watch.rescan_seconds = 2 if scenario == "watched_again" else 0
-    work_queue = WorkQueue.from_config(config)
-
-    def watch_limit(value: int) -> None:  # this namespace's own limit
-        Path("/proc/sys/user/max_inotify_watches").write_text(f"{value}\n")
-
-    stop = threading.Event()
-    with open_store(config) as store, timed_logs() as logs:
-        store.ensure_model("test/model", 4)
-        daemon = Daemon(config, store, FailureLedger.for_queue(work_queue), work_queue)
-        daemon.root_check_seconds = 0.3
-        thread = threading.Thread(target=daemon.run, args=(stop,))
-        thread.start()
-        try:
-            assert wait_until(lambda: bool(reconciled_because(logs, "start")))
-            if scenario == "reported_once":
-                _reported_once(daemon, root, tmp_path, work_queue, logs, watch_limit)
-            else:
-                _watched_again(daemon, root, logs, watch_limit)
-        except AssertionError:
-            traceback.print_exc()
-            print("\n".join(str(entry) for entry in logs))
-            return 1
-        finally:
-            stop.set()
-            thread.join(30)
-    print("ok")
-    return 0
-
-
-def _reported_once(daemon: Daemon, root: Path, tmp_path: Path, work_queue: WorkQueue,
-                   logs: list[dict[str, object]], watch_limit: Callable[[int], None]) -> None:
-    watch_limit(0)  # no new inotify watch in this namespace
-    (root / "new-album").mkdir()
-    (root / "another-album").mkdir()
-    assert wait_until(lambda: bool(logged(logs, "watch_limit_reached")), timeout=5)
-    time.sleep(0.3)
-    [reported] = logged(logs, "watch_limit_reached")
-    assert "sysctl fs.inotify.max_user_watches=" in str(reported["note"])
-
-    # A root that comes back while the limit is reached: reported once, watched once it can be.
-    away = tmp_path / "unmounted"
-    root.rename(away)
-    assert wait_until(lambda: bool(logged(logs, "root_missing")), timeout=5)
-    away.rename(root)
-    assert wait_until(lambda: bool(logged(logs, "root_unwatchable")), timeout=5)
-    time.sleep(1)  # more root checks fail the same way
-    [unwatchable] = logged(logs, "root_unwatchable")
-    assert "sysctl fs.inotify.max_user_watches=" in str(unwatchable["error"])
-    watch_limit(10_000)
-    assert wait_until(lambda: bool(logged(logs, "root_back", root=str(root))), timeout=5)
-    later = root / "new-album" / "later.jpg"
-    later.write_bytes(b"x")
-    assert wait_until(lambda: str(later) in queued_paths(work_queue), timeout=5)
-
-
-def _watched_again(daemon: Daemon, root: Path, logs: list[dict[str, object]],
-                   watch_limit: Callable[[int], None]) -> None:
-    watch_limit(0)
-    (root / "album").mkdir()
-    assert wait_until(lambda: bool(logged(logs, "watch_limit_reached")), timeout=5)
-    watch_limit(10_000)  # raised: the next periodic rescan starts a new watcher, which watches the album
-    # The restart's rescan is logged once the new watcher watches every folder again.
-    assert wait_until(lambda: bool(reconciled_because(logs, "watcher_restarted")), timeout=5)
-    photo = root / "album" / "photo.jpg"
-    photo.write_bytes(b"x")
-    assert wait_until(lambda: str(photo) in daemon.settler.pending_paths(), timeout=2)  # an event, not a rescan
-    [restart] = logged(logs, "watcher_restarting")
-    assert restart["log_level"] == "info" and "could not be watched" in str(restart["trouble"])

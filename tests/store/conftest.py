@@ -1,4 +1,4 @@
-"""Store fixtures: every backend behind the same ``store`` fixture."""
+"""Store fixtures: every backend behind the same ``backend_store`` fixture."""
 
 from __future__ import annotations
 
@@ -11,8 +11,14 @@ from imgwatch.store import GraphStore
 from tests.helpers import DIM, MODEL, open_backend
 
 
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    """Where a test opens its own EmbeddedGraphStore (none is there yet)."""
+    return tmp_path / "store.sqlite3"
+
+
 @pytest.fixture(params=["embedded", "neo4j"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GraphStore]:
+def backend_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GraphStore]:
     """An empty store of each backend, with MODEL/DIM recorded."""
     opened = open_backend(request.param, tmp_path)
     try:

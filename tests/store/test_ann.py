@@ -36,7 +36,8 @@ def clustered_unit_vectors(count: int, seed: int, topics: int = 60) -> np.ndarra
 
 
 @pytest.fixture(scope="module")
-def library() -> np.ndarray:
+def vectors() -> np.ndarray:
+    """The library's vectors (IMAGES of them)."""
     return clustered_unit_vectors(IMAGES, seed=1)
 
 
@@ -46,9 +47,9 @@ def queries() -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def built(library: np.ndarray) -> HnswIndex:
+def built(vectors: np.ndarray) -> HnswIndex:
     """The library under ids 1000.. (ids need not be row numbers), built in chunks."""
-    chunks = ((np.arange(start, start + 500) + 1000, library[start : start + 500]) for start in range(0, IMAGES, 500))
+    chunks = ((np.arange(start, start + 500) + 1000, vectors[start : start + 500]) for start in range(0, IMAGES, 500))
     return HnswIndex.build(DIM, chunks, revision=7)
 
 
@@ -74,26 +75,26 @@ def recall_at_k(index: HnswIndex, library: np.ndarray, ids: np.ndarray, queries:
     return hits / (K * len(queries))
 
 
-def test_recall_after_exact_rescore(built: HnswIndex, library: np.ndarray, queries: np.ndarray) -> None:
+def test_recall_after_exact_rescore(built: HnswIndex, vectors: np.ndarray, queries: np.ndarray) -> None:
     assert len(built) == IMAGES and built.revision == 7
-    assert recall_at_k(built, library, np.arange(IMAGES) + 1000, queries) >= 0.99
+    assert recall_at_k(built, vectors, np.arange(IMAGES) + 1000, queries) >= 0.99
 
 
-def test_exclude_drops_ids_and_still_fills_the_count(built: HnswIndex, library: np.ndarray) -> None:
+def test_exclude_drops_ids_and_still_fills_the_count(built: HnswIndex, vectors: np.ndarray) -> None:
     own_ids = [1000 + row for row in range(5)]
-    found = built.candidates(library[:5], 12, exclude=[{image_id} for image_id in own_ids])
+    found = built.candidates(vectors[:5], 12, exclude=[{image_id} for image_id in own_ids])
     for own, candidates in zip(own_ids, found, strict=True):
         assert own not in candidates.tolist() and len(candidates) == 12
-    plain = built.candidates(library[:1], 12)[0]
+    plain = built.candidates(vectors[:1], 12)[0]
     assert plain[0] == 1000  # a stored vector finds itself first
     with pytest.raises(ValueError):
-        built.candidates(library[:2], 5, exclude=[set()])
+        built.candidates(vectors[:2], 5, exclude=[set()])
 
 
-def test_removed_ids_are_never_returned(library: np.ndarray, queries: np.ndarray) -> None:
-    index = HnswIndex.build(DIM, [(np.arange(1000, 1000 + 1500), library[:1500])], revision=1)
+def test_removed_ids_are_never_returned(vectors: np.ndarray, queries: np.ndarray) -> None:
+    index = HnswIndex.build(DIM, [(np.arange(1000, 1000 + 1500), vectors[:1500])], revision=1)
     # Remove exactly what the queries want most: every query's true top 10.
-    wanted = {i for q in queries for i in exact_top_k(library[:1500], np.arange(1000, 2500), q, K)}
+    wanted = {i for q in queries for i in exact_top_k(vectors[:1500], np.arange(1000, 2500), q, K)}
     assert index.remove([*wanted, 99_999_999]) == len(wanted)  # an unknown id is ignored
     assert index.remove(wanted) == 0
     assert len(index) == 1500 - len(wanted)
@@ -102,17 +103,17 @@ def test_removed_ids_are_never_returned(library: np.ndarray, queries: np.ndarray
     assert all(image_id not in index for image_id in wanted)
     # A removed id can come back (a file restored), with its new vector.
     back = next(iter(wanted))
-    index.add([back], library[2000:2001])
-    assert back in index and index.candidates(library[2000], 1)[0].tolist() == [back]
+    index.add([back], vectors[2000:2001])
+    assert back in index and index.candidates(vectors[2000], 1)[0].tolist() == [back]
 
 
-def test_add_replaces_the_vector_of_an_id(library: np.ndarray) -> None:
+def test_add_replaces_the_vector_of_an_id(vectors: np.ndarray) -> None:
     index = HnswIndex(DIM)
-    index.add(np.arange(100), library[:100])
-    index.add([5, 5], library[200:202])  # the last of a repeated id wins
+    index.add(np.arange(100), vectors[:100])
+    index.add([5, 5], vectors[200:202])  # the last of a repeated id wins
     assert len(index) == 100
-    assert index.candidates(library[201], 1)[0].tolist() == [5]
-    assert 5 not in index.candidates(library[5], 3, exclude=[set()])[0].tolist()[:1]
+    assert index.candidates(vectors[201], 1)[0].tolist() == [5]
+    assert 5 not in index.candidates(vectors[5], 3, exclude=[set()])[0].tolist()[:1]
 
 
 def test_empty_index_and_empty_queries() -> None:
@@ -160,12 +161,12 @@ def test_save_then_view_from_another_process(built: HnswIndex, queries: np.ndarr
     assert sorted(p.name for p in directory.iterdir()) == sorted([CURRENT_FILE, new_path.name])
 
 
-def test_unusable_files_are_detected(library: np.ndarray, tmp_path: Path) -> None:
+def test_unusable_files_are_detected(vectors: np.ndarray, tmp_path: Path) -> None:
     with pytest.raises(IndexFileUnusable, match="missing"):
         HnswIndex.open(tmp_path / "nothing-here", DIM)
     directory = tmp_path / "ann"
     index = HnswIndex(DIM, revision=3)
-    index.add(np.arange(200), library[:200])
+    index.add(np.arange(200), vectors[:200])
     data_path = index.save(directory)
     current = directory / CURRENT_FILE
     good_metadata, good_data = current.read_text(), data_path.read_bytes()
@@ -202,20 +203,20 @@ def test_unusable_files_are_detected(library: np.ndarray, tmp_path: Path) -> Non
 
 
 def test_incremental_add_after_load_recalls_like_a_full_build(
-    built: HnswIndex, library: np.ndarray, queries: np.ndarray, tmp_path: Path
+    built: HnswIndex, vectors: np.ndarray, queries: np.ndarray, tmp_path: Path
 ) -> None:
     half = IMAGES // 2
-    first = HnswIndex.build(DIM, [(np.arange(half) + 1000, library[:half])], revision=1)
+    first = HnswIndex.build(DIM, [(np.arange(half) + 1000, vectors[:half])], revision=1)
     first.save(tmp_path / "ann")
     loaded = HnswIndex.open(tmp_path / "ann", DIM, view=False)
     assert not loaded.read_only and loaded.revision == 1
     # what usearch's restore() does not keep by itself: later inserts are as careful as the build's
     assert (loaded._index.connectivity, loaded._index.expansion_add) == (ann.CONNECTIVITY, ann.EXPANSION_ADD)
     for start in range(half, IMAGES, 32):  # worker-sized batches
-        loaded.add(np.arange(start, min(start + 32, IMAGES)) + 1000, library[start : start + 32])
+        loaded.add(np.arange(start, min(start + 32, IMAGES)) + 1000, vectors[start : start + 32])
     assert len(loaded) == IMAGES
     ids = np.arange(IMAGES) + 1000
-    incremental, full = recall_at_k(loaded, library, ids, queries), recall_at_k(built, library, ids, queries)
+    incremental, full = recall_at_k(loaded, vectors, ids, queries), recall_at_k(built, vectors, ids, queries)
     assert incremental >= 0.99 and abs(incremental - full) <= 0.01
 
 

@@ -98,12 +98,8 @@ def queries() -> np.ndarray:
 
 
 @pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "store.sqlite3"
-
-
-@pytest.fixture
-def store(db_path: Path, vectors: np.ndarray) -> Iterator[EmbeddedGraphStore]:
+def ann_store(db_path: Path, vectors: np.ndarray) -> Iterator[EmbeddedGraphStore]:
+    """An EmbeddedGraphStore holding ``vectors``, past the size (THRESHOLD) where searches go through the index."""
     opened = EmbeddedGraphStore(db_path, ann_min_images=THRESHOLD)
     opened.ensure_model(MODEL, DIM)
     fill(opened, vectors)
@@ -128,11 +124,11 @@ def test_below_the_threshold_search_stays_exact_and_builds_nothing(db_path: Path
 
 
 def test_nearest_through_the_index_finds_the_exact_top_10_with_exact_scores(
-    store: EmbeddedGraphStore, vectors: np.ndarray, queries: np.ndarray
+    ann_store: EmbeddedGraphStore, vectors: np.ndarray, queries: np.ndarray
 ) -> None:
-    indexed(store)
-    assert recall(store, library_of(vectors), queries) >= 0.99
-    assert store.ann.untrusted <= len(queries) // 2  # the index answered most of them itself
+    indexed(ann_store)
+    assert recall(ann_store, library_of(vectors), queries) >= 0.99
+    assert ann_store.ann.untrusted <= len(queries) // 2  # the index answered most of them itself
 
 
 def test_a_query_in_a_flat_neighbourhood_is_scanned_exactly_where_the_index_alone_misses(
@@ -164,35 +160,37 @@ def test_a_query_in_a_flat_neighbourhood_is_scanned_exactly_where_the_index_alon
 
 
 def test_writes_after_the_index_are_found_through_the_delta_and_deletions_never_returned(
-    store: EmbeddedGraphStore, vectors: np.ndarray, queries: np.ndarray
+    ann_store: EmbeddedGraphStore, vectors: np.ndarray, queries: np.ndarray
 ) -> None:
-    revision = indexed(store)
+    revision = indexed(ann_store)
     library = library_of(vectors)
     added = clustered_unit_vectors(300, seed=3)
-    fill(store, added, first=IMAGES)
+    fill(ann_store, added, first=IMAGES)
     library.update(library_of(added, first=IMAGES))
     removed = [path_of(i) for i in range(0, IMAGES, 10)]
-    store.remove(removed)
+    ann_store.remove(removed)
     for path in removed:
         del library[path]
-    assert store.ann.index_revision == revision  # 600 changes: below the bound, the index is not touched
-    assert recall(store, library, queries) >= 0.99
-    assert store.ann.untrusted <= len(queries) // 2
+    assert ann_store.ann.index_revision == revision  # 600 changes: below the bound, the index is not touched
+    assert recall(ann_store, library, queries) >= 0.99
+    assert ann_store.ann.untrusted <= len(queries) // 2
     for number in range(0, 300, 7):  # each new image finds itself
-        assert store.nearest(added[number], 1)[0].path == path_of(IMAGES + number)
+        assert ann_store.nearest(added[number], 1)[0].path == path_of(IMAGES + number)
     gone = set(removed)
     for number in range(0, IMAGES, 10):  # a deleted image's own vector does not bring it back
-        assert not gone & {m.path for m in store.nearest(vectors[number], K)}
+        assert not gone & {m.path for m in ann_store.nearest(vectors[number], K)}
 
 
-def test_a_re_embedded_image_is_found_by_its_new_vector_only(store: EmbeddedGraphStore, vectors: np.ndarray) -> None:
-    indexed(store)
+def test_a_re_embedded_image_is_found_by_its_new_vector_only(
+    ann_store: EmbeddedGraphStore, vectors: np.ndarray
+) -> None:
+    indexed(ann_store)
     moved_to = vectors[2000]
-    store.upsert([make_record(path_of(7), moved_to)])
-    first = store.nearest(moved_to, 2)
+    ann_store.upsert([make_record(path_of(7), moved_to)])
+    first = ann_store.nearest(moved_to, 2)
     assert {m.path for m in first} == {path_of(7), path_of(2000)}
     assert all(m.score == pytest.approx(1.0, abs=1e-5) for m in first)
-    assert path_of(7) not in {m.path for m in store.nearest(vectors[7], 3) if m.score > 0.9999}
+    assert path_of(7) not in {m.path for m in ann_store.nearest(vectors[7], 3) if m.score > 0.9999}
 
 
 def test_link_through_the_index_gives_the_links_of_the_exact_path(
@@ -222,38 +220,38 @@ def test_link_through_the_index_gives_the_links_of_the_exact_path(
 
 
 def test_a_deleted_index_directory_is_rebuilt_with_the_same_results(
-    store: EmbeddedGraphStore, vectors: np.ndarray, queries: np.ndarray
+    ann_store: EmbeddedGraphStore, vectors: np.ndarray, queries: np.ndarray
 ) -> None:
-    indexed(store)
-    before = [store.nearest(query, K) for query in queries[:20]]
-    shutil.rmtree(store.ann.directory)
-    during = [store.nearest(query, K) for query in queries[:20]]  # exact while it is rebuilt
-    store.ann.wait_for_maintenance(60)
-    assert store.ann.saves == 2
-    after = [store.nearest(query, K) for query in queries[:20]]
-    assert store.ann.index_revision is not None
+    indexed(ann_store)
+    before = [ann_store.nearest(query, K) for query in queries[:20]]
+    shutil.rmtree(ann_store.ann.directory)
+    during = [ann_store.nearest(query, K) for query in queries[:20]]  # exact while it is rebuilt
+    ann_store.ann.wait_for_maintenance(60)
+    assert ann_store.ann.saves == 2
+    after = [ann_store.nearest(query, K) for query in queries[:20]]
+    assert ann_store.ann.index_revision is not None
     for one, two, three in zip(before, during, after, strict=True):
         assert [m.path for m in one] == [m.path for m in two] == [m.path for m in three]
 
 
-def test_an_index_of_another_store_is_not_used_but_rebuilt(tmp_path: Path, store: EmbeddedGraphStore,
+def test_an_index_of_another_store_is_not_used_but_rebuilt(tmp_path: Path, ann_store: EmbeddedGraphStore,
                                                             vectors: np.ndarray, queries: np.ndarray) -> None:
-    indexed(store)
+    indexed(ann_store)
     other_path = tmp_path / "other.sqlite3"
     with EmbeddedGraphStore(other_path, ann_min_images=THRESHOLD) as other:
         other.ensure_model(MODEL, DIM)
         other_vectors = clustered_unit_vectors(IMAGES, seed=5)
         fill(other, other_vectors)
-        shutil.copytree(store.ann.directory, other.ann.directory)  # the first store's index, put beside it
+        shutil.copytree(ann_store.ann.directory, other.ann.directory)  # the first store's index, put beside it
         indexed(other)
         assert other.ann.saves == 1  # it built its own
         assert recall(other, library_of(other_vectors), queries[:20]) >= 0.99
 
 
 def test_a_second_process_shares_the_saved_index_and_sees_the_writes_after_it(
-    store: EmbeddedGraphStore, db_path: Path, vectors: np.ndarray
+    ann_store: EmbeddedGraphStore, db_path: Path, vectors: np.ndarray
 ) -> None:
-    revision = indexed(store)
+    revision = indexed(ann_store)
     reader = subprocess.Popen([sys.executable, "-c", READER_SCRIPT, str(db_path), str(THRESHOLD)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=ENV)
     assert reader.stdin is not None and reader.stdout is not None
@@ -271,8 +269,8 @@ def test_a_second_process_shares_the_saved_index_and_sees_the_writes_after_it(
         assert answer["index_revision"] == revision and answer["saves"] == 0  # opened, not built
         assert answer["matches"][0][0] == path_of(5)  # type: ignore[index]
         fresh = clustered_unit_vectors(50, seed=4)
-        fill(store, fresh, first=IMAGES)
-        store.remove([path_of(5)])
+        fill(ann_store, fresh, first=IMAGES)
+        ann_store.remove([path_of(5)])
         for number in (0, 17, 49):
             answer = ask(fresh[number], 1)
             assert answer["matches"][0][0] == path_of(IMAGES + number)  # type: ignore[index]

@@ -75,11 +75,6 @@ def wait_for(condition: Callable[[], bool], timeout: float = 30) -> None:
 
 
 @pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "store.sqlite3"
-
-
-@pytest.fixture
 def writer(db_path: Path) -> Iterator[EmbeddedGraphStore]:
     """This process's store on ``db_path``, with MODEL/DIM recorded."""
     store = EmbeddedGraphStore(db_path)

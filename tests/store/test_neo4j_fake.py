@@ -4,8 +4,8 @@ The stand-in (tests/store/neo4j_stand_in.py) logs every statement with its trans
 so these tests check what the store sends, in which transaction and in
 which order: the link lock after the candidate searches, embeddings only when changed,
 schema looked at before anything is created. Whether the Cypher itself is right needs a
-real server: test_contract.py runs there when IMGWATCH_TEST_NEO4J_URI is set. A few of
-its scenarios also run here on the stand-in.
+real server: test_contract.py runs there when IMGWATCH_TEST_NEO4J_URI is set. Its shared
+scenarios (contract_cases.py) also run here on the stand-in.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from imgwatch.store.neo4j import cosine_to_score
 from imgwatch.store.neo4j import cypher as q
 from imgwatch.store.neo4j.schema import MAX_VECTOR_DIMENSIONS
 from tests.helpers import DIM, MODEL, WEIGHTS_FILE, angled, axis, make_record
-from tests.store import test_contract as contract
+from tests.store import contract_cases
 from tests.store.neo4j_stand_in import FakeServer, Row, fake_store
 
 
 @pytest.fixture
-def store() -> GraphStore:
+def neo4j_store_on_stand_in() -> GraphStore:
     opened, _ = fake_store()
     opened.ensure_model(MODEL, DIM)
     return opened
@@ -34,45 +34,18 @@ def store() -> GraphStore:
 
 # -- the contract's scenarios, on the stand-in -------------------------------------------
 
-CONTRACT_SCENARIOS = [
-    contract.test_upsert_then_get_returns_the_node_facts,
-    contract.test_upsert_of_an_existing_path_replaces_it,
-    contract.test_update_file_states_changes_only_size_and_mtime,
-    contract.test_the_whole_file_signature_is_kept_read_back_and_updated,
-    contract.test_link_keeps_neighbours_above_threshold_up_to_top_k,
-    contract.test_links_are_undirected_and_stored_once,
-    contract.test_images_in_one_link_call_link_to_each_other,
-    contract.test_link_replaces_every_link_of_the_image_at_either_end,
-    contract.test_an_image_is_marked_linked_until_its_embedding_changes,
-    contract.test_relinking_an_image_keeps_the_links_its_neighbours_still_choose,
-    contract.test_link_with_nothing_above_threshold_clears_links,
-    contract.test_remove_deletes_the_node_and_its_links,
-    contract.test_file_states_under_a_directory_excludes_prefix_siblings,
-    contract.test_ensure_model_refuses_another_model_while_images_exist,
-    contract.test_ensure_model_switches_when_the_store_is_empty,
-    contract.test_the_weights_file_is_recorded_with_the_model_and_where_it_moved,
-    contract.test_switching_the_model_of_an_empty_store_forgets_the_old_weights_file,
-    contract.test_upserting_a_record_of_another_model_is_refused,
-    contract.test_a_neighbour_keeps_or_drops_its_link_as_a_fresh_pick_would,
-    contract.test_indexed_at_changes_only_when_the_embedding_is_written,
-    contract.test_links_at_least_returns_each_link_at_or_above_the_threshold_once,
-    contract.test_links_at_least_refuses_a_threshold_that_is_not_a_cosine,
-    contract.test_links_at_least_on_an_empty_store_finds_nothing,
-    contract.test_embeddings_by_hash_finds_the_stored_embedding_of_known_content_of_the_model,
-    contract.test_rename_paths_keeps_the_node_its_embedding_file_state_and_links,
-    contract.test_a_moved_image_replaces_the_image_at_its_new_path,
-    contract.test_renames_apply_in_order_so_two_images_can_swap_paths,
-    contract.test_move_folder_moves_everything_below_it_and_nothing_beside_it,
-]
+@pytest.mark.parametrize("scenario", contract_cases.SCENARIOS, ids=lambda scenario: scenario.__name__)
+def test_contract_scenarios_hold_on_the_stand_in(
+    scenario: Callable[[GraphStore], None], neo4j_store_on_stand_in: GraphStore
+) -> None:
+    scenario(neo4j_store_on_stand_in)
 
 
-@pytest.mark.parametrize("scenario", CONTRACT_SCENARIOS, ids=lambda f: f.__name__.removeprefix("test_"))
-def test_contract_scenarios_hold_on_the_stand_in(scenario: Callable[[GraphStore], None], store: GraphStore) -> None:
-    scenario(store)
-
-
-def test_links_at_least_pages_through_ties_on_the_stand_in(store: GraphStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    contract.test_links_at_least_pages_through_ties_without_losing_or_repeating_a_link(store, monkeypatch)
+def test_links_at_least_pages_through_ties_on_the_stand_in(
+    neo4j_store_on_stand_in: GraphStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    contract_cases.links_at_least_pages_through_ties_without_losing_or_repeating_a_link(
+        neo4j_store_on_stand_in, monkeypatch)
 
 
 # -- indexed_at and links_at_least ------------------------------------------------------------
@@ -84,7 +57,7 @@ def test_links_at_least_reads_one_page_per_read_transaction_after_the_last_row(m
     monkeypatch.setattr(neo4j_store, "PAGE_SIZE", 2)
     store, server = fake_store()
     store.ensure_model(MODEL, DIM)
-    contract.linked_star(store)  # six links
+    contract_cases.linked_star(store)  # six links
     pages: list[dict[str, Any]] = []
     original = server.answer
 
@@ -111,7 +84,7 @@ def test_a_migration_between_stand_ins_copies_indexed_at() -> None:
     source, _ = fake_store()
     target, _ = fake_store()
     source.ensure_model(MODEL, DIM)
-    contract.linked_star(source)
+    contract_cases.linked_star(source)
     paths = ["/p/anchor.jpg", "/p/99.jpg", "/p/95.jpg", "/p/85.jpg"]
 
     report = migrate(source, target)
@@ -139,7 +112,7 @@ def test_the_score_index_is_created_once_and_a_user_who_may_not_create_it_still_
     assert store.describe()["link_score_index"].startswith("MISSING")
 
 
-# -- linking (review points 3 and 5) ------------------------------------------------------
+# -- linking: searches outside the lock, pairs within a batch scored in Python ------------
 
 
 def test_link_searches_before_taking_the_lock_and_holds_it_only_to_read_former_links_and_write() -> None:
@@ -218,7 +191,7 @@ def test_link_with_top_k_zero_drops_links_marks_linked_and_keeps_recorded_bars()
     assert server.images["/p/a.jpg"]["pick_bar"] == bar and q.CANDIDATES not in server.statements("write")
 
 
-# -- upsert sends embeddings only when they changed (review point 10) --------------------
+# -- upsert sends embeddings only when they changed --------------------------------------
 
 
 def test_upsert_sends_an_embedding_only_for_new_or_changed_images() -> None:
@@ -249,7 +222,7 @@ def test_an_unchanged_upsert_sends_no_embedding_at_all() -> None:
     assert server.sent == [] and q.SET_EMBEDDINGS not in server.statements()
 
 
-# -- schema: look first, create only what is missing (review points 8 and 11) ------------
+# -- schema: look first, create only what is missing -------------------------------------
 
 
 def test_opening_a_complete_schema_creates_nothing() -> None:
@@ -320,7 +293,7 @@ def test_a_read_only_store_never_creates_anything() -> None:
     assert not [s for s in server.statements() if s.startswith(("CREATE", "MERGE"))]
 
 
-# -- stats, recorded_model, file_states (review points 2 and 4) --------------------------
+# -- stats and recorded_model in one read each, file_states as one range -----------------
 
 
 def test_stats_count_links_without_labels_and_recorded_model_is_one_read() -> None:

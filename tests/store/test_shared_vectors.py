@@ -102,12 +102,8 @@ class Reader:
 
 
 @pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "store.sqlite3"
-
-
-@pytest.fixture
-def store(db_path: Path) -> Iterator[EmbeddedGraphStore]:
+def embedded_store(db_path: Path) -> Iterator[EmbeddedGraphStore]:
+    """An empty EmbeddedGraphStore at ``db_path`` with MODEL/DIM recorded."""
     opened = EmbeddedGraphStore(db_path)
     try:
         opened.ensure_model(MODEL, DIM)
@@ -131,43 +127,43 @@ def vector_files(db_path: Path) -> list[Path]:
 
 
 def test_a_second_process_follows_each_write_without_reloading_and_never_sees_deleted_images(
-    store: EmbeddedGraphStore, db_path: Path
+    embedded_store: EmbeddedGraphStore, db_path: Path
 ) -> None:
-    store.upsert([make_record("/p/a.jpg", axis(0))])
+    embedded_store.upsert([make_record("/p/a.jpg", axis(0))])
     reader = Reader(db_path)
     try:
         first = reader.nearest(axis(0), 5)
         assert [path for path, _ in first["matches"]] == ["/p/a.jpg"]  # type: ignore[attr-defined]
 
-        store.upsert([make_record("/p/b.jpg", angled(0.9, 1))])
+        embedded_store.upsert([make_record("/p/b.jpg", angled(0.9, 1))])
         assert reader.paths(axis(0), 5) == ["/p/a.jpg", "/p/b.jpg"]
-        store.remove(["/p/a.jpg"])
+        embedded_store.remove(["/p/a.jpg"])
         assert reader.paths(axis(0), 5) == ["/p/b.jpg"]
-        store.upsert([make_record("/p/b.jpg", axis(0))])  # re-embedded in place: same id, same slot
+        embedded_store.upsert([make_record("/p/b.jpg", axis(0))])  # re-embedded in place: same id, same slot
         [[path, score]] = reader.nearest(axis(0), 5)["matches"]  # type: ignore[misc]
         assert path == "/p/b.jpg" and score == pytest.approx(1.0, abs=1e-6)
 
         # Past the files' first capacity: they grow, and the reader remaps instead of rebuilding.
         many = random_unit_vectors(SLOT_STEP + 500, DIM, seed=11)
-        fill(store, many, prefix="/many", batch=5000)
-        store.remove(["/many/7.jpg"])
+        fill(embedded_store, many, prefix="/many", batch=5000)
+        embedded_store.remove(["/many/7.jpg"])
         last = reader.nearest(many[-1], 3)
         assert [p for p, _ in last["matches"]][0] == f"/many/{len(many) - 1}.jpg"  # type: ignore[index]
         assert "/many/7.jpg" not in reader.paths(many[7], 3)
         assert last["rebuilds"] == 0 and last["vectors_inode"] == first["vectors_inode"]
     finally:
         reader.close()
-    assert store.vectors.rebuilds == 1  # the files were created once, by the first writer
+    assert embedded_store.vectors.rebuilds == 1  # the files were created once, by the first writer
 
 
-def test_results_equal_brute_force_over_thousands_of_vectors(store: EmbeddedGraphStore) -> None:
+def test_results_equal_brute_force_over_thousands_of_vectors(embedded_store: EmbeddedGraphStore) -> None:
     vectors = random_unit_vectors(3000, DIM, seed=1)
-    fill(store, vectors, batch=700)
+    fill(embedded_store, vectors, batch=700)
     removed = list(range(0, 3000, 7))
-    store.remove([f"/p/{i}.jpg" for i in removed])
+    embedded_store.remove([f"/p/{i}.jpg" for i in removed])
     replaced = [i for i in range(3, 3000, 11) if i % 7]  # re-embedded in place
     fresh = random_unit_vectors(len(replaced), DIM, seed=2)
-    store.upsert([make_record(f"/p/{i}.jpg", v) for i, v in zip(replaced, fresh, strict=True)])
+    embedded_store.upsert([make_record(f"/p/{i}.jpg", v) for i, v in zip(replaced, fresh, strict=True)])
     expected_vectors = vectors.copy()
     expected_vectors[replaced] = fresh
     alive = np.array(sorted(set(range(3000)) - set(removed)))
@@ -177,27 +173,27 @@ def test_results_equal_brute_force_over_thousands_of_vectors(store: EmbeddedGrap
         candidates = np.array([i for i in alive if f"/p/{i}.jpg" not in exclude])
         scores = expected_vectors[candidates].astype(np.float64) @ query.astype(np.float64)
         best = np.argsort(-scores, kind="stable")[:25]
-        found = store.nearest(query, 25, exclude=exclude)
+        found = embedded_store.nearest(query, 25, exclude=exclude)
         assert [m.path for m in found] == [f"/p/{i}.jpg" for i in candidates[best]]
         np.testing.assert_allclose([m.score for m in found], scores[best], atol=1e-5)
-    assert len(store.nearest(vectors[1], 10_000)) == len(alive)
+    assert len(embedded_store.nearest(vectors[1], 10_000)) == len(alive)
 
 
-def test_equal_scores_come_in_id_order(store: EmbeddedGraphStore) -> None:
-    store.upsert([make_record(f"/p/{name}.jpg", axis(1)) for name in ("c", "a", "b")])  # ids 1, 2, 3
-    assert [m.path for m in store.nearest(axis(1), 3)] == ["/p/c.jpg", "/p/a.jpg", "/p/b.jpg"]
+def test_equal_scores_come_in_id_order(embedded_store: EmbeddedGraphStore) -> None:
+    embedded_store.upsert([make_record(f"/p/{name}.jpg", axis(1)) for name in ("c", "a", "b")])  # ids 1, 2, 3
+    assert [m.path for m in embedded_store.nearest(axis(1), 3)] == ["/p/c.jpg", "/p/a.jpg", "/p/b.jpg"]
 
 
 @pytest.mark.parametrize("damage", ["delete", "truncate vectors", "truncate live flags", "corrupt header",
                                     "empty live file", "delete lock file"])
 def test_damaged_or_missing_files_are_rebuilt_with_the_same_results(
-    store: EmbeddedGraphStore, db_path: Path, damage: str
+    embedded_store: EmbeddedGraphStore, db_path: Path, damage: str
 ) -> None:
-    fill(store, random_unit_vectors(1500, DIM, seed=4))
-    store.remove(["/p/3.jpg", "/p/1499.jpg"])
+    fill(embedded_store, random_unit_vectors(1500, DIM, seed=4))
+    embedded_store.remove(["/p/3.jpg", "/p/1499.jpg"])
     queries = random_unit_vectors(5, DIM, seed=5)
-    before = results(store, queries)
-    store.close()
+    before = results(embedded_store, queries)
+    embedded_store.close()
 
     vectors_file, live_file = vector_files(db_path)
     if damage == "delete":
@@ -241,10 +237,10 @@ def test_another_store_file_put_in_place_gets_its_own_vectors(tmp_path: Path, db
 
 
 def test_an_older_copy_of_the_store_put_back_is_detected_by_its_revision(
-    store: EmbeddedGraphStore, db_path: Path, tmp_path: Path
+    embedded_store: EmbeddedGraphStore, db_path: Path, tmp_path: Path
 ) -> None:
-    fill(store, random_unit_vectors(20, DIM, seed=9))
-    store.close()
+    fill(embedded_store, random_unit_vectors(20, DIM, seed=9))
+    embedded_store.close()
     backup = tmp_path / "backup.sqlite3"
     shutil.copyfile(db_path, backup)
     with EmbeddedGraphStore(db_path) as later:
@@ -259,10 +255,10 @@ def test_an_older_copy_of_the_store_put_back_is_detected_by_its_revision(
 
 
 def test_an_open_reader_follows_when_the_revision_goes_back_or_the_model_changes(
-    store: EmbeddedGraphStore, db_path: Path
+    embedded_store: EmbeddedGraphStore, db_path: Path
 ) -> None:
     for i in range(1, 4):  # one revision each
-        store.upsert([make_record(f"/p/{i}.jpg", angled(0.9, i))])
+        embedded_store.upsert([make_record(f"/p/{i}.jpg", angled(0.9, i))])
     with EmbeddedGraphStore(db_path) as reader:
         assert len(reader.nearest(axis(0), 5)) == 3
         with sqlite3.connect(db_path) as raw:  # as if the file were replaced by an older copy
@@ -271,17 +267,17 @@ def test_an_open_reader_follows_when_the_revision_goes_back_or_the_model_changes
         assert len(reader.nearest(axis(0), 5)) == 3
         assert reader.vectors.rebuilds == 1
 
-        store.remove([f"/p/{i}.jpg" for i in range(1, 4)])
-        store.ensure_model("other-model/v2", 8)
-        store.upsert([make_record("/p/small.jpg", axis(1, dim=8), model="other-model/v2")])
+        embedded_store.remove([f"/p/{i}.jpg" for i in range(1, 4)])
+        embedded_store.ensure_model("other-model/v2", 8)
+        embedded_store.upsert([make_record("/p/small.jpg", axis(1, dim=8), model="other-model/v2")])
         assert [m.path for m in reader.nearest(axis(1, dim=8), 5)] == ["/p/small.jpg"]
-        assert reader.vectors.rebuilds + store.vectors.rebuilds == 3  # created, revision back, dim 8
+        assert reader.vectors.rebuilds + embedded_store.vectors.rebuilds == 3  # created, revision back, dim 8
 
 
 def test_rows_written_to_sqlite_behind_the_files_back_are_caught_up(
-    store: EmbeddedGraphStore, db_path: Path
+    embedded_store: EmbeddedGraphStore, db_path: Path
 ) -> None:
-    fill(store, random_unit_vectors(10, DIM, seed=10))
+    fill(embedded_store, random_unit_vectors(10, DIM, seed=10))
     with sqlite3.connect(db_path) as raw:  # what a writer that died after its commit leaves
         rev = raw.execute("UPDATE meta SET value = value + 1 WHERE key = 'rev' RETURNING value").fetchone()[0]
         raw.execute("INSERT INTO images (path, sha256, size, mtime_ns, width, height, model, embedding, rev) "
@@ -290,17 +286,17 @@ def test_rows_written_to_sqlite_behind_the_files_back_are_caught_up(
         raw.execute("DELETE FROM images WHERE id = 1")
     raw.close()
 
-    found = store.nearest(axis(5), 20)
+    found = embedded_store.nearest(axis(5), 20)
     assert found[0] == Match("/p/raw.jpg", pytest.approx(1.0, abs=1e-6))
     assert "/p/0.jpg" not in {m.path for m in found} and len(found) == 10
-    assert store.vectors.rebuilds == 1  # caught up, not rebuilt
+    assert embedded_store.vectors.rebuilds == 1  # caught up, not rebuilt
 
 
 @pytest.mark.parametrize("when", ["after_commit", "before_header"])
 def test_a_writer_killed_between_its_commit_and_the_file_update_is_repaired(
-    store: EmbeddedGraphStore, db_path: Path, tmp_path: Path, when: str
+    embedded_store: EmbeddedGraphStore, db_path: Path, tmp_path: Path, when: str
 ) -> None:
-    fill(store, random_unit_vectors(10, DIM, seed=12))
+    fill(embedded_store, random_unit_vectors(10, DIM, seed=12))
     new_vectors = random_unit_vectors(30, DIM, seed=13)
     np.save(tmp_path / "new.npy", new_vectors)
     command = [sys.executable, "-c", CRASHING_WRITER_SCRIPT, str(db_path), when, str(DIM), MODEL,
@@ -317,10 +313,10 @@ def test_a_writer_killed_between_its_commit_and_the_file_update_is_repaired(
 
 
 def test_threads_sharing_one_store_search_while_another_store_writes(
-    store: EmbeddedGraphStore, db_path: Path
+    embedded_store: EmbeddedGraphStore, db_path: Path
 ) -> None:
     vectors = random_unit_vectors(400, DIM, seed=14)
-    fill(store, vectors[:200])
+    fill(embedded_store, vectors[:200])
     failures: list[BaseException] = []
     with EmbeddedGraphStore(db_path) as shared:
 
@@ -335,7 +331,7 @@ def test_threads_sharing_one_store_search_while_another_store_writes(
         for thread in threads:
             thread.start()
         for start in range(200, 400, 20):
-            store.upsert([make_record(f"/p/{i}.jpg", vectors[i]) for i in range(start, start + 20)])
+            embedded_store.upsert([make_record(f"/p/{i}.jpg", vectors[i]) for i in range(start, start + 20)])
         for thread in threads:
             thread.join(timeout=60)
         assert not failures, failures

@@ -8,20 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from imgwatch.config import Config
 from imgwatch.embedding import Embedder, EmbeddingModel, EmbedResult
 from imgwatch.embedding.embedder import ReuseLookup
 from imgwatch.files import PathFilter
-from imgwatch.store import GraphStore, ImageRecord, open_store
+from imgwatch.store import GraphStore, ImageRecord
 from imgwatch.workers.indexer import Indexer, LinkPolicy
 from imgwatch.workqueue import FailureLedger
-
-
-@pytest.fixture
-def store(config: Config) -> Iterator[GraphStore]:
-    with open_store(config) as store:
-        yield store
-
 
 
 @pytest.fixture

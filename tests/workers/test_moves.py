@@ -47,29 +47,17 @@ class CountingModel(EmbeddingModel):
 
 
 @pytest.fixture
-def model(calibrated_model: EmbeddingModel) -> CountingModel:
+def counting_model(calibrated_model: EmbeddingModel) -> CountingModel:
     return CountingModel(calibrated_model)
 
 
 @pytest.fixture
-def root(tmp_path: Path) -> Path:
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    return folder
-
-
-@pytest.fixture
-def store(config: Config, model: CountingModel) -> Iterator[GraphStore]:
-    with open_store(config) as opened:
-        opened.ensure_model(model.identity, model.dim)
-        yield opened
-
-
-@pytest.fixture
-def indexer(config: Config, model: CountingModel, store: GraphStore, work_queue: WorkQueue,
-            root: Path) -> Iterator[Indexer]:
+def counting_indexer(config: Config, counting_model: CountingModel, store: GraphStore, work_queue: WorkQueue,
+                     root: Path) -> Iterator[Indexer]:
+    """The worker's indexer on ``counting_model``, sending follow-ups through the real queue."""
     config.general.roots = [str(root)]
-    embedder = Embedder(model, batch_size=8, decode_threads=2)
+    store.ensure_model(counting_model.identity, counting_model.dim)
+    embedder = Embedder(counting_model, batch_size=8, decode_threads=2)
     indexer = Indexer(embedder, store, FailureLedger.for_queue(work_queue),
                       lambda paths: work_queue.enqueue_paths(paths, batch_size=len(paths)),
                       LinkPolicy(threshold=0.0, top_k=3),  # threshold 0: linked by rank alone
@@ -125,7 +113,8 @@ def embedding_of(store: GraphStore, path: str) -> np.ndarray:
 
 
 @pytest.fixture
-def start_daemon(config: Config, work_queue: WorkQueue) -> Iterator[Callable[[], Daemon]]:
+def start_daemon_with_own_reader(config: Config, work_queue: WorkQueue) -> Iterator[Callable[[], Daemon]]:
+    """start(): a Daemon thread on a store connection of its own, stopped after the test."""
     stops: list[tuple[threading.Event, threading.Thread, GraphStore]] = []
 
     def start() -> Daemon:
@@ -147,22 +136,22 @@ def start_daemon(config: Config, work_queue: WorkQueue) -> Iterator[Callable[[],
 
 
 def test_a_watched_folder_move_is_a_rename_with_no_forward_pass_and_the_same_links(
-    indexer: Indexer, store: GraphStore, model: CountingModel, work_queue: WorkQueue, root: Path,
-    photo_arrays: dict[str, object], start_daemon: Callable[[], Daemon],
+    counting_indexer: Indexer, store: GraphStore, counting_model: CountingModel, work_queue: WorkQueue, root: Path,
+    photo_arrays: dict[str, object], start_daemon_with_own_reader: Callable[[], Daemon],
 ) -> None:
     album = root / "album"
     paths = [album / f"{i:02d}.jpg" for i in range(FOLDER_PHOTOS)] + [root / f"other-{i}.jpg" for i in range(6)]
     write_photos(photo_arrays, paths)
-    indexer.index([str(p) for p in paths])
+    counting_indexer.index([str(p) for p in paths])
     links_before = all_links(store)
     first_before = store.get(str(album / "00.jpg"))
     inside = [link for link in links_before if "/album/" in link[0] and "/album/" in link[1]]
     across = [link for link in links_before if ("/album/" in link[0]) != ("/album/" in link[1])]
     assert inside and across  # linked to each other and to the others
-    start_daemon()
+    start_daemon_with_own_reader()
     wait_until(lambda: work_queue.rq_queue.count == 0, timeout=5)  # its start rescan: nothing changed
     drain(work_queue)
-    model.images_embedded = 0
+    counting_model.images_embedded = 0
 
     moved = root / "2024" / "summer"
     moved.parent.mkdir()
@@ -172,7 +161,7 @@ def test_a_watched_folder_move_is_a_rename_with_no_forward_pass_and_the_same_lin
     assert wait_until(lambda: work_queue.rq_queue.count > 0, timeout=10), "the move was not enqueued"
     assert wait_until(lambda: (drain(work_queue), store.get(str(moved / "00.jpg")))[1] is not None, timeout=20)
     drain(work_queue)  # the follow-ups: every path at both ends, unchanged
-    assert model.images_embedded == 0
+    assert counting_model.images_embedded == 0
     first = store.get(str(moved / "00.jpg"))  # the same node, renamed (a re-upsert would stamp a new indexed_at)
     assert first is not None and first_before is not None and first.indexed_at == first_before.indexed_at
     assert [s.path for s in store.file_states(under=str(album))] == []
@@ -183,19 +172,20 @@ def test_a_watched_folder_move_is_a_rename_with_no_forward_pass_and_the_same_lin
 
 
 def test_a_copy_gets_the_same_embedding_without_a_forward_pass(
-    indexer: Indexer, store: GraphStore, model: CountingModel, root: Path, photo_arrays: dict[str, object],
+    counting_indexer: Indexer, store: GraphStore, counting_model: CountingModel, root: Path,
+    photo_arrays: dict[str, object],
 ) -> None:
     original = root / "a.jpg"
     write_photos(photo_arrays, [original, root / "b.jpg"])
-    indexer.index([str(original), str(root / "b.jpg")])
-    model.images_embedded = 0
+    counting_indexer.index([str(original), str(root / "b.jpg")])
+    counting_model.images_embedded = 0
 
     copy = root / "backup" / "a-copy.jpg"
     copy.parent.mkdir()
     shutil.copy(original, copy)
-    outcome = indexer.index([str(copy)])
+    outcome = counting_indexer.index([str(copy)])
 
-    assert model.images_embedded == 0 and outcome.reused == [str(copy)]
+    assert counting_model.images_embedded == 0 and outcome.reused == [str(copy)]
     np.testing.assert_array_equal(embedding_of(store, str(copy)), embedding_of(store, str(original)))
     stored, source = store.get(str(copy)), store.get(str(original))
     assert stored is not None and source is not None
@@ -205,15 +195,15 @@ def test_a_copy_gets_the_same_embedding_without_a_forward_pass(
 
 
 def test_a_renamed_file_keeps_its_node_and_links_without_a_forward_pass(
-    indexer: Indexer, store: GraphStore, model: CountingModel, work_queue: WorkQueue, root: Path,
+    counting_indexer: Indexer, store: GraphStore, counting_model: CountingModel, work_queue: WorkQueue, root: Path,
     photo_arrays: dict[str, object],
 ) -> None:
     paths = [root / f"{name}.jpg" for name in ("a", "b", "c", "d")]
     write_photos(photo_arrays, paths)
-    indexer.index([str(p) for p in paths])
+    counting_indexer.index([str(p) for p in paths])
     before = store.get(str(paths[0]))
     links = all_links(store)
-    model.images_embedded = 0
+    counting_model.images_embedded = 0
 
     renamed = root / "z-renamed.jpg"
     paths[0].rename(renamed)
@@ -222,7 +212,7 @@ def test_a_renamed_file_keeps_its_node_and_links_without_a_forward_pass(
     work_queue.enqueue_moves([(str(paths[0]), str(renamed))])  # delivered twice: harmless
     drain(work_queue)
 
-    assert model.images_embedded == 0
+    assert counting_model.images_embedded == 0
     assert store.get(str(paths[0])) is None
     # The same node under its new name; a rename sets the file's ctime, so its signature was refreshed (by hash).
     assert store.get(str(renamed)) == dataclasses.replace(before, path=str(renamed),  # type: ignore[type-var]
@@ -232,14 +222,14 @@ def test_a_renamed_file_keeps_its_node_and_links_without_a_forward_pass(
 
 
 def test_a_moved_file_whose_content_changed_meanwhile_is_embedded_again(
-    indexer: Indexer, store: GraphStore, model: CountingModel, work_queue: WorkQueue, root: Path,
+    counting_indexer: Indexer, store: GraphStore, counting_model: CountingModel, work_queue: WorkQueue, root: Path,
     photo_arrays: dict[str, object],
 ) -> None:
     old, other = root / "a.jpg", root / "b.jpg"
     write_photos(photo_arrays, [old, other])
-    indexer.index([str(old), str(other)])
+    counting_indexer.index([str(old), str(other)])
     before = embedding_of(store, str(old))
-    model.images_embedded = 0
+    counting_model.images_embedded = 0
 
     new = root / "moved" / "a.jpg"
     new.parent.mkdir()
@@ -251,25 +241,25 @@ def test_a_moved_file_whose_content_changed_meanwhile_is_embedded_again(
     work_queue.enqueue_moves([(str(old), str(new))])
     drain(work_queue)
 
-    assert model.images_embedded == 1
+    assert counting_model.images_embedded == 1
     assert store.get(str(old)) is None
     assert not np.allclose(embedding_of(store, str(new)), before, atol=1e-3)
     assert store.get(str(new)).linked  # type: ignore[union-attr]
 
 
 def test_a_folder_moved_while_nobody_watched_reuses_every_embedding(
-    indexer: Indexer, store: GraphStore, model: CountingModel, work_queue: WorkQueue, root: Path, config: Config,
-    photo_arrays: dict[str, object],
+    counting_indexer: Indexer, store: GraphStore, counting_model: CountingModel, work_queue: WorkQueue, root: Path,
+    config: Config, photo_arrays: dict[str, object],
 ) -> None:
     album = root / "album"
     paths = [album / f"{i:02d}.jpg" for i in range(10)]
     write_photos(photo_arrays, paths)
-    indexer.index([str(p) for p in paths])
-    model.images_embedded = 0
+    counting_indexer.index([str(p) for p in paths])
+    counting_model.images_embedded = 0
 
     album.rename(root / "renamed-album")
     reconcile_and_enqueue(config, store, FailureLedger.for_queue(work_queue), work_queue, reason="start")
     drain(work_queue)
 
-    assert model.images_embedded == 0  # each new path shared a job with its old one, embedded before removed
+    assert counting_model.images_embedded == 0  # each new path shared a job with its old one, embedded before removed
     assert [s.path for s in store.file_states()] == sorted(str(root / "renamed-album" / p.name) for p in paths)
