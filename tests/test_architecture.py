@@ -1,4 +1,5 @@
 """The shape of src/: no import cycles, and the one-way flow daemon → queue → workers → store ← CLI.
+The shape of tests/: no test module imports another (shared code lives in helper modules).
 
 Imports are read from the source (ast), lazy ones inside functions included: a cycle
 through a deferred import is still a cycle. ``if TYPE_CHECKING:`` blocks are ignored.
@@ -7,6 +8,7 @@ through a deferred import is still a cycle. ``if TYPE_CHECKING:`` blocks are ign
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ import pytest
 import imgwatch
 
 SRC = Path(imgwatch.__file__).parent
+TESTS = Path(__file__).parent
 
 
 def module_name(path: Path) -> str:
@@ -111,3 +114,64 @@ def test_dependencies_follow_the_flow(module: str, must_not_reach: tuple[str, ..
         and not (target == module or target.startswith(module + "."))
     )
     assert not offenders, offenders
+
+
+# -- tests/: test modules are leaves --------------------------------------------------------
+
+# A dotted module name in a string, e.g. the code a test runs in a child process with ``python -c``.
+DOTTED_TESTS_MODULE = re.compile(r"\btests(?:\.\w+)+")
+
+
+def imported_test_modules(source: str, package: str) -> set[str]:
+    """The ``test_*`` modules ``source`` (a module of ``package``) imports, or names in a string as
+    code to run: importing one runs its tests' module-level code and collects its tests twice."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from . import x, from .x import y
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parent + ([node.module] if node.module else []))
+            names = [base] if is_test_module(base) else [f"{base}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            names = DOTTED_TESTS_MODULE.findall(node.value)
+        else:
+            continue
+        found.update(name for name in names if is_test_module(name))
+    return found
+
+
+def is_test_module(dotted: str) -> bool:
+    return any(part.startswith("test_") for part in dotted.split("."))
+
+
+def test_the_test_import_finder_sees_every_way_to_import_a_test_module() -> None:
+    contract, roots = "test_" + "contract", "test_" + "roots"  # split: this file's own strings name none
+    assert imported_test_modules(f"from tests.store import {contract} as contract", "tests.store") == {
+        f"tests.store.{contract}"}
+    assert imported_test_modules(f"from .{contract} import linked_star", "tests.store") == {f"tests.store.{contract}"}
+    assert imported_test_modules(f"from . import {contract}", "tests.store") == {f"tests.store.{contract}"}
+    assert imported_test_modules(f"import tests.daemon.{roots}", "tests") == {f"tests.daemon.{roots}"}
+    assert imported_test_modules(f"code = 'from tests.daemon.{roots} import scenario'", "tests") == {
+        f"tests.daemon.{roots}"}
+    assert imported_test_modules("from tests.store import contract_cases\nfrom tests.helpers import axis\n"
+                                 "path = 'tests/store/test_neo4j_fake.py'", "tests.store") == set()
+
+
+def package_of(path: Path) -> str:
+    """The package a file under tests/ belongs to, e.g. ``tests.store``."""
+    return ".".join(path.relative_to(TESTS.parent).parent.parts)
+
+
+def test_no_module_under_tests_imports_a_test_module() -> None:
+    files = sorted(TESTS.rglob("*.py"))
+    assert TESTS / "store" / "conftest.py" in files, "the tests/ reader found no files"
+    offenders = [
+        f"{path.relative_to(TESTS.parent)} imports {module}"
+        for path in files
+        for module in sorted(imported_test_modules(path.read_text(), package_of(path)))
+    ]
+    assert not offenders, "move what they share into a helper module (tests/helpers.py, a conftest.py, ...): " + \
+        "; ".join(offenders)
