@@ -1,4 +1,4 @@
-"""The Neo4j backend's pure parts, one group per point of the Neo4j review (no server)."""
+"""The Neo4j backend's pure parts, one group per behaviour (no server)."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def run_python(code: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
 
 
-# -- 1. importing with driver 5 and 6 ------------------------------------------------------
+# -- importing with driver 5 and 6 ---------------------------------------------------------
 
 
 def test_the_backend_imports_in_a_fresh_interpreter() -> None:
@@ -84,7 +84,7 @@ def test_acquisition_timeouts_are_recognised_in_driver_5_and_6_form() -> None:
     assert not is_acquisition_timeout(ServiceUnavailable("Couldn't connect"))
 
 
-# -- 2. counting ----------------------------------------------------------------------------
+# -- counting links: no labels, so the count store answers ----------------------------------
 
 
 def test_the_link_count_has_no_labels_so_the_count_store_answers_it() -> None:
@@ -92,7 +92,7 @@ def test_the_link_count_has_no_labels_so_the_count_store_answers_it() -> None:
     assert re.fullmatch(r"MATCH \(n:Image\) RETURN count\(n\) AS count", q.COUNT_IMAGES)
 
 
-# -- 3. within-batch pairs scored in Python -------------------------------------------------
+# -- within-batch pairs scored in Python ----------------------------------------------------
 
 
 def test_pairs_within_a_batch_are_scored_from_the_vectors_in_hand() -> None:
@@ -114,7 +114,7 @@ def test_the_link_statements_run_no_search_under_the_lock() -> None:
     assert "write_seq" not in q.CANDIDATES
 
 
-# -- 4. file_states below a directory: one range --------------------------------------------
+# -- file_states below a directory: one range -----------------------------------------------
 
 
 @pytest.mark.parametrize(("under", "expected"), [
@@ -139,7 +139,7 @@ def test_the_file_states_statement_is_a_range_without_or_or_starts_with() -> Non
     assert "ORDER BY n.path LIMIT $limit" in text and "n.path > $after" in text
 
 
-# -- 5. the threshold in cosine space -------------------------------------------------------
+# -- the threshold in cosine space ----------------------------------------------------------
 
 
 def test_the_fetch_bound_never_exceeds_the_threshold_in_score_space() -> None:
@@ -170,7 +170,7 @@ def test_former_link_rows_become_former_links_in_cosines() -> None:
     ]
 
 
-# -- 6. acquisition timeouts: say what happened ----------------------------------------------
+# -- acquisition timeouts: say what happened -------------------------------------------------
 
 
 def test_an_acquisition_timeout_does_not_claim_retries() -> None:
@@ -194,7 +194,7 @@ def test_a_retryable_error_reports_the_time_actually_spent_retrying() -> None:
     assert isinstance(unretried, StoreUnavailable) and "retries" not in str(unretried)
 
 
-# -- 7. exported embeddings: lists and VECTOR values ------------------------------------------
+# -- exported embeddings: lists and VECTOR values ---------------------------------------------
 
 
 def test_embeddings_convert_from_lists_and_from_objects_with_to_numpy() -> None:
@@ -218,7 +218,7 @@ def test_embeddings_convert_from_the_drivers_vector_type() -> None:
     np.testing.assert_array_equal(converted, np.array([0.6, 0.8], dtype=np.float32))
 
 
-# -- 8. another vector index on (:Image).embedding -----------------------------------------
+# -- another vector index on (:Image).embedding --------------------------------------------
 
 
 def index_row(name: str, labels: list[str], props: list[str], kind: str = "VECTOR") -> dict[str, object]:
@@ -251,7 +251,7 @@ def test_uniqueness_constraints_are_recognised_in_every_spelling() -> None:
     assert unique_constraint([row("UNIQUENESS", props=("path", "size"))], "Image", "path") is None
 
 
-# -- 9. server notifications: each one once ------------------------------------------------
+# -- server notifications: each one once ---------------------------------------------------
 
 
 class Printer:
@@ -309,7 +309,7 @@ def test_the_driver_notification_logger_is_not_silenced_by_the_backend() -> None
     assert logging.getLogger("neo4j.notifications").level < logging.ERROR
 
 
-# -- 10. the reset hint works in Neo4j Browser -----------------------------------------------
+# -- the reset hint works in Neo4j Browser ---------------------------------------------------
 
 
 def test_the_delete_hint_has_the_auto_prefix_browser_needs() -> None:
@@ -325,7 +325,7 @@ def test_upsert_facts_carry_no_embedding_and_embeddings_go_only_with_their_diges
     assert "n.embedding_digest = row.digest" in q.SET_EMBEDDINGS
 
 
-# -- 11. schema statements: look, then create ------------------------------------------------
+# -- schema statements: look, then create ----------------------------------------------------
 
 
 def test_schema_statements_show_before_they_create() -> None:
