@@ -4,7 +4,7 @@ import io
 
 import pytest
 
-from imgwatch.progress import BacklogTracker, TerminalProgress, render
+from imgwatch.progress import BacklogTracker, TerminalProgress, follow_count, render
 
 
 def test_drops_in_pending_count_as_done_and_new_work_grows_the_total() -> None:
@@ -66,3 +66,16 @@ def test_pending_paths_estimates_past_the_jobs_whose_paths_are_counted() -> None
     # 1000 jobs counted hold 32000 paths; 2000 queued: about twice as many.
     large = QueueSnapshot(queued_jobs=2000, queued_paths=32000, running_jobs=1, running_paths=32, workers=1)
     assert large.pending_paths == 64032
+
+
+def test_a_count_towards_a_total_is_followed_until_its_sample_ends() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    samples = iter([(0, 5), (2, 5), (5, 6), None])  # a photo arrived meanwhile: the total grew
+    stream = Terminal()
+    follow_count(lambda: next(samples), unit="images", interval=0.0, stream=stream)
+    frames = stream.getvalue().split("\r\x1b[2K")
+    assert "0/5 images" in frames[1] and "2/5 images" in frames[2] and "5/6 images" in frames[3]
+    assert stream.getvalue().endswith("\n")

@@ -70,6 +70,7 @@ def _configured(command: Callable[..., Any], *, service: bool) -> Callable[..., 
                 "general.data_dir": data_dir,
                 "embedding.weights": weights,
                 "general.log_format": log_format,
+                "embedding.model": kwargs.pop("model_setting", None),  # a command's own --model (reindex)
             }
             roots = kwargs.pop("roots", None)
             if roots:
@@ -228,13 +229,16 @@ def retry(config: Config, paths: tuple[str, ...]) -> None:
 
 
 @main.command()
+@click.option("--model", "model_setting", metavar="NAME|PATH", default=None,
+              help="The new model: resnet50 (with --weights) or a model file (embedding.model).")
 @click.option("--abort", is_flag=True, help="Drop the reindex under way; the store keeps its model.")
 @common_options
 def reindex(config: Config, abort: bool) -> None:
     """Embed every image with a new model while search keeps the current one, then switch to it.
 
-    Set the new model first (embedding.weights, or --weights). The running workers do the work;
-    on a terminal a progress bar follows it. Ctrl-C stops watching, not the reindex.
+    The new model: embedding.model / embedding.weights as configured, or --model / --weights. The
+    running workers do the work; on a terminal a progress bar follows it. Ctrl-C stops watching,
+    not the reindex.
     """
     from imgwatch.reindex import start_reindex
     from imgwatch.store import open_store

@@ -10,6 +10,7 @@ from rq.serializers import JSONSerializer
 
 from imgwatch.workers import guard
 from imgwatch.workqueue import INDEX_JOB, WorkQueue
+from imgwatch.workqueue.queue import REINDEX_JOB
 
 
 def stored(work_queue: WorkQueue, job: Job) -> Job:
@@ -23,6 +24,10 @@ def test_imgwatchs_own_jobs_pass(work_queue: WorkQueue) -> None:
     assert job.retries_left == 2  # an accepted job keeps its retries
     empty = stored(work_queue, work_queue.rq_queue.enqueue(INDEX_JOB, []))
     assert guard.refusal(empty) is None
+    [reindex] = work_queue.fetch_jobs(work_queue.enqueue_reindex(["/photos/a.jpg"], batch_size=32))
+    assert guard.refusal(reindex) is None
+    relative = stored(work_queue, work_queue.rq_queue.enqueue(REINDEX_JOB, ["photos/a.jpg"]))
+    assert "is not absolute" in (guard.refusal(relative) or "")
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from imgwatch.errors import ImgwatchError
 from imgwatch.log import get_logger
 from imgwatch.workers.indexer import Indexer
 from imgwatch.workers.mover import Mover
@@ -71,6 +72,8 @@ def reindex_paths(paths: list[str]) -> dict[str, int]:
     try:
         if _spaces is not None:
             _spaces.follow()
+            if _spaces.pending_unavailable is not None:
+                raise ImgwatchError(_spaces.pending_unavailable)
         outcome = reindex(_indexer, paths)
         if _spaces is not None:
             _spaces.after_job(progressed=outcome.stored > 0)

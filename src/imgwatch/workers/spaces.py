@@ -16,8 +16,8 @@ from collections.abc import Callable
 
 from imgwatch.config import Config
 from imgwatch.embedding import Embedder
-from imgwatch.embedding.identity import WEIGHTS_KEY, ChosenModel, choose_weights, weights_setting
-from imgwatch.errors import ModelMismatchError
+from imgwatch.embedding.identity import MODEL_KEY, MODEL_NAME, WEIGHTS_KEY, ChosenModel, choose_weights, weights_setting
+from imgwatch.errors import ImgwatchError, ModelMismatchError
 from imgwatch.log import get_logger
 from imgwatch.reindex import queue_unembedded, switch_if_complete
 from imgwatch.store import GraphStore
@@ -34,9 +34,11 @@ def recorded_choice(config: Config, identity: str, recorded_file: tuple[str, str
     and its SHA-256), whatever ``config`` sets: a worker follows the store's spaces.
     ModelMismatchError when no setting known here gives it (e.g. a model file of another kind)."""
     chosen = choose_weights(config, identity, recorded_file, WHERE)
-    if chosen.identity != identity:
-        sources = {key: source for key, source in config.sources.items() if key != WEIGHTS_KEY}
-        chosen = choose_weights(dataclasses.replace(config, sources=sources), identity, recorded_file, WHERE)
+    if chosen.identity != identity and identity.startswith(f"{MODEL_NAME}/"):  # ResNet50: the store's weights
+        sources = {key: source for key, source in config.sources.items() if key not in (WEIGHTS_KEY, MODEL_KEY)}
+        embedding = dataclasses.replace(config.embedding, model=MODEL_NAME)
+        chosen = choose_weights(dataclasses.replace(config, embedding=embedding, sources=sources), identity,
+                                recorded_file, WHERE)
     if chosen.identity != identity:
         raise ModelMismatchError(f"this worker cannot load {identity}, the store's model: "
                                  f"{WHERE} with {weights_setting(identity, recorded_file)}")
@@ -54,6 +56,8 @@ class ModelSpaces:
         self.indexer = indexer
         self.work_queue = work_queue
         self.load = load
+        # Why this worker cannot load the pending space's model (its reindex jobs fail with it), if so.
+        self.pending_unavailable: str | None = None
 
     def follow(self) -> None:
         """Before a job: hold the store's active model, and its pending one while a space is open."""
@@ -72,8 +76,17 @@ class ModelSpaces:
             self.indexer.pending = None
             pending.close()
             log.info("reindex_model_dropped", model=pending.identity)
-        if space is not None and self.indexer.pending is None:
-            self.indexer.pending = self._loaded(space.model, space.weights_file)
+        if space is None:
+            self.pending_unavailable = None
+        elif self.indexer.pending is None:
+            try:
+                self.indexer.pending = self._loaded(space.model, space.weights_file)
+            except ImgwatchError as exc:  # new photos are still indexed with the active model
+                if self.pending_unavailable != str(exc):
+                    log.error("reindex_model_unavailable", model=space.model, error=str(exc))
+                self.pending_unavailable = str(exc)
+                return
+            self.pending_unavailable = None
             log.info("reindex_model_loaded", model=space.model, embedded=space.embedded, images=space.total)
 
     def after_job(self, progressed: bool) -> None:
