@@ -49,6 +49,13 @@ def test_config_file_from_environment(tmp_path: Path) -> None:
         ("[watch]\nsettle = 1\n", {}, r"unknown config key watch\.settle"),
         ("[nope]\nx = 1\n", {}, r"unknown config section \[nope\]"),
         ("[watch\n", {}, r"not valid TOML"),
+        ("[duplicates]\nprefer_formats = ['raw', 'jpg/heic', 'jpgg']\n", {},
+         r"^invalid value for duplicates\.prefer_formats \(from .*c\.toml\): .*'jpgg' is no format name \(avif, bmp,"),
+        ("", {"IMGWATCH_DUPLICATES_PREFER_FORMATS": "raw,jpeg,JPEG"},
+         r"duplicates\.prefer_formats \(from environment .*\): .*each format once; 'jpeg' is listed twice"),
+        ("[duplicates]\nprefer_folders = ['originals']\n", {}, r"duplicates\.prefer_folders .*relative path"),
+        ("", {"IMGWATCH_DUPLICATES_PREFER_FOLDERS": "/photos,originals"},
+         r"duplicates\.prefer_folders \(from environment .*\): .*'originals' is not one"),
     ],
 )
 def test_invalid_values_name_the_key(tmp_path: Path, text: str, env: dict[str, str], message: str) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from imgwatch.datadir import DataDir
 from imgwatch.errors import ConfigError
+from imgwatch.keeper import DEFAULT_PREFER_FORMATS, prefer_folders_problem, prefer_formats_problem
 from imgwatch.photos.formats import DEFAULT_EXTENSIONS
 
 ENV_PREFIX = "IMGWATCH_"
@@ -127,6 +128,15 @@ class WebConfig:
 
 
 @dataclass
+class DuplicatesConfig:
+    """The keeper rule's settings (see keeper.py): which copy of a photo is marked to keep."""
+
+    # Format names best first; formats of equal rank joined by "/". Unlisted formats come last.
+    prefer_formats: list[str] = field(default_factory=lambda: list(DEFAULT_PREFER_FORMATS))
+    prefer_folders: list[str] = field(default_factory=list)  # absolute folders, best first
+
+
+@dataclass
 class Config:
     general: GeneralConfig = field(default_factory=GeneralConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
@@ -136,6 +146,7 @@ class Config:
     workers: WorkersConfig = field(default_factory=WorkersConfig)
     neo4j: Neo4jConfig = field(default_factory=Neo4jConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    duplicates: DuplicatesConfig = field(default_factory=DuplicatesConfig)
     # Where each key set by load_config came from (a file, an environment variable, the command
     # line); a key not in it has its default (e.g. embedding.weights: then the store's own).
     sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -220,6 +231,8 @@ def _validate(config: Config, sources: Mapping[str, str]) -> None:
         ("web.port", 0 <= config.web.port <= 65535, "a TCP port, 0..65535 (0: any free port)"),
         ("web.max_upload_mb", config.web.max_upload_mb > 0, "a number of MiB > 0"),
         ("web.thumbnail_size", 32 <= config.web.thumbnail_size <= 1024, "pixels, 32..1024"),
+        *_problems_as_checks({"duplicates.prefer_formats": prefer_formats_problem(config.duplicates.prefer_formats),
+                              "duplicates.prefer_folders": prefer_folders_problem(config.duplicates.prefer_folders)}),
     ]
     for key, ok, expected in checks:
         if not ok:
@@ -229,10 +242,15 @@ def _validate(config: Config, sources: Mapping[str, str]) -> None:
             raise ConfigError(f"invalid value for {key} (from {source}): {value!r} (expected {expected})")
 
 
+def _problems_as_checks(problems: Mapping[str, str | None]) -> list[tuple[str, bool, str]]:
+    """Checks whose expectation names what is wrong (None: nothing)."""
+    return [(key, problem is None, problem or "") for key, problem in problems.items()]
+
+
 # Keys that name files or folders. In a config file they must be absolute (or start with ~): a
 # relative one would mean another place for each directory imgwatch is started from.
 PATH_KEYS = ("general.roots", "general.data_dir", "queue.password_file", "embedding.weights",
-             "neo4j.password_file", "web.token_file")
+             "neo4j.password_file", "web.token_file", "duplicates.prefer_folders")
 _WEIGHTS_NAMES = ("imagenet", "random")
 # What a mistyped weights name likely meant; torchvision calls the weights "imagenet" loads DEFAULT.
 _WEIGHTS_SPELLINGS = {**{name: name for name in _WEIGHTS_NAMES}, "default": "imagenet"}

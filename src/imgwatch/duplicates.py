@@ -1,53 +1,81 @@
-"""Duplicate groups: images joined by SIMILAR_TO links at or above a threshold.
+"""Duplicate groups: exact copies (the same content hash), or images that look alike (SIMILAR_TO
+links at or above a threshold); in each, the copy to keep and why.
 
-A group is a connected component of the graph made of the links scoring at least the
-threshold (an exact copy, a resized or re-encoded one scores about 1.0), so A–B and B–C
-put A, B and C in one group even if A–C was never linked. Each group lists its images
-best to keep first: the largest resolution (width × height), then the largest file,
-then the shortest path, then the alphabetically first one.
+Look alike: a group is a keeper and the images scoring at least the threshold against it, never
+a chain. Candidates come from the links at or above the threshold: their connected components
+(A–B and B–C put A, B and C in one). Inside a component the keeper rule (keeper.py) picks the best
+image; its group is every other image of the component scoring at least the threshold against it,
+by their link, or, where the links were cut at ``links.top_k`` and hold none, by the cosine of their
+stored vectors. Those leave the component and the rule picks the next keeper among the rest, until
+fewer than two remain. So a group never joins A and C through B when A–C is below the threshold,
+the outcome is the same on every run, and no component is ever scored pair by pair: each round
+scores one keeper against the rest. "Member against keeper" rather than "every pair": it is what a
+person checks ("is this a copy of the one I keep?"), and each member's score says it. An image
+with no link at or above the threshold to anything (top_k cut every one) is not found.
 
-Only the store is read (no model, no files): groups come from the links the workers
-made, so a pair of images is found only if one of them picked the other, i.e. scored
-at least ``links.threshold`` and was among its ``links.top_k`` best. Below
-``links.threshold`` nothing can be found (:func:`check_threshold`). Nothing is ever deleted.
+Exact: the images sharing a content hash (SHA-256) form a group; neither links nor vectors nor the
+model are read.
+
+One file is never its own duplicate: a symbolic link and its target, or two hard links of one
+inode, are told by the file system when the groups are made (the store keeps no device number),
+and listed as one image with its other names (``same_file``); a link is the keeper only when every
+copy is one. The store is read, files are only stat'ed (and, where the rule gets that far, their
+headers read for the capture time). Nothing is ever deleted.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from imgwatch.errors import ThresholdBelowLinks, printable
-from imgwatch.photos.formats import original_rank
+from imgwatch.keeper import DEFAULT_RULE, Candidate, KeeperRule, choose_keeper, read_capture_time
 from imgwatch.store import GraphStore, Link, StoredImage
 
 DEFAULT_THRESHOLD = 0.95
-CSV_COLUMNS = ("group", "path", "keep", "width", "height", "size")
+CSV_COLUMNS = ("group", "path", "keep", "width", "height", "size", "score", "reason")
+
+# Unit vectors by path, for the images of one component: scores where no link was stored.
+Vectors = Callable[[Sequence[StoredImage]], Mapping[str, np.ndarray]]
 
 
 @dataclass(frozen=True)
 class DuplicateGroup:
-    """Images that are copies of each other, best to keep first."""
+    """Copies of one photo: the keeper first, then the others by their score against it, best first."""
 
-    images: tuple[StoredImage, ...]  # best to keep first; at least two
-    keep: str  # the path of images[0]: the one a person would probably keep
-    strongest: float  # the highest link score inside the group (raw cosine)
-    weakest: float  # the lowest link score inside the group (>= the threshold)
-    scores: tuple[float, ...]  # each image's strongest link inside the group, in ``images`` order
+    images: tuple[StoredImage, ...]  # at least two distinct files
+    reason: str  # one line: why images[0] is the one to keep
+    scores: tuple[float, ...]  # each image's cosine against the keeper, in ``images`` order (the keeper: 1)
+    exact: bool = False  # the same content (SHA-256): scores are 1
+    # Other paths of the same file (a symbolic link to it, a hard link of it), by the image's path.
+    same_file: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def keep(self) -> str:
+        """The path of the one a person would probably keep."""
+        return self.images[0].path
 
     @property
     def others(self) -> tuple[StoredImage, ...]:
         """The images besides the one to keep."""
         return self.images[1:]
 
+    @property
+    def strongest(self) -> float:
+        """The highest score of another image against the keeper."""
+        return max(self.scores[1:])
 
-def keep_order(image: StoredImage) -> tuple[int, int, int, int, str]:
-    """Sort key, best to keep first: the original's kind (RAW, then HEIC/AVIF/JXL, then the rest),
-    then most pixels, then largest file, then shortest and first path."""
-    return (original_rank(image.path), -image.width * image.height, -image.size, len(image.path), image.path)
+    @property
+    def weakest(self) -> float:
+        """The lowest score of another image against the keeper (>= the threshold)."""
+        return min(self.scores[1:])
 
 
 def check_threshold(threshold: float, links_threshold: float) -> None:
@@ -60,39 +88,175 @@ def check_threshold(threshold: float, links_threshold: float) -> None:
         )
 
 
-def group_links(links: Iterable[Link], facts: Mapping[str, StoredImage], threshold: float) -> list[DuplicateGroup]:
-    """The duplicate groups the links at or above ``threshold`` make, biggest first.
+# -- one file under several names ----------------------------------------------------------------
 
-    ``facts`` holds the stored images; a link to an image it lacks (removed since the
-    links were read) is left out. Groups of equal size come in the order of their
-    alphabetically first path.
+
+@dataclass(frozen=True)
+class OnDisk:
+    is_link: bool  # the path itself is a symbolic link
+    file: tuple[int, int] | None  # (device, inode) of the file it names, links followed; None: not there
+
+
+def on_disk(path: str) -> OnDisk:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return OnDisk(os.path.islink(path), None)
+    return OnDisk(os.path.islink(path), (st.st_dev, st.st_ino))
+
+
+def one_name_per_file(paths: Iterable[str], disk: Callable[[str], OnDisk]) -> tuple[dict[str, str], dict[str, bool]]:
+    """Each path's name for its file (a path that is no link first, then the shortest, the first),
+    and whether each such name is a link."""
+    seen = {path: disk(path) for path in sorted(set(paths))}
+    by_file: dict[object, list[str]] = {}
+    for path, state in seen.items():
+        by_file.setdefault(state.file if state.file is not None else ("gone", path), []).append(path)
+    name_of: dict[str, str] = {}
+    for names in by_file.values():
+        chosen = min(names, key=lambda p: (seen[p].is_link, len(p), p))
+        name_of.update((name, chosen) for name in names)
+    return name_of, {path: seen[path].is_link for path in set(name_of.values())}
+
+
+# -- grouping ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Grouping:
+    facts: Mapping[str, StoredImage]
+    rule: KeeperRule
+    capture_time: Callable[[str], str | None]
+    disk: Callable[[str], OnDisk]
+
+    def keeper_and_reason(self, names: Iterable[str], is_link: Mapping[str, bool]) -> tuple[str, str]:
+        keeper = choose_keeper([Candidate(self.facts[name], is_link[name]) for name in names], self.rule,
+                               self.capture_time)
+        return keeper.image.path, keeper.reason
+
+    def group(self, keeper: str, reason: str, scored: Mapping[str, float], name_of: Mapping[str, str],
+              exact: bool) -> DuplicateGroup:
+        others = sorted(scored, key=lambda path: (-scored[path], path))
+        members = [keeper, *others]
+        aliases = {member: tuple(sorted(p for p, name in name_of.items() if name == member and p != member))
+                   for member in members}
+        return DuplicateGroup(images=tuple(self.facts[path] for path in members), reason=reason,
+                              scores=(1.0, *(scored[path] for path in others)), exact=exact,
+                              same_file={member: names for member, names in aliases.items() if names})
+
+
+def group_links(links: Iterable[Link], facts: Mapping[str, StoredImage], threshold: float,
+                rule: KeeperRule = DEFAULT_RULE, *, vectors: Vectors | None = None,
+                capture_time: Callable[[str], str | None] = read_capture_time,
+                disk: Callable[[str], OnDisk] = on_disk) -> list[DuplicateGroup]:
+    """The look-alike groups the links at or above ``threshold`` make (see the module), biggest first.
+
+    ``facts`` holds the stored images; a link to an image it lacks (removed since the links were
+    read) is left out. ``vectors`` scores a pair that has no link; without it such a pair is below.
+    Groups of equal size come in the order of their alphabetically first path.
     """
+    grouping = _Grouping(facts, rule, functools.cache(capture_time), disk)
     components = _Components()
-    best: dict[str, float] = {}
     kept: list[Link] = []
     for link in links:
         if link.score >= threshold and link.a != link.b and link.a in facts and link.b in facts:
             components.join(link.a, link.b)
             kept.append(link)
-            for path in (link.a, link.b):
-                best[path] = max(best.get(path, link.score), link.score)
-    scores_of: dict[str, list[float]] = {}
+    links_of: dict[str, list[Link]] = {}
     for link in kept:
-        scores_of.setdefault(components.root(link.a), []).append(link.score)
+        links_of.setdefault(components.root(link.a), []).append(link)
     groups = []
-    for root, members in components.groups().items():
-        images = tuple(sorted((facts[path] for path in members), key=keep_order))
-        scores = scores_of[root]
-        groups.append(DuplicateGroup(images=images, keep=images[0].path, strongest=max(scores), weakest=min(scores),
-                                     scores=tuple(best[image.path] for image in images)))
+    for root, paths in components.groups().items():
+        name_of, is_link = one_name_per_file(paths, disk)
+        scores: dict[tuple[str, str], float] = {}
+        for link in links_of[root]:
+            a, b = name_of[link.a], name_of[link.b]
+            if a != b:
+                pair = (min(a, b), max(a, b))
+                scores[pair] = max(scores.get(pair, link.score), link.score)
+        groups += _keeper_rounds(grouping, sorted(is_link), is_link, name_of, scores, threshold, vectors)
     return sorted(groups, key=lambda group: (-len(group.images), min(image.path for image in group.images)))
 
 
-def find_duplicates(store: GraphStore, threshold: float = DEFAULT_THRESHOLD) -> list[DuplicateGroup]:
-    """The store's duplicate groups at ``threshold`` (see :func:`group_links`); reads only."""
+def _keeper_rounds(grouping: _Grouping, names: list[str], is_link: Mapping[str, bool], name_of: Mapping[str, str],
+                   scores: Mapping[tuple[str, str], float], threshold: float,
+                   vectors: Vectors | None) -> list[DuplicateGroup]:
+    """One component's groups: the best remaining image by the keeper rule, with those scoring at
+    least ``threshold`` against it; again among the rest."""
+    unit: Mapping[str, np.ndarray] | None = None
+    groups, remaining = [], list(names)
+    while len(remaining) >= 2:
+        keeper, _ = grouping.keeper_and_reason(remaining, is_link)
+        against: dict[str, float] = {}
+        unlinked = []
+        for name in remaining:
+            if name != keeper:
+                score = scores.get((min(keeper, name), max(keeper, name)))
+                if score is None:
+                    unlinked.append(name)
+                else:
+                    against[name] = score
+        if unlinked and vectors is not None:  # the links were cut at top_k: the vectors tell
+            if unit is None:
+                unit = vectors([grouping.facts[name] for name in names])
+            if keeper in unit:
+                against.update((name, float(unit[keeper] @ unit[name])) for name in unlinked if name in unit)
+        members = {name: score for name, score in against.items() if score >= threshold}
+        if not members:
+            remaining.remove(keeper)
+            continue
+        # The best of the component is the best of its group: the reason names a copy in the group.
+        _, reason = grouping.keeper_and_reason([keeper, *members], is_link)
+        groups.append(grouping.group(keeper, reason, members, name_of, exact=False))
+        remaining = [name for name in remaining if name != keeper and name not in members]
+    return groups
+
+
+def group_exact(contents: Iterable[Sequence[str]], facts: Mapping[str, StoredImage],
+                rule: KeeperRule = DEFAULT_RULE, *, capture_time: Callable[[str], str | None] = read_capture_time,
+                disk: Callable[[str], OnDisk] = on_disk) -> list[DuplicateGroup]:
+    """Exact-copy groups from lists of paths sharing a content hash, biggest first (as group_links)."""
+    grouping = _Grouping(facts, rule, functools.cache(capture_time), disk)
+    groups = []
+    for paths in contents:
+        name_of, is_link = one_name_per_file([path for path in paths if path in facts], disk)
+        if len(is_link) < 2:
+            continue  # one file under several names is no duplicate
+        keeper, reason = grouping.keeper_and_reason(is_link, is_link)
+        others = {name: 1.0 for name in is_link if name != keeper}
+        groups.append(grouping.group(keeper, reason, others, name_of, exact=True))
+    return sorted(groups, key=lambda group: (-len(group.images), min(image.path for image in group.images)))
+
+
+def find_duplicates(store: GraphStore, threshold: float = DEFAULT_THRESHOLD,
+                    rule: KeeperRule = DEFAULT_RULE) -> list[DuplicateGroup]:
+    """The store's look-alike groups at ``threshold`` (see :func:`group_links`); reads only."""
     links = list(store.links_at_least(threshold))
     facts = store.get_many(sorted({path for link in links for path in (link.a, link.b)}))
-    return group_links(links, facts, threshold)
+    return group_links(links, facts, threshold, rule, vectors=functools.partial(stored_unit_vectors, store))
+
+
+def find_exact_copies(store: GraphStore, rule: KeeperRule = DEFAULT_RULE) -> list[DuplicateGroup]:
+    """The store's groups of images with the same content (see :func:`group_exact`); no model, no links."""
+    contents = list(store.same_content_groups())
+    facts = store.get_many(sorted({path for paths in contents for path in paths}))
+    return group_exact(contents, facts, rule)
+
+
+def stored_unit_vectors(store: GraphStore, images: Sequence[StoredImage]) -> dict[str, np.ndarray]:
+    """The images' stored embeddings as unit vectors, by path (one read by content hash)."""
+    recorded = store.recorded_model()
+    if recorded is None:
+        return {}
+    stored = store.embeddings_by_hash({image.sha256 for image in images}, recorded[0])
+    unit: dict[str, np.ndarray] = {}
+    for image in images:
+        if image.sha256 in stored:
+            vector = np.asarray(stored[image.sha256].vector, dtype=np.float32)
+            norm = float(np.linalg.norm(vector))
+            if norm > 0:
+                unit[image.path] = vector / norm
+    return unit
 
 
 class _Components:
@@ -132,16 +296,20 @@ class _Components:
 
 
 def as_json(groups: Sequence[DuplicateGroup]) -> list[dict[str, object]]:
-    """Groups as plain data: ``{"keep", "strongest", "weakest", "images": [{path, width, height,
-    size, keep, score}]}``, ``score`` being the image's strongest link inside its group."""
+    """Groups as plain data: ``{"keep", "reason", "exact", "strongest", "weakest", "images": [{path,
+    width, height, size, keep, score, same_file}]}``, ``score`` being the image's cosine against the
+    keeper and ``same_file`` the other paths of that file (links)."""
     return [
         {
             "keep": group.keep,
+            "reason": group.reason,
+            "exact": group.exact,
             "strongest": round(group.strongest, 6),
             "weakest": round(group.weakest, 6),
             "images": [
                 {"path": image.path, "width": image.width, "height": image.height, "size": image.size,
-                 "keep": image.path == group.keep, "score": round(score, 6)}
+                 "keep": image.path == group.keep, "score": round(score, 6),
+                 "same_file": list(group.same_file.get(image.path, ()))}
                 for image, score in zip(group.images, group.scores, strict=True)
             ],
         }
@@ -154,7 +322,8 @@ def as_json_text(groups: Sequence[DuplicateGroup]) -> str:
 
 
 def as_csv(groups: Sequence[DuplicateGroup]) -> str:
-    """One row per image: ``group,path,keep,width,height,size`` (group numbers from 1).
+    """One row per image: ``group,path,keep,width,height,size,score,reason`` (group numbers from 1;
+    the reason on the keeper's row).
 
     Paths are shown as the text output shows them (see printable), since CSV is read in
     terminals and spreadsheets too; JSON keeps them exact for programs."""
@@ -162,32 +331,36 @@ def as_csv(groups: Sequence[DuplicateGroup]) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for number, group in enumerate(groups, start=1):
-        for image in group.images:
-            writer.writerow([number, printable(image.path), "true" if image.path == group.keep else "false",
-                             image.width, image.height, image.size])
+        for image, score in zip(group.images, group.scores, strict=True):
+            keep = image.path == group.keep
+            writer.writerow([number, printable(image.path), "true" if keep else "false",
+                             image.width, image.height, image.size, f"{score:.6f}", group.reason if keep else ""])
     return out.getvalue().rstrip("\n")
 
 
-def as_text(groups: Sequence[DuplicateGroup], threshold: float) -> str:
-    """Groups for a person: the one to keep marked ``* keep``, with dimensions and size."""
+def as_text(groups: Sequence[DuplicateGroup], threshold: float | None) -> str:
+    """Groups for a person: the keeper marked ``* keep`` with why, each image's dimensions, size and
+    (look-alike groups) its cosine against the keeper. ``threshold`` None: exact copies."""
+    what = "exact copies" if threshold is None else f"duplicates at ≥ {threshold:g}"
     if not groups:
-        return f"no duplicates at ≥ {threshold:g}"
+        return f"no {what}"
     dimensions = {image.path: f"{image.width}x{image.height}" for group in groups for image in group.images}
     sizes = {image.path: human_size(image.size) for group in groups for image in group.images}
     dimensions_width = max(map(len, dimensions.values()))
     size_width = max(map(len, sizes.values()))
     lines = []
     for number, group in enumerate(groups, start=1):
-        span = (f"{group.weakest:.4f}" if round(group.weakest, 4) == round(group.strongest, 4)
-                else f"{group.weakest:.4f} to {group.strongest:.4f}")
-        lines.append(f"group {number}: {len(group.images)} images, cosine {span}")
-        for image in group.images:
-            marker = "* keep" if image.path == group.keep else "      "
-            lines.append(f"{marker}  {dimensions[image.path]:>{dimensions_width}}  {sizes[image.path]:>{size_width}}"
-                         f"  {printable(image.path)}")
+        kind = "exact copies" if group.exact else "images"
+        lines.append(f"group {number}: {len(group.images)} {kind}, keep: {group.reason}")
+        for image, score in zip(group.images, group.scores, strict=True):
+            keep = image.path == group.keep
+            shown = "" if group.exact else ("        " if keep else f"  {score:.4f}")
+            lines.append(f"{'* keep' if keep else '      '}  {dimensions[image.path]:>{dimensions_width}}"
+                         f"  {sizes[image.path]:>{size_width}}{shown}  {printable(image.path)}")
+            lines += [f"        = {printable(other)} (the same file)" for other in group.same_file.get(image.path, ())]
         lines.append("")
     images = sum(len(group.images) for group in groups)
-    lines.append(f"{len(groups)} group{'s' if len(groups) != 1 else ''} of duplicates at ≥ {threshold:g}: "
+    lines.append(f"{len(groups)} group{'s' if len(groups) != 1 else ''} of {what}: "
                  f"{images} images, {images - len(groups)} besides the ones to keep (nothing was deleted)")
     return "\n".join(lines)
 

@@ -228,6 +228,12 @@ class FakeServer:
         return [{"hash": h, "embedding": n["embedding"].tolist(), "width": n["width"], "height": n["height"]}
                 for h, n in first.items()]
 
+    def _same_content(self, p: Params) -> list[Row]:
+        by_hash: dict[str, list[str]] = {}
+        for path in sorted(self.images):
+            by_hash.setdefault(self.images[path]["sha256"], []).append(path)
+        return [{"hash": h, "paths": paths} for h, paths in sorted(by_hash.items()) if len(paths) > 1]
+
     def _replaced_by_moves(self, p: Params) -> list[Row]:
         images, links = self.images, self.links
         for move in p["moves"]:
@@ -380,6 +386,7 @@ class FakeServer:
         q.GET_MANY: _get_many,
         q.REMOVE: _remove,
         q.EMBEDDINGS_BY_HASH: _embeddings_by_hash,
+        q.SAME_CONTENT: _same_content,
         q.REPLACED_BY_MOVES: _replaced_by_moves,
         q.RENAME: _rename,
         q.REORIENT_LINKS: _reorient_links,

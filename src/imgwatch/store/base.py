@@ -354,6 +354,11 @@ class GraphStore(abc.ABC):
         embedding and size. A copied, renamed or moved file reuses it instead of running the model."""
 
     @abc.abstractmethod
+    def same_content_groups(self) -> Iterator[list[str]]:
+        """The paths of each content hash (``sha256``) that more than one stored image has, in path
+        order: exact copies, found through the hash index (no vectors, no links)."""
+
+    @abc.abstractmethod
     def rename_paths(self, moves: Sequence[tuple[str, str]]) -> int:
         """Give stored images new paths, as ``(old, new)`` pairs applied in order (a file moved).
 

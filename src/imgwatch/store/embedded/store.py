@@ -307,6 +307,17 @@ class EmbeddedGraphStore(GraphStore):
                     found[sha256] = StoredEmbedding(np.frombuffer(blob, dtype="<f4").copy(), width, height)
         return found
 
+    def same_content_groups(self) -> Iterator[list[str]]:
+        """One read: the hashes held twice or more, grouped on the images_by_sha256 index."""
+        with self._db.read() as tx:
+            rows = tx.execute(
+                "SELECT sha256, path FROM images WHERE sha256 IN "
+                "(SELECT sha256 FROM images GROUP BY sha256 HAVING COUNT(*) > 1) ORDER BY sha256, path").fetchall()
+        by_hash: dict[str, list[str]] = {}
+        for sha256, path in rows:
+            by_hash.setdefault(sha256, []).append(path)
+        yield from by_hash.values()
+
     def rename_paths(self, moves: Sequence[tuple[str, str]]) -> int:
         """One transaction; each pair in order. A renamed image keeps its id, so its embedding,
         its links and the shared vector files (keyed by id) stay valid: no revision bump,

@@ -129,6 +129,17 @@ WITH hash, head(collect(n)) AS image
 RETURN hash, image.embedding AS embedding, image.width AS width, image.height AS height
 """
 
+# same_content_groups: exact copies, the hashes two or more images share, their paths in order
+# (the images are read once; grouping them is the server's work, not a pair of images each).
+SAME_CONTENT = """
+MATCH (n:Image)
+WITH n.sha256 AS hash, n.path AS path ORDER BY path
+WITH hash, collect(path) AS paths
+WHERE size(paths) > 1
+RETURN hash, paths
+ORDER BY hash
+"""
+
 # A rename in two statements of one transaction, for a round of moves in which no path
 # appears twice (see base.independent_rounds): first the images a moved one replaces go,
 # with their links; then the moved nodes take their new paths, keeping everything else.

@@ -174,6 +174,10 @@ class Neo4jGraphStore(GraphStore):
 
         return self._db.read(fetch) if unique else {}
 
+    def same_content_groups(self) -> Iterator[list[str]]:
+        rows = self._db.read(lambda tx: [list(row["paths"]) for row in tx.run(cypher.SAME_CONTENT)])
+        yield from rows
+
     def rename_paths(self, moves: Sequence[tuple[str, str]]) -> int:
         """One transaction under the link lock (a relink in flight then sees the renamed
         paths as changed and searches again); each round of distinct paths as a whole."""
