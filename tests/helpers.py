@@ -209,6 +209,21 @@ class RunningImgwatch:
 
 
 
+def read_terminal_until(terminal: int, expected: bytes, timeout: float = 30) -> bytes:
+    """What a program wrote to ``terminal`` (a pty's end), until ``expected`` shows or ``timeout`` passes."""
+    import select
+
+    shown = b""
+    deadline = time.monotonic() + timeout
+    while expected not in shown and time.monotonic() < deadline:
+        if select.select([terminal], [], [], 0.1)[0]:
+            try:
+                shown += os.read(terminal, 65536)
+            except OSError:  # the program has exited and closed it
+                break
+    return shown
+
+
 def store_mismatch(data_dir: Path, root: Path, path_filter_extensions: tuple[str, ...] = ("jpg", "jpeg", "png"),
                    ) -> str | None:
     """None when the embedded store in ``data_dir`` holds exactly the images below ``root``,

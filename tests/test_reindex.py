@@ -9,6 +9,9 @@ the calibrated weights (different photos ~0.8-0.98), so the two spaces' scores c
 from __future__ import annotations
 
 import json
+import os
+import pty
+import signal
 import subprocess
 import sys
 import time
@@ -17,18 +20,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from rq import SimpleWorker
+from rq.serializers import JSONSerializer
 
 from imgwatch.config import Config
 from imgwatch.embedding import Embedder, EmbeddingModel
 from imgwatch.embedding.identity import weights_file, weights_identity
 from imgwatch.store import open_store
 from imgwatch.valkey_server import EmbeddedValkey
+from imgwatch.workqueue import WorkQueue
+from imgwatch.workqueue.queue import REINDEX_JOB
 from tests.helpers import (
     RunningImgwatch,
     imgwatch,
     kill_process,
     make_config,
     make_record,
+    read_terminal_until,
     run_worker_pids,
     status,
     store_mismatch,
@@ -189,15 +197,75 @@ def test_a_reindex_resumes_when_run_starts_and_after_its_worker_is_killed(
     assert run.stop() == 0, run.log()
 
 
-def _store_of_two_models(config: Config, images: int = 2) -> None:
-    """An embedded store of the old model with ``images`` images and a pending space for random seed 1."""
-    rng = np.random.default_rng(0)
+def unit_vectors(count: int, seed: int) -> list[np.ndarray]:
+    vectors = np.random.default_rng(seed).standard_normal((count, 2048)).astype(np.float32)
+    return list(vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
+
+
+def _store_of_two_models(config: Config, images: int = 2, folder: str = "/photos", *, pending: bool = True) -> None:
+    """An embedded store of the old model with ``images`` images below ``folder`` and (``pending``) a
+    pending space for random seed 1."""
     with open_store(config) as store:
         store.ensure_model(OLD_MODEL, 2048)
-        vectors = rng.standard_normal((images, 2048)).astype(np.float32)
-        store.upsert([make_record(f"/photos/{index}.jpg", vector / np.linalg.norm(vector), model=OLD_MODEL)
-                      for index, vector in enumerate(vectors)])
-        store.begin_space("resnet50/random-seed1", 2048)
+        store.upsert([make_record(f"{folder}/{index}.jpg", vector, model=OLD_MODEL)
+                      for index, vector in enumerate(unit_vectors(images, seed=0))])
+        if pending:
+            store.begin_space("resnet50/random-seed1", 2048)
+
+
+@pytest.fixture
+def registered_worker(config: Config, work_queue: WorkQueue) -> Iterator[None]:
+    """A worker registered on the test's queue (it takes nothing): what `imgwatch reindex` checks for."""
+    worker = SimpleWorker([work_queue.rq_queue], connection=work_queue.connection, serializer=JSONSerializer,
+                          name=f"registered-{config.queue.name}")
+    worker.register_birth()
+    yield
+    worker.register_death()
+
+
+def test_on_a_terminal_reindex_follows_until_the_switch_and_ctrl_c_leaves_it_going_on(
+    env: dict[str, str], config: Config, work_queue: WorkQueue, registered_worker: None, tmp_path: Path,
+) -> None:
+    root = tmp_path / "photos"
+    _store_of_two_models(config, folder=str(root), pending=False)
+    env.update({"IMGWATCH_QUEUE_REDIS_URL": config.queue.redis_url, "IMGWATCH_QUEUE_NAME": config.queue.name,
+                "IMGWATCH_EMBEDDING_SEED": "1"})
+    unwatched = imgwatch(env, "reindex", check=False)  # no worker reads the images: it could never complete
+    assert unwatched.returncode == 2 and "2 stored image(s) lie below no watched folder" in unwatched.stderr
+    env["IMGWATCH_GENERAL_ROOTS"] = str(root)
+
+    def on_a_terminal(until: bytes) -> tuple[subprocess.Popen[str], bytes, int]:
+        terminal, terminal_end = pty.openpty()
+        started = subprocess.Popen([sys.executable, "-m", "imgwatch", "reindex"], env=env, stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.PIPE, stderr=terminal_end, text=True)
+        os.close(terminal_end)
+        return started, read_terminal_until(terminal, until), terminal
+
+    following, shown, terminal = on_a_terminal(b"0/2 images")
+    following.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    assert following.wait(timeout=30) == 130
+    shown += read_terminal_until(terminal, b"again to watch")
+    os.close(terminal)
+    assert b"re-indexing 2 images with resnet50/random-seed1 (0 done, 2 queued)" in shown, shown
+    assert b"stopped watching; the re-index goes on in the workers: run `imgwatch reindex` again to watch" in shown
+    [job] = work_queue.fetch_jobs(work_queue.rq_queue.get_job_ids())
+    assert job.func_name == REINDEX_JOB and sorted(job.args[0]) == [f"{root}/0.jpg", f"{root}/1.jpg"]
+
+    with open_store(config, create=False) as store:
+        space = store.pending_space()
+        assert space is not None and space.model == "resnet50/random-seed1"
+        stored = store.get_many(job.args[0])
+        vectors = unit_vectors(2, seed=1)
+        assert store.put_pending([(path, stored[path].sha256, vector)
+                                  for path, vector in zip(sorted(stored), vectors, strict=True)]) == 2
+    # Complete, and no job left to end with the switch: whoever finds it complete switches, here the command.
+    watching, shown, terminal = on_a_terminal(b"(2 done, 0 queued)")
+    answer, _ = watching.communicate(timeout=30)
+    os.close(terminal)
+    assert watching.returncode == 0, shown
+    assert answer.startswith("done: the store now uses resnet50/random-seed1"), answer
+    with open_store(config, create=False) as store:
+        assert store.recorded_model() == ("resnet50/random-seed1", 2048) and store.pending_space() is None
 
 
 def test_status_shows_a_reindex_under_way_and_abort_drops_it_keeping_the_old_model(

@@ -242,7 +242,9 @@ def reindex(config: Config, abort: bool) -> None:
     """
     from imgwatch.reindex import start_reindex
     from imgwatch.store import open_store
+    from imgwatch.unwatched import watched_roots
     from imgwatch.workqueue import FailureLedger, WorkQueue, take_snapshot
+    from imgwatch.workqueue.worker_roots import WorkerRoots
 
     with open_store(config, create=False) as store:
         if abort:
@@ -253,7 +255,8 @@ def reindex(config: Config, abort: bool) -> None:
         if workers == 0:
             raise ImgwatchError("no worker is running, and the workers embed the images with the new model: "
                                 "start `imgwatch run` (or `imgwatch worker`), then run `imgwatch reindex` again")
-        started = start_reindex(config, store, work_queue, workers)
+        roots = watched_roots([str(p) for p in config.root_paths], WorkerRoots.for_queue(work_queue).current())
+        started = start_reindex(config, store, work_queue, workers, roots)
         space, recorded = started.space, store.recorded_model()
         how = "re-indexing" if started.opened else "the re-index under way goes on:"
         click.echo(f"{how} {space.total} images with {space.model} ({space.embedded} done, {started.queued} queued); "

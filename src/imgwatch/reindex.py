@@ -10,6 +10,7 @@ missing again when it starts, and so does the worker that runs the last job of a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from imgwatch.config import Config
@@ -17,6 +18,7 @@ from imgwatch.embedding.identity import choose_weights, weights_setting
 from imgwatch.errors import ImgwatchError, ReindexIncomplete, StoreMissing, WeightsUnavailable
 from imgwatch.log import get_logger
 from imgwatch.store import GraphStore, PendingSpace
+from imgwatch.unwatched import find_unwatched
 from imgwatch.workqueue import WorkQueue
 from imgwatch.workqueue.queue import paths_per_job
 
@@ -35,12 +37,14 @@ class Reindex:
     queued: int
 
 
-def start_reindex(config: Config, store: GraphStore, work_queue: WorkQueue, workers: int) -> Reindex:
+def start_reindex(config: Config, store: GraphStore, work_queue: WorkQueue, workers: int,
+                  roots: Sequence[str]) -> Reindex:
     """Open the pending space for the configured model (or take up the one open) and queue a reindex
     job for each image without a vector in it, sized for ``workers``.
 
     Refused: nothing indexed yet (StoreMissing), no model configured other than the store's, a
-    weights file that cannot be read, another reindex under way or the store's own model
+    weights file that cannot be read, images below none of the watched ``roots`` (no worker reads
+    them, so the space could never be complete), another reindex under way or the store's own model
     (ReindexConflict, from the store).
     """
     recorded = store.recorded_model()
@@ -59,10 +63,20 @@ def start_reindex(config: Config, store: GraphStore, work_queue: WorkQueue, work
         raise ImgwatchError(f"the store is embedded with {active}, the model configured: to change model, set "
                             "embedding.weights (or pass --weights) to the new one, then run `imgwatch reindex`")
     else:
+        _check_all_watched(store, roots)
         space, opened = store.begin_space(target.identity, target.dim, target.file), True
         log.info("reindex_started", model=space.model, previous=active, images=space.total)
     queued = queue_unembedded(store, work_queue, config, workers)
     return Reindex(space, opened, queued)
+
+
+def _check_all_watched(store: GraphStore, roots: Sequence[str]) -> None:
+    unwatched = find_unwatched(store, roots)
+    if unwatched.images:
+        folders = ", ".join(unwatched.folders)
+        raise ImgwatchError(f"{unwatched.images} stored image(s) lie below no watched folder ({folders}), where "
+                            f"no worker reads them, so a re-index could never complete: {unwatched.remedy}, "
+                            "then run `imgwatch reindex` again")
 
 
 def queue_unembedded(store: GraphStore, work_queue: WorkQueue, config: Config, workers: int) -> int:
