@@ -23,6 +23,8 @@ Params = dict[str, Any]
 
 # CREATE_VECTOR_INDEX is a template (index options cannot be parameters): any dimension, read back.
 CREATE_VECTOR_INDEX = re.compile(re.escape(q.CREATE_VECTOR_INDEX.format(dim="<dim>")).replace("<dim>", r"(?P<dim>\d+)"))
+CREATE_NEXT_VECTOR_INDEX = re.compile(
+    re.escape(q.CREATE_NEXT_VECTOR_INDEX.format(dim="<dim>")).replace("<dim>", r"(?P<dim>\d+)"))
 
 
 class FakeResult:
@@ -107,6 +109,8 @@ class FakeServer:
             return answer(self, p)
         if created := CREATE_VECTOR_INDEX.fullmatch(statement):
             return self._create_vector_index(int(created["dim"]))
+        if created := CREATE_NEXT_VECTOR_INDEX.fullmatch(statement):
+            return self._create_next_vector_index(int(created["dim"]))
         raise AssertionError(f"the fake server does not know this statement:\n{statement}")
 
     # -- one answer per statement (_ANSWERS below says which) ------------------------------
@@ -361,6 +365,94 @@ class FakeServer:
                 written += 1
         return [{"written": written}]
 
+    # -- the pending space ----------------------------------------------------------------
+
+    def _create_next_vector_index(self, dim: int) -> list[Row]:
+        if not any(i["name"] == q.NEXT_VECTOR_INDEX for i in self.indexes):
+            self.add_index(dim, name=q.NEXT_VECTOR_INDEX, state="POPULATING")
+            self.indexes[-1]["properties"] = ["embedding_next"]
+        return []
+
+    def _drop_next_vector_index(self, p: Params) -> list[Row]:
+        self.indexes = [i for i in self.indexes if i["name"] != q.NEXT_VECTOR_INDEX]
+        return []
+
+    _PENDING_KEYS = ("pending_model", "pending_dim", "pending_weights_file", "pending_weights_sha256")
+
+    def _pending_state(self, p: Params) -> list[Row]:
+        if self.store is None:
+            return []
+        return [{"model": self.store["model"], **{key: self.store.get(key) for key in self._PENDING_KEYS}}]
+
+    def _set_pending(self, p: Params) -> list[Row]:
+        assert self.store is not None
+        values = (p["model"], p["dim"], p["weights_file"], p["weights_sha256"])
+        self.store.update(zip(self._PENDING_KEYS, values, strict=True))
+        return []
+
+    def _is_pending(self, node: Row) -> bool:
+        return node.get("embedding_next_sha256") == node["sha256"]
+
+    def _count_pending(self, p: Params) -> list[Row]:
+        return [{"count": sum(1 for node in self.images.values() if self._is_pending(node))}]
+
+    def _put_pending(self, p: Params) -> list[Row]:
+        stored = 0
+        for row in p["rows"]:
+            node = self.images.get(row["path"])
+            if node is not None and node["sha256"] == row["sha256"]:
+                node.update(embedding_next=np.asarray(row["embedding"], dtype=np.float32),
+                            embedding_next_sha256=row["sha256"], embedding_next_digest=row["digest"])
+                stored += 1
+        return [{"stored": stored}]
+
+    def _pending_by_hash(self, p: Params) -> list[Row]:
+        first: dict[str, Row] = {}
+        for node in self.images.values():
+            if node["sha256"] in p["hashes"] and node.get("embedding_next_sha256") == node["sha256"]:
+                first.setdefault(node["sha256"], node)
+        return [{"hash": h, "embedding": n["embedding_next"].tolist()} for h, n in first.items()]
+
+    def _paths_without_pending(self, p: Params) -> list[Row]:
+        return [{"path": path} for path in sorted(self.images)
+                if path > p["after"] and not self._is_pending(self.images[path])][: p["limit"]]
+
+    def _pending_page(self, p: Params) -> list[Row]:
+        return [{"path": path, "pending": self.images[path].get("embedding_next_sha256")}
+                for path in sorted(self.images) if path > p["after"]][: p["limit"]]
+
+    def _pending_score(self, a: str, b: str) -> float:
+        x, y = (self.images[path]["embedding_next"].astype(np.float64) for path in (a, b))
+        return cosine_to_score(float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y))))
+
+    def _pending_candidates(self, p: Params) -> list[Row]:
+        rows = []
+        for path in p["paths"]:
+            if path not in self.images or "embedding_next" not in self.images[path]:
+                continue
+            scored = sorted(((self._pending_score(path, other), other) for other, node in self.images.items()
+                             if other != path and self._is_pending(node)), key=lambda x: (-x[0], x[1]))
+            rows += [{"path": path, "neighbour": other, "score": s}
+                     for s, other in scored[: p["candidates"]] if s >= p["min_score"]]
+        return rows
+
+    def _pending_scores(self, p: Params) -> list[Row]:
+        return [{"a": pair["a"], "b": pair["b"], "score": self._pending_score(pair["a"], pair["b"])}
+                for pair in p["pairs"] if pair["a"] in self.images and pair["b"] in self.images]
+
+    def _swap_embeddings(self, p: Params) -> list[Row]:
+        for node in self.images.values():
+            node.update(embedding=node.pop("embedding_next"), embedding_digest=node.pop("embedding_next_digest"),
+                        model=p["model"], linked=True, pick_bar=None, indexed_at=p["now"])
+            del node["embedding_next_sha256"]
+        return []
+
+    def _drop_pending_vectors(self, p: Params) -> list[Row]:
+        for node in self.images.values():
+            for key in ("embedding_next", "embedding_next_sha256", "embedding_next_digest"):
+                node.pop(key, None)
+        return []
+
     # Each statement the backend sends, by its text in cypher.py (so a changed statement fails
     # loudly in answer()), and its answer. CREATE_VECTOR_INDEX is a template: answer() matches it.
     _ANSWERS: ClassVar[dict[str, Callable[[FakeServer, Params], list[Row]]]] = {
@@ -407,6 +499,18 @@ class FakeServer:
         q.MARK_LINKED: _mark_linked,
         q.MARK_LINKED_KEEP_BARS: _mark_linked_keep_bars,
         q.WRITE_LINKS: _write_links,
+        q.DROP_NEXT_VECTOR_INDEX: _drop_next_vector_index,
+        q.PENDING_STATE: _pending_state,
+        q.SET_PENDING: _set_pending,
+        q.COUNT_PENDING: _count_pending,
+        q.PUT_PENDING: _put_pending,
+        q.PENDING_BY_HASH: _pending_by_hash,
+        q.PATHS_WITHOUT_PENDING: _paths_without_pending,
+        q.PENDING_PAGE: _pending_page,
+        q.PENDING_CANDIDATES: _pending_candidates,
+        q.PENDING_SCORES: _pending_scores,
+        q.SWAP_EMBEDDINGS: _swap_embeddings,
+        q.DROP_PENDING_VECTORS: _drop_pending_vectors,
     }
 
 

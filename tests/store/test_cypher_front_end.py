@@ -11,7 +11,8 @@ ships); the procedures and functions the store calls are all in 5.26 (see
 imgwatch.store.neo4j.cypher). Checked:
 
 - every statement in imgwatch.store.neo4j.cypher, with the parameters its call sites really
-  pass (recorded from the stand-in server tests, test_neo4j_fake.py, run as a subprocess),
+  pass (recorded from the stand-in server tests, test_neo4j_fake.py and test_spaces.py, run
+  as a subprocess),
   and any other statement those tests see the store send;
 - the commands imgwatch's hints print (CREATE DATABASE, DROP INDEX, the reset);
 - the ```cypher blocks in README.md and docs/.
@@ -49,7 +50,8 @@ VERSIONS = ("CYPHER 5", "CYPHER 25")
 OLDEST_NODE = 20  # the package asks for Node 24 but runs on Debian's Node 20
 URI = "neo4j://db.example:7687"
 LOCATION = f"{URI} database neo4j"
-STAND_IN_TESTS = "tests/store/test_neo4j_fake.py"  # the tests whose stand-in server records what it is sent
+# The tests whose stand-in server records what it is sent.
+STAND_IN_TESTS = ("tests/store/test_neo4j_fake.py", "tests/store/test_spaces.py")
 
 # What imgwatch stores (see imgwatch.store.neo4j.schema): a label, type or key not listed
 # here is a misspelling the front end warns about.
@@ -59,7 +61,9 @@ SCHEMA = {
     "propertyKeys": [
         "path", "sha256", "size", "mtime_ns", "ctime_ns", "inode", "width", "height", "model", "linked",
         "pick_bar", "indexed_at", "embedding", "embedding_digest",  # Image
+        "embedding_next", "embedding_next_sha256", "embedding_next_digest",  # Image, while a re-index is pending
         "key", "schema_version", "dim", "weights_file", "weights_sha256", "write_seq",  # ImgwatchStore
+        "pending_model", "pending_dim", "pending_weights_file", "pending_weights_sha256",  # ImgwatchStore
         "score",  # SIMILAR_TO
     ],
 }
@@ -151,7 +155,7 @@ def sent(tmp_path_factory: pytest.TempPathFactory) -> Mapping[str, frozenset[str
     record = folder / "statements.jsonl"
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--basetemp={folder / 'tmp'}",
-         STAND_IN_TESTS],
+         *STAND_IN_TESTS],
         cwd=REPO, env={**os.environ, RECORD_ENV: str(record)}, capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, f"{STAND_IN_TESTS} failed:\n{done.stdout[-4000:]}"
@@ -160,7 +164,7 @@ def sent(tmp_path_factory: pytest.TempPathFactory) -> Mapping[str, frozenset[str
 
 # cypher.py's str.format templates (a Cypher map's braces look like fields to str.format, so
 # they are named here): checked as the store sends them. One missing here fails to parse.
-TEMPLATES = ("CREATE_VECTOR_INDEX",)
+TEMPLATES = ("CREATE_VECTOR_INDEX", "CREATE_NEXT_VECTOR_INDEX")
 
 
 def template_pattern(text: str) -> re.Pattern[str]:
@@ -191,8 +195,8 @@ def store_statements(sent: Mapping[str, frozenset[str]]) -> tuple[list[Statement
 
 
 def dimension_ends() -> list[Statement]:
-    return [Statement(f"CREATE_VECTOR_INDEX with dim={dim}", cypher.CREATE_VECTOR_INDEX.format(dim=dim))
-            for dim in (1, MAX_VECTOR_DIMENSIONS)]
+    return [Statement(f"{name} with dim={dim}", getattr(cypher, name).format(dim=dim))
+            for name in TEMPLATES for dim in (1, MAX_VECTOR_DIMENSIONS)]
 
 
 def documented() -> list[Statement]:

@@ -108,10 +108,12 @@ def test_pairs_within_a_batch_are_scored_from_the_vectors_in_hand() -> None:
 
 
 def test_the_link_statements_run_no_search_under_the_lock() -> None:
-    # The only statements that search (queryNodes) are CANDIDATES and NEAREST; neither takes the lock.
+    # The only statements that search (queryNodes) are CANDIDATES, NEAREST and PENDING_CANDIDATES; none
+    # takes the lock. (switch_space runs PENDING_CANDIDATES under it only for the images written since
+    # it planned the new space's links from read transactions.)
     searching = [name for name, text in vars(q).items() if name.isupper() and "queryNodes" in text]
-    assert sorted(searching) == ["CANDIDATES", "NEAREST"]
-    assert "write_seq" not in q.CANDIDATES
+    assert sorted(searching) == ["CANDIDATES", "NEAREST", "PENDING_CANDIDATES"]
+    assert "write_seq" not in q.CANDIDATES and "write_seq" not in q.PENDING_CANDIDATES
 
 
 # -- file_states below a directory: one range -----------------------------------------------

@@ -27,7 +27,7 @@ NEW_WEIGHTS = ("/models/v2.pt", "ab" * 32)
 THRESHOLD, TOP_K = 0.8, 5
 
 
-@pytest.fixture(params=["embedded"])
+@pytest.fixture(params=["embedded", "neo4j"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GraphStore]:
     """An empty store of each backend with MODEL/DIM recorded (Neo4j: the stand-in without a test server)."""
     if request.param == "neo4j" and not os.environ.get("IMGWATCH_TEST_NEO4J_URI"):
@@ -255,6 +255,44 @@ def test_abort_space_drops_it_and_another_model_can_begin(store: GraphStore) -> 
     assert store.begin_space("test-model/v3", NEW_DIM).embedded == 0
 
 
+def another_worker_writes(store: GraphStore) -> None:
+    """While the triangle's new links are computed: a new photo near a, c edited (still near a), b removed."""
+    store.upsert([dataclasses.replace(make_record("/p/d.jpg", axis(7)), pending_embedding=new_angled(0.9, 2)),
+                  dataclasses.replace(make_record("/p/c.jpg", axis(2), sha256="c-edited"),
+                                      pending_embedding=new_angled(0.85, 1))])
+    store.remove(["/p/b.jpg"])
+
+
+def assert_linked_as_written_meanwhile(store: GraphStore) -> None:
+    assert neighbour_paths(store, "/p/a.jpg") == ["/p/d.jpg", "/p/c.jpg"]
+    assert neighbour_paths(store, "/p/c.jpg") == ["/p/a.jpg"]
+    assert store.get("/p/b.jpg") is None
+    assert store.recorded_model() == (NEW_MODEL, NEW_DIM)
+
+
+def test_writes_during_the_link_computation_are_linked_before_the_switch_on_neo4j() -> None:
+    """As on the embedded store below: the stand-in runs another worker's writes just before the
+    switch's write transaction, after its links were planned from read transactions."""
+    store, server = fake_store()
+    store.ensure_model(MODEL, DIM)
+    a, b, c = triangle(store)
+    store.begin_space(NEW_MODEL, NEW_DIM)
+    put_all(store, [a, b, c])
+
+    server.before_write = lambda: another_worker_writes(store)
+    assert store.switch_space(THRESHOLD, TOP_K) == 2
+
+    assert_linked_as_written_meanwhile(store)
+
+
+def test_neo4j_refuses_a_pending_model_its_vector_index_cannot_hold() -> None:
+    store, server = fake_store()
+    store.ensure_model(MODEL, DIM)
+    with pytest.raises(StoreError, match="at most 4096"):
+        store.begin_space(NEW_MODEL, 4097)
+    assert store.pending_space() is None
+
+
 # -- the embedded store: its files ---------------------------------------------------------------------
 
 
@@ -307,18 +345,14 @@ def test_writes_during_the_link_computation_are_linked_before_the_switch(
 
         def computed_while_another_process_writes(*args: object, **kwargs: object) -> spaces.SpaceLinks:
             result = compute_links(*args, **kwargs)  # type: ignore[arg-type]
-            worker.upsert([dataclasses.replace(make_record("/p/d.jpg", axis(7)),
-                                               pending_embedding=new_angled(0.9, 2))])
-            worker.remove([c.path])
+            another_worker_writes(worker)
             return result
 
         monkeypatch.setattr(spaces, "compute_links", computed_while_another_process_writes)
-        assert switching.switch_space(THRESHOLD, TOP_K) == 1
+        assert switching.switch_space(THRESHOLD, TOP_K) == 2
 
-        assert neighbour_paths(switching, a.path) == ["/p/d.jpg"]
-        assert neighbour_paths(worker, "/p/d.jpg") == [a.path]
-        assert worker.get(c.path) is None
-        assert worker.recorded_model() == (NEW_MODEL, NEW_DIM)
+        assert_linked_as_written_meanwhile(switching)
+        assert_linked_as_written_meanwhile(worker)
 
 
 def test_a_version_4_store_file_is_migrated_and_keeps_its_images(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ The rule:
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
@@ -124,3 +124,42 @@ def plan_links(
         else:
             plan.undecided.setdefault(link.neighbour, set()).add(link.image)
     return plan
+
+
+def relinked(
+    plan: LinkPlan[K],
+    changed: set[K],
+    gone: set[K],
+    candidates: Callable[[list[K]], Mapping[K, Iterable[Candidate[K]]]],
+    scores: Callable[[list[tuple[K, K]]], list[float]],
+    threshold: float,
+    top_k: int,
+) -> None:
+    """Bring a whole graph's ``plan`` up to date, in place, after its images ``changed`` (new or
+    re-embedded) or are ``gone``: as if each changed image were linked again (former links and
+    pick bars count) and each gone one removed (its links go, nobody picks again).
+
+    ``candidates(keys)``: each key's candidates (itself excluded), as :func:`plan_links` takes them;
+    ``scores(pairs)``: the cosine of each (neighbour, image) pair as the vectors are now.
+    """
+    former: list[tuple[K, K]] = []  # (neighbour outside the changed images, changed image)
+    for pair in [pair for pair in plan.links if gone.intersection(pair) or changed.intersection(pair)]:
+        del plan.links[pair]
+        for image, neighbour in (pair, pair[::-1]):
+            if image in changed and neighbour not in changed and neighbour not in gone:
+                former.append((neighbour, image))
+    for image in gone:
+        plan.pick_bars.pop(image, None)
+    if not changed or top_k <= 0:
+        return
+    again = plan_links(
+        candidates(sorted(changed)),
+        [FormerLink(neighbour, image, plan.pick_bars.get(neighbour), score)
+         for (neighbour, image), score in zip(former, scores(former) if former else [], strict=True)],
+        threshold, top_k,
+    )
+    if again.undecided:
+        fresh = candidates(sorted(again.undecided))
+        again.settle({key: choose(found, threshold, top_k) for key, found in fresh.items()})
+    plan.links.update(again.links)
+    plan.pick_bars.update(again.pick_bars)

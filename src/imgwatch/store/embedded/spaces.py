@@ -28,7 +28,7 @@ from imgwatch.store.embedded.ann_search import BUILD_CHUNK, TailCheck, index_pro
 from imgwatch.store.embedded.shared_vectors import checked_rows, renew_store_identity
 from imgwatch.store.embedded.sqlite import Transaction
 from imgwatch.store.embedded.vectors import SlotVectors, neighbour_candidates
-from imgwatch.store.linking import FormerLink, choose, plan_links
+from imgwatch.store.linking import LinkPlan, plan_links, relinked
 
 # Images whose neighbours are searched at once while linking the new space (bounds the copies of
 # their vectors and the score blocks).
@@ -56,12 +56,10 @@ def drop(tx: Transaction) -> None:
 
 @dataclass
 class SpaceLinks:
-    """The new space's links (ordered id pair -> cosine) and pick bars, and the pending vectors
-    they were computed from (a matrix by id in a temporary file beside the store)."""
+    """The new space's links and pick bars, and the pending vectors they were computed from."""
 
     vectors: PendingVectors
-    links: dict[tuple[int, int], float] = field(default_factory=dict)
-    pick_bars: dict[int, float] = field(default_factory=dict)
+    plan: LinkPlan[int] = field(default_factory=LinkPlan)
 
 
 class PendingVectors:
@@ -133,8 +131,8 @@ def compute_links(vectors: PendingVectors, threshold: float, top_k: int, ann_min
     for start in range(0, len(ids), LINK_BATCH):
         batch = ids[start : start + LINK_BATCH]
         plan = plan_links(neighbour_candidates(view, batch, top_k, threshold), [], threshold, top_k)
-        result.links.update(plan.links)
-        result.pick_bars.update(plan.pick_bars)
+        result.plan.links.update(plan.links)
+        result.plan.pick_bars.update(plan.pick_bars)
     return result
 
 
@@ -149,36 +147,13 @@ def catch_up(tx: Transaction, space_links: SpaceLinks, threshold: float, top_k: 
     vectors.forget(sorted(gone))
     vectors.write(*checked_rows(rows, vectors.dim, tx))
     vectors.revision = tx.pending_revision()
-    changed = {row[0] for row in rows}
-    if not gone and not changed:
-        return
-    links, bars = space_links.links, space_links.pick_bars
-    former: list[tuple[int, int]] = []  # (neighbour outside the changed images, changed image)
-    for pair in [pair for pair in links if gone.intersection(pair) or changed.intersection(pair)]:
-        del links[pair]
-        a, b = pair
-        if a in changed and b not in changed and b not in gone:
-            former.append((b, a))
-        elif b in changed and a not in changed and a not in gone:
-            former.append((a, b))
-    for image in gone:
-        bars.pop(image, None)
-    if not changed or top_k <= 0:
-        return
     view = vectors.view
-    scores = np.einsum("ij,ij->i", view.vectors([o for o, _ in former]), view.vectors([i for _, i in former])) \
-        if former else np.empty(0)
-    plan = plan_links(
-        neighbour_candidates(view, sorted(changed), top_k, threshold),
-        [FormerLink(neighbour=o, image=i, neighbour_bar=bars.get(o), score=float(score))
-         for (o, i), score in zip(former, scores.tolist(), strict=True)],
-        threshold, top_k,
-    )
-    if plan.undecided:
-        fresh = neighbour_candidates(view, sorted(plan.undecided), top_k, threshold)
-        plan.settle({key: choose(found, threshold, top_k) for key, found in fresh.items()})
-    links.update(plan.links)
-    bars.update(plan.pick_bars)
+
+    def scores(pairs: list[tuple[int, int]]) -> list[float]:
+        return np.einsum("ij,ij->i", view.vectors([a for a, _ in pairs]), view.vectors([b for _, b in pairs])).tolist()
+
+    relinked(space_links.plan, {row[0] for row in rows}, gone,
+             lambda ids: neighbour_candidates(view, ids, top_k, threshold), scores, threshold, top_k)
 
 
 def swap_in(tx: Transaction, space: PendingSpace, space_links: SpaceLinks) -> int:
@@ -190,14 +165,15 @@ def swap_in(tx: Transaction, space: PendingSpace, space_links: SpaceLinks) -> in
         "model = ?, rev = ?, indexed_at = ?, linked = 1, pick_bar = NULL",
         (space.model, rev, time.time()),
     )
+    plan = space_links.plan
     tx.executemany("UPDATE images SET pick_bar = ? WHERE id = ?",
-                   [(bar, image) for image, bar in space_links.pick_bars.items()])
+                   [(bar, image) for image, bar in plan.pick_bars.items()])
     tx.executemany("INSERT INTO links (a, b, score) VALUES (?, ?, ?)",
-                   [(a, b, score) for (a, b), score in space_links.links.items()])
+                   [(a, b, score) for (a, b), score in plan.links.items()])
     tx.record_model(space.model, space.dim, space.weights_file)
     drop(tx)
     renew_store_identity(tx)
-    return len(space_links.links)
+    return len(plan.links)
 
 
 def _chunks(view: SlotVectors, ids: Sequence[int]) -> Iterator[tuple[np.ndarray, np.ndarray]]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 # -- schema names -----------------------------------------------------------------------
 
 VECTOR_INDEX = "imgwatch_image_embedding"
+NEXT_VECTOR_INDEX = "imgwatch_image_embedding_next"  # the pending space's (a re-index to a new model)
 SCORE_INDEX = "imgwatch_link_score"
 HASH_INDEX = "imgwatch_image_sha256"
 PATH_CONSTRAINT = "imgwatch_image_path"
@@ -68,6 +69,85 @@ LOCK_STORE_MODEL = "MERGE (s:ImgwatchStore {key: 'store'}) RETURN " + _MODEL
 SET_MODEL = (
     "MATCH (s:ImgwatchStore {key: 'store'}) "
     "SET s.model = $model, s.dim = $dim, s.weights_file = $weights_file, s.weights_sha256 = $weights_sha256"
+)
+
+# -- the pending space (GraphStore.begin_space): a re-index to a new model ----------------------
+# Its model is recorded on the store node (pending_*); each image's vector for it is
+# ``embedding_next``, for the content ``embedding_next_sha256`` (with its digest), under a vector
+# index of its own. switch_space moves it into ``embedding`` in one transaction.
+
+# Filled in with str.format(dim=...), as CREATE_VECTOR_INDEX.
+CREATE_NEXT_VECTOR_INDEX = (
+    f"CREATE VECTOR INDEX {NEXT_VECTOR_INDEX} IF NOT EXISTS FOR (n:Image) ON n.embedding_next OPTIONS "
+    "{{indexConfig: {{`vector.dimensions`: {dim}, `vector.similarity_function`: 'cosine'}}}}"
+)
+DROP_NEXT_VECTOR_INDEX = f"DROP INDEX {NEXT_VECTOR_INDEX} IF EXISTS"
+PENDING_STATE = (
+    "MATCH (s:ImgwatchStore {key: 'store'}) RETURN s.model AS model, s.pending_model AS pending_model, "
+    "s.pending_dim AS pending_dim, s.pending_weights_file AS pending_weights_file, "
+    "s.pending_weights_sha256 AS pending_weights_sha256"
+)
+# Null parameters remove the properties: the pending space dropped.
+SET_PENDING = (
+    "MATCH (s:ImgwatchStore {key: 'store'}) SET s.pending_model = $model, s.pending_dim = $dim, "
+    "s.pending_weights_file = $weights_file, s.pending_weights_sha256 = $weights_sha256"
+)
+COUNT_PENDING = "MATCH (n:Image) WHERE n.embedding_next_sha256 = n.sha256 RETURN count(n) AS count"
+# Only where the image still has the content the vector was computed for.
+PUT_PENDING = """
+UNWIND $rows AS row
+MATCH (n:Image {path: row.path})
+WHERE n.sha256 = row.sha256
+CALL db.create.setNodeVectorProperty(n, 'embedding_next', row.embedding)
+SET n.embedding_next_sha256 = row.sha256, n.embedding_next_digest = row.digest
+RETURN count(n) AS stored
+"""
+PENDING_BY_HASH = """
+UNWIND $hashes AS hash
+MATCH (n:Image {sha256: hash})
+WHERE n.embedding_next_sha256 = hash
+WITH hash, head(collect(n)) AS image
+RETURN hash, image.embedding_next AS embedding
+"""
+PATHS_WITHOUT_PENDING = (
+    "MATCH (n:Image) WHERE n.path > $after AND coalesce(n.embedding_next_sha256 <> n.sha256, true) "
+    "RETURN n.path AS path ORDER BY n.path LIMIT $limit"
+)
+# switch_space reads every image's pending content hash (what its links were computed from) in pages.
+PENDING_PAGE = (
+    "MATCH (n:Image) WHERE n.path > $after "
+    "RETURN n.path AS path, n.embedding_next_sha256 AS pending ORDER BY n.path LIMIT $limit"
+)
+# As CANDIDATES, in the pending space; ``score`` is Neo4j's (1 + cosine) / 2.
+PENDING_CANDIDATES = """
+UNWIND $paths AS path
+MATCH (n:Image {path: path})
+CALL db.index.vector.queryNodes($index, $candidates, n.embedding_next) YIELD node
+WITH path, n, node
+WHERE node <> n AND node.embedding_next_sha256 = node.sha256
+WITH path, node, vector.similarity.cosine(n.embedding_next, node.embedding_next) AS score
+WHERE score >= $min_score
+RETURN path, node.path AS neighbour, score
+"""
+PENDING_SCORES = """
+UNWIND $pairs AS pair
+MATCH (a:Image {path: pair.a})
+MATCH (b:Image {path: pair.b})
+RETURN pair.a AS a, pair.b AS b, vector.similarity.cosine(a.embedding_next, b.embedding_next) AS score
+"""
+# The switch: every image's pending vector becomes its embedding (linked: the new links follow,
+# written as link() writes them, after its DROP_LINKS of every image).
+SWAP_EMBEDDINGS = """
+MATCH (n:Image)
+CALL db.create.setNodeVectorProperty(n, 'embedding', n.embedding_next)
+SET n.embedding_digest = n.embedding_next_digest, n.model = $model, n.linked = true, n.pick_bar = null,
+    n.indexed_at = $now
+REMOVE n.embedding_next, n.embedding_next_sha256, n.embedding_next_digest
+"""
+# Abort: the pending vectors go (the index on them is dropped too).
+DROP_PENDING_VECTORS = (
+    "MATCH (n:Image) WHERE n.embedding_next_sha256 IS NOT NULL "
+    "REMOVE n.embedding_next, n.embedding_next_sha256, n.embedding_next_digest"
 )
 
 # -- counting (both answered by the count store: one label, or one type and no labels) ---

@@ -13,7 +13,11 @@
 - one ``(:ImgwatchStore {key: 'store'})`` node recording the model, its dimension, the
   weights file it was loaded from (``weights_file``, ``weights_sha256``; absent for weights
   that are no file) and the schema version;
-- a cosine vector index ``imgwatch_image_embedding`` on ``Image.embedding``.
+- a cosine vector index ``imgwatch_image_embedding`` on ``Image.embedding``;
+- while a re-index to another model is under way (GraphStore.begin_space), its model on the store
+  node (``pending_model``, ``pending_dim``, ``pending_weights_file``, ``pending_weights_sha256``),
+  each image's vector for it in ``embedding_next`` (for the content ``embedding_next_sha256``, with
+  ``embedding_next_digest``) and a cosine vector index ``imgwatch_image_embedding_next`` on it.
 
 Opening for writing looks first (SHOW CONSTRAINTS, SHOW INDEXES, the store node) and
 creates only what is missing, so a user without schema privileges can work in a
@@ -209,19 +213,36 @@ class Schema:
     def record_model(self, model: str, dim: int, weights_file: tuple[str, str] | None) -> None:
         """Record the model on first use (with its weights file, see weights_file_to_record);
         ModelMismatchError while another model's images exist."""
+        self.check_model(model, dim)
+        state = self._db.read(lambda tx: tx.run(cypher.STORE_STATE).single())
+        if _recording(state, model, dim, weights_file)[0]:
+            self._db.write(lambda tx: self._record_model(tx, model, dim, weights_file))
+        self.ensure_vector_index(dim, replace=True)
+
+    def check_model(self, model: str, dim: int) -> None:
+        """StoreError for a model a vector index cannot hold: checked before anything is recorded."""
         if not model or dim <= 0:
             raise StoreError(f"invalid embedding model {model!r} with dim {dim}")
-        if dim > MAX_VECTOR_DIMENSIONS:  # before anything is recorded: the index could not be made
+        if dim > MAX_VECTOR_DIMENSIONS:
             raise StoreError(
                 f"the model {model!r} makes {dim}-dimensional embeddings, but a vector index at "
                 f"{self._db.location} holds at most {MAX_VECTOR_DIMENSIONS} (Neo4j 5's vector.dimensions); "
                 f"use a model of at most {MAX_VECTOR_DIMENSIONS} dimensions, or the embedded store "
                 "(general.store = \"embedded\")"
             )
-        state = self._db.read(lambda tx: tx.run(cypher.STORE_STATE).single())
-        if _recording(state, model, dim, weights_file)[0]:
-            self._db.write(lambda tx: self._record_model(tx, model, dim, weights_file))
-        self.ensure_vector_index(dim, replace=True)
+
+    def ensure_pending_index(self, dim: int) -> None:
+        """The pending space's vector index (``embedding_next``), created for ``dim`` and ONLINE."""
+        ours = _named(self._db.command(cypher.SHOW_INDEXES), cypher.NEXT_VECTOR_INDEX)
+        if ours is not None and index_dimensions(ours) != dim:  # left by an aborted space of another size
+            self._schema(cypher.DROP_NEXT_VECTOR_INDEX)
+            ours = None
+        if ours is None:
+            self._schema(cypher.CREATE_NEXT_VECTOR_INDEX.format(dim=int(dim)))  # dim: checked by check_model
+        self._db.command(cypher.AWAIT_INDEX, name=cypher.NEXT_VECTOR_INDEX, seconds=INDEX_ONLINE_TIMEOUT_SECONDS)
+
+    def drop_pending_index(self) -> None:
+        self._schema(cypher.DROP_NEXT_VECTOR_INDEX)
 
     def _record_model(self, tx: neo4j.ManagedTransaction, model: str, dim: int,
                       weights_file: tuple[str, str] | None) -> None:

@@ -17,7 +17,8 @@ import neo4j
 import numpy as np
 
 from imgwatch.config import Neo4jConfig
-from imgwatch.errors import ImageNotFound, ModelMismatchError, StoreError
+from imgwatch.errors import ImageNotFound, ModelMismatchError, ReindexConflict, ReindexIncomplete, StoreError
+from imgwatch.log import get_logger
 from imgwatch.store.base import (
     ExportedImage,
     FileState,
@@ -29,15 +30,18 @@ from imgwatch.store.base import (
     StoredEmbedding,
     StoredImage,
     StoreStats,
+    already_active_message,
     checked_embedding,
     checked_threshold,
     each_pair_once,
     foreign_record_message,
+    incomplete_message,
     independent_rounds,
+    pending_conflict_message,
     unit_query,
 )
 from imgwatch.store.batching import PAGE_SIZE, keyset_pages
-from imgwatch.store.linking import Candidate, LinkPlan, choose, plan_links
+from imgwatch.store.linking import Candidate, LinkPlan, choose, plan_links, relinked
 from imgwatch.store.neo4j import cypher
 from imgwatch.store.neo4j.driver import Connection
 from imgwatch.store.neo4j.schema import Schema, model_in, reset_hint, weights_file_in
@@ -54,7 +58,10 @@ from imgwatch.store.neo4j.values import (
     within_batch,
 )
 
-_NOT_YET = "re-indexing to another model is not available on Neo4j yet; use the embedded store for it"
+# Images whose pending-space neighbours switch_space searches per read transaction.
+SWITCH_LINK_BATCH = 500
+
+log = get_logger("imgwatch.store")
 
 
 class Neo4jGraphStore(GraphStore):
@@ -201,25 +208,122 @@ class Neo4jGraphStore(GraphStore):
     # -- the pending space (a re-index to a new model) ------------------------------------
 
     def begin_space(self, model: str, dim: int, weights_file: tuple[str, str] | None = None) -> PendingSpace:
-        raise StoreError(_NOT_YET)
+        self._schema.check_model(model, dim)
+
+        def open_space(tx: neo4j.ManagedTransaction) -> None:
+            tx.run(cypher.SERIALISE).consume()
+            row = tx.run(cypher.PENDING_STATE).single()
+            pending = _pending_of(row)
+            if pending is not None and pending[:2] != (model, dim):
+                raise ReindexConflict(pending_conflict_message(pending[0], model))
+            if pending is None and row is not None and row["model"] == model:
+                raise ReindexConflict(already_active_message(model))
+            if pending is None:
+                path, sha256 = weights_file or (None, None)
+                tx.run(cypher.SET_PENDING, model=model, dim=dim, weights_file=path, weights_sha256=sha256).consume()
+
+        self._db.write(open_space)
+        self._schema.ensure_pending_index(dim)
+        space = self.pending_space()
+        assert space is not None
+        return space
 
     def pending_space(self) -> PendingSpace | None:
-        return None
+        return self._db.read(_pending_space)
 
     def put_pending(self, items: Sequence[tuple[str, str, np.ndarray]]) -> int:
-        return 0
+        if not items:
+            return 0
+
+        def put(tx: neo4j.ManagedTransaction) -> int:
+            pending = _pending_of(tx.run(cypher.PENDING_STATE).single())
+            if pending is None:
+                return 0  # switched or aborted meanwhile: the job's vectors have no space to go to
+            return _put_pending(tx, [(path, sha256, checked_embedding(vector, pending[1], path))
+                                     for path, sha256, vector in items], pending[1])
+
+        return int(self._db.write(put))
 
     def pending_by_hash(self, hashes: Iterable[str]) -> dict[str, np.ndarray]:
-        return {}
+        unique = list(dict.fromkeys(hashes))
+
+        def fetch(tx: neo4j.ManagedTransaction) -> dict[str, np.ndarray]:
+            if _pending_of(tx.run(cypher.PENDING_STATE).single()) is None:
+                return {}
+            return {row["hash"]: as_vector(row["embedding"], row["hash"])
+                    for batch in statement_batches(unique, 1) for row in tx.run(cypher.PENDING_BY_HASH, hashes=batch)}
+
+        return self._db.read(fetch) if unique else {}
 
     def paths_without_pending(self, after: str, limit: int) -> list[str]:
-        return []
+        def fetch(tx: neo4j.ManagedTransaction) -> list[str]:
+            if _pending_of(tx.run(cypher.PENDING_STATE).single()) is None:
+                return []
+            return [row["path"] for row in tx.run(cypher.PATHS_WITHOUT_PENDING, after=after, limit=limit)]
+
+        return self._db.read(fetch)
 
     def switch_space(self, threshold: float, top_k: int) -> int:
-        return 0
+        """Links planned from read transactions through the pending index; then, under the link lock,
+        brought up to date with what changed since and swapped in with the vectors and the model in
+        one transaction. The pending index becomes the (dropped and re-created, if the size changed)
+        main one afterwards."""
+        checked_threshold(threshold)
+        space = self.pending_space()
+        if space is None:
+            return 0
+        if not space.complete:
+            raise ReindexIncomplete(incomplete_message(space))
+        self._schema.ensure_pending_index(space.dim)
+        seen = self._db.read(_pending_hashes)
+        plan: LinkPlan[str] = LinkPlan()
+        paths = list(seen)
+        for start in range(0, len(paths), SWITCH_LINK_BATCH):
+            batch = paths[start : start + SWITCH_LINK_BATCH]
+            found = self._db.read(lambda tx, batch=batch: _pending_candidates(tx, batch, threshold, top_k))
+            batch_plan = plan_links(found, [], threshold, top_k)
+            plan.links.update(batch_plan.links)
+            plan.pick_bars.update(batch_plan.pick_bars)
+
+        def swap(tx: neo4j.ManagedTransaction) -> int | None:
+            tx.run(cypher.SERIALISE).consume()
+            now = _pending_space(tx)
+            if now is None or (now.model, now.dim) != (space.model, space.dim):
+                return None  # another caller switched (or aborted) meanwhile
+            if not now.complete:
+                raise ReindexIncomplete(incomplete_message(now))
+            current = _pending_hashes(tx)
+            changed = {path for path, sha256 in current.items() if seen.get(path) != sha256}
+            relinked(plan, changed, set(seen) - set(current),
+                     lambda keys: _pending_candidates(tx, keys, threshold, top_k),
+                     lambda pairs: _pending_scores(tx, pairs), threshold, top_k)
+            tx.run(cypher.SWAP_EMBEDDINGS, model=now.model, now=time.time()).consume()
+            path, sha256 = now.weights_file or (None, None)
+            tx.run(cypher.SET_MODEL, model=now.model, dim=now.dim, weights_file=path, weights_sha256=sha256).consume()
+            tx.run(cypher.SET_PENDING, model=None, dim=None, weights_file=None, weights_sha256=None).consume()
+            return _write_plan(tx, list(current), plan, top_k)
+
+        written = self._db.write(swap)
+        if written is None:
+            return 0
+        self._schema.drop_pending_index()
+        self._schema.ensure_vector_index(space.dim, replace=True)
+        log.info("space_switched", store=self._db.location, model=space.model, dim=space.dim, links=written)
+        return int(written)
 
     def abort_space(self) -> bool:
-        return False
+        def drop(tx: neo4j.ManagedTransaction) -> bool:
+            tx.run(cypher.SERIALISE).consume()
+            if _pending_of(tx.run(cypher.PENDING_STATE).single()) is None:
+                return False
+            tx.run(cypher.DROP_PENDING_VECTORS).consume()
+            tx.run(cypher.SET_PENDING, model=None, dim=None, weights_file=None, weights_sha256=None).consume()
+            return True
+
+        if not self._db.write(drop):
+            return False
+        self._schema.drop_pending_index()
+        return True
 
     # -- reading -------------------------------------------------------------------------
 
@@ -461,6 +565,11 @@ def _write_images(tx: neo4j.ManagedTransaction, images: Sequence[tuple[ImageReco
         }
     changed = [row["changed"] for batch in statement_batches(list(rows.values()), 1)
                for row in tx.run(cypher.UPSERT_FACTS, rows=batch)]
+    pending = _pending_of(tx.run(cypher.PENDING_STATE).single())
+    if pending is not None:  # after the facts: a pending vector is stored for the content they name
+        _put_pending(tx, [(record.path, record.sha256, checked_embedding(record.pending_embedding, pending[1],
+                                                                         record.path))
+                          for record, _ in images if record.pending_embedding is not None], pending[1])
     if not changed:
         return
     embeddings = [{"path": path, "digest": rows[path]["digest"], "linked": rows[path]["linked"],
@@ -468,6 +577,58 @@ def _write_images(tx: neo4j.ManagedTransaction, images: Sequence[tuple[ImageReco
                   for path in dict.fromkeys(changed)]
     _run_batches(tx, cypher.SET_EMBEDDINGS, "rows", embeddings, floats=dim)
     _run_batches(tx, cypher.DROP_LINKS, "paths", changed)  # a new embedding makes the old scores stale
+
+
+def _pending_of(row: Mapping[str, Any] | None) -> tuple[str, int, tuple[str, str] | None] | None:
+    """A PENDING_STATE row's pending space: (model, dim, weights file); None when none is open."""
+    if row is None or row["pending_model"] is None or row["pending_dim"] is None:
+        return None
+    path, sha256 = row["pending_weights_file"], row["pending_weights_sha256"]
+    return str(row["pending_model"]), int(row["pending_dim"]), None if path is None or sha256 is None else (
+        str(path), str(sha256))
+
+
+def _pending_space(tx: neo4j.ManagedTransaction) -> PendingSpace | None:
+    pending = _pending_of(tx.run(cypher.PENDING_STATE).single())
+    if pending is None:
+        return None
+    total = tx.run(cypher.COUNT_IMAGES).single()["count"]
+    return PendingSpace(*pending, embedded=tx.run(cypher.COUNT_PENDING).single()["count"], total=total)
+
+
+def _put_pending(tx: neo4j.ManagedTransaction, items: Sequence[tuple[str, str, np.ndarray]], dim: int) -> int:
+    """Checked (path, sha256, vector) items into the pending space; returns how many were stored."""
+    rows = [{"path": path, "sha256": sha256, "embedding": vector.tolist(), "digest": embedding_digest(vector)}
+            for path, sha256, vector in items]
+    return sum(tx.run(cypher.PUT_PENDING, rows=batch).single()["stored"] for batch in statement_batches(rows, dim))
+
+
+def _pending_hashes(tx: neo4j.ManagedTransaction) -> dict[str, str | None]:
+    """Every image's path -> the content hash of its pending vector, in path order (keyset pages)."""
+    found: dict[str, str | None] = {}
+    after = ""
+    while True:
+        rows = list(tx.run(cypher.PENDING_PAGE, after=after, limit=PAGE_SIZE))
+        found.update((row["path"], row["pending"]) for row in rows)
+        if len(rows) < PAGE_SIZE:
+            return found
+        after = rows[-1]["path"]
+
+
+def _pending_candidates(tx: neo4j.ManagedTransaction, paths: list[str], threshold: float,
+                        top_k: int) -> dict[str, list[Candidate[str]]]:
+    rows = [row for batch in statement_batches(paths, 1) for row in tx.run(
+        cypher.PENDING_CANDIDATES, paths=batch, index=cypher.NEXT_VECTOR_INDEX, candidates=candidate_count(top_k),
+        min_score=candidate_score_bound(threshold))]
+    return candidates_from_rows(rows, paths)
+
+
+def _pending_scores(tx: neo4j.ManagedTransaction, pairs: list[tuple[str, str]]) -> list[float]:
+    """The cosine of each pair's pending vectors, in order."""
+    rows = [{"a": a, "b": b} for a, b in pairs]
+    found = {(row["a"], row["b"]): score_to_cosine(row["score"])
+             for batch in statement_batches(rows, 1) for row in tx.run(cypher.PENDING_SCORES, pairs=batch)}
+    return [found[pair] for pair in pairs]
 
 
 def _run_batches(tx: neo4j.ManagedTransaction, statement: str, name: str, items: Sequence[object],
