@@ -357,6 +357,40 @@ def test_a_worker_with_other_weights_is_refused_before_it_loads_or_exports_a_mod
     assert (sorted(p.name for p in engines.rglob("*")) if engines.exists() else []) == exported
 
 
+def test_a_worker_with_a_model_file_records_it_and_only_a_search_with_that_model_is_answered(
+    env: dict[str, str], tmp_path: Path, write_photo: Callable[..., Path]
+) -> None:
+    from imgwatch.embedding.identity import model_file_identity
+    from imgwatch.embedding.preprocessing import IMAGENET
+    from imgwatch.store import open_store
+    from tests.embedding.tiny_models import TINY_DIM, write_onnx
+    from tests.helpers import make_config
+
+    model = write_onnx(tmp_path / "models" / "tiny.onnx")
+    sha256 = hashlib.sha256(model.read_bytes()).hexdigest()
+    with_model = dict(env, IMGWATCH_EMBEDDING_MODEL=str(model), IMGWATCH_EMBEDDING_PREPROCESS_DIM=str(TINY_DIM))
+    root = tmp_path / "photos"
+    for name in ("coffee", "chelsea", "rocket"):
+        write_photo(root / f"{name}.jpg", name)
+    assert imgwatch(with_model, "scan", str(root)).returncode == 0
+
+    assert imgwatch(with_model, "worker", "--burst", str(root)).returncode == 0
+
+    with open_store(make_config(tmp_path / "data"), create=False) as store:
+        assert store.recorded_model() == (model_file_identity("onnx", sha256, IMAGENET), TINY_DIM)
+        assert store.recorded_weights_file() == (str(model), sha256)
+        assert store.stats().images == 3
+    searched = imgwatch(with_model, "search", "--json", str(root / "coffee.jpg"))
+    assert searched.returncode == 0, searched.stderr
+    assert sorted(Path(result["path"]).name for result in json.loads(searched.stdout)) == ["chelsea.jpg", "rocket.jpg"]
+    refused = imgwatch(env, "search", str(root / "coffee.jpg"))  # ResNet50 (random weights)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().endswith(
+        f'search again with embedding.model = "{model}", the store\'s onnx model file, and the '
+        f"[embedding.preprocess] the workers use (its hash: {IMAGENET.fingerprint})"), refused.stderr
+    assert '"random_weights"' not in refused.stderr  # refused before any model loaded
+
+
 # -- file names that would drive the terminal ---------------------------------------------------
 
 # Names an attacker could give files in a watched folder, and how every printer must show them.

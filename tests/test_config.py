@@ -137,3 +137,52 @@ def test_no_workers_is_refused_not_rounded_up(tmp_path: Path, text: str, env: di
     config_file.write_text(text)
     with pytest.raises(ConfigError, match=r"workers\.count \(from .*\): 0 \(expected an integer >= 1\)"):
         load_config(config_file, environ=env)
+
+
+# -- a model file and its [embedding.preprocess] --------------------------------------------------
+
+
+def test_a_model_file_and_its_preprocessing_come_from_the_file_the_environment_and_flags(tmp_path: Path) -> None:
+    config_file = tmp_path / "c.toml"
+    config_file.write_text('[embedding]\nmodel = "~/models/sscd.torchscript.pt"\n'
+                           '[embedding.preprocess]\npolicy = "stretch"\nsize = 320\ndim = 512\n')
+    env = {"IMGWATCH_EMBEDDING_PREPROCESS_MEAN": "0.5, 0.5, 0.5"}
+
+    config = load_config(config_file, {"embedding.preprocess.std": [0.25, 0.25, 0.25]}, environ=env)
+
+    preprocess = config.embedding.preprocess
+    assert config.embedding.model == "~/models/sscd.torchscript.pt"
+    assert (preprocess.policy, preprocess.size, preprocess.dim) == ("stretch", 320, 512)
+    assert (preprocess.mean, preprocess.std) == ([0.5, 0.5, 0.5], [0.25, 0.25, 0.25])
+    assert preprocess.resize == 256  # the default: ImageNet's
+    assert config.sources["embedding.preprocess.mean"] == "environment variable IMGWATCH_EMBEDDING_PREPROCESS_MEAN"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('model = "/m/sscd.pt"', "invalid value for embedding.preprocess.dim (from defaults): 0 (expected the model "
+     "file's output dimension, an integer >= 1: required with a model file)"),
+    ('model = "/m/model.bin"\n[embedding.preprocess]\ndim = 8', "invalid value for embedding.model (from {file}): "
+     "'/m/model.bin' (expected resnet50 or a model file whose name ends in .pt, .pth, .torchscript or .onnx)"),
+    ('model = "/m/a.onnx"\n[embedding.preprocess]\ndim = 8\npolicy = "squash"',
+     "embedding.preprocess.policy (from {file}): 'squash' (expected crop or stretch)"),
+    ('model = "/m/a.onnx"\n[embedding.preprocess]\ndim = 8\nresize = 200', "embedding.preprocess.resize (from {file}): "
+     "200 (expected the shorter side in pixels before the centre crop, at least embedding.preprocess.size)"),
+    ('model = "/m/a.onnx"\n[embedding.preprocess]\ndim = 8\nmean = [0.5, 0.5]',
+     "embedding.preprocess.mean (from {file}): [0.5, 0.5] (expected three numbers, one per RGB channel)"),
+    ('model = "/m/a.onnx"\n[embedding.preprocess]\ndim = 8\nstd = [0.2, 0, 0.2]',
+     "embedding.preprocess.std (from {file}): [0.2, 0.0, 0.2] (expected three numbers > 0, one per RGB channel)"),
+    ('model = "/m/a.onnx"\n[embedding.preprocess]\ndim = 8\nmean = ["a", 1, 2]',
+     "invalid value for embedding.preprocess.mean (from {file}): ['a', 1, 2] (could not convert string to float"),
+    ('[embedding.preprocess]\nsize = 320', "invalid value for embedding.preprocess.size (from {file}): 320 (expected "
+     "[embedding.preprocess] only with a model file in embedding.model; resnet50's preprocessing is fixed)"),
+    ('model = "/m/a.onnx"\n[embedding.preprocess]\ndim = 8\ncrop = 224',
+     "unknown config key embedding.preprocess.crop"),
+    ('model = "models/a.onnx"\n[embedding.preprocess]\ndim = 8', "'models/a.onnx' is a relative path"),
+])
+def test_a_bad_model_setting_is_one_line_naming_the_key(tmp_path: Path, text: str, message: str) -> None:
+    config_file = tmp_path / "c.toml"
+    config_file.write_text("[embedding]\n" + text + "\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(config_file, environ={})
+    assert message.format(file=config_file) in str(raised.value)
+    assert "\n" not in str(raised.value)

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from imgwatch.datadir import DataDir
+from imgwatch.embedding.identity import MODEL_FILE_KINDS, MODEL_NAME, model_file_kind
+from imgwatch.embedding.preprocessing import IMAGENET, POLICIES
 from imgwatch.errors import ConfigError
 from imgwatch.keeper import DEFAULT_PREFER_FORMATS, prefer_folders_problem, prefer_formats_problem
 from imgwatch.photos.formats import DEFAULT_EXTENSIONS
@@ -74,8 +76,21 @@ class QueueConfig:
 
 
 @dataclass
+class PreprocessConfig:
+    """A model file's preprocessing and output dimension ([embedding.preprocess]); ResNet50's is fixed."""
+
+    policy: str = IMAGENET.policy  # crop: shorter side to `resize`, centre crop `size`; stretch: straight to `size`
+    resize: int = IMAGENET.resize
+    size: int = IMAGENET.size
+    mean: list[float] = field(default_factory=lambda: list(IMAGENET.mean))
+    std: list[float] = field(default_factory=lambda: list(IMAGENET.std))
+    dim: int = 0  # the model's output dimension: required with a model file, checked when it loads
+
+
+@dataclass
 class EmbeddingConfig:
-    weights: str = "imagenet"  # imagenet | random | /path/to/state_dict.pth
+    model: str = MODEL_NAME  # resnet50 | /path/to/model.{pt,pth,torchscript,onnx}
+    weights: str = "imagenet"  # imagenet | random | /path/to/state_dict.pth (resnet50's)
     device: str = "auto"  # auto | cpu | cuda
     engine: str = "auto"  # auto | torch | onnxruntime | openvino (see config.toml)
     batch_size: int = 0  # 0: automatic (CPU: 8; CUDA: 64)
@@ -83,6 +98,7 @@ class EmbeddingConfig:
     streams: int = 0  # 0: automatic (CPU: one per core; CUDA: two)
     threads: int = 0  # torch threads per stream; 0: automatic
     seed: int = 0
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
 
 
 @dataclass
@@ -165,6 +181,16 @@ class Config:
 
 # The settings sections by name (Config.sources is bookkeeping, not a section).
 SECTIONS = {f.name: f.type for f in dataclasses.fields(Config) if f.name != "sources"}
+# Tables inside a section, by dotted name: [embedding.preprocess] in a file, IMGWATCH_EMBEDDING_PREPROCESS_*.
+SUBSECTIONS = ("embedding.preprocess",)
+
+
+def section_of(config: Config, name: str) -> Any:
+    """The settings object of a section or subsection by its dotted name."""
+    section: Any = config
+    for part in name.split("."):
+        section = getattr(section, part)
+    return section
 
 
 def _parse(key: str, raw: Any, kind: str, source: str) -> Any:
@@ -177,6 +203,11 @@ def _parse(key: str, raw: Any, kind: str, source: str) -> Any:
             if isinstance(raw, list) and all(isinstance(x, str) for x in raw):
                 return list(raw)
             raise ValueError("expected a list of strings")
+        if kind == "list[float]":
+            parts = raw.split(",") if isinstance(raw, str) else raw
+            if not isinstance(parts, list) or any(isinstance(x, bool) for x in parts):
+                raise ValueError("expected a list of numbers")
+            return [float(x) for x in parts]
         if kind == "int":
             if isinstance(raw, bool):
                 raise ValueError("expected an integer")
@@ -217,6 +248,9 @@ def _validate(config: Config, sources: Mapping[str, str]) -> None:
         ("embedding.decode_threads", config.embedding.decode_threads >= 0, "an integer >= 0 (0: automatic)"),
         ("embedding.streams", config.embedding.streams >= 0, "an integer >= 0 (0: automatic)"),
         ("embedding.threads", config.embedding.threads >= 0, "an integer >= 0 (0: automatic)"),
+        ("embedding.model", config.embedding.model == MODEL_NAME or model_file_kind(config.embedding.model) is not None,
+         f"{MODEL_NAME} or a model file whose name ends in {_one_of(tuple(MODEL_FILE_KINDS))}"),
+        *_preprocess_checks(config.embedding, sources),
         ("links.threshold", -1.0 <= config.links.threshold <= 1.0, "a cosine between -1 and 1"),
         ("links.top_k", config.links.top_k >= 1, "an integer >= 1"),
         ("workers.count", config.workers.count >= 1, "an integer >= 1"),
@@ -236,8 +270,8 @@ def _validate(config: Config, sources: Mapping[str, str]) -> None:
     ]
     for key, ok, expected in checks:
         if not ok:
-            section, name = key.split(".")
-            value = getattr(getattr(config, section), name)
+            section, name = key.rsplit(".", 1)
+            value = getattr(section_of(config, section), name)
             source = sources.get(key, "defaults")
             raise ConfigError(f"invalid value for {key} (from {source}): {value!r} (expected {expected})")
 
@@ -247,11 +281,32 @@ def _problems_as_checks(problems: Mapping[str, str | None]) -> list[tuple[str, b
     return [(key, problem is None, problem or "") for key, problem in problems.items()]
 
 
+def _preprocess_checks(embedding: EmbeddingConfig, sources: Mapping[str, str]) -> list[tuple[str, bool, str]]:
+    """[embedding.preprocess] describes a model file; ResNet50's preprocessing is fixed."""
+    preprocess = embedding.preprocess
+    if embedding.model == MODEL_NAME:
+        # A key set with resnet50 would be ignored: refused rather than left to look effective.
+        return [(key, False, f"[embedding.preprocess] only with a model file in embedding.model; {MODEL_NAME}'s "
+                 "preprocessing is fixed") for key in sources if key.startswith("embedding.preprocess.")][:1]
+    return [
+        ("embedding.preprocess.dim", preprocess.dim >= 1,
+         "the model file's output dimension, an integer >= 1: required with a model file"),
+        ("embedding.preprocess.policy", preprocess.policy in POLICIES, _one_of(POLICIES)),
+        ("embedding.preprocess.size", 16 <= preprocess.size <= 4096, "the model's input size in pixels, 16..4096"),
+        ("embedding.preprocess.resize", preprocess.policy != "crop" or preprocess.size <= preprocess.resize <= 8192,
+         "the shorter side in pixels before the centre crop, at least embedding.preprocess.size"),
+        ("embedding.preprocess.mean", len(preprocess.mean) == 3, "three numbers, one per RGB channel"),
+        ("embedding.preprocess.std", len(preprocess.std) == 3 and all(x > 0 for x in preprocess.std),
+         "three numbers > 0, one per RGB channel"),
+    ]
+
+
 # Keys that name files or folders. In a config file they must be absolute (or start with ~): a
 # relative one would mean another place for each directory imgwatch is started from.
-PATH_KEYS = ("general.roots", "general.data_dir", "queue.password_file", "embedding.weights",
+PATH_KEYS = ("general.roots", "general.data_dir", "queue.password_file", "embedding.weights", "embedding.model",
              "neo4j.password_file", "web.token_file", "duplicates.prefer_folders")
 _WEIGHTS_NAMES = ("imagenet", "random")
+_NAMES_NOT_PATHS = (*_WEIGHTS_NAMES, MODEL_NAME)  # values of path keys that name something instead
 # What a mistyped weights name likely meant; torchvision calls the weights "imagenet" loads DEFAULT.
 _WEIGHTS_SPELLINGS = {**{name: name for name in _WEIGHTS_NAMES}, "default": "imagenet"}
 
@@ -269,7 +324,7 @@ def _check_weights_name(value: str, source: str) -> None:
 
 def _check_not_relative(key: str, value: Any, source: str) -> None:
     for path in value if isinstance(value, list) else [value]:
-        if path and path not in _WEIGHTS_NAMES and not os.path.isabs(os.path.expanduser(path)):
+        if path and path not in _NAMES_NOT_PATHS and not os.path.isabs(os.path.expanduser(path)):
             raise ConfigError(
                 f"invalid value for {key} (from {source}): {path!r} is a relative path, which would mean "
                 "another place for each directory imgwatch starts in; write it absolute or from ~"
@@ -279,13 +334,16 @@ def _check_not_relative(key: str, value: Any, source: str) -> None:
 def _apply(config: Config, values: Mapping[str, Mapping[str, Any]], source: str, sources: dict[str, str],
            *, from_file: bool = False) -> None:
     for section_name, section_values in values.items():
-        if section_name not in SECTIONS:
+        if section_name not in SECTIONS and section_name not in SUBSECTIONS:
             raise ConfigError(f"unknown config section [{section_name}] (from {source})")
         if not isinstance(section_values, Mapping):
             raise ConfigError(f"[{section_name}] must be a table (from {source})")
-        section = getattr(config, section_name)
+        section = section_of(config, section_name)
         kinds = {f.name: str(f.type) for f in dataclasses.fields(section)}
         for key, raw in section_values.items():
+            if f"{section_name}.{key}" in SUBSECTIONS:
+                _apply(config, {f"{section_name}.{key}": raw}, source, sources, from_file=from_file)
+                continue
             if section_name == "neo4j" and key == "password":
                 raise ConfigError(
                     f"neo4j.password (from {source}) is not read from configuration: keep the secret out "
@@ -315,8 +373,11 @@ _TEST_ENV_PREFIX = ENV_PREFIX + "TEST_"
 def _apply_env(config: Config, environ: Mapping[str, str], sources: dict[str, str]) -> None:
     """Apply every IMGWATCH_<SECTION>_<KEY> variable, each named as the source of its value;
     an IMGWATCH_ variable that is no setting (a typo) is an error rather than silently ignored."""
+    defaults = Config()
     settings = {env_var(f"{section_name}.{f.name}"): (section_name, f.name)
-                for section_name in SECTIONS for f in dataclasses.fields(type(getattr(Config(), section_name)))}
+                for section_name in (*SECTIONS, *SUBSECTIONS)
+                for f in dataclasses.fields(section_of(defaults, section_name))
+                if f"{section_name}.{f.name}" not in SUBSECTIONS}
     for var in sorted(environ):
         if not var.startswith(ENV_PREFIX) or var in _OTHER_ENV or var.startswith(_TEST_ENV_PREFIX):
             continue
@@ -372,7 +433,7 @@ def load_config(
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
-        section_name, key = dotted.split(".", 1)
+        section_name, key = dotted.rsplit(".", 1)
         flag_values.setdefault(section_name, {})[key] = value
     _apply(config, flag_values, "command line", sources)
 

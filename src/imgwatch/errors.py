@@ -108,6 +108,10 @@ class WeightsUnavailable(ImgwatchError):
     """The configured ResNet50 weights cannot be loaded."""
 
 
+class ModelFileUnavailable(ImgwatchError):
+    """The model file in embedding.model cannot be read or loaded, or is not what its settings declare."""
+
+
 class DeviceUnavailable(ImgwatchError):
     """The configured inference device does not exist on this machine."""
 

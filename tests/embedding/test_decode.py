@@ -23,6 +23,7 @@ from imgwatch.embedding import (
 )
 from imgwatch.embedding import decode as decode_module
 from imgwatch.embedding.decode import MIN_DECODED_SHORT_SIDE, RESIZE_SHORT_SIDE
+from imgwatch.embedding.preprocessing import Preprocessing
 from imgwatch.photos.reader import _draft_jpeg
 from tests.embedding.equivalence import EMBEDDING_THRESHOLD, TENSOR_THRESHOLD, photo, upscaled_to, with_grain
 from tests.helpers import PHOTO_NAMES
@@ -329,3 +330,29 @@ def test_read_file_does_not_wait_for_a_fifo_and_refuses_huge_files(tmp_path: Pat
         handle.truncate((1 << 30) + 1)  # sparse
     with pytest.raises(DecodeError, match="1,073,741,825 bytes, beyond imgwatch's limit of 1,073,741,824 bytes"):
         read_file(str(huge))
+
+
+# A model file's declared preprocessing: SSCD's square 320 (a stretch), a larger crop, other statistics.
+DECLARED = {
+    "stretch-320": Preprocessing("stretch", 256, 320, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "crop-288-256": Preprocessing("crop", 288, 256, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+}
+
+
+@pytest.mark.parametrize("declared", DECLARED)
+@pytest.mark.parametrize("kind", ["12mp.jpg", "native.png"])
+def test_fast_path_gives_the_reference_input_of_a_declared_preprocessing(declared: str, kind: str) -> None:
+    preprocessing = DECLARED[declared]
+    data = PHOTO_FILES[kind](photo("chelsea"))
+
+    tensor, _, _ = decode_for_model(data, f"chelsea-{kind}", preprocessing)
+
+    expected = reference_preprocess(Image.open(io.BytesIO(data)), preprocessing)
+    assert tensor.shape == expected.shape == preprocessing.input_shape
+    assert cosine(tensor, expected) >= TENSOR_THRESHOLD
+
+
+def test_the_decode_floor_keeps_its_ratio_to_a_declared_resize() -> None:
+    """A 12 MP JPEG for a 320 stretch decodes at 1/2 (1512 px), not at ResNet50's 1/4 (756 < 2.75 × 320)."""
+    assert decode_module._min_decoded_short_side(DECLARED["stretch-320"]) == 880
+    assert decode_module._min_decoded_short_side(Preprocessing()) == MIN_DECODED_SHORT_SIDE

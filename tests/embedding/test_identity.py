@@ -14,11 +14,12 @@ from imgwatch.embedding import EmbeddingModel
 from imgwatch.embedding.identity import (
     check_query_model,
     choose_weights,
+    configured_model,
     query_weights,
     weights_identity,
     weights_setting,
 )
-from imgwatch.errors import ModelMismatchError, WeightsUnavailable
+from imgwatch.errors import ModelFileUnavailable, ModelMismatchError, WeightsUnavailable
 
 
 def test_a_weights_setting_names_the_identity_its_model_has(
@@ -137,3 +138,58 @@ def test_a_weights_file_is_chosen_by_its_absolute_path(tmp_path: Path, monkeypat
     chosen = choose_weights(configured("resnet50.pth"), None, None, "start imgwatch again")
 
     assert (chosen.weights, chosen.identity, chosen.file) == (recorded_file[0], identity, recorded_file)
+
+
+# -- model files ---------------------------------------------------------------------------------
+
+
+def model_file_config(model: Path, **preprocess: object) -> Config:
+    values = {"embedding.model": str(model), "embedding.preprocess.dim": 512,
+              **{f"embedding.preprocess.{key}": value for key, value in preprocess.items()}}
+    return load_config(overrides=values, environ={})
+
+
+def test_a_model_files_identity_is_its_kind_content_and_preprocessing(tmp_path: Path) -> None:
+    model = tmp_path / "sscd.torchscript.pt"
+    model.write_bytes(b"a TorchScript archive")  # choosing hashes, never loads
+    sha256 = hashlib.sha256(model.read_bytes()).hexdigest()
+
+    chosen = configured_model(model_file_config(model))
+
+    assert chosen.identity is not None and chosen.identity.startswith(f"torchscript/file-{sha256[:12]}-preprocess-")
+    assert (chosen.model, chosen.file, chosen.dim) == (str(model), (str(model), sha256), 512)
+    assert configured_model(model_file_config(model)).identity == chosen.identity  # the same setting, the same space
+    others = [configured_model(model_file_config(model, policy="stretch", size=320)).identity,
+              configured_model(model_file_config(model, resize=288)).identity,
+              configured_model(model_file_config(model, mean=[0.5, 0.5, 0.5])).identity]
+    assert len({chosen.identity, *others}) == 4  # each preprocessing its own vector space
+    onnx = tmp_path / "sscd.onnx"
+    onnx.write_bytes(b"a TorchScript archive")
+    assert configured_model(model_file_config(onnx)).identity == chosen.identity.replace("torchscript/", "onnx/")
+    model.write_bytes(b"another model")
+    assert configured_model(model_file_config(model)).identity != chosen.identity
+
+
+def test_a_model_file_that_cannot_be_read_is_refused_in_one_line(tmp_path: Path) -> None:
+    missing = tmp_path / "gone.onnx"
+    with pytest.raises(ModelFileUnavailable) as raised:
+        configured_model(model_file_config(missing))
+    assert str(raised.value) == (f"cannot read the model file {missing} (embedding.model, from command line): "
+                                 'No such file or directory; fix the path, or set embedding.model = "resnet50"')
+
+
+def test_a_query_with_another_model_than_the_stores_model_file_names_the_setting(tmp_path: Path) -> None:
+    model = tmp_path / "dinov2.onnx"
+    model.write_bytes(b"an ONNX graph")
+    workers = configured_model(model_file_config(model, mean=[0.5, 0.5, 0.5]))
+    assert workers.identity is not None and workers.file is not None
+
+    assert query_weights(model_file_config(model, mean=[0.5, 0.5, 0.5]), workers.identity, workers.file,
+                         "search again").identity == workers.identity
+    for other in (configured("random"), model_file_config(model)):  # ResNet50; the file with other preprocessing
+        with pytest.raises(ModelMismatchError) as raised:
+            query_weights(other, workers.identity, workers.file, "search again")
+        assert str(raised.value).startswith(f"the store holds embeddings from {workers.identity}, but the configured ")
+        assert str(raised.value).endswith(
+            f'search again with embedding.model = "{model}", the store\'s onnx model file, and the '
+            f"[embedding.preprocess] the workers use (its hash: {workers.preprocessing.fingerprint})")

@@ -18,6 +18,7 @@ from PIL import Image, ImageCms, ImageOps
 
 from imgwatch.embedding import DecodeError, Embedded, Embedder, EmbeddingModel, Failed, nvjpeg, reference_preprocess
 from imgwatch.embedding.decode import EXIF_ORIENTATION_TAG, MAX_ASPECT_RATIO
+from imgwatch.embedding.preprocessing import Preprocessing
 from tests.embedding.equivalence import EMBEDDING_THRESHOLD, TENSOR_THRESHOLD, photo, upscaled_to, with_grain
 from tests.photo_files import adobe_rgb_profile
 
@@ -166,12 +167,12 @@ def test_big_batches_are_decoded_in_calls_of_bounded_pixels(
 def test_whatever_goes_wrong_with_one_file_stays_with_that_file(monkeypatch: pytest.MonkeyPatch) -> None:
     preprocess = nvjpeg._preprocess
 
-    def failing(image: torch.Tensor, orientation: int) -> torch.Tensor:
+    def failing(image: torch.Tensor, orientation: int, preprocessing: Preprocessing) -> torch.Tensor:
         if orientation == 3:
             raise ValueError("a bug")
         if orientation == 6:
             raise torch.cuda.OutOfMemoryError("no room for the float copy")
-        return preprocess(image, orientation)
+        return preprocess(image, orientation, preprocessing)
 
     monkeypatch.setattr(nvjpeg, "_preprocess", failing)
     image = big("coffee")
@@ -226,3 +227,20 @@ def test_embedder_decoding_jpegs_in_batches_embeds_like_the_pool(
         assert isinstance(fast, Embedded) and isinstance(slow, Embedded), path
         assert (fast.width, fast.height) == (slow.width, slow.height)
         assert float(fast.vector @ slow.vector) >= EMBEDDING_THRESHOLD, path
+
+
+@pytest.mark.parametrize("device", DEVICES, ids=str)
+@pytest.mark.parametrize("preprocessing", [Preprocessing("stretch", 256, 320, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
+                                           Preprocessing("crop", 288, 256)], ids=["stretch-320", "crop-288-256"])
+def test_inputs_match_the_reference_recipe_of_a_declared_preprocessing(
+    device: torch.device, preprocessing: Preprocessing,
+) -> None:
+    """A model file's preprocessing on the GPU path: its sizes and statistics, not ResNet50's."""
+    blobs = [jpeg_bytes(big("coffee", (4032, 3024)), orientation=6), jpeg_bytes(big("chelsea", (1536, 1024), seed=1))]
+
+    inputs = nvjpeg.model_inputs([for_gpu(blob) for blob in blobs], device, preprocessing)
+
+    for blob, tensor in zip(blobs, inputs, strict=True):
+        assert isinstance(tensor, torch.Tensor) and tensor.shape == preprocessing.input_shape
+        expected = reference_preprocess(Image.open(io.BytesIO(blob)), preprocessing)
+        assert cosine(tensor.cpu(), expected) >= TENSOR_THRESHOLD

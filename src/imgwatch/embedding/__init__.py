@@ -1,4 +1,4 @@
-"""Image embedding: decode files and map them to unit-length ResNet50 vectors.
+"""Image embedding: decode files and map them to unit-length vectors (ResNet50, or a model file).
 
 The names below load on first use: decoding and the model need torch (seconds to import),
 while ``imgwatch.embedding.identity`` (hashing only) is imported alone by a query that
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         load_model,
         plan_inference,
     )
+    from imgwatch.embedding.model_files import load_chosen_model
     from imgwatch.errors import EngineUnavailable
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "WeightsUnavailable",
     "decode_for_model",
     "inference_device",
+    "load_chosen_model",
     "load_model",
     "plan_inference",
     "read_file",
@@ -67,7 +69,7 @@ __all__ = [
 
 # Where the names in __all__ are defined, searched in this order on first use.
 _HOMES = ("imgwatch.embedding.decode", "imgwatch.embedding.embedder", "imgwatch.embedding.engines.contract",
-          "imgwatch.embedding.model", "imgwatch.errors")
+          "imgwatch.embedding.model", "imgwatch.embedding.model_files", "imgwatch.errors")
 
 
 def __getattr__(name: str) -> Any:

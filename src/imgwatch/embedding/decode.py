@@ -1,22 +1,26 @@
-"""Reading image files and turning their bytes into ResNet50 input tensors.
+"""Reading image files and turning their bytes into model input tensors.
 
-Two pipelines live here:
+Both pipelines take the model's :class:`~imgwatch.embedding.preprocessing.Preprocessing`
+(ResNet50's: ImageNet's, the default here):
 
 * :func:`reference_preprocess` is the plain torchvision recipe (full decode,
-  Resize(256), CenterCrop(224), normalise). It is the definition of "correct".
+  Resize(256), CenterCrop(224), normalise; or a model file's declared sizes and
+  statistics). It is the definition of "correct".
 * :func:`decode_for_model` is what production uses. It produces (nearly) the
   same tensor while avoiding a full-resolution decode: imgwatch.photos opens every
   format upright and in sRGB at the smallest size that keeps a short side of
-  MIN_DECODED_SHORT_SIDE (a 12-megapixel JPEG at 1/4 scale in the DCT domain, a RAW
-  from its preview or a half-size demosaic, others box-reduced), then the bilinear
-  resize. The tests hold it, against the reference, to tensor cosine >= 0.9999 and
+  MIN_DECODED_SHORT_SIDE (scaled to the resize's short side; a 12-megapixel JPEG at 1/4 scale
+  in the DCT domain, a RAW from its preview or a half-size demosaic, others box-reduced), then
+  the bilinear resize. The tests hold it, against the reference, to tensor cosine >= 0.9999 and
   embedding cosine >= 0.99 (calibrated weights).
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
+import math
 import os
 import stat
 from dataclasses import dataclass
@@ -26,6 +30,7 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
+from imgwatch.embedding.preprocessing import IMAGENET, Preprocessing
 from imgwatch.errors import DecodeError
 from imgwatch.files import signature_of
 from imgwatch.photos.limits import MAX_ASPECT_RATIO, MAX_FILE_BYTES, MAX_PIXELS, check_size
@@ -42,13 +47,12 @@ from imgwatch.photos.reader import (
 __all__ = [
     "EXIF_ORIENTATION_TAG", "MAX_ASPECT_RATIO", "MAX_FILE_BYTES", "MAX_PIXELS", "DecodeError",
     "FileFacts", "check_size", "decode_for_model", "displayed_size", "read_file", "reference_input",
-    "reference_preprocess", "resized_size", "to_rgb", "unreadable_reason",
+    "reference_preprocess", "to_rgb", "unreadable_reason",
 ]
 
-RESIZE_SHORT_SIDE = 256
-CROP_SIZE = 224
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# ResNet50's recipe, named for the decode rules and tests below that were measured with it.
+RESIZE_SHORT_SIDE = IMAGENET.resize
+CROP_SIZE = IMAGENET.size
 
 # The fast path never shrinks the short side below this before the final antialiased
 # Resize(256). libjpeg's DCT scaling (and Image.reduce for other formats) is a box filter,
@@ -58,17 +62,24 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # weights: floor 256: 0.967, 512: 0.988, 640: 0.990, 704: 0.992 (tensor >= 0.9999 from 512 on).
 # 704 = 2.75 × 256 still lets 12 MP phone photos (short side 3000-3024) decode at 1/4
 # (750-756 px): 33 ms per 4032×3024 JPEG instead of 26 ms at 1/8 (bench/RESULTS.md).
+# Another resize keeps the same ratio (2.75 × its short side; see _min_decoded_short_side).
 MIN_DECODED_SHORT_SIDE = 704
 
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 
-_resize_crop = transforms.Compose(
-    [transforms.Resize(RESIZE_SHORT_SIDE), transforms.CenterCrop(CROP_SIZE)]
-)
-_center_crop = transforms.CenterCrop(CROP_SIZE)
-_to_normalised_tensor = transforms.Compose(
-    [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-)
+
+
+@functools.cache
+def _reference_resize(preprocessing: Preprocessing) -> transforms.Compose:
+    """torchvision's resize (and crop) for ``preprocessing``, made once per preprocessing."""
+    if preprocessing.policy == "stretch":
+        return transforms.Compose([transforms.Resize([preprocessing.size, preprocessing.size])])
+    return transforms.Compose([transforms.Resize(preprocessing.resize), transforms.CenterCrop(preprocessing.size)])
+
+
+@functools.cache
+def _normalised_tensor(preprocessing: Preprocessing) -> transforms.Compose:
+    return transforms.Compose([transforms.ToTensor(), transforms.Normalize(preprocessing.mean, preprocessing.std)])
 
 
 @dataclass(frozen=True)
@@ -145,45 +156,46 @@ def _max_value(image: Image.Image) -> int:
     return int(extrema[1])  # type: ignore[index]  # single band: (min, max)
 
 
-def reference_preprocess(image: Image.Image) -> torch.Tensor:
-    """The canonical torchvision ImageNet preprocessing, on a fully decoded image."""
+def reference_preprocess(image: Image.Image, preprocessing: Preprocessing = IMAGENET) -> torch.Tensor:
+    """The canonical torchvision preprocessing, on a fully decoded image."""
     turned = upright(image, read_orientation(image))  # the reader's rule: HEIF and JXL come upright
-    tensor: torch.Tensor = _to_normalised_tensor(_resize_crop(to_rgb(turned)))
+    tensor: torch.Tensor = _normalised_tensor(preprocessing)(_reference_resize(preprocessing)(to_rgb(turned)))
     return tensor
 
 
-def reference_input(data: bytes, path: str) -> torch.Tensor:
+def reference_input(data: bytes, path: str, preprocessing: Preprocessing = IMAGENET) -> torch.Tensor:
     """The reference recipe on a file's full-size decode (upright, in sRGB): what decode_for_model approximates."""
     photo = open_photo(data, path)
-    tensor: torch.Tensor = _to_normalised_tensor(_resize_crop(to_rgb(photo.image)))
+    tensor: torch.Tensor = _normalised_tensor(preprocessing)(_reference_resize(preprocessing)(to_rgb(photo.image)))
     return tensor
 
 
-def decode_for_model(data: bytes, path: str) -> tuple[torch.Tensor, int, int]:
-    """Decode ``data`` cheaply into a (3, 224, 224) float32 model input.
+def decode_for_model(data: bytes, path: str, preprocessing: Preprocessing = IMAGENET) -> tuple[torch.Tensor, int, int]:
+    """Decode ``data`` cheaply into a (3, size, size) float32 model input (224 for ResNet50).
 
     Returns the tensor and the photo's width and height as displayed (after orientation;
     a RAW's developed size). ``path`` is only used for error messages.
     Raises :class:`DecodeError` for anything that is not a decodable image.
     """
-    photo = open_photo(data, path, min_short_side=MIN_DECODED_SHORT_SIDE)
+    photo = open_photo(data, path, min_short_side=_min_decoded_short_side(preprocessing))
     try:
-        resized = _resize_like_reference(to_rgb(photo.image), photo.width, photo.height, photo.reduced_by)
-        tensor: torch.Tensor = _to_normalised_tensor(_center_crop(resized))
+        resized = _resize_like_reference(to_rgb(photo.image), photo.width, photo.height, photo.reduced_by,
+                                         preprocessing)
+        crop = transforms.CenterCrop(preprocessing.size)  # a no-op after a stretch
+        tensor: torch.Tensor = _normalised_tensor(preprocessing)(crop(resized))
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad data
         raise describe_failure(path, exc) from exc
     return tensor, *photo.size
 
 
-def resized_size(width: int, height: int) -> tuple[int, int]:
-    """(width, height) after the reference's Resize(256): short side 256, long side rounded down."""
-    short, long = sorted((width, height))
-    new_long = int(RESIZE_SHORT_SIDE * long / short)  # torchvision's rounding (down)
-    return (RESIZE_SHORT_SIDE, new_long) if width <= height else (new_long, RESIZE_SHORT_SIDE)
+def _min_decoded_short_side(preprocessing: Preprocessing) -> int:
+    """MIN_DECODED_SHORT_SIDE, measured for ResNet50's Resize(256), at the same ratio to this resize."""
+    return math.ceil(MIN_DECODED_SHORT_SIDE * preprocessing.resized_short_side / RESIZE_SHORT_SIDE)
 
 
-def _resize_like_reference(image: Image.Image, width: int, height: int, reduced_by: int) -> Image.Image:
-    """Resize(256) of the full ``width``×``height`` image, done from a copy reduced ``reduced_by`` times.
+def _resize_like_reference(image: Image.Image, width: int, height: int, reduced_by: int,
+                           preprocessing: Preprocessing) -> Image.Image:
+    """The reference's resize of the full ``width``×``height`` image, done from a copy reduced ``reduced_by`` times.
 
     The output size is computed from the full size, as torchvision does. A reduced copy's
     sizes round up (its last row and column cover a partial block), so it is not the full
@@ -191,7 +203,7 @@ def _resize_like_reference(image: Image.Image, width: int, height: int, reduced_
     output pixel where the reference puts it (1365×1024 drafted to 683×512 would otherwise
     shift the crop by up to a quarter pixel: tensor cosine 0.9996 instead of 0.99998).
     """
-    size = resized_size(width, height)
+    size = preprocessing.resized_size(width, height)
     if reduced_by == 1 and image.size == size:
         return image  # torchvision skips a resize to the same size
     covered = (0.0, 0.0, width / reduced_by, height / reduced_by)

@@ -15,6 +15,7 @@ import torch
 from imgwatch.embedding import nvjpeg
 from imgwatch.embedding.decode import DecodeError, FileFacts, decode_for_model, read_file, unreadable_reason
 from imgwatch.embedding.engines.contract import EmbeddingEngine
+from imgwatch.embedding.preprocessing import Preprocessing
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,8 @@ class Embedder:
                 path = next(remaining, None)
                 if path is None:
                     return
-                in_flight.append(self._pool.submit(_prepare, path, known.get(path), reuse, self.gpu_decode))
+                in_flight.append(self._pool.submit(_prepare, path, self.model.preprocessing, known.get(path), reuse,
+                                                   self.gpu_decode))
 
         def finished(wait_for_free_stream: bool) -> Iterator[Embedded | Failed]:
             while running and (running[0].done() or (wait_for_free_stream and len(running) >= self.streams)):
@@ -170,13 +172,14 @@ class Embedder:
     def embed_file(self, path: str) -> Embedded:
         """Embed one image (e.g. a query). Raises DecodeError or FileNotFoundError."""
         facts, data = read_file(path)
-        tensor, width, height = decode_for_model(data, path)
+        tensor, width, height = decode_for_model(data, path, self.model.preprocessing)
         vector = self.model.embed(tensor.unsqueeze(0))[0]
         return Embedded(facts=facts, width=width, height=height, vector=vector)
 
     def _run_batch(self, decoded: list[_Decoded]) -> list[Embedded | Failed]:
         if self.gpu_decode:
-            inputs = nvjpeg.model_inputs([item.model_input for item in decoded], self.model.device)
+            inputs = nvjpeg.model_inputs([item.model_input for item in decoded], self.model.device,
+                                         self.model.preprocessing)
         else:
             inputs = [item.model_input for item in decoded]  # type: ignore[misc]  # all decoded in the pool
         failed = [Failed(item.facts.path, str(error))
@@ -208,9 +211,11 @@ class Embedder:
 
 
 def _prepare(
-    path: str, known_sha256: str | None, reuse: ReuseLookup | None = None, gpu_decode: bool = False
+    path: str, preprocessing: Preprocessing, known_sha256: str | None, reuse: ReuseLookup | None = None,
+    gpu_decode: bool = False,
 ) -> EmbedResult | _Decoded:
-    """Runs in the pool: read, hash and decode one file (unless its content is known), never raising.
+    """Runs in the pool: read, hash and decode one file (unless its content is known) as the model's
+    ``preprocessing`` says, never raising.
 
     With ``gpu_decode`` a JPEG is only checked here (its header) and decoded with its micro-batch.
     """
@@ -232,7 +237,7 @@ def _prepare(
         for_gpu = nvjpeg.inspect_jpeg(data, path) if gpu_decode else None
         if for_gpu is not None:
             return _Decoded(facts, *for_gpu.size, for_gpu)
-        tensor, width, height = decode_for_model(data, path)
+        tensor, width, height = decode_for_model(data, path, preprocessing)
     except DecodeError as exc:
         return Failed(path, str(exc))
     except Exception as exc:  # noqa: BLE001 - a bug on one file must not sink the batch

@@ -1,12 +1,14 @@
-"""Model identities: which vector space a weights setting gives, known before loading it;
-and which weights a process loads for a store.
+"""Model identities: which vector space a model setting gives, known before loading it;
+and which model a process loads for a store.
 
-An identity is ``resnet50/<weights id>``; the store records the one its workers embed with
-and, for a weights file, where that file was and its SHA-256. The rule for every process
-that loads the model (workers, CLI search, the web page) is :func:`choose_weights`: the
-configured weights when ``embedding.weights`` is set, otherwise the store's own. A query
-must embed in the store's space, so :func:`query_weights` also refuses, before loading
-anything, configured weights that give another model, saying which setting gives the store's.
+An identity is ``resnet50/<weights id>`` for ResNet50, or ``<kind>/file-<SHA-256 prefix>-preprocess-
+<preprocessing hash>`` for a model file in ``embedding.model`` (kind: torchscript or onnx); the store
+records the one its workers embed with and, for a weights or model file, where that file was and its
+SHA-256. The rule for every process that loads the model (workers, CLI search, the web page,
+evaluation) is :func:`choose_weights`: a configured model file; else the configured weights when
+``embedding.weights`` is set, otherwise the store's own. A query must embed in the store's space, so
+:func:`query_weights` also refuses, before loading anything, a configured model or weights that give
+another model, saying which setting gives the store's.
 """
 
 from __future__ import annotations
@@ -17,16 +19,38 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from imgwatch.errors import ModelMismatchError, WeightsUnavailable
+from imgwatch.embedding.preprocessing import IMAGENET, Preprocessing
+from imgwatch.errors import ModelFileUnavailable, ModelMismatchError, WeightsUnavailable
 
 if TYPE_CHECKING:
-    from imgwatch.config import Config
+    from imgwatch.config import Config, PreprocessConfig
 
 MODEL_NAME = "resnet50"
+EMBEDDING_DIM = 2048  # ResNet50's pooled features
 PRETRAINED_ID = "IMAGENET1K_V2"  # torchvision's ResNet50_Weights.IMAGENET1K_V2
 WEIGHTS_KEY = "embedding.weights"
+MODEL_KEY = "embedding.model"
+# A model file's kind, by how its name ends: TorchScript (torch.jit.load) or ONNX.
+MODEL_FILE_KINDS = {".pt": "torchscript", ".pth": "torchscript", ".torchscript": "torchscript", ".onnx": "onnx"}
 _RANDOM_ID = re.compile(r"random-seed(\d+)")
 _FILE_ID = re.compile(r"file-([0-9a-f]+)")
+_MODEL_FILE_ID = re.compile(r"(\w+)/file-([0-9a-f]+)-preprocess-([0-9a-f]+)")
+
+
+def model_file_kind(path: str) -> str | None:
+    """torchscript or onnx, from the file name's ending; None for any other name."""
+    return next((kind for ending, kind in MODEL_FILE_KINDS.items() if path.lower().endswith(ending)), None)
+
+
+def model_file_identity(kind: str, sha256_hex: str, preprocessing: Preprocessing) -> str:
+    """A model file's identity: its kind, its content and the preprocessing that feeds it."""
+    return f"{kind}/{file_weights_id(sha256_hex)}-preprocess-{preprocessing.fingerprint}"
+
+
+def preprocessing_of(preprocess: PreprocessConfig) -> Preprocessing:
+    """The [embedding.preprocess] settings as the one value every decode path takes."""
+    mean, std = tuple(preprocess.mean), tuple(preprocess.std)
+    return Preprocessing(preprocess.policy, preprocess.resize, preprocess.size, mean, std)  # type: ignore[arg-type]
 
 
 def random_weights_id(seed: int) -> str:
@@ -66,20 +90,30 @@ def _sha256_of(path: str) -> str:
 
 
 @dataclass(frozen=True)
-class ChosenWeights:
-    """The weights a process loads: ``load_model(weights, seed=seed)`` gives ``identity``."""
+class ChosenModel:
+    """The model a process loads (model.load_chosen_model): ResNet50 with ``weights`` and ``seed``, or
+    the model file ``model`` fed by ``preprocessing``; it gives ``identity`` and ``dim``-d vectors."""
 
-    weights: str  # imagenet, random, or a weights file's absolute path
+    weights: str  # ResNet50's: imagenet, random, or a weights file's absolute path
     seed: int
-    identity: str | None  # None: a file that cannot be read (loading it says why)
-    file: tuple[str, str] | None  # a weights file's (absolute path, SHA-256): the store records it
+    identity: str | None  # None: a weights file that cannot be read (loading it says why)
+    file: tuple[str, str] | None  # a weights or model file's (absolute path, SHA-256): the store records it
+    model: str = MODEL_NAME  # or a model file's absolute path
+    preprocessing: Preprocessing = IMAGENET
+    dim: int = EMBEDDING_DIM
+
+
+def configured_model(config: Config) -> ChosenModel:
+    """The model ``config`` sets, regardless of any store (e.g. to evaluate it): see choose_weights."""
+    return choose_weights(config, None, None, "start imgwatch again")
 
 
 def choose_weights(config: Config, recorded_model: str | None, recorded_file: tuple[str, str] | None,
-                   where: str) -> ChosenWeights:
-    """The weights to load for a store whose workers embed with ``recorded_model`` (None:
+                   where: str) -> ChosenModel:
+    """The model to load for a store whose workers embed with ``recorded_model`` (None:
     nothing recorded yet) and, for a weights file, recorded it at ``recorded_file`` (path, SHA-256).
 
+    A model file in embedding.model: that file (ModelFileUnavailable when it cannot be read).
     When embedding.weights is set (config file, environment, --weights): those. Otherwise the
     store's own: its weights file, checked against its SHA-256 (WeightsUnavailable when it
     moved or changed, saying how to ``where``, e.g. "search again"), random weights of its seed,
@@ -87,6 +121,8 @@ def choose_weights(config: Config, recorded_model: str | None, recorded_file: tu
     store from before imgwatch recorded its weights file).
     """
     embedding = config.embedding
+    if embedding.model != MODEL_NAME:
+        return _model_file(config)
     weights_id = (recorded_model or "").removeprefix(f"{MODEL_NAME}/")
     if WEIGHTS_KEY in config.sources or recorded_model is None:
         weights, seed = embedding.weights, embedding.seed
@@ -100,11 +136,31 @@ def choose_weights(config: Config, recorded_model: str | None, recorded_file: tu
         weights, seed = embedding.weights, embedding.seed
     file = weights_file(weights)  # hashed once: for the identity and for the store to record
     if file is not None:
-        return ChosenWeights(file[0], seed, f"{MODEL_NAME}/{file_weights_id(file[1])}", file)
-    return ChosenWeights(weights, seed, weights_identity(weights, seed), None)
+        return ChosenModel(file[0], seed, f"{MODEL_NAME}/{file_weights_id(file[1])}", file)
+    return ChosenModel(weights, seed, weights_identity(weights, seed), None)
 
 
-def _recorded_file(recorded_model: str, recorded_file: tuple[str, str], seed: int, where: str) -> ChosenWeights:
+def _model_file(config: Config) -> ChosenModel:
+    """The configured model file, hashed (not loaded), with its declared preprocessing and dimension."""
+    embedding = config.embedding
+    path = os.path.abspath(os.path.expanduser(embedding.model))
+    kind = model_file_kind(path)
+    try:
+        sha256 = _sha256_of(path)
+    except OSError as exc:
+        raise ModelFileUnavailable(
+            f"cannot read the model file {path} (embedding.model, from {config.sources.get(MODEL_KEY, 'defaults')}): "
+            f"{exc.strerror or exc}; fix the path, or set embedding.model = \"{MODEL_NAME}\""
+        ) from None
+    if kind is None:  # the configuration refuses such a name; this guards other callers
+        raise ModelFileUnavailable(f"{path} is not a model file imgwatch reads: its name should end in "
+                                   f"{', '.join(MODEL_FILE_KINDS)}")
+    preprocessing = preprocessing_of(embedding.preprocess)
+    return ChosenModel(embedding.weights, embedding.seed, model_file_identity(kind, sha256, preprocessing),
+                       (path, sha256), path, preprocessing, embedding.preprocess.dim)
+
+
+def _recorded_file(recorded_model: str, recorded_file: tuple[str, str], seed: int, where: str) -> ChosenModel:
     """The store's weights file, if it is still where it was and as it was."""
     path, sha256 = recorded_file
     try:
@@ -115,7 +171,7 @@ def _recorded_file(recorded_model: str, recorded_file: tuple[str, str], seed: in
         problem = f"cannot be read ({exc.strerror or exc})"
     else:
         if found == sha256:
-            return ChosenWeights(path, seed, recorded_model, recorded_file)
+            return ChosenModel(path, seed, recorded_model, recorded_file)
         problem = f"has changed since (its SHA-256 now starts with {found[:12]})"
     raise WeightsUnavailable(
         f"the store holds embeddings from {recorded_model}, made with the weights file {path}, which {problem}: "
@@ -124,7 +180,7 @@ def _recorded_file(recorded_model: str, recorded_file: tuple[str, str], seed: in
 
 
 def query_weights(config: Config, recorded_model: str | None, recorded_file: tuple[str, str] | None,
-                  where: str) -> ChosenWeights:
+                  where: str) -> ChosenModel:
     """:func:`choose_weights` for a query (CLI search, the web page), which must embed in the
     store's space: ModelMismatchError, before anything loads, when configured weights give
     another model."""
@@ -134,8 +190,14 @@ def query_weights(config: Config, recorded_model: str | None, recorded_file: tup
 
 
 def weights_setting(identity: str, recorded_file: tuple[str, str] | None = None) -> str:
-    """How to configure the weights that give ``identity`` (for error messages); a weights
-    file is named by ``recorded_file``, where the store recorded it, if given."""
+    """How to configure the weights or model file that give ``identity`` (for error messages); a
+    weights or model file is named by ``recorded_file``, where the store recorded it, if given."""
+    if model_file := _MODEL_FILE_ID.fullmatch(identity):
+        kind, digest, preprocessing = model_file.groups()
+        named = (f'embedding.model = "{recorded_file[0]}", the store\'s {kind} model file,' if recorded_file else
+                 f"embedding.model = the {kind} model file the workers use (its SHA-256 starts with {digest}: "
+                 "check with sha256sum)")
+        return f"{named} and the [embedding.preprocess] the workers use (its hash: {preprocessing})"
     weights_id = identity.removeprefix(f"{MODEL_NAME}/")
     if weights_id == PRETRAINED_ID:
         return "--weights imagenet (embedding.weights = \"imagenet\")"
@@ -156,7 +218,8 @@ def check_query_model(recorded: str | None, identity: str | None, where: str,
     run the query again (e.g. "start `imgwatch web`")."""
     if recorded is None or identity is None or identity == recorded:
         return
+    configured = "weights give" if identity.startswith(f"{MODEL_NAME}/") else "model gives"
     raise ModelMismatchError(
-        f"the store holds embeddings from {recorded}, but the configured weights give {identity}: "
+        f"the store holds embeddings from {recorded}, but the configured {configured} {identity}: "
         f"{where} with {weights_setting(recorded, recorded_file)}"
     )

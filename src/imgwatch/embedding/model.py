@@ -1,4 +1,4 @@
-"""The ResNet50 feature extractor: loading weights and embedding tensors."""
+"""The ResNet50 feature extractor: loading weights and embedding tensors; the engine choice every model shares."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, overload
+from typing import TYPE_CHECKING, Literal, overload
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -21,10 +21,12 @@ from torchvision.models import ResNet50_Weights, resnet50
 
 from imgwatch.embedding.engines.contract import EmbeddingEngine, EngineFailure
 from imgwatch.embedding.engines.selection import EXPORTED_ENGINES, build_engine, preferred_cpu_engines
-from imgwatch.embedding.identity import MODEL_NAME, PRETRAINED_ID, file_weights_id, random_weights_id
+from imgwatch.embedding.identity import EMBEDDING_DIM, MODEL_NAME, PRETRAINED_ID, file_weights_id, random_weights_id
+from imgwatch.embedding.preprocessing import IMAGENET, Preprocessing
 from imgwatch.errors import DeviceUnavailable, EngineUnavailable, WeightsUnavailable
 
-EMBEDDING_DIM = 2048
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 _PRETRAINED = ResNet50_Weights[PRETRAINED_ID]
 _WRAPPER_KEYS = ("state_dict", "model")
@@ -33,14 +35,17 @@ DOWNLOAD_TIMEOUT_SECONDS = 60  # a stalled connection: the weights' download fai
 
 
 class EmbeddingModel:
-    """ResNet50 with its classifier removed: images in, unit 2048-d vectors out (torch eager)."""
+    """A network in torch eager: images in, unit vectors out. ResNet50 with its classifier removed
+    (2048-d), or a TorchScript model file (its ``name`` is then "torchscript", its ``dim`` declared)."""
 
     engine = "torch"
 
-    def __init__(self, network: torch.nn.Module, weights_id: str, device: torch.device) -> None:
-        self.name = MODEL_NAME
+    def __init__(self, network: torch.nn.Module, weights_id: str, device: torch.device, name: str = MODEL_NAME,
+                 dim: int = EMBEDDING_DIM, preprocessing: Preprocessing = IMAGENET) -> None:
+        self.name = name
         self.weights_id = weights_id
-        self.dim = EMBEDDING_DIM
+        self.dim = dim
+        self.preprocessing = preprocessing
         self.device = device
         self._on_cuda = device.type == "cuda"
         if self._on_cuda:
@@ -54,7 +59,7 @@ class EmbeddingModel:
         return f"{self.name}/{self.weights_id}"
 
     def embed(self, batch: torch.Tensor) -> np.ndarray:
-        """(n, 3, 224, 224) normalised images -> (n, 2048) float32 rows of unit length."""
+        """(n, 3, size, size) normalised images -> (n, dim) float32 rows of unit length."""
         if batch.ndim != 4 or batch.shape[1] != 3:
             raise ValueError(f"expected a (n, 3, H, W) batch, got shape {tuple(batch.shape)}")
         if batch.shape[0] == 0:
@@ -107,28 +112,41 @@ def load_model(
     ``threads``: intra-op threads per embed call for an exported engine (0: all cores).
     """
     target = inference_device(device, engine)
-    candidates = _engines_for(engine, target)
+    candidates = engines_for(engine, target)
     if weights == "imagenet":
         network, weights_id = _pretrained_network(), PRETRAINED_ID
     elif weights == "random":
         network, weights_id = _random_network(seed), random_weights_id(seed)
     else:
         network, weights_id = _network_from_file(weights)
+    return first_engine_that_loads(
+        engine, candidates,
+        lambda wanted: build_engine(wanted, network, MODEL_NAME, weights_id, EMBEDDING_DIM, cache_dir, threads),
+        lambda: EmbeddingModel(network, weights_id, target))
+
+
+def first_engine_that_loads(
+    engine: str, candidates: list[str], build: Callable[[str], EmbeddingEngine],
+    in_torch: Callable[[], EmbeddingEngine] | None,
+) -> EmbeddingEngine:
+    """The first of ``candidates`` that ``build`` makes, each failure a warning under "auto" (the
+    configured ``engine``), else EngineUnavailable; "torch" (``in_torch``) always loads."""
     for position, wanted in enumerate(candidates):
-        if wanted == "torch":
-            break
+        if wanted == "torch" and in_torch is not None:
+            return in_torch()
         try:
-            return build_engine(wanted, network, MODEL_NAME, weights_id, EMBEDDING_DIM, cache_dir, threads)
+            return build(wanted)
         except EngineFailure as exc:
             advice = (f"install it (pip install {EXPORTED_ENGINES[wanted]}) or set embedding.engine "
-                      '= "torch" (IMGWATCH_EMBEDDING_ENGINE=torch)')
-            if engine != "auto":
+                      '= "torch" (IMGWATCH_EMBEDDING_ENGINE=torch)' if in_torch is not None else
+                      f"install it (pip install {EXPORTED_ENGINES[wanted]}), or use a TorchScript model file")
+            if engine != "auto" or position + 1 == len(candidates):
                 raise EngineUnavailable(f"embedding.engine = {engine!r} cannot be used: {exc}; {advice}") from exc
             fallback = candidates[position + 1]
             _log.warning("engine_fallback", engine=wanted, fallback=fallback, reason=str(exc),
                          detail=f"embedding runs on {fallback}" + (", slower on a CPU" if fallback == "torch" else "")
                          + f"; {advice}")
-    return EmbeddingModel(network, weights_id, target)
+    raise EngineUnavailable(f"no engine to run the model: embedding.engine = {engine!r}")  # candidates is never empty
 
 
 def inference_device(device: str, engine: str = "torch") -> torch.device:
@@ -144,7 +162,7 @@ def inference_device(device: str, engine: str = "torch") -> torch.device:
     return resolve_device(device)
 
 
-def _engines_for(engine: str, target: torch.device) -> list[str]:
+def engines_for(engine: str, target: torch.device) -> list[str]:
     """The engines to try in order; "auto" ends with torch, which always loads."""
     if engine == "auto":
         return ["torch"] if target.type == "cuda" else [*preferred_cpu_engines(), "torch"]

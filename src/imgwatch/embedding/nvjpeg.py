@@ -5,7 +5,8 @@ on CUDA that pool cannot keep up (one 12 MP JPEG costs ~70 ms of a core; 16 thre
 ~135 per second, the GPU embeds thousands), so the pool only reads, hashes and checks the
 header (:func:`inspect_jpeg`), and each micro-batch is decoded at once by nvJPEG, then
 turned upright, resized, cropped and normalised on the GPU like the reference recipe (full
-decode, antialiased bilinear Resize(256), CenterCrop(224)) in :func:`model_inputs`.
+decode, antialiased bilinear Resize(256), CenterCrop(224); or the model file's declared
+preprocessing) in :func:`model_inputs`.
 What nvJPEG should not take (other formats, CMYK, small or truncated JPEGs, JPEGs whose ICC
 profile is not sRGB (converted by LittleCMS on the CPU), and JPEGs with
 data after their end-of-image marker, such as motion photos) and any file it fails on is
@@ -28,15 +29,12 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as tv
 
 from imgwatch.embedding.decode import (
-    CROP_SIZE,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     DecodeError,
     check_size,
     decode_for_model,
     displayed_size,
-    resized_size,
 )
+from imgwatch.embedding.preprocessing import IMAGENET, Preprocessing
 from imgwatch.photos.colour import icc_is_srgb
 from imgwatch.photos.reader import read_orientation
 
@@ -106,9 +104,10 @@ def inspect_jpeg(data: bytes, path: str) -> JpegForGpu | None:
 
 
 def model_inputs(
-    pending: Sequence[torch.Tensor | JpegForGpu], device: torch.device
+    pending: Sequence[torch.Tensor | JpegForGpu], device: torch.device, preprocessing: Preprocessing = IMAGENET,
 ) -> list[torch.Tensor | DecodeError]:
-    """One (3, 224, 224) float32 tensor on ``device`` per item, or the DecodeError of its file.
+    """One (3, size, size) float32 tensor on ``device`` per item (as ``preprocessing`` says), or the
+    DecodeError of its file.
 
     CPU tensors (files decoded in the pool) are moved; JPEGs are decoded by nvJPEG in calls
     of up to PIXELS_PER_DECODE pixels.
@@ -120,35 +119,37 @@ def model_inputs(
             results[index] = item.to(device)
             continue
         if chunk and sum(jpeg.pixels for _, jpeg in chunk) + item.pixels > PIXELS_PER_DECODE:
-            results.update(_decode_chunk(chunk, device))
+            results.update(_decode_chunk(chunk, device, preprocessing))
             chunk = []
         chunk.append((index, item))
     if chunk:
-        results.update(_decode_chunk(chunk, device))
+        results.update(_decode_chunk(chunk, device, preprocessing))
     return [results[index] for index in range(len(pending))]
 
 
-def _decode_chunk(chunk: list[tuple[int, JpegForGpu]], device: torch.device) -> dict[int, torch.Tensor | DecodeError]:
+def _decode_chunk(chunk: list[tuple[int, JpegForGpu]], device: torch.device,
+                  preprocessing: Preprocessing) -> dict[int, torch.Tensor | DecodeError]:
     jpegs = [jpeg for _, jpeg in chunk]
     results: dict[int, torch.Tensor | DecodeError] = {}
     decoded = deque(_nvjpeg_decode(jpegs, device))
     for index, jpeg in chunk:
         # popped, so that each full-size image is freed as soon as it is preprocessed
-        results[index] = _model_input(jpeg, decoded.popleft(), device)
+        results[index] = _model_input(jpeg, decoded.popleft(), device, preprocessing)
     return results
 
 
-def _model_input(jpeg: JpegForGpu, image: torch.Tensor | None, device: torch.device) -> torch.Tensor | DecodeError:
+def _model_input(jpeg: JpegForGpu, image: torch.Tensor | None, device: torch.device,
+                 preprocessing: Preprocessing) -> torch.Tensor | DecodeError:
     """One file's input, or its error: whatever goes wrong stays with this file."""
     try:
         if image is not None:
             try:
-                return _preprocess(image, jpeg.orientation)
+                return _preprocess(image, jpeg.orientation, preprocessing)
             except torch.cuda.OutOfMemoryError:
                 del image
                 torch.cuda.empty_cache()  # a huge photo: its float copy did not fit; the CPU decodes it
         # nvJPEG refused it (or the GPU had no room): the CPU decodes it, or says what is wrong
-        return decode_for_model(jpeg.data, jpeg.path)[0].to(device)
+        return decode_for_model(jpeg.data, jpeg.path, preprocessing)[0].to(device)
     except DecodeError as exc:
         return exc
     except _GPU_FAILED:
@@ -188,24 +189,23 @@ def _as_tensor(data: bytes) -> torch.Tensor:
     return torch.frombuffer(data, dtype=torch.uint8)
 
 
-def _preprocess(image: torch.Tensor, orientation: int) -> torch.Tensor:
-    """A decoded (3, H, W) uint8 image as stored -> the normalised (3, 224, 224) model input."""
+def _preprocess(image: torch.Tensor, orientation: int, preprocessing: Preprocessing) -> torch.Tensor:
+    """A decoded (3, H, W) uint8 image as stored -> the normalised (3, size, size) model input."""
     upright = orient(image, orientation)  # RGB mode: three channels, greyscale JPEGs too
     height, width = upright.shape[-2:]
-    new_width, new_height = resized_size(width, height)  # never the same size: the short side is >= 1024
+    new_width, new_height = preprocessing.resized_size(width, height)  # a real resize: the short side is >= 1024
     pixels = tv.resize(upright.float().div_(255), [new_height, new_width], antialias=True)
-    cropped = tv.center_crop(pixels, [CROP_SIZE, CROP_SIZE])
-    mean, std = _normalisation(image.device)
+    cropped = tv.center_crop(pixels, [preprocessing.size, preprocessing.size])  # a no-op after a stretch
+    mean, std = _normalisation(image.device, preprocessing.mean, preprocessing.std)
     # Not tv.normalize: it copies mean and std to the GPU for every image, a copy that waits
     # for the GPU and kept the thread from queueing the next image (a sixth of its time, H100).
     return (cropped - mean) / std
 
 
 @functools.cache
-def _normalisation(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """ImageNet's mean and std as (3, 1, 1) tensors on ``device``, made once."""
-    return (torch.tensor(IMAGENET_MEAN, device=device).view(3, 1, 1),
-            torch.tensor(IMAGENET_STD, device=device).view(3, 1, 1))
+def _normalisation(device: torch.device, mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[torch.Tensor, ...]:
+    """The preprocessing's mean and std as (3, 1, 1) tensors on ``device``, made once."""
+    return (torch.tensor(mean, device=device).view(3, 1, 1), torch.tensor(std, device=device).view(3, 1, 1))
 
 
 def orient(image: torch.Tensor, orientation: int) -> torch.Tensor:

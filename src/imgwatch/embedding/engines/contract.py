@@ -7,6 +7,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from imgwatch.embedding.preprocessing import IMAGENET, Preprocessing
+
 # An engine counts as exact when each embedding has at least this cosine with torch's.
 EXACT_COSINE = 0.9999
 # The bar for an engine that computes part of the network in lower precision: a resized
@@ -15,11 +17,12 @@ MIXED_PRECISION_COSINE = 0.999
 
 
 class EmbeddingEngine(Protocol):
-    """Images in, unit 2048-d vectors out: EmbeddingModel (torch) and every exported engine."""
+    """Images in, unit vectors out (2048-d for ResNet50): EmbeddingModel (torch) and every exported engine."""
 
-    name: str  # the network, "resnet50": part of the identity
+    name: str  # the network, "resnet50", or a model file's kind: part of the identity
     weights_id: str
     dim: int
+    preprocessing: Preprocessing  # what its input must be: every decode path reads it from here
     device: torch.device
     engine: str  # what runs it: "torch", "onnxruntime"; not part of the identity
 
@@ -52,19 +55,20 @@ class ExportedEngine:
     precision = "float32"
     min_cosine = EXACT_COSINE  # selection's load-time check holds the engine to this
 
-    def __init__(self, name: str, weights_id: str, dim: int) -> None:
+    def __init__(self, name: str, weights_id: str, dim: int, preprocessing: Preprocessing = IMAGENET) -> None:
         self.name = name
         self.weights_id = weights_id
         self.dim = dim
+        self.preprocessing = preprocessing
         self.device = torch.device("cpu")
 
     @property
     def identity(self) -> str:
-        # Torch's vector space: selection's load-time check proves the engine computes it.
+        # The reference's vector space: selection's load-time check proves the engine computes it.
         return f"{self.name}/{self.weights_id}"
 
     def embed(self, batch: torch.Tensor) -> np.ndarray:
-        """(n, 3, 224, 224) normalised images -> (n, dim) float32 rows of unit length."""
+        """(n, 3, size, size) normalised images -> (n, dim) float32 rows of unit length."""
         check_batch(batch)
         if batch.shape[0] == 0:
             return np.zeros((0, self.dim), dtype=np.float32)

@@ -20,6 +20,7 @@ import structlog
 import torch
 
 from imgwatch.embedding.engines.contract import EngineFailure
+from imgwatch.embedding.preprocessing import IMAGENET
 
 OPSET = 17
 # torch.onnx.export(dynamo=False): needs only the onnx package (the dynamo exporter also needs
@@ -27,7 +28,7 @@ OPSET = 17
 EXPORTER = "torchscript"
 INPUT_NAME = "images"
 OUTPUT_NAME = "features"
-IMAGE_SHAPE = (3, 224, 224)  # one network input: a normalised RGB crop
+IMAGE_SHAPE = IMAGENET.input_shape  # one ResNet50 input: a normalised RGB crop (a model file's may differ)
 _DIGEST_CHARS = 16
 _PARTIAL_PREFIX = ".export-"
 _STALE_PARTIAL_SECONDS = 3600.0  # a temporary file this old belongs to an export that died

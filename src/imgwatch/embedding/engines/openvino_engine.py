@@ -28,6 +28,7 @@ import openvino  # noqa: E402
 import torch  # noqa: E402
 
 from imgwatch.embedding.engines.contract import MIXED_PRECISION_COSINE, ExportedEngine  # noqa: E402
+from imgwatch.embedding.preprocessing import IMAGENET, Preprocessing  # noqa: E402
 
 ENGINE_NAME = "openvino"
 # The first stage run in bfloat16; everything before it stays float32.
@@ -57,15 +58,18 @@ class OpenVinoEngine(ExportedEngine):
 
     ``threads`` is each call's thread count (0: every core). The parts are compiled with one
     OpenVINO stream per ``threads`` cores, so the Embedder's concurrent streams each get theirs.
+    ``second_part`` None: ``first_part`` is the whole network, run in float32 (a model file, whose
+    layers that bear bfloat16 are not known).
     """
 
     engine = ENGINE_NAME
 
     def __init__(
-        self, first_part: bytes, second_part: bytes, name: str, weights_id: str, dim: int, threads: int = 0,
+        self, first_part: bytes, second_part: bytes | None, name: str, weights_id: str, dim: int, threads: int = 0,
+        preprocessing: Preprocessing = IMAGENET,
     ) -> None:
-        super().__init__(name, weights_id, dim)
-        self.bfloat16 = native_bfloat16()
+        super().__init__(name, weights_id, dim, preprocessing)
+        self.bfloat16 = second_part is not None and native_bfloat16()
         if self.bfloat16:
             self.precision, self.min_cosine = "float32+bfloat16", MIXED_PRECISION_COSINE
         cores = max(1, len(os.sched_getaffinity(0)))
@@ -78,18 +82,21 @@ class OpenVinoEngine(ExportedEngine):
         core = openvino.Core()
         self._first = core.compile_model(
             core.read_model(BytesIO(first_part)), "CPU", {**settings, "INFERENCE_PRECISION_HINT": "f32"})
-        self._second = core.compile_model(
+        self._second = None if second_part is None else core.compile_model(
             core.read_model(BytesIO(second_part)), "CPU",
             {**settings, "INFERENCE_PRECISION_HINT": "bf16" if self.bfloat16 else "f32"})
-        self._idle: queue.SimpleQueue[tuple[openvino.InferRequest, openvino.InferRequest]] = queue.SimpleQueue()
+        self._idle: queue.SimpleQueue[tuple[openvino.InferRequest, openvino.InferRequest | None]] = queue.SimpleQueue()
 
     def _features(self, images: np.ndarray) -> np.ndarray:
         try:
             first, second = self._idle.get_nowait()
         except queue.Empty:
-            first, second = self._first.create_infer_request(), self._second.create_infer_request()
+            first = self._first.create_infer_request()
+            second = None if self._second is None else self._second.create_infer_request()
         try:
             middle = first.infer({0: images})[0]
-            return np.array(second.infer({0: middle})[0])  # a copy: the request reuses its buffer
+            if second is None:
+                return np.array(middle)  # a copy: the request reuses its buffer
+            return np.array(second.infer({0: middle})[0])
         finally:
             self._idle.put((first, second))
