@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from imgwatch.evaluation.report import EvalReport
 from imgwatch.evaluation.run import EvalOptions, evaluate
@@ -20,6 +21,16 @@ from tests.helpers import make_config, process_env
 PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "camera", "retina"]
 # What the calibrated weights survive on these photos (the other edits rank some original lower).
 MILD = ["flip_horizontal", "flip_vertical", "resize_square", "jpeg_30"]
+
+
+def shot_at(second: int) -> Image.Exif:
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110] = "Canon", "EOS R6"
+    exif.get_ifd(0x8769)[0x9003] = f"2024:07:01 12:00:{second:02d}"
+    return exif
+
+
+BURST = {"astronaut": shot_at(1), "chelsea": shot_at(2), "rocket": shot_at(9)}  # the first two: one burst
 
 
 @pytest.fixture(scope="module")
@@ -38,12 +49,11 @@ def blind_weights(calibrated_weights: Path, tmp_path_factory: pytest.TempPathFac
 def side_by_side(tmp_path_factory: pytest.TempPathFactory, photo_arrays: dict[str, object], calibrated_weights: Path,
                  blind_weights: Path) -> tuple[EvalReport, Path, Path]:
     """Both models on the same copies of six photos of a folder; where the temporary folders went."""
-    from PIL import Image
-
     base = tmp_path_factory.mktemp("eval")
     (base / "photos").mkdir()
     for name in PHOTOS:
-        Image.fromarray(photo_arrays[name]).save(base / "photos" / f"{name}.png")  # type: ignore[call-overload]
+        Image.fromarray(photo_arrays[name]).save(base / "photos" / f"{name}.png",  # type: ignore[call-overload]
+                                                 exif=BURST.get(name, Image.Exif()))
     temporary = base / "tmp"
     temporary.mkdir()
     config = make_config(base / "data", **{"embedding.engine": "torch"})
@@ -65,6 +75,8 @@ def test_copies_of_the_mild_edits_rank_their_original_first(side_by_side: tuple[
     assert all(summary.recall_at_10 == 1.0 for summary in calibrated.edits)  # six photos: all within 10
     assert calibrated.copy_pairs == 66 and calibrated.different_pairs == (72 * 71 - 6 * 12 * 11) // 2
     assert not calibrated.unreadable
+    assert [sorted(Path(p).name for p in (pair.one, pair.other)) for pair in calibrated.bursts] == [
+        ["astronaut.png", "chelsea.png"]]
     assert list(temporary.iterdir()) == []  # the copies are gone
 
 
@@ -78,8 +90,6 @@ def test_a_model_that_ignores_its_input_scores_no_recall(side_by_side: tuple[Eva
     assert "no threshold reaches recall" in text and "not survived" in text and "SSCD" in text
     header = next(line for line in text.splitlines() if line.startswith("edit "))
     assert "calibrated.pth" in header and "blind.pth" in header  # a column per model
-    from PIL import Image
-
     with Image.open(sheet) as picture:
         assert picture.height > 8 * 240  # 8 misses per model, a row each
 

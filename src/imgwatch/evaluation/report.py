@@ -159,17 +159,11 @@ def _advice(model: ModelReport) -> list[str]:
     if model.links_threshold is None:
         lines.append("links.threshold: none suggested: the model survives none of the edits")
     else:
+        below = ", and not above the duplicates threshold" if model.duplicates is not None else ""
         lines.append(f"links.threshold = {model.links_threshold:.2f}: {100 - LINKS_COPY_PERCENTILE:.0f} % of the "
-                     "copies of the edits it survives score above it, and it is not above the duplicates threshold; "
+                     f"copies of the edits it survives score at or above it{below}; "
                      f"{100 * model.links_different_share:.1f} % of pairs of different photos reach it too")
-    if model.duplicates is not None:
-        above = [pair for pair in model.bursts if pair.score >= model.duplicates.threshold]
-        if model.bursts:
-            lines.append(f"bursts (one camera, within 2 s): {len(above)} of {len(model.bursts)} pairs score at or "
-                         f"above {model.duplicates.threshold:.3f}" + (", so `imgwatch duplicates` groups them" if above
-                                                                      else ""))
-        else:
-            lines.append("bursts (one camera, within 2 s): none among the sampled photos and their neighbours")
+    lines.append(_bursts_line(model))
     failed = model.not_survived
     if failed:
         lines.append(f"not survived (recall@1 < {SURVIVES_RECALL_AT_1}, marked !): "
@@ -177,3 +171,16 @@ def _advice(model: ModelReport) -> list[str]:
     else:
         lines.append(f"survives every edit (recall@1 ≥ {SURVIVES_RECALL_AT_1})")
     return lines
+
+
+def _bursts_line(model: ModelReport) -> str:
+    if not model.bursts:
+        return "bursts (one camera, within 2 s, by EXIF): none among the sampled photos and their nearest photos"
+    scores = sorted(pair.score for pair in model.bursts)
+    line = (f"bursts (one camera, within 2 s, by EXIF): {len(scores)} pair(s), scores {scores[0]:.3f} to "
+            f"{scores[-1]:.3f}")
+    if model.duplicates is None:
+        return line
+    above = sum(1 for score in scores if score >= model.duplicates.threshold)
+    return line + (f"; {above} at or above {model.duplicates.threshold:.3f}, which `imgwatch duplicates` would "
+                   "group as copies" if above else f"; none reaches {model.duplicates.threshold:.3f}")
