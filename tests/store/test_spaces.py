@@ -355,6 +355,18 @@ def test_writes_during_the_link_computation_are_linked_before_the_switch(
         assert_linked_as_written_meanwhile(worker)
 
 
+def test_a_second_process_finds_the_switch_under_way_and_leaves_it(tmp_path: Path) -> None:
+    with embedded(tmp_path) as opened:
+        a, b, c = triangle(opened)
+        opened.begin_space(NEW_MODEL, NEW_DIM)
+        put_all(opened, [a, b, c])
+        with spaces.switching(opened.db_path) as first:
+            assert first
+            assert opened.switch_space(THRESHOLD, TOP_K) == 0  # as another process would
+            assert opened.pending_space() is not None
+        assert opened.switch_space(THRESHOLD, TOP_K) == 1
+
+
 def test_a_version_4_store_file_is_migrated_and_keeps_its_images(tmp_path: Path) -> None:
     with embedded(tmp_path) as opened:
         (a, *_) = triangle(opened)

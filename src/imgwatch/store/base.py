@@ -410,7 +410,8 @@ class GraphStore(abc.ABC):
         """Make the complete pending space the active one, in one transaction: its vectors, its
         links (the linking rule over the new vectors, computed first), its model record; the old
         vectors and links dropped. ReindexIncomplete unless complete; 0 when no space is open (another
-        caller switched). Returns the number of links written."""
+        caller switched) or, where the backend can tell, another caller is switching it. Returns the
+        number of links written."""
 
     @abc.abstractmethod
     def abort_space(self) -> bool:

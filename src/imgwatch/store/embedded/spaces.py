@@ -13,9 +13,12 @@ ann_search.py).
 
 from __future__ import annotations
 
+import fcntl
+import os
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +50,22 @@ def pending_space(tx: Transaction) -> PendingSpace | None:
     total = tx.execute("SELECT COUNT(*) FROM images").fetchone()[0]
     embedded = tx.execute(f"SELECT COUNT(*) FROM pending_embeddings {_CURRENT}").fetchone()[0]
     return PendingSpace(model, dim, weights_file, embedded, total)
+
+
+@contextmanager
+def switching(db_path: Path) -> Iterator[bool]:
+    """Whether this caller is the one switching: a second one (workers finishing jobs together)
+    gets False at once instead of computing every link again only to find the space gone."""
+    fd = os.open(f"{db_path}.switch-lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def drop(tx: Transaction) -> None:

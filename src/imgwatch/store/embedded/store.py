@@ -409,27 +409,31 @@ class EmbeddedGraphStore(GraphStore):
             return [row[0] for row in rows]
 
     def switch_space(self, threshold: float, top_k: int) -> int:
-        """Links computed from a snapshot without the write lock, caught up and swapped in under it."""
+        """Links computed from a snapshot without the write lock, caught up and swapped in under it.
+        0 also while another process is switching (it holds the switch lock)."""
         checked_threshold(threshold)
-        with self._db.read() as tx:
-            space = spaces.pending_space(tx)
-            if space is None:
+        with spaces.switching(self.db_path) as mine:
+            if not mine:
                 return 0
-            if not space.complete:
-                raise ReindexIncomplete(incomplete_message(space))
-            vectors = spaces.read_vectors(tx, self.db_path.parent, space.dim)
-        try:
-            space_links = spaces.compute_links(vectors, threshold, top_k, self._ann.min_images)
-            with self._db.write() as tx:
-                now = spaces.pending_space(tx)
-                if now is None or (now.model, now.dim) != (space.model, space.dim):
-                    return 0  # another caller switched (or aborted) meanwhile
-                if not now.complete:
-                    raise ReindexIncomplete(incomplete_message(now))
-                spaces.catch_up(tx, space_links, threshold, top_k)
-                written = spaces.swap_in(tx, now, space_links)
-        finally:
-            vectors.close()
+            with self._db.read() as tx:
+                space = spaces.pending_space(tx)
+                if space is None:
+                    return 0
+                if not space.complete:
+                    raise ReindexIncomplete(incomplete_message(space))
+                vectors = spaces.read_vectors(tx, self.db_path.parent, space.dim)
+            try:
+                space_links = spaces.compute_links(vectors, threshold, top_k, self._ann.min_images)
+                with self._db.write() as tx:
+                    now = spaces.pending_space(tx)
+                    if now is None or (now.model, now.dim) != (space.model, space.dim):
+                        return 0  # switched (or aborted) meanwhile
+                    if not now.complete:
+                        raise ReindexIncomplete(incomplete_message(now))
+                    spaces.catch_up(tx, space_links, threshold, top_k)
+                    written = spaces.swap_in(tx, now, space_links)
+            finally:
+                vectors.close()
         log.info("space_switched", file=str(self.db_path), model=space.model, dim=space.dim, links=written)
         self._update_vectors()  # the rebuild for the new vectors is paid here, not by the next search
         return written
