@@ -91,6 +91,9 @@ def test_similar_image_duplicates_and_status(client: httpx.Client, photo_set: Ph
     group = next(g for g in duplicates["groups"] if g["keep"] in (str(astronaut), neighbours[0]))
     assert {str(astronaut), neighbours[0]} <= {image["path"] for image in group["images"]}
     assert [image["keep"] for image in group["images"]].count(True) == 1
+    assert group["reason"] and group["exact"] is False and group["images"][0]["score"] == 1.0
+    exact = client.get("/api/duplicates?exact=1").json()
+    assert (exact["exact"], exact["threshold"], exact["groups"]) == (True, None, [])  # no two files are the same
     below_links = client.get("/api/duplicates?threshold=0.5")
     assert below_links.status_code == 400 and "links.threshold" in below_links.json()["error"]
 
@@ -111,7 +114,7 @@ def test_the_original_is_the_indexed_file(client: httpx.Client, photo_set: Photo
 def test_bad_parameters_are_400(client: httpx.Client, photo_set: PhotoSet) -> None:
     camera = q(photo_set.photos["camera"])
     for url in ["/api/similar", "/thumb", f"/api/search?path={camera}&top=0", f"/api/search?path={camera}&top=x",
-                "/api/duplicates?threshold=high"]:
+                "/api/duplicates?threshold=high", "/api/duplicates?exact=yes"]:
         response = client.get(url)
         assert response.status_code == 400, url
         assert response.json()["error"]

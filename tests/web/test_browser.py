@@ -170,6 +170,52 @@ def test_duplicates_page_shows_groups_with_the_keeper_marked(
     assert page.locator("section.group").count() >= 1
 
 
+def test_duplicates_page_switches_to_exact_copies_and_says_why_each_keeper(
+        page: Any, web_server: WebServer, photo_set: PhotoSet, tmp_path: Path) -> None:
+    from imgwatch.store import ImageRecord, open_store
+    from tests.helpers import make_config
+
+    # A byte-for-byte copy of astronaut.jpg (mtime kept) indexed beside it, as a worker would, for this test only.
+    original = photo_set.photos["astronaut"]
+    again = photo_set.root / "copies" / "astronaut copy.jpg"
+    shutil.copy2(original, again)
+    with open_store(make_config(photo_set.data_dir)) as store:
+        stored = store.get(str(original))
+        assert stored is not None
+        [embedding] = store.embeddings_by_hash([stored.sha256], stored.model).values()
+        store.upsert([ImageRecord(str(again), stored.sha256, stored.size, again.stat().st_mtime_ns, stored.width,
+                                  stored.height, stored.model, embedding.vector)])
+    try:
+        page.goto(web_server.url + "/duplicates?threshold=0.99995")
+        assert page.locator("#show-alike").get_attribute("aria-current") == "page"
+        assert page.locator("#show-exact").get_attribute("aria-current") is None
+        for group in page.locator("section.group").all():  # why its keeper, and each other's score against it
+            assert group.locator(".reason").inner_text().startswith("Keep ")
+            assert group.locator(".tile").first.locator(".score").count() == 0
+            assert all(0.99995 <= float(score) <= 1 for score in group.locator(".tile .score").all_inner_texts())
+        wait_for_images(page)
+        (tmp_path / "duplicates-look-alike.png").write_bytes(page.screenshot(full_page=True))  # looked at too
+
+        page.click("#show-exact")
+        page.wait_for_url(re.compile(r"/duplicates\?exact=1&threshold=0\.99995$"))  # kept for the way back
+        assert page.locator("#show-exact").get_attribute("aria-current") == "page"
+        [group] = page.locator("section.group").all()  # the resized and re-encoded copies are not exact ones
+        assert [tile.get_attribute("data-path") for tile in group.locator(".tile").all()] == [str(original), str(again)]
+        assert group.locator(".reason").inner_text() == (
+            "Keep astronaut.jpg: no copy mark in the name (astronaut copy.jpg has one)")
+        assert "exact copies" in group.locator("h2").inner_text()
+        wait_for_images(page)
+        screenshot = tmp_path / "duplicates-exact.png"  # looked at when this test was written
+        screenshot.write_bytes(page.screenshot(full_page=True))
+
+        page.click("#show-alike")  # back to look-alikes at the threshold shown before
+        page.wait_for_url(re.compile(r"/duplicates\?threshold=0\.99995$"))
+    finally:
+        with open_store(make_config(photo_set.data_dir)) as store:
+            store.remove([str(again)])
+        again.unlink()
+
+
 def test_status_page_shows_counts_and_failed_files(page: Any, web_server: WebServer, photo_set: PhotoSet) -> None:
     page.goto(web_server.url + "/status")
     assert int(page.locator("#images").inner_text()) == len(photo_set.photos)

@@ -1,7 +1,9 @@
-"""The duplicates page and GET /api/duplicates: groups of near-identical photos, biggest first.
+"""The duplicates page and GET /api/duplicates: groups of copies, biggest first.
 
-The groups are :func:`imgwatch.duplicates.find_duplicates`'s, as `imgwatch duplicates` prints
-them: each one's images best to keep first (most pixels, then largest file), nothing deleted.
+A switch chooses between exact copies (``?exact=1``: the same content) and photos that look alike
+at a threshold (``?threshold=0.95``), as `imgwatch duplicates [--exact]` prints them: the keeper
+first with the one-line reason the [duplicates] rule gives, then the others by their score
+against it. Nothing is deleted.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from imgwatch.duplicates import DEFAULT_THRESHOLD, DuplicateGroup
-from imgwatch.use_cases import duplicate_groups
+from imgwatch.use_cases import duplicate_groups, exact_copies, keeper_rule
 from imgwatch.web.routes import JSONResponse, query_values, render_page, state_of
 from imgwatch.web.views import display_name, human_size, image_facts
 
@@ -24,10 +26,12 @@ def group_item(group: DuplicateGroup) -> dict[str, Any]:
     for image, score in zip(group.images, group.scores, strict=True):
         facts = image_facts(image)
         facts.update(keep=image.path == group.keep, score=round(score, 6),
-                     detail=f"{image.width}×{image.height} · {human_size(image.size)}")
+                     detail=f"{image.width}×{image.height} · {human_size(image.size)}",
+                     same_file=list(group.same_file.get(image.path, ())))
         images.append(facts)
-    return {"keep": group.keep, "keep_name": display_name(group.keep), "strongest": round(group.strongest, 6),
-            "weakest": round(group.weakest, 6), "count": len(images), "images": images}
+    return {"keep": group.keep, "keep_name": display_name(group.keep), "reason": group.reason, "exact": group.exact,
+            "strongest": round(group.strongest, 6), "weakest": round(group.weakest, 6), "count": len(images),
+            "images": images}
 
 
 def threshold_of(request: Request) -> float:
@@ -45,21 +49,33 @@ def threshold_of(request: Request) -> float:
     return threshold
 
 
-def _groups(request: Request) -> tuple[float, list[dict[str, Any]]]:
+def exact_of(request: Request) -> bool:
+    """``?exact=1``: exact copies instead of photos that look alike."""
+    from starlette.exceptions import HTTPException
+
+    raw = query_values(request).get("exact", "")
+    if raw not in ("", "0", "1"):
+        raise HTTPException(400, "exact must be 1 (exact copies) or 0 (photos that look alike)")
+    return raw == "1"
+
+
+def _groups(request: Request) -> tuple[bool, float, list[dict[str, Any]]]:
     state = state_of(request)
-    threshold = threshold_of(request)
-    groups = duplicate_groups(state.store(), threshold, state.config.links.threshold)  # biggest first
-    return threshold, [group_item(group) for group in groups]
+    exact, threshold = exact_of(request), threshold_of(request)
+    rule = keeper_rule(state.config)
+    groups = (exact_copies(state.store(), rule) if exact  # biggest first
+              else duplicate_groups(state.store(), threshold, state.config.links.threshold, rule))
+    return exact, threshold, [group_item(group) for group in groups]
 
 
 def duplicates_page(request: Request) -> Response:
-    threshold, groups = _groups(request)
+    exact, threshold, groups = _groups(request)
     lowest = state_of(request).config.links.threshold
     choices = sorted({choice for choice in THRESHOLD_CHOICES if choice >= lowest} | {threshold})
-    return render_page(request, "duplicates.html", threshold=threshold, choices=choices, groups=groups,
+    return render_page(request, "duplicates.html", exact=exact, threshold=threshold, choices=choices, groups=groups,
                        photos=sum(group["count"] for group in groups))
 
 
 def api_duplicates(request: Request) -> Response:
-    threshold, groups = _groups(request)
-    return JSONResponse({"threshold": threshold, "groups": groups})
+    exact, threshold, groups = _groups(request)
+    return JSONResponse({"exact": exact, "threshold": None if exact else threshold, "groups": groups})
