@@ -14,10 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from structlog.testing import capture_logs
 
 from imgwatch.errors import ReindexConflict, ReindexIncomplete, StoreError
 from imgwatch.store import EmbeddedGraphStore, GraphStore, ImageRecord, PendingSpace
 from imgwatch.store.embedded import spaces
+from imgwatch.store.embedded.shared_vectors import SWITCHED
 from tests.helpers import DIM, MODEL, WEIGHTS_FILE, angled, axis, make_record, open_backend, random_unit_vectors
 from tests.store.neo4j_stand_in import fake_store
 
@@ -318,13 +320,17 @@ def test_another_process_view_answers_in_the_new_space_after_the_switch(tmp_path
         assert other.nearest(vectors[0], 5) == before  # complete but not switched
         rebuilds = (switching.vectors.rebuilds, other.vectors.rebuilds)
 
-        switching.switch_space(THRESHOLD, TOP_K)
+        with capture_logs() as logs:
+            switching.switch_space(THRESHOLD, TOP_K)
 
         exact = np.argsort(-(new_vectors @ new_vectors[7]), kind="stable")[:5]
         expected = [records[i].path for i in exact]
         assert [m.path for m in other.nearest(new_vectors[7], 5)] == expected
         # The switching process rebuilt the files for everyone.
         assert (switching.vectors.rebuilds, other.vectors.rebuilds) == (rebuilds[0] + 1, rebuilds[1])
+        # Expected, so not a warning (files of another store are).
+        assert [(e["log_level"], e["reason"]) for e in logs if e["event"] == "vector_files_rebuilt"] == [
+            ("info", SWITCHED)]
         other.ann.wait_for_maintenance(60)  # that search found the index of another identity: built anew
         assert other.ann.saves == 2
         found = other.nearest(new_vectors[7], 5)

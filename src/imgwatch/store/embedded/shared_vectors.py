@@ -70,10 +70,12 @@ _CRC = struct.Struct("<I")
 _LIVE_HEADER = struct.Struct("<8s16s")  # magic, generation (the vectors file's)
 
 STORE_ID_KEY = "store_id"  # meta key: this SQLite file's identity, which the files must carry
+PREVIOUS_STORE_ID_KEY = "previous_store_id"  # the identity before the last renew_store_identity
 _NO_STORE_ID = bytes(16)  # a store written by an imgwatch that kept no identity yet
 
 BEHIND = "behind"  # the one problem a catch-up repairs; every other one needs a rebuild
-_ROUTINE_REBUILDS = ("written before the last reboot", "store identity recorded")  # not worth a warning
+SWITCHED = "of the vectors before the model was switched"  # switch_space renewed the identity
+_ROUTINE_REBUILDS = ("written before the last reboot", "store identity recorded", SWITCHED)  # not worth a warning
 _MAX_REPAIRS = 5
 
 
@@ -84,7 +86,10 @@ def record_store_identity(tx: Transaction) -> None:
 
 def renew_store_identity(tx: Transaction) -> None:
     """A new identity (a write transaction): the vector files and the HNSW index of the vectors
-    before it are rebuilt by whoever finds them, as when the model is switched (switch_space)."""
+    before it are rebuilt by whoever finds them, as when the model is switched (switch_space).
+    The one before is kept, so that files still carrying it are known for what they are."""
+    tx.execute("INSERT OR REPLACE INTO meta (key, value) SELECT ?, value FROM meta WHERE key = ?",
+               (PREVIOUS_STORE_ID_KEY, STORE_ID_KEY))
     tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (STORE_ID_KEY, secrets.token_hex(16)))
 
 
@@ -359,8 +364,11 @@ class SharedVectors:
             return "vectors and live flags from different builds"
         if header.store_id != snapshot.store_id:
             # Zeros: written before the store had an identity (its first write records one).
-            return ("files of another store, or of its model before a switch" if header.store_id != _NO_STORE_ID
-                    else "store identity recorded")
+            if header.store_id == _NO_STORE_ID:
+                return "store identity recorded"
+            previous = tx.execute("SELECT value FROM meta WHERE key = ?", (PREVIOUS_STORE_ID_KEY,)).fetchone()
+            switched = previous is not None and previous[0] == header.store_id.hex()
+            return SWITCHED if switched else "files of another store"
         if header.boot_id != BOOT_ID:
             return "written before the last reboot"
         if header.dim != snapshot.dim:
