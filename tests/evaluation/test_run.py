@@ -107,7 +107,7 @@ def imgwatch(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str
 
 def test_the_command_on_an_indexed_store(env: dict[str, str], tmp_path: Path, write_photo: Callable[..., Path]) -> None:
     refused = imgwatch(env, "eval")
-    assert refused.returncode == 2 and "nothing is indexed" in refused.stderr
+    assert refused.returncode == 2 and "nothing is indexed" in refused.stderr and "--folder DIR" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
     root = tmp_path / "photos"
     for name in PHOTOS[:4]:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, TextIO
 import numpy as np
 
 from imgwatch.config import Config
-from imgwatch.errors import ImgwatchError, StoreError
+from imgwatch.errors import ImgwatchError, StoreError, StoreMissing
 from imgwatch.evaluation.bursts import Shot, burst_pairs, read_shot
 from imgwatch.evaluation.edits import EDITS, Edit
 from imgwatch.evaluation.metrics import (
@@ -112,8 +112,12 @@ def _store(config: Config, options: EvalOptions, stack: contextlib.ExitStack) ->
     from imgwatch.store import open_store
 
     if options.folder is None:
-        store = stack.enter_context(open_store(config, create=False))
-        indexed_model(store)  # StoreMissing while nothing is indexed
+        try:
+            store = stack.enter_context(open_store(config, create=False))
+            indexed_model(store)
+        except StoreMissing as exc:
+            raise StoreMissing(f"{str(exc).rstrip('.')}: index your photos first (`imgwatch run FOLDER`), or "
+                               "evaluate a folder of photos with `imgwatch eval --folder DIR`") from None
         return store
     try:
         return stack.enter_context(open_store(config, create=False))
