@@ -157,3 +157,21 @@ def test_the_fast_engines_on_an_onnx_file_agree_with_its_reference(tmp_path: Pat
     assert [entry["engine"] for entry in ready] == engines
     assert {entry["reference"] for entry in ready} == {"onnxruntime without graph optimisations"}
     assert all(entry["cosine_vs_reference"] >= EXACT_COSINE for entry in ready)
+
+
+def test_jpegs_decoded_in_batches_get_the_model_files_preprocessing(tmp_path: Path) -> None:
+    """The nvJPEG path (torchvision runs it on the CPU too) resizes to the model file's declared input."""
+    from tests.embedding.equivalence import photo, upscaled_to
+
+    paths = []
+    for name in PHOTOS:
+        paths.append(str(tmp_path / f"{name}.jpg"))
+        upscaled_to(photo(name), (1536, 1024)).save(paths[-1], quality=92)  # big enough for nvJPEG
+    model = load_chosen_model(model_config(tmp_path, write_torchscript(tmp_path / "tiny.pt"), "torch",
+                                          policy="stretch", size=96, mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25]))
+    with Embedder(model, batch_size=3, gpu_decode=True) as batched, Embedder(model, batch_size=3) as pool:
+        assert batched.gpu_decode
+        on_gpu_path = [result.vector for result in batched.embed_files(paths)]  # type: ignore[union-attr]
+        decoded_in_pool = [result.vector for result in pool.embed_files(paths)]  # type: ignore[union-attr]
+    # ResNet50's preprocessing instead would score 0.97-0.99 here
+    assert np.min(np.sum(np.stack(on_gpu_path) * np.stack(decoded_in_pool), axis=1)) > 0.999
