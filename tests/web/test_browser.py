@@ -193,6 +193,10 @@ def test_duplicates_page_switches_to_exact_copies_and_says_why_each_keeper(
             assert group.locator(".reason").inner_text().startswith("Keep ")
             assert group.locator(".tile").first.locator(".score").count() == 0
             assert all(0.99995 <= float(score) <= 1 for score in group.locator(".tile .score").all_inner_texts())
+        reasons = {group.locator(".tile").first.get_attribute("data-path"): group.locator(".reason").inner_text()
+                   for group in page.locator("section.group").all()}
+        assert reasons[str(photo_set.photos["coffee-dng"])] == "Keep coffee.dng: RAW preferred over JPEG"
+        assert reasons[str(photo_set.photos["chelsea-heic"])] == "Keep chelsea.heic: HEIC preferred over JPEG"
         wait_for_images(page)
         (tmp_path / "duplicates-look-alike.png").write_bytes(page.screenshot(full_page=True))  # looked at too
 
