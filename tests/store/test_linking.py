@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from imgwatch.store.linking import SCORE_EPSILON, FormerLink, LinkPlan, choose, ordered, pick_bar, plan_links
+from imgwatch.store.linking import (
+    SCORE_EPSILON,
+    FormerLink,
+    LinkPlan,
+    choose,
+    ordered,
+    pick_bar,
+    plan_links,
+    relinked,
+)
 
 
 def test_choose_keeps_the_best_top_k_at_or_above_the_threshold_ties_by_key() -> None:
@@ -86,3 +95,37 @@ def test_top_k_zero_plans_nothing_and_leaves_bars_alone() -> None:
 def test_ordered_gives_one_canonical_order_per_pair() -> None:
     assert ordered("b", "a") == ordered("a", "b") == ("a", "b")
     assert ordered(5, 2) == (2, 5)
+
+
+# -- relinked: a whole graph brought up to date (switch_space's catch-up) ------------------------
+
+
+def test_relinked_drops_the_gone_and_links_the_changed_again_keeping_what_neighbours_still_pick() -> None:
+    # 1-2, 1-3 and 4-5 linked; 2 changed (still close to 1, now close to 4 too), 5 gone.
+    plan: LinkPlan[int] = LinkPlan({(1, 2): 0.9, (1, 3): 0.85, (4, 5): 0.95}, {1: 0.85, 2: 0.8, 3: 0.8, 4: 0.8, 5: 0.8})
+    searched: list[list[int]] = []
+
+    def candidates(keys: list[int]) -> dict[int, list[tuple[int, float]]]:
+        searched.append(keys)
+        return {2: [(4, 0.92), (1, 0.81)]}
+
+    relinked(plan, changed={2}, gone={5}, candidates=candidates, scores=lambda pairs: [0.81] * len(pairs),
+             threshold=0.8, top_k=5)
+
+    assert plan.links == {(1, 2): 0.81, (1, 3): 0.85, (2, 4): 0.92}
+    assert plan.pick_bars == {1: 0.85, 2: 0.8, 3: 0.8, 4: 0.8}
+    assert searched == [[2]]
+
+
+def test_relinked_asks_a_neighbour_again_when_the_changed_image_fell_below_its_bar() -> None:
+    # 1 picked 2 (its bar 0.9, full at top_k 1); 2 changed and now scores 0.85 with 1: only 1's fresh
+    # search can tell, and it finds something better.
+    plan: LinkPlan[int] = LinkPlan({(1, 2): 0.95, (1, 3): 0.9}, {1: 0.9, 2: 0.9, 3: 0.9})
+
+    def candidates(keys: list[int]) -> dict[int, list[tuple[int, float]]]:
+        return {2: []} if keys == [2] else {1: [(3, 0.9), (2, 0.85)]}
+
+    relinked(plan, changed={2}, gone=set(), candidates=candidates, scores=lambda pairs: [0.85],
+             threshold=0.8, top_k=1)
+
+    assert plan.links == {(1, 3): 0.9}
