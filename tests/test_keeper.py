@@ -14,6 +14,7 @@ from imgwatch.keeper import (
     KeeperRule,
     choose_keeper,
     has_copy_mark,
+    keeper_order,
     prefer_folders_problem,
     prefer_formats_problem,
     read_capture_time,
@@ -151,6 +152,23 @@ def test_copy_marks(name: str) -> None:
                                   "photo (edited).jpg", "holiday-2024.heic"])
 def test_names_without_a_copy_mark(name: str) -> None:
     assert not has_copy_mark(f"/p/{name}")
+
+
+def test_the_order_to_keep_in_begins_with_the_keeper_and_reads_capture_times_only_of_ties(tmp_path: Path) -> None:
+    early = write_jpeg(tmp_path / "x.jpg", "2019:07:01 09:30:00")
+    late = write_jpeg(tmp_path / "y.jpg", "2023:01:02 03:04:05")
+    copies = [Candidate(image("/p/small.jpg", 10, 10)), Candidate(image(late)), Candidate(image("/p/raw.dng")),
+              Candidate(image(early)), Candidate(image("/p/link.jpg", 900, 900), is_link=True)]
+    read: list[str] = []
+
+    def recording(path: str) -> str | None:
+        read.append(path)
+        return read_capture_time(path)
+
+    ordered = [c.path for c in keeper_order(copies, capture_time=recording)]
+    assert ordered == ["/p/raw.dng", early, late, "/p/small.jpg", "/p/link.jpg"]
+    assert ordered[0] == choose_keeper(copies, capture_time=recording).image.path
+    assert set(read) == {early, late}  # the two that tie on format and pixels
 
 
 def test_what_the_settings_may_hold() -> None:

@@ -3,15 +3,15 @@ links at or above a threshold); in each, the copy to keep and why.
 
 Look alike: a group is a keeper and the images scoring at least the threshold against it, never
 a chain. Candidates come from the links at or above the threshold: their connected components
-(A–B and B–C put A, B and C in one). Inside a component the keeper rule (keeper.py) picks the best
-image; its group is every other image of the component scoring at least the threshold against it,
-by their link, or, where the links were cut at ``links.top_k`` and hold none, by the cosine of their
-stored vectors. Those leave the component and the rule picks the next keeper among the rest, until
-fewer than two remain. So a group never joins A and C through B when A–C is below the threshold,
-the outcome is the same on every run, and no component is ever scored pair by pair: each round
-scores one keeper against the rest. "Member against keeper" rather than "every pair": it is what a
-person checks ("is this a copy of the one I keep?"), and each member's score says it. An image
-with no link at or above the threshold to anything (top_k cut every one) is not found.
+(A–B and B–C put A, B and C in one). A component is put in the keeper rule's order (keeper.py)
+once; down that order, an image not yet in a group keeps those not yet in one that score at least
+the threshold against it: its linked neighbours by the link's score and, since links are cut at
+``links.top_k``, its neighbours' neighbours by the cosine of their stored vectors. So a group never
+joins A and C through B when A–C is below the threshold, the outcome is the same on every run, and
+no component is scored pair by pair: each keeper only against its neighbourhood. "Member against
+keeper" rather than "every pair": it is what a person checks ("is this a copy of the one I
+keep?"), and each member's score says it. An image with no link at or above the threshold to
+anything (top_k cut every one) is not found.
 
 Exact: the images sharing a content hash (SHA-256) form a group; neither links nor vectors nor the
 model are read.
@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from imgwatch.errors import ThresholdBelowLinks, printable
-from imgwatch.keeper import DEFAULT_RULE, Candidate, KeeperRule, choose_keeper, read_capture_time
+from imgwatch.keeper import DEFAULT_RULE, Candidate, KeeperRule, choose_keeper, keeper_order, read_capture_time
 from imgwatch.store import GraphStore, Link, StoredImage
 
 DEFAULT_THRESHOLD = 0.95
@@ -134,6 +134,11 @@ class _Grouping:
                                self.capture_time)
         return keeper.image.path, keeper.reason
 
+    def in_keeper_order(self, names: Iterable[str], is_link: Mapping[str, bool]) -> list[str]:
+        ordered = keeper_order([Candidate(self.facts[name], is_link[name]) for name in names], self.rule,
+                               self.capture_time)
+        return [candidate.path for candidate in ordered]
+
     def group(self, keeper: str, reason: str, scored: Mapping[str, float], name_of: Mapping[str, str],
               exact: bool) -> DuplicateGroup:
         others = sorted(scored, key=lambda path: (-scored[path], path))
@@ -181,34 +186,37 @@ def group_links(links: Iterable[Link], facts: Mapping[str, StoredImage], thresho
 def _keeper_rounds(grouping: _Grouping, names: list[str], is_link: Mapping[str, bool], name_of: Mapping[str, str],
                    scores: Mapping[tuple[str, str], float], threshold: float,
                    vectors: Vectors | None) -> list[DuplicateGroup]:
-    """One component's groups: the best remaining image by the keeper rule, with those scoring at
-    least ``threshold`` against it; again among the rest."""
-    unit: Mapping[str, np.ndarray] | None = None
-    groups, remaining = [], list(names)
-    while len(remaining) >= 2:
-        keeper, _ = grouping.keeper_and_reason(remaining, is_link)
-        against: dict[str, float] = {}
-        unlinked = []
-        for name in remaining:
-            if name != keeper:
-                score = scores.get((min(keeper, name), max(keeper, name)))
-                if score is None:
-                    unlinked.append(name)
-                else:
-                    against[name] = score
-        if unlinked and vectors is not None:  # the links were cut at top_k: the vectors tell
-            if unit is None:
-                unit = vectors([grouping.facts[name] for name in names])
+    """One component's groups: its images in the keeper rule's order (sorted once); the best one not
+    yet in a group keeps those scoring at least ``threshold`` against it, and so on down the order.
+
+    A keeper's candidates are its linked neighbours (the link's score) and, since links are cut at
+    links.top_k, their neighbours (scored by the stored vectors): per keeper, its neighbourhood,
+    never the whole component."""
+    linked: dict[str, dict[str, float]] = {name: {} for name in names}
+    for (a, b), score in scores.items():
+        linked[a][b] = linked[b][a] = score
+    unit: dict[str, np.ndarray] = {}
+    asked: set[str] = set()
+    grouped: set[str] = set()
+    groups = []
+    for keeper in grouping.in_keeper_order(names, is_link):
+        if keeper in grouped:
+            continue
+        against = {name: score for name, score in linked[keeper].items() if name not in grouped}
+        beyond = sorted({far for near in linked[keeper] for far in linked[near]} - set(against) - grouped - {keeper})
+        if beyond and vectors is not None:  # no stored link to the keeper: the vectors tell
+            missing = [name for name in [keeper, *beyond] if name not in asked]
+            asked.update(missing)
+            unit.update(vectors([grouping.facts[name] for name in missing]) if missing else {})
             if keeper in unit:
-                against.update((name, float(unit[keeper] @ unit[name])) for name in unlinked if name in unit)
+                against.update((name, float(unit[keeper] @ unit[name])) for name in beyond if name in unit)
         members = {name: score for name, score in against.items() if score >= threshold}
         if not members:
-            remaining.remove(keeper)
             continue
-        # The best of the component is the best of its group: the reason names a copy in the group.
+        grouped.update([keeper, *members])
+        # The best of the component left is the best of its group: the reason names a copy in the group.
         _, reason = grouping.keeper_and_reason([keeper, *members], is_link)
         groups.append(grouping.group(keeper, reason, members, name_of, exact=False))
-        remaining = [name for name in remaining if name != keeper and name not in members]
     return groups
 
 

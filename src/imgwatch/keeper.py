@@ -20,6 +20,7 @@ the runner-up (the copy that tied with it longest), e.g. "RAW preferred over JPE
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import time
@@ -219,6 +220,23 @@ def choose_keeper(candidates: Iterable[Candidate], rule: KeeperRule = DEFAULT_RU
             runner_up = min(behind, key=lambda c: (values[c.path], c.path))
             return Keeper(running[0].image, criterion.reason(running[0], runner_up))
     raise AssertionError("paths are distinct: the last criterion leaves one")
+
+
+def keeper_order(candidates: Iterable[Candidate], rule: KeeperRule = DEFAULT_RULE,
+                 capture_time: Callable[[str], str | None] = read_capture_time) -> list[Candidate]:
+    """``candidates`` best to keep first, by the criteria choose_keeper applies (its keeper comes
+    first). Two are compared criterion by criterion, so the capture time is read only of copies
+    that tie with another on everything before it."""
+    criteria = rule.criteria(capture_time)
+
+    def compare(one: Candidate, other: Candidate) -> int:
+        for criterion in criteria:
+            a, b = criterion.value(one), criterion.value(other)
+            if a != b:
+                return -1 if a < b else 1
+        return 0
+
+    return sorted(candidates, key=functools.cmp_to_key(compare))
 
 
 def _format_label(path: str) -> str:
