@@ -38,6 +38,8 @@ def requeued() -> list[list[str]]:
 def spaces(config: Config, store: GraphStore, work_queue: WorkQueue, failures: FailureLedger,
            random_model: EmbeddingModel, requeued: list[list[str]], tmp_path: Path) -> Iterator[ModelSpaces]:
     """A worker's indexer on the old model, its spaces loading others as a worker does."""
+    config.embedding.engine = "torch"  # no export: which models are held is under test, not the engine
+
     def load(chosen: ChosenModel) -> Embedder:
         return Embedder(load_chosen_model(config, chosen), batch_size=4)
 
