@@ -6,7 +6,7 @@ import errno
 
 import pytest
 
-from imgwatch.display import KEPT_END, file_name, name_ends, reason_beside
+from imgwatch.display import KEPT_END, file_name, human_size, name_ends, reason_beside
 from imgwatch.embedding.decode import unreadable_reason
 from imgwatch.errors import DecodeError
 
@@ -42,3 +42,8 @@ UNDECODABLE_NAME = "/p/caf\udce9.jpg"  # a name that is not UTF-8, as os.listdir
 ])
 def test_a_reason_beside_its_path_does_not_repeat_it(path: str, reason: str, shown: str) -> None:
     assert reason_beside(reason, path) == shown
+
+
+def test_sizes_are_said_in_decimal_units_as_file_managers_show_them() -> None:
+    assert [human_size(n) for n in (0, 999, 1000, 120_400, 5_100_000, 3 * 10**9, 10**16)] == [
+        "0 B", "999 B", "1.0 kB", "120.4 kB", "5.1 MB", "3.0 GB", "10000.0 TB"]

@@ -41,3 +41,13 @@ def reason_beside(reason: str, path: str) -> str:
     for written in (path, repr(path)):  # repr: a name that is not UTF-8 is quoted so
         reason = reason.replace(f" {written}:", ":").replace(written, "it")
     return reason
+
+
+def human_size(size: int) -> str:
+    """Bytes in decimal units, as file managers show them: 950 B, 120.4 kB, 5.1 MB."""
+    if size < 1000:
+        return f"{size} B"
+    value, units = size / 1000, ["kB", "MB", "GB", "TB"]
+    while value >= 1000 and len(units) > 1:
+        value, units = value / 1000, units[1:]
+    return f"{value:.1f} {units[0]}"

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from imgwatch.display import human_size
 from imgwatch.errors import ThresholdBelowLinks, printable
 from imgwatch.keeper import DEFAULT_RULE, Candidate, KeeperRule, choose_keeper, keeper_order, read_capture_time
 from imgwatch.store import GraphStore, Link, StoredImage
@@ -373,11 +374,3 @@ def as_text(groups: Sequence[DuplicateGroup], threshold: float | None) -> str:
     return "\n".join(lines)
 
 
-def human_size(size: int) -> str:
-    """Bytes in decimal units, as file managers show them: 950 B, 120.4 kB, 5.1 MB."""
-    if size < 1000:
-        return f"{size} B"
-    value, units = size / 1000, ["kB", "MB", "GB", "TB"]
-    while value >= 1000 and len(units) > 1:
-        value, units = value / 1000, units[1:]
-    return f"{value:.1f} {units[0]}"

@@ -6,7 +6,7 @@ import tomllib
 from pathlib import Path
 
 from imgwatch.config import WatchConfig
-from imgwatch.photos.formats import DEFAULT_EXTENSIONS, RAW_EXTENSIONS, original_rank, pillow_formats
+from imgwatch.photos.formats import DEFAULT_EXTENSIONS, pillow_formats
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,9 +24,3 @@ def test_this_pillow_opens_every_accepted_format() -> None:
     # AVIF needs Pillow >= 11.3 (libavif in its wheels); HEIF and JXL come from their plugins.
     assert set(pillow_formats()) >= {"JPEG", "PNG", "WEBP", "TIFF", "AVIF", "HEIF", "JXL"}
     assert "EPS" not in pillow_formats()
-
-
-def test_originals_rank_before_their_re_encodes() -> None:
-    assert [original_rank(f"/p/x.{extension}") for extension in ("NEF", "dng", "HEIC", "avif", "jxl", "jpg", "png")] \
-        == [0, 0, 1, 1, 1, 2, 2]
-    assert all(original_rank(f"IMG.{extension}") == 0 for extension in RAW_EXTENSIONS)

@@ -59,19 +59,5 @@ def is_raw_name(path: str) -> bool:
     return _extension(path) in RAW_EXTENSIONS
 
 
-def original_rank(path: str) -> int:
-    """How likely a file is the original of a photo, by its kind: 0 RAW, 1 HEIC/AVIF/JXL, 2 the rest.
-
-    A camera's RAW is what its JPEG was made from; a phone's HEIC is what its "most compatible"
-    JPEG export was made from. Named by extension, so duplicates need no file read.
-    """
-    extension = _extension(path)
-    if extension in RAW_EXTENSIONS:
-        return 0
-    if extension in MODERN_EXTENSIONS:
-        return 1
-    return 2
-
-
 def _extension(path: str) -> str:
     return os.path.splitext(path)[1][1:].lower()

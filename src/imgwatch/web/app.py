@@ -16,7 +16,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from imgwatch.config import Config
-from imgwatch.display import KEPT_END, name_ends, reason_beside
+from imgwatch.display import KEPT_END, human_size, name_ends, reason_beside
 from imgwatch.errors import (
     ContentChanged,
     DecodeError,
@@ -36,7 +36,7 @@ from imgwatch.web.duplicates_view import api_duplicates, duplicates_page
 from imgwatch.web.routes import JSONResponse, render_page
 from imgwatch.web.security import AccessGuard, ASGIApp
 from imgwatch.web.state import WebState
-from imgwatch.web.views import display_name, human_size
+from imgwatch.web.views import display_name
 
 HERE = Path(__file__).parent
 log = get_logger("imgwatch.web")

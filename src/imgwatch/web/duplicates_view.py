@@ -13,10 +13,11 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from imgwatch.display import human_size
 from imgwatch.duplicates import DEFAULT_THRESHOLD, DuplicateGroup
 from imgwatch.use_cases import duplicate_groups, exact_copies, keeper_rule
 from imgwatch.web.routes import JSONResponse, query_values, render_page, state_of
-from imgwatch.web.views import display_name, human_size, image_facts
+from imgwatch.web.views import display_name, image_facts
 
 THRESHOLD_CHOICES = (0.85, 0.9, 0.95, 0.97, 0.99)
 

@@ -60,15 +60,6 @@ def local_time(seconds: float | None) -> str | None:
     return datetime.fromtimestamp(seconds).astimezone().isoformat(timespec="seconds")
 
 
-def human_size(size: int) -> str:
-    amount = float(size)
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if amount < 1024 or unit == "GiB":
-            return f"{amount:.0f} {unit}" if unit == "bytes" else f"{amount:.1f} {unit}"
-        amount /= 1024
-    raise AssertionError("unreachable")
-
-
 def image_urls(path: str, image: StoredImage | None) -> dict[str, str]:
     version = image.mtime_ns if image is not None else None
     return {
