@@ -451,3 +451,19 @@ def user_namespace_skip_reason() -> str | None:
     if probe.returncode != 0:
         return f"cannot create a user namespace here: {probe.stderr.strip()}"
     return None
+
+
+def run_scenario_in_own_user_namespace(function: str, *args: str) -> None:
+    """Run ``function`` (``module:name``, a scenario taking argv and returning an exit code) in a child
+    in a new user namespace whose root may lower its own inotify limits; skip where none can be made.
+    The scenario prints "ok" last when all it checks held."""
+    reason = user_namespace_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    module, name = function.split(":")
+    code = f"import sys; from {module} import {name}; sys.exit({name}(sys.argv[1:]))"
+    repo = Path(__file__).resolve().parent.parent
+    result = subprocess.run(["unshare", "--user", "--map-root-user", sys.executable, "-c", code, *args],
+                            cwd=repo, capture_output=True, text=True, timeout=60, check=False,
+                            env={**os.environ, "PYTHONPATH": str(repo)})
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stdout + result.stderr

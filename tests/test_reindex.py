@@ -299,6 +299,11 @@ def test_a_third_model_is_refused_with_the_settings_to_use_while_a_reindex_is_un
     assert "or the model being re-indexed to, resnet50/random-seed1: --weights random and embedding.seed = 1" \
         in worker.stderr
 
+    with open_store(data_config, create=False) as store:
+        store.abort_space()
+    worker = imgwatch(env, "worker", "--burst", str(tmp_path / "photos"), check=False)
+    assert worker.returncode == 2 and "to change the store's model, run `imgwatch reindex`" in worker.stderr
+
     query = tmp_path / "query.jpg"
     query.write_bytes(b"")  # refused before the photo is read
     searched = imgwatch(env, "search", str(query), check=False)

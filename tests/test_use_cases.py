@@ -106,6 +106,25 @@ def test_a_search_leaves_the_photo_itself_out_the_same_whoever_holds_the_resourc
             model.for_store(other)
 
 
+def test_the_query_model_follows_the_store_when_a_reindex_switches_it(
+    tmp_path: Path, empty_store: GraphStore, config: Config, indexed_coffee: tuple[Path, Path]
+) -> None:
+    coffee, _copy = indexed_coffee
+    config.embedding.engine = "torch"
+    del config.sources["embedding.weights"]  # no weights configured: the store's own
+    model = QueryModel(config, "search again")
+    assert model.for_store(empty_store).identity == RANDOM_SEED0
+
+    empty_store.begin_space("resnet50/random-seed1", RESNET50_DIM)  # what `imgwatch reindex` opens
+    stored = empty_store.get_many([state.path for state in empty_store.file_states()])
+    vectors = random_unit_vectors(len(stored), RESNET50_DIM, seed=1)
+    empty_store.put_pending([(path, image.sha256, vector) for (path, image), vector in zip(stored.items(), vectors,
+                                                                                            strict=True)])
+    empty_store.switch_space(0.9, 2)
+    assert model.for_store(empty_store).identity == "resnet50/random-seed1"
+    assert len(search_with_file(empty_store, model, str(coffee), 4).matches) == 3
+
+
 # -- similar, duplicates --------------------------------------------------------------------------
 
 

@@ -123,9 +123,11 @@ def switch_if_complete(store: GraphStore, config: Config) -> PendingSpace | None
 
 
 def third_model_advice(active: str, active_file: tuple[str, str] | None, pending: PendingSpace | None) -> str:
-    """The settings a process may use while a reindex is under way (for a refusal's message)."""
+    """The settings a worker may use (for a refusal's message): the store's model, and the one a reindex
+    under way changes to; without one, how to change the store's model."""
     advice = weights_setting(active, active_file)
     if pending is None:
-        return advice
+        return (f"{advice}; or, to change the store's model, run `imgwatch reindex` with the new setting while "
+                "imgwatch runs with the store's (search keeps answering meanwhile)")
     return f"{advice}, or the model being re-indexed to, {pending.model}: " + weights_setting(
         pending.model, pending.weights_file)

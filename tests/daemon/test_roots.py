@@ -22,7 +22,7 @@ from imgwatch.store import GraphStore
 from imgwatch.workqueue import FailureLedger, WorkQueue
 from imgwatch.workqueue.root_states import MISSING, POLLING, WATCHING, RootStates
 from tests.daemon.conftest import RunningDaemon, queued_paths, stored_image
-from tests.helpers import process_env, user_namespace_skip_reason, wait_until
+from tests.helpers import process_env, run_scenario_in_own_user_namespace, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -83,18 +83,9 @@ def test_each_roots_state_is_published_for_status_and_withdrawn_when_the_daemon_
 
 
 def test_a_root_the_inotify_limit_keeps_unwatched_is_published_as_not_watchable(config: Config, tmp_path: Path) -> None:
-    reason = user_namespace_skip_reason()  # the limit is lowered in a user namespace of its own, as there
-    if reason:
-        pytest.skip(reason)
-    code = ("import sys; from tests.daemon.scenarios import not_watchable_scenario; "
-            "sys.exit(not_watchable_scenario(sys.argv[1:]))")
-    result = subprocess.run(
-        ["unshare", "--user", "--map-root-user", sys.executable, "-c", code, str(tmp_path),
-         str(config.queue.redis_url), config.queue.name],
-        cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stdout + result.stderr
+    # the limit is lowered in a user namespace of its own, as tests/faults/test_missed_events.py says why
+    run_scenario_in_own_user_namespace("tests.daemon.scenarios:not_watchable_scenario", str(tmp_path),
+                                       str(config.queue.redis_url), config.queue.name)
 
 
 def test_a_root_missing_at_start_is_said_on_the_terminal_in_plain_words(tmp_path: Path) -> None:

@@ -14,8 +14,6 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,9 +31,9 @@ from tests.helpers import (
     logged,
     lowered_inotify_limit,
     process_env,
+    run_scenario_in_own_user_namespace,
     store_mismatch,
     timed_logs,
-    user_namespace_skip_reason,
     wait_for,
     wait_until,
 )
@@ -213,18 +211,8 @@ def test_a_dead_watcher_thread_is_restarted_and_its_root_rescanned(
 
 
 def run_in_own_user_namespace(scenario: str, config: Config, tmp_path: Path) -> None:
-    reason = user_namespace_skip_reason()
-    if reason:
-        pytest.skip(reason)
-    code = ("import sys; from tests.faults.scenarios import watch_limit_scenario; "
-            "sys.exit(watch_limit_scenario(sys.argv[1:]))")
-    result = subprocess.run(
-        ["unshare", "--user", "--map-root-user", sys.executable, "-c", code, scenario, str(tmp_path),
-         str(config.queue.redis_url), config.queue.name],
-        cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stdout + result.stderr
+    run_scenario_in_own_user_namespace("tests.faults.scenarios:watch_limit_scenario", scenario, str(tmp_path),
+                                       str(config.queue.redis_url), config.queue.name)
 
 
 def test_folders_that_cannot_be_watched_are_reported_once_with_the_sysctl_to_raise(
