@@ -233,6 +233,9 @@ def test_on_a_terminal_reindex_follows_until_the_switch_and_ctrl_c_leaves_it_goi
     unwatched = imgwatch(env, "reindex", check=False)  # no worker reads the images: it could never complete
     assert unwatched.returncode == 2 and "2 stored image(s) lie below no watched folder" in unwatched.stderr
     env["IMGWATCH_GENERAL_ROOTS"] = str(root)
+    same = imgwatch(dict(env, IMGWATCH_EMBEDDING_SEED="0"), "reindex", check=False)
+    assert same.returncode == 2 and "the store is embedded with resnet50/random-seed0, the model configured" \
+        in same.stderr, same.stderr
 
     def on_a_terminal(until: bytes) -> tuple[subprocess.Popen[str], bytes, int]:
         terminal, terminal_end = pty.openpty()
@@ -248,6 +251,8 @@ def test_on_a_terminal_reindex_follows_until_the_switch_and_ctrl_c_leaves_it_goi
     os.close(terminal)
     assert b"re-indexing 2 images with resnet50/random-seed1 (0 done, 2 queued)" in shown, shown
     assert b"stopped watching; the re-index goes on in the workers: run `imgwatch reindex` again to watch" in shown
+    other = imgwatch(dict(env, IMGWATCH_EMBEDDING_SEED="2"), "reindex", check=False)
+    assert other.returncode == 2 and "a re-index to resnet50/random-seed1 is under way" in other.stderr, other.stderr
     [job] = work_queue.fetch_jobs(work_queue.rq_queue.get_job_ids())
     assert job.func_name == REINDEX_JOB and sorted(job.args[0]) == [f"{root}/0.jpg", f"{root}/1.jpg"]
 

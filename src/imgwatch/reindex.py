@@ -61,7 +61,7 @@ def start_reindex(config: Config, store: GraphStore, work_queue: WorkQueue, work
                                  "fix the path, then run `imgwatch reindex` again")
     elif target.identity == active:
         raise ImgwatchError(f"the store is embedded with {active}, the model configured: to change model, set "
-                            "embedding.weights (or pass --weights) to the new one, then run `imgwatch reindex`")
+                            "embedding.weights or embedding.model to the new one (or pass --weights or --model)")
     else:
         _check_all_watched(store, roots)
         space, opened = store.begin_space(target.identity, target.dim, target.file), True
