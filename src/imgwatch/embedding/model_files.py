@@ -114,7 +114,7 @@ def _onnx_reference(blob: bytes, path: str) -> Callable[[np.ndarray], np.ndarray
     except Exception as exc:  # noqa: BLE001 - ONNX Runtime's own errors, whatever their type
         raise ModelFileUnavailable(f"the model file {path} is not an ONNX model that ONNX Runtime loads "
                                    f"({type(exc).__name__}: {exc})") from None
-    return session._features
+    return session.features
 
 
 def _check_output(run: Callable[[np.ndarray], np.ndarray], chosen: ChosenModel) -> None:

@@ -72,7 +72,11 @@ class ExportedEngine:
         check_batch(batch)
         if batch.shape[0] == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return unit_rows(self._features(np.ascontiguousarray(batch.detach().cpu().numpy(), dtype=np.float32)))
+        return unit_rows(self.features(batch.detach().cpu().numpy()))
+
+    def features(self, images: np.ndarray) -> np.ndarray:
+        """The network's raw (n, dim) outputs for a float32 (n, 3, H, W) array: what a reference answers."""
+        return self._features(np.ascontiguousarray(images, dtype=np.float32))
 
     def _features(self, images: np.ndarray) -> np.ndarray:
         """The network's (n, dim) outputs for a contiguous float32 (n, 3, H, W) array."""

@@ -76,7 +76,7 @@ def build_file_engine(
 
     reference = _built("onnxruntime", lambda: OnnxRuntimeEngine(model, name, weights_id, dim, threads, preprocessing,
                                                                 optimised=False))
-    return _checked(built, reference._features, "onnxruntime without graph optimisations", threads, started)
+    return _checked(built, reference.features, "onnxruntime without graph optimisations", threads, started)
 
 
 def _built(engine: str, load: Callable[[], ExportedEngine]) -> ExportedEngine:
