@@ -3,6 +3,7 @@ weights, a model that ignores its input scoring ~0, and the command on an indexe
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -13,8 +14,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from imgwatch.evaluation.edits import EDITS
 from imgwatch.evaluation.report import EvalReport
-from imgwatch.evaluation.run import EvalOptions, evaluate
+from imgwatch.evaluation.run import EvalOptions, evaluate, make_copies
 from imgwatch.valkey_server import EmbeddedValkey
 from tests.helpers import make_config, process_env
 
@@ -131,3 +133,25 @@ def test_the_command_on_an_indexed_store(env: dict[str, str], tmp_path: Path, wr
     assert [edit["edit"] for edit in model["edits"]][:3] == ["crop", "flip_horizontal", "flip_vertical"]
     assert next(e for e in model["edits"] if e["edit"] == "flip_horizontal")["recall_at_1"] == 1.0
     assert json.loads(imgwatch(env, "status", "--json").stdout)["store"] == before  # only read
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_copies_are_made_with_a_progress_bar_and_unreadable_photos_left_out(
+    tmp_path: Path, write_photo: Callable[..., Path]
+) -> None:
+    photos = [str(write_photo(tmp_path / f"{name}.png", name)) for name in ("coffee", "rocket")]
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (tmp_path / "copies").mkdir()
+    terminal = Terminal()
+    originals, copies, unreadable = make_copies([photos[0], str(tmp_path / "broken.png"), photos[1]], EDITS[:2],
+                                                tmp_path / "copies", terminal)
+    assert originals == photos and unreadable == [str(tmp_path / "broken.png")]
+    assert [(c.original, c.edit.name) for c in copies] == [(0, "crop"), (0, "flip_horizontal"), (1, "crop"),
+                                                           (1, "flip_horizontal")]
+    assert all(Path(c.path).is_file() for c in copies)
+    drawn = terminal.getvalue()
+    assert drawn.startswith("making 2 edited copies of 3 photos\n") and "] 0/3 paths" in drawn  # from the start

@@ -89,7 +89,7 @@ def evaluate(config: Config, options: EvalOptions, progress: TextIO | None = Non
             sample = sample_folder(os.path.abspath(options.folder or ""), path_filter, options.sample, options.seed,
                                    wanted_distractors)
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="imgwatch-eval-")))
-        originals, copies, unreadable = _make_copies(sample.originals, options.edits, folder, stream)
+        originals, copies, unreadable = make_copies(sample.originals, options.edits, folder, stream)
         if len(originals) < 2:
             raise ImgwatchError(f"only {len(originals)} of the {len(sample.originals)} drawn photos could be read: "
                                 "eval needs at least 2")
@@ -125,7 +125,7 @@ def _store(config: Config, options: EvalOptions, stack: contextlib.ExitStack) ->
         return None
 
 
-def _make_copies(paths: list[str], edits: Sequence[Edit], folder: Path, stream: TextIO
+def make_copies(paths: list[str], edits: Sequence[Edit], folder: Path, stream: TextIO
                  ) -> tuple[list[str], list[Copy], list[str]]:
     """Every edit of every photo, written into ``folder``; the photos that could be read, their
     copies, and the photos that could not."""
@@ -145,6 +145,7 @@ def _make_copies(paths: list[str], edits: Sequence[Edit], folder: Path, stream: 
     with ThreadPoolExecutor(max_workers=max(2, len(os.sched_getaffinity(0)))) as pool:
         _note(stream, f"making {len(edits)} edited copies of {len(paths)} photos")
         bar = TerminalProgress(stream)
+        bar.show(len(paths))  # the start: the rate counts from here
         for done, result in enumerate(pool.map(copies_of, range(len(paths))), start=1):
             made.append(result)
             bar.show(len(paths) - done)
@@ -168,6 +169,7 @@ def _embed(model: EvalModel, paths: list[str], stream: TextIO) -> dict[str, tupl
     _note(stream, f"embedding {len(paths)} photos with {model.identity} on {model.engine.engine}")
     found: dict[str, tuple[np.ndarray, str]] = {}
     bar = TerminalProgress(stream)
+    bar.show(len(paths))
     plan = model.plan
     with Embedder(model.engine, plan.batch_size, plan.decode_threads, plan.streams) as embedder:
         for done, result in enumerate(embedder.embed_files(paths), start=1):
