@@ -10,6 +10,7 @@ missing again when it starts, and so does the worker that runs the last job of a
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -111,6 +112,7 @@ def switch_if_complete(store: GraphStore, config: Config) -> PendingSpace | None
     space = store.pending_space()
     if space is None or not space.complete:
         return None
+    started = time.perf_counter()
     try:
         links = store.switch_space(config.links.threshold, config.links.top_k)
     except ReindexIncomplete:
@@ -118,7 +120,8 @@ def switch_if_complete(store: GraphStore, config: Config) -> PendingSpace | None
     recorded = store.recorded_model()
     if recorded is None or recorded[0] != space.model:
         return None
-    log.info("model_switched", model=space.model, images=space.total, links=links)
+    log.info("model_switched", model=space.model, images=space.total, links=links,
+             seconds=round(time.perf_counter() - started, 3))
     return space
 
 
