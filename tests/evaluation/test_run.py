@@ -119,10 +119,14 @@ def test_the_command_on_an_indexed_store(env: dict[str, str], tmp_path: Path, wr
     before = json.loads(imgwatch(env, "status", "--json").stdout)["store"]
     assert before["images"] == 4
 
-    text = imgwatch(env, "eval", "--sample", "3", "--seed", "1")
+    # the store's own weights, searched by the store; and a model the store holds no vectors of
+    text = imgwatch(env, "eval", "--sample", "3", "--seed", "1", "--model", env["IMGWATCH_EMBEDDING_WEIGHTS"],
+                    "--model", "random", "--distractors", "1")
     assert text.returncode == 0, text.stderr
     assert "3 photos of 4 from the store (seed 1)" in text.stdout
-    assert "each copy searched among the store's 4 indexed photos" in text.stdout
+    assert "on torch; each copy searched among the store's 4 indexed photos (its index)" in text.stdout
+    assert ("model random: resnet50/random-seed0 on torch; each copy searched among the 3 sampled photos and 1 other "
+            "photos of the library, embedded for eval (the store holds no vectors of this model)") in text.stdout
     assert "flip_horizontal" in text.stdout and "duplicates" in text.stdout
 
     as_json = imgwatch(env, "eval", "--sample", "3", "--seed", "1", "--json")
