@@ -8,6 +8,7 @@ the calibrated weights (different photos ~0.8-0.98), so the two spaces' scores c
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pty
@@ -25,11 +26,13 @@ from rq.serializers import JSONSerializer
 
 from imgwatch.config import Config
 from imgwatch.embedding import Embedder, EmbeddingModel
-from imgwatch.embedding.identity import weights_file, weights_identity
+from imgwatch.embedding.identity import model_file_identity, weights_file, weights_identity
+from imgwatch.embedding.preprocessing import IMAGENET
 from imgwatch.store import open_store
 from imgwatch.valkey_server import EmbeddedValkey
 from imgwatch.workqueue import WorkQueue
 from imgwatch.workqueue.queue import REINDEX_JOB
+from tests.embedding.tiny_models import TINY_DIM, write_torchscript
 from tests.helpers import (
     RunningImgwatch,
     imgwatch,
@@ -195,6 +198,34 @@ def test_a_reindex_resumes_when_run_starts_and_after_its_worker_is_killed(
         assert_scores(found, scores(new[str(photos[0])], new), "a search after the resumed reindex")
     assert "reindex_resumed" in run.log() and "worker_died" in run.log()
     assert run.stop() == 0, run.log()
+
+
+def test_a_model_file_of_another_dimension_takes_over_once_the_workers_are_restarted_with_it(
+    indexed: tuple[Path, list[Path], RunningImgwatch], run_env: dict[str, str], data_config: Config, tmp_path: Path,
+    start_run: Callable[[Path], RunningImgwatch],
+) -> None:
+    root, photos, run = indexed
+    model = write_torchscript(tmp_path / "models" / "tiny.pt")  # torch runs it, as the run's engine is torch
+    identity = model_file_identity("torchscript", hashlib.sha256(model.read_bytes()).hexdigest(), IMAGENET)
+    with_model = {"IMGWATCH_EMBEDDING_MODEL": str(model), "IMGWATCH_EMBEDDING_PREPROCESS_DIM": str(TINY_DIM)}
+
+    # The running workers read the old config: the space opens, and they say they cannot fill it.
+    started = imgwatch(dict(run_env, **with_model), "reindex")
+    assert f"re-indexing {len(photos)} images with {identity}" in started.stderr, started.stderr
+    assert "restart `imgwatch run` (or the workers) with this embedding.model" in started.stderr
+    wait_for(lambda: "reindex_model_unavailable" in run.log(), f"the workers' refusal; log:\n{run.log()}")
+    assert run.stop() == 0, run.log()
+
+    run_env.update(with_model)  # the next run's config: the model being re-indexed to
+    run = start_run(root)
+    with open_store(data_config, create=False) as store:
+        wait_for(lambda: store.recorded_model() == (identity, TINY_DIM), f"the switch; log:\n{run.log()}")
+        assert store.pending_space() is None
+    searched = json.loads(imgwatch(run_env, "search", str(photos[0]), "--json").stdout)
+    assert {r["path"] for r in searched} == {str(p) for p in photos[1:]}
+    assert run.stop() == 0, run.log()
+    second_run = run.log().rsplit('"event": "stopped"', 2)[-2]  # the first run's reindex jobs failed, as said
+    assert "Traceback" not in second_run and "reindex_model_loaded" in second_run
 
 
 def unit_vectors(count: int, seed: int) -> list[np.ndarray]:

@@ -240,6 +240,7 @@ def reindex(config: Config, abort: bool) -> None:
     running workers do the work; on a terminal a progress bar follows it. Ctrl-C stops watching,
     not the reindex.
     """
+    from imgwatch.embedding.identity import MODEL_NAME
     from imgwatch.reindex import start_reindex
     from imgwatch.store import open_store
     from imgwatch.unwatched import watched_roots
@@ -261,6 +262,9 @@ def reindex(config: Config, abort: bool) -> None:
         how = "re-indexing" if started.opened else "the re-index under way goes on:"
         click.echo(f"{how} {space.total} images with {space.model} ({space.embedded} done, {started.queued} queued); "
                    f"search keeps using {recorded[0] if recorded else '-'} until it is complete", err=True)
+        if not space.model.startswith(f"{MODEL_NAME}/"):  # its preprocessing is known only to a config
+            click.echo("workers load a model file from their own config: restart `imgwatch run` (or the workers) "
+                       "with this embedding.model and [embedding.preprocess] now", err=True)
         if sys.stderr.isatty():
             _follow_reindex(config, store, space.model)
         else:
