@@ -51,7 +51,7 @@ def start_reindex(config: Config, store: GraphStore, work_queue: WorkQueue, work
     recorded = store.recorded_model()
     if recorded is None:
         raise StoreMissing("nothing is indexed yet, so there is nothing to re-index: set the model "
-                           "(embedding.weights) and start `imgwatch run`")
+                           "(embedding.model, embedding.weights) and start `imgwatch run`")
     active = recorded[0]
     target = choose_weights(config, active, store.recorded_weights_file(), "run `imgwatch reindex` again")
     pending = store.pending_space()
