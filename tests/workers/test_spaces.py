@@ -12,12 +12,14 @@ import pytest
 from imgwatch.config import Config
 from imgwatch.embedding import Embedder, EmbeddingModel, load_chosen_model
 from imgwatch.embedding.identity import ChosenModel
+from imgwatch.errors import WeightsUnavailable
 from imgwatch.files import PathFilter
 from imgwatch.store import GraphStore, open_store
 from imgwatch.workers.indexer import Indexer, LinkPolicy
 from imgwatch.workers.reindexer import reindex
 from imgwatch.workers.spaces import ModelSpaces, recorded_choice
 from imgwatch.workqueue import FailureLedger, WorkQueue
+from tests.helpers import RunningImgwatch, wait_for
 
 OLD, NEW = "resnet50/random-seed0", "resnet50/random-seed1"
 
@@ -137,3 +139,52 @@ def test_the_store_s_model_is_loaded_whatever_weights_the_worker_is_configured_w
     assert "embedding.weights" in config.sources and config.embedding.seed == 0
     chosen = recorded_choice(config, NEW, None)
     assert (chosen.weights, chosen.seed, chosen.identity) == ("random", 1, NEW)
+
+
+def test_a_worker_that_cannot_load_the_model_the_store_switched_to_fails_the_job_and_asks_to_stop(
+    spaces: ModelSpaces, store: GraphStore, tmp_path: Path, write_photo: Callable[..., Path],
+) -> None:
+    indexer = spaces.indexer
+    photo = write_photo(tmp_path / "photos" / "a.jpg", "astronaut")
+    indexer.index([str(photo)])
+    # Switched (by another machine's workers) to a weights file this one does not have.
+    gone = str(tmp_path / "elsewhere" / "new.pth")
+    store.begin_space("resnet50/file-0123456789ab", 2048, (gone, "0123456789ab" + "0" * 52))
+    stored = store.get(str(photo))
+    assert stored is not None
+    store.put_pending([(str(photo), stored.sha256, vector_of(indexer.embedder, photo))])
+    store.switch_space(0.0, 2)
+    stop_asked: list[bool] = []
+    spaces.on_cannot_follow = lambda: stop_asked.append(True)
+
+    with pytest.raises(WeightsUnavailable, match=f"made with the weights file {gone}, which no longer exists"):
+        spaces.follow()
+    assert stop_asked == [True] and spaces.cannot_follow is not None
+    assert indexer.embedder.identity == OLD  # nothing embeds in the new space with the old model
+
+
+def test_the_worker_process_exits_saying_which_setting_when_it_cannot_follow_a_switch(
+    config: Config, env: dict[str, str], work_queue: WorkQueue, tmp_path: Path, write_photo: Callable[..., Path],
+) -> None:
+    root = tmp_path / "photos"
+    photo = write_photo(root / "a.jpg", "astronaut")
+    env.update({"IMGWATCH_QUEUE_REDIS_URL": config.queue.redis_url, "IMGWATCH_QUEUE_NAME": config.queue.name,
+                "IMGWATCH_EMBEDDING_ENGINE": "torch"})
+    worker = RunningImgwatch(env, root, tmp_path / "worker.log", command="worker")
+    try:
+        wait_for(lambda: '"worker_ready"' in worker.log(), f"the worker; log:\n{worker.log()}")
+        work_queue.enqueue_paths([str(photo)], batch_size=1)
+        wait_for(lambda: '"job_done"' in worker.log(), f"the photo indexed; log:\n{worker.log()}")
+        with open_store(config, create=False) as store:  # switched by workers elsewhere, to weights not here
+            gone = str(tmp_path / "elsewhere" / "new.pth")
+            store.begin_space("resnet50/file-0123456789ab", 2048, (gone, "0123456789ab" + "0" * 52))
+            stored = store.get(str(photo))
+            assert stored is not None
+            store.put_pending([(str(photo), stored.sha256, np.eye(2048, dtype=np.float32)[0])])
+            store.switch_space(0.0, 2)
+        photo.touch()
+        work_queue.enqueue_paths([str(photo)], batch_size=1)
+        assert worker.process.wait(timeout=120) == 2, worker.log()
+    finally:
+        worker.stop()
+    assert f"made with the weights file {gone}, which no longer exists" in worker.log().splitlines()[-1]

@@ -58,6 +58,10 @@ class ModelSpaces:
         self.load = load
         # Why this worker cannot load the pending space's model (its reindex jobs fail with it), if so.
         self.pending_unavailable: str | None = None
+        # Why it cannot load the store's model after a switch: it must stop (a restart says what to set),
+        # and ``on_cannot_follow`` asks it to, after the job.
+        self.cannot_follow: ImgwatchError | None = None
+        self.on_cannot_follow: Callable[[], None] = lambda: None
 
     def follow(self) -> None:
         """Before a job: hold the store's active model, and its pending one while a space is open."""
@@ -67,7 +71,14 @@ class ModelSpaces:
             if pending is not None and pending.identity == recorded[0]:
                 self.indexer.embedder, self.indexer.pending = pending, None  # the space it filled switched
             else:
-                self.indexer.embedder = self._loaded(recorded[0], self.store.recorded_weights_file())
+                try:
+                    self.indexer.embedder = self._loaded(recorded[0], self.store.recorded_weights_file())
+                except ImgwatchError as exc:  # it cannot embed in the store's space any more
+                    log.error("worker_cannot_follow_model", model=recorded[0], error=str(exc),
+                              note="stopping after this job")
+                    self.cannot_follow = exc
+                    self.on_cannot_follow()
+                    raise
             active.close()
             log.info("worker_model_changed", model=recorded[0], previous=active.identity)
         space = self.store.pending_space()

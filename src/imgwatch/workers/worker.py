@@ -106,6 +106,10 @@ class ImgwatchWorker(SimpleWorker):
     def _stop_before_work(self, signum: int, frame: FrameType | None) -> None:
         self._stop_requested = True
 
+    def stop_after_job(self) -> None:
+        """Stop once the job running now ends (as a SIGTERM would)."""
+        self._stop_requested = True
+
     def set_shutdown_requested_date(self) -> None:
         # RQ calls this from its SIGTERM handler, so an exception here (the queue is down)
         # surfaces at whatever line the main thread was on: seen inside Thread.start, which
@@ -204,6 +208,7 @@ def _run_worker(config: Config, work_queue: WorkQueue, store: GraphStore, roots:
         install_indexer(indexer, spaces)
         worker = ImgwatchWorker(work_queue, name)
         worker.take_stop_requests()
+        spaces.on_cannot_follow = worker.stop_after_job
         reindexing = indexer.pending.identity if indexer.pending is not None else None
         log.info("worker_ready", worker=worker.name, model=model.identity, reindex_model=reindexing,
                  device=str(model.device),
@@ -212,6 +217,8 @@ def _run_worker(config: Config, work_queue: WorkQueue, store: GraphStore, roots:
                  queue=work_queue.name)
         sdnotify.ready()  # model loaded, store and queue open (a no-op outside systemd)
         worker.work(burst=burst, logging_level="WARNING")
+        if spaces.cannot_follow is not None:  # the store switched to a model it cannot load: say why, exit 2
+            raise spaces.cannot_follow
     finally:
         install_indexer(None)
         if spaces is not None:
