@@ -207,8 +207,6 @@ class RunningImgwatch:
             self._log.close()
 
 
-
-
 def read_terminal_until(terminal: int, expected: bytes, timeout: float = 30) -> bytes:
     """What a program wrote to ``terminal`` (a pty's end), until ``expected`` shows or ``timeout`` passes."""
     import select

@@ -9,7 +9,6 @@ import json
 import os
 import pty
 import re
-import select
 import shutil
 import signal
 import subprocess
@@ -21,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from imgwatch.valkey_server import EmbeddedValkey
-from tests.helpers import PHOTO_NAMES, process_env
+from tests.helpers import PHOTO_NAMES, process_env, read_terminal_until
 
 
 @pytest.fixture
@@ -265,10 +264,10 @@ def test_scan_without_folders_scans_what_the_running_workers_index_and_ctrl_c_le
         following = subprocess.Popen([sys.executable, "-m", "imgwatch", "scan"], env=env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=terminal_end, text=True)
         os.close(terminal_end)
-        shown = _read_until(terminal, b"0/1 paths")
+        shown = read_terminal_until(terminal, b"0/1 paths")
         following.send_signal(signal.SIGINT)  # what Ctrl-C sends
         assert following.wait(timeout=30) == 130
-        shown += _read_until(terminal, b"status")
+        shown += read_terminal_until(terminal, b"status")
         os.close(terminal)
         assert following.stdout is not None and "enqueued" in following.stdout.read()
         assert b"stopped following; the queued files are indexed in the background" in shown, shown
@@ -277,19 +276,6 @@ def test_scan_without_folders_scans_what_the_running_workers_index_and_ctrl_c_le
         worker.send_signal(signal.SIGCONT)
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=60) == 0
-
-
-def _read_until(terminal: int, expected: bytes, timeout: float = 30) -> bytes:
-    """What a program wrote to ``terminal`` (a pty), until ``expected`` shows or ``timeout`` passes."""
-    shown = b""
-    deadline = time.monotonic() + timeout
-    while expected not in shown and time.monotonic() < deadline:
-        if select.select([terminal], [], [], 0.1)[0]:
-            try:
-                shown += os.read(terminal, 65536)
-            except OSError:  # the program has exited and closed it
-                break
-    return shown
 
 
 def test_scanning_again_before_a_worker_ran_queues_each_file_once(
