@@ -27,7 +27,7 @@ import numpy as np
 from imgwatch.store.base import PendingSpace
 from imgwatch.store.batching import PAGE_SIZE
 from imgwatch.store.embedded.ann import HnswIndex
-from imgwatch.store.embedded.ann_search import BUILD_CHUNK, TailCheck, index_proposer
+from imgwatch.store.embedded.ann_search import BUILD_CHUNK, BUILD_THREADS, TailCheck, index_proposer
 from imgwatch.store.embedded.shared_vectors import checked_rows, renew_store_identity
 from imgwatch.store.embedded.sqlite import Transaction
 from imgwatch.store.embedded.vectors import SlotVectors, neighbour_candidates
@@ -145,7 +145,9 @@ def compute_links(vectors: PendingVectors, threshold: float, top_k: int, ann_min
     if top_k <= 0 or not ids:
         return result
     if len(ids) >= ann_min_images:
-        index = HnswIndex.build(vectors.dim, _chunks(view, ids), revision=0)
+        # One insert thread, as the saved index is built: usearch's multi-threaded inserts were seen
+        # to leave images nearly unreachable (bench/RESULTS.md, "The embedded store through the HNSW index").
+        index = HnswIndex.build(vectors.dim, _chunks(view, ids), revision=0, threads=BUILD_THREADS)
         view = view.proposed_by(index_proposer(index, np.empty(0, dtype=np.int64), TailCheck(view)))
     for start in range(0, len(ids), LINK_BATCH):
         batch = ids[start : start + LINK_BATCH]
