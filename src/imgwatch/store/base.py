@@ -258,8 +258,9 @@ def model_mismatch_message(stored_model: str, stored_dim: int, count: int, model
     return (
         f"this store holds {count} embeddings from {stored_model} (dim {stored_dim}); "
         f"you are using {model} (dim {dim}). Similarity scores across models are "
-        f"meaningless. To re-index everything with {model}, {how_to_reset}; otherwise "
-        f"configure {stored_model} again."
+        f"meaningless. To re-index everything with {model} while search keeps answering, run "
+        f"`imgwatch reindex` with it configured (docs/reindex.md); to start over instead, {how_to_reset}; "
+        f"otherwise configure {stored_model} again."
     )
 
 
