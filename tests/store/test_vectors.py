@@ -94,9 +94,9 @@ def test_a_query_its_proposer_does_not_vouch_for_is_scanned_in_full() -> None:
 
     def propose(batch: np.ndarray, k: int, exclude: object) -> Proposal:
         # Too few, poor candidates; only the first query's answer is vouched for.
-        def trusted(query: np.ndarray, needed: float) -> bool:
+        def trusted(row: int, needed: float) -> bool:
             asked.append(needed)
-            return bool(np.array_equal(query, queries[0]))
+            return bool(np.array_equal(batch[row], queries[0]))
 
         return Proposal([np.arange(10, 13)] * len(batch), np.empty(0, np.int64), trusted)
 

@@ -343,15 +343,18 @@ def candidates_for(k: int) -> int:
 
 def index_proposer(index: HnswIndex, shared: np.ndarray, tail_check: TailCheck,
                    on_untrusted: Callable[[], None] = lambda: None) -> Proposer:
-    """Candidates from ``index`` plus the ``shared`` ids for every query, trusted per ``tail_check``."""
-
-    def trusted(query: np.ndarray, needed: float) -> bool:
-        if tail_check.far_above_bulk(query, needed):
-            return True
-        on_untrusted()
-        return False
+    """Candidates from ``index`` plus the ``shared`` ids for every query, trusted per ``tail_check``
+    (its bars for a batch in one product: a link batch or a model switch asks for thousands)."""
 
     def propose(queries: np.ndarray, k: int, exclude_ids: Sequence[Collection[int]] | None) -> Proposal:
+        bars = tail_check.bars(queries)
+
+        def trusted(row: int, needed: float) -> bool:
+            if np.isfinite(needed) and needed > bars[row]:
+                return True
+            on_untrusted()
+            return False
+
         return Proposal(index.candidates(queries, candidates_for(k), exclude_ids), shared, trusted)
 
     return propose
@@ -369,11 +372,16 @@ class TailCheck:
         chosen = np.random.default_rng(0).choice(ids, size=min(REFERENCE_IMAGES, len(ids)), replace=False)
         self._reference = view.vectors(np.sort(chosen))
 
-    def far_above_bulk(self, query: np.ndarray, score: float) -> bool:
-        if not np.isfinite(score) or len(self._reference) < 2:
-            return False
-        scores = self._reference @ query
-        return bool(score > scores.mean() + TRUSTED_FROM_SD * scores.std())
+    def bars(self, queries: np.ndarray) -> np.ndarray:
+        """Per query (a row), the score an answer must stay above to be far out in its tail: the
+        mean of its scores against the reference plus TRUSTED_FROM_SD standard deviations
+        (infinite, i.e. never, without a reference to tell)."""
+        queries = np.asarray(queries, dtype=np.float32).reshape(-1, self._reference.shape[1])
+        if len(self._reference) < 2:
+            return np.full(len(queries), np.inf)
+        scores = queries @ self._reference.T
+        bars: np.ndarray = scores.mean(axis=1) + TRUSTED_FROM_SD * scores.std(axis=1)
+        return bars
 
 
 class _Stopped(Exception):

@@ -36,14 +36,14 @@ _SLICE_WHEN_DENSER_THAN = 0.5
 class Proposal:
     """Candidate ids to score exactly: some per query, plus ``shared`` ones for every query.
 
-    ``trusted(query, needed)`` says whether the candidates can be relied on to hold every
-    image scoring at least ``needed`` (the answer's lowest wanted score) for that query;
-    where it says no, the query is scanned in full. None: always trusted.
+    ``trusted(row, needed)`` says whether the candidates can be relied on to hold every
+    image scoring at least ``needed`` (the answer's lowest wanted score) for the query in that
+    row of the batch; where it says no, the query is scanned in full. None: always trusted.
     """
 
     per_query: list[np.ndarray]
     shared: np.ndarray  # int64, sorted, unique
-    trusted: Callable[[np.ndarray, float], bool] | None = None
+    trusted: Callable[[int, float], bool] | None = None
 
 
 # (queries, k, exclude_ids) -> the candidates to re-score
@@ -171,7 +171,7 @@ class SlotVectors:
             ids, scores = ids[keep], scores[keep]
             order = np.lexsort((ids, -scores))[:k]  # best first, equal scores by id
             needed = max(float(scores[order[-1]]) if len(order) == k else -np.inf, floor)
-            if proposal.trusted is not None and not proposal.trusted(query, needed):
+            if proposal.trusted is not None and not proposal.trusted(row, needed):
                 untrusted.append(row)
             results.append((ids[order], scores[order].astype(np.float32, copy=False)))
         if untrusted:  # one pass over the matrix for all of them (a link batch reads it once)
