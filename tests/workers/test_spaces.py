@@ -11,13 +11,13 @@ import pytest
 
 from imgwatch.config import Config
 from imgwatch.embedding import Embedder, EmbeddingModel, load_chosen_model
-from imgwatch.embedding.identity import ChosenModel
+from imgwatch.embedding.identity import ChosenModel, store_model_choice
 from imgwatch.errors import WeightsUnavailable
 from imgwatch.files import PathFilter
 from imgwatch.store import GraphStore, open_store
 from imgwatch.workers.indexer import Indexer, LinkPolicy
 from imgwatch.workers.reindexer import reindex
-from imgwatch.workers.spaces import ModelSpaces, recorded_choice
+from imgwatch.workers.spaces import WHERE, ModelSpaces
 from imgwatch.workqueue import FailureLedger, WorkQueue
 from tests.helpers import RunningImgwatch, wait_for
 
@@ -103,7 +103,7 @@ def test_a_worker_drops_an_aborted_space_and_follows_a_switch_it_did_not_fill(
 
     # Another worker fills and switches the space, which this one never looked at: it loads the new model.
     store.begin_space(NEW, 2048)
-    with Embedder(load_chosen_model(config, recorded_choice(config, NEW, None))) as other:
+    with Embedder(load_chosen_model(config, store_model_choice(config, NEW, None, WHERE))) as other:
         stored = store.get(str(photo))
         assert stored is not None
         assert store.put_pending([(str(photo), stored.sha256, vector_of(other, photo))]) == 1
@@ -137,7 +137,7 @@ def test_a_reindex_job_hands_changed_and_vanished_files_to_index_jobs(
 
 def test_the_store_s_model_is_loaded_whatever_weights_the_worker_is_configured_with(config: Config) -> None:
     assert "embedding.weights" in config.sources and config.embedding.seed == 0
-    chosen = recorded_choice(config, NEW, None)
+    chosen = store_model_choice(config, NEW, None, WHERE)
     assert (chosen.weights, chosen.seed, chosen.identity) == ("random", 1, NEW)
 
 

@@ -108,6 +108,26 @@ def configured_model(config: Config) -> ChosenModel:
     return choose_weights(config, None, None, "start imgwatch again")
 
 
+def store_model_choice(config: Config, identity: str, recorded_file: tuple[str, str] | None,
+                       where: str) -> ChosenModel:
+    """The model that gives ``identity``, as the store records it (for a weights file: where it was
+    and its SHA-256), whatever ``config`` sets: a worker follows the store's spaces while the model
+    changes. ModelMismatchError when no setting known here gives it (e.g. a model file whose
+    preprocessing only another config declares), saying how to ``where``."""
+    import dataclasses
+
+    chosen = choose_weights(config, identity, recorded_file, where)
+    if chosen.identity != identity and identity.startswith(f"{MODEL_NAME}/"):  # ResNet50: the store's weights
+        sources = {key: source for key, source in config.sources.items() if key not in (WEIGHTS_KEY, MODEL_KEY)}
+        embedding = dataclasses.replace(config.embedding, model=MODEL_NAME)
+        chosen = choose_weights(dataclasses.replace(config, embedding=embedding, sources=sources), identity,
+                                recorded_file, where)
+    if chosen.identity != identity:
+        raise ModelMismatchError(f"this worker cannot load {identity}, the store's model: "
+                                 f"{where} with {weights_setting(identity, recorded_file)}")
+    return chosen
+
+
 def choose_weights(config: Config, recorded_model: str | None, recorded_file: tuple[str, str] | None,
                    where: str) -> ChosenModel:
     """The model to load for a store whose workers embed with ``recorded_model`` (None:

@@ -11,12 +11,11 @@ again the images still without a pending vector (an image indexed while the rein
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
 from imgwatch.config import Config
 from imgwatch.embedding import Embedder
-from imgwatch.embedding.identity import MODEL_KEY, MODEL_NAME, WEIGHTS_KEY, ChosenModel, choose_weights, weights_setting
+from imgwatch.embedding.identity import ChosenModel, store_model_choice, weights_setting
 from imgwatch.errors import ImgwatchError, ModelMismatchError
 from imgwatch.log import get_logger
 from imgwatch.reindex import queue_unembedded, switch_if_complete
@@ -27,22 +26,6 @@ from imgwatch.workqueue import WorkQueue
 log = get_logger("imgwatch.worker")
 
 WHERE = "start the worker again"
-
-
-def recorded_choice(config: Config, identity: str, recorded_file: tuple[str, str] | None) -> ChosenModel:
-    """The model that gives ``identity``, as the store records it (for a weights file: where it was
-    and its SHA-256), whatever ``config`` sets: a worker follows the store's spaces.
-    ModelMismatchError when no setting known here gives it (e.g. a model file of another kind)."""
-    chosen = choose_weights(config, identity, recorded_file, WHERE)
-    if chosen.identity != identity and identity.startswith(f"{MODEL_NAME}/"):  # ResNet50: the store's weights
-        sources = {key: source for key, source in config.sources.items() if key not in (WEIGHTS_KEY, MODEL_KEY)}
-        embedding = dataclasses.replace(config.embedding, model=MODEL_NAME)
-        chosen = choose_weights(dataclasses.replace(config, embedding=embedding, sources=sources), identity,
-                                recorded_file, WHERE)
-    if chosen.identity != identity:
-        raise ModelMismatchError(f"this worker cannot load {identity}, the store's model: "
-                                 f"{WHERE} with {weights_setting(identity, recorded_file)}")
-    return chosen
 
 
 class ModelSpaces:
@@ -117,7 +100,7 @@ class ModelSpaces:
                 embedder.close()
 
     def _loaded(self, identity: str, recorded_file: tuple[str, str] | None) -> Embedder:
-        embedder = self.load(recorded_choice(self.config, identity, recorded_file))
+        embedder = self.load(store_model_choice(self.config, identity, recorded_file, WHERE))
         if embedder.identity != identity:
             embedder.close()
             raise ModelMismatchError(f"the weights loaded for {identity} give {embedder.identity}: "

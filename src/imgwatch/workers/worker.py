@@ -22,7 +22,7 @@ from rq.serializers import JSONSerializer
 from imgwatch import sdnotify
 from imgwatch.config import Config
 from imgwatch.embedding import Embedder, inference_device, load_chosen_model, plan_inference
-from imgwatch.embedding.identity import ChosenModel, choose_weights
+from imgwatch.embedding.identity import ChosenModel, choose_weights, store_model_choice
 from imgwatch.errors import EXIT_UNAVAILABLE, ConfigError, JobRefused, ModelMismatchError
 from imgwatch.files import PathFilter
 from imgwatch.log import get_logger
@@ -31,7 +31,7 @@ from imgwatch.store import GraphStore, open_store
 from imgwatch.workers import guard, heartbeat, outages, recovery
 from imgwatch.workers.indexer import Indexer, LinkPolicy
 from imgwatch.workers.jobs import install_indexer
-from imgwatch.workers.spaces import ModelSpaces, recorded_choice
+from imgwatch.workers.spaces import WHERE, ModelSpaces
 from imgwatch.workqueue import FailureLedger, WorkQueue
 from imgwatch.workqueue.worker_roots import WorkerRoots
 
@@ -170,7 +170,7 @@ def _run_worker(config: Config, work_queue: WorkQueue, store: GraphStore, roots:
     pending = store.pending_space()
     if recorded is not None and pending is not None and chosen.identity == pending.model:
         # Configured with the model a reindex changes to: the store's active model loads too (spaces.py).
-        chosen = recorded_choice(config, recorded[0], store.recorded_weights_file())
+        chosen = store_model_choice(config, recorded[0], store.recorded_weights_file(), WHERE)
     # A store of another model is refused before the model loads (and exports an engine file for nothing).
     if chosen.identity is not None:
         try:
