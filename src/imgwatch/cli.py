@@ -427,7 +427,8 @@ def duplicates(config: Config, threshold: float, exact: bool, as_json: bool, as_
 @click.option("--folder", type=click.Path(file_okay=False), default=None,
               help="Draw the photos from this folder instead of the store.")
 @click.option("--model", "models", multiple=True, metavar="NAME|PATH",
-              help="A model to evaluate (imagenet | random | weights file); repeat to compare. Default: the store's.")
+              help="A model to evaluate (imagenet | random | weights file | a .toml naming a model file and its "
+                   "preprocessing); repeat to compare. Default: the store's.")
 @click.option("--distractors", type=click.IntRange(min=0), default=1000, show_default=True,
               help="For a model the store holds no vectors of: other library photos to search among.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from imgwatch.config import load_config
-from imgwatch.errors import WeightsUnavailable
+from imgwatch.errors import ConfigError, WeightsUnavailable
 from imgwatch.evaluation.models import load_eval_model
+from tests.embedding.tiny_models import TINY_DIM, write_onnx
 from tests.helpers import make_config
 
 
@@ -34,3 +35,19 @@ def test_a_store_weights_file_that_moved_is_refused_before_loading(tmp_path: Pat
     moved.unlink()
     with pytest.raises(WeightsUnavailable, match="no longer exists.*run `imgwatch eval` again with --weights"):
         load_eval_model(config, None, (recorded, (str(moved), "0" * 64)))
+
+
+def test_a_model_file_is_named_by_a_config_file_that_declares_its_preprocessing(tmp_path: Path) -> None:
+    config = make_config(tmp_path / "data", **{"embedding.engine": "auto"})  # the store's: ResNet50, random
+    model_file = write_onnx(tmp_path / "tiny.onnx", dim=TINY_DIM, size=64)
+    described = tmp_path / "tiny.toml"
+    described.write_text(f'[embedding]\nmodel = "{model_file}"\n\n[embedding.preprocess]\npolicy = "stretch"\n'
+                         f"size = 64\ndim = {TINY_DIM}\n")
+    other = load_eval_model(config, str(described), ("resnet50/random-seed0", None))
+    assert other.identity.startswith("onnx/file-") and not other.in_store_space
+    assert other.engine.dim == TINY_DIM and other.setting == str(described)
+    with pytest.raises(ConfigError, match=r"--model .*tiny\.onnx: a model file needs its preprocessing and dim"):
+        load_eval_model(config, str(model_file), None)
+    described.write_text(f'[embedding]\nmodel = "{model_file}"\n')  # no dim: refused as any config would be
+    with pytest.raises(ConfigError, match="embedding.preprocess.dim"):
+        load_eval_model(config, str(described), None)

@@ -8,7 +8,15 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from imgwatch.embedding.identity import MODEL_NAME, WEIGHTS_KEY, configured_model, query_weights
+from imgwatch.embedding.identity import (
+    MODEL_KEY,
+    MODEL_NAME,
+    WEIGHTS_KEY,
+    configured_model,
+    model_file_kind,
+    query_weights,
+)
+from imgwatch.errors import ConfigError
 
 if TYPE_CHECKING:
     from imgwatch.config import Config
@@ -32,11 +40,11 @@ class EvalModel:
 
 def load_eval_model(config: Config, setting: str | None, recorded: tuple[str, tuple[str, str] | None] | None
                     ) -> EvalModel:
-    """The model for ``setting`` (for now what embedding.weights takes: imagenet, random or a ResNet50
-    weights file) or, for None, the model the store's workers embed with (without a store: the
-    configured one), on the configured device and engine. ``recorded``: the store's model identity
-    and weights or model file, None without a store. Refusals (a store file that moved, configured
-    weights of another model than the store's) come before anything loads."""
+    """The model for ``setting`` (see :func:`config_for`) or, for None, the model the store's workers
+    embed with (without a store: the configured one), on the configured device and engine.
+    ``recorded``: the store's model identity and weights or model file, None without a store.
+    Refusals (a store file that moved, configured weights of another model than the store's) come
+    before anything loads."""
     from imgwatch.embedding import inference_device, load_chosen_model, plan_inference  # torch: after the checks
 
     if setting is None:
@@ -45,7 +53,7 @@ def load_eval_model(config: Config, setting: str | None, recorded: tuple[str, tu
         configured = config.embedding.model if config.embedding.model != MODEL_NAME else config.embedding.weights
         label = STORE_MODEL if recorded is not None else configured
     else:
-        chosen = configured_model(_with_weights(config, setting))
+        chosen = configured_model(config_for(config, setting))
         label = setting
     embedding = config.embedding
     plan = plan_inference(inference_device(embedding.device, embedding.engine), embedding.batch_size,
@@ -54,7 +62,24 @@ def load_eval_model(config: Config, setting: str | None, recorded: tuple[str, tu
     return EvalModel(label, engine, plan, recorded is not None and engine.identity == recorded[0])
 
 
-def _with_weights(config: Config, weights: str) -> Config:
-    """``config`` with ResNet50 and ``weights`` set, as `--weights` would set them."""
-    embedding = dataclasses.replace(config.embedding, model=MODEL_NAME, weights=weights)
+def config_for(config: Config, setting: str) -> Config:
+    """``config`` set to the model ``--model setting`` names; device, engine and threads stay its own.
+
+    - imagenet, random or a weights file: ResNet50 with those weights, as `--weights` sets them;
+    - a config file (``*.toml``): the model its [embedding] section sets, checked as any config is:
+      a model file's preprocessing and dim can only be declared there, beside embedding.model.
+    """
+    if setting.lower().endswith(".toml"):
+        from imgwatch.config import load_config
+
+        described = load_config(setting, environ={}).embedding
+        embedding = dataclasses.replace(config.embedding, model=described.model, weights=described.weights,
+                                        seed=described.seed, preprocess=described.preprocess)
+        named = {key: f"--model {setting}" for key in (MODEL_KEY, WEIGHTS_KEY)}
+        return dataclasses.replace(config, embedding=embedding, sources={**config.sources, **named})
+    if setting.lower().endswith((".onnx", ".torchscript")) and model_file_kind(setting) is not None:
+        raise ConfigError(f"--model {setting}: a model file needs its preprocessing and dim, which a config file "
+                          "declares: write one with [embedding] model = \"...\" and [embedding.preprocess] "
+                          "(docs/models.md) and pass --model THAT.toml")
+    embedding = dataclasses.replace(config.embedding, model=MODEL_NAME, weights=setting)
     return dataclasses.replace(config, embedding=embedding, sources={**config.sources, WEIGHTS_KEY: "--model"})
