@@ -312,6 +312,7 @@ def test_status_shows_a_reindex_under_way_and_abort_drops_it_keeping_the_old_mod
     assert "reindex: resnet50/random-seed1 0/2 images" in shown
     assert status(env)["reindex"] == {"model": "resnet50/random-seed1", "dim": 2048, "weights_file": None,
                                       "embedded": 0, "total": 2}
+    assert "reindex:           resnet50/random-seed1 0/2 images" in imgwatch(env, "doctor").stdout
 
     dropped = imgwatch(env, "reindex", "--abort")
     assert dropped.stdout.strip() == "dropped the re-index to resnet50/random-seed1; the store keeps " + OLD_MODEL

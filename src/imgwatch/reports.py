@@ -210,6 +210,8 @@ def gather_doctor(config: Config) -> DoctorReport:
     try:
         with open_store(config, create=False) as store:
             store_facts = store.describe()
+            if (pending := store.pending_space()) is not None:  # a change of model under way
+                store_facts = {**store_facts, "reindex": f"{pending.model} {pending.embedded}/{pending.total} images"}
             if announced is None:
                 unwatched = UNWATCHED_QUEUE_DOWN
             elif roots := watched_roots([str(p) for p in config.root_paths], announced):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from imgwatch.errors import ReindexConflict
 from imgwatch.store import GraphStore, ModelMismatchError, open_store
 from imgwatch.store.migrate import migrate
 from tests.helpers import DIM, MODEL, WEIGHTS_FILE, axis, backend_config, make_record, random_unit_vectors, wipe_neo4j
@@ -121,6 +122,19 @@ def test_a_target_holding_another_models_embeddings_is_refused(stores: tuple[Gra
         migrate(source, target)
 
     assert target.stats().images == 1
+
+
+def test_a_source_changing_model_is_refused_before_anything_is_copied(
+    stores: tuple[GraphStore, GraphStore],
+) -> None:
+    source, target = stores
+    fill(source)
+    source.begin_space("other-model/v2", DIM)
+
+    with pytest.raises(ReindexConflict, match="changing model to other-model/v2 .*imgwatch reindex --abort"):
+        migrate(source, target)
+
+    assert target.stats().images == 0
 
 
 def test_an_empty_source_copies_nothing(stores: tuple[GraphStore, GraphStore]) -> None:

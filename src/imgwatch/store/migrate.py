@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from imgwatch.errors import ReindexConflict
 from imgwatch.store.base import ExportedImage, GraphStore, StoredImage
 from imgwatch.store.batching import chunks
 
@@ -32,8 +33,14 @@ def migrate(source: GraphStore, target: GraphStore, *, page_size: int = PAGE_SIZ
     """Copy every image and link of ``source`` into ``target``.
 
     The target must be empty or hold embeddings of the same model (ModelMismatchError
-    otherwise). Images only in the target are left alone.
+    otherwise). Images only in the target are left alone. A source changing model (a pending
+    space: `imgwatch reindex`) is refused: only the active space would be copied.
     """
+    pending = source.pending_space()
+    if pending is not None:
+        raise ReindexConflict(f"the store is changing model to {pending.model} ({pending.embedded}/{pending.total} "
+                              "images embedded): let `imgwatch reindex` finish, or drop it with `imgwatch reindex "
+                              "--abort`, then migrate")
     report = MigrationReport()
     stats = source.stats()
     if stats.model is None or stats.dim is None:
