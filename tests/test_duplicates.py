@@ -149,6 +149,7 @@ def test_output_as_json_csv_and_text() -> None:
 
     assert as_json([group]) == [{
         "keep": "/p/big.jpg", "reason": reason, "exact": False, "strongest": 0.99912, "weakest": 0.99912,
+        "decision": None,  # none recorded (see test_decisions.py)
         "images": [
             {"path": "/p/big.jpg", "width": 4000, "height": 3000, "size": 5_100_000, "keep": True, "score": 1.0,
              "same_file": []},

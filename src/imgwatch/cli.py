@@ -393,31 +393,72 @@ def _write_sheet(config: Config, query: str, matches: list[Match], out: str, con
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of groups: {keep, reason, images: [...]}.")
 @click.option("--csv", "as_csv", is_flag=True,
               help="Print CSV rows: group,path,keep,width,height,size,score,reason.")
+@click.option("--all", "show_decided", is_flag=True, help="Also show the groups your decisions settle, marked.")
+@click.option("--not-duplicates", "not_duplicates", is_flag=True,
+              help="Decide that the PATHS are not duplicates of each other (a burst, a series): their group is hidden.")
+@click.option("--keep", metavar="PATH", default=None,
+              help="Decide to keep PATH over the PATHS: it is their keeper, and their group is hidden.")
+@click.option("--undecide", is_flag=True, help="Drop the decisions about the PATHS' contents: their groups come back.")
+@click.argument("paths", nargs=-1, type=click.Path())
 @common_options
-def duplicates(config: Config, threshold: float, exact: bool, as_json: bool, as_csv: bool) -> None:
+def duplicates(config: Config, threshold: float, exact: bool, as_json: bool, as_csv: bool, show_decided: bool,
+               not_duplicates: bool, keep: str | None, undecide: bool, paths: tuple[str, ...]) -> None:
     """Groups of duplicates (copies, resized or re-encoded), the one to keep marked with why (no model needed).
 
     Each image in a group scores at least --threshold against the keeper (read from the SIMILAR_TO
-    links); --exact groups identical files by content hash. Nothing is deleted.
+    links); --exact groups identical files by content hash. Groups you decided about (--not-duplicates,
+    --keep) are hidden until another copy joins them; --all shows them. Nothing is deleted.
     """
     from imgwatch import duplicates as found
     from imgwatch.store import open_store
-    from imgwatch.use_cases import duplicate_groups, exact_copies, keeper_rule
+    from imgwatch.use_cases import duplicates_to_show, keeper_rule
 
+    deciding = [name for name, given in (("--not-duplicates", not_duplicates), ("--keep", keep is not None),
+                                         ("--undecide", undecide)) if given]
+    if len(deciding) > 1:
+        raise click.UsageError(f"{' and '.join(deciding)} exclude each other")
+    if deciding:
+        _decide(config, not_duplicates, keep, paths)
+        return
+    if paths:
+        raise click.UsageError("PATHS are for --not-duplicates, --keep PATH or --undecide")
     if as_json and as_csv:
         raise click.UsageError("--json and --csv exclude each other")
     threshold_source = click.get_current_context().get_parameter_source("threshold")
     if exact and threshold_source is not click.core.ParameterSource.DEFAULT:
         raise click.UsageError("--exact and --threshold exclude each other (exact copies need no threshold)")
     with open_store(config, create=False) as store:
-        groups = (exact_copies(store, keeper_rule(config)) if exact
-                  else duplicate_groups(store, threshold, config.links.threshold, keeper_rule(config)))
+        groups, hidden = duplicates_to_show(store, exact=exact, threshold=threshold,
+                                            links_threshold=config.links.threshold, rule=keeper_rule(config),
+                                            show_decided=show_decided)
     if as_json:
         click.echo(found.as_json_text(groups))
     elif as_csv:
         click.echo(found.as_csv(groups))
     else:
-        click.echo(found.as_text(groups, None if exact else threshold))
+        click.echo(found.as_text(groups, None if exact else threshold, hidden))
+
+
+def _decide(config: Config, not_duplicates: bool, keep: str | None, paths: tuple[str, ...]) -> None:
+    """`duplicates --not-duplicates / --keep / --undecide`: record or drop a decision, say so in one line."""
+    from imgwatch import decisions
+    from imgwatch.store import open_store
+
+    with open_store(config, create=False) as store:
+        if not_duplicates:
+            decision = decisions.decide_not_duplicates(store, paths)
+            click.echo(f"decided: the {len(paths)} images are not duplicates ({len(decision.hashes)} contents); "
+                       "their group is hidden until another copy joins (`imgwatch duplicates --all` shows it)")
+        elif keep is not None:
+            decisions.decide_keep(store, keep, paths)
+            click.echo(f"decided: keep {printable(keep)} over {len(paths)} other(s); their group is hidden until "
+                       "another copy joins (`imgwatch duplicates --all` shows it)")
+        else:
+            if not paths:
+                raise click.UsageError("--undecide needs the paths whose decisions to drop")
+            forgotten = decisions.undecide(store, paths)
+            click.echo(f"dropped {forgotten} decision(s) about those contents: their groups are shown again"
+                       if forgotten else "no decision was about those contents: nothing changed")
 
 
 @main.command("eval")

@@ -30,6 +30,7 @@ import functools
 import io
 import json
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -39,6 +40,7 @@ from imgwatch.display import human_size
 from imgwatch.errors import ThresholdBelowLinks, printable
 from imgwatch.keeper import DEFAULT_RULE, Candidate, KeeperRule, choose_keeper, keeper_order, read_capture_time
 from imgwatch.store import GraphStore, Link, StoredImage
+from imgwatch.store.base import Decision
 
 DEFAULT_THRESHOLD = 0.95
 CSV_COLUMNS = ("group", "path", "keep", "width", "height", "size", "score", "reason")
@@ -57,6 +59,15 @@ class DuplicateGroup:
     exact: bool = False  # the same content (SHA-256): scores are 1
     # Other paths of the same file (a symbolic link to it, a hard link of it), by the image's path.
     same_file: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # A person's decision about its contents (see decisions.py): the one holding them all, or else the
+    # latest holding some of them (an image joined since: ``new`` are the paths whose content it lacks).
+    decision: Decision | None = None
+    new: tuple[str, ...] = ()
+
+    @property
+    def decided(self) -> bool:
+        """Whether a decision holds the contents of every image: such a group is hidden unless asked for."""
+        return self.decision is not None and not self.new
 
     @property
     def keep(self) -> str:
@@ -315,6 +326,7 @@ def as_json(groups: Sequence[DuplicateGroup]) -> list[dict[str, object]]:
             "exact": group.exact,
             "strongest": round(group.strongest, 6),
             "weakest": round(group.weakest, 6),
+            "decision": decision_json(group),
             "images": [
                 {"path": image.path, "width": image.width, "height": image.height, "size": image.size,
                  "keep": image.path == group.keep, "score": round(score, 6),
@@ -324,6 +336,32 @@ def as_json(groups: Sequence[DuplicateGroup]) -> list[dict[str, object]]:
         }
         for group in groups
     ]
+
+
+def decision_json(group: DuplicateGroup) -> dict[str, object] | None:
+    """``{"kind", "keep" (the path kept, for "keep"), "decided_at" (epoch seconds), "decided" (it holds
+    every image), "new" (paths it does not hold)}``, or None."""
+    decision = group.decision
+    if decision is None:
+        return None
+    return {"kind": decision.kind, "keep": group.keep if decision.kind == "keep" else None,
+            "decided_at": decision.decided_at, "decided": group.decided, "new": list(group.new)}
+
+
+def decision_line(group: DuplicateGroup) -> str | None:
+    """One line on the group's decision for a person, or None."""
+    decision = group.decision
+    if decision is None:
+        return None
+    said = "not duplicates" if decision.kind == "not_duplicates" else "keep this one"
+    if group.decided:
+        return f"decided on {decided_day(decision)}: {said}"
+    return (f"earlier decision on {decided_day(decision)}: {said}; new since: "
+            f"{', '.join(printable(path) for path in group.new)}")
+
+
+def decided_day(decision: Decision) -> str:
+    return time.strftime("%Y-%m-%d", time.localtime(decision.decided_at))
 
 
 def as_json_text(groups: Sequence[DuplicateGroup]) -> str:
@@ -347,12 +385,15 @@ def as_csv(groups: Sequence[DuplicateGroup]) -> str:
     return out.getvalue().rstrip("\n")
 
 
-def as_text(groups: Sequence[DuplicateGroup], threshold: float | None) -> str:
+def as_text(groups: Sequence[DuplicateGroup], threshold: float | None, hidden: int = 0) -> str:
     """Groups for a person: the keeper marked ``* keep`` with why, each image's dimensions, size and
-    (look-alike groups) its cosine against the keeper. ``threshold`` None: exact copies."""
+    (look-alike groups) its cosine against the keeper; a decision about the group under its first line.
+    ``threshold`` None: exact copies. ``hidden``: how many decided groups are left out."""
     what = "exact copies" if threshold is None else f"duplicates at ≥ {threshold:g}"
+    hidden_note = (f" ({hidden} decided group{'s' if hidden != 1 else ''} hidden: --all shows them)"
+                   if hidden else "")
     if not groups:
-        return f"no {what}"
+        return f"no {what}{hidden_note}"
     dimensions = {image.path: f"{image.width}x{image.height}" for group in groups for image in group.images}
     sizes = {image.path: human_size(image.size) for group in groups for image in group.images}
     dimensions_width = max(map(len, dimensions.values()))
@@ -361,6 +402,8 @@ def as_text(groups: Sequence[DuplicateGroup], threshold: float | None) -> str:
     for number, group in enumerate(groups, start=1):
         kind = "exact copies" if group.exact else "images"
         lines.append(f"group {number}: {len(group.images)} {kind}, keep: {group.reason}")
+        decision = decision_line(group)
+        lines += [f"        {decision}"] if decision else []
         for image, score in zip(group.images, group.scores, strict=True):
             keep = image.path == group.keep
             shown = "" if group.exact else ("        " if keep else f"  {score:.4f}")
@@ -370,7 +413,8 @@ def as_text(groups: Sequence[DuplicateGroup], threshold: float | None) -> str:
         lines.append("")
     images = sum(len(group.images) for group in groups)
     lines.append(f"{len(groups)} group{'s' if len(groups) != 1 else ''} of {what}: "
-                 f"{images} images, {images - len(groups)} besides the ones to keep (nothing was deleted)")
+                 f"{images} images, {images - len(groups)} besides the ones to keep (nothing was deleted)"
+                 f"{hidden_note}")
     return "\n".join(lines)
 
 

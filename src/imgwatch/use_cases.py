@@ -17,7 +17,14 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from imgwatch.config import Config
-from imgwatch.duplicates import DuplicateGroup, check_threshold, find_duplicates, find_exact_copies
+from imgwatch.decisions import with_decisions
+from imgwatch.duplicates import (
+    DuplicateGroup,
+    check_threshold,
+    find_duplicates,
+    find_exact_copies,
+    stored_unit_vectors,
+)
 from imgwatch.embedding.identity import check_query_model, query_weights
 from imgwatch.errors import AlreadyRunning, ImageNotFound, ImgwatchError, QueueUnavailable, StoreMissing
 from imgwatch.files import canonical_path
@@ -164,6 +171,15 @@ def duplicate_groups(store: GraphStore, threshold: float, links_threshold: float
 def exact_copies(store: GraphStore, rule: KeeperRule = DEFAULT_RULE) -> list[DuplicateGroup]:
     """The groups of images with the same content, biggest first (no model, no links)."""
     return find_exact_copies(store, rule)
+
+
+def duplicates_to_show(store: GraphStore, *, exact: bool, threshold: float, links_threshold: float,
+                       rule: KeeperRule = DEFAULT_RULE, show_decided: bool = False) -> tuple[list[DuplicateGroup], int]:
+    """The exact-copy or look-alike groups with the decisions about them (see decisions), those a
+    decision settles left out unless ``show_decided``; and how many were left out."""
+    groups = exact_copies(store, rule) if exact else duplicate_groups(store, threshold, links_threshold, rule)
+    return with_decisions(store, groups, show_decided=show_decided,
+                          vectors=lambda images: stored_unit_vectors(store, images))
 
 
 def keeper_rule(config: Config) -> KeeperRule:

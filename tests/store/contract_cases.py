@@ -479,6 +479,28 @@ def move_folder_moves_everything_below_it_and_nothing_beside_it(store: GraphStor
     assert store.get("/r/one.jpg") is not None
 
 
+def decisions_are_kept_by_content_replaced_and_forgotten(store: GraphStore) -> None:
+    h1, h2, h3, h4 = ("1" * 64, "2" * 64, "3" * 64, "4" * 64)
+    assert store.decisions_about([h1]) == []
+    before = time.time()
+    burst = store.record_decision("not_duplicates", [h1, h2, h3])
+    kept = store.record_decision("keep", [h4, "5" * 64])
+
+    [found] = store.decisions_about([h2, "9" * 64])
+    assert found == burst and found.kind == "not_duplicates" and found.hashes == {h1, h2, h3} and found.keep is None
+    assert before <= found.decided_at <= time.time()
+    assert store.decisions_about([h1, h4]) == [burst, kept] and kept.keep == h4  # oldest first
+
+    # A content is in one decision at most: a new one about it replaces the old one whole.
+    again = store.record_decision("keep", [h3, h1])
+    assert store.decisions_about([h1, h2, h3]) == [again] and again.keep == h3 and again.hashes == {h1, h3}
+
+    assert store.forget_decisions([h3, "9" * 64]) == 1
+    assert store.decisions_about([h1, h2, h3]) == [] and store.decisions_about([h4]) == [kept]
+    assert store.forget_decisions([h1]) == 0
+    with pytest.raises(ValueError, match="not_duplicates, keep"):
+        store.record_decision("maybe", [h1])
+
 # Every scenario above that takes only the store (the tie-paging one also needs monkeypatch).
 SCENARIOS = [
     upsert_then_get_returns_the_node_facts,
@@ -509,4 +531,5 @@ SCENARIOS = [
     a_moved_image_replaces_the_image_at_its_new_path,
     renames_apply_in_order_so_two_images_can_swap_paths,
     move_folder_moves_everything_below_it_and_nothing_beside_it,
+    decisions_are_kept_by_content_replaced_and_forgotten,
 ]

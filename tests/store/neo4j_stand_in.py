@@ -48,6 +48,7 @@ class FakeServer:
         self.images: dict[str, Row] = {}
         self.links: dict[tuple[str, str], float] = {}
         self.store: Row | None = None
+        self.decisions: list[Row] = []  # :DuplicateDecision nodes
         self.constraints: list[Row] = []
         self.indexes: list[Row] = []
         self.log: list[tuple[str, str]] = []  # (transaction kind, statement)
@@ -237,6 +238,19 @@ class FakeServer:
         for path in sorted(self.images):
             by_hash.setdefault(self.images[path]["sha256"], []).append(path)
         return [{"hash": h, "paths": paths} for h, paths in sorted(by_hash.items()) if len(paths) > 1]
+
+    def _forget_decisions(self, p: Params) -> list[Row]:
+        kept = [d for d in self.decisions if not set(d["hashes"]) & set(p["hashes"])]
+        forgotten, self.decisions = len(self.decisions) - len(kept), kept
+        return [{"forgotten": forgotten}]
+
+    def _record_decision(self, p: Params) -> list[Row]:
+        self.decisions.append({key: p[key] for key in ("kind", "hashes", "keep", "decided_at")})
+        return []
+
+    def _decisions_about(self, p: Params) -> list[Row]:
+        return sorted((dict(d) for d in self.decisions if set(d["hashes"]) & set(p["hashes"])),
+                      key=lambda d: d["decided_at"])
 
     def _replaced_by_moves(self, p: Params) -> list[Row]:
         images, links = self.images, self.links
@@ -479,6 +493,9 @@ class FakeServer:
         q.REMOVE: _remove,
         q.EMBEDDINGS_BY_HASH: _embeddings_by_hash,
         q.SAME_CONTENT: _same_content,
+        q.FORGET_DECISIONS: _forget_decisions,
+        q.RECORD_DECISION: _record_decision,
+        q.DECISIONS_ABOUT: _decisions_about,
         q.REPLACED_BY_MOVES: _replaced_by_moves,
         q.RENAME: _rename,
         q.REORIENT_LINKS: _reorient_links,
@@ -487,6 +504,7 @@ class FakeServer:
         q.FILE_STATES_ALL: _file_states_all,
         q.FILE_STATES_BELOW: _file_states_below,
         q.NEAREST: _nearest,
+        q.NEAREST_EXACT: _nearest,  # the same answer: the stand-in's search is exact anyway
         q.NEIGHBOURS: _neighbours,
         q.LINKS_AT_LEAST: _links_at_least,
         q.EXPORT_IMAGES: _export_images,

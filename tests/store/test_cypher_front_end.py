@@ -56,7 +56,7 @@ STAND_IN_TESTS = ("tests/store/test_neo4j_fake.py", "tests/store/test_spaces.py"
 # What imgwatch stores (see imgwatch.store.neo4j.schema): a label, type or key not listed
 # here is a misspelling the front end warns about.
 SCHEMA = {
-    "labels": ["Image", "ImgwatchStore"],
+    "labels": ["Image", "ImgwatchStore", "DuplicateDecision"],
     "relationshipTypes": ["SIMILAR_TO"],
     "propertyKeys": [
         "path", "sha256", "size", "mtime_ns", "ctime_ns", "inode", "width", "height", "model", "linked",
@@ -65,6 +65,7 @@ SCHEMA = {
         "key", "schema_version", "dim", "weights_file", "weights_sha256", "write_seq",  # ImgwatchStore
         "pending_model", "pending_dim", "pending_weights_file", "pending_weights_sha256",  # ImgwatchStore
         "score",  # SIMILAR_TO
+        "kind", "hashes", "keep", "decided_at",  # DuplicateDecision
     ],
 }
 

@@ -259,7 +259,7 @@ def test_schema_setup_is_idempotent_and_uses_wal(db_path: Path) -> None:
             store.ensure_model(MODEL, DIM)
     with sqlite3.connect(db_path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == SCHEMA_VERSION == 5
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == SCHEMA_VERSION == 6
         db.execute("UPDATE meta SET value = 99 WHERE key = 'schema_version'")
 
     with pytest.raises(StoreError, match="newer"):
@@ -360,7 +360,7 @@ def test_a_version_1_store_is_migrated_on_open_and_keeps_its_images_and_links(db
         assert store.get("/p/b.jpg").indexed_at is not None  # type: ignore[union-attr]
 
     with sqlite3.connect(db_path) as db:
-        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == 5
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == SCHEMA_VERSION
         columns = [row[1] for row in db.execute("PRAGMA table_info(images)")]
         assert columns.count("indexed_at") == columns.count("ctime_ns") == columns.count("inode") == 1
         indexes = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
@@ -422,3 +422,23 @@ def test_the_reported_size_is_what_the_files_take_on_disk_not_the_vector_files_r
     on_disk = sum(p.stat().st_blocks * 512 for p in files) / 2**20
     assert on_disk < apparent / 2  # the vector file reserves room it does not use (sparse)
     assert reported == pytest.approx(on_disk, abs=0.1)
+
+
+def test_a_version_5_store_file_is_migrated_and_keeps_its_images_and_links_and_takes_decisions(db_path: Path) -> None:
+    with EmbeddedGraphStore(db_path) as store:
+        store.ensure_model(MODEL, DIM)
+        records = [make_record("/p/a.jpg", axis(0), sha256="a" * 64), make_record("/p/b.jpg", axis(0), sha256="b" * 64)]
+        store.upsert(records)
+        store.link(records, threshold=0.5, top_k=5)
+    # A version 5 file is this one without the decisions' tables.
+    with sqlite3.connect(db_path) as db:
+        db.execute("DROP TABLE decision_contents")
+        db.execute("DROP TABLE duplicate_decisions")
+        db.execute("UPDATE meta SET value = 5 WHERE key = 'schema_version'")
+    db.close()
+
+    with EmbeddedGraphStore(db_path) as store:
+        assert store.describe()["schema_version"] == SCHEMA_VERSION == 6
+        assert store.stats().images == 2 and [m.path for m in store.neighbours("/p/a.jpg")] == ["/p/b.jpg"]
+        decision = store.record_decision("not_duplicates", ["a" * 64, "b" * 64])
+        assert store.decisions_about(["b" * 64]) == [decision]

@@ -20,6 +20,7 @@ from imgwatch.errors import ReindexConflict, ReindexIncomplete, StoreError
 from imgwatch.store import EmbeddedGraphStore, GraphStore, ImageRecord, PendingSpace
 from imgwatch.store.embedded import spaces
 from imgwatch.store.embedded.shared_vectors import SWITCHED
+from imgwatch.store.embedded.sqlite import SCHEMA_VERSION
 from tests.helpers import DIM, MODEL, WEIGHTS_FILE, angled, axis, make_record, open_backend, random_unit_vectors
 from tests.store.neo4j_stand_in import fake_store
 
@@ -382,7 +383,7 @@ def test_a_version_4_store_file_is_migrated_and_keeps_its_images(tmp_path: Path)
         connection.execute("UPDATE meta SET value = 4 WHERE key = 'schema_version'")
 
     with EmbeddedGraphStore(tmp_path / "store.sqlite3") as migrated:
-        assert migrated.describe()["schema_version"] == 5
+        assert migrated.describe()["schema_version"] == SCHEMA_VERSION
         assert neighbour_paths(migrated, a.path) == ["/p/b.jpg"]
         migrated.begin_space(NEW_MODEL, NEW_DIM)
         assert put_all(migrated, triangle_records(migrated)) == 3

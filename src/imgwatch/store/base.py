@@ -151,6 +151,31 @@ class ExportedImage:
     indexed_at: float | None = None  # StoredImage.indexed_at, copied as is
 
 
+DECISION_KINDS = ("not_duplicates", "keep")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A person's decision about contents (SHA-256), so it outlives moves, renames and re-indexing:
+    ``not_duplicates`` (they are not copies of each other: a burst, a series) or ``keep`` (of these,
+    the content ``keep`` is the one to keep)."""
+
+    kind: str  # one of DECISION_KINDS
+    hashes: frozenset[str]
+    keep: str | None  # the content to keep for "keep"; None for "not_duplicates"
+    decided_at: float  # epoch seconds
+
+
+def checked_decision(kind: str, hashes: Sequence[str]) -> tuple[frozenset[str], str | None]:
+    """The hashes of a decision and the one to keep (``hashes[0]`` for "keep"); ValueError for an unknown
+    kind or fewer than one content."""
+    if kind not in DECISION_KINDS:
+        raise ValueError(f"a decision is one of {', '.join(DECISION_KINDS)}, not {kind!r}")
+    if not hashes:
+        raise ValueError("a decision is about at least one content")
+    return frozenset(hashes), hashes[0] if kind == "keep" else None
+
+
 @dataclass(frozen=True, order=True)
 class Link:
     """One undirected SIMILAR_TO link, named by its two paths with ``a < b``."""
@@ -358,6 +383,20 @@ class GraphStore(abc.ABC):
     def same_content_groups(self) -> Iterator[list[str]]:
         """The paths of each content hash (``sha256``) that more than one stored image has, in path
         order: exact copies, found through the hash index (no vectors, no links)."""
+
+    @abc.abstractmethod
+    def record_decision(self, kind: str, hashes: Sequence[str]) -> Decision:
+        """Record a person's decision about the contents ``hashes`` (see Decision; for "keep",
+        ``hashes[0]`` is the one to keep). A content is in one decision at most: the decisions that
+        held any of these contents before are replaced by this one."""
+
+    @abc.abstractmethod
+    def decisions_about(self, hashes: Iterable[str]) -> list[Decision]:
+        """The decisions that hold any of the contents ``hashes``, oldest first."""
+
+    @abc.abstractmethod
+    def forget_decisions(self, hashes: Iterable[str]) -> int:
+        """Drop every decision holding any of the contents ``hashes`` (undecided again); how many went."""
 
     @abc.abstractmethod
     def rename_paths(self, moves: Sequence[tuple[str, str]]) -> int:

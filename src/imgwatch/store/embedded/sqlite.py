@@ -30,7 +30,7 @@ from typing import Any
 from imgwatch.errors import StoreError
 from imgwatch.store.batching import chunks
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # Bound the number of "?" in one statement (old SQLite builds allow only 999).
 SQL_CHUNK = 500
@@ -108,6 +108,21 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         )""",
         # pending_by_hash(): a copy reuses its content's pending vector.
         "CREATE INDEX IF NOT EXISTS pending_by_sha256 ON pending_embeddings(sha256)",
+    ),
+    6: (
+        # A person's decisions about duplicates (GraphStore.record_decision), keyed by content so
+        # that they outlive moves, renames and re-indexing; a content is in one decision at most.
+        """CREATE TABLE IF NOT EXISTS duplicate_decisions (
+            id         INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind       TEXT    NOT NULL,
+            keep       TEXT,
+            decided_at REAL    NOT NULL
+        )""",
+        """CREATE TABLE IF NOT EXISTS decision_contents (
+            sha256      TEXT    PRIMARY KEY,
+            decision_id INTEGER NOT NULL REFERENCES duplicate_decisions(id) ON DELETE CASCADE
+        ) WITHOUT ROWID""",
+        "CREATE INDEX IF NOT EXISTS decision_contents_by_decision ON decision_contents(decision_id)",
     ),
 }
 

@@ -20,6 +20,7 @@ import numpy as np
 from imgwatch.errors import ImageNotFound, ModelMismatchError, ReindexConflict, ReindexIncomplete, StoreError
 from imgwatch.log import get_logger
 from imgwatch.store.base import (
+    Decision,
     ExportedImage,
     FileState,
     GraphStore,
@@ -31,6 +32,7 @@ from imgwatch.store.base import (
     StoredImage,
     StoreStats,
     already_active_message,
+    checked_decision,
     checked_embedding,
     checked_threshold,
     each_pair_once,
@@ -317,6 +319,44 @@ class EmbeddedGraphStore(GraphStore):
         for sha256, path in rows:
             by_hash.setdefault(sha256, []).append(path)
         yield from by_hash.values()
+
+    # -- a person's decisions about duplicates ---------------------------------------------
+
+    def record_decision(self, kind: str, hashes: Sequence[str]) -> Decision:
+        contents, keep = checked_decision(kind, hashes)
+        decided_at = time.time()
+        with self._db.write() as tx:
+            self._forget_decisions(tx, contents)
+            decision_id = tx.execute("INSERT INTO duplicate_decisions (kind, keep, decided_at) VALUES (?, ?, ?)",
+                                     (kind, keep, decided_at)).lastrowid
+            tx.executemany("INSERT INTO decision_contents (sha256, decision_id) VALUES (?, ?)",
+                           [(sha256, decision_id) for sha256 in sorted(contents)])
+        return Decision(kind, contents, keep, decided_at)
+
+    def decisions_about(self, hashes: Iterable[str]) -> list[Decision]:
+        with self._db.read() as tx:
+            ids = sorted({row[0] for row in tx.select_in(
+                "SELECT decision_id FROM decision_contents WHERE sha256 IN ({marks})", sorted(set(hashes)))})
+            rows = list(tx.select_in("SELECT d.id, d.kind, d.keep, d.decided_at, c.sha256 FROM duplicate_decisions d "
+                                     "JOIN decision_contents c ON c.decision_id = d.id WHERE d.id IN ({marks})", ids))
+        found: dict[int, tuple[str, str | None, float, set[str]]] = {}
+        for decision_id, kind, keep, decided_at, sha256 in rows:
+            found.setdefault(decision_id, (kind, keep, decided_at, set()))[3].add(sha256)
+        oldest_first = sorted(found.items(), key=lambda item: (item[1][2], item[0]))
+        return [Decision(kind, frozenset(contents), keep, decided_at)
+                for _, (kind, keep, decided_at, contents) in oldest_first]
+
+    def forget_decisions(self, hashes: Iterable[str]) -> int:
+        with self._db.write() as tx:
+            return self._forget_decisions(tx, set(hashes))
+
+    @staticmethod
+    def _forget_decisions(tx: Transaction, hashes: Iterable[str]) -> int:
+        ids = sorted({row[0] for row in tx.select_in(
+            "SELECT decision_id FROM decision_contents WHERE sha256 IN ({marks})", sorted(hashes))})
+        for _ in tx.select_in("DELETE FROM duplicate_decisions WHERE id IN ({marks})", ids):
+            pass  # runs each chunk; their contents cascade
+        return len(ids)
 
     def rename_paths(self, moves: Sequence[tuple[str, str]]) -> int:
         """One transaction; each pair in order. A renamed image keeps its id, so its embedding,

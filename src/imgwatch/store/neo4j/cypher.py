@@ -220,6 +220,28 @@ RETURN hash, paths
 ORDER BY hash
 """
 
+# A person's decisions about duplicates (GraphStore.record_decision): one node per decision,
+# keyed by content (its ``hashes``), never linked to an Image, so it outlives moves and re-indexing.
+# A content is in one decision at most: recording drops the decisions holding any of its contents.
+FORGET_DECISIONS = """
+MATCH (d:DuplicateDecision)
+WHERE any(hash IN d.hashes WHERE hash IN $hashes)
+WITH collect(d) AS gone
+FOREACH (d IN gone | DELETE d)
+RETURN size(gone) AS forgotten
+"""
+
+RECORD_DECISION = """
+CREATE (:DuplicateDecision {kind: $kind, hashes: $hashes, keep: $keep, decided_at: $decided_at})
+"""
+
+DECISIONS_ABOUT = """
+MATCH (d:DuplicateDecision)
+WHERE any(hash IN d.hashes WHERE hash IN $hashes)
+RETURN d.kind AS kind, d.hashes AS hashes, d.keep AS keep, d.decided_at AS decided_at
+ORDER BY decided_at
+"""
+
 # A rename in two statements of one transaction, for a round of moves in which no path
 # appears twice (see base.independent_rounds): first the images a moved one replaces go,
 # with their links; then the moved nodes take their new paths, keeping everything else.
@@ -261,6 +283,15 @@ NEAREST = """
 CALL db.index.vector.queryNodes($index, $candidates, $vector) YIELD node
 WITH node
 WHERE NOT node.path IN $exclude
+WITH node.path AS path, vector.similarity.cosine($vector, node.embedding) AS score
+RETURN path, score ORDER BY score DESC, path LIMIT $k
+"""
+
+# NEAREST without the index: while the index is built (a switch to a model of another size
+# re-creates it; seconds to minutes), a query is answered exactly, slower, rather than waiting.
+NEAREST_EXACT = """
+MATCH (node:Image)
+WHERE node.embedding IS NOT NULL AND NOT node.path IN $exclude
 WITH node.path AS path, vector.similarity.cosine($vector, node.embedding) AS score
 RETURN path, score ORDER BY score DESC, path LIMIT $k
 """

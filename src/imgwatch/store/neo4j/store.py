@@ -17,9 +17,17 @@ import neo4j
 import numpy as np
 
 from imgwatch.config import Neo4jConfig
-from imgwatch.errors import ImageNotFound, ModelMismatchError, ReindexConflict, ReindexIncomplete, StoreError
+from imgwatch.errors import (
+    ImageNotFound,
+    ModelMismatchError,
+    ReindexConflict,
+    ReindexIncomplete,
+    StoreError,
+    VectorIndexNotReady,
+)
 from imgwatch.log import get_logger
 from imgwatch.store.base import (
+    Decision,
     ExportedImage,
     FileState,
     GraphStore,
@@ -31,6 +39,7 @@ from imgwatch.store.base import (
     StoredImage,
     StoreStats,
     already_active_message,
+    checked_decision,
     checked_embedding,
     checked_threshold,
     each_pair_once,
@@ -184,6 +193,29 @@ class Neo4jGraphStore(GraphStore):
     def same_content_groups(self) -> Iterator[list[str]]:
         rows = self._db.read(lambda tx: [list(row["paths"]) for row in tx.run(cypher.SAME_CONTENT)])
         yield from rows
+
+    # -- a person's decisions about duplicates ---------------------------------------------
+
+    def record_decision(self, kind: str, hashes: Sequence[str]) -> Decision:
+        contents, keep = checked_decision(kind, hashes)
+        decided_at = time.time()
+
+        def record(tx: neo4j.ManagedTransaction) -> None:
+            tx.run(cypher.FORGET_DECISIONS, hashes=sorted(contents)).consume()
+            tx.run(cypher.RECORD_DECISION, kind=kind, hashes=sorted(contents), keep=keep,
+                   decided_at=decided_at).consume()
+
+        self._db.write(record)
+        return Decision(kind, contents, keep, decided_at)
+
+    def decisions_about(self, hashes: Iterable[str]) -> list[Decision]:
+        wanted = sorted(set(hashes))
+        rows = self._db.read(lambda tx: list(tx.run(cypher.DECISIONS_ABOUT, hashes=wanted)))
+        return [Decision(row["kind"], frozenset(row["hashes"]), row["keep"], float(row["decided_at"])) for row in rows]
+
+    def forget_decisions(self, hashes: Iterable[str]) -> int:
+        wanted = sorted(set(hashes))
+        return int(self._db.write(lambda tx: tx.run(cypher.FORGET_DECISIONS, hashes=wanted).single()["forgotten"]))
 
     def rename_paths(self, moves: Sequence[tuple[str, str]]) -> int:
         """One transaction under the link lock (a relink in flight then sees the renamed
@@ -347,10 +379,14 @@ class Neo4jGraphStore(GraphStore):
         if recorded is None or k <= 0:
             return []
         query = unit_query(vector, recorded[1]).tolist()
-        self._schema.ensure_vector_index(recorded[1])
-        rows = self._db.read(lambda tx: list(tx.run(
-            cypher.NEAREST, index=cypher.VECTOR_INDEX, candidates=candidate_count(k, len(excluded)),
-            vector=query, exclude=excluded, k=k)))
+        try:
+            self._schema.ensure_vector_index(recorded[1], wait=False)
+        except VectorIndexNotReady:  # being built, e.g. after a switch of model: answer exactly meanwhile
+            rows = self._db.read(lambda tx: list(tx.run(cypher.NEAREST_EXACT, vector=query, exclude=excluded, k=k)))
+        else:
+            rows = self._db.read(lambda tx: list(tx.run(
+                cypher.NEAREST, index=cypher.VECTOR_INDEX, candidates=candidate_count(k, len(excluded)),
+                vector=query, exclude=excluded, k=k)))
         return [Match(row["path"], score_to_cosine(row["score"])) for row in rows]
 
     def neighbours(self, path: str) -> list[Match]:

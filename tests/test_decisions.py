@@ -1,0 +1,152 @@
+"""Decisions that stick: "not duplicates" and "keep this one", kept by content so that they outlive
+rescans, moves and renames; a new copy brings the group back; the CLI records and drops them.
+
+Real files on disk (their content hashes are what decisions hold), vectors chosen by hand so the
+groups are known without the model; both backends (embedded, the Neo4j stand-in).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from imgwatch.decisions import decide_keep, decide_not_duplicates, undecide
+from imgwatch.duplicates import DuplicateGroup, as_json, as_text
+from imgwatch.errors import ImageNotFound
+from imgwatch.store import EmbeddedGraphStore, GraphStore, ImageRecord, open_store
+from imgwatch.use_cases import duplicates_to_show
+from tests.helpers import DIM, MODEL, angled, axis, imgwatch, make_config, make_record, process_env
+from tests.store.neo4j_stand_in import fake_store
+
+THRESHOLD = 0.95
+
+
+@pytest.fixture(params=["embedded", "neo4j-stand-in"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GraphStore]:
+    opened: GraphStore = (EmbeddedGraphStore(tmp_path / "store.sqlite3") if request.param == "embedded"
+                          else fake_store()[0])
+    opened.ensure_model(MODEL, DIM)
+    yield opened
+    opened.close()
+
+
+def photo(path: Path, vector: np.ndarray, *, pixels: int = 1000) -> ImageRecord:
+    """A real file at ``path`` (distinct content) and the record a worker would store for it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    content = f"photo {path.name} {pixels}".encode()
+    path.write_bytes(content)
+    return make_record(str(path), vector, sha256=hashlib.sha256(content).hexdigest(), width=pixels, height=pixels,
+                       size=len(content), mtime_ns=os.stat(path).st_mtime_ns)
+
+
+def index(store: GraphStore, records: list[ImageRecord]) -> None:
+    store.upsert(records)
+    store.link(records, threshold=0.8, top_k=10)
+
+
+def shown(store: GraphStore, show_decided: bool = False) -> tuple[list[DuplicateGroup], int]:
+    return duplicates_to_show(store, exact=False, threshold=THRESHOLD, links_threshold=0.8, show_decided=show_decided)
+
+
+def burst(root: Path) -> list[ImageRecord]:
+    """Three shots of one scene: alike at >= 0.98, the first the largest (the rule's keeper)."""
+    return [photo(root / "burst" / "1.jpg", axis(0), pixels=4000), photo(root / "burst" / "2.jpg", angled(0.99, 1)),
+            photo(root / "burst" / "3.jpg", angled(0.99, 2))]
+
+
+def test_a_burst_marked_not_duplicates_stays_hidden_after_a_rescan_and_a_move_until_a_new_copy_joins(
+        store: GraphStore, tmp_path: Path) -> None:
+    records = burst(tmp_path)
+    index(store, records)
+    [group], hidden = shown(store)
+    assert (len(group.images), group.decision, hidden) == (3, None, 0)
+
+    decision = decide_not_duplicates(store, [r.path for r in records])
+    assert shown(store) == ([], 1)
+
+    index(store, records)  # a rescan writes the same records again
+    assert shown(store) == ([], 1)
+    moved = str(tmp_path / "elsewhere" / "two.jpg")
+    os.makedirs(os.path.dirname(moved))
+    os.rename(records[1].path, moved)
+    assert store.rename_paths([(records[1].path, moved)]) == 1  # as the daemon records a move
+    assert shown(store) == ([], 1)
+    [decided], hidden = shown(store, show_decided=True)
+    assert decided.decided and decided.decision == decision and hidden == 0
+    assert moved in [i.path for i in decided.images]
+    assert "decided on " in as_text([decided], THRESHOLD) and ": not duplicates" in as_text([decided], THRESHOLD)
+
+    joining = photo(tmp_path / "new" / "4.jpg", angled(0.985, 3))  # a new content, alike
+    index(store, [joining])
+    [back], hidden = shown(store)
+    assert hidden == 0 and back.decision == decision and not back.decided and back.new == (joining.path,)
+    assert "earlier decision on " in as_text([back], THRESHOLD) and joining.path in as_text([back], THRESHOLD)
+
+
+def test_a_keep_decision_overrides_the_keeper_rule_and_scores_against_the_kept_one(
+        store: GraphStore, tmp_path: Path) -> None:
+    records = burst(tmp_path)
+    index(store, records)
+    [group], _ = shown(store)
+    assert group.keep == records[0].path  # the most pixels
+
+    decide_keep(store, records[2].path, [records[0].path, records[1].path])
+    assert shown(store) == ([], 1)
+    [kept], _ = shown(store, show_decided=True)
+    assert kept.keep == records[2].path and kept.reason.startswith("kept by your decision on ")
+    # Against 3 (e0·0.99 + e2·0.14): 1 at 0.99, 2 at 0.99² = 0.9801.
+    assert [i.path for i in kept.images] == [records[2].path, records[0].path, records[1].path]
+    assert kept.scores == pytest.approx((1.0, 0.99, 0.9801), abs=1e-4)
+    [data] = as_json([kept])
+    assert data["decision"] == {"kind": "keep", "keep": records[2].path, "decided_at": kept.decision.decided_at,
+                                "decided": True, "new": []}
+
+
+def test_undecide_brings_the_group_back_and_an_unindexed_path_is_refused(store: GraphStore, tmp_path: Path) -> None:
+    records = burst(tmp_path)
+    index(store, records)
+    decide_not_duplicates(store, [r.path for r in records])
+
+    assert undecide(store, [records[0].path]) == 1
+    [group], hidden = shown(store)
+    assert group.decision is None and hidden == 0
+    with pytest.raises(ImageNotFound, match="nowhere.jpg is not indexed"):
+        decide_not_duplicates(store, [records[0].path, str(tmp_path / "nowhere.jpg")])
+    assert store.decisions_about([r.sha256 for r in records]) == []
+
+
+# -- the CLI -------------------------------------------------------------------------------------
+
+
+def test_cli_decides_shows_decisions_in_json_and_undecides(tmp_path: Path) -> None:
+    env = process_env(tmp_path)
+    records = burst(tmp_path / "photos")
+    with open_store(make_config(Path(env["IMGWATCH_GENERAL_DATA_DIR"]))) as opened:
+        opened.ensure_model(MODEL, DIM)
+        index(opened, records)
+    paths = [r.path for r in records]
+
+    said = imgwatch(env, "duplicates", "--not-duplicates", *paths).stdout
+    assert said.startswith("decided: the 3 images are not duplicates")
+    assert json.loads(imgwatch(env, "duplicates", "--json").stdout) == []
+    assert "(1 decided group hidden: --all shows them)" in imgwatch(env, "duplicates").stdout
+    [group] = json.loads(imgwatch(env, "duplicates", "--all", "--json").stdout)
+    assert group["decision"]["kind"] == "not_duplicates" and group["decision"]["decided"] is True
+
+    imgwatch(env, "duplicates", "--keep", paths[1], paths[0], paths[2])
+    [group] = json.loads(imgwatch(env, "duplicates", "--all", "--json").stdout)
+    assert group["keep"] == paths[1] and group["decision"]["kind"] == "keep"
+
+    assert imgwatch(env, "duplicates", "--undecide", paths[2]).stdout.startswith("dropped 1 decision")
+    [group] = json.loads(imgwatch(env, "duplicates", "--json").stdout)
+    assert group["decision"] is None and group["keep"] == paths[0]
+
+    refused = imgwatch(env, "duplicates", "--not-duplicates", paths[0], str(tmp_path / "nowhere.jpg"), check=False)
+    assert refused.returncode != 0 and "nowhere.jpg is not indexed" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
