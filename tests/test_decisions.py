@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from imgwatch.decisions import decide_keep, decide_not_duplicates, undecide
-from imgwatch.duplicates import DuplicateGroup, as_json, as_text
+from imgwatch.duplicates import DuplicateGroup, as_json, as_text, decided_day
 from imgwatch.errors import ImageNotFound
 from imgwatch.store import EmbeddedGraphStore, GraphStore, ImageRecord, open_store
 from imgwatch.use_cases import duplicates_to_show
@@ -103,6 +103,7 @@ def test_a_keep_decision_overrides_the_keeper_rule_and_scores_against_the_kept_o
     # Against 3 (e0·0.99 + e2·0.14): 1 at 0.99, 2 at 0.99² = 0.9801.
     assert [i.path for i in kept.images] == [records[2].path, records[0].path, records[1].path]
     assert kept.scores == pytest.approx((1.0, 0.99, 0.9801), abs=1e-4)
+    assert f"decided on {decided_day(kept.decision)}: keep {records[2].path}" in as_text([kept], THRESHOLD)
     [data] = as_json([kept])
     assert data["decision"] == {"kind": "keep", "keep": records[2].path, "decided_at": kept.decision.decided_at,
                                 "decided": True, "new": []}

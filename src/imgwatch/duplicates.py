@@ -353,7 +353,9 @@ def decision_line(group: DuplicateGroup) -> str | None:
     decision = group.decision
     if decision is None:
         return None
-    said = "not duplicates" if decision.kind == "not_duplicates" else "keep this one"
+    kept = next((image.path for image in group.images if image.sha256 == decision.keep), None)
+    said = ("not duplicates" if decision.kind == "not_duplicates"
+            else f"keep {printable(kept)}" if kept is not None else "keep a copy no longer in this group")
     if group.decided:
         return f"decided on {decided_day(decision)}: {said}"
     return (f"earlier decision on {decided_day(decision)}: {said}; new since: "
