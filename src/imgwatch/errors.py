@@ -163,6 +163,11 @@ class ModelMismatchError(StoreError):
     """The store holds embeddings of another model; mixing them would make scores meaningless."""
 
 
+class VectorIndexNotReady(StoreError):
+    """Neo4j's vector index is not ready for the store's model: being built, or for another dimension while a
+    switch of model re-creates it."""
+
+
 class ReindexConflict(StoreError):
     """A new vector space cannot be opened: another one is pending, or the store already uses that model."""
 

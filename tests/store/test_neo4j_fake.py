@@ -375,3 +375,32 @@ def test_export_reads_vector_values_through_to_numpy() -> None:
     [exported] = store.export_images("", 10)
     assert exported.record.embedding.dtype == np.float32
     np.testing.assert_array_equal(exported.record.embedding, axis(0))
+
+
+# -- a switch of model of another size: searched exactly while the index is re-created ----------
+
+
+def test_a_reader_searches_exactly_while_a_switch_re_creates_the_index_for_another_size() -> None:
+    store, server = fake_store()
+    store.ensure_model(MODEL, DIM)
+    records = [make_record(f"/p/{i}.jpg", axis(i)) for i in range(3)]
+    store.upsert(records)
+    store.begin_space("other/model", DIM - 1)
+    store.put_pending([(r.path, r.sha256, np.eye(DIM - 1, dtype=np.float32)[i]) for i, r in enumerate(records)])
+    store.switch_space(0.5, 5)
+    # The moment after the switch's commit, before the old index is dropped and created anew.
+    server.indexes = [index for index in server.indexes if index["name"] != q.VECTOR_INDEX]
+    server.add_index(DIM)
+    reader, _ = fake_store(server, writable=False)
+
+    matches = reader.nearest(np.eye(DIM - 1, dtype=np.float32)[1], 2)
+
+    assert [m.path for m in matches] == ["/p/1.jpg", "/p/0.jpg"] and matches[0].score == pytest.approx(1.0)
+    assert server.log[-1][1] == q.NEAREST_EXACT
+    # Dropped, then being built for the new size: answered exactly too, without waiting for it.
+    for being_built in (False, True):
+        server.indexes = [index for index in server.indexes if index["name"] != q.VECTOR_INDEX]
+        if being_built:
+            server.add_index(DIM - 1, state="POPULATING")
+        assert [m.path for m in reader.nearest(np.eye(DIM - 1, dtype=np.float32)[2], 1)] == ["/p/2.jpg"]
+        assert server.log[-1][1] == q.NEAREST_EXACT and q.AWAIT_INDEX not in {s for _, s in server.log[-3:]}

@@ -31,7 +31,7 @@ from typing import Any
 
 import neo4j
 
-from imgwatch.errors import ModelMismatchError, StoreError, StoreMissing, StoreUnavailable
+from imgwatch.errors import ModelMismatchError, StoreError, StoreMissing, StoreUnavailable, VectorIndexNotReady
 from imgwatch.log import get_logger
 from imgwatch.store.base import model_mismatch_message, weights_file_to_record
 from imgwatch.store.neo4j import cypher
@@ -259,18 +259,19 @@ class Schema:
         path, sha256 = weights_file or (None, None)
         tx.run(cypher.SET_MODEL, model=model, dim=dim, weights_file=path, weights_sha256=sha256).consume()
 
-    def ensure_vector_index(self, dim: int, *, replace: bool = False) -> None:
+    def ensure_vector_index(self, dim: int, *, replace: bool = False, wait: bool = True) -> None:
         """Make sure the vector index exists for ``dim`` and is ONLINE.
 
         ``replace``: an index of another size may be dropped (record_model checked that
-        the store is empty). Read-only stores never create or drop anything.
+        the store is empty). Read-only stores never create or drop anything. ``wait``: False
+        raises VectorIndexNotReady instead of waiting for an index being built.
         """
         if self._index_dim == dim:
             return
         ours = self._our_index()
         if ours is not None and index_dimensions(ours) != dim:
             if not (replace and self.writable):
-                raise StoreError(
+                raise VectorIndexNotReady(
                     f"the vector index {cypher.VECTOR_INDEX} at {self._db.uri} is for {index_dimensions(ours)} "
                     f"dimensions but the store's model has {dim}; start a worker with the configured model "
                     "to rebuild it"
@@ -280,12 +281,15 @@ class Schema:
         if ours is None:
             ours = self._create_vector_index(dim)
         if ours.get("state") != "ONLINE":
+            if not wait:
+                raise VectorIndexNotReady(f"the vector index {cypher.VECTOR_INDEX} at {self._db.uri} is being built "
+                                          f"({ours.get('state')})")
             self._db.command(cypher.AWAIT_INDEX, name=cypher.VECTOR_INDEX, seconds=INDEX_ONLINE_TIMEOUT_SECONDS)
         self._index_dim = dim
 
     def _create_vector_index(self, dim: int) -> Mapping[str, Any]:
-        if not self.writable:
-            raise StoreError(
+        if not self.writable:  # not ready: a reader searches exactly meanwhile (Neo4jGraphStore.nearest)
+            raise VectorIndexNotReady(
                 f"database {self._db.database!r} at {self._db.uri} has no vector index yet; start a worker "
                 "(`imgwatch run` or `imgwatch worker`), which creates it"
             )
