@@ -12,10 +12,19 @@ import pytest
 
 from imgwatch.config import Config
 from imgwatch.embedding import EmbeddingModel, load_model
-from imgwatch.store import GraphStore, open_store
+from imgwatch.store import EmbeddedGraphStore, GraphStore, open_store
 from imgwatch.valkey_server import EmbeddedValkey
 from imgwatch.workqueue import FailureLedger, WorkQueue
-from tests.helpers import PHOTO_NAMES, RunningImgwatch, make_config, process_env, write_calibrated_weights
+from tests.helpers import (
+    DIM,
+    MODEL,
+    PHOTO_NAMES,
+    RunningImgwatch,
+    make_config,
+    process_env,
+    write_calibrated_weights,
+)
+from tests.store.neo4j_stand_in import fake_store
 
 THREAD_EXIT_GRACE_S = 5.0
 
@@ -153,3 +162,13 @@ def write_photo(photo_arrays: dict[str, object]) -> Callable[..., Path]:
         return path
 
     return write
+
+
+@pytest.fixture(params=["embedded", "neo4j-stand-in"])
+def embedded_or_stand_in_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GraphStore]:
+    """An empty embedded store, then the Neo4j stand-in, with MODEL/DIM recorded."""
+    opened: GraphStore = (EmbeddedGraphStore(tmp_path / "store.sqlite3") if request.param == "embedded"
+                          else fake_store()[0])
+    opened.ensure_model(MODEL, DIM)
+    yield opened
+    opened.close()

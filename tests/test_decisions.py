@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,21 +18,11 @@ import pytest
 from imgwatch.decisions import decide_keep, decide_not_duplicates, undecide
 from imgwatch.duplicates import DuplicateGroup, as_json, as_text, decided_day
 from imgwatch.errors import ImageNotFound
-from imgwatch.store import EmbeddedGraphStore, GraphStore, ImageRecord, open_store
+from imgwatch.store import GraphStore, ImageRecord, open_store
 from imgwatch.use_cases import duplicates_to_show
 from tests.helpers import DIM, MODEL, angled, axis, imgwatch, make_config, make_record, process_env
-from tests.store.neo4j_stand_in import fake_store
 
 THRESHOLD = 0.95
-
-
-@pytest.fixture(params=["embedded", "neo4j-stand-in"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GraphStore]:
-    opened: GraphStore = (EmbeddedGraphStore(tmp_path / "store.sqlite3") if request.param == "embedded"
-                          else fake_store()[0])
-    opened.ensure_model(MODEL, DIM)
-    yield opened
-    opened.close()
 
 
 def photo(path: Path, vector: np.ndarray, *, pixels: int = 1000) -> ImageRecord:
@@ -61,44 +50,44 @@ def burst(root: Path) -> list[ImageRecord]:
 
 
 def test_a_burst_marked_not_duplicates_stays_hidden_after_a_rescan_and_a_move_until_a_new_copy_joins(
-        store: GraphStore, tmp_path: Path) -> None:
+        embedded_or_stand_in_store: GraphStore, tmp_path: Path) -> None:
     records = burst(tmp_path)
-    index(store, records)
-    [group], hidden = shown(store)
+    index(embedded_or_stand_in_store, records)
+    [group], hidden = shown(embedded_or_stand_in_store)
     assert (len(group.images), group.decision, hidden) == (3, None, 0)
 
-    decision = decide_not_duplicates(store, [r.path for r in records])
-    assert shown(store) == ([], 1)
+    decision = decide_not_duplicates(embedded_or_stand_in_store, [r.path for r in records])
+    assert shown(embedded_or_stand_in_store) == ([], 1)
 
-    index(store, records)  # a rescan writes the same records again
-    assert shown(store) == ([], 1)
+    index(embedded_or_stand_in_store, records)  # a rescan writes the same records again
+    assert shown(embedded_or_stand_in_store) == ([], 1)
     moved = str(tmp_path / "elsewhere" / "two.jpg")
     os.makedirs(os.path.dirname(moved))
     os.rename(records[1].path, moved)
-    assert store.rename_paths([(records[1].path, moved)]) == 1  # as the daemon records a move
-    assert shown(store) == ([], 1)
-    [decided], hidden = shown(store, show_decided=True)
+    assert embedded_or_stand_in_store.rename_paths([(records[1].path, moved)]) == 1  # as the daemon records a move
+    assert shown(embedded_or_stand_in_store) == ([], 1)
+    [decided], hidden = shown(embedded_or_stand_in_store, show_decided=True)
     assert decided.decided and decided.decision == decision and hidden == 0
     assert moved in [i.path for i in decided.images]
     assert "decided on " in as_text([decided], THRESHOLD) and ": not duplicates" in as_text([decided], THRESHOLD)
 
     joining = photo(tmp_path / "new" / "4.jpg", angled(0.985, 3))  # a new content, alike
-    index(store, [joining])
-    [back], hidden = shown(store)
+    index(embedded_or_stand_in_store, [joining])
+    [back], hidden = shown(embedded_or_stand_in_store)
     assert hidden == 0 and back.decision == decision and not back.decided and back.new == (joining.path,)
     assert "earlier decision on " in as_text([back], THRESHOLD) and joining.path in as_text([back], THRESHOLD)
 
 
 def test_a_keep_decision_overrides_the_keeper_rule_and_scores_against_the_kept_one(
-        store: GraphStore, tmp_path: Path) -> None:
+        embedded_or_stand_in_store: GraphStore, tmp_path: Path) -> None:
     records = burst(tmp_path)
-    index(store, records)
-    [group], _ = shown(store)
+    index(embedded_or_stand_in_store, records)
+    [group], _ = shown(embedded_or_stand_in_store)
     assert group.keep == records[0].path  # the most pixels
 
-    decide_keep(store, records[2].path, [records[0].path, records[1].path])
-    assert shown(store) == ([], 1)
-    [kept], _ = shown(store, show_decided=True)
+    decide_keep(embedded_or_stand_in_store, records[2].path, [records[0].path, records[1].path])
+    assert shown(embedded_or_stand_in_store) == ([], 1)
+    [kept], _ = shown(embedded_or_stand_in_store, show_decided=True)
     assert kept.keep == records[2].path and kept.reason.startswith("kept by your decision on ")
     # Against 3 (e0·0.99 + e2·0.14): 1 at 0.99, 2 at 0.99² = 0.9801.
     assert [i.path for i in kept.images] == [records[2].path, records[0].path, records[1].path]
@@ -109,17 +98,19 @@ def test_a_keep_decision_overrides_the_keeper_rule_and_scores_against_the_kept_o
                                 "decided": True, "new": []}
 
 
-def test_undecide_brings_the_group_back_and_an_unindexed_path_is_refused(store: GraphStore, tmp_path: Path) -> None:
+def test_undecide_brings_the_group_back_and_an_unindexed_path_is_refused(
+    embedded_or_stand_in_store: GraphStore, tmp_path: Path,
+) -> None:
     records = burst(tmp_path)
-    index(store, records)
-    decide_not_duplicates(store, [r.path for r in records])
+    index(embedded_or_stand_in_store, records)
+    decide_not_duplicates(embedded_or_stand_in_store, [r.path for r in records])
 
-    assert undecide(store, [records[0].path]) == 1
-    [group], hidden = shown(store)
+    assert undecide(embedded_or_stand_in_store, [records[0].path]) == 1
+    [group], hidden = shown(embedded_or_stand_in_store)
     assert group.decision is None and hidden == 0
     with pytest.raises(ImageNotFound, match="nowhere.jpg is not indexed"):
-        decide_not_duplicates(store, [records[0].path, str(tmp_path / "nowhere.jpg")])
-    assert store.decisions_about([r.sha256 for r in records]) == []
+        decide_not_duplicates(embedded_or_stand_in_store, [records[0].path, str(tmp_path / "nowhere.jpg")])
+    assert embedded_or_stand_in_store.decisions_about([r.sha256 for r in records]) == []
 
 
 # -- the CLI -------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +39,7 @@ from imgwatch.duplicates import (
 from imgwatch.embedding import Embedded, Embedder, EmbeddingModel
 from imgwatch.errors import ThresholdBelowLinks
 from imgwatch.store import EmbeddedGraphStore, GraphStore, ImageRecord, Link, StoredImage, open_store
-from tests.helpers import DIM, MODEL, angled, axis, imgwatch, make_config, make_record, process_env
+from tests.helpers import MODEL, angled, axis, imgwatch, make_config, make_record, process_env
 from tests.store.neo4j_stand_in import fake_store
 
 PHOTO_THRESHOLD = 0.9999
@@ -250,16 +250,6 @@ def test_a_link_is_listed_with_its_file_and_never_kept(names: Names) -> None:
 
 
 # -- find_duplicates on each backend (the embedded store and the Neo4j stand-in) ---------------------
-
-
-@pytest.fixture(params=["embedded", "neo4j-stand-in"])
-def embedded_or_stand_in_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GraphStore]:
-    """An empty embedded store, then the Neo4j stand-in, with MODEL/DIM recorded."""
-    opened: GraphStore = (EmbeddedGraphStore(tmp_path / "store.sqlite3") if request.param == "embedded"
-                          else fake_store()[0])
-    opened.ensure_model(MODEL, DIM)
-    yield opened
-    opened.close()
 
 
 def test_find_duplicates_reads_the_links_and_facts_of_a_store(embedded_or_stand_in_store: GraphStore) -> None:
