@@ -3,6 +3,7 @@ the reason it gives; capture times read from real files' EXIF."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -130,6 +131,11 @@ def test_the_oldest_file() -> None:
     newer = image("/p/a.jpg", mtime_ns=1_700_000_000 * 10**9)
     path, reason = keeper(newer, older)
     assert path == older.path and reason.startswith("older file: modified 2017-07-1")
+    # In the same second (a copy made as its original was): the milliseconds tell them apart.
+    original = image("/p/IMG.jpg", mtime_ns=1_700_000_000_250_000_000)
+    copy = image("/p/IMG copy.jpg", mtime_ns=1_700_000_000_900_000_000)
+    path, reason = keeper(copy, original)
+    assert path == original.path and re.fullmatch(r"older file: modified \S+ (\S+)\.250 vs \S+ \1\.900", reason)
 
 
 def test_a_name_without_a_copy_mark_then_the_shortest_path_then_the_first() -> None:

@@ -190,7 +190,7 @@ class KeeperRule:
             _Criterion(lambda c: -c.image.size,
                        lambda k, r: f"larger file: {_sizes(k, r)}"),
             _Criterion(lambda c: c.image.mtime_ns,
-                       lambda k, r: f"older file: modified {_mtime(k)} vs {_mtime(r)}"),
+                       lambda k, r: f"older file: modified {_mtimes(k, r)}"),
             _Criterion(lambda c: has_copy_mark(c.path), lambda k, r: f"no copy mark in the name ({_name(r)} has one)"),
             _Criterion(lambda c: len(c.path), lambda k, r: "shorter path"),
             _Criterion(lambda c: c.path, lambda k, r: "all else equal: first in path order"),
@@ -254,8 +254,13 @@ def _exif_time(value: str | None) -> str:
     return value.replace(":", "-", 2) if value else ""
 
 
-def _mtime(candidate: Candidate) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(candidate.image.mtime_ns / 1e9))
+def _mtimes(kept: Candidate, other: Candidate) -> str:
+    """Both modification times, to the second; to the millisecond when the seconds are the same
+    (a copy made in the same second as its original)."""
+    shown = [time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(c.image.mtime_ns // 10**9)) for c in (kept, other)]
+    if shown[0] == shown[1]:
+        shown = [f"{text}.{c.image.mtime_ns // 10**6 % 1000:03d}" for text, c in zip(shown, (kept, other), strict=True)]
+    return f"{shown[0]} vs {shown[1]}"
 
 
 def _sizes(keeper: Candidate, runner_up: Candidate) -> str:
