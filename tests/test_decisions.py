@@ -7,6 +7,7 @@ groups are known without the model; both backends (embedded, the Neo4j stand-in)
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -17,7 +18,7 @@ import pytest
 
 from imgwatch.decisions import decide_keep, decide_not_duplicates, undecide
 from imgwatch.duplicates import DuplicateGroup, as_json, as_text, decided_day
-from imgwatch.errors import ImageNotFound
+from imgwatch.errors import ImageNotFound, ImgwatchError
 from imgwatch.store import GraphStore, ImageRecord, open_store
 from imgwatch.use_cases import duplicates_to_show
 from tests.helpers import DIM, MODEL, angled, axis, imgwatch, make_config, make_record, process_env
@@ -111,6 +112,24 @@ def test_undecide_brings_the_group_back_and_an_unindexed_path_is_refused(
     with pytest.raises(ImageNotFound, match="nowhere.jpg is not indexed"):
         decide_not_duplicates(embedded_or_stand_in_store, [records[0].path, str(tmp_path / "nowhere.jpg")])
     assert embedded_or_stand_in_store.decisions_about([r.sha256 for r in records]) == []
+
+
+def test_exact_copies_stay_duplicates_whatever_was_said_of_their_content_and_other_photos(
+    embedded_or_stand_in_store: GraphStore, tmp_path: Path,
+) -> None:
+    records = burst(tmp_path)
+    copy = tmp_path / "burst" / "1 copy.jpg"
+    copy.write_bytes((tmp_path / "burst" / "1.jpg").read_bytes())
+    records.append(dataclasses.replace(records[0], path=str(copy), mtime_ns=os.stat(copy).st_mtime_ns))
+    index(embedded_or_stand_in_store, records)
+    decide_not_duplicates(embedded_or_stand_in_store, [r.path for r in records])
+
+    exact, hidden = duplicates_to_show(embedded_or_stand_in_store, exact=True, threshold=None, links_threshold=0.8,
+                                       show_decided=False)
+    assert [sorted(image.path for image in group.images) for group in exact] == [sorted([records[0].path, str(copy)])]
+    assert hidden == 0
+    with pytest.raises(ImgwatchError, match="same content: exact copies are always duplicates"):
+        decide_not_duplicates(embedded_or_stand_in_store, [records[0].path, str(copy)])
 
 
 # -- the CLI -------------------------------------------------------------------------------------

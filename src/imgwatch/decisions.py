@@ -5,7 +5,8 @@ one" (of these, that one is kept). They are stored by content hash (GraphStore.r
 not by path, so they outlive moves, renames and re-indexing. A content is in one decision at most:
 deciding again about it replaces the earlier decision.
 
-A group is decided when one decision holds the contents of all its images; it is hidden unless
+A group is decided when one decision holds the contents of all its images (for "not duplicates":
+of two contents or more, since copies of one content are duplicates whatever was said); it is hidden unless
 asked for (`imgwatch duplicates --all`, the page's "show decided"). An image whose content the
 decision lacks joining the group brings it back, with the earlier decision named. A "keep" decision
 chooses the keeper over the keeper rule while its content is in the group.
@@ -46,6 +47,8 @@ def _with_decision(group: DuplicateGroup, decision_of: Mapping[str, Decision],
     if not about:
         return group
     decision = max(about, key=lambda d: d.decided_at)  # one holding every image is the only one
+    if decision.kind == "not_duplicates" and len({image.sha256 for image in group.images}) < 2:
+        return group  # copies of one content are duplicates whatever was said of it and other photos
     new = tuple(image.path for image in group.images if image.sha256 not in decision.hashes)
     group = dataclasses.replace(group, decision=decision, new=new)
     if decision.kind != "keep" or decision.keep not in {image.sha256 for image in group.images}:
@@ -93,7 +96,11 @@ def decide_not_duplicates(store: GraphStore, paths: Sequence[str]) -> Decision:
     """Record that the images at ``paths`` are not duplicates of each other (by their contents)."""
     if len(paths) < 2:
         raise ImgwatchError("--not-duplicates needs two paths or more: the images that all stay")
-    return store.record_decision("not_duplicates", _contents(indexed_images(store, paths)))
+    contents = _contents(indexed_images(store, paths))
+    if len(contents) < 2:
+        raise ImgwatchError("these files have the same content: exact copies are always duplicates "
+                            "(--keep PATH chooses which one stays)")
+    return store.record_decision("not_duplicates", contents)
 
 
 def decide_keep(store: GraphStore, keep: str, over: Sequence[str]) -> Decision:
