@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 
 from imgwatch.errors import ImgwatchError
 from imgwatch.log import get_logger
@@ -24,21 +26,33 @@ def install_indexer(indexer: Indexer | None, spaces: ModelSpaces | None = None) 
     _indexer, _spaces = indexer, spaces
 
 
-def index_paths(paths: list[str]) -> dict[str, int]:
-    """Index, refresh or remove each path so the store matches the filesystem."""
+def _installed(job: str) -> Indexer:
     if _indexer is None:
-        raise RuntimeError("index_paths runs only inside `imgwatch worker` (no indexer installed)")
-    started = time.perf_counter()
+        raise RuntimeError(f"{job} runs only inside `imgwatch worker` (no indexer installed)")
+    return _indexer
+
+
+@contextlib.contextmanager
+def _failure_logged(started: float, **fields: int) -> Iterator[None]:
+    """A job's failure, logged once with how long it ran, then raised on for RQ."""
     try:
-        if _spaces is not None:
-            _spaces.follow()
-        outcome = _indexer.index(paths)
-        if _spaces is not None:
-            _spaces.after_job(progressed=bool(outcome.indexed))
+        yield
     except Exception as exc:
-        log.error("job_failed", paths=len(paths), seconds=round(time.perf_counter() - started, 3),
+        log.error("job_failed", **fields, seconds=round(time.perf_counter() - started, 3),
                   error=f"{type(exc).__name__}: {exc}")
         raise
+
+
+def index_paths(paths: list[str]) -> dict[str, int]:
+    """Index, refresh or remove each path so the store matches the filesystem."""
+    indexer = _installed("index_paths")
+    started = time.perf_counter()
+    with _failure_logged(started, paths=len(paths)):
+        if _spaces is not None:
+            _spaces.follow()
+        outcome = indexer.index(paths)
+        if _spaces is not None:
+            _spaces.after_job(progressed=bool(outcome.indexed))
     counts = outcome.counts()
     log.info("job_done", paths=len(paths), seconds=round(time.perf_counter() - started, 3),
              embed_seconds=round(outcome.embed_seconds, 3), store_seconds=round(outcome.store_seconds, 3),
@@ -49,15 +63,10 @@ def index_paths(paths: list[str]) -> dict[str, int]:
 def move_paths(moves: list[list[str]]) -> dict[str, int]:
     """Rename moved files and folders in the store (embeddings and links kept), then queue
     both ends of each move to be indexed."""
-    if _indexer is None:
-        raise RuntimeError("move_paths runs only inside `imgwatch worker` (no indexer installed)")
+    indexer = _installed("move_paths")
     started = time.perf_counter()
-    try:
-        outcome = Mover(_indexer).move(moves)
-    except Exception as exc:
-        log.error("job_failed", moves=len(moves), seconds=round(time.perf_counter() - started, 3),
-                  error=f"{type(exc).__name__}: {exc}")
-        raise
+    with _failure_logged(started, moves=len(moves)):
+        outcome = Mover(indexer).move(moves)
     counts = outcome.counts()
     log.info("moves_done", seconds=round(time.perf_counter() - started, 3), **counts)
     return counts
@@ -66,21 +75,16 @@ def move_paths(moves: list[list[str]]) -> dict[str, int]:
 def reindex_paths(paths: list[str]) -> dict[str, int]:
     """Give the stored images at ``paths`` their vectors in the pending space (`imgwatch reindex`);
     the worker that completes the space switches it."""
-    if _indexer is None:
-        raise RuntimeError("reindex_paths runs only inside `imgwatch worker` (no indexer installed)")
+    indexer = _installed("reindex_paths")
     started = time.perf_counter()
-    try:
+    with _failure_logged(started, paths=len(paths)):
         if _spaces is not None:
             _spaces.follow()
             if _spaces.pending_unavailable is not None:
                 raise ImgwatchError(_spaces.pending_unavailable)
-        outcome = reindex(_indexer, paths)
+        outcome = reindex(indexer, paths)
         if _spaces is not None:
             _spaces.after_job(progressed=outcome.stored > 0)
-    except Exception as exc:
-        log.error("job_failed", paths=len(paths), seconds=round(time.perf_counter() - started, 3),
-                  error=f"{type(exc).__name__}: {exc}")
-        raise
     counts = outcome.counts()
     log.info("reindex_job_done", paths=len(paths), seconds=round(time.perf_counter() - started, 3), **counts)
     return counts
