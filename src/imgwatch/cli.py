@@ -14,10 +14,13 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from imgwatch.config import LOG_FORMATS, STORE_BACKENDS, Config, load_config
-from imgwatch.errors import EXIT_INTERRUPTED, ImgwatchError, exit_on_error, printable
+from imgwatch.display import human_size
+from imgwatch.errors import EXIT_INTERRUPTED, EXIT_PARTLY, ImgwatchError, exit_on_error, printable
 from imgwatch.files import canonical_path, folder_argument, root_of
 
 if TYPE_CHECKING:
+    from imgwatch.cleanup import Cleanup, Destination
+    from imgwatch.duplicates import DuplicateGroup
     from imgwatch.store import GraphStore, Match  # the store loads only in the commands that use it
 
 
@@ -399,44 +402,140 @@ def _write_sheet(config: Config, query: str, matches: list[Match], out: str, con
 @click.option("--keep", metavar="PATH", default=None,
               help="Decide to keep PATH over the PATHS: it is their keeper, and their group is hidden.")
 @click.option("--undecide", is_flag=True, help="Drop the decisions about the PATHS' contents: their groups come back.")
+@click.option("--move-to", "move_to", metavar="DIR", type=click.Path(file_okay=False), default=None,
+              help="Move every copy but the keeper of the groups shown into DIR (mirroring its path below its root).")
+@click.option("--trash", is_flag=True, help="Like --move-to, into the desktop's trash of each file's volume.")
+@click.option("--dry-run", "dry_run", is_flag=True, help="With --move-to/--trash: say what would move, move nothing.")
+@click.option("--into-watched", "into_watched", is_flag=True,
+              help="Allow --move-to a folder inside a watched one (its photos are indexed there again).")
+@click.option("--undo", "undo", metavar="MANIFEST", type=click.Path(dir_okay=False), default=None,
+              help="Put back everything the clean-up of MANIFEST moved.")
 @click.argument("paths", nargs=-1, type=click.Path())
 @common_options
 def duplicates(config: Config, threshold: float, exact: bool, as_json: bool, as_csv: bool, show_decided: bool,
-               not_duplicates: bool, keep: str | None, undecide: bool, paths: tuple[str, ...]) -> None:
+               not_duplicates: bool, keep: str | None, undecide: bool, move_to: str | None, trash: bool,
+               dry_run: bool, into_watched: bool, undo: str | None, paths: tuple[str, ...]) -> None:
     """Groups of duplicates (copies, resized or re-encoded), the one to keep marked with why (no model needed).
 
     Each image in a group scores at least --threshold against the keeper (read from the SIMILAR_TO
     links); --exact groups identical files by content hash. Groups you decided about (--not-duplicates,
-    --keep) are hidden until another copy joins them; --all shows them. Nothing is deleted.
+    --keep) are hidden until another copy joins them; --all shows them.
+
+    --move-to DIR or --trash clears the groups shown: every copy but the keeper moves, after a
+    manifest of the moves is written; --undo MANIFEST puts them back. Nothing is ever deleted.
     """
     from imgwatch import duplicates as found
     from imgwatch.store import open_store
     from imgwatch.use_cases import duplicates_to_show, keeper_rule
 
-    deciding = [name for name, given in (("--not-duplicates", not_duplicates), ("--keep", keep is not None),
-                                         ("--undecide", undecide)) if given]
-    if len(deciding) > 1:
-        raise click.UsageError(f"{' and '.join(deciding)} exclude each other")
-    if deciding:
+    acting = [name for name, given in (("--not-duplicates", not_duplicates), ("--keep", keep is not None),
+                                       ("--undecide", undecide), ("--move-to", move_to is not None),
+                                       ("--trash", trash), ("--undo", undo is not None)) if given]
+    if len(acting) > 1:
+        raise click.UsageError(f"{' and '.join(acting)} exclude each other")
+    if dry_run and move_to is None and not trash:
+        raise click.UsageError("--dry-run goes with --move-to DIR or --trash")
+    if into_watched and move_to is None:
+        raise click.UsageError("--into-watched goes with --move-to DIR")
+    if acting and acting[0] in ("--not-duplicates", "--keep", "--undecide"):
         _decide(config, not_duplicates, keep, paths)
         return
     if paths:
         raise click.UsageError("PATHS are for --not-duplicates, --keep PATH or --undecide")
+    if (as_json or as_csv) and acting:
+        raise click.UsageError("--json and --csv list the groups; a clean-up says what it moves")
+    if undo is not None:
+        _undo(config, undo)
+        return
     if as_json and as_csv:
         raise click.UsageError("--json and --csv exclude each other")
     threshold_source = click.get_current_context().get_parameter_source("threshold")
     if exact and threshold_source is not click.core.ParameterSource.DEFAULT:
         raise click.UsageError("--exact and --threshold exclude each other (exact copies need no threshold)")
+    cleaning = move_to is not None or trash
     with open_store(config, create=False) as store:
+        if cleaning and not dry_run:
+            _finish_unfinished(config, store)  # before the groups are read: it moves files
         groups, hidden = duplicates_to_show(store, exact=exact, threshold=threshold,
                                             links_threshold=config.links.threshold, rule=keeper_rule(config),
                                             show_decided=show_decided)
+        if cleaning:
+            from imgwatch.cleanup import Destination
+
+            destination = Destination.folder(move_to, into_watched=into_watched) if move_to else Destination.trash()
+            _clean_up(config, store, groups, destination, dry_run)
+            return
     if as_json:
         click.echo(found.as_json_text(groups))
     elif as_csv:
         click.echo(found.as_csv(groups))
     else:
         click.echo(found.as_text(groups, None if exact else threshold, hidden))
+
+
+def _clean_up(config: Config, store: GraphStore, groups: list[DuplicateGroup], destination: Destination,
+              dry_run: bool) -> None:
+    """`duplicates --move-to DIR / --trash [--dry-run]`: move every copy but the keeper of ``groups``."""
+    from imgwatch.use_cases import move_duplicates
+
+    cleanup = move_duplicates(config, store, groups, destination, dry_run=dry_run)
+    where = printable(destination.describe())
+    if dry_run:
+        for move in cleanup.moves:
+            click.echo(f"{printable(move.source)} -> {printable(move.target)} ({human_size(move.size)})")
+        click.echo(f"would move {len(cleanup.moves)} cop{'y' if len(cleanup.moves) == 1 else 'ies'} "
+                   f"({human_size(cleanup.bytes)}) out of the library into {where}; nothing moved (dry run)")
+    elif cleanup.manifest is None:
+        click.echo("nothing to move")
+    else:
+        click.echo(f"{_moved_line(cleanup)} into {where}")
+        click.echo(f"manifest: {printable(str(cleanup.manifest))}")
+        click.echo(f"undo: imgwatch duplicates --undo {printable(str(cleanup.manifest))}")
+    _say_refused(cleanup)
+    if cleanup.refused:
+        click.get_current_context().exit(EXIT_PARTLY)
+
+
+def _finish_unfinished(config: Config, store: GraphStore) -> None:
+    """Finish the clean-ups a kill stopped part-way, saying so."""
+    from imgwatch.use_cases import finish_unfinished
+
+    for finished in finish_unfinished(config, store):
+        click.echo(f"finished an earlier clean-up that was stopped part-way: {_moved_line(finished)}; "
+                   f"manifest: {printable(str(finished.manifest))}")
+        _say_refused(finished)
+
+
+def _undo(config: Config, manifest: str) -> None:
+    from imgwatch.store import open_store
+    from imgwatch.use_cases import undo_cleanup
+
+    with open_store(config, create=False) as store:
+        cleanup = undo_cleanup(config, store, manifest)
+    if not cleanup.moves and not cleanup.refused:
+        click.echo(f"nothing to put back: {printable(manifest)} was undone already")
+        return
+    click.echo(f"put back {len(cleanup.moves)} cop{'y' if len(cleanup.moves) == 1 else 'ies'} "
+               f"({human_size(cleanup.bytes)}) where they were")
+    if cleanup.to_index_again:
+        click.echo(f"{cleanup.to_index_again} of them are back in watched folders: they are indexed again "
+                   "(the running daemon sees them; `imgwatch run` looks at its start)")
+    _say_refused(cleanup)
+    if cleanup.refused:
+        click.get_current_context().exit(EXIT_PARTLY)
+
+
+def _moved_line(cleanup: Cleanup) -> str:
+    return f"moved {len(cleanup.moves)} cop{'y' if len(cleanup.moves) == 1 else 'ies'} ({human_size(cleanup.bytes)})"
+
+
+def _say_refused(cleanup: Cleanup) -> None:
+    """Each file left in place, with why, on stderr."""
+    if not cleanup.refused:
+        return
+    click.echo(f"left in place: {len(cleanup.refused)} file(s)", err=True)
+    for refusal in cleanup.refused:
+        click.echo(f"  {printable(refusal.path)}: {printable(refusal.reason)}", err=True)
 
 
 def _decide(config: Config, not_duplicates: bool, keep: str | None, paths: tuple[str, ...]) -> None:

@@ -150,6 +150,8 @@ class DuplicatesConfig:
     # Format names best first; formats of equal rank joined by "/". Unlisted formats come last.
     prefer_formats: list[str] = field(default_factory=lambda: list(DEFAULT_PREFER_FORMATS))
     prefer_folders: list[str] = field(default_factory=list)  # absolute folders, best first
+    # Where the web page's "move the others" puts copies (outside the watched folders); empty: the trash.
+    move_to: str = ""
 
 
 @dataclass
@@ -304,7 +306,8 @@ def _preprocess_checks(embedding: EmbeddingConfig, sources: Mapping[str, str]) -
 # Keys that name files or folders. In a config file they must be absolute (or start with ~): a
 # relative one would mean another place for each directory imgwatch is started from.
 PATH_KEYS = ("general.roots", "general.data_dir", "queue.password_file", "embedding.weights", "embedding.model",
-             "neo4j.password_file", "web.token_file", "duplicates.prefer_folders")
+             "neo4j.password_file", "web.token_file", "duplicates.prefer_folders",
+             "duplicates.move_to")
 _WEIGHTS_NAMES = ("imagenet", "random")
 _NAMES_NOT_PATHS = (*_WEIGHTS_NAMES, MODEL_NAME)  # values of path keys that name something instead
 # What a mistyped weights name likely meant; torchvision calls the weights "imagenet" loads DEFAULT.

@@ -73,6 +73,11 @@ class DataDir:
         return self.path / "engines"
 
     @property
+    def cleanups(self) -> Path:
+        """The manifests of clean-ups of duplicates (what moved where), for --undo and to finish one a kill stopped."""
+        return self.path / "moves"
+
+    @property
     def run_lock_file(self) -> Path:
         return self.path / "run.lock"
 

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 
 # -- exit codes ----------------------------------------------------------------------------
 
+EXIT_PARTLY = 1  # a clean-up of duplicates did what it could; the files left in place are each said with why
 EXIT_ERROR = 2  # an expected failure (an ImgwatchError), said in one line; click's usage errors exit 2 too
 # The queue or the store is out of reach for now (EX_TEMPFAIL): `imgwatch run` restarts a worker
 # that exits with it, and counts that exit as no sign of a crash loop.
@@ -181,6 +182,15 @@ class ReindexIncomplete(StoreError):
 
 class ThresholdBelowLinks(ImgwatchError):
     """Duplicates were asked for below the score that links are made at."""
+
+
+class CleanupRefused(ImgwatchError):
+    """A clean-up of duplicates cannot start: its destination (inside a watched folder, not writable) or
+    its manifest (unreadable, another clean-up's) is refused. Nothing was moved."""
+
+
+class MoveRefused(ImgwatchError):
+    """One file of a clean-up stays where it is (its target is taken, it is gone, its copy did not read back)."""
 
 
 class SheetError(ImgwatchError):

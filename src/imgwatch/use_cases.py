@@ -10,12 +10,17 @@ yet (StoreMissing), then weights that give another model than the store's, then 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
+import re
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from imgwatch.cleanup import Cleanup, Destination, Manifest
 from imgwatch.config import Config
 from imgwatch.decisions import with_decisions
 from imgwatch.duplicates import (
@@ -26,7 +31,14 @@ from imgwatch.duplicates import (
     stored_unit_vectors,
 )
 from imgwatch.embedding.identity import check_query_model, query_weights
-from imgwatch.errors import AlreadyRunning, ImageNotFound, ImgwatchError, QueueUnavailable, StoreMissing
+from imgwatch.errors import (
+    AlreadyRunning,
+    CleanupRefused,
+    ImageNotFound,
+    ImgwatchError,
+    QueueUnavailable,
+    StoreMissing,
+)
 from imgwatch.files import canonical_path
 from imgwatch.keeper import DEFAULT_RULE, KeeperRule
 from imgwatch.ranking import Ranking, rank_others
@@ -41,6 +53,7 @@ if TYPE_CHECKING:
     from imgwatch.photos.budget import DecodeBudget
     from imgwatch.store import GraphStore, Match
 
+MANIFEST_NAME = re.compile(r"moves-[0-9T-]+\.json")
 NOTHING_INDEXED = "nothing is indexed yet: there is nothing to compare with"
 
 
@@ -185,6 +198,83 @@ def duplicates_to_show(store: GraphStore, *, exact: bool, threshold: float, link
 def keeper_rule(config: Config) -> KeeperRule:
     """The keeper rule the [duplicates] section sets."""
     return KeeperRule.from_settings(config.duplicates.prefer_formats, config.duplicates.prefer_folders)
+
+
+# -- clearing duplicates: move, undo --------------------------------------------------------
+
+
+def move_duplicates(config: Config, store: GraphStore, groups: Sequence[DuplicateGroup], destination: Destination,
+                    *, dry_run: bool = False) -> Cleanup:
+    """Move every non-keeper of ``groups`` to ``destination`` (see cleanup): checks every file first,
+    writes the manifest, moves, and keeps the store in step. A dry run only plans."""
+    from imgwatch.cleanup import manifest as manifests
+    from imgwatch.cleanup.mover import move_forward, one_cleanup_at_a_time
+    from imgwatch.cleanup.plan import plan_moves
+
+    roots = watched_now(config)
+    if dry_run:
+        moves, refused = plan_moves(groups, roots, destination)
+        return Cleanup(tuple(moves), tuple(refused), None, dry_run=True)
+    folder = config.data_dir.cleanups
+    with one_cleanup_at_a_time(folder):
+        moves, refused = plan_moves(groups, roots, destination)
+        if not moves:
+            return Cleanup((), tuple(refused), None)
+        created = time.time()
+        planned = Manifest(manifests.new_manifest_path(folder, created), destination.in_manifest, created, "moving",
+                           tuple(moves))
+        manifests.write(planned)  # before the first file moves
+        done = move_forward(planned, store, roots)
+    return dataclasses.replace(done, refused=(*refused, *done.refused))
+
+
+def undo_cleanup(config: Config, store: GraphStore, manifest: str | os.PathLike[str]) -> Cleanup:
+    """Put back every file the clean-up of ``manifest`` moved (see cleanup.mover.move_back)."""
+    from imgwatch.cleanup import manifest as manifests
+    from imgwatch.cleanup.mover import move_back, one_cleanup_at_a_time
+
+    with one_cleanup_at_a_time(config.data_dir.cleanups):
+        found = manifests.read(manifest)
+        if found.state == "undone":
+            return Cleanup((), (), found.path)
+        return move_back(found, store, watched_now(config))
+
+
+def finish_unfinished(config: Config, store: GraphStore) -> list[Cleanup]:
+    """Finish the clean-ups (or undos) a kill or crash stopped part-way, oldest first."""
+    from imgwatch.cleanup import manifest as manifests
+    from imgwatch.cleanup.mover import move_back, move_forward, one_cleanup_at_a_time
+
+    folder = config.data_dir.cleanups
+    finished = []
+    with one_cleanup_at_a_time(folder):
+        for manifest in manifests.unfinished(folder):
+            carry = move_forward if manifest.state == "moving" else move_back
+            finished.append(carry(manifest, store, watched_now(config)))
+    return finished
+
+
+def manifest_by_id(config: Config, manifest_id: str) -> Path:
+    """The manifest the web page names by its file name (never a path from a client)."""
+    path = config.data_dir.cleanups / manifest_id
+    if not MANIFEST_NAME.fullmatch(manifest_id) or not path.is_file():
+        raise CleanupRefused(f"no clean-up {manifest_id!r} in {config.data_dir.cleanups}")
+    return path
+
+
+def page_destination(config: Config) -> Destination:
+    """Where the web page moves copies: [duplicates] move_to, or the trash when it is empty."""
+    return Destination.folder(config.duplicates.move_to) if config.duplicates.move_to else Destination.trash()
+
+
+def watched_now(config: Config) -> list[str]:
+    """general.roots and the folders running workers announce (when the queue answers)."""
+    configured = [str(path) for path in config.root_paths]
+    try:
+        announced = WorkerRoots.for_queue(WorkQueue.from_config(config)).current()
+    except QueueUnavailable:
+        announced = []
+    return watched_roots(configured, announced)
 
 
 # -- forget --------------------------------------------------------------------------------------
