@@ -64,6 +64,10 @@ def transfer(source: str, target: str, sha256: str) -> None:
 
     Refuses (MoveRefused) a target holding other content, and (ContentChanged) a source whose
     content is not ``sha256``: nothing is removed then. Done already: nothing to do."""
+    # A copy killed part-way, in either direction (a move, or its undo), left a partial: never the only
+    # copy (it is renamed in before its source goes), and its name is ours alone.
+    _remove_partial(partial_path(source))
+    _remove_partial(partial_path(target))
     source_there, target_there = os.path.lexists(source), os.path.lexists(target)
     if target_there:
         if not _holds(target, sha256):
@@ -97,19 +101,29 @@ def transfer(source: str, target: str, sha256: str) -> None:
 def _copy_whole(source: str, target: str, sha256: str) -> None:
     """Copy across file systems: a partial file, flushed, read back and checked, then renamed in."""
     partial = partial_path(target)
-    if os.path.lexists(partial):
-        os.unlink(partial)  # our own leftover from a kill: its name is ours alone
-    with open(source, "rb") as reader, open(partial, "xb") as writer:
-        shutil.copyfileobj(reader, writer, 1 << 20)
-        writer.flush()
-        os.fsync(writer.fileno())
-    shutil.copystat(source, partial)  # mode and times (ns): the photo's date stays
-    if not _holds(partial, sha256):
-        os.unlink(partial)
+    try:
+        with open(source, "rb") as reader, open(partial, "xb") as writer:
+            shutil.copyfileobj(reader, writer, 1 << 20)
+            writer.flush()
+            shutil.copystat(source, partial)  # mode and times (ns): the photo's date stays; before the fsync,
+            os.fsync(writer.fileno())  # so that the date outlives a power cut as the bytes do
+        whole = _holds(partial, sha256)
+    except BaseException:
+        _remove_partial(partial)  # a full disk: give its space back now, not at some later run
+        raise
+    if not whole:
+        _remove_partial(partial)
         raise MoveRefused(f"the copy of {source} at {target} did not read back whole (its content hash "
                           f"differs): {source} is left in place; check the disk")
     rename_no_replace(partial, target)
     _flush_folder(os.path.dirname(target))
+
+
+def _remove_partial(partial: str) -> None:
+    try:
+        os.unlink(partial)
+    except FileNotFoundError:
+        pass
 
 
 def _holds(path: str, sha256: str) -> bool:
