@@ -11,6 +11,7 @@ which an undo needs.)
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import time
@@ -31,7 +32,9 @@ class TrashSlot:
 
 
 def home_trash() -> Path:
-    data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    data_home = os.environ.get("XDG_DATA_HOME", "")
+    if not os.path.isabs(data_home):  # unset, empty, or relative: the XDG spec says to ignore it
+        data_home = os.path.join(os.path.expanduser("~"), ".local", "share")
     return Path(data_home) / "Trash"
 
 
@@ -48,11 +51,16 @@ def _device_of(path: Path) -> int:
 
 def volume_top(path: str) -> Path:
     """The mount point of the file system holding ``path`` (a folder, or a file's folder)."""
-    current = Path(os.path.realpath(os.path.dirname(path)))
+    current = _real_folder(path)
     device = current.stat().st_dev
     while current.parent != current and current.parent.stat().st_dev == device:
         current = current.parent
     return current
+
+
+def _real_folder(path: str) -> Path:
+    """The folder of ``path`` with every link resolved: a watched folder may be a link onto another volume."""
+    return Path(os.path.realpath(os.path.dirname(path)))
 
 
 def trash_for(path: str) -> tuple[Path, Path | None]:
@@ -64,18 +72,29 @@ def trash_for(path: str) -> tuple[Path, Path | None]:
     shared = top / ".Trash"
     try:
         st = os.lstat(shared)
-        if stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX:
-            return shared / str(os.getuid()), top
+        own = shared / str(os.getuid())
+        if stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX and not _made_by_another(own):
+            return own, top
     except FileNotFoundError:
         pass
     return top / f".Trash-{os.getuid()}", top
+
+
+def _made_by_another(folder: Path) -> bool:
+    """Whether ``folder`` is there but is not a folder of this user's own (a link, another's folder): in a
+    place others can write to (a sticky .Trash, a volume's top) it could be made to receive our photos."""
+    try:
+        st = os.lstat(folder)
+    except FileNotFoundError:
+        return False
+    return not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid()
 
 
 def choose_slot(path: str, taken: set[str]) -> TrashSlot:
     """A free name for ``path`` in its volume's trash ("name", then "name.2", ... before the extension),
     not in ``taken`` (names chosen for other files of the same clean-up). Creates nothing."""
     trash, top = trash_for(path)
-    original = os.path.relpath(path, top) if top is not None else path
+    original = os.path.relpath(_real_folder(path) / os.path.basename(path), top) if top is not None else path
     stem, extension = os.path.splitext(os.path.basename(path))
     for number in range(1, 100_000):
         name = f"{stem}{extension}" if number == 1 else f"{stem}.{number}{extension}"
@@ -107,8 +126,12 @@ def claim_slot(slot: TrashSlot, when: float) -> bool:
     """Write ``slot``'s .trashinfo (never over another's), making the trash folders (0700) as needed.
     True when the slot is ours: written now, or written for the same file by an earlier, killed run."""
     trash = Path(slot.info).parent.parent
-    for folder in (trash, trash / "info", trash / "files"):
-        folder.mkdir(mode=0o700, parents=folder == trash, exist_ok=True)
+    trash.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not os.path.isabs(slot.original) and _made_by_another(trash):  # a volume's trash (Path= relative)
+        raise PermissionError(errno.EACCES, "this trash is not a folder of yours (a link, or another user's): "
+                              "remove it or choose a folder with --move-to", str(trash))
+    for folder in (trash / "info", trash / "files"):
+        folder.mkdir(mode=0o700, exist_ok=True)
     try:
         descriptor = os.open(slot.info, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
