@@ -32,7 +32,7 @@ from imgwatch.log import get_logger
 from imgwatch.reports import printable
 from imgwatch.store import ImageNotFound
 from imgwatch.web import routes as pages
-from imgwatch.web.duplicates_view import api_duplicates, duplicates_page
+from imgwatch.web.duplicates_view import Notices, api_duplicates, decide, duplicates_page
 from imgwatch.web.routes import JSONResponse, render_page
 from imgwatch.web.security import AccessGuard, ASGIApp
 from imgwatch.web.state import WebState
@@ -58,6 +58,8 @@ STATUS_OF_ERROR: list[tuple[type[ImgwatchError], int]] = [
 
 # The pages a link from another site may open (everything else refuses requests from other sites).
 PAGES = frozenset({"/", "/photo", "/duplicates", "/status"})
+# The POSTs that write nothing (searches by upload): every other POST needs the page's form key.
+SEARCHES = frozenset({"/", "/api/search"})
 
 
 def routes() -> list[Route | Mount]:
@@ -65,6 +67,7 @@ def routes() -> list[Route | Mount]:
         Route("/", pages.search_page, methods=["GET", "POST"]),
         Route("/photo", pages.photo_page),
         Route("/duplicates", duplicates_page),
+        Route("/duplicates/decide", decide, methods=["POST"]),
         Route("/status", pages.status_page),
         Route("/thumb", pages.thumbnail),
         Route("/view", pages.large_view),
@@ -102,7 +105,10 @@ def create_app(config: Config, token: str | None = None) -> ASGIApp:
     )
     app.state.web = web
     app.state.templates = _templates()
-    return AccessGuard(app, token=token, host=config.web.host, pages=PAGES)
+    app.state.notices = Notices()
+    guard = AccessGuard(app, token=token, host=config.web.host, pages=PAGES, searches=SEARCHES)
+    app.state.form_key = guard.form_key  # the pages' forms carry it
+    return guard
 
 
 def _templates() -> Jinja2Templates:

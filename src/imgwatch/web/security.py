@@ -20,6 +20,12 @@
   which this server never grants), and a top-level navigation (GET, ``Sec-Fetch-Mode:
   navigate``, ``Sec-Fetch-Dest: document``) to one of the pages, so a link to the page from
   elsewhere still opens it. Requests with neither header (curl, scripts) are answered as before.
+* Every write (any POST but the searches, which write nothing) must carry the server's form key,
+  a random value made at start and written into the pages' forms: the form field ``form_key`` or
+  the header ``X-Imgwatch-Form``; without it the answer is 403. A browser fooled by another site
+  cannot know it (the site cannot read this server's pages). Requests with ``Authorization:
+  Bearer`` need no key. This stands behind the refusal of other sites' requests, for browsers that
+  send neither ``Sec-Fetch-Site`` nor ``Origin``.
 * Every response carries headers that keep the page from being framed, from loading
   anything from elsewhere, and from having responses sniffed as another type; the answers of
   Starlette's own error handler too, since the guard wraps the whole application.
@@ -32,6 +38,7 @@ import ipaddress
 import math
 import os
 import re
+import secrets
 import stat
 from collections.abc import Awaitable, Callable, MutableMapping
 from http.cookies import SimpleCookie
@@ -51,6 +58,10 @@ TOKEN_CHARACTER_CLASSES = ("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUV
 TOKEN_ADVICE = "e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
 TOKEN_CHARACTERS = re.compile(r"[A-Za-z0-9._~+/=-]+")  # what a cookie can carry unquoted
 COOKIE_NAME = "imgwatch_token"
+FORM_KEY_FIELD = "form_key"
+FORM_KEY_HEADER = "x-imgwatch-form"
+MAX_FORM_BYTES = 64 * 1024  # a write's form (paths and switches); the body is read to find the key
+READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -183,13 +194,18 @@ class AccessGuard:
     """ASGI middleware around the whole application: the token check (or the loopback Host check),
     the refusal of requests from other sites, and the security headers.
 
-    ``pages``: the paths a link from another site may open (a top-level navigation).
+    ``pages``: the paths a link from another site may open (a top-level navigation); ``searches``:
+    the paths a POST may reach without the form key (they write nothing). ``form_key``: made here,
+    random per server, for the pages to put in their forms.
     """
 
-    def __init__(self, app: ASGIApp, token: str | None, host: str, pages: frozenset[str]) -> None:
+    def __init__(self, app: ASGIApp, token: str | None, host: str, pages: frozenset[str],
+                 searches: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.token = token
         self.pages = pages
+        self.searches = searches
+        self.form_key = secrets.token_urlsafe(32)
         self.allowed_hosts = {"localhost", "127.0.0.1", "::1", host.strip().strip("[]").lower()}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -212,6 +228,11 @@ class AccessGuard:
             await _plain(send_with_headers, 403, refusal)
             return
         if self.token is None or bearer or self._cookie(headers):
+            if not bearer and scope["method"] not in READ_ONLY_METHODS and scope["path"] not in self.searches:
+                replayed = await self._with_form_key(headers, receive, send_with_headers)
+                if replayed is None:
+                    return
+                receive = replayed
             await self.app(scope, receive, send_with_headers)
             return
         query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
@@ -240,6 +261,35 @@ class AccessGuard:
         morsel = cookie.get(COOKIE_NAME)
         return morsel is not None and self._matches(morsel.value)
 
+    async def _with_form_key(self, headers: dict[str, str], receive: Receive, send: Send) -> Receive | None:
+        """``receive`` for the application when the write carries the form key (the header, or the
+        field of a url-encoded form, whose body is read here and handed on); None once refused."""
+        if self._is_form_key(headers.get(FORM_KEY_HEADER, "")):
+            return receive
+        body = b""
+        if headers.get("content-type", "").split(";")[0].strip().lower() == "application/x-www-form-urlencoded":
+            more = True
+            while more:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return None  # the client went away
+                body += message.get("body", b"")
+                more = message.get("more_body", False)
+                if len(body) > MAX_FORM_BYTES:
+                    await _plain(send, 413, f"refused: a form larger than {MAX_FORM_BYTES // 1024} KiB")
+                    return None
+            offered = [value for key, value in parse_qsl(body.decode("latin-1"), keep_blank_values=True)
+                       if key == FORM_KEY_FIELD]
+            if offered and self._is_form_key(offered[-1]):
+                return _replay(body, receive)
+        await _plain(send, 403, "refused: this write lacks the page's form key (reload the page and try again; "
+                                f"scripts send Authorization: Bearer TOKEN, or the {FORM_KEY_FIELD} the page holds "
+                                "as the header X-Imgwatch-Form)")
+        return None
+
+    def _is_form_key(self, candidate: str) -> bool:
+        return hmac.compare_digest(candidate.encode("utf-8", "surrogateescape"), self.form_key.encode("ascii"))
+
     async def _remember(self, scope: Scope, send: Send) -> None:
         """Set the token cookie and redirect to the same page without ?token=."""
         raw_query: bytes = scope.get("query_string", b"")
@@ -260,6 +310,16 @@ def local_location(raw_path: bytes) -> bytes:
     characters of a URL path is percent-encoded (a browser drops tabs and newlines, which could
     bring two slashes together again)."""
     return b"/" + quote(raw_path.lstrip(b"/\\"), safe="/%:@!$&'()*+,;=-._~").encode("ascii")
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands on ``body`` read already, then what the client sends next (its disconnect)."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replayed() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replayed
 
 
 async def _plain(send: Send, status: int, text: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:

@@ -1,0 +1,291 @@
+"""The duplicates page a person can finish: paging, "keep this", "not duplicates", and the writes'
+defences (the token, requests from other sites, the form key), against a real `imgwatch web` over
+a store of its own (the actions change it), in real Chromium where a person would click.
+
+The library: five scikit-image photos each with a resized copy (look-alike groups at 0.99995, as
+in test_api.py), and SERIES distinct noise images each with a byte copy (exact-copy groups, more
+than one page of them). Indexed through the real Embedder, the copies' vectors reused as a worker
+finds them by content hash.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from imgwatch.embedding import Embedded, Embedder, EmbeddingModel
+from imgwatch.store import ImageRecord, open_store
+from imgwatch.valkey_server import EmbeddedValkey
+from imgwatch.web.duplicates_view import GROUPS_PER_PAGE
+from tests.helpers import make_config, process_env
+from tests.web.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.web.conftest import WebServer, start_server, stop_server
+
+SERIES = GROUPS_PER_PAGE + 5  # exact-copy groups: one page and a bit
+LOOK_ALIKE = "threshold=0.99995"
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera")
+TOKEN = "Qp4-another.long~token_9876543210"
+CROSS_SITE = {"sec-fetch-site": "cross-site", "sec-fetch-mode": "navigate", "sec-fetch-dest": "document"}
+
+
+@dataclass
+class Library:
+    root: Path
+    photos: dict[str, Path]  # short name -> indexed path ("astronaut", "astronaut-small", ...)
+    data_dir: Path
+    env: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory: pytest.TempPathFactory, photo_arrays: dict[str, Any], random_model: EmbeddingModel,
+            queue_server: EmbeddedValkey) -> Library:
+    import numpy as np
+    from PIL import Image
+
+    tmp = tmp_path_factory.mktemp("duplicates-actions")
+    root = tmp / "photos"
+    (root / "small").mkdir(parents=True)
+    (root / "series" / "copies").mkdir(parents=True)
+    photos: dict[str, Path] = {}
+    for name in PHOTOS:
+        image = Image.fromarray(np.asarray(photo_arrays[name])).convert("RGB")
+        photos[name] = root / f"{name}.jpg"
+        image.save(photos[name], quality=90)
+        photos[f"{name}-small"] = root / "small" / f"{name}-small.jpg"
+        image.resize((image.width // 2, image.height // 2)).save(photos[f"{name}-small"], quality=80)
+    noise = np.random.default_rng(7)
+    for number in range(SERIES):
+        photos[f"series-{number}"] = root / "series" / f"{number:03d}.png"
+        Image.fromarray(noise.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(photos[f"series-{number}"])
+        photos[f"series-{number}-copy"] = root / "series" / "copies" / f"{number:03d}.png"
+        shutil.copy2(photos[f"series-{number}"], photos[f"series-{number}-copy"])
+
+    env = process_env(tmp, IMGWATCH_QUEUE_REDIS_URL=queue_server.url, IMGWATCH_QUEUE_NAME="test-duplicates-actions",
+                      IMGWATCH_GENERAL_ROOTS=str(root))
+    env.pop("IMGWATCH_WEB_TOKEN", None)
+    config = make_config(tmp / "data")
+    originals = [path for name, path in photos.items() if not name.endswith("-copy")]
+    with Embedder(random_model, batch_size=8) as embedder, open_store(config) as store:
+        store.ensure_model(random_model.identity, random_model.dim)
+        records: dict[str, ImageRecord] = {}
+        for result in embedder.embed_files([str(path) for path in originals]):
+            assert isinstance(result, Embedded), result
+            facts = result.facts
+            records[facts.path] = ImageRecord(facts.path, facts.sha256, facts.size, facts.mtime_ns, result.width,
+                                              result.height, random_model.identity, result.vector)
+        for number in range(SERIES):  # a byte copy: the same content, its own file
+            original, copy = records[str(photos[f"series-{number}"])], photos[f"series-{number}-copy"]
+            records[str(copy)] = ImageRecord(str(copy), original.sha256, original.size, copy.stat().st_mtime_ns,
+                                             original.width, original.height, original.model, original.embedding)
+        store.upsert(list(records.values()))
+        store.link(list(records.values()), config.links.threshold, config.links.top_k)
+    return Library(root, photos, tmp / "data", env)
+
+
+@pytest.fixture(scope="module")
+def server(library: Library) -> Iterator[WebServer]:
+    started = start_server(library.env, library.data_dir.parent / "web.log")
+    yield started
+    stop_server(started)
+
+
+@pytest.fixture
+def client(server: WebServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=60) as opened:
+        yield opened
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if CHROMIUM is None:
+        pytest.skip("no Chromium on PATH for the browser tests (Debian: apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright for the browser tests")
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A fresh page; fails the test on a script error or a CSP violation."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    opened = context.new_page()
+    opened.set_default_timeout(30_000)
+    errors: list[str] = []
+    opened.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    opened.on("pageerror", lambda error: errors.append(str(error)))
+    yield opened
+    context.close()
+    assert not [e for e in errors if not e.startswith("Failed to load resource")], errors
+
+
+@pytest.fixture
+def undecided(library: Library) -> Iterator[None]:
+    """Every decision a test makes is dropped after it, so each test starts from the same groups."""
+    yield
+    with open_store(make_config(library.data_dir), create=False) as store:
+        hashes = [image.sha256 for image in store.get_many([str(p) for p in library.photos.values()]).values()]
+        store.forget_decisions(hashes)
+
+
+def form_key(client: httpx.Client) -> str:
+    found = re.search(r'name="form_key" value="([^"]+)"', client.get(f"/duplicates?{LOOK_ALIKE}").text)
+    assert found, "the page holds no form key"
+    return found.group(1)
+
+
+def group_of(page: Any, path: Path) -> Any:
+    """The group section holding the tile of ``path``."""
+    return page.locator("section.group", has=page.locator(f'.tile[data-path="{path}"]'))
+
+
+# -- paging ----------------------------------------------------------------------------------------
+
+
+def test_the_page_shows_a_page_of_groups_with_links_to_the_rest(page: Any, server: WebServer, client: httpx.Client,
+                                                                tmp_path: Path) -> None:
+    page.goto(server.url + "/duplicates?exact=1")
+    assert page.locator("section.group").count() == GROUPS_PER_PAGE
+    assert page.locator("#pager-top .range").inner_text() == f"groups 1–{GROUPS_PER_PAGE} of {SERIES}"
+    assert page.locator("#pager-top a[rel=prev]").count() == 0
+    (tmp_path / "page-1.png").write_bytes(page.screenshot(full_page=False))
+
+    page.locator("#pager-bottom a[rel=next]").click()
+    page.wait_for_url(re.compile(r"/duplicates\?exact=1&threshold=0\.95&page=2$"))  # the listing is kept
+    assert page.locator("section.group").count() == SERIES - GROUPS_PER_PAGE
+    assert page.locator("#pager-top .range").inner_text() == f"groups {GROUPS_PER_PAGE + 1}–{SERIES} of {SERIES}"
+    assert page.locator("#pager-top a[rel=next]").count() == 0
+    page.locator("#pager-top a[rel=prev]").click()
+    page.wait_for_url(re.compile(r"/duplicates\?exact=1&threshold=0\.95$"))
+
+    first = client.get("/api/duplicates?exact=1").json()
+    assert (first["page"], first["pages"], first["per_page"], first["total"]) == (1, 2, GROUPS_PER_PAGE, SERIES)
+    assert len(first["groups"]) == GROUPS_PER_PAGE
+    second = client.get("/api/duplicates?exact=1&page=2").json()
+    assert len(second["groups"]) == SERIES - GROUPS_PER_PAGE
+    assert not {g["keep"] for g in first["groups"]} & {g["keep"] for g in second["groups"]}
+    past = client.get("/api/duplicates?exact=1&page=9").json()  # past the last page: the last
+    assert past["page"] == 2 and past["groups"] == second["groups"]
+    for bad in ("0", "-1", "two", "1.5"):
+        refused = client.get(f"/api/duplicates?exact=1&page={bad}")
+        assert refused.status_code == 400 and refused.json() == {"error": "page must be a whole number from 1"}
+
+
+# -- decisions -------------------------------------------------------------------------------------
+
+
+def test_keep_this_records_the_decision_and_hides_the_group(page: Any, server: WebServer, library: Library,
+                                                            undecided: None, tmp_path: Path) -> None:
+    astronaut, small = library.photos["astronaut"], library.photos["astronaut-small"]
+    page.goto(f"{server.url}/duplicates?{LOOK_ALIKE}")
+    group = group_of(page, small)
+    assert group.locator(".tile").first.get_attribute("data-path") == str(astronaut)  # the rule keeps the larger
+    assert group.locator(".member").first.locator(".keep-this").count() == 0  # the keeper has nothing to choose
+    (tmp_path / "before.png").write_bytes(page.screenshot())
+
+    group.locator(".member", has=page.locator(f'.tile[data-path="{small}"]')).get_by_role("button",
+                                                                                        name="Keep this").click()
+    page.wait_for_selector("#notice")
+    assert page.locator("#notice").inner_text() == ("Decided: keep astronaut-small.jpg over 1 other photo of its "
+                                                    "group; the group is hidden until another copy joins.")
+    assert group_of(page, small).count() == 0
+    assert re.search(r"/duplicates\?threshold=0\.99995&notice=[\w-]+$", page.url)
+    (tmp_path / "after.png").write_bytes(page.screenshot())
+    with open_store(make_config(library.data_dir), create=False) as store:
+        images = store.get_many([str(astronaut), str(small)])
+        [decision] = store.decisions_about({images[str(small)].sha256})
+    assert decision.kind == "keep" and decision.keep == images[str(small)].sha256
+    assert decision.hashes == {images[str(astronaut)].sha256, images[str(small)].sha256}
+
+    page.goto(f"{server.url}/duplicates?{LOOK_ALIKE}&all=1")  # shown decided, the chosen one kept
+    assert group_of(page, small).locator(".tile").first.get_attribute("data-path") == str(small)
+
+
+def test_not_duplicates_records_the_decision_for_the_whole_group(page: Any, server: WebServer, library: Library,
+                                                                 undecided: None) -> None:
+    chelsea, small = library.photos["chelsea"], library.photos["chelsea-small"]
+    page.goto(f"{server.url}/duplicates?{LOOK_ALIKE}")
+    group_of(page, chelsea).get_by_role("button", name="Not duplicates").click()
+    page.wait_for_selector("#notice")
+    assert page.locator("#notice").inner_text() == ("Decided: the 2 photos kept by chelsea.jpg are not duplicates; "
+                                                    "their group is hidden until another copy joins.")
+    assert group_of(page, chelsea).count() == 0
+    with open_store(make_config(library.data_dir), create=False) as store:
+        [decision] = store.decisions_about({store.get_many([str(small)])[str(small)].sha256})
+    assert decision.kind == "not_duplicates" and len(decision.hashes) == 2
+
+
+def test_exact_copies_offer_neither_keep_this_nor_not_duplicates(page: Any, server: WebServer) -> None:
+    page.goto(server.url + "/duplicates?exact=1")
+    assert page.locator("section.group").count() == GROUPS_PER_PAGE
+    assert page.locator(".keep-this").count() == 0 and page.get_by_role("button", name="Not duplicates").count() == 0
+
+
+def test_an_action_on_a_group_no_longer_listed_says_to_reload(client: httpx.Client, library: Library) -> None:
+    not_a_keeper = str(library.photos["series-0-copy"])
+    answer = client.post(f"/duplicates/decide?{LOOK_ALIKE}", headers={"x-imgwatch-form": form_key(client)},
+                         data={"action": "not_duplicates", "group": not_a_keeper})
+    assert answer.status_code == 409 and "is listed any more" in answer.text and "reload the page" in answer.text
+
+
+# -- the writes' defences ----------------------------------------------------------------------------
+
+
+def test_a_write_needs_the_form_key_and_a_request_from_another_site_is_refused(
+        client: httpx.Client, library: Library, undecided: None) -> None:
+    fields = {"action": "not_duplicates", "group": str(library.photos["rocket"])}
+    key = form_key(client)
+    for headers, data, why in [
+        ({}, fields, "lacks the page's form key"),
+        ({}, {**fields, "form_key": key[:-1] + "x"}, "lacks the page's form key"),
+        ({"x-imgwatch-form": "not-it"}, fields, "lacks the page's form key"),
+        ({**CROSS_SITE}, {**fields, "form_key": key}, "a cross-site request"),
+        ({"origin": "http://attacker.example"}, {**fields, "form_key": key}, "http://attacker.example"),
+    ]:
+        refused = client.post(f"/duplicates/decide?{LOOK_ALIKE}", headers=headers, data=data)
+        assert refused.status_code == 403 and why in refused.text, (headers, refused.text)
+        assert len(refused.text.strip().splitlines()) == 1
+    assert client.get(f"/api/duplicates?{LOOK_ALIKE}&all=1").json()["hidden"] == 0  # nothing was decided
+
+    done = client.post(f"/duplicates/decide?{LOOK_ALIKE}", data={**fields, "form_key": key})
+    assert done.status_code == 303 and done.headers["location"].startswith(f"/duplicates?{LOOK_ALIKE}&notice=")
+    assert client.get(f"/api/duplicates?{LOOK_ALIKE}").json()["hidden"] == 1
+    # the search by upload writes nothing and needs no key (its form works without JavaScript)
+    searched = client.post("/api/search?top=1", files={"image": ("a.jpg", library.photos["camera"].read_bytes())})
+    assert searched.status_code == 200
+
+
+def test_with_a_token_the_page_acts_for_the_browser_holding_it_and_scripts_need_no_form_key(
+        browser: Any, library: Library, undecided: None, tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
+    server = start_server({**library.env, "IMGWATCH_WEB_TOKEN_FILE": str(token_file)}, tmp_path / "web.log")
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        page = context.new_page()
+        page.goto(f"{server.url}/duplicates?{LOOK_ALIKE}&token={TOKEN}")  # the cookie, then the page without it
+        page.wait_for_url(re.compile(rf"/duplicates\?{LOOK_ALIKE}$"))
+        group_of(page, library.photos["coffee"]).get_by_role("button", name="Not duplicates").click()
+        page.wait_for_selector("#notice")
+        assert group_of(page, library.photos["coffee"]).count() == 0
+
+        camera = str(library.photos["camera"])
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            fields = {"action": "not_duplicates", "group": camera}
+            assert client.post(f"/duplicates/decide?{LOOK_ALIKE}", data=fields).status_code == 401  # no token
+            bearer = {"authorization": f"Bearer {TOKEN}"}
+            by_script = client.post(f"/duplicates/decide?{LOOK_ALIKE}", headers=bearer, data=fields)
+            assert by_script.status_code == 303, by_script.text
+            assert client.get(f"/api/duplicates?{LOOK_ALIKE}", headers=bearer).json()["hidden"] == 2
+    finally:
+        context.close()
+        stop_server(server)
