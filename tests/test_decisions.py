@@ -7,8 +7,10 @@ groups are known without the model; both backends (embedded, the Neo4j stand-in)
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import hashlib
+import io
 import json
 import os
 from pathlib import Path
@@ -149,6 +151,8 @@ def test_cli_decides_shows_decisions_in_json_and_undecides(tmp_path: Path) -> No
     assert "(1 decided group hidden: --all shows them)" in imgwatch(env, "duplicates").stdout
     [group] = json.loads(imgwatch(env, "duplicates", "--all", "--json").stdout)
     assert group["decision"]["kind"] == "not_duplicates" and group["decision"]["decided"] is True
+    keeper_row = next(csv.DictReader(io.StringIO(imgwatch(env, "duplicates", "--all", "--csv").stdout)))
+    assert keeper_row["decision"].startswith("decided on ") and keeper_row["decision"].endswith(": not duplicates")
 
     imgwatch(env, "duplicates", "--keep", paths[1], paths[0], paths[2])
     [group] = json.loads(imgwatch(env, "duplicates", "--all", "--json").stdout)

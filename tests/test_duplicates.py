@@ -158,9 +158,9 @@ def test_output_as_json_csv_and_text() -> None:
         ],
     }]
     assert list(csv.reader(io.StringIO(as_csv([group])))) == [
-        ["group", "path", "keep", "width", "height", "size", "score", "reason"],
-        ["1", "/p/big.jpg", "true", "4000", "3000", "5100000", "1.000000", reason],
-        ["1", "/p/small.jpg", "false", "800", "600", "120400", "0.999120", ""],
+        ["group", "path", "keep", "width", "height", "size", "score", "reason", "decision"],
+        ["1", "/p/big.jpg", "true", "4000", "3000", "5100000", "1.000000", reason, ""],
+        ["1", "/p/small.jpg", "false", "800", "600", "120400", "0.999120", "", ""],
     ]
     assert as_text([group], 0.95).splitlines() == [
         f"group 1: 2 images, keep: {reason}",
@@ -179,7 +179,7 @@ def test_output_as_json_csv_and_text() -> None:
     ]
     assert as_json([exact])[0]["exact"] is True and as_json([exact])[0]["images"][1]["score"] == 1.0
     assert as_text([], 0.95) == "no duplicates at ≥ 0.95" and as_text([], None) == "no exact copies"
-    assert as_csv([]) == "group,path,keep,width,height,size,score,reason"
+    assert as_csv([]) == "group,path,keep,width,height,size,score,reason,decision"
 
 
 def test_a_path_that_is_not_utf8_is_shown_not_crashed_on() -> None:

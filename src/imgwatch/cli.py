@@ -395,7 +395,7 @@ def _write_sheet(config: Config, query: str, matches: list[Match], out: str, con
 @click.option("--exact", is_flag=True, help="Only exact copies: the same content (SHA-256); no links read.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of groups: {keep, reason, images: [...]}.")
 @click.option("--csv", "as_csv", is_flag=True,
-              help="Print CSV rows: group,path,keep,width,height,size,score,reason.")
+              help="Print CSV rows: group,path,keep,width,height,size,score,reason,decision.")
 @click.option("--all", "show_decided", is_flag=True, help="Also show the groups your decisions settle, marked.")
 @click.option("--not-duplicates", "not_duplicates", is_flag=True,
               help="Decide that the PATHS are not duplicates of each other (a burst, a series): their group is hidden.")
@@ -694,8 +694,9 @@ def migrate(config: Config, target_backend: str) -> None:
                    err=True)
         with click.progressbar(length=totals.images + totals.links, label="migrating", file=sys.stderr) as bar:
             report = copy_store(source, target, progress=lambda _phase, done: bar.update(done))
-    click.echo(f"copied {report.images_copied} images ({report.images_skipped} were already there) and "
-               f"{report.links_copied} links to {target_backend}. To use it: set general.store = "
+    click.echo(f"copied {report.images_copied} images ({report.images_skipped} were already there), "
+               f"{report.links_copied} links and {report.decisions_copied} duplicate decisions to {target_backend}. "
+               "To use it: set general.store = "
                f"\"{target_backend}\" (or IMGWATCH_GENERAL_STORE={target_backend}).")
 
 

@@ -43,7 +43,7 @@ from imgwatch.store import GraphStore, Link, StoredImage
 from imgwatch.store.base import Decision
 
 DEFAULT_THRESHOLD = 0.95
-CSV_COLUMNS = ("group", "path", "keep", "width", "height", "size", "score", "reason")
+CSV_COLUMNS = ("group", "path", "keep", "width", "height", "size", "score", "reason", "decision")
 
 # Unit vectors by path, for the images of one component: scores where no link was stored.
 Vectors = Callable[[Sequence[StoredImage]], Mapping[str, np.ndarray]]
@@ -371,8 +371,8 @@ def as_json_text(groups: Sequence[DuplicateGroup]) -> str:
 
 
 def as_csv(groups: Sequence[DuplicateGroup]) -> str:
-    """One row per image: ``group,path,keep,width,height,size,score,reason`` (group numbers from 1;
-    the reason on the keeper's row).
+    """One row per image: ``group,path,keep,width,height,size,score,reason,decision`` (group numbers
+    from 1; the reason and the line on a decision about the group (decision_line) on the keeper's row).
 
     Paths are shown as the text output shows them (see printable), since CSV is read in
     terminals and spreadsheets too; JSON keeps them exact for programs."""
@@ -383,7 +383,8 @@ def as_csv(groups: Sequence[DuplicateGroup]) -> str:
         for image, score in zip(group.images, group.scores, strict=True):
             keep = image.path == group.keep
             writer.writerow([number, printable(image.path), "true" if keep else "false",
-                             image.width, image.height, image.size, f"{score:.6f}", group.reason if keep else ""])
+                             image.width, image.height, image.size, f"{score:.6f}", group.reason if keep else "",
+                             (decision_line(group) or "") if keep else ""])
     return out.getvalue().rstrip("\n")
 
 

@@ -142,3 +142,19 @@ def test_an_empty_source_copies_nothing(stores: tuple[GraphStore, GraphStore]) -
     report = migrate(source, target)
     assert (report.images_copied, report.links_copied) == (0, 0)
     assert target.stats().images == 0
+
+
+def test_duplicate_decisions_go_along_with_when_they_were_made_and_a_rerun_adds_none(
+        stores: tuple[GraphStore, GraphStore]) -> None:
+    source, target = stores
+    paths = fill(source)
+    facts = source.get_many(paths)
+    burst = source.record_decision("not_duplicates", [facts[p].sha256 for p in paths[:3]], decided_at=1_700_000_000.5)
+    kept = source.record_decision("keep", [facts[paths[5]].sha256, facts[paths[4]].sha256])
+    every_hash = {image.sha256 for image in facts.values()}
+
+    assert migrate(source, target, page_size=2).decisions_copied == 2  # the burst spans two pages: copied once
+    assert set(target.decisions_about(every_hash)) == {burst, kept}
+    assert target.decisions_about([facts[paths[4]].sha256])[0].keep == facts[paths[5]].sha256
+    migrate(source, target, page_size=2)
+    assert set(target.decisions_about(every_hash)) == {burst, kept}

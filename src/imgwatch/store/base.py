@@ -385,9 +385,10 @@ class GraphStore(abc.ABC):
         order: exact copies, found through the hash index (no vectors, no links)."""
 
     @abc.abstractmethod
-    def record_decision(self, kind: str, hashes: Sequence[str]) -> Decision:
+    def record_decision(self, kind: str, hashes: Sequence[str], decided_at: float | None = None) -> Decision:
         """Record a person's decision about the contents ``hashes`` (see Decision; for "keep",
-        ``hashes[0]`` is the one to keep). A content is in one decision at most: the decisions that
+        ``hashes[0]`` is the one to keep), made at ``decided_at`` (epoch seconds; now by default, a
+        migration keeps the original's). A content is in one decision at most: the decisions that
         held any of these contents before are replaced by this one."""
 
     @abc.abstractmethod

@@ -1,9 +1,10 @@
 """Copy a whole store into another backend without re-embedding (`imgwatch migrate`).
 
 Two passes over the source, in pages: first every image (facts, embedding, linked
-flag, pick bar, indexed_at), then every link, each link once, from the page holding its smaller
-path. Both passes only upsert, so an interrupted migration is resumed by running it
-again: images already copied unchanged are skipped, links are merged.
+flag, pick bar, indexed_at) with the duplicate decisions about their contents, then every link,
+each link once, from the page holding its smaller path. Both passes only upsert, so an
+interrupted migration is resumed by running it again: images already copied unchanged are
+skipped, links are merged, a decision copied again replaces itself.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from imgwatch.errors import ReindexConflict
-from imgwatch.store.base import ExportedImage, GraphStore, StoredImage
+from imgwatch.store.base import Decision, ExportedImage, GraphStore, StoredImage
 from imgwatch.store.batching import chunks
 
 PAGE_SIZE = 500
@@ -26,6 +27,7 @@ class MigrationReport:
     images_copied: int = 0
     images_skipped: int = 0  # already in the target, unchanged (a resumed migration)
     links_copied: int = 0
+    decisions_copied: int = 0
 
 
 def migrate(source: GraphStore, target: GraphStore, *, page_size: int = PAGE_SIZE,
@@ -48,12 +50,20 @@ def migrate(source: GraphStore, target: GraphStore, *, page_size: int = PAGE_SIZ
     target.ensure_model(stats.model, stats.dim, source.recorded_weights_file())  # the weights file goes along
 
     after = ""
+    copied: set[Decision] = set()
     while page := source.export_images(after, page_size):
         present = target.get_many(image.record.path for image in page)
         missing = [image for image in page if not _already_copied(present.get(image.record.path), image)]
         target.import_images(missing)
         report.images_copied += len(missing)
         report.images_skipped += len(page) - len(missing)
+        for decision in source.decisions_about({image.record.sha256 for image in page}):
+            if decision not in copied:  # a decision holding contents of several pages comes once
+                copied.add(decision)
+                others = sorted(decision.hashes - {decision.keep})
+                target.record_decision(decision.kind, [decision.keep, *others] if decision.keep else others,
+                                       decided_at=decision.decided_at)
+        report.decisions_copied = len(copied)
         if progress:
             progress("images", len(page))
         after = page[-1].record.path

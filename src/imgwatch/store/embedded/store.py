@@ -322,9 +322,9 @@ class EmbeddedGraphStore(GraphStore):
 
     # -- a person's decisions about duplicates ---------------------------------------------
 
-    def record_decision(self, kind: str, hashes: Sequence[str]) -> Decision:
+    def record_decision(self, kind: str, hashes: Sequence[str], decided_at: float | None = None) -> Decision:
         contents, keep = checked_decision(kind, hashes)
-        decided_at = time.time()
+        decided_at = time.time() if decided_at is None else decided_at
         with self._db.write() as tx:
             self._forget_decisions(tx, contents)
             decision_id = tx.execute("INSERT INTO duplicate_decisions (kind, keep, decided_at) VALUES (?, ?, ?)",

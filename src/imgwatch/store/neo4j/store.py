@@ -196,9 +196,9 @@ class Neo4jGraphStore(GraphStore):
 
     # -- a person's decisions about duplicates ---------------------------------------------
 
-    def record_decision(self, kind: str, hashes: Sequence[str]) -> Decision:
+    def record_decision(self, kind: str, hashes: Sequence[str], decided_at: float | None = None) -> Decision:
         contents, keep = checked_decision(kind, hashes)
-        decided_at = time.time()
+        decided_at = time.time() if decided_at is None else decided_at
 
         def record(tx: neo4j.ManagedTransaction) -> None:
             tx.run(cypher.FORGET_DECISIONS, hashes=sorted(contents)).consume()
