@@ -7,19 +7,47 @@ Random unit vectors stand in for ResNet50 embeddings. Recall compares nearest() 
 vector index, over-fetched and re-scored) with the exact top-k computed here in numpy,
 and the score check confirms that the scores are raw cosines. ``--wipe`` deletes every
 imgwatch node in the configured database first: use a scratch database.
+
+``--round-trips`` needs no server: it runs worker jobs of 1, 8 and 32 files through the real
+Indexer (random ResNet50 weights on the CPU, small generated JPEGs, a real embedded Valkey for
+the failure ledger) against the tests' stand-in server (tests/store/neo4j_stand_in.py) and
+counts what a server would be sent: transactions, statements by name, and Bolt round trips.
+A statement is one round trip (the driver sends RUN and PULL together); a managed transaction
+adds BEGIN and COMMIT (the driver pipelines BEGIN only in driver.execute_query, which imgwatch
+does not use); an auto-commit statement is one. Counts only: the stand-in times nothing.
+
+    PYTHONPATH=src:. .venv/bin/python bench/neo4j_store.py --round-trips
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import shutil
 import statistics
+import tempfile
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import redis
+from PIL import Image
 
 from imgwatch.config import load_config
+from imgwatch.embedding import Embedder, load_model
+from imgwatch.files import PathFilter
 from imgwatch.store import ImageRecord, open_store
+from imgwatch.store.neo4j import cypher
+from imgwatch.valkey_server import EmbeddedValkey
+from imgwatch.workers.indexer import Indexer, LinkPolicy
+from imgwatch.workqueue import FailureLedger
+from store_scale import cpu_name  # bench/ is on sys.path when run as a script
+
+if TYPE_CHECKING:
+    from tests.store.neo4j_stand_in import FakeServer
 
 MODEL = "bench/random-unit"
 
@@ -32,7 +60,12 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--batch", type=int, default=32, help="images per upsert + link, as a worker does")
     parser.add_argument("--wipe", action="store_true", help="delete imgwatch's nodes in the database first")
+    parser.add_argument("--round-trips", action="store_true",
+                        help="no server: count what worker jobs send to the stand-in server (see above)")
     args = parser.parse_args()
+    if args.round_trips:
+        count_round_trips()
+        return
 
     config = load_config(overrides={"general.store": "neo4j"})
     print(f"client {platform.node()} {platform.processor() or platform.machine()}, server {config.neo4j.uri}")
@@ -75,6 +108,91 @@ def main() -> None:
         print(store.stats())
     finally:
         store.close()
+
+
+JOB_SIZES = (1, 8, 32)  # 32: watch.batch_size, the paths of one queued job
+
+
+def count_round_trips() -> None:
+    """Jobs of new files, byte copies of stored files, touched files (mtime only) and removed
+    files, each size in JOB_SIZES, on a stand-in already holding 64 images."""
+    from tests.store.neo4j_stand_in import fake_store  # the repository root is on PYTHONPATH
+
+    print(f"client {platform.node()} {cpu_name()}; Neo4j stand-in server (counts only, no timings)")
+    names = {text: name for name, text in vars(cypher).items() if isinstance(text, str) and name.isupper()}
+    model = load_model("random", device="cpu", seed=0)
+    with tempfile.TemporaryDirectory() as scratch, EmbeddedValkey(
+            load_config(overrides={"general.data_dir": scratch}, environ={})) as valkey, \
+            Embedder(model, batch_size=16, decode_threads=2) as embedder:
+        ledger = FailureLedger(redis.Redis.from_url(valkey.url), "bench-round-trips")
+        root = Path(scratch) / "photos"
+        store, server = fake_store()
+        store.ensure_model(model.identity, model.dim)
+        indexer = Indexer(embedder, store, ledger, lambda paths: None, LinkPolicy(threshold=0.9, top_k=10),
+                          PathFilter.create(["jpg"], []), [str(root)])
+        indexer.index([write_jpeg(root / "stored" / f"{i}.jpg", i) for i in range(64)])
+        print(f"{'job':<24} {'files':>5} {'read tx':>7} {'write tx':>8} {'statements':>10} {'round trips':>11}"
+              "   statements by name")
+        for size in JOB_SIZES:
+            new = [write_jpeg(root / f"new-{size}" / f"{i}.jpg", 1000 * size + i) for i in range(size)]
+            copies = [str(root / f"copies-{size}" / f"{i}.jpg") for i in range(size)]
+            for i, copy in enumerate(copies):
+                Path(copy).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(root / "stored" / f"{i}.jpg", copy)
+            jobs: list[tuple[str, Callable[[], object]]] = [
+                ("new content", lambda new=new: indexer.index(new)),
+                ("copies of stored content", lambda copies=copies: indexer.index(copies)),
+                ("touched (mtime only)", lambda new=new: (touch(new), indexer.index(new))),
+                ("unchanged", lambda new=new: indexer.index(new)),
+                ("removed", lambda new=new: ([os.remove(path) for path in new], indexer.index(new))),
+            ]
+            for name, job in jobs:
+                counted = counting(server, job)
+                trips = sum(len(statements) + (kind != "auto") * 2 for kind, statements in counted)
+                by_name: dict[str, int] = {}
+                for _, statements in counted:
+                    for statement in statements:
+                        by_name[names.get(statement, "schema")] = by_name.get(names.get(statement, "schema"), 0) + 1
+                print(f"{name:<24} {size:>5} {sum(k == 'read' for k, _ in counted):>7} "
+                      f"{sum(k == 'write' for k, _ in counted):>8} {sum(len(s) for _, s in counted):>10} "
+                      f"{trips:>11}   {', '.join(f'{n} {c}' for n, c in by_name.items())}")
+        ledger.connection.close()
+
+
+def counting(server: FakeServer, job: Callable[[], object]) -> list[tuple[str, list[str]]]:
+    """Run ``job``; each transaction it sent: (read, write or auto, its statements)."""
+    transactions: list[tuple[str, list[str]]] = []
+    read, write, command = server.read, server.write, server.command
+
+    def wrapped(kind: str, run: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            start = len(server.log)
+            try:
+                return run(*args, **kwargs)
+            finally:
+                transactions.append((kind, [statement for _, statement in server.log[start:]]))
+        return call
+
+    server.read, server.write, server.command = (  # type: ignore[method-assign]
+        wrapped("read", read), wrapped("write", write), wrapped("auto", command))
+    try:
+        job()
+    finally:
+        del server.read, server.write, server.command
+    return transactions
+
+
+def write_jpeg(path: Path, seed: int) -> str:
+    """A small JPEG of its own content (noise from ``seed``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path, quality=90)
+    return str(path)
+
+
+def touch(paths: list[str]) -> None:
+    for path in paths:
+        os.utime(path, ns=(1_000_000_000, 1_000_000_000))
 
 
 def record(number: int, vector: np.ndarray) -> ImageRecord:
