@@ -100,6 +100,24 @@ def test_a_changed_source_beside_a_whole_target_keeps_both(tmp_path: Path) -> No
     assert source.read_bytes() == b"edited since" and target.read_bytes() == PHOTO
 
 
+@pytest.mark.parametrize("second_name", ["the same path", "through a linked folder", "through a linked folder, "
+                                         "the photo having another hard link"])
+def test_one_file_under_two_names_is_refused_not_removed(tmp_path: Path, second_name: str) -> None:
+    """Two names of one directory entry look like a move finished but for the unlink: the unlink would lose it."""
+    source = write_photo(tmp_path / "photos" / "a.jpg")
+    (tmp_path / "linked").symlink_to(tmp_path / "photos")
+    if second_name.endswith("hard link"):
+        os.link(source, tmp_path / "elsewhere.jpg")
+    target = source if second_name == "the same path" else tmp_path / "linked" / "a.jpg"
+
+    with pytest.raises(MoveRefused, match="are one file"):
+        transfer(str(source), str(target), sha256_bytes(PHOTO))
+    with pytest.raises(MoveRefused, match="are one file"):
+        transfer(str(target), str(source), sha256_bytes(PHOTO))
+
+    assert source.read_bytes() == PHOTO
+
+
 def test_a_source_gone_with_no_target_is_refused(tmp_path: Path) -> None:
     with pytest.raises(MoveRefused, match="is gone"):
         transfer(str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg"), sha256_bytes(PHOTO))

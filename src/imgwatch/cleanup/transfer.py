@@ -73,6 +73,9 @@ def transfer(source: str, target: str, sha256: str) -> None:
         if not _holds(target, sha256):
             raise MoveRefused(f"{target} already exists with other content: left {source} in place")
         if source_there:
+            if _one_entry(source, target):
+                raise MoveRefused(f"{source} and {target} are one file (the same name, or reached through a "
+                                  "link): nothing to move; it is left in place")
             # A link-then-unlink or a copy that was whole before a kill: the target holds the content,
             # so the source may go, unless it changed since (then both stay).
             if not (os.path.samefile(source, target) or _holds(source, sha256)):
@@ -117,6 +120,17 @@ def _copy_whole(source: str, target: str, sha256: str) -> None:
                           f"differs): {source} is left in place; check the disk")
     rename_no_replace(partial, target)
     _flush_folder(os.path.dirname(target))
+
+
+def _one_entry(first: str, second: str) -> bool:
+    """Whether two paths name one directory entry (not two hard links of one file, which a kill between
+    a link and an unlink leaves): unlinking one would remove the photo."""
+    if not os.path.samefile(first, second):
+        return False
+    if os.stat(first).st_nlink == 1:  # one name only (a link in a folder above, a case-insensitive file system)
+        return True
+    return (os.path.basename(first) == os.path.basename(second)
+            and os.path.realpath(os.path.dirname(first)) == os.path.realpath(os.path.dirname(second)))
 
 
 def _remove_partial(partial: str) -> None:
