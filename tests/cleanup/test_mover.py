@@ -141,6 +141,18 @@ def test_a_changed_copy_and_a_missing_keeper_are_left_in_place_with_why_and_the_
     assert Path(records["second_copy"].path).exists()
 
 
+def test_a_move_to_another_file_system_is_a_checked_copy_and_undo_copies_back(photos, tmpfs: Path) -> None:
+    env, root, records = photos
+    before = contents(root)
+    said = imgwatch(env, "duplicates", "--move-to", str(tmpfs / "dups")).stdout
+    assert said.startswith(f"moved 3 copies (5.4 kB) into {tmpfs / 'dups'}")
+    assert contents(tmpfs / "dups") == {f"photos/{name}": before[name] for name in (
+        "dropped/beach copy.jpg", "small/beach.jpg", "2021/hill (1).jpg")}  # bytes and mtime to the nanosecond
+    assert not Path(records["exact"].path).exists()
+    imgwatch(env, "duplicates", "--undo", said.split("manifest: ")[1].split("\n")[0])
+    assert contents(root) == before and contents(tmpfs / "dups") == {}
+
+
 def test_the_trash_gets_trashinfo_a_desktop_can_restore_from_and_undo_clears_it(photos, tmp_path: Path) -> None:
     env, root, records = photos
     before = contents(root)
