@@ -13,15 +13,16 @@ import hashlib
 import io
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from imgwatch.decisions import decide_keep, decide_not_duplicates, undecide
-from imgwatch.duplicates import DuplicateGroup, as_json, as_text, decided_day
+from imgwatch.decisions import decide_keep, decide_not_duplicates, undecide, with_decisions
+from imgwatch.duplicates import DuplicateGroup, as_json, as_text, decided_day, find_duplicates, stored_unit_vectors
 from imgwatch.errors import ImageNotFound, ImgwatchError
-from imgwatch.store import GraphStore, ImageRecord, open_store
+from imgwatch.store import GraphStore, ImageRecord, StoredImage, open_store
 from imgwatch.use_cases import duplicates_to_show
 from tests.helpers import DIM, MODEL, angled, axis, imgwatch, make_config, make_record, process_env
 
@@ -99,6 +100,39 @@ def test_a_keep_decision_overrides_the_keeper_rule_and_scores_against_the_kept_o
     [data] = as_json([kept])
     assert data["decision"] == {"kind": "keep", "keep": records[2].path, "decided_at": kept.decision.decided_at,
                                 "decided": True, "new": []}
+
+
+def test_keep_decisions_in_many_groups_read_the_vectors_once(embedded_or_stand_in_store: GraphStore,
+                                                             tmp_path: Path) -> None:
+    """Each group a "keep" decision gives another keeper is scored again from the vectors: all of
+    them in one read, not one per group (a round trip each to a Neo4j server, hundreds in a large library)."""
+    scenes = []
+    for scene, base in enumerate((0, 5)):  # two bursts, far apart: two groups
+        shots = [axis(base), turned(base, 0.99, base + 2), turned(base, 0.99, base + 3)]
+        scenes.append([photo(tmp_path / f"scene{scene}" / f"{shot}.jpg", vector, pixels=4000 if shot == 0 else 1000)
+                       for shot, vector in enumerate(shots)])
+    index(embedded_or_stand_in_store, [record for records in scenes for record in records])
+    for records in scenes:
+        decide_keep(embedded_or_stand_in_store, records[2].path, [records[0].path, records[1].path])
+    reads: list[int] = []
+
+    def counted(images: Sequence[StoredImage]) -> dict[str, np.ndarray]:
+        reads.append(len(images))
+        return stored_unit_vectors(embedded_or_stand_in_store, images)
+
+    groups = find_duplicates(embedded_or_stand_in_store, THRESHOLD)
+    kept, hidden = with_decisions(embedded_or_stand_in_store, groups, show_decided=True, vectors=counted)
+    assert reads == [6] and hidden == 0
+    assert sorted(group.keep for group in kept) == sorted(records[2].path for records in scenes)
+    for group in kept:  # against the kept shot: the first at 0.99, the other at 0.99² = 0.9801
+        assert group.scores == pytest.approx((1.0, 0.99, 0.9801), abs=1e-4)
+
+
+def turned(base: int, cosine: float, other_axis: int) -> np.ndarray:
+    """A unit vector whose cosine with e_base is ``cosine``, in the plane of e_base and e_other_axis."""
+    vector = np.zeros(DIM, dtype=np.float32)
+    vector[base], vector[other_axis] = cosine, np.sqrt(1.0 - cosine * cosine)
+    return vector
 
 
 def test_undecide_brings_the_group_back_and_an_unindexed_path_is_refused(

@@ -17,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 
+import numpy as np
+
 from imgwatch.duplicates import DuplicateGroup, Vectors, decided_day
 from imgwatch.errors import ImageNotFound, ImgwatchError
 from imgwatch.files import canonical_path
@@ -31,9 +33,14 @@ def with_decisions(store: GraphStore, groups: Sequence[DuplicateGroup], *, show_
     group's images against a keeper a "keep" decision chose (without it the scores stay)."""
     decisions = store.decisions_about({image.sha256 for group in groups for image in group.images})
     decision_of = {sha256: decision for decision in decisions for sha256 in decision.hashes}
+    marked = [_with_decision(group, decision_of) for group in groups]
+    # The vectors of every group a "keep" decision gives another keeper, in one read: one per
+    # group would be a round trip each to a Neo4j server, hundreds in a large library.
+    rescored = [group for group in marked if not group.exact and _keeper_moves(group)]
+    unit = vectors([image for group in rescored for image in group.images]) if rescored and vectors else {}
     shown, hidden = [], 0
-    for group in groups:
-        decided = _with_decision(group, decision_of, vectors)
+    for group in marked:
+        decided = _kept_by_decision(group, unit) if _decided_keeper(group) is not None else group
         if decided.decided and not show_decided:
             hidden += 1
         else:
@@ -41,8 +48,8 @@ def with_decisions(store: GraphStore, groups: Sequence[DuplicateGroup], *, show_
     return shown, hidden
 
 
-def _with_decision(group: DuplicateGroup, decision_of: Mapping[str, Decision],
-                   vectors: Vectors | None) -> DuplicateGroup:
+def _with_decision(group: DuplicateGroup, decision_of: Mapping[str, Decision]) -> DuplicateGroup:
+    """The group with the decision about it, if any (the keeper stays the rule's)."""
     about = [decision_of[image.sha256] for image in group.images if image.sha256 in decision_of]
     if not about:
         return group
@@ -50,16 +57,29 @@ def _with_decision(group: DuplicateGroup, decision_of: Mapping[str, Decision],
     if decision.kind == "not_duplicates" and len({image.sha256 for image in group.images}) < 2:
         return group  # copies of one content are duplicates whatever was said of it and other photos
     new = tuple(image.path for image in group.images if image.sha256 not in decision.hashes)
-    group = dataclasses.replace(group, decision=decision, new=new)
-    if decision.kind != "keep" or decision.keep not in {image.sha256 for image in group.images}:
-        return group
-    return _kept_by_decision(group, decision, vectors)
+    return dataclasses.replace(group, decision=decision, new=new)
 
 
-def _kept_by_decision(group: DuplicateGroup, decision: Decision, vectors: Vectors | None) -> DuplicateGroup:
-    """The group with the decision's content as keeper (the rule's keeper if it has that content)."""
+def _decided_keeper(group: DuplicateGroup) -> StoredImage | None:
+    """The image whose content the group's "keep" decision keeps, None without one in the group."""
+    decision = group.decision
+    if decision is None or decision.kind != "keep":
+        return None
+    return next((image for image in group.images if image.sha256 == decision.keep), None)
+
+
+def _keeper_moves(group: DuplicateGroup) -> bool:
+    """Whether a "keep" decision makes another image than the rule's the keeper."""
+    keeper = _decided_keeper(group)
+    return keeper is not None and keeper.path != group.keep
+
+
+def _kept_by_decision(group: DuplicateGroup, unit: Mapping[str, np.ndarray]) -> DuplicateGroup:
+    """The group with its "keep" decision's content as keeper (the rule's keeper if it has that
+    content); ``unit``: unit vectors by path, to score a look-alike group against the new keeper."""
+    decision, keeper = group.decision, _decided_keeper(group)
+    assert decision is not None and keeper is not None
     reason = f"kept by your decision on {decided_day(decision)}"
-    keeper = next(image for image in group.images if image.sha256 == decision.keep)
     if keeper.path == group.keep:
         return dataclasses.replace(group, reason=reason)
     others = [image for image in group.images if image.path != keeper.path]
@@ -68,7 +88,6 @@ def _kept_by_decision(group: DuplicateGroup, decision: Decision, vectors: Vector
         scored = {image.path: 1.0 for image in others}
     else:  # scores were against the rule's keeper: score again against this one where the vectors tell
         scored = {group.keep: scores[keeper.path]}  # a cosine is symmetric
-        unit = vectors(group.images) if vectors is not None else {}
         for image in others:
             if image.path != group.keep:
                 scored[image.path] = (float(unit[keeper.path] @ unit[image.path])
