@@ -15,6 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from imgwatch.cleanup import manifest as manifests
+from imgwatch.cleanup.manifest import Manifest, Move
+from imgwatch.cleanup.mover import move_forward
+from imgwatch.cleanup.trash import choose_slot
 from imgwatch.config import Config
 from imgwatch.store import ImageRecord, open_store
 from imgwatch.use_cases import duplicates_to_show
@@ -209,3 +213,45 @@ def _each_content_once(root: Path, dups: Path, before: dict[str, tuple[bytes, in
     now = {**contents(root), **{str(Path(*Path(p).parts[1:])): v for p, v in contents(dups).items()}}
     in_both = set(contents(root)) & {str(Path(*Path(p).parts[1:])) for p in contents(dups)}
     assert not in_both and now == before
+
+
+# -- carrying out a manifest: what it keeps when a move is refused ---------------------------------
+
+
+def _one_move_manifest(tmp_path: Path, source: Path, target: Path, sha256: str, **trash: str) -> Manifest:
+    return Manifest(tmp_path / "moves" / "moves-1.json", "trash" if trash else str(target.parent), 1.0e9, "moving",
+                    (Move(str(source), str(target), source.stat().st_size, sha256, "/keeper.jpg", **trash),))
+
+
+def test_a_trash_move_refused_after_its_slot_was_claimed_leaves_no_entry_in_the_trash(
+        store, tmp_path: Path) -> None:
+    source = tmp_path / "photos" / "a.jpg"
+    source.parent.mkdir()
+    source.write_bytes(b"edited after the plan")
+    slot = choose_slot(str(source), set())  # XDG_DATA_HOME is the test's (autouse env below)
+    manifest = _one_move_manifest(tmp_path, source, Path(slot.files), hashlib.sha256(b"as indexed").hexdigest(),
+                                  trash_info=slot.info, trash_path=slot.original)
+    done = move_forward(manifest, store, [str(tmp_path / "photos")])
+    assert done.moves == () and "changed since it was indexed" in done.refused[0].reason
+    assert not os.path.exists(slot.info) and source.read_bytes() == b"edited after the plan"
+    assert manifests.read(manifest.path).moves == ()
+
+
+def test_a_refused_move_that_left_a_whole_copy_at_its_target_stays_in_the_manifest_for_undo(
+        store, tmp_path: Path) -> None:
+    source, target = tmp_path / "photos" / "a.jpg", tmp_path / "dups" / "a.jpg"
+    for path in (source, target):
+        path.parent.mkdir()
+        path.write_bytes(b"as indexed")
+    manifest = _one_move_manifest(tmp_path, source, target, hashlib.sha256(b"as indexed").hexdigest())
+    source.write_bytes(b"edited after a kill left both copies")
+    done = move_forward(manifest, store, [str(tmp_path / "photos")])
+    assert done.moves == () and "both are left in place" in done.refused[0].reason
+    assert manifests.read(manifest.path).moves == manifest.moves  # the copy in dups/ is not forgotten
+    assert source.read_bytes() == b"edited after a kill left both copies" and target.read_bytes() == b"as indexed"
+
+
+@pytest.fixture(autouse=True)
+def own_trash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The home trash of these tests is in their temp folder (never the developer's)."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))

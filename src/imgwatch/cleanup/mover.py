@@ -59,24 +59,33 @@ def one_cleanup_at_a_time(folder: Path) -> Iterator[None]:
 
 
 def move_forward(manifest: Manifest, store: GraphStore, roots: Sequence[str]) -> Cleanup:
-    """Move every file of ``manifest`` (state "moving"); then it lists only the moves done, state "moved"."""
-    done, refused = [], []
+    """Move every file of ``manifest`` (state "moving"); then it lists the moves done (and any refused
+    one that left a copy at its target, so that an undo knows of it), state "moved"."""
+    done, kept, refused = [], [], []
     follow = _StoreFollower(store, roots)
     for move in manifest.moves:
+        claimed = False
         try:
-            if move.trash_info is not None and not claim_slot(_slot(move), manifest.created):
-                raise MoveRefused(f"{move.trash_info} was taken by another file meanwhile; run again")
+            if move.trash_info is not None:
+                claimed = claim_slot(_slot(move), manifest.created)
+                if not claimed:
+                    raise MoveRefused(f"{move.trash_info} was taken by another file meanwhile; run again")
             transfer(move.source, move.target, move.sha256)
-        except (MoveRefused, ContentChanged) as exc:
-            refused.append(Refusal(move.source, str(exc)))
-            continue
-        except OSError as exc:
-            refused.append(Refusal(move.source, f"cannot move it to {move.target}: {exc.strerror}; left in place"))
+        except (MoveRefused, ContentChanged, OSError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            refused.append(Refusal(move.source, why if not isinstance(exc, OSError)
+                                   else f"cannot move it to {move.target}: {why}; left in place"))
+            if os.path.lexists(move.target):
+                kept.append(move)
+            elif claimed and move.trash_info is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(move.trash_info)  # no file came: no entry left in the trash for it
             continue
         done.append(move)
+        kept.append(move)
         follow.moved(move.source, move.target)
     follow.flush()
-    finished = dataclasses.replace(manifest, state="moved", moves=tuple(done))
+    finished = dataclasses.replace(manifest, state="moved", moves=tuple(kept))
     manifests.write(finished)
     return Cleanup(tuple(done), tuple(refused), finished.path)
 

@@ -10,6 +10,7 @@ finishes the job from any of those states, so a re-run and an undo are the same 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import hashlib
@@ -89,7 +90,7 @@ def transfer(source: str, target: str, sha256: str) -> None:
     if not _holds(source, sha256):
         raise ContentChanged(f"{source} changed since it was indexed: left in place; let it be indexed again "
                              "(the running daemon does so) and look at its group again")
-    os.makedirs(os.path.dirname(target), exist_ok=True)
+    _make_folders(os.path.dirname(target))
     try:
         rename_no_replace(source, target)
     except OSError as exc:
@@ -145,6 +146,19 @@ def _holds(path: str, sha256: str) -> bool:
         return sha256_of(path) == sha256
     except OSError:
         return False
+
+
+def _make_folders(folder: str) -> None:
+    """Create ``folder`` and any missing folder above it, each flushed into its parent, so that a
+    power cut cannot lose a target's folder after its source is gone."""
+    missing = []
+    while folder and not os.path.isdir(folder):
+        missing.append(folder)
+        folder = os.path.dirname(folder)
+    for new in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(new)
+        _flush_folder(os.path.dirname(new))
 
 
 def _flush_folder(folder: str) -> None:
