@@ -1,15 +1,18 @@
-"""The duplicates page a person can finish: paging, "keep this", "not duplicates", and the writes'
-defences (the token, requests from other sites, the form key), against a real `imgwatch web` over
-a store of its own (the actions change it), in real Chromium where a person would click.
+"""The duplicates page a person can finish: paging, "keep this", "not duplicates", "move the
+others" and "resolve all shown" (confirmed from the server's dry run, undone with "Undo"), and the
+writes' defences (the token, requests from other sites, the form key), against a real `imgwatch
+web` over a store of its own (the actions change it), in real Chromium where a person would click.
 
-The library: five scikit-image photos each with a resized copy (look-alike groups at 0.99995, as
-in test_api.py), and SERIES distinct noise images each with a byte copy (exact-copy groups, more
-than one page of them). Indexed through the real Embedder, the copies' vectors reused as a worker
-finds them by content hash.
+The library: scikit-image photos each with a resized copy (look-alike groups at 0.99995, as in
+test_api.py), and SERIES distinct noise images each with a byte copy (exact-copy groups, more than
+one page of them). Indexed through the real Embedder, the copies' vectors reused as a worker finds
+them by content hash. Copies move into [duplicates] move_to, a folder beside the library; after a
+move is undone its files are indexed again as `imgwatch run` would (``indexed_again``).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -20,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
+from imgwatch.display import human_size
 from imgwatch.embedding import Embedded, Embedder, EmbeddingModel
 from imgwatch.store import ImageRecord, open_store
 from imgwatch.valkey_server import EmbeddedValkey
@@ -30,7 +34,7 @@ from tests.web.conftest import WebServer, start_server, stop_server
 
 SERIES = GROUPS_PER_PAGE + 5  # exact-copy groups: one page and a bit
 LOOK_ALIKE = "threshold=0.99995"
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera")
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "retina", "hubble_deep_field")
 TOKEN = "Qp4-another.long~token_9876543210"
 CROSS_SITE = {"sec-fetch-site": "cross-site", "sec-fetch-mode": "navigate", "sec-fetch-dest": "document"}
 
@@ -41,6 +45,8 @@ class Library:
     photos: dict[str, Path]  # short name -> indexed path ("astronaut", "astronaut-small", ...)
     data_dir: Path
     env: dict[str, str]
+    moved_to: Path  # [duplicates] move_to
+    records: list[ImageRecord]  # as indexed
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +74,7 @@ def library(tmp_path_factory: pytest.TempPathFactory, photo_arrays: dict[str, An
         shutil.copy2(photos[f"series-{number}"], photos[f"series-{number}-copy"])
 
     env = process_env(tmp, IMGWATCH_QUEUE_REDIS_URL=queue_server.url, IMGWATCH_QUEUE_NAME="test-duplicates-actions",
-                      IMGWATCH_GENERAL_ROOTS=str(root))
+                      IMGWATCH_GENERAL_ROOTS=str(root), IMGWATCH_DUPLICATES_MOVE_TO=str(tmp / "moved"))
     env.pop("IMGWATCH_WEB_TOKEN", None)
     config = make_config(tmp / "data")
     originals = [path for name, path in photos.items() if not name.endswith("-copy")]
@@ -86,7 +92,7 @@ def library(tmp_path_factory: pytest.TempPathFactory, photo_arrays: dict[str, An
                                              original.width, original.height, original.model, original.embedding)
         store.upsert(list(records.values()))
         store.link(list(records.values()), config.links.threshold, config.links.top_k)
-    return Library(root, photos, tmp / "data", env)
+    return Library(root, photos, tmp / "data", env, tmp / "moved", list(records.values()))
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +140,23 @@ def undecided(library: Library) -> Iterator[None]:
     with open_store(make_config(library.data_dir), create=False) as store:
         hashes = [image.sha256 for image in store.get_many([str(p) for p in library.photos.values()]).values()]
         store.forget_decisions(hashes)
+
+
+@pytest.fixture
+def indexed_again(library: Library) -> Iterator[None]:
+    """After the test, the files an undo put back are in the store again, as `imgwatch run` indexes them."""
+    yield
+    with open_store(make_config(library.data_dir), create=False) as store:
+        missing = [record for record in library.records
+                   if record.path not in store.get_many([r.path for r in library.records])]
+        assert all(os.path.exists(record.path) for record in missing), "a photo was not put back"
+        store.upsert(missing)
+        store.link(missing, make_config(library.data_dir).links.threshold, make_config(library.data_dir).links.top_k)
+
+
+def moved_target(library: Library, path: Path) -> Path:
+    """Where a copy moves: below move_to, below its root's name, as it was below the root."""
+    return library.moved_to / library.root.name / path.relative_to(library.root)
 
 
 def form_key(client: httpx.Client) -> str:
@@ -236,6 +259,76 @@ def test_an_action_on_a_group_no_longer_listed_says_to_reload(client: httpx.Clie
     assert answer.status_code == 409 and "is listed any more" in answer.text and "reload the page" in answer.text
 
 
+# -- moving the others, and undo ----------------------------------------------------------------------
+
+
+def test_move_the_others_after_a_confirmation_then_undo_puts_them_back(
+        page: Any, server: WebServer, client: httpx.Client, library: Library, indexed_again: None,
+        tmp_path: Path) -> None:
+    retina, copy = library.photos["retina"], library.photos["retina-small"]
+    data, mtime_ns, target = copy.read_bytes(), copy.stat().st_mtime_ns, moved_target(library, copy)
+    manifests_before = set((library.data_dir / "moves").glob("moves-*.json"))
+    page.goto(f"{server.url}/duplicates?{LOOK_ALIKE}")
+    group_of(page, retina).get_by_role("link", name="Move the others…").click()
+    page.wait_for_url(re.compile(r"/duplicates/confirm\?threshold=0\.99995&group="))
+    assert page.locator("#plan").inner_text() == (
+        f"Move 1 copy ({human_size(len(data))}) of the group kept by retina.jpg out of the library into "
+        f"{library.moved_to}. Each keeper stays; a manifest is written first, and “Undo” puts every file back.")
+    (tmp_path / "confirm.png").write_bytes(page.screenshot())
+    plan = client.get(f"/api/duplicates/plan?{LOOK_ALIKE}&group={retina}").json()
+    assert (plan["moves"], plan["bytes"], plan["destination"], plan["refused"]) == (
+        1, len(data), str(library.moved_to), [])
+    assert copy.exists() and not target.exists()  # a dry run moves nothing
+
+    page.locator("#confirm-move").click()
+    page.wait_for_url(re.compile(r"/duplicates\?threshold=0\.99995&notice="))
+    [manifest] = set((library.data_dir / "moves").glob("moves-*.json")) - manifests_before
+    assert page.locator("#notice span").inner_text() == (
+        f"Moved 1 copy ({human_size(len(data))}) into {library.moved_to}; manifest {manifest.name}.")
+    assert group_of(page, retina).count() == 0
+    assert not copy.exists() and target.read_bytes() == data and retina.exists()
+    assert str(copy) in manifest.read_text()
+    (tmp_path / "moved.png").write_bytes(page.screenshot())
+
+    page.locator("#undo").click()
+    page.wait_for_url(re.compile(r"/duplicates\?threshold=0\.99995&notice="))
+    assert page.locator("#notice span").inner_text().startswith(
+        f"Put back 1 copy ({human_size(len(data))}) where they were ({manifest.name}).")
+    assert copy.read_bytes() == data and copy.stat().st_mtime_ns == mtime_ns and not target.exists()
+
+
+def test_resolve_all_shown_moves_the_copies_of_every_group_listed_on_every_page(
+        page: Any, server: WebServer, library: Library, indexed_again: None, tmp_path: Path) -> None:
+    copies = [library.photos[f"series-{number}-copy"] for number in range(SERIES)]
+    size = sum(copy.stat().st_size for copy in copies)
+    page.goto(server.url + "/duplicates?exact=1")
+    assert page.locator("section.group").count() == GROUPS_PER_PAGE  # the page shows fewer than it resolves
+    page.locator("#resolve-all").click()
+    page.wait_for_url(re.compile(r"/duplicates/confirm\?exact=1&threshold=0\.95&resolve=all$"))
+    assert page.locator("#plan").inner_text() == (
+        f"Move {SERIES} copies ({human_size(size)}) of all {SERIES} groups listed (every page), out of the library "
+        f"into {library.moved_to}. Each keeper stays; a manifest is written first, and “Undo” puts every file back.")
+    (tmp_path / "confirm-all.png").write_bytes(page.screenshot())
+    page.locator("#cancel").click()  # nothing happens on the way back
+    page.wait_for_url(re.compile(r"/duplicates\?exact=1&threshold=0\.95$"))
+    assert all(copy.exists() for copy in copies)
+
+    page.locator("#resolve-all").click()
+    page.locator("#confirm-move").click()
+    page.wait_for_url(re.compile(r"/duplicates\?exact=1&threshold=0\.95&notice="))
+    assert page.locator("#notice span").inner_text().startswith(f"Moved {SERIES} copies ({human_size(size)}) into ")
+    assert page.locator("section.group").count() == 0
+    assert page.locator(".empty").inner_text() == "No two photos have the same content."
+    assert not any(copy.exists() for copy in copies)
+    assert all(moved_target(library, copy).exists() for copy in copies)
+    assert all(library.photos[f"series-{number}"].exists() for number in range(SERIES))  # the keepers stay
+
+    page.locator("#undo").click()
+    page.wait_for_url(re.compile(r"/duplicates\?exact=1&threshold=0\.95&notice="))
+    assert page.locator("#notice span").inner_text().startswith(f"Put back {SERIES} copies ({human_size(size)})")
+    assert all(copy.exists() for copy in copies) and not any(moved_target(library, c).exists() for c in copies)
+
+
 # -- the writes' defences ----------------------------------------------------------------------------
 
 
@@ -254,6 +347,11 @@ def test_a_write_needs_the_form_key_and_a_request_from_another_site_is_refused(
         assert refused.status_code == 403 and why in refused.text, (headers, refused.text)
         assert len(refused.text.strip().splitlines()) == 1
     assert client.get(f"/api/duplicates?{LOOK_ALIKE}&all=1").json()["hidden"] == 0  # nothing was decided
+    for route, data in [("/duplicates/move", {"group": fields["group"]}), ("/duplicates/move", {"resolve": "all"}),
+                        ("/duplicates/undo", {"manifest": "moves-20260101T000000-000000.json"})]:
+        refused = client.post(f"{route}?{LOOK_ALIKE}", data=data)
+        assert refused.status_code == 403 and "lacks the page's form key" in refused.text
+    assert library.photos["rocket-small"].exists()
 
     done = client.post(f"/duplicates/decide?{LOOK_ALIKE}", data={**fields, "form_key": key})
     assert done.status_code == 303 and done.headers["location"].startswith(f"/duplicates?{LOOK_ALIKE}&notice=")

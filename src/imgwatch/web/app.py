@@ -18,6 +18,7 @@ from starlette.templating import Jinja2Templates
 from imgwatch.config import Config
 from imgwatch.display import KEPT_END, human_size, name_ends, reason_beside
 from imgwatch.errors import (
+    CleanupRefused,
     ContentChanged,
     DecodeError,
     DeviceUnavailable,
@@ -32,7 +33,16 @@ from imgwatch.log import get_logger
 from imgwatch.reports import printable
 from imgwatch.store import ImageNotFound
 from imgwatch.web import routes as pages
-from imgwatch.web.duplicates_view import Notices, api_duplicates, decide, duplicates_page
+from imgwatch.web.duplicates_view import (
+    Notices,
+    api_duplicates,
+    api_plan,
+    confirm_page,
+    decide,
+    duplicates_page,
+    move,
+    undo,
+)
 from imgwatch.web.routes import JSONResponse, render_page
 from imgwatch.web.security import AccessGuard, ASGIApp
 from imgwatch.web.state import WebState
@@ -50,6 +60,7 @@ STATUS_OF_ERROR: list[tuple[type[ImgwatchError], int]] = [
     (ModelMismatchError, 409),
     (DecodeError, 422),
     (ContentChanged, 409),
+    (CleanupRefused, 409),
     (WeightsUnavailable, 503),
     (DeviceUnavailable, 503),
     (ImgwatchError, 500),
@@ -68,6 +79,9 @@ def routes() -> list[Route | Mount]:
         Route("/photo", pages.photo_page),
         Route("/duplicates", duplicates_page),
         Route("/duplicates/decide", decide, methods=["POST"]),
+        Route("/duplicates/confirm", confirm_page),
+        Route("/duplicates/move", move, methods=["POST"]),
+        Route("/duplicates/undo", undo, methods=["POST"]),
         Route("/status", pages.status_page),
         Route("/thumb", pages.thumbnail),
         Route("/view", pages.large_view),
@@ -77,6 +91,7 @@ def routes() -> list[Route | Mount]:
         Route("/api/similar", pages.api_similar),
         Route("/api/image", pages.api_image),
         Route("/api/duplicates", api_duplicates),
+        Route("/api/duplicates/plan", api_plan),
         Route("/api/status", pages.api_status),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
