@@ -118,6 +118,28 @@ def test_a_member_without_a_stored_link_to_the_keeper_is_scored_by_the_stored_ve
     assert [paths(g) for g in group_links(links, facts, threshold=0.95)] == [["/p/k.jpg", "/p/b.jpg"]]  # no vectors
 
 
+def test_the_vectors_of_every_component_waiting_for_them_are_read_together() -> None:
+    # Two components as above (k–b, b–c, no k–c link): each keeper needs c's vector; one read for both,
+    # not one per keeper (a round trip each to a Neo4j server).
+    unit, facts, links = {}, {}, []
+    for scene in ("p", "q"):
+        k, b, c = f"/{scene}/k.jpg", f"/{scene}/b.jpg", f"/{scene}/c.jpg"
+        facts.update(facts_of(image(k, 900, 900), image(b), image(c)))
+        links += [Link(b, k, 0.99), Link(b, c, 0.99)]
+        unit.update({k: np.array([1.0, 0.0]), b: np.array([0.99, math.sqrt(1 - 0.99**2)]),
+                     c: np.array([0.98, -math.sqrt(1 - 0.98**2)])})
+    asked: list[list[str]] = []
+
+    def vectors(images: list[StoredImage]) -> dict[str, np.ndarray]:
+        asked.append(sorted(i.path for i in images))
+        return {i.path: unit[i.path] for i in images}
+
+    groups = group_links(links, facts, threshold=0.95, vectors=vectors)
+
+    assert [paths(g) for g in groups] == [["/p/k.jpg", "/p/b.jpg", "/p/c.jpg"], ["/q/k.jpg", "/q/b.jpg", "/q/c.jpg"]]
+    assert asked == [["/p/c.jpg", "/p/k.jpg", "/q/c.jpg", "/q/k.jpg"]]
+
+
 def test_groups_come_biggest_first_then_by_their_first_path() -> None:
     facts = facts_of(*(image(f"/p/{name}") for name in ["m1", "m2", "a1", "a2", "z1", "z2", "z3"]))
     links = [Link("/p/m1", "/p/m2", 0.99), Link("/p/z1", "/p/z2", 0.99), Link("/p/z1", "/p/z3", 0.99),

@@ -31,7 +31,7 @@ import io
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -182,7 +182,7 @@ def group_links(links: Iterable[Link], facts: Mapping[str, StoredImage], thresho
     links_of: dict[str, list[Link]] = {}
     for link in kept:
         links_of.setdefault(components.root(link.a), []).append(link)
-    groups = []
+    rounds = []
     for root, paths in components.groups().items():
         name_of, is_link = one_name_per_file(paths, disk)
         scores: dict[tuple[str, str], float] = {}
@@ -191,13 +191,42 @@ def group_links(links: Iterable[Link], facts: Mapping[str, StoredImage], thresho
             if a != b:
                 pair = (min(a, b), max(a, b))
                 scores[pair] = max(scores.get(pair, link.score), link.score)
-        groups += _keeper_rounds(grouping, sorted(is_link), is_link, name_of, scores, threshold, vectors)
+        rounds.append(_keeper_rounds(grouping, sorted(is_link), is_link, name_of, scores, threshold,
+                                     vectors is not None))
+    groups = _vectors_read_together(rounds, vectors)
     return sorted(groups, key=lambda group: (-len(group.images), min(image.path for image in group.images)))
 
 
+# One component's keeper rounds: yields the images whose unit vectors it needs, is sent those vectors
+# (by path), and returns its groups.
+KeeperRounds = Generator[list[StoredImage], Mapping[str, np.ndarray], list[DuplicateGroup]]
+
+
+def _vectors_read_together(rounds: Iterable[KeeperRounds], vectors: Vectors | None) -> list[DuplicateGroup]:
+    """The groups of every component, the vectors the components wait for read in one call per
+    wave, not one per keeper: a round trip each to a Neo4j server, hundreds in a large library."""
+    groups: list[DuplicateGroup] = []
+    waiting: list[tuple[KeeperRounds, list[StoredImage]]] = []
+
+    def resume(component: KeeperRounds, unit: Mapping[str, np.ndarray] | None) -> None:
+        try:
+            waiting.append((component, component.send(unit)))  # type: ignore[arg-type]  # None starts it
+        except StopIteration as done:
+            groups.extend(done.value)
+
+    for component in rounds:
+        resume(component, None)
+    while waiting:
+        wave, waiting = waiting, []
+        assert vectors is not None  # a component asks only when there are vectors to ask for
+        unit = vectors([image for _, asked in wave for image in asked])
+        for component, _ in wave:
+            resume(component, unit)
+    return groups
+
+
 def _keeper_rounds(grouping: _Grouping, names: list[str], is_link: Mapping[str, bool], name_of: Mapping[str, str],
-                   scores: Mapping[tuple[str, str], float], threshold: float,
-                   vectors: Vectors | None) -> list[DuplicateGroup]:
+                   scores: Mapping[tuple[str, str], float], threshold: float, with_vectors: bool) -> KeeperRounds:
     """One component's groups: its images in the keeper rule's order (sorted once); the best one not
     yet in a group keeps those scoring at least ``threshold`` against it, and so on down the order.
 
@@ -216,10 +245,12 @@ def _keeper_rounds(grouping: _Grouping, names: list[str], is_link: Mapping[str, 
             continue
         against = {name: score for name, score in linked[keeper].items() if name not in grouped}
         beyond = sorted({far for near in linked[keeper] for far in linked[near]} - set(against) - grouped - {keeper})
-        if beyond and vectors is not None:  # no stored link to the keeper: the vectors tell
+        if beyond and with_vectors:  # no stored link to the keeper: the vectors tell
             missing = [name for name in [keeper, *beyond] if name not in asked]
             asked.update(missing)
-            unit.update(vectors([grouping.facts[name] for name in missing]) if missing else {})
+            if missing:
+                read = yield [grouping.facts[name] for name in missing]
+                unit.update((name, read[name]) for name in missing if name in read)
             if keeper in unit:
                 against.update((name, float(unit[keeper] @ unit[name])) for name in beyond if name in unit)
         members = {name: score for name, score in against.items() if score >= threshold}
