@@ -362,7 +362,7 @@ def test_a_write_needs_the_form_key_and_a_request_from_another_site_is_refused(
 
 
 def test_with_a_token_the_page_acts_for_the_browser_holding_it_and_scripts_need_no_form_key(
-        browser: Any, library: Library, undecided: None, tmp_path: Path) -> None:
+        browser: Any, library: Library, undecided: None, indexed_again: None, tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
     token_file.chmod(0o600)
@@ -375,6 +375,16 @@ def test_with_a_token_the_page_acts_for_the_browser_holding_it_and_scripts_need_
         group_of(page, library.photos["coffee"]).get_by_role("button", name="Not duplicates").click()
         page.wait_for_selector("#notice")
         assert group_of(page, library.photos["coffee"]).count() == 0
+        hubble, copy = library.photos["hubble_deep_field"], library.photos["hubble_deep_field-small"]
+        group_of(page, hubble).get_by_role("link", name="Move the others…").click()
+        page.locator("#confirm-move").click()
+        page.wait_for_url(re.compile(r"/duplicates\?threshold=0\.99995&notice="))
+        assert page.locator("#notice span").inner_text().startswith("Moved 1 copy")
+        assert not copy.exists() and moved_target(library, copy).exists()
+        page.locator("#undo").click()
+        page.wait_for_url(re.compile(r"/duplicates\?threshold=0\.99995&notice="))
+        assert page.locator("#notice span").inner_text().startswith("Put back 1 copy")
+        assert copy.exists() and not moved_target(library, copy).exists()
 
         camera = str(library.photos["camera"])
         with httpx.Client(base_url=server.url, timeout=60) as client:
@@ -386,4 +396,23 @@ def test_with_a_token_the_page_acts_for_the_browser_holding_it_and_scripts_need_
             assert client.get(f"/api/duplicates?{LOOK_ALIKE}", headers=bearer).json()["hidden"] == 2
     finally:
         context.close()
+        stop_server(server)
+
+
+def test_a_move_to_inside_a_watched_folder_is_refused_in_one_line_and_nothing_moves(
+        library: Library, tmp_path: Path) -> None:
+    inside = library.root / "duplicates"
+    server = start_server({**library.env, "IMGWATCH_DUPLICATES_MOVE_TO": str(inside)}, tmp_path / "web.log")
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            refused = client.get(f"/api/duplicates/plan?{LOOK_ALIKE}&resolve=all")
+            assert refused.status_code == 409
+            assert refused.json()["error"].startswith(f"{inside} is inside the watched folder {library.root}")
+            page = client.get(f"/duplicates/confirm?{LOOK_ALIKE}&group={library.photos['rocket']}")
+            assert page.status_code == 409 and "is inside the watched folder" in page.text
+            moved = client.post(f"/duplicates/move?{LOOK_ALIKE}", headers={"x-imgwatch-form": form_key(client)},
+                                data={"resolve": "all"})
+            assert moved.status_code == 409
+        assert not inside.exists() and library.photos["rocket-small"].exists()
+    finally:
         stop_server(server)
