@@ -11,10 +11,8 @@ imgwatch node in the configured database first: use a scratch database.
 ``--round-trips`` needs no server: it runs worker jobs of 1, 8 and 32 files through the real
 Indexer (random ResNet50 weights on the CPU, small generated JPEGs, a real embedded Valkey for
 the failure ledger) against the tests' stand-in server (tests/store/neo4j_stand_in.py) and
-counts what a server would be sent: transactions, statements by name, and Bolt round trips.
-A statement is one round trip (the driver sends RUN and PULL together); a managed transaction
-adds BEGIN and COMMIT (the driver pipelines BEGIN only in driver.execute_query, which imgwatch
-does not use); an auto-commit statement is one. Counts only: the stand-in times nothing.
+counts what a server would be sent: transactions, statements by name, and Bolt round trips
+(as FakeServer.round_trips counts them). Counts only: the stand-in times nothing.
 
     PYTHONPATH=src:. .venv/bin/python bench/neo4j_store.py --round-trips
 """
@@ -28,9 +26,9 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import redis
@@ -45,9 +43,6 @@ from imgwatch.valkey_server import EmbeddedValkey
 from imgwatch.workers.indexer import Indexer, LinkPolicy
 from imgwatch.workqueue import FailureLedger
 from store_scale import cpu_name  # bench/ is on sys.path when run as a script
-
-if TYPE_CHECKING:
-    from tests.store.neo4j_stand_in import FakeServer
 
 MODEL = "bench/random-unit"
 
@@ -147,39 +142,13 @@ def count_round_trips() -> None:
                 ("removed", lambda new=new: ([os.remove(path) for path in new], indexer.index(new))),
             ]
             for name, job in jobs:
-                counted = counting(server, job)
-                trips = sum(len(statements) + (kind != "auto") * 2 for kind, statements in counted)
-                by_name: dict[str, int] = {}
-                for _, statements in counted:
-                    for statement in statements:
-                        by_name[names.get(statement, "schema")] = by_name.get(names.get(statement, "schema"), 0) + 1
-                print(f"{name:<24} {size:>5} {sum(k == 'read' for k, _ in counted):>7} "
-                      f"{sum(k == 'write' for k, _ in counted):>8} {sum(len(s) for _, s in counted):>10} "
-                      f"{trips:>11}   {', '.join(f'{n} {c}' for n, c in by_name.items())}")
+                server.forget_sent()
+                job()
+                by_name = Counter(names.get(statement, "schema") for statement in server.statements())
+                print(f"{name:<24} {size:>5} {server.transactions.count('read'):>7} "
+                      f"{server.transactions.count('write'):>8} {len(server.log):>10} {server.round_trips():>11}   "
+                      f"{', '.join(f'{n} {c}' for n, c in by_name.items())}")
         ledger.connection.close()
-
-
-def counting(server: FakeServer, job: Callable[[], object]) -> list[tuple[str, list[str]]]:
-    """Run ``job``; each transaction it sent: (read, write or auto, its statements)."""
-    transactions: list[tuple[str, list[str]]] = []
-    read, write, command = server.read, server.write, server.command
-
-    def wrapped(kind: str, run: Callable[..., Any]) -> Callable[..., Any]:
-        def call(*args: Any, **kwargs: Any) -> Any:
-            start = len(server.log)
-            try:
-                return run(*args, **kwargs)
-            finally:
-                transactions.append((kind, [statement for _, statement in server.log[start:]]))
-        return call
-
-    server.read, server.write, server.command = (  # type: ignore[method-assign]
-        wrapped("read", read), wrapped("write", write), wrapped("auto", command))
-    try:
-        job()
-    finally:
-        del server.read, server.write, server.command
-    return transactions
 
 
 def write_jpeg(path: Path, seed: int) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ from imgwatch.embedding import (
     Missing,
     Unchanged,
 )
+from imgwatch.embedding.embedder import REUSE_LOOKUP_FILES
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry")
 
@@ -184,6 +185,48 @@ def test_stopping_early_leaves_the_embedder_usable(embedder: Embedder, photo_pat
     again = list(embedder.embed_files(list(photo_paths.values())))
     assert sorted(_path_of(r) for r in again) == sorted(photo_paths.values())
     assert all(isinstance(r, Embedded) for r in again)
+
+
+def test_stored_contents_are_looked_up_once_for_the_files_read_and_reused_without_the_model(
+    embedder: Embedder, photo_paths: dict[str, str], reference_vectors: dict[str, np.ndarray],
+) -> None:
+    paths = list(photo_paths.values())
+    sha256 = {path: hashlib.sha256(Path(path).read_bytes()).hexdigest() for path in paths}
+    unchanged, reused = paths[0], paths[1]
+    stored = np.full(EMBEDDING_DIM, 0.5, dtype=np.float32)
+    asked: list[list[str]] = []
+
+    def lookup(hashes: Sequence[str]) -> dict[str, tuple[np.ndarray, int, int]]:
+        asked.append(list(hashes))
+        return {sha256[reused]: (stored, 7, 9)}
+
+    results = {_path_of(r): r for r in embedder.embed_files(paths, {unchanged: sha256[unchanged]}, lookup)}
+
+    assert asked == [[sha256[path] for path in paths[1:]]]  # one call; the unchanged file needs none
+    assert isinstance(results[unchanged], Unchanged)
+    assert results[reused] == Embedded(results[reused].facts, 7, 9, stored, reused=True)  # type: ignore[union-attr]
+    for name, path in photo_paths.items():
+        if path not in (unchanged, reused):
+            result = results[path]
+            assert isinstance(result, Embedded) and not result.reused
+            np.testing.assert_allclose(result.vector, reference_vectors[name], atol=1e-5)
+
+
+def test_a_long_list_of_files_is_looked_up_a_chunk_at_a_time(embedder: Embedder, photo_paths: dict[str, str]) -> None:
+    paths = list(photo_paths.values()) * 8  # 40 files: more than one chunk
+    stored = {hashlib.sha256(Path(path).read_bytes()).hexdigest(): (np.full(EMBEDDING_DIM, i, dtype=np.float32), 1, 1)
+              for i, path in enumerate(photo_paths.values())}
+    asked: list[int] = []
+
+    def lookup(hashes: Sequence[str]) -> dict[str, tuple[np.ndarray, int, int]]:
+        asked.append(len(hashes))
+        return stored
+
+    results = list(embedder.embed_files(paths, reuse=lookup))
+
+    assert asked == [REUSE_LOOKUP_FILES, len(paths) - REUSE_LOOKUP_FILES]
+    assert [_path_of(r) for r in results] == paths  # every one reused, in order
+    assert all(isinstance(r, Embedded) and r.reused and r.vector is stored[r.facts.sha256][0] for r in results)
 
 
 def _path_of(result: Embedded | Unchanged | Failed | Missing) -> str:

@@ -52,6 +52,7 @@ class FakeServer:
         self.constraints: list[Row] = []
         self.indexes: list[Row] = []
         self.log: list[tuple[str, str]] = []  # (transaction kind, statement)
+        self.transactions: list[str] = []  # each transaction's kind, in order: read, write or auto
         self.sent: list[Row] = []  # SET_EMBEDDINGS rows as sent
         self.before_write: Callable[[], None] | None = None  # runs once, before the next write transaction
         self.ann_misses: set[frozenset[str]] = set()  # pairs the (approximate) index search does not return
@@ -62,15 +63,18 @@ class FakeServer:
     # -- the Connection interface -----------------------------------------------------
 
     def read(self, work: Callable[[FakeServer.Tx], Any]) -> Any:
+        self.transactions.append("read")
         return work(FakeServer.Tx(self, "read"))
 
     def write(self, work: Callable[[FakeServer.Tx], Any]) -> Any:
         if self.before_write is not None:
             hook, self.before_write = self.before_write, None
             hook()
+        self.transactions.append("write")
         return work(FakeServer.Tx(self, "write"))
 
     def command(self, statement: str, *, tolerate: str | None = None, **parameters: Any) -> list[Row]:
+        self.transactions.append("auto")
         if statement in self.refuse_schema:
             self.log.append(("auto", statement))
             raise StoreError(f"Neo4j at {self.uri}: Schema operations are not allowed for user 'editor'")
@@ -93,6 +97,17 @@ class FakeServer:
 
     def statements(self, kind: str | None = None) -> list[str]:
         return [s for k, s in self.log if kind is None or k == kind]
+
+    def forget_sent(self) -> None:
+        """Start counting what is sent afresh (log, transactions, round trips)."""
+        self.log.clear()
+        self.transactions.clear()
+
+    def round_trips(self) -> int:
+        """The Bolt round trips a server would have answered for what was sent: one per statement
+        (the driver sends RUN and PULL together), plus BEGIN and COMMIT for each managed transaction
+        (the driver pipelines BEGIN only in driver.execute_query, which the backend does not use)."""
+        return len(self.log) + 2 * sum(kind != "auto" for kind in self.transactions)
 
     def score(self, a: str, b: str) -> float:
         x, y = (self.images[p]["embedding"].astype(np.float64) for p in (a, b))

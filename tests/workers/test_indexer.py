@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from imgwatch.embedding import Embedder, EmbeddingModel, EmbedResult
 from imgwatch.embedding.embedder import ReuseLookup
 from imgwatch.files import PathFilter
 from imgwatch.store import GraphStore, ImageRecord
+from imgwatch.store.neo4j import cypher
 from imgwatch.workers.indexer import Indexer, LinkPolicy
 from imgwatch.workqueue import FailureLedger
+from tests.helpers import PHOTO_NAMES
+from tests.store.neo4j_stand_in import fake_store
 
 
 @pytest.fixture
@@ -255,3 +260,29 @@ def test_a_file_rewritten_with_its_old_size_and_mtime_is_reembedded(
     after = store.get(str(path))
     assert outcome.indexed == [str(path)]
     assert after is not None and after.sha256 != before.sha256
+
+
+def test_a_job_sends_neo4j_as_many_round_trips_whatever_its_number_of_files(
+    random_model: EmbeddingModel, failures: FailureLedger, tmp_path: Path, write_photo: Callable[..., Path],
+) -> None:
+    """Content lookups too go to the server once per job (one UNWIND over the job's hashes), not once a file."""
+    store, server = fake_store()
+    store.ensure_model(random_model.identity, random_model.dim)
+    root = tmp_path / "photos"
+    two = [str(write_photo(root / f"{name}.jpg", name)) for name in PHOTO_NAMES[:2]]
+    six = [str(write_photo(root / f"{name}.png", name)) for name in PHOTO_NAMES[2:]]
+    copies = [str(shutil.copyfile(path, root / f"copy-{os.path.basename(path)}")) for path in six]
+    sent: dict[str, tuple[int, int]] = {}
+    with Embedder(random_model, batch_size=4, decode_threads=2) as embedder:
+        indexer = Indexer(embedder, store, failures, lambda paths: None, LinkPolicy(threshold=0.0, top_k=2),
+                          PathFilter.create(["jpg", "png"], [".*"]), [str(root)])
+        for job, paths in {"two new": two, "six new": six, "six copies": copies}.items():
+            server.forget_sent()
+            outcome = indexer.index(paths)
+            sent[job] = server.round_trips(), server.statements().count(cypher.EMBEDDINGS_BY_HASH)
+
+    assert sent["two new"] == sent["six new"] == sent["six copies"]
+    assert sent["six copies"][1] == 1
+    assert sorted(outcome.reused) == sorted(copies)  # each copy got its original's embedding, as before
+    for original, copy in zip(six, copies, strict=True):
+        np.testing.assert_array_equal(server.images[copy]["embedding"], server.images[original]["embedding"])

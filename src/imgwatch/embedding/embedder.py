@@ -27,8 +27,15 @@ class Embedded:
     reused: bool = False  # the embedding of the same content, found by its hash: no decode, no model
 
 
-# The stored (vector, width, height) of a content hash, or None: how a file skips the model.
-ReuseLookup = Callable[[str], "tuple[np.ndarray, int, int] | None"]
+# The stored (vector, width, height) of each of the content hashes it knows: how files skip the
+# model. Asked once for all the files of a chunk (REUSE_LOOKUP_FILES), so a store answers in one query.
+ReuseLookup = Callable[[Sequence[str]], "Mapping[str, tuple[np.ndarray, int, int]]"]
+
+# With a ReuseLookup, files are read and hashed a chunk at a time before any of them is decoded,
+# and their content hashes looked up together: a chunk is the read-ahead window, or this many files
+# if more, so that a job of watch.batch_size's default (32) paths is looked up once. The chunk's
+# file bytes are held from reading until decoding.
+REUSE_LOOKUP_FILES = 32
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,14 @@ class Missing:
 
 
 EmbedResult = Embedded | Unchanged | Failed | Missing
+
+
+@dataclass(frozen=True)
+class _Read:
+    """A file read and hashed, not decoded yet."""
+
+    facts: FileFacts
+    data: bytes
 
 
 @dataclass(frozen=True)
@@ -110,9 +125,9 @@ class Embedder:
     ) -> Iterator[EmbedResult]:
         """Yield exactly one result per path; per-file problems become Failed/Missing.
 
-        ``reuse`` is asked for each file's content hash once the file is read (in the
-        pool, so it must be thread-safe and must not raise): what it returns comes back as a reused
-        Embedded result without decoding the file or running the model.
+        ``reuse`` is asked, on the caller's thread and once per chunk of files (see REUSE_LOOKUP_FILES),
+        for the content hashes of the files read (it must not raise): what it returns comes back as a
+        reused Embedded result without decoding the file or running the model.
 
         Results come in path order, except that Embedded ones (and files nvJPEG found
         damaged) are held back until their micro-batch has run. Reads and decodes run ahead in the pool
@@ -121,18 +136,17 @@ class Embedder:
         known = known_sha256 or {}
         batch_size = self.micro_batch_size(len(paths))
         window = (self.streams + 1) * batch_size
-        remaining = iter(paths)
+        remaining = self._prepared(paths, known, reuse, max(window, REUSE_LOOKUP_FILES))
         in_flight: deque[Future[EmbedResult | _Decoded]] = deque()
         running: deque[Future[list[Embedded | Failed]]] = deque()
         waiting: list[_Decoded] = []
 
         def top_up() -> None:
             while len(in_flight) < window:
-                path = next(remaining, None)
-                if path is None:
+                future = next(remaining, None)
+                if future is None:
                     return
-                in_flight.append(self._pool.submit(_prepare, path, self.model.preprocessing, known.get(path), reuse,
-                                                   self.gpu_decode))
+                in_flight.append(future)
 
         def finished(wait_for_free_stream: bool) -> Iterator[Embedded | Failed]:
             while running and (running[0].done() or (wait_for_free_stream and len(running) >= self.streams)):
@@ -161,6 +175,32 @@ class Embedder:
             # The caller may stop iterating early; don't keep decoding for nobody.
             for future in (*in_flight, *running):
                 future.cancel()
+
+    def _prepared(
+        self, paths: Sequence[str], known: Mapping[str, str], reuse: ReuseLookup | None, chunk: int,
+    ) -> Iterator[Future[EmbedResult | _Decoded]]:
+        """Each path's preparation in the pool, in path order, submitted as the caller draws them.
+
+        Without ``reuse`` a file is read and decoded in one task. With it, a chunk's files are all
+        read first, their hashes looked up in one call, and only the files not found decoded.
+        """
+        if reuse is None:
+            for path in paths:
+                yield self._pool.submit(_prepare, path, self.model.preprocessing, known.get(path), self.gpu_decode)
+            return
+        for start in range(0, len(paths), chunk):
+            reads = [self._pool.submit(_read, path, known.get(path)) for path in paths[start : start + chunk]]
+            outcomes = [future.result() for future in reads]
+            hashes = [read.facts.sha256 for read in outcomes if isinstance(read, _Read)]
+            found = reuse(hashes) if hashes else {}
+            for read in outcomes:
+                if not isinstance(read, _Read):
+                    yield _done(read)
+                elif (stored := found.get(read.facts.sha256)) is not None:
+                    vector, width, height = stored
+                    yield _done(Embedded(read.facts, width, height, vector, reused=True))
+                else:
+                    yield self._pool.submit(_decode, read, self.model.preprocessing, self.gpu_decode)
 
     def micro_batch_size(self, count: int) -> int:
         """Split ``count`` images into equal micro-batches, a multiple of ``streams`` of them,
@@ -211,14 +251,15 @@ class Embedder:
 
 
 def _prepare(
-    path: str, preprocessing: Preprocessing, known_sha256: str | None, reuse: ReuseLookup | None = None,
-    gpu_decode: bool = False,
+    path: str, preprocessing: Preprocessing, known_sha256: str | None, gpu_decode: bool = False,
 ) -> EmbedResult | _Decoded:
-    """Runs in the pool: read, hash and decode one file (unless its content is known) as the model's
-    ``preprocessing`` says, never raising.
+    """Runs in the pool: read, hash and decode one file (unless its content is known), never raising."""
+    read = _read(path, known_sha256)
+    return _decode(read, preprocessing, gpu_decode) if isinstance(read, _Read) else read
 
-    With ``gpu_decode`` a JPEG is only checked here (its header) and decoded with its micro-batch.
-    """
+
+def _read(path: str, known_sha256: str | None) -> EmbedResult | _Read:
+    """Runs in the pool: read and hash one file, never raising; Unchanged if its content is known."""
     try:
         facts, data = read_file(path)
     except (FileNotFoundError, NotADirectoryError):
@@ -229,10 +270,15 @@ def _prepare(
         return Failed(path, str(exc))
     if known_sha256 is not None and known_sha256 == facts.sha256:
         return Unchanged(facts)
-    stored = reuse(facts.sha256) if reuse is not None else None
-    if stored is not None:
-        vector, width, height = stored
-        return Embedded(facts, width, height, vector, reused=True)
+    return _Read(facts, data)
+
+
+def _decode(read: _Read, preprocessing: Preprocessing, gpu_decode: bool) -> Failed | _Decoded:
+    """Runs in the pool: decode a file read as the model's ``preprocessing`` says, never raising.
+
+    With ``gpu_decode`` a JPEG is only checked here (its header) and decoded with its micro-batch.
+    """
+    facts, data, path = read.facts, read.data, read.facts.path
     try:
         for_gpu = nvjpeg.inspect_jpeg(data, path) if gpu_decode else None
         if for_gpu is not None:
@@ -243,3 +289,10 @@ def _prepare(
     except Exception as exc:  # noqa: BLE001 - a bug on one file must not sink the batch
         return Failed(path, f"unexpected error decoding {path}: {type(exc).__name__}: {exc}")
     return _Decoded(facts, width, height, tensor)
+
+
+def _done(result: EmbedResult) -> Future[EmbedResult | _Decoded]:
+    """A result known without work in the pool, as a finished future among the pool's."""
+    future: Future[EmbedResult | _Decoded] = Future()
+    future.set_result(result)
+    return future

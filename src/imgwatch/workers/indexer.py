@@ -10,7 +10,6 @@ order jobs run in, the store ends up matching the filesystem.
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -85,7 +84,6 @@ class Indexer:
         # The model of the pending space while a reindex is under way (workers.spaces sets it): new
         # and changed photos get a vector in it too.
         self.pending: Embedder | None = None
-        self._store_lock = threading.Lock()  # content lookups come from the decode threads
 
     def index(self, paths: Sequence[str]) -> IndexOutcome:
         outcome = IndexOutcome()
@@ -168,7 +166,7 @@ class Indexer:
         embedded = _Embedded()
         known = {p: s.sha256 for p, s in stored.items() if self._is_current(s)}
         model = self.embedder.identity
-        for result in self.embedder.embed_files(paths, known_sha256=known, reuse=self._stored_embedding):
+        for result in self.embedder.embed_files(paths, known_sha256=known, reuse=self._stored_embeddings):
             if isinstance(result, Embedded):
                 facts = result.facts
                 if result.reused:
@@ -188,19 +186,19 @@ class Indexer:
                 outcome.failed[result.path] = result.reason
         return embedded
 
-    def _stored_embedding(self, sha256: str) -> tuple[np.ndarray, int, int] | None:
-        """The embedding this model gave the same content before (a copy, a rename, a move), if stored.
+    def _stored_embeddings(self, hashes: Sequence[str]) -> dict[str, tuple[np.ndarray, int, int]]:
+        """The embeddings this model gave the same contents before (copies, renames, moves), if stored:
+        one store query for a job's files (the embedder asks once per chunk of them).
 
         Same bytes, same model: the same embedding, so the file needs no decode and no
         forward pass. A store error only costs the reuse: the model runs instead.
         """
         try:
-            with self._store_lock:
-                found = self.store.embeddings_by_hash([sha256], self.embedder.identity).get(sha256)
+            found = self.store.embeddings_by_hash(hashes, self.embedder.identity)
         except Exception as exc:  # noqa: BLE001 - whatever the backend raises
-            log.warning("content_lookup_failed", error=f"{type(exc).__name__}: {exc}", note="embedding it instead")
-            return None
-        return None if found is None else (found.vector, found.width, found.height)
+            log.warning("content_lookup_failed", error=f"{type(exc).__name__}: {exc}", note="embedding them instead")
+            return {}
+        return {sha256: (stored.vector, stored.width, stored.height) for sha256, stored in found.items()}
 
     def _commit(
         self, embedded: _Embedded, to_remove: list[str], stored: Mapping[str, StoredImage], outcome: IndexOutcome
