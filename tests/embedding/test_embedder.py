@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -257,3 +258,20 @@ def test_micro_batches_are_split_evenly_across_streams(
 ) -> None:
     with Embedder(random_model, batch_size=batch_size, streams=streams) as embedder:
         assert embedder.micro_batch_size(count) == expected
+
+
+def test_the_lookup_runs_in_the_pool_without_holding_up_the_caller_even_with_one_decode_thread(
+    random_model: EmbeddingModel, photo_paths: dict[str, str],
+) -> None:
+    paths = list(photo_paths.values()) * 8  # two chunks
+    threads: list[str] = []
+
+    def lookup(hashes: Sequence[str]) -> dict[str, tuple[np.ndarray, int, int]]:
+        threads.append(threading.current_thread().name)
+        return {}
+
+    with Embedder(random_model, batch_size=4, decode_threads=1) as one_thread:
+        results = list(one_thread.embed_files(paths, reuse=lookup))
+
+    assert [_path_of(r) for r in results] == paths and all(isinstance(r, Embedded) for r in results)
+    assert len(threads) == 2 and all(name.startswith("imgwatch-decode") for name in threads)

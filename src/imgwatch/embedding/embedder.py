@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 import torch
@@ -102,6 +106,7 @@ class Embedder:
         self.streams = streams
         self._gpu_decode = gpu_decode
         self._pool = ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="imgwatch-decode")
+        self._reuse_lock = threading.Lock()
         self._inference = ThreadPoolExecutor(max_workers=streams, thread_name_prefix="imgwatch-infer")
 
     @property
@@ -125,7 +130,7 @@ class Embedder:
     ) -> Iterator[EmbedResult]:
         """Yield exactly one result per path; per-file problems become Failed/Missing.
 
-        ``reuse`` is asked, on the caller's thread and once per chunk of files (see REUSE_LOOKUP_FILES),
+        ``reuse`` is asked, in the pool (one call at a time) and once per chunk of files (see REUSE_LOOKUP_FILES),
         for the content hashes of the files read (it must not raise): what it returns comes back as a
         reused Embedded result without decoding the file or running the model.
 
@@ -181,8 +186,10 @@ class Embedder:
     ) -> Iterator[Future[EmbedResult | _Decoded]]:
         """Each path's preparation in the pool, in path order, submitted as the caller draws them.
 
-        Without ``reuse`` a file is read and decoded in one task. With it, a chunk's files are all
-        read first, their hashes looked up in one call, and only the files not found decoded.
+        Without ``reuse`` a file is read and decoded in one task. With it, a chunk's files are read,
+        their hashes looked up in one call, and only the files not found decoded; the caller is never
+        kept waiting for that (the lookup runs in the pool once the chunk is read, each file's future
+        completes when its own outcome is known), so a GPU's micro-batches keep coming meanwhile.
         """
         if reuse is None:
             for path in paths:
@@ -190,17 +197,40 @@ class Embedder:
             return
         for start in range(0, len(paths), chunk):
             reads = [self._pool.submit(_read, path, known.get(path)) for path in paths[start : start + chunk]]
-            outcomes = [future.result() for future in reads]
-            hashes = [read.facts.sha256 for read in outcomes if isinstance(read, _Read)]
-            found = reuse(hashes) if hashes else {}
-            for read in outcomes:
-                if not isinstance(read, _Read):
-                    yield _done(read)
-                elif (stored := found.get(read.facts.sha256)) is not None:
-                    vector, width, height = stored
-                    yield _done(Embedded(read.facts, width, height, vector, reused=True))
-                else:
-                    yield self._pool.submit(_decode, read, self.model.preprocessing, self.gpu_decode)
+            outcomes: list[Future[EmbedResult | _Decoded]] = [Future() for _ in reads]
+            # Submitted after the reads: the pool's queue is first in, first out, so this task only waits
+            # for reads already taken up by other threads.
+            lookup = self._pool.submit(self._look_up, reads, reuse)
+            lookup.add_done_callback(functools.partial(self._after_lookup, reads, outcomes))
+            yield from outcomes
+
+    def _look_up(self, reads: list[Future[EmbedResult | _Read]], reuse: ReuseLookup) -> Mapping[str, tuple]:
+        hashes = [read.facts.sha256 for read in (future.result() for future in reads) if isinstance(read, _Read)]
+        if not hashes:
+            return {}
+        with self._reuse_lock:  # the store behind ``reuse`` is asked from one pool thread at a time
+            return reuse(hashes)
+
+    def _after_lookup(self, reads: list[Future[EmbedResult | _Read]], outcomes: list[Future[EmbedResult | _Decoded]],
+                      lookup: Future[Mapping[str, tuple]]) -> None:
+        found = lookup.result() if not lookup.cancelled() and lookup.exception() is None else {}
+        for future, outcome in zip(reads, outcomes, strict=True):
+            if future.exception() is not None:  # never, as _read catches; but a future left pending hangs
+                _settle(outcome, future)
+                continue
+            read = future.result()
+            if not isinstance(read, _Read):
+                _settle(outcome, read)
+            elif (stored := found.get(read.facts.sha256)) is not None:
+                vector, width, height = stored
+                _settle(outcome, Embedded(read.facts, width, height, vector, reused=True))
+            elif not outcome.cancelled():  # the caller stopped: no decode for nobody
+                try:
+                    decode = self._pool.submit(_decode, read, self.model.preprocessing, self.gpu_decode)
+                except RuntimeError:  # the pool was shut down meanwhile
+                    outcome.cancel()
+                    continue
+                decode.add_done_callback(functools.partial(_settle, outcome))
 
     def micro_batch_size(self, count: int) -> int:
         """Split ``count`` images into equal micro-batches, a multiple of ``streams`` of them,
@@ -248,6 +278,20 @@ class Embedder:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _settle(outcome: Future[EmbedResult | _Decoded], result: EmbedResult | _Decoded | Future[Any]) -> None:
+    """Complete a file's future with its outcome (or a finished task's result or exception), unless
+    the caller cancelled it meanwhile."""
+    with contextlib.suppress(InvalidStateError):
+        if not isinstance(result, Future):
+            outcome.set_result(result)
+        elif result.cancelled():
+            outcome.cancel()
+        elif result.exception() is not None:
+            outcome.set_exception(result.exception())
+        else:
+            outcome.set_result(result.result())
 
 
 def _prepare(
