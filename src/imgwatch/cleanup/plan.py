@@ -60,7 +60,8 @@ def check_destination(destination: Destination, roots: Sequence[str]) -> None:
     if inside is not None and not destination.into_watched:
         raise CleanupRefused(
             f"{destination.path} is inside the watched folder {inside}: the photos moved there would be indexed "
-            "again and stay duplicates; choose a folder outside the watched ones, or pass --into-watched")
+            "again and stay duplicates; choose a folder outside the watched ones (the web page: [duplicates] "
+            "move_to), or allow it with --into-watched")
     existing = destination.path
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
