@@ -81,10 +81,8 @@ class Library:
     photos: dict[int, Photo]  # the clustered ones; the others are made on the way
 
     def photo(self, index: int, rng: np.random.Generator) -> Photo:
-        if index in self.photos:
-            return self.photos[index]
-        return Photo(self.path(index, ""), f"{index:064x}", unit(rng.standard_normal(self.dim, dtype=np.float32)),
-                     4032, 3024, 2_000_000 + index, 1_600_000_000 * 10**9 + index * 10**9, exif_time(index))
+        """An original at ``index``: a photo of its own, a new random vector."""
+        return unrelated_photo(self, index, unit(rng.standard_normal(self.dim, dtype=np.float32)))
 
     def path(self, index: int, mark: str, folder: str = "") -> str:
         return str(self.root / (folder or f"{index // 1000:04d}") / f"IMG_{index:07d}{mark}.jpg")
