@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,6 +29,7 @@ from imgwatch.valkey_server import EmbeddedValkey
 from imgwatch.workqueue import FailureLedger, WorkQueue
 from tests.helpers import make_config, process_env
 from tests.photo_files import write_dng, write_heic
+from tests.web.browser import CHROMIUM, CHROMIUM_ARGS
 
 UPLOAD_LIMIT_MB = 1
 ODD_NAME = "a<b>&\"q'.jpg"  # HTML in a file name must show as text
@@ -158,3 +160,32 @@ def web_server(photo_set: PhotoSet, queue_server: EmbeddedValkey) -> Iterator[We
     yield server
     stop_server(server)
     assert server.process.returncode == 0, server.log.read_text()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Chromium, driven by Playwright (skips where either is missing)."""
+    if CHROMIUM is None:
+        pytest.skip("no Chromium on PATH for the browser tests (Debian: apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright for the browser tests")
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A fresh page; fails the test on a console error (a CSP violation, a script error).
+
+    Refused requests (HTTP 4xx) are the server's answers: each test checks those it causes.
+    """
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    opened = context.new_page()
+    opened.set_default_timeout(30_000)
+    errors: list[str] = []
+    opened.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    opened.on("pageerror", lambda error: errors.append(str(error)))
+    yield opened
+    context.close()
+    assert not [e for e in errors if not e.startswith("Failed to load resource")], errors

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import re
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -19,37 +18,11 @@ import pytest
 from imgwatch.display import KEPT_END
 from imgwatch.web.state import LARGE_SIZE
 from tests.helpers import process_env
-from tests.web.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.web.browser import CHROMIUM
 from tests.web.conftest import DNG_SIZE, ODD_NAME, PORTRAIT_NAMES, PhotoSet, WebServer, start_server, stop_server
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="no Chromium on PATH for the browser tests (Debian: apt-get install chromium)")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright for the browser tests")
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
-
-
-@pytest.fixture
-def page(browser: Any, web_server: WebServer) -> Iterator[Any]:
-    """A fresh page; fails the test on a console error (a CSP violation, a script error).
-
-    Refused requests (HTTP 4xx) are the server's answers: each test checks those it causes.
-    """
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    opened = context.new_page()
-    opened.set_default_timeout(30_000)
-    errors: list[str] = []
-    opened.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-    opened.on("pageerror", lambda error: errors.append(str(error)))
-    yield opened
-    context.close()
-    assert not [e for e in errors if not e.startswith("Failed to load resource")], errors
 
 
 def path_url(server: WebServer, route: str, path: object) -> str:

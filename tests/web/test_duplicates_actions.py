@@ -29,7 +29,6 @@ from imgwatch.store import ImageRecord, open_store
 from imgwatch.valkey_server import EmbeddedValkey
 from imgwatch.web.duplicates_view import GROUPS_PER_PAGE
 from tests.helpers import make_config, process_env
-from tests.web.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.web.conftest import WebServer, start_server, stop_server
 
 SERIES = GROUPS_PER_PAGE + 5  # exact-copy groups: one page and a bit
@@ -106,31 +105,6 @@ def server(library: Library) -> Iterator[WebServer]:
 def client(server: WebServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=60) as opened:
         yield opened
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if CHROMIUM is None:
-        pytest.skip("no Chromium on PATH for the browser tests (Debian: apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright for the browser tests")
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    """A fresh page; fails the test on a script error or a CSP violation."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    opened = context.new_page()
-    opened.set_default_timeout(30_000)
-    errors: list[str] = []
-    opened.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-    opened.on("pageerror", lambda error: errors.append(str(error)))
-    yield opened
-    context.close()
-    assert not [e for e in errors if not e.startswith("Failed to load resource")], errors
 
 
 @pytest.fixture
