@@ -33,16 +33,8 @@ from imgwatch.log import get_logger
 from imgwatch.reports import printable
 from imgwatch.store import ImageNotFound
 from imgwatch.web import routes as pages
-from imgwatch.web.duplicates_view import (
-    Notices,
-    api_duplicates,
-    api_plan,
-    confirm_page,
-    decide,
-    duplicates_page,
-    move,
-    undo,
-)
+from imgwatch.web.duplicates_actions import api_plan, confirm_page, decide, move, undo
+from imgwatch.web.duplicates_view import Notices, api_duplicates, duplicates_page
 from imgwatch.web.routes import JSONResponse, render_page
 from imgwatch.web.security import AccessGuard, ASGIApp
 from imgwatch.web.state import WebState
