@@ -478,7 +478,8 @@ def _clean_up(config: Config, store: GraphStore, groups: list[DuplicateGroup], d
     """`duplicates --move-to DIR / --trash [--dry-run]`: move every copy but the keeper of ``groups``."""
     from imgwatch.use_cases import move_duplicates
 
-    cleanup = move_duplicates(config, store, groups, destination, dry_run=dry_run)
+    with _PhaseBars() as bars:
+        cleanup = move_duplicates(config, store, groups, destination, dry_run=dry_run, progress=bars.advance)
     where = printable(destination.describe())
     if dry_run:
         for move in cleanup.moves:
@@ -494,6 +495,32 @@ def _clean_up(config: Config, store: GraphStore, groups: list[DuplicateGroup], d
     _say_refused(cleanup)
     if cleanup.refused:
         click.get_current_context().exit(EXIT_PARTLY)
+
+
+class _PhaseBars:
+    """A progress bar on stderr per phase of a long task (a terminal shows it; a pipe gets its label)."""
+
+    def __init__(self) -> None:
+        self._phase: str | None = None
+        self._bar: Any = None
+
+    def advance(self, phase: str, done: int, total: int) -> None:
+        if phase != self._phase:
+            self.close()
+            self._phase = phase
+            self._bar = click.progressbar(length=total, label=phase, file=sys.stderr).__enter__()
+        self._bar.update(done)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None
+
+    def __enter__(self) -> _PhaseBars:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _finish_unfinished(config: Config, store: GraphStore) -> None:

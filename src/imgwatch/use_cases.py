@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from imgwatch.cleanup import Cleanup, Destination, Manifest
+from imgwatch.cleanup.plan import Progress
 from imgwatch.config import Config
 from imgwatch.decisions import with_decisions
 from imgwatch.duplicates import (
@@ -204,27 +205,28 @@ def keeper_rule(config: Config) -> KeeperRule:
 
 
 def move_duplicates(config: Config, store: GraphStore, groups: Sequence[DuplicateGroup], destination: Destination,
-                    *, dry_run: bool = False) -> Cleanup:
+                    *, dry_run: bool = False, progress: Progress | None = None) -> Cleanup:
     """Move every non-keeper of ``groups`` to ``destination`` (see cleanup): checks every file first,
-    writes the manifest, moves, and keeps the store in step. A dry run only plans."""
+    writes the manifest, moves, and keeps the store in step. A dry run only plans. ``progress``
+    hears of the files checked, then moved."""
     from imgwatch.cleanup import manifest as manifests
     from imgwatch.cleanup.mover import move_forward, one_cleanup_at_a_time
     from imgwatch.cleanup.plan import plan_moves
 
     roots = watched_now(config)
     if dry_run:
-        moves, refused = plan_moves(groups, roots, destination)
+        moves, refused = plan_moves(groups, roots, destination, progress)
         return Cleanup(tuple(moves), tuple(refused), None, dry_run=True)
     folder = config.data_dir.cleanups
     with one_cleanup_at_a_time(folder):
-        moves, refused = plan_moves(groups, roots, destination)
+        moves, refused = plan_moves(groups, roots, destination, progress)
         if not moves:
             return Cleanup((), tuple(refused), None)
         created = time.time()
         planned = Manifest(manifests.new_manifest_path(folder, created), destination.in_manifest, created, "moving",
                            tuple(moves))
         manifests.write(planned)  # before the first file moves
-        done = move_forward(planned, store, roots)
+        done = move_forward(planned, store, roots, progress)
     return dataclasses.replace(done, refused=(*refused, *done.refused))
 
 

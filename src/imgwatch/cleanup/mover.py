@@ -21,7 +21,7 @@ from pathlib import Path
 
 from imgwatch.cleanup import manifest as manifests
 from imgwatch.cleanup.manifest import Manifest, Move
-from imgwatch.cleanup.plan import Refusal
+from imgwatch.cleanup.plan import Progress, Refusal
 from imgwatch.cleanup.transfer import transfer
 from imgwatch.cleanup.trash import TrashSlot, claim_slot
 from imgwatch.errors import CleanupRefused, ContentChanged, MoveRefused
@@ -58,12 +58,15 @@ def one_cleanup_at_a_time(folder: Path) -> Iterator[None]:
         yield
 
 
-def move_forward(manifest: Manifest, store: GraphStore, roots: Sequence[str]) -> Cleanup:
+def move_forward(manifest: Manifest, store: GraphStore, roots: Sequence[str],
+                 progress: Progress | None = None) -> Cleanup:
     """Move every file of ``manifest`` (state "moving"); then it lists the moves done (and any refused
     one that left a copy at its target, so that an undo knows of it), state "moved"."""
     done, kept, refused = [], [], []
     follow = _StoreFollower(store, roots)
     for move in manifest.moves:
+        if progress is not None:
+            progress("moving", 1, len(manifest.moves))
         claimed = False
         try:
             if move.trash_info is not None:

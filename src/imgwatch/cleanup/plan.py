@@ -12,7 +12,7 @@ again because a copy joined it: the person said these stay).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from imgwatch.cleanup.manifest import TRASH, Move
@@ -21,6 +21,9 @@ from imgwatch.cleanup.trash import choose_slot
 from imgwatch.duplicates import DuplicateGroup
 from imgwatch.errors import CleanupRefused
 from imgwatch.files import root_of
+
+# Called with the phase ("checking", "moving"), how many more files it went through, and its total.
+Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
@@ -77,15 +80,18 @@ def target_in_folder(folder: str, source: str, roots: Sequence[str]) -> str:
     return os.path.join(folder, os.path.basename(root.rstrip(os.sep)), os.path.relpath(source, root))
 
 
-def plan_moves(groups: Iterable[DuplicateGroup], roots: Sequence[str],
-               destination: Destination) -> tuple[list[Move], list[Refusal]]:
+def plan_moves(groups: Sequence[DuplicateGroup], roots: Sequence[str], destination: Destination,
+               progress: Progress | None = None) -> tuple[list[Move], list[Refusal]]:
     """The moves of every non-keeper of ``groups`` and the files left in place (see the module).
-    Reads every file involved (content hashes); writes nothing."""
+    Reads every file involved (content hashes); writes nothing. ``progress`` hears of each group checked."""
     check_destination(destination, roots)
     moves: list[Move] = []
     refused: list[Refusal] = []
     taken: set[str] = set()
+    total = sum(len(group.images) for group in groups)
     for group in groups:
+        if progress is not None:
+            progress("checking", len(group.images), total)
         keeper = group.images[0]
         if group.decision is not None and group.decision.kind == "not_duplicates":
             refused += [Refusal(image.path, "its group was decided 'not duplicates': left in place")
