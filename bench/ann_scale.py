@@ -7,6 +7,7 @@ Steps, each short enough to hold the shared benchmark lock for under ~10 minutes
     $B build --budget-s 480          # repeat until it says "complete": adds in chunks, saves, resumes
     $B measure                       # the figures below
     $B kinds                         # the store's search path at 1M, by kind of query
+    $B scan --images 200000          # batched exact scans of a compact copy (no index needed)
     $B clean                         # delete the big files (keeps nothing but this script)
 
 measure prints, for indexes of 1k, 100k and 1M images (the 1k and 100k ones are the
@@ -30,6 +31,17 @@ warm latency; for the first kind, also the graph search and the tail check timed
 rest of an index answer is the exact re-score). What it leaves out of the store: SQLite's
 id -> path lookup.
 
+scan weighs the lever against the graph for a worker's linking on the CPU: every query of a
+batch (32 or 256 new photos of stored topics) scored against the whole library in one product,
+so the library is read once per batch instead of once per image, then each query's
+SCAN_CANDIDATES best by that product re-scored exactly from the float32 rows. Products: numpy
+float32 (OpenBLAS; exact, nothing re-scored), torch bfloat16 (a bf16 copy of the library),
+torch int8 (``torch._int_mm``, an int8 copy scaled per row), and fbgemm's int8 GEMM (torch's
+dynamically quantised Linear with the library as its per-row-quantised weight). Per method
+and batch: time per image (median of SCAN_REPEATS), and against numpy's exact top 10 at or
+above LINK_THRESHOLD over the whole library (the links an image would pick), how many a
+method's answer misses, and the largest error of its approximate scores.
+
 Data as in bench/ann_choice.py (clustered, photo-like 2048-d unit vectors).
 """
 
@@ -41,6 +53,7 @@ import os
 import shutil
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +75,7 @@ from imgwatch.store.embedded import ann
 from imgwatch.store.embedded.ann import HnswIndex, IndexFileUnusable, candidate_count
 from imgwatch.store.embedded.ann_search import TailCheck, candidates_for, index_proposer
 from imgwatch.store.embedded.vectors import SlotVectors
+from imgwatch.store.linking import SCORE_EPSILON
 
 IMAGES = 1_000_000
 SNAPSHOTS = (1_000, 100_000)  # saved on the way to IMAGES: the smaller sizes measured
@@ -73,6 +87,11 @@ BUILD_CHUNK = 10_000
 NEW_IMAGES_SEED = 99  # new photos for the upsert+link measurement (not in the library)
 KIND_QUERIES = 100
 OTHER_TOPICS_SEED = 4242  # topics of photos unlike the library
+SCAN_BATCHES = (32, 256)
+SCAN_CANDIDATES = 100  # as ann_search.MIN_CANDIDATES: re-scoring 100 rows costs ~0.1 ms
+SCAN_REPEATS = 3
+SCAN_CHUNK = 65_536  # rows per step when making the compact copies and the truth
+LINK_THRESHOLD = 0.8  # the config's default link threshold
 
 
 def index_dir(data_dir: Path, size: int) -> Path:
@@ -267,6 +286,153 @@ def path_parts(index: HnswIndex, tail_check: TailCheck, queries: np.ndarray) -> 
             f"tail check p50 {ms(percentile(checking, 50))} ms (the rest of a search: exact re-score and ordering)")
 
 
+def step_scan(args: argparse.Namespace) -> None:
+    """Batched exact scans of compact copies of the library, against numpy float32 (see the docstring)."""
+    import torch  # only this step needs it
+
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    library = library_file(args.data_dir, args.images)
+    queries = query_vectors(args.images, max(SCAN_BATCHES))
+    truth_ids, truth_scores = exact_top_k_scores(library, queries, K)
+    # id -> exact score of each link an image would pick (its top K at or above the threshold)
+    linkable = [{int(i): float(score) for i, score in zip(ids, scores, strict=True) if score >= LINK_THRESHOLD}
+                for ids, scores in zip(truth_ids, truth_scores, strict=True)]
+    print(f"scan     {args.images:,} images; {max(SCAN_BATCHES)} queries, {sum(map(len, linkable))} links at or "
+          f"above {LINK_THRESHOLD} among their exact top {K}, {sum(1 for ids in linkable if ids)} queries with any; "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+    methods = {name: make(library) for name, make in SCAN_METHODS.items() if name in args.methods}
+    for name, (approximate, copy_mib) in methods.items():
+        for batch in SCAN_BATCHES:
+            seconds, found_ids, worst_error = [], [], 0.0
+            for _ in range(SCAN_REPEATS):
+                started = time.perf_counter()
+                found_ids = []
+                for start in range(0, len(queries), batch):
+                    block = queries[start : start + batch]
+                    scores, candidates = approximate(block)
+                    found_ids.extend(rescored_top_k(library, block, candidates))
+                seconds.append((time.perf_counter() - started) / len(queries))
+            for start in range(0, len(queries), batch):  # untimed: how far the approximate scores were off
+                block = queries[start : start + batch]
+                scores, candidates = approximate(block)
+                for row, query in enumerate(block):
+                    exact_scores = np.asarray(library[candidates[row]]) @ query
+                    worst_error = max(worst_error, float(np.abs(scores[row] - exact_scores).max()))
+            missed = sum(missed_links(wanted, found) for wanted, found in zip(linkable, found_ids, strict=True))
+            print(f"scan     {args.images:,}: {name:<22} batch {batch:>3}: {ms(statistics.median(seconds)):>7} ms "
+                  f"per image; links missed {missed}; largest score error {worst_error:.4f}; copy {copy_mib:,.0f} MiB; "
+                  f"load {os.getloadavg()[0]:.2f}", flush=True)
+
+
+def exact_top_k_scores(library: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Numpy's exact top k (ids, scores) of each query over the float32 library, read in chunks."""
+    ids = exact_top_k(library, queries, k)
+    return ids, np.stack([np.asarray(library[row]) @ query for query, row in zip(queries, ids, strict=True)])
+
+
+def rescored_top_k(library: np.ndarray, queries: np.ndarray, candidates: np.ndarray) -> list[dict[int, float]]:
+    """Each query's exact top K among its candidates (float32 rows): id -> score."""
+    found = []
+    for query, rows in zip(queries, candidates, strict=True):
+        rows = np.sort(rows)
+        scores = np.asarray(library[rows]) @ query
+        best = np.lexsort((rows, -scores))[:K]
+        found.append(dict(zip(rows[best].tolist(), scores[best].tolist(), strict=True)))
+    return found
+
+
+def missed_links(wanted: dict[int, float], found: dict[int, float]) -> int:
+    """Wanted links not found, but for ties: one scoring within SCORE_EPSILON of the lowest found
+    (the exact truth and the re-score sum in different orders, and the 10th place may be a tie)."""
+    lowest = min(found.values()) if len(found) == K else -np.inf
+    return sum(1 for i, score in wanted.items() if i not in found and score > lowest + SCORE_EPSILON)
+
+
+def in_chunks(library: np.ndarray, convert: Callable[[np.ndarray], object]) -> list[object]:
+    return [convert(np.asarray(library[start : start + SCAN_CHUNK])) for start in range(0, len(library), SCAN_CHUNK)]
+
+
+def numpy_float32(library: np.ndarray) -> tuple[Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], float]:
+    matrix = np.ascontiguousarray(library)  # in memory, as the store's mapped vectors are once paged in
+
+    def approximate(queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        scores = np.ascontiguousarray((matrix @ np.ascontiguousarray(queries.T)).T)  # as vectors.SlotVectors does
+        top = np.argpartition(-scores, SCAN_CANDIDATES - 1, axis=1)[:, :SCAN_CANDIDATES]
+        return np.take_along_axis(scores, top, 1), top
+
+    return approximate, matrix.nbytes / 2**20
+
+
+def torch_bfloat16(library: np.ndarray) -> tuple[Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], float]:
+    import torch
+
+    copy = torch.cat(in_chunks(library, lambda rows: torch.from_numpy(np.array(rows)).to(torch.bfloat16)))
+
+    def approximate(queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        scores = torch.from_numpy(queries).to(torch.bfloat16) @ copy.T  # (queries, images), accumulated in fp32
+        top = torch.topk(scores.float(), SCAN_CANDIDATES, dim=1)
+        return top.values.numpy(), top.indices.numpy()
+
+    return approximate, copy.numel() * 2 / 2**20
+
+
+def per_row_int8(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows scaled to use -127..127 each (cosine ranks are unchanged by a per-row scale): (int8, scale)."""
+    scale = np.abs(rows).max(axis=1, keepdims=True) / 127
+    return np.rint(rows / scale).astype(np.int8), scale.astype(np.float32).ravel()
+
+
+def torch_int8(library: np.ndarray) -> tuple[Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], float]:
+    import torch
+
+    parts = in_chunks(library, per_row_int8)
+    transposed = torch.from_numpy(np.ascontiguousarray(np.concatenate([q for q, _ in parts]).T))  # (dim, images)
+    row_scale = torch.from_numpy(np.concatenate([s for _, s in parts]))
+
+    def approximate(queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        quantised, query_scale = per_row_int8(queries)
+        products = torch._int_mm(torch.from_numpy(quantised), transposed)  # int32 (queries, images)
+        scores = products.float() * row_scale * torch.from_numpy(query_scale)[:, None]
+        top = torch.topk(scores, SCAN_CANDIDATES, dim=1)
+        return top.values.numpy(), top.indices.numpy()
+
+    return approximate, transposed.numel() / 2**20
+
+
+def fbgemm_int8(library: np.ndarray) -> tuple[Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], float]:
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():  # torch.ao quantisation warns it is deprecated
+        warnings.simplefilter("ignore")
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+        linear = torch.nn.Linear(library.shape[1], len(library), bias=False)
+        with torch.no_grad():
+            for start in range(0, len(library), SCAN_CHUNK):
+                rows = np.array(library[start : start + SCAN_CHUNK])
+                linear.weight[start : start + len(rows)] = torch.from_numpy(rows)
+        model = quantize_dynamic(torch.nn.Sequential(linear), {torch.nn.Linear: per_channel_dynamic_qconfig})
+        del linear
+
+    def approximate(queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with torch.no_grad():
+            scores = model(torch.from_numpy(queries))  # u8 queries x s8 library, dequantised to fp32
+        top = torch.topk(scores, SCAN_CANDIDATES, dim=1)
+        return top.values.numpy(), top.indices.numpy()
+
+    return approximate, len(library) * library.shape[1] / 2**20
+
+
+SCAN_METHODS = {
+    "numpy-float32": numpy_float32,
+    "torch-bfloat16": torch_bfloat16,
+    "torch-int8": torch_int8,
+    "fbgemm-int8": fbgemm_int8,
+}
+
+
 def step_clean(args: argparse.Namespace) -> None:
     shutil.rmtree(args.data_dir, ignore_errors=True)
     print(f"removed  {args.data_dir}")
@@ -286,7 +452,7 @@ def ms(seconds: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=["data", "build", "measure", "kinds", "clean"])
+    parser.add_argument("step", choices=["data", "build", "measure", "kinds", "scan", "clean"])
     parser.add_argument("--images", type=int, default=IMAGES)
     parser.add_argument("--budget-s", type=float, default=480, help="build: stop adding after this long")
     parser.add_argument("--expansion-search", type=int, nargs="+", default=[ann.EXPANSION_SEARCH])
@@ -296,12 +462,15 @@ def main() -> None:
     parser.add_argument("--expansion-add", type=int, default=ann.EXPANSION_ADD, help="efConstruction")
     parser.add_argument("--build-threads", type=int, default=1,
                         help="insert threads (the store builds with 1: 2 left poor graphs now and then)")
+    parser.add_argument("--methods", nargs="+", default=list(SCAN_METHODS), choices=list(SCAN_METHODS),
+                        help="scan: the products to measure")
     args = parser.parse_args()
     ann.CONNECTIVITY, ann.EXPANSION_ADD = args.connectivity, args.expansion_add  # read when an index is made or opened
     print_machine()
     print(f"settings connectivity {ann.CONNECTIVITY}, expansion_add {ann.EXPANSION_ADD}, dtype {ann.STORAGE_DTYPE}, "
           f"seed {LIBRARY_SEED}, load {os.getloadavg()}")
-    steps = {"data": step_data, "build": step_build, "measure": step_measure, "kinds": step_kinds, "clean": step_clean}
+    steps = {"data": step_data, "build": step_build, "measure": step_measure, "kinds": step_kinds, "scan": step_scan,
+             "clean": step_clean}
     steps[args.step](args)
 
 

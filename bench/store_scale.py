@@ -1,7 +1,7 @@
 """Benchmark the embedded store through its contract as the library grows: nearest() and upsert + link.
 
     flock /tmp/imgwatch-bench.lock env PYTHONPATH=src .venv/bin/python bench/store_scale.py \
-        --sizes 1000,20000,100000
+        --sizes 1000,20000,200000 --library /tmp/ann-bench-i26/library-500000x2048.f32
 
 Vectors are rows of the clustered library made by bench/ann_scale.py (``--library``, a raw
 ``.npy`` file of unit 2048-d float32 vectors), or random clustered ones when it is missing. One
@@ -16,7 +16,10 @@ store grows to each size in ``--sizes``; at each size:
   50th best scores differ by ~0.01, a flat neighbourhood where any top 10 is arbitrary);
   with how many of them the store scanned exactly rather than trust the index there
   (ann_search.TailCheck), and the p50 over all of the kind's queries,
-- upsert + link of new images in batches (per image), through the index and exactly,
+- upsert + link of new images in batches (per image), through the index and exactly; after
+  each batch its links are checked against brute force over the whole store (the exact
+  store object's ``nearest``): every neighbour an image would pick (its ``--top-k`` best at
+  or above ``--threshold``) must be linked to it, "missed" counts those that are not,
 - warm ``nearest()`` again once the writes since the index reach the maintenance bound
   (each query then also scans those), the worst case before maintenance.
 
@@ -38,6 +41,7 @@ import numpy as np
 
 from imgwatch.store import EmbeddedGraphStore, ImageRecord
 from imgwatch.store.embedded.ann_search import ANN_MIN_IMAGES, delta_bound
+from imgwatch.store.linking import SCORE_EPSILON
 
 MODEL = "bench/clustered-unit"
 NEVER = 10**12  # an ann_min_images no library reaches: exact search
@@ -45,12 +49,14 @@ NEVER = 10**12  # an ann_min_images no library reaches: exact search
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="1000,20000,100000")
+    parser.add_argument("--sizes", default="1000,20000,200000")
     parser.add_argument("--library", default="/work/ann-bench/library-1000000x2048.f32")
     parser.add_argument("--dim", type=int, default=2048)
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--link-batch", type=int, default=32)
     parser.add_argument("--link-batches", type=int, default=8)
+    parser.add_argument("--threshold", type=float, default=0.8, help="link threshold (the config's default)")
+    parser.add_argument("--top-k", type=int, default=10, help="links picked per image (the config's default)")
     parser.add_argument("--dir", default=None, help="where the store goes (default: a temporary directory)")
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
@@ -93,16 +99,20 @@ def main() -> None:
                     figures.append(f"recall@10 {name} {hits / (10 * len(queries)):.3f} (scanned "
                                    f"{indexed.ann.untrusted - scanned_before}/{len(queries)}, p50 {p50(seconds)})")
                 for name, store in (("index", indexed), ("exact", exact)):
-                    per_image = []
+                    per_image, picks, missed = [], 0, 0
                     for _ in range(args.link_batches):
                         batch = [record(n, library[n]) for n in range(spare - args.link_batch, spare)]
                         spare -= args.link_batch
                         started = time.perf_counter()
                         store.upsert(batch)
-                        store.link(batch, 0.8, 10)
+                        store.link(batch, args.threshold, args.top_k)
                         per_image.append((time.perf_counter() - started) / len(batch))
+                        batch_picks, batch_missed = missed_links(store, exact, batch, args.threshold, args.top_k)
+                        picks, missed = picks + batch_picks, missed + batch_missed
                     stored_extra = args.link_batch * args.link_batches
-                    figures.append(f"upsert+link/image {name} {p50(per_image)} (+{stored_extra} images)")
+                    figures.append(f"upsert+link/image {name} {p50(per_image)} (+{stored_extra} images; "
+                                   f"links vs brute force: {missed} missed of {picks})")
+                figures.append(f"load {os.getloadavg()[0]:.2f}")
                 # The worst case before maintenance: as many unindexed writes as the bound allows.
                 written = delta_bound(size) - 2 * args.link_batch * args.link_batches
                 for start in range(stored, stored + written, 1000):
@@ -121,6 +131,25 @@ def similar_queries(library: np.ndarray, stored: int, count: int) -> np.ndarray:
     vectors = np.asarray(library[rows]) + 0.0105 * rng.standard_normal((len(rows), library.shape[1]), dtype=np.float32)
     normalised: np.ndarray = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     return normalised
+
+
+def missed_links(linked: EmbeddedGraphStore, brute_force: EmbeddedGraphStore, batch: list[ImageRecord],
+                 threshold: float, top_k: int) -> tuple[int, int]:
+    """(picks, missed): each batch image's picks by brute force over the whole store (its top_k best
+    other images at or above threshold), and how many of them ``linked`` holds no link for."""
+    picks = missed = 0
+    for image in batch:
+        best = brute_force.nearest(image.embedding, top_k + 1, exclude=[image.path])
+        if len(best) > top_k and best[top_k - 1].score - best[top_k].score <= SCORE_EPSILON:
+            best = best[: top_k - 1]  # the last pick is a tie: either image may be linked
+        wanted = {m.path: m.score for m in best[:top_k] if m.score >= threshold}
+        linked_to = {m.path for m in linked.neighbours(image.path)}
+        picks += len(wanted)
+        for path in wanted.keys() - linked_to:
+            missed += 1
+            print(f"missed link {image.path} -> {path} (score {wanted[path]:.5f}; brute force's top {top_k}: "
+                  f"{[round(m.score, 5) for m in best]})", flush=True)
+    return picks, missed
 
 
 def timed_queries(store: EmbeddedGraphStore, queries: np.ndarray) -> list[float]:
