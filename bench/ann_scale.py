@@ -228,6 +228,13 @@ def measure_exact(library: np.ndarray, queries: np.ndarray) -> None:
     print(f"exact    numpy over the {len(library):,}-row float32 file: median {ms(statistics.median(times))} ms")
 
 
+def photos_unlike_library(count: int, dim: int) -> np.ndarray:
+    """Photos of topics the library does not hold: their ten best in it are near-ties."""
+    rng = np.random.default_rng(OTHER_TOPICS_SEED)
+    other_topics = np.maximum(rng.standard_normal((count, dim), dtype=np.float32), 0)
+    return photo_block(other_topics, OTHER_TOPICS_SEED, 0, count)[:count]
+
+
 def step_kinds(args: argparse.Namespace) -> None:
     """The store's search path at IMAGES, by kind of query (see the module docstring)."""
     library = library_file(args.data_dir, args.images)
@@ -235,12 +242,10 @@ def step_kinds(args: argparse.Namespace) -> None:
     rng = np.random.default_rng(5)
     stored = np.asarray(library[np.sort(rng.choice(len(library), KIND_QUERIES, replace=False))])
     shots = stored + 0.0105 * rng.standard_normal(stored.shape, dtype=np.float32)
-    other_topics = np.maximum(np.random.default_rng(OTHER_TOPICS_SEED).standard_normal((KIND_QUERIES, dim),
-                                                                                      dtype=np.float32), 0)
     kinds = {
         "new photo of a stored topic": query_vectors(args.images, KIND_QUERIES),
         "another shot of a stored photo": shots / np.linalg.norm(shots, axis=1, keepdims=True),
-        "a photo unlike the library": photo_block(other_topics, OTHER_TOPICS_SEED, 0, KIND_QUERIES)[:KIND_QUERIES],
+        "a photo unlike the library": photos_unlike_library(KIND_QUERIES, dim),
     }
     started = time.perf_counter()
     truths = {kind: exact_top_k(library, queries, K) for kind, queries in kinds.items()}

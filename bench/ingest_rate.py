@@ -48,6 +48,8 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=10_000, help="images per printed rate")
     parser.add_argument("--budget-s", type=float, default=1800, help="stop after this long, whatever the size")
     parser.add_argument("--dir", default=None, help="where the store goes (default: a temporary directory)")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="leave the store here (a new folder) for bench/store_scale.py --store to measure")
     args = parser.parse_args()
     library = load_library(args.library, args.images)
     print(f"machine  {platform.machine()} {cpu_name()}, {len(os.sched_getaffinity(0))} cores; numpy {np.__version__}; "
@@ -55,7 +57,9 @@ def main() -> None:
     rates: list[float] = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=args.dir) as directory:
-        db = Path(directory) / "store.sqlite3"
+        if args.keep:
+            args.keep.mkdir(parents=True)
+        db = (args.keep or Path(directory)) / "store.sqlite3"
         with EmbeddedGraphStore(db) as store:
             store.ensure_model(MODEL, library.shape[1])
             stored = 0
@@ -84,7 +88,7 @@ def main() -> None:
             total = time.perf_counter() - started
             print(f"ingested {stored:,} images in {total:.0f} s ({stored / total:.0f} img/s); last window "
                   f"{rates[-1]:.0f} img/s = {rates[-1] / rates[0]:.0%} of the first {rates[0]:.0f} img/s", flush=True)
-            print(f"files    {files_mib(Path(directory))}; peak resident {peak_rss_mib():,.0f} MiB; "
+            print(f"files    {files_mib(db.parent)}; peak resident {peak_rss_mib():,.0f} MiB; "
                   f"load after {os.getloadavg()}", flush=True)
 
 

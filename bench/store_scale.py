@@ -13,7 +13,9 @@ store grows to each size in ``--sizes``; at each size:
   against the second, for two kinds of query: "similar" (a stored image's vector plus
   noise, cosine ~0.9 to it: another shot of a photographed scene) and "unrelated" (rows
   from the far end of the library, whose topics the first rows barely hold: the 10th and
-  50th best scores differ by ~0.01, a flat neighbourhood where any top 10 is arbitrary);
+  50th best scores differ by ~0.01, a flat neighbourhood where any top 10 is arbitrary; with a
+  library file much larger than the sizes, its far end's topics are held by the first rows
+  too), and "unlike" (photos of topics the library does not hold, as ann_scale's kinds step);
   with how many of them the store scanned exactly rather than trust the index there
   (ann_search.TailCheck), and the p50 over all of the kind's queries,
 - upsert + link of new images in batches (per image), through the index and exactly; after
@@ -39,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ann_scale import photos_unlike_library
 from imgwatch.store import EmbeddedGraphStore, ImageRecord
 from imgwatch.store.embedded.ann_search import ANN_MIN_IMAGES, delta_bound
 from imgwatch.store.linking import SCORE_EPSILON
@@ -58,6 +61,9 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=0.8, help="link threshold (the config's default)")
     parser.add_argument("--top-k", type=int, default=10, help="links picked per image (the config's default)")
     parser.add_argument("--dir", default=None, help="where the store goes (default: a temporary directory)")
+    parser.add_argument("--store", type=Path, default=None,
+                        help="grow this store instead of a new one (bench/ingest_rate.py --keep leaves one holding "
+                             "the library's first rows, named as here)")
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
     library = load_library(Path(args.library), args.dim, max(sizes) * 2 + 10_000)
@@ -65,12 +71,13 @@ def main() -> None:
           f"numpy {np.__version__}; load {os.getloadavg()}; ANN_MIN_IMAGES {ANN_MIN_IMAGES}")
     # Unrelated queries and images added for linking come from the far end of the library.
     unrelated = np.asarray(library[-args.queries :])
+    unlike = photos_unlike_library(args.queries, args.dim)
     spare = len(library) - args.queries
     with tempfile.TemporaryDirectory(dir=args.dir) as directory:
-        db = Path(directory) / "store.sqlite3"
+        db = args.store or Path(directory) / "store.sqlite3"
         with EmbeddedGraphStore(db, ann_min_images=0) as indexed, EmbeddedGraphStore(db, ann_min_images=NEVER) as exact:
             indexed.ensure_model(MODEL, args.dim)
-            stored = 0
+            stored = indexed.stats().images
             for size in sizes:
                 started = time.perf_counter()
                 while stored < size:
@@ -88,7 +95,7 @@ def main() -> None:
                 seconds_exact = timed_queries(exact, similar)
                 assert through_index and indexed.ann.index_revision is not None
                 figures.append(f"nearest p50 index {p50(seconds_index)} / exact {p50(seconds_exact)}")
-                for name, queries in (("similar", similar), ("unrelated", unrelated)):
+                for name, queries in (("similar", similar), ("unrelated", unrelated), ("unlike", unlike)):
                     hits, scanned_before, seconds = 0, indexed.ann.untrusted, []
                     for query in queries:
                         truth = {m.path for m in exact.nearest(query, 10)}
