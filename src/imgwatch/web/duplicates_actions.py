@@ -169,14 +169,18 @@ async def move(request: Request) -> Response:
     state = state_of(request)
 
     def clear() -> Notice:
-        finish_unfinished(state.config, state.store())  # as the command line does, before the groups are read
+        # As the command line does, before the groups are read: a clean-up a kill stopped is finished first.
+        finished = finish_unfinished(state.config, state.store())
+        earlier = "".join(f"Finished an earlier clean-up that was stopped part-way: {copies(len(cleanup.moves))} "
+                          f"({cleanup.manifest.name if cleanup.manifest else '-'}). " for cleanup in finished)
         groups = groups_to_clear(request, listing, keeper)
         done = move_duplicates(state.config, state.store(), groups, page_destination(state.config))
         refused = _refused_line(done)
         if done.manifest is None:
-            return Notice("Nothing moved." + refused)
-        return Notice(f"Moved {copies(len(done.moves))} ({human_size(done.bytes)}) into {destination_name(request)}; "
-                      f"manifest {done.manifest.name}." + refused, undo=done.manifest.name)
+            return Notice(earlier + "Nothing moved." + refused)
+        return Notice(earlier + f"Moved {copies(len(done.moves))} ({human_size(done.bytes)}) into "
+                      f"{destination_name(request)}; manifest {done.manifest.name}." + refused,
+                      undo=done.manifest.name)
 
     return _notified(request, listing, await run_in_threadpool(clear))
 
