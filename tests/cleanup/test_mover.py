@@ -17,7 +17,7 @@ import pytest
 
 from imgwatch.cleanup import manifest as manifests
 from imgwatch.cleanup.manifest import Manifest, Move
-from imgwatch.cleanup.mover import move_forward
+from imgwatch.cleanup.mover import move_back, move_forward
 from imgwatch.cleanup.trash import choose_slot
 from imgwatch.config import Config
 from imgwatch.store import ImageRecord, open_store
@@ -255,3 +255,19 @@ def test_a_refused_move_that_left_a_whole_copy_at_its_target_stays_in_the_manife
 def own_trash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The home trash of these tests is in their temp folder (never the developer's)."""
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+
+
+def test_an_undo_leaves_another_files_trash_entry_that_took_a_name_this_clean_up_never_claimed(
+        store, tmp_path: Path) -> None:
+    source = tmp_path / "photos" / "a.jpg"
+    source.parent.mkdir()
+    source.write_bytes(b"as indexed")
+    slot = choose_slot(str(source), set())
+    manifest = _one_move_manifest(tmp_path, source, Path(slot.files), hashlib.sha256(b"as indexed").hexdigest(),
+                                  trash_info=slot.info, trash_path=slot.original)
+    manifests.write(manifest)  # killed here: the manifest written, the slot never claimed
+    Path(slot.info).parent.mkdir(parents=True)
+    Path(slot.info).write_text("[Trash Info]\nPath=/somewhere/else/a.jpg\nDeletionDate=2026-12-07T10:00:00\n")
+    done = move_back(manifest, store, [str(tmp_path / "photos")])
+    assert done.refused == () and source.read_bytes() == b"as indexed"
+    assert "Path=/somewhere/else/a.jpg" in Path(slot.info).read_text()  # the desktop's other entry is untouched

@@ -23,7 +23,7 @@ from imgwatch.cleanup import manifest as manifests
 from imgwatch.cleanup.manifest import Manifest, Move
 from imgwatch.cleanup.plan import Progress, Refusal
 from imgwatch.cleanup.transfer import transfer
-from imgwatch.cleanup.trash import TrashSlot, claim_slot
+from imgwatch.cleanup.trash import TrashSlot, claim_slot, original_in
 from imgwatch.errors import CleanupRefused, ContentChanged, MoveRefused
 from imgwatch.files import resolves_inside
 from imgwatch.store import GraphStore
@@ -107,7 +107,9 @@ def move_back(manifest: Manifest, store: GraphStore, roots: Sequence[str]) -> Cl
         except OSError as exc:
             refused.append(Refusal(move.target, f"cannot move it back to {move.source}: {exc.strerror}"))
             continue
-        if move.trash_info is not None:
+        if move.trash_info is not None and original_in(move.trash_info) == move.trash_path:
+            # Only our own entry: a move a kill stopped before its slot was claimed may find another
+            # file's entry under the name it had chosen.
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(move.trash_info)
         done.append(move)
