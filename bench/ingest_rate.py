@@ -34,6 +34,7 @@ import numpy as np
 from ann_choice import library_file
 from imgwatch.store import EmbeddedGraphStore, ImageRecord
 from imgwatch.store.embedded.ann_search import ANN_MIN_IMAGES
+from store_scale import cpu_name
 
 MODEL = "bench/clustered-unit"
 THRESHOLD = 0.8  # the config's default link threshold
@@ -128,12 +129,6 @@ def peak_rss_mib() -> float:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     return 0.0
-
-
-def cpu_name() -> str:
-    with open("/proc/cpuinfo") as cpuinfo:
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
-    return names[0] if names else "?"
 
 
 if __name__ == "__main__":
