@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from imgwatch.cleanup import Cleanup, Destination, Manifest
-from imgwatch.cleanup.plan import Progress
+from imgwatch.cleanup import manifest as manifests
+from imgwatch.cleanup.mover import move_back, move_forward, one_cleanup_at_a_time
+from imgwatch.cleanup.plan import Progress, plan_moves
 from imgwatch.config import Config
 from imgwatch.decisions import with_decisions
 from imgwatch.duplicates import (
@@ -209,10 +211,6 @@ def move_duplicates(config: Config, store: GraphStore, groups: Sequence[Duplicat
     """Move every non-keeper of ``groups`` to ``destination`` (see cleanup): checks every file first,
     writes the manifest, moves, and keeps the store in step. A dry run only plans. ``progress``
     hears of the files checked, then moved."""
-    from imgwatch.cleanup import manifest as manifests
-    from imgwatch.cleanup.mover import move_forward, one_cleanup_at_a_time
-    from imgwatch.cleanup.plan import plan_moves
-
     roots = watched_now(config)
     if dry_run:
         moves, refused = plan_moves(groups, roots, destination, progress)
@@ -232,9 +230,6 @@ def move_duplicates(config: Config, store: GraphStore, groups: Sequence[Duplicat
 
 def undo_cleanup(config: Config, store: GraphStore, manifest: str | os.PathLike[str]) -> Cleanup:
     """Put back every file the clean-up of ``manifest`` moved (see cleanup.mover.move_back)."""
-    from imgwatch.cleanup import manifest as manifests
-    from imgwatch.cleanup.mover import move_back, one_cleanup_at_a_time
-
     with one_cleanup_at_a_time(config.data_dir.cleanups):
         found = manifests.read(manifest)
         if found.state == "undone":
@@ -244,9 +239,6 @@ def undo_cleanup(config: Config, store: GraphStore, manifest: str | os.PathLike[
 
 def finish_unfinished(config: Config, store: GraphStore) -> list[Cleanup]:
     """Finish the clean-ups (or undos) a kill or crash stopped part-way, oldest first."""
-    from imgwatch.cleanup import manifest as manifests
-    from imgwatch.cleanup.mover import move_back, move_forward, one_cleanup_at_a_time
-
     folder = config.data_dir.cleanups
     finished = []
     with one_cleanup_at_a_time(folder):
