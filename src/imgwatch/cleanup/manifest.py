@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from imgwatch.disk import flush_folder
 from imgwatch.errors import CleanupRefused
 
 FORMAT = 1
@@ -74,11 +75,7 @@ def write(manifest: Manifest) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(partial, manifest.path)
-    descriptor = os.open(manifest.path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+    flush_folder(manifest.path.parent)
 
 
 def read(path: str | Path) -> Manifest:

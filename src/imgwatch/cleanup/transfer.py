@@ -17,6 +17,7 @@ import hashlib
 import os
 import shutil
 
+from imgwatch.disk import flush_folder
 from imgwatch.errors import ContentChanged, MoveRefused
 
 _AT_FDCWD = -100
@@ -96,9 +97,10 @@ def transfer(source: str, target: str, sha256: str) -> None:
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
-        _copy_whole(source, target, sha256)
+        _copy_whole(source, target, sha256)  # flushes the target's folder before the source goes
         os.unlink(source)
-    _flush_folder(os.path.dirname(target))
+    else:
+        _flush_folder(os.path.dirname(target))
     _flush_folder(os.path.dirname(source))
 
 
@@ -162,14 +164,6 @@ def _make_folders(folder: str) -> None:
 
 
 def _flush_folder(folder: str) -> None:
-    """fsync a folder so a rename or unlink in it outlives a power cut."""
-    try:
-        descriptor = os.open(folder or ".", os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
+    """Flush a folder of a move; a file system that cannot (some network and FUSE ones) does not stop it."""
+    with contextlib.suppress(OSError):
+        flush_folder(folder or ".")

@@ -40,6 +40,8 @@ with contextlib.suppress(ImportError):
     import onnxruntime  # noqa: F401
 from usearch.index import Index, MetricKind, ScalarKind  # noqa: E402
 
+from imgwatch.disk import flush_folder  # noqa: E402
+
 # Bump when the meaning of the files changes; an index of another format is rebuilt.
 INDEX_FORMAT = 1
 CURRENT_FILE = "current.json"
@@ -227,7 +229,7 @@ class HnswIndex:
         current_temporary.write_text(json.dumps(metadata, indent=1) + "\n")
         _fsync_file(current_temporary)
         os.replace(current_temporary, directory / CURRENT_FILE)  # the commit point
-        _fsync_directory(directory)
+        flush_folder(directory)
         for stale in directory.glob(f"{DATA_PREFIX}*{DATA_SUFFIX}"):
             if stale.name != name:
                 stale.unlink(missing_ok=True)
@@ -306,11 +308,3 @@ def _check(metadata: dict[str, object], dim: int, data_path: Path) -> None:
 def _fsync_file(path: Path) -> None:
     with open(path, "rb") as handle:
         os.fsync(handle.fileno())
-
-
-def _fsync_directory(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
