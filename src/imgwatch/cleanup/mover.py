@@ -75,9 +75,7 @@ def move_forward(manifest: Manifest, store: GraphStore, roots: Sequence[str],
                     raise MoveRefused(f"{move.trash_info} was taken by another file meanwhile; run again")
             transfer(move.source, move.target, move.sha256)
         except (MoveRefused, ContentChanged, OSError) as exc:
-            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            refused.append(Refusal(move.source, why if not isinstance(exc, OSError)
-                                   else f"cannot move it to {move.target}: {why}; left in place"))
+            refused.append(Refusal(move.source, _why(exc, f"cannot move it to {move.target}")))
             if os.path.lexists(move.target):
                 kept.append(move)
             elif claimed and move.trash_info is not None:
@@ -101,11 +99,8 @@ def move_back(manifest: Manifest, store: GraphStore, roots: Sequence[str]) -> Cl
     for move in reversed(manifest.moves):
         try:
             transfer(move.target, move.source, move.sha256)
-        except (MoveRefused, ContentChanged) as exc:
-            refused.append(Refusal(move.target, str(exc)))
-            continue
-        except OSError as exc:
-            refused.append(Refusal(move.target, f"cannot move it back to {move.source}: {exc.strerror}"))
+        except (MoveRefused, ContentChanged, OSError) as exc:
+            refused.append(Refusal(move.target, _why(exc, f"cannot move it back to {move.source}")))
             continue
         if move.trash_info is not None and original_in(move.trash_info) == move.trash_path:
             # Only our own entry: a move a kill stopped before its slot was claimed may find another
@@ -119,6 +114,13 @@ def move_back(manifest: Manifest, store: GraphStore, roots: Sequence[str]) -> Cl
     finished = manifest.with_state(state)
     manifests.write(finished)
     return Cleanup(tuple(done), tuple(refused), finished.path, to_index_again=follow.to_index_again)
+
+
+def _why(refusal: MoveRefused | ContentChanged | OSError, doing: str) -> str:
+    """One line on a file left in place: transfer's own words, or what the system said to ``doing``."""
+    if isinstance(refusal, OSError):
+        return f"{doing}: {refusal.strerror or refusal}; left in place"
+    return str(refusal)
 
 
 def _slot(move: Move) -> TrashSlot:
