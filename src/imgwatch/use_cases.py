@@ -242,9 +242,11 @@ def finish_unfinished(config: Config, store: GraphStore) -> list[Cleanup]:
     folder = config.data_dir.cleanups
     finished = []
     with one_cleanup_at_a_time(folder):
-        for manifest in manifests.unfinished(folder):
+        stopped = manifests.unfinished(folder)
+        roots = watched_now(config) if stopped else []  # asks the queue: only when there is something to finish
+        for manifest in stopped:
             carry = move_forward if manifest.state == "moving" else move_back
-            finished.append(carry(manifest, store, watched_now(config)))
+            finished.append(carry(manifest, store, roots))
     return finished
 
 
