@@ -193,30 +193,30 @@ def test_a_re_embedded_image_is_found_by_its_new_vector_only(
     assert path_of(7) not in {m.path for m in ann_store.nearest(vectors[7], 3) if m.score > 0.9999}
 
 
-def test_link_through_the_index_gives_the_links_of_the_exact_path(
+def test_link_never_takes_candidates_from_the_index(
     tmp_path: Path, vectors: np.ndarray, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A graph's answer is not exact (bench/RESULTS.md, issue 26): links scan, the index only serves nearest()."""
     records = [make_record(path_of(i), vector) for i, vector in enumerate(vectors)]
     rescored = []
     original = SlotVectors._rescored
     monkeypatch.setattr(SlotVectors, "_rescored", lambda *args: rescored.append(1) or original(*args))
     found = []
-    for threshold in (THRESHOLD, IMAGES * 10):  # through the index, then exactly
-        with EmbeddedGraphStore(tmp_path / f"{threshold}.sqlite3", ann_min_images=threshold) as store:
+    for threshold in (THRESHOLD, IMAGES * 10):  # with an index, then without
+        with EmbeddedGraphStore(tmp_path / f"{threshold}.sqlite3", ann_min_images=threshold,
+                                compact_min_images=10**9) as store:
             store.ensure_model(MODEL, DIM)
             store.upsert(records[:2500])
             if threshold == THRESHOLD:
                 indexed(store)
-            store.upsert(records[2500:])  # these are searched through the delta
+                rescored.clear()
+            store.upsert(records[2500:])
             for start in range(0, IMAGES, 250):
                 store.link(records[start : start + 250], 0.5, 5)
             found.append({(link.a, link.b): link.score for link in store.links_at_least(0.0)})
-        assert (len(rescored) >= IMAGES // 250) == (threshold == THRESHOLD)  # the index was used, or not
-        rescored.clear()
-    through_index, exact = found
-    assert through_index.keys() == exact.keys()
-    for pair, score in exact.items():
-        assert through_index[pair] == pytest.approx(score, abs=1e-5)
+        assert rescored == []  # every batch scanned the vectors, none re-scored the graph's proposal
+    with_index, without = found
+    assert with_index.keys() == without.keys()
 
 
 def test_a_deleted_index_directory_is_rebuilt_with_the_same_results(

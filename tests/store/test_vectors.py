@@ -92,7 +92,7 @@ def test_a_query_its_proposer_does_not_vouch_for_is_scanned_in_full() -> None:
     queries = random_unit_vectors(4, DIM, seed=2)
     asked: list[float] = []
 
-    def propose(batch: np.ndarray, k: int, exclude: object) -> Proposal:
+    def propose(batch: np.ndarray, k: int, exclude: object, floor: float) -> Proposal:
         # Too few, poor candidates; only the first query's answer is vouched for.
         def trusted(row: int, needed: float) -> bool:
             asked.append(needed)

@@ -346,7 +346,8 @@ def index_proposer(index: HnswIndex, shared: np.ndarray, tail_check: TailCheck,
     """Candidates from ``index`` plus the ``shared`` ids for every query, trusted per ``tail_check``
     (its bars for a batch in one product: a link batch or a model switch asks for thousands)."""
 
-    def propose(queries: np.ndarray, k: int, exclude_ids: Sequence[Collection[int]] | None) -> Proposal:
+    def propose(queries: np.ndarray, k: int, exclude_ids: Sequence[Collection[int]] | None,
+                floor: float) -> Proposal:
         bars = tail_check.bars(queries)
 
         def trusted(row: int, needed: float) -> bool:

@@ -4,7 +4,9 @@ SQLite (``sqlite.py``) is the source of truth; every process searches the same
 memory-mapped copy of the embeddings beside it (``shared_vectors.py``), brought up to
 date after each write and before each query. Once the library is large, searches go
 through a saved HNSW index plus the writes since it (``ann_search.py``), still with exact
-scores. Links follow the rule in :mod:`imgwatch.store.linking`.
+scores, and links through a batched scan of an int8 copy in the linking process
+(``compact_copy.py``), exact by construction. Links follow the rule in
+:mod:`imgwatch.store.linking`.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from imgwatch.store.base import (
 from imgwatch.store.batching import PAGE_SIZE, keyset_pages
 from imgwatch.store.embedded import spaces
 from imgwatch.store.embedded.ann_search import ANN_MIN_IMAGES, AnnSearch
+from imgwatch.store.embedded.compact_copy import COMPACT_MIN_IMAGES, CompactCopy
 from imgwatch.store.embedded.shared_vectors import SharedVectors, record_store_identity
 from imgwatch.store.embedded.sqlite import Database, Transaction
 from imgwatch.store.embedded.vectors import SlotVectors, neighbour_candidates
@@ -57,20 +60,23 @@ log = get_logger("imgwatch.store")
 class EmbeddedGraphStore(GraphStore):
     """:class:`GraphStore` on a local SQLite file plus exact-scored search over shared, memory-mapped vectors.
 
-    ``ann_min_images``: the library size from which searches use the HNSW index (tests
-    lower it). One store object may be used by one thread at a time (calls from several threads
+    ``ann_min_images``: the library size from which searches use the HNSW index;
+    ``compact_min_images``: from which links scan the int8 copy, held on ``link_device``
+    (tests lower both). One store object may be used by one thread at a time (calls from several threads
     are serialised); use processes for parallelism.
     """
 
     backend = "embedded"
 
     def __init__(
-        self, db_path: Path | str, *, busy_timeout_seconds: float = 60.0, ann_min_images: int = ANN_MIN_IMAGES
+        self, db_path: Path | str, *, busy_timeout_seconds: float = 60.0, ann_min_images: int = ANN_MIN_IMAGES,
+        compact_min_images: int = COMPACT_MIN_IMAGES, link_device: str = "cpu",
     ) -> None:
         self._db = Database(db_path, busy_timeout_seconds=busy_timeout_seconds)
         self.db_path = self._db.path
         self._vectors = SharedVectors(self.db_path)
         self._ann = AnnSearch(self.db_path, min_images=ann_min_images)
+        self._compact = CompactCopy(min_images=compact_min_images, device=link_device)
 
     @property
     def vectors(self) -> SharedVectors:
@@ -81,6 +87,11 @@ class EmbeddedGraphStore(GraphStore):
     def ann(self) -> AnnSearch:
         """The HNSW index beside the store, used for searches once the library is large."""
         return self._ann
+
+    @property
+    def compact(self) -> CompactCopy:
+        """This process's int8 copy of the vectors, scanned by links once the library is large."""
+        return self._compact
 
     # -- GraphStore -----------------------------------------------------------------
 
@@ -186,10 +197,11 @@ class EmbeddedGraphStore(GraphStore):
         # only the last few changes remain to be applied.
         self._update_vectors()
         # Under the write lock no other process commits: the files match this snapshot exactly.
-        with self._db.write() as tx, self._vectors.current(tx) as index:
-            if index is None:
+        with self._db.write() as tx, self._vectors.current(tx) as view:
+            if view is None:
                 return 0
-            index = self._ann.attach(tx, index)
+            self._ann.attach(tx, view)  # not searched here, but keeps the saved index forward for nearest()
+            index = self._compact.attach(tx, view)
             paths = list(dict.fromkeys(image.path for image in images))
             ids = [i for i in _ids_by_path(tx, paths).values() if i in index]
             former = _former_links(tx, ids, index)

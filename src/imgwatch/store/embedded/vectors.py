@@ -46,8 +46,8 @@ class Proposal:
     trusted: Callable[[int, float], bool] | None = None
 
 
-# (queries, k, exclude_ids) -> the candidates to re-score
-Proposer = Callable[[np.ndarray, int, Sequence[Collection[int]] | None], Proposal]
+# (queries, k, exclude_ids, floor) -> the candidates to re-score; floor as in SlotVectors.candidates
+Proposer = Callable[[np.ndarray, int, Sequence[Collection[int]] | None, float], Proposal]
 
 
 class SlotVectors:
@@ -72,6 +72,16 @@ class SlotVectors:
     @property
     def dim(self) -> int:
         return int(self._matrix.shape[1])
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """Row ``i`` = id ``i``'s vector, dead slots included: a view, valid while the owner holds it still."""
+        return self._matrix
+
+    @property
+    def live(self) -> np.ndarray:
+        """One flag per slot, 0 = no stored image: a view, like :attr:`matrix`."""
+        return self._live
 
     @property
     def slots(self) -> int:
@@ -121,7 +131,7 @@ class SlotVectors:
         if k <= 0 or self.slots == 0:
             return [_nothing() for _ in queries]
         if self._proposer is not None:
-            proposal = self._proposer(queries, k, exclude_ids)
+            proposal = self._proposer(queries, k, exclude_ids, floor)
             return self._rescored(queries, k, exclude_ids, proposal, floor)
         return self._scanned(queries, k, exclude_ids)
 
