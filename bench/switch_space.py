@@ -3,8 +3,8 @@ becoming the active one, for N images at dim D, with the part each step takes.
 
 The store is seeded with N images in the active space and the same N in a complete pending
 space (groups of five near-duplicates, so the new space has links to compute), then switched
-once. Steps: reading the pending vectors into a temporary file, computing the new links (an
-HNSW index over the pending vectors from ann_min_images images, exact below), the one write
+once. Steps: reading the pending vectors into a temporary file, computing the new links (a batched
+scan of an int8 copy of the pending vectors from compact_min_images images, exact below), the one write
 transaction (catch-up, vectors, links, model), and the vector files rebuilt for every process.
 A second process meanwhile searches the store four times a second: its slowest answer says how
 long a search waited (none fails; they answer from the old space until the commit).

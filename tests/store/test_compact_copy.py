@@ -8,6 +8,7 @@ switch (which must rebuild the copy even at the same dimension).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 
 from imgwatch.store import EmbeddedGraphStore, ImageRecord
+from imgwatch.store.embedded import spaces
 from tests.helpers import MODEL, clustered_unit_vectors, make_record
 
 DIM = 64
@@ -122,3 +124,31 @@ def test_a_model_switch_rebuilds_the_copy_even_at_the_same_dimension(
     on_both(pair, records(vectors(100, seed=10), 7000, model=NEW_MODEL))
     assert through_copy.compact.builds == 2
     assert_same_links(through_copy, exact)
+
+
+def test_photos_written_while_the_new_space_is_linked_are_found_through_its_copy(
+    pair: tuple[EmbeddedGraphStore, EmbeddedGraphStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """switch_space links the new space through an int8 copy of the pending vectors, outside the
+    write lock; two alike photos another process writes meanwhile must find each other."""
+    through_copy, _ = pair
+    library = records(vectors(400, seed=1), 0)
+    through_copy.upsert(library)
+    through_copy.begin_space(NEW_MODEL, DIM)
+    remapped = vectors(400, seed=9)
+    through_copy.put_pending([(r.path, r.sha256, v) for r, v in zip(library, remapped, strict=True)])
+    twin = -remapped[0]  # unlike the whole (non-negative) library
+    late = [dataclasses.replace(make_record(f"/late/{i}.jpg", vector), pending_embedding=twin)
+            for i, vector in enumerate(vectors(2, seed=11))]
+    compute_links = spaces.compute_links
+
+    def computed_while_another_process_writes(*args: object, **kwargs: object) -> spaces.SpaceLinks:
+        result = compute_links(*args, **kwargs)  # type: ignore[arg-type]
+        assert result.copy is not None
+        with EmbeddedGraphStore(through_copy.db_path) as other:
+            other.upsert(late)
+        return result
+
+    monkeypatch.setattr(spaces, "compute_links", computed_while_another_process_writes)
+    through_copy.switch_space(THRESHOLD, TOP_K)
+    assert [m.path for m in through_copy.neighbours("/late/0.jpg")] == ["/late/1.jpg"]

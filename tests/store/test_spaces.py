@@ -340,11 +340,12 @@ def test_another_process_view_answers_in_the_new_space_after_the_switch(tmp_path
         np.testing.assert_allclose([m.score for m in found], (new_vectors @ new_vectors[7])[exact], atol=1e-5)
 
 
+@pytest.mark.parametrize("compact_min_images", [10**9, 1], ids=["scanned", "through the int8 copy"])
 def test_writes_during_the_link_computation_are_linked_before_the_switch(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compact_min_images: int) -> None:
     """switch_space computes links without the write lock; what another process writes meanwhile
     (a new photo with both vectors, a removed one) is caught up in the switch's transaction."""
-    with embedded(tmp_path) as switching, embedded(tmp_path) as worker:
+    with embedded(tmp_path, compact_min_images=compact_min_images) as switching, embedded(tmp_path) as worker:
         a, b, c = triangle(switching)
         switching.begin_space(NEW_MODEL, NEW_DIM)
         put_all(switching, [a, b, c])
@@ -352,6 +353,7 @@ def test_writes_during_the_link_computation_are_linked_before_the_switch(
 
         def computed_while_another_process_writes(*args: object, **kwargs: object) -> spaces.SpaceLinks:
             result = compute_links(*args, **kwargs)  # type: ignore[arg-type]
+            assert (result.copy is not None) == (compact_min_images == 1)
             another_worker_writes(worker)
             return result
 

@@ -26,8 +26,7 @@ import numpy as np
 
 from imgwatch.store.base import PendingSpace
 from imgwatch.store.batching import PAGE_SIZE
-from imgwatch.store.embedded.ann import HnswIndex
-from imgwatch.store.embedded.ann_search import BUILD_CHUNK, BUILD_THREADS, TailCheck, index_proposer
+from imgwatch.store.embedded.int8_scan import Int8Rows
 from imgwatch.store.embedded.shared_vectors import checked_rows, renew_store_identity
 from imgwatch.store.embedded.sqlite import Transaction
 from imgwatch.store.embedded.vectors import SlotVectors, neighbour_candidates
@@ -79,6 +78,12 @@ class SpaceLinks:
 
     vectors: PendingVectors
     plan: LinkPlan[int] = field(default_factory=LinkPlan)
+    copy: Int8Rows | None = None  # an int8 copy of ``vectors`` that large libraries are scanned through
+
+    def searched(self) -> SlotVectors:
+        """The pending vectors, searched through the int8 copy when there is one."""
+        view = self.vectors.view
+        return view if self.copy is None else view.proposed_by(self.copy.proposer(view.live))
 
 
 class PendingVectors:
@@ -133,25 +138,24 @@ def read_vectors(tx: Transaction, directory: Path, dim: int) -> PendingVectors:
     return vectors
 
 
-def compute_links(vectors: PendingVectors, threshold: float, top_k: int, ann_min_images: int) -> SpaceLinks:
+def compute_links(vectors: PendingVectors, threshold: float, top_k: int, compact_min_images: int,
+                  device: str = "cpu") -> SpaceLinks:
     """Every image's picks in the new space by the linking rule (no former links: a new graph).
-
-    From ``ann_min_images`` images on, candidates come from an HNSW index built over the pending
-    vectors and are re-scored exactly, as the active space's searches are (ann_search.py).
+    From ``compact_min_images`` images on, candidates come from a batched scan of an int8 copy of
+    the pending vectors on ``device``, re-scored exactly, as link() takes them (compact_copy.py).
     """
     result = SpaceLinks(vectors)
     view = vectors.view
     ids = view.ids().tolist()
     if top_k <= 0 or not ids:
         return result
-    if len(ids) >= ann_min_images:
-        # One insert thread, as the saved index is built: usearch's multi-threaded inserts were seen
-        # to leave images nearly unreachable (bench/RESULTS.md, "The embedded store through the HNSW index").
-        index = HnswIndex.build(vectors.dim, _chunks(view, ids), revision=0, threads=BUILD_THREADS)
-        view = view.proposed_by(index_proposer(index, np.empty(0, dtype=np.int64), TailCheck(view)))
+    if len(ids) >= compact_min_images:
+        result.copy = Int8Rows(vectors.dim, device)
+        result.copy.set_range(0, view.slots, view.matrix)
+    searched = result.searched()
     for start in range(0, len(ids), LINK_BATCH):
         batch = ids[start : start + LINK_BATCH]
-        plan = plan_links(neighbour_candidates(view, batch, top_k, threshold), [], threshold, top_k)
+        plan = plan_links(neighbour_candidates(searched, batch, top_k, threshold), [], threshold, top_k)
         result.plan.links.update(plan.links)
         result.plan.pick_bars.update(plan.pick_bars)
     return result
@@ -166,15 +170,19 @@ def catch_up(tx: Transaction, space_links: SpaceLinks, threshold: float, top_k: 
     rows = tx.execute(f"SELECT pending_embeddings.image_id, pending_embeddings.embedding FROM pending_embeddings "
                       f"{_CURRENT} WHERE pending_embeddings.rev > ?", (vectors.revision,)).fetchall()
     vectors.forget(sorted(gone))
-    vectors.write(*checked_rows(rows, vectors.dim, tx))
+    written, blobs = checked_rows(rows, vectors.dim, tx)
+    vectors.write(written, blobs)
     vectors.revision = tx.pending_revision()
     view = vectors.view
+    if space_links.copy is not None and written:
+        space_links.copy.set_rows(np.asarray(written), view.matrix[written])
+    searched = space_links.searched()
 
     def scores(pairs: list[tuple[int, int]]) -> list[float]:
         return np.einsum("ij,ij->i", view.vectors([a for a, _ in pairs]), view.vectors([b for _, b in pairs])).tolist()
 
     relinked(space_links.plan, {row[0] for row in rows}, gone,
-             lambda ids: neighbour_candidates(view, ids, top_k, threshold), scores, threshold, top_k)
+             lambda ids: neighbour_candidates(searched, ids, top_k, threshold), scores, threshold, top_k)
 
 
 def swap_in(tx: Transaction, space: PendingSpace, space_links: SpaceLinks) -> int:
@@ -195,9 +203,3 @@ def swap_in(tx: Transaction, space: PendingSpace, space_links: SpaceLinks) -> in
     drop(tx)
     renew_store_identity(tx)
     return len(plan.links)
-
-
-def _chunks(view: SlotVectors, ids: Sequence[int]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    for start in range(0, len(ids), BUILD_CHUNK):
-        chunk = ids[start : start + BUILD_CHUNK]
-        yield np.asarray(chunk, dtype=np.int64), view.vectors(chunk)

@@ -475,7 +475,8 @@ class EmbeddedGraphStore(GraphStore):
                     raise ReindexIncomplete(incomplete_message(space))
                 vectors = spaces.read_vectors(tx, self.db_path.parent, space.dim)
             try:
-                space_links = spaces.compute_links(vectors, threshold, top_k, self._ann.min_images)
+                space_links = spaces.compute_links(vectors, threshold, top_k, self._compact.min_images,
+                                                   self._compact.device)
                 with self._db.write() as tx:
                     now = spaces.pending_space(tx)
                     if now is None or (now.model, now.dim) != (space.model, space.dim):
