@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from imgwatch.store.embedded import int8_scan
 from imgwatch.store.embedded.int8_scan import Int8Rows
@@ -11,6 +12,13 @@ from imgwatch.store.embedded.vectors import SlotVectors
 from tests.helpers import clustered_unit_vectors, random_unit_vectors
 
 DIM = 128
+_NO_GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here: the copy on the GPU is not run")
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=_NO_GPU)])
+def device(request: pytest.FixtureRequest) -> str:
+    """Where the copy lives: a GPU worker holds it on its GPU."""
+    return str(request.param)
 
 
 def near_ties(count: int, seed: int) -> np.ndarray:
@@ -29,8 +37,8 @@ def library() -> tuple[np.ndarray, np.ndarray]:
     return matrix, live
 
 
-def through_copy(matrix: np.ndarray, live: np.ndarray) -> SlotVectors:
-    rows = Int8Rows(DIM)
+def through_copy(matrix: np.ndarray, live: np.ndarray, device: str = "cpu") -> SlotVectors:
+    rows = Int8Rows(DIM, device)
     rows.set_range(0, len(matrix), matrix)
     return SlotVectors(matrix, live).proposed_by(rows.proposer(live))
 
@@ -60,23 +68,23 @@ def assert_same_answers(got: list, expected: list, floor: float, matrix: np.ndar
 
 @pytest.mark.parametrize("floor", [-np.inf, 0.5, 0.9])
 @pytest.mark.parametrize("k", [1, 10, 40])
-def test_the_answer_through_the_copy_is_the_full_scans(k: int, floor: float) -> None:
+def test_the_answer_through_the_copy_is_the_full_scans(k: int, floor: float, device: str) -> None:
     matrix, live = library()
     queries = queries_for(matrix)
     exclude = [{3}, {40, 41}, set(), {1499}, {1600}, set(), {1799}, set(), {5}, set()]
     expected = SlotVectors(matrix, live).candidates(queries, k, exclude, floor=floor)
-    got = through_copy(matrix, live).candidates(queries, k, exclude, floor=floor)
+    got = through_copy(matrix, live, device).candidates(queries, k, exclude, floor=floor)
     assert_same_answers(got, expected, floor, matrix, queries)
     for ids, _ in got:
         assert not set(ids.tolist()) & {0, 7, 200, 259, 1700}
 
 
-def test_near_ties_the_copy_cannot_order_are_ordered_exactly() -> None:
+def test_near_ties_the_copy_cannot_order_are_ordered_exactly(device: str) -> None:
     matrix, live = library()
     query = matrix[1650] + 1e-4
     query = (query / np.linalg.norm(query))[np.newaxis].astype(np.float32)
     expected = SlotVectors(matrix, live).candidates(query, 25)
-    got = through_copy(matrix, live).candidates(query, 25)
+    got = through_copy(matrix, live, device).candidates(query, 25)
     assert set(expected[0][0].tolist()) <= set(range(1500, 1800))  # the answer is all near-ties
     assert_same_answers(got, expected, -np.inf, matrix, query)
 
@@ -122,11 +130,11 @@ def test_rows_set_again_are_found_by_their_new_vector_and_the_copy_grows() -> No
         assert scores[0] == pytest.approx(1.0, abs=1e-5)
 
 
-def test_an_empty_copy_or_fewer_rows_than_k() -> None:
-    matrix = random_unit_vectors(3, DIM, seed=9)
+def test_an_empty_copy_or_fewer_rows_than_k(device: str) -> None:
+    matrix = random_unit_vectors(3, DIM, seed=9)  # on a GPU: fewer rows than its int8 kernel takes
     live = np.array([1, 0, 1], dtype=np.uint8)
-    [(ids, _)] = through_copy(matrix, live).candidates(matrix[0], 10)
+    [(ids, _)] = through_copy(matrix, live, device).candidates(matrix[0], 10)
     assert ids.tolist() == [0, 2]
-    empty = Int8Rows(DIM)
+    empty = Int8Rows(DIM, device)
     [(ids, _)] = SlotVectors(matrix, live).proposed_by(empty.proposer(live)).candidates(matrix[0], 10)
     assert ids.tolist() == []

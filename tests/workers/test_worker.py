@@ -6,10 +6,13 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
-from imgwatch.workers.worker import ImgwatchWorker
+import torch
+
+from imgwatch.workers.worker import ImgwatchWorker, link_device_for
 from imgwatch.workqueue import WorkQueue
-from tests.helpers import wait_until
+from tests.helpers import make_config, wait_until
 
 
 def test_a_stopping_worker_ends_its_listener_thread_without_waiting_out_rqs_poll(work_queue: WorkQueue) -> None:
@@ -51,3 +54,13 @@ def test_a_stop_signal_between_ready_and_work_stops_the_worker_at_its_first_turn
         for signum, handler in before.items():
             signal.signal(signum, handler)
     assert not rescued, "work() ran on after a stop request that came before it started"
+
+
+def test_a_worker_scans_for_links_where_it_embeds(tmp_path: Path) -> None:
+    """The store's int8 copy goes on the GPU only for a worker that embeds on one; a GPU it cannot
+    have is refused as the model loads, with that message, so the store is opened for the CPU."""
+    on_cpu = make_config(tmp_path, **{"embedding.device": "cpu"})
+    exported = make_config(tmp_path, **{"embedding.device": "auto", "embedding.engine": "onnxruntime"})
+    assert link_device_for(on_cpu) == "cpu" and link_device_for(exported) == "cpu"
+    wanted_gpu = make_config(tmp_path, **{"embedding.device": "cuda"})
+    assert link_device_for(wanted_gpu) == ("cuda" if torch.cuda.is_available() else "cpu")

@@ -46,15 +46,17 @@ __all__ = [
 ]
 
 
-def open_store(config: Config, *, backend: str | None = None, create: bool = True) -> GraphStore:
+def open_store(config: Config, *, backend: str | None = None, create: bool = True,
+               link_device: str = "cpu") -> GraphStore:
     """Open the configured store (or ``backend``, for migrations).
 
     ``create=False`` is for read-only commands: a mistyped data dir or an empty Neo4j
     database then fails with StoreMissing instead of quietly creating an empty store.
+    ``link_device``: where the embedded store scans for links (a GPU worker passes its GPU).
     """
     kind = backend or config.general.store
     if kind == "embedded":
-        return _open_embedded(config.data_dir, create=create)
+        return _open_embedded(config.data_dir, create=create, link_device=link_device)
     if kind == "neo4j":
         from imgwatch.store.neo4j import Neo4jGraphStore  # the driver loads only when used
 
@@ -62,11 +64,11 @@ def open_store(config: Config, *, backend: str | None = None, create: bool = Tru
     raise StoreError(f"unknown store backend {kind!r}; supported: {', '.join(STORE_BACKENDS)}")
 
 
-def _open_embedded(data_dir: DataDir, *, create: bool) -> EmbeddedGraphStore:
+def _open_embedded(data_dir: DataDir, *, create: bool, link_device: str) -> EmbeddedGraphStore:
     if not create and not data_dir.store_file.exists():
         raise StoreMissing(
             f"no imgwatch store in {data_dir.path}: nothing is indexed there yet; start `imgwatch run FOLDER`, "
             "or point --data-dir (IMGWATCH_GENERAL_DATA_DIR) at the right place"
         )
     data_dir.create()
-    return EmbeddedGraphStore(data_dir.store_file)
+    return EmbeddedGraphStore(data_dir.store_file, link_device=link_device)

@@ -23,7 +23,7 @@ from imgwatch import sdnotify
 from imgwatch.config import Config
 from imgwatch.embedding import Embedder, inference_device, load_chosen_model, plan_inference
 from imgwatch.embedding.identity import ChosenModel, choose_weights, store_model_choice
-from imgwatch.errors import EXIT_UNAVAILABLE, ConfigError, JobRefused, ModelMismatchError
+from imgwatch.errors import EXIT_UNAVAILABLE, ConfigError, ImgwatchError, JobRefused, ModelMismatchError
 from imgwatch.files import PathFilter
 from imgwatch.log import get_logger
 from imgwatch.reindex import third_model_advice
@@ -155,11 +155,20 @@ def run_worker(config: Config, *, burst: bool = False, name: str | None = None) 
     # Announced before the model loads, so that `imgwatch scan` and `imgwatch forget` right after
     # `imgwatch run` starts know these folders too.
     with WorkerRoots.for_queue(work_queue).announcing(name, roots):
-        store = open_store(config)
+        store = open_store(config, link_device=link_device_for(config))
         try:
             _run_worker(config, work_queue, store, roots, burst=burst, name=name)
         finally:
             store.close()
+
+
+def link_device_for(config: Config) -> str:
+    """Where the store scans for this worker's links: the GPU it embeds on, else the CPU
+    (store/embedded/compact_copy.py). A device it cannot use is refused, with its message, as the model loads."""
+    try:
+        return str(inference_device(config.embedding.device, config.embedding.engine))
+    except ImgwatchError:
+        return "cpu"
 
 
 def _run_worker(config: Config, work_queue: WorkQueue, store: GraphStore, roots: list[str], *, burst: bool,

@@ -143,11 +143,11 @@ class Int8Rows:
         excluded = [np.fromiter((int(i) for i in ids), dtype=np.int64) for ids in exclude_ids] if exclude_ids else None
 
         kth = torch.full((len(batch),), -np.inf, device=self.device)  # the k-th best so far, per query
-        kept: list[list] = [[] for _ in range(len(batch))]  # (ids, approximate scores) per query
+        kept = []  # (slot, query, approximate score) of each row that may still count
         rows_per_step = max(1, MAX_SCORES_PER_STEP // width)
         for low in range(0, slots, rows_per_step):
             high = min(slots, low + rows_per_step)
-            scores = torch._int_mm(self._codes[low:high], query_codes)[:, : len(batch)].to(torch.float32)
+            scores = _products(self._codes[low:high], query_codes)[:, : len(batch)].to(torch.float32)
             scores.mul_(self._scales[low:high, None]).mul_(steps[None, :])
             scores[dead[low:high]] = -np.inf
             if excluded is not None:
@@ -155,21 +155,26 @@ class Int8Rows:
                     inside = ids[(ids >= low) & (ids < high)] - low
                     if len(inside):
                         scores[torch.from_numpy(inside).to(self.device), column] = -np.inf
-            if k <= high - low:
-                best = scores.topk(k, dim=0).values[-1]
-                kth = torch.maximum(kth, best)
-            cut = torch.maximum(kth - 2 * bound, floor - bound)
-            for column in range(len(batch)):
-                rows = torch.nonzero(scores[:, column] >= cut[column]).flatten()
-                if len(rows):
-                    kept[column].append((rows + low, scores[rows, column]))
-        cut = torch.maximum(kth - 2 * bound, floor - bound).cpu()
-        per_query = []
-        for column, pieces in enumerate(kept):
-            if not pieces:
-                per_query.append(np.empty(0, dtype=np.int64))
-                continue
-            ids = torch.cat([piece[0] for piece in pieces]).cpu()
-            approx = torch.cat([piece[1] for piece in pieces]).cpu()
-            per_query.append(ids[approx >= cut[column]].numpy().astype(np.int64))
-        return per_query
+            if k <= high - low:  # a lower bound of the k-th best overall: the cut only gets safer
+                kth = torch.maximum(kth, scores.topk(k, dim=0).values[-1])
+            rows, columns = torch.nonzero(scores >= torch.maximum(kth - 2 * bound, floor - bound)[None, :],
+                                          as_tuple=True)
+            kept.append((rows + low, columns, scores[rows, columns]))
+        if not kept:
+            return [np.empty(0, dtype=np.int64) for _ in range(len(batch))]
+        cut = torch.maximum(kth - 2 * bound, floor - bound)
+        slots_kept, columns, approx = (torch.cat(parts) for parts in zip(*kept, strict=True))
+        still = approx >= cut[columns]
+        slots_kept, columns = slots_kept[still].cpu().numpy(), columns[still].cpu().numpy()
+        order = np.argsort(columns, kind="stable")
+        bounds = np.searchsorted(columns[order], np.arange(len(batch) + 1))
+        return [slots_kept[order[bounds[i] : bounds[i + 1]]].astype(np.int64) for i in range(len(batch))]
+
+
+def _products(codes, query_codes):  # int8 (rows, dim) @ int8 (dim, width) -> int32, exactly
+    torch = _torch()
+    if codes.device.type == "cuda" and (codes.shape[0] <= 16 or codes.shape[1] % 8):
+        # The GPU's int8 kernel wants more than 16 rows and a dim that is a multiple of 8; float64
+        # sums these integers exactly (|sum| <= 127 * 127 * dim, far below 2**53).
+        return (codes.double() @ query_codes.double()).to(torch.int32)
+    return torch._int_mm(codes, query_codes)
