@@ -9,14 +9,18 @@ when missing) go through the real store code from an empty store, as a worker se
 ``upsert`` of a batch of ``--batch`` images, then ``link`` of the same batch (the config's
 default threshold and top_k), one batch after another, as fast as the store takes them (the
 rate a GPU worker's model could feed is far above it). No decoding, no model, no queue.
-The store runs as shipped (``ANN_MIN_IMAGES``, its own background maintenance of the HNSW
-index in a thread of this process, as in a worker), so the index build when the library
-crosses ``ANN_MIN_IMAGES`` and every later bring-forward compete with the ingest for the cores.
+The store runs as shipped: links scan the float32 vectors below ``COMPACT_MIN_IMAGES`` and
+this process's int8 copy from there (built once when the library crosses it, then kept in
+step); searches use the HNSW index from ``ANN_MIN_IMAGES``, kept forward by the store's own
+background maintenance in a thread of this process, as in a worker, so the index build when
+the library crosses ``ANN_MIN_IMAGES`` and every later bring-forward compete with the ingest
+for the cores.
 
 Printed per ``--window`` images: the ingest rate over the window (images/s), the median and
 slowest batch, whether searches went through the index (the revision it covers), how many
 index saves and how much of the window the maintenance thread was running, and the load
-average. At the end: the last window's rate against the first, and the store's files.
+average. At the end: the last window's rate against the first, the store's files, and the
+int8 copy's full builds and size.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import numpy as np
 from ann_choice import library_file
 from imgwatch.store import EmbeddedGraphStore, ImageRecord
 from imgwatch.store.embedded.ann_search import ANN_MIN_IMAGES
+from imgwatch.store.embedded.compact_copy import COMPACT_MIN_IMAGES
 from store_scale import cpu_name
 
 MODEL = "bench/clustered-unit"
@@ -54,7 +59,8 @@ def main() -> None:
     args = parser.parse_args()
     library = load_library(args.library, args.images)
     print(f"machine  {platform.machine()} {cpu_name()}, {len(os.sched_getaffinity(0))} cores; numpy {np.__version__}; "
-          f"ANN_MIN_IMAGES {ANN_MIN_IMAGES}; batch {args.batch}; load {os.getloadavg()}", flush=True)
+          f"ANN_MIN_IMAGES {ANN_MIN_IMAGES}; COMPACT_MIN_IMAGES {COMPACT_MIN_IMAGES}; batch {args.batch}; "
+          f"load {os.getloadavg()}", flush=True)
     rates: list[float] = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=args.dir) as directory:
@@ -91,6 +97,7 @@ def main() -> None:
                   f"{rates[-1]:.0f} img/s = {rates[-1] / rates[0]:.0%} of the first {rates[0]:.0f} img/s", flush=True)
             print(f"files    {files_mib(db.parent)}; peak resident {peak_rss_mib():,.0f} MiB; "
                   f"load after {os.getloadavg()}", flush=True)
+            print(f"copy     {store.compact.builds} full build(s), {store.compact.nbytes / 2**20:,.0f} MiB", flush=True)
 
 
 def maintenance_running(store: EmbeddedGraphStore) -> bool:

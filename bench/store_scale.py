@@ -18,15 +18,21 @@ store grows to each size in ``--sizes``; at each size:
   too), and "unlike" (photos of topics the library does not hold, as ann_scale's kinds step);
   with how many of them the store scanned exactly rather than trust the index there
   (ann_search.TailCheck), and the p50 over all of the kind's queries,
-- upsert + link of new images in batches (per image), through the index and exactly; after
-  each batch its links are checked against brute force over the whole store (the exact
-  store object's ``nearest``): every neighbour an image would pick (its ``--top-k`` best at
-  or above ``--threshold``) must be linked to it, "missed" counts those that are not,
+- the int8 copy links scan (compact_copy.py), built in full by a third store object's first
+  link (one image; timed: what a worker started on this library pays once) and its size,
+- upsert + link of new images in batches (per image), "copy" (the first store object: links
+  through the int8 copy from any size, the index kept forward for ``nearest()`` as shipped)
+  and "exact" (the second: float32 scan); after each batch its links are checked against
+  brute force over the whole store (the exact store object's ``nearest``): every neighbour
+  an image would pick (its ``--top-k`` best at or above ``--threshold``) must be linked to
+  it, "missed" counts those that are not,
 - warm ``nearest()`` again once the writes since the index reach the maintenance bound
   (each query then also scans those), the worst case before maintenance.
 
-Below ``ANN_MIN_IMAGES`` the store itself searches exactly; the index figures there are
-what it would cost with the threshold lowered.
+Below ``ANN_MIN_IMAGES`` the store itself searches exactly, and below ``COMPACT_MIN_IMAGES``
+it links by the float32 scan; the index and copy figures there are what they would cost with
+the thresholds lowered (the copy's links then also pay the index's bookkeeping, as above
+``ANN_MIN_IMAGES``).
 """
 
 from __future__ import annotations
@@ -40,14 +46,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch  # noqa: F401  (loaded up front, as in a worker: the copy's timed build must not include the import)
 
 from ann_scale import photos_unlike_library
 from imgwatch.store import EmbeddedGraphStore, ImageRecord
 from imgwatch.store.embedded.ann_search import ANN_MIN_IMAGES, delta_bound
+from imgwatch.store.embedded.compact_copy import COMPACT_MIN_IMAGES
 from imgwatch.store.linking import SCORE_EPSILON
 
 MODEL = "bench/clustered-unit"
-NEVER = 10**12  # an ann_min_images no library reaches: exact search
+NEVER = 10**12  # an ann_min_images / compact_min_images no library reaches: exact search, float32 links
 
 
 def main() -> None:
@@ -68,14 +76,16 @@ def main() -> None:
     sizes = [int(size) for size in args.sizes.split(",")]
     library = load_library(Path(args.library), args.dim, max(sizes) * 2 + 10_000)
     print(f"machine  {platform.machine()} {cpu_name()}, {len(os.sched_getaffinity(0))} cores; "
-          f"numpy {np.__version__}; load {os.getloadavg()}; ANN_MIN_IMAGES {ANN_MIN_IMAGES}")
+          f"numpy {np.__version__}; load {os.getloadavg()}; ANN_MIN_IMAGES {ANN_MIN_IMAGES}; "
+          f"COMPACT_MIN_IMAGES {COMPACT_MIN_IMAGES}")
     # Unrelated queries and images added for linking come from the far end of the library.
     unrelated = np.asarray(library[-args.queries :])
     unlike = photos_unlike_library(args.queries, args.dim)
     spare = len(library) - args.queries
     with tempfile.TemporaryDirectory(dir=args.dir) as directory:
         db = args.store or Path(directory) / "store.sqlite3"
-        with EmbeddedGraphStore(db, ann_min_images=0) as indexed, EmbeddedGraphStore(db, ann_min_images=NEVER) as exact:
+        with (EmbeddedGraphStore(db, ann_min_images=0, compact_min_images=0) as indexed,
+              EmbeddedGraphStore(db, ann_min_images=NEVER, compact_min_images=NEVER) as exact):
             indexed.ensure_model(MODEL, args.dim)
             stored = indexed.stats().images
             for size in sizes:
@@ -89,6 +99,7 @@ def main() -> None:
                 indexed.ann.maintain_now(args.dim)
                 maintain_s = time.perf_counter() - started
                 figures = [f"size {size:>9,}", f"fill {fill_s:6.1f} s", f"index forward {maintain_s:6.1f} s"]
+                figures.append(copy_build(db, record(stored - 1, library[stored - 1]), args.threshold, args.top_k))
                 similar = similar_queries(library, size, args.queries)
                 through_index = [indexed.nearest(q, 10) for q in similar[:5]]  # warm-up, opens the index
                 seconds_index = timed_queries(indexed, similar)
@@ -105,7 +116,7 @@ def main() -> None:
                         hits += len(truth & {m.path for m in found})
                     figures.append(f"recall@10 {name} {hits / (10 * len(queries)):.3f} (scanned "
                                    f"{indexed.ann.untrusted - scanned_before}/{len(queries)}, p50 {p50(seconds)})")
-                for name, store in (("index", indexed), ("exact", exact)):
+                for name, store in (("copy", indexed), ("exact", exact)):
                     per_image, picks, missed = [], 0, 0
                     for _ in range(args.link_batches):
                         batch = [record(n, library[n]) for n in range(spare - args.link_batch, spare)]
@@ -129,6 +140,16 @@ def main() -> None:
                 figures.append(f"nearest p50 index with {delta_bound(size):,} writes since it {p50(seconds_delta)}")
                 print(" | ".join(figures), flush=True)
     print(f"load after {os.getloadavg()}")
+
+
+def copy_build(db: Path, image: ImageRecord, threshold: float, top_k: int) -> str:
+    """The int8 copy's full build at this size: the first link (of one stored image) by a new store object."""
+    with EmbeddedGraphStore(db, ann_min_images=NEVER, compact_min_images=0) as fresh:
+        started = time.perf_counter()
+        fresh.link([image], threshold, top_k)
+        seconds = time.perf_counter() - started
+        assert fresh.compact.builds == 1
+        return f"copy build {seconds:.2f} s ({fresh.compact.nbytes / 2**20:,.1f} MiB)"
 
 
 def similar_queries(library: np.ndarray, stored: int, count: int) -> np.ndarray:

@@ -72,6 +72,7 @@ def test_links_through_the_copy_are_the_exact_paths_as_the_library_changes(
     for start in range(0, len(library), 100):
         on_both(pair, library[start : start + 100])
     assert through_copy.compact.builds == 1 and exact.compact.builds == 0
+    assert through_copy.compact.nbytes >= 1200 * (DIM + 4) and exact.compact.nbytes == 0  # int8 codes + a scale
     assert len(links(exact)) > 500  # dense enough that a wrong candidate set would show
     assert_same_links(through_copy, exact)
 

@@ -47,6 +47,12 @@ class CompactCopy:
         self._revision = 0  # every row SQLite wrote up to this revision is in the copy
         self.builds = 0  # full builds by this object: tests and the bench read it
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes the copy holds now (0 before its first build)."""
+        rows = self._rows
+        return rows.nbytes if rows is not None else 0
+
     def attach(self, tx: Transaction, view: SlotVectors) -> SlotVectors:
         """``view`` searched through the copy when the library is large; ``view`` itself otherwise.
 
