@@ -56,7 +56,7 @@ class EndToEnd:
 
 
 def end_to_end(photo_dir: Path, weights: str, workers: int, engine: str | None = None,
-               land_photos: bool = False) -> EndToEnd:
+               land_photos: bool = False, jpeg_decoder: str | None = None) -> EndToEnd:
     """`imgwatch run` on a fresh data dir, timed until the store holds every photo of PHOTO_DIR.
 
     By default it runs on PHOTO_DIR itself and the clock starts at the worker's
@@ -71,6 +71,8 @@ def end_to_end(photo_dir: Path, weights: str, workers: int, engine: str | None =
                    IMGWATCH_GENERAL_LOG_FORMAT="json", XDG_CONFIG_HOME=os.path.join(data_dir, "xdg"))
         if engine:
             env["IMGWATCH_EMBEDDING_ENGINE"] = engine
+        if jpeg_decoder:
+            env["IMGWATCH_EMBEDDING_JPEG_DECODER"] = jpeg_decoder
         watched, staged = photo_dir, []
         if land_photos:
             watched, staging = Path(data_dir) / "photos", Path(data_dir) / "staging"
@@ -114,7 +116,8 @@ def end_to_end(photo_dir: Path, weights: str, workers: int, engine: str | None =
 def describe_worker(ready: dict[str, object]) -> str:
     return (f"engine {ready.get('engine', '?')}, model {ready.get('model')}, device {ready.get('device')}, "
             f"batch {ready.get('batch_size')}, {ready.get('streams')} stream(s) x {ready.get('threads')} thread(s), "
-            f"{ready.get('decode_threads')} decode threads, gpu_decode {ready.get('gpu_decode')}")
+            f"{ready.get('decode_threads')} decode threads, gpu_decode {ready.get('gpu_decode')}, "
+            f"jpeg_decoder {ready.get('jpeg_decoder')}")
 
 
 def main() -> None:
@@ -128,6 +131,9 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=0, help="inference streams (0: automatic)")
     parser.add_argument("--engine", default=None,
                         help="embedding.engine for the run (auto, torch, onnxruntime; default: the config's)")
+    parser.add_argument("--jpeg-decoder", nargs="+", default=["auto"], choices=["auto", "gpu", "cpu"],
+                        help="embedding.jpeg_decoder for the runs; several: side by side, and with all three "
+                             "the shared run as a share of the sum of nvJPEG alone and the cores alone (issue 26)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="runs per worker count, the counts taking turns; the median of each is reported")
     args = parser.parse_args()
@@ -151,21 +157,26 @@ def main() -> None:
     print(f"decode only: {decode_rate:7.2f} images/s ({decode_path})")
     bound = min(model_rate, decode_rate)
     limit = f"{'decode' if decode_rate < model_rate else 'model'}: {bound:.2f} images/s"
-    rates: dict[int, list[float]] = {workers: [] for workers in args.workers}
+    rates: dict[tuple[int, str], list[float]] = {(w, d): [] for w in args.workers for d in args.jpeg_decoder}
     for _ in range(args.repeat):
-        for workers in args.workers:
-            run = end_to_end(args.photo_dir, args.weights, workers, args.engine)
-            rates[workers].append(run.images_per_second)
+        for workers, decoder in rates:
+            run = end_to_end(args.photo_dir, args.weights, workers, args.engine, jpeg_decoder=decoder)
+            rates[workers, decoder].append(run.images_per_second)
             print(f"end to end:  {run.images_per_second:7.2f} images/s ({run.images} photos, {workers} worker(s), "
                   f"{run.job_seconds:.1f} s inside jobs: {run.embed_seconds:.1f} s embedding, "
                   f"{run.store_seconds:.1f} s store; {describe_worker(run.worker_ready)})")
             print(f"ratio:       {run.images_per_second / bound:7.2%} of the slower of model only and decode only "
                   f"({limit})")
     if args.repeat > 1:
-        for workers, values in rates.items():
+        for (workers, decoder), values in rates.items():
             median = statistics.median(values)
-            print(f"median:      {median:7.2f} images/s = {median / bound:.2%} with {workers} worker(s) "
-                  f"(runs: {', '.join(f'{value / bound:.1%}' for value in values)}; {limit})")
+            print(f"median:      {median:7.2f} images/s = {median / bound:.2%} with {workers} worker(s), jpeg_decoder "
+                  f"{decoder} (runs: {', '.join(f'{value / bound:.1%}' for value in values)}; {limit})")
+    if {"auto", "gpu", "cpu"} <= set(args.jpeg_decoder):
+        for workers in args.workers:
+            shared, gpu, cpu = (statistics.median(rates[workers, d]) for d in ("auto", "gpu", "cpu"))
+            print(f"decoders:    {workers} worker(s): both {shared:.1f} images/s = {shared / (gpu + cpu):.1%} of "
+                  f"nvJPEG alone {gpu:.1f} + the cores alone {cpu:.1f} (goal: >= 1,000 images/s and >= 90 %)")
 
 if __name__ == "__main__":
     main()

@@ -32,6 +32,7 @@ LOG_FORMATS = ("auto", "console", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 OBSERVERS = ("inotify", "polling")
 DEVICES = ("auto", "cpu", "cuda")
+JPEG_DECODERS = ("auto", "gpu", "cpu")
 EMBEDDING_ENGINES = ("auto", "torch", "onnxruntime", "openvino")
 
 
@@ -95,6 +96,7 @@ class EmbeddingConfig:
     engine: str = "auto"  # auto | torch | onnxruntime | openvino (see config.toml)
     batch_size: int = 0  # 0: automatic (CPU: 8; CUDA: 64)
     decode_threads: int = 0  # 0: automatic (CPU: 2; CUDA: every core of the worker's share)
+    jpeg_decoder: str = "auto"  # auto (on CUDA: nvJPEG and the decode threads together) | gpu | cpu
     streams: int = 0  # 0: automatic (CPU: one per core; CUDA: two)
     threads: int = 0  # torch threads per stream; 0: automatic
     seed: int = 0
@@ -248,6 +250,7 @@ def _validate(config: Config, sources: Mapping[str, str]) -> None:
         ("embedding.weights", bool(config.embedding.weights), "imagenet, random or a file path"),
         ("embedding.batch_size", config.embedding.batch_size >= 0, "an integer >= 0 (0: automatic)"),
         ("embedding.decode_threads", config.embedding.decode_threads >= 0, "an integer >= 0 (0: automatic)"),
+        ("embedding.jpeg_decoder", config.embedding.jpeg_decoder in JPEG_DECODERS, _one_of(JPEG_DECODERS)),
         ("embedding.streams", config.embedding.streams >= 0, "an integer >= 0 (0: automatic)"),
         ("embedding.threads", config.embedding.threads >= 0, "an integer >= 0 (0: automatic)"),
         ("embedding.model", config.embedding.model == MODEL_NAME or model_file_kind(config.embedding.model) is not None,

@@ -9,6 +9,7 @@ checks also run through nvJPEG itself.
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 
 import numpy as np
@@ -227,6 +228,47 @@ def test_embedder_decoding_jpegs_in_batches_embeds_like_the_pool(
         assert isinstance(fast, Embedded) and isinstance(slow, Embedded), path
         assert (fast.width, fast.height) == (slow.width, slow.height)
         assert float(fast.vector @ slow.vector) >= EMBEDDING_THRESHOLD, path
+
+
+def test_a_backlog_leaves_jpegs_to_the_gpu_until_enough_wait() -> None:
+    backlog = nvjpeg.Backlog(enough=2)
+    assert [backlog.leave_to_gpu() for _ in range(3)] == [True, True, False]
+    backlog.decoded(2)
+    assert [backlog.leave_to_gpu() for _ in range(3)] == [True, True, False]
+    assert (backlog.to_gpu, backlog.on_cpu) == (4, 2)
+    unlimited = nvjpeg.Backlog(enough=None)
+    assert all(unlimited.leave_to_gpu() for _ in range(100)) and unlimited.on_cpu == 0
+
+
+@pytest.mark.parametrize("share_with_cpu", [True, False], ids=["shared", "gpu only"])
+def test_the_pool_decodes_jpegs_too_while_the_gpu_has_enough_waiting(
+    share_with_cpu: bool, calibrated_model: EmbeddingModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A slow GPU (each nvJPEG call held 0.3 s here): the decode threads take the JPEGs that would
+    wait behind its micro-batches, and every photo embeds as the pool alone embeds it."""
+    decode = nvjpeg._decode_jpeg
+
+    def slow(data: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+        time.sleep(0.3)
+        return decode(data, device)
+
+    monkeypatch.setattr(nvjpeg, "_decode_jpeg", slow)
+    paths = []
+    for number, name in enumerate(["coffee", "chelsea", "astronaut", "rocket"] * 3):
+        paths.append(str(tmp_path / f"{number:02d}.jpg"))
+        Path(paths[-1]).write_bytes(jpeg_bytes(big(name, seed=number)))
+    with Embedder(calibrated_model, batch_size=2, gpu_decode=True, share_with_cpu=share_with_cpu) as shared, \
+            Embedder(calibrated_model, batch_size=2) as pool:
+        got = {r.facts.path: r for r in shared.embed_files(paths) if isinstance(r, Embedded)}
+        reference = {r.facts.path: r for r in pool.embed_files(paths) if isinstance(r, Embedded)}
+    assert shared.jpegs_to_gpu + shared.jpegs_on_cpu == len(paths)
+    if share_with_cpu:
+        assert shared.jpegs_to_gpu >= 2 and shared.jpegs_on_cpu >= 2
+    else:
+        assert shared.jpegs_on_cpu == 0
+    assert got.keys() == reference.keys() == set(paths)
+    for path in paths:
+        assert float(got[path].vector @ reference[path].vector) >= EMBEDDING_THRESHOLD, path
 
 
 @pytest.mark.parametrize("device", DEVICES, ids=str)

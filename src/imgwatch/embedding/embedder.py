@@ -81,12 +81,19 @@ class _Decoded:
     model_input: torch.Tensor | nvjpeg.JpegForGpu  # decoded here, or by nvJPEG with its micro-batch
 
 
+def jpeg_decoders(jpeg_decoder: str) -> dict[str, bool | None]:
+    """The Embedder's ``gpu_decode`` and ``share_with_cpu`` for the config's ``embedding.jpeg_decoder``."""
+    return {"auto": {"gpu_decode": None, "share_with_cpu": True},
+            "gpu": {"gpu_decode": None, "share_with_cpu": False},
+            "cpu": {"gpu_decode": False, "share_with_cpu": False}}[jpeg_decoder]
+
+
 class Embedder:
     """Embeds files in micro-batches while a thread pool reads and decodes ahead."""
 
     def __init__(
         self, model: EmbeddingEngine, batch_size: int = 16, decode_threads: int = 2, streams: int = 1,
-        gpu_decode: bool | None = None,
+        gpu_decode: bool | None = None, share_with_cpu: bool = True,
     ) -> None:
         """``streams``: micro-batches run through the model at once, each on its own thread.
 
@@ -98,6 +105,8 @@ class Embedder:
         (the pool then only reads, hashes and checks headers); None: whenever the model runs
         on CUDA and this torchvision has nvJPEG (found out when first needed: starting nvJPEG
         takes about a second, which a one-image query never needs).
+        ``share_with_cpu``: with ``gpu_decode``, the pool also decodes JPEGs (reduced, as on a
+        CPU) while the GPU has a micro-batch per stream waiting (:class:`nvjpeg.Backlog`).
         """
         if batch_size < 1 or decode_threads < 1 or streams < 1:
             raise ValueError("batch_size, decode_threads and streams must be at least 1")
@@ -105,6 +114,9 @@ class Embedder:
         self.batch_size = batch_size
         self.streams = streams
         self._gpu_decode = gpu_decode
+        self._share_with_cpu = share_with_cpu
+        self.jpegs_to_gpu = 0  # JPEGs nvJPEG decoded, and those it could have that the pool decoded:
+        self.jpegs_on_cpu = 0  # the split of the last embed_files calls (tests and the bench read it)
         self._pool = ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="imgwatch-decode")
         self._reuse_lock = threading.Lock()
         self._inference = ThreadPoolExecutor(max_workers=streams, thread_name_prefix="imgwatch-infer")
@@ -141,7 +153,8 @@ class Embedder:
         known = known_sha256 or {}
         batch_size = self.micro_batch_size(len(paths))
         window = (self.streams + 1) * batch_size
-        remaining = self._prepared(paths, known, reuse, max(window, REUSE_LOOKUP_FILES))
+        backlog = self._backlog(batch_size)
+        remaining = self._prepared(paths, known, reuse, max(window, REUSE_LOOKUP_FILES), backlog)
         in_flight: deque[Future[EmbedResult | _Decoded]] = deque()
         running: deque[Future[list[Embedded | Failed]]] = deque()
         waiting: list[_Decoded] = []
@@ -167,22 +180,31 @@ class Embedder:
                     waiting.append(outcome)
                     if len(waiting) == batch_size:
                         yield from finished(wait_for_free_stream=True)
-                        running.append(self._inference.submit(self._run_batch, waiting))
+                        running.append(self._inference.submit(self._run_batch, waiting, backlog))
                         waiting = []
                 else:
                     yield outcome
                 yield from finished(wait_for_free_stream=False)
             if waiting:
-                running.append(self._inference.submit(self._run_batch, waiting))
+                running.append(self._inference.submit(self._run_batch, waiting, backlog))
             while running:
                 yield from running.popleft().result()
         finally:
             # The caller may stop iterating early; don't keep decoding for nobody.
             for future in (*in_flight, *running):
                 future.cancel()
+            if backlog is not None:
+                self.jpegs_to_gpu, self.jpegs_on_cpu = backlog.to_gpu, backlog.on_cpu
+
+    def _backlog(self, batch_size: int) -> nvjpeg.Backlog | None:
+        """The JPEGs waiting for nvJPEG in one call; None when the pool decodes everything."""
+        if not self.gpu_decode:
+            return None
+        return nvjpeg.Backlog(batch_size * self.streams if self._share_with_cpu else None)
 
     def _prepared(
         self, paths: Sequence[str], known: Mapping[str, str], reuse: ReuseLookup | None, chunk: int,
+        backlog: nvjpeg.Backlog | None,
     ) -> Iterator[Future[EmbedResult | _Decoded]]:
         """Each path's preparation in the pool, in path order, submitted as the caller draws them.
 
@@ -193,7 +215,7 @@ class Embedder:
         """
         if reuse is None:
             for path in paths:
-                yield self._pool.submit(_prepare, path, self.model.preprocessing, known.get(path), self.gpu_decode)
+                yield self._pool.submit(_prepare, path, self.model.preprocessing, known.get(path), backlog)
             return
         for start in range(0, len(paths), chunk):
             reads = [self._pool.submit(_read, path, known.get(path)) for path in paths[start : start + chunk]]
@@ -201,7 +223,7 @@ class Embedder:
             # Submitted after the reads: the pool's queue is first in, first out, so this task only waits
             # for reads already taken up by other threads.
             lookup = self._pool.submit(self._look_up, reads, reuse)
-            lookup.add_done_callback(functools.partial(self._after_lookup, reads, outcomes))
+            lookup.add_done_callback(functools.partial(self._after_lookup, reads, outcomes, backlog))
             yield from outcomes
 
     def _look_up(self, reads: list[Future[EmbedResult | _Read]], reuse: ReuseLookup) -> Mapping[str, tuple]:
@@ -212,7 +234,7 @@ class Embedder:
             return reuse(hashes)
 
     def _after_lookup(self, reads: list[Future[EmbedResult | _Read]], outcomes: list[Future[EmbedResult | _Decoded]],
-                      lookup: Future[Mapping[str, tuple]]) -> None:
+                      backlog: nvjpeg.Backlog | None, lookup: Future[Mapping[str, tuple]]) -> None:
         found = lookup.result() if not lookup.cancelled() and lookup.exception() is None else {}
         for future, outcome in zip(reads, outcomes, strict=True):
             if future.exception() is not None:  # never, as _read catches; but a future left pending hangs
@@ -226,7 +248,7 @@ class Embedder:
                 _settle(outcome, Embedded(read.facts, width, height, vector, reused=True))
             elif not outcome.cancelled():  # the caller stopped: no decode for nobody
                 try:
-                    decode = self._pool.submit(_decode, read, self.model.preprocessing, self.gpu_decode)
+                    decode = self._pool.submit(_decode, read, self.model.preprocessing, backlog)
                 except RuntimeError:  # the pool was shut down meanwhile
                     outcome.cancel()
                     continue
@@ -246,10 +268,11 @@ class Embedder:
         vector = self.model.embed(tensor.unsqueeze(0))[0]
         return Embedded(facts=facts, width=width, height=height, vector=vector)
 
-    def _run_batch(self, decoded: list[_Decoded]) -> list[Embedded | Failed]:
-        if self.gpu_decode:
+    def _run_batch(self, decoded: list[_Decoded], backlog: nvjpeg.Backlog | None) -> list[Embedded | Failed]:
+        if backlog is not None:
             inputs = nvjpeg.model_inputs([item.model_input for item in decoded], self.model.device,
                                          self.model.preprocessing)
+            backlog.decoded(sum(isinstance(item.model_input, nvjpeg.JpegForGpu) for item in decoded))
         else:
             inputs = [item.model_input for item in decoded]  # type: ignore[misc]  # all decoded in the pool
         failed = [Failed(item.facts.path, str(error))
@@ -295,11 +318,11 @@ def _settle(outcome: Future[EmbedResult | _Decoded], result: EmbedResult | _Deco
 
 
 def _prepare(
-    path: str, preprocessing: Preprocessing, known_sha256: str | None, gpu_decode: bool = False,
+    path: str, preprocessing: Preprocessing, known_sha256: str | None, backlog: nvjpeg.Backlog | None = None,
 ) -> EmbedResult | _Decoded:
     """Runs in the pool: read, hash and decode one file (unless its content is known), never raising."""
     read = _read(path, known_sha256)
-    return _decode(read, preprocessing, gpu_decode) if isinstance(read, _Read) else read
+    return _decode(read, preprocessing, backlog) if isinstance(read, _Read) else read
 
 
 def _read(path: str, known_sha256: str | None) -> EmbedResult | _Read:
@@ -317,15 +340,16 @@ def _read(path: str, known_sha256: str | None) -> EmbedResult | _Read:
     return _Read(facts, data)
 
 
-def _decode(read: _Read, preprocessing: Preprocessing, gpu_decode: bool) -> Failed | _Decoded:
+def _decode(read: _Read, preprocessing: Preprocessing, backlog: nvjpeg.Backlog | None) -> Failed | _Decoded:
     """Runs in the pool: decode a file read as the model's ``preprocessing`` says, never raising.
 
-    With ``gpu_decode`` a JPEG is only checked here (its header) and decoded with its micro-batch.
+    With a ``backlog`` (nvJPEG in use) a JPEG the GPU can take is only checked here (its header)
+    and decoded with its micro-batch, unless the GPU has enough waiting already.
     """
     facts, data, path = read.facts, read.data, read.facts.path
     try:
-        for_gpu = nvjpeg.inspect_jpeg(data, path) if gpu_decode else None
-        if for_gpu is not None:
+        for_gpu = nvjpeg.inspect_jpeg(data, path) if backlog is not None else None
+        if for_gpu is not None and backlog is not None and backlog.leave_to_gpu():
             return _Decoded(facts, *for_gpu.size, for_gpu)
         tensor, width, height = decode_for_model(data, path, preprocessing)
     except DecodeError as exc:

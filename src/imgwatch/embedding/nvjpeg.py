@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import io
+import threading
 import warnings
 from collections import deque
 from collections.abc import Sequence
@@ -101,6 +102,40 @@ def inspect_jpeg(data: bytes, path: str) -> JpegForGpu | None:
         return None
     check_size(path, *stored_size)
     return JpegForGpu(path, data, orientation, stored_size)
+
+
+class Backlog:
+    """The JPEGs handed to nvJPEG and not decoded yet, for one ``Embedder.embed_files`` call.
+
+    nvJPEG alone leaves a GPU machine's cores waiting (bench/RESULTS.md: ~513 img/s end to end
+    on an H100 while 16 cores could decode a reduced-size 12 MP JPEG in ~33 ms each). So a decode
+    thread leaves a JPEG to the GPU only while fewer than ``enough`` wait for it (the GPU's
+    streams each have a micro-batch ready), and decodes it itself otherwise: when the GPU is
+    the bottleneck, the cores take the overflow; when the cores are, nothing waits and the
+    GPU takes all. ``enough`` None: every JPEG nvJPEG can take goes to it.
+    """
+
+    def __init__(self, enough: int | None) -> None:
+        self._enough = enough
+        self._lock = threading.Lock()
+        self._waiting = 0
+        self.to_gpu = 0  # JPEGs left to nvJPEG
+        self.on_cpu = 0  # JPEGs nvJPEG could have taken that a decode thread decoded meanwhile
+
+    def leave_to_gpu(self) -> bool:
+        """For a JPEG nvJPEG can take (a decode thread asks): True = count it as waiting for the GPU."""
+        with self._lock:
+            if self._enough is not None and self._waiting >= self._enough:
+                self.on_cpu += 1
+                return False
+            self._waiting += 1
+            self.to_gpu += 1
+            return True
+
+    def decoded(self, count: int) -> None:
+        """``count`` JPEGs left to the GPU were decoded (or failed there)."""
+        with self._lock:
+            self._waiting -= count
 
 
 def model_inputs(

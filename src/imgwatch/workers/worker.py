@@ -22,6 +22,7 @@ from rq.serializers import JSONSerializer
 from imgwatch import sdnotify
 from imgwatch.config import Config
 from imgwatch.embedding import Embedder, inference_device, load_chosen_model, plan_inference
+from imgwatch.embedding.embedder import jpeg_decoders
 from imgwatch.embedding.identity import ChosenModel, choose_weights, store_model_choice
 from imgwatch.errors import EXIT_UNAVAILABLE, ConfigError, ImgwatchError, JobRefused, ModelMismatchError
 from imgwatch.files import PathFilter
@@ -196,7 +197,8 @@ def _run_worker(config: Config, work_queue: WorkQueue, store: GraphStore, roots:
 
     def load(chosen: ChosenModel) -> Embedder:
         model = load_chosen_model(config, chosen, threads=plan.threads)  # each stream's threads
-        return Embedder(model, batch_size=plan.batch_size, decode_threads=plan.decode_threads, streams=plan.streams)
+        return Embedder(model, batch_size=plan.batch_size, decode_threads=plan.decode_threads, streams=plan.streams,
+                        **jpeg_decoders(embedding.jpeg_decoder))
 
     embedder = load(chosen)
     model = embedder.model
@@ -223,6 +225,7 @@ def _run_worker(config: Config, work_queue: WorkQueue, store: GraphStore, roots:
                  device=str(model.device),
                  engine=model.engine, batch_size=plan.batch_size, streams=plan.streams, threads=plan.threads,
                  decode_threads=plan.decode_threads, gpu_decode=embedder.gpu_decode,
+                 jpeg_decoder=embedding.jpeg_decoder,
                  queue=work_queue.name)
         sdnotify.ready()  # model loaded, store and queue open (a no-op outside systemd)
         worker.work(burst=burst, logging_level="WARNING")
