@@ -74,11 +74,16 @@ class Int8Rows:
         self._reserve(int(ids.max()) + 1)
         torch = _torch()
         for start in range(0, len(ids), QUANTISE_ROWS):
-            chunk = torch.from_numpy(np.array(rows[start : start + QUANTISE_ROWS], dtype=np.float32))
-            codes, scales = self._quantised(chunk)
-            where = torch.from_numpy(ids[start : start + QUANTISE_ROWS]).to(self.device)
-            self._codes[where] = codes.to(self.device)
-            self._scales[where] = scales.to(self.device)
+            codes, scales, errors = quantised(rows[start : start + QUANTISE_ROWS])
+            if len(errors):
+                self.max_error = max(self.max_error, float(errors.max()))
+                self.max_norm = max(self.max_norm, float(np.linalg.norm(rows[start : start + QUANTISE_ROWS],
+                                                                         axis=1).max()))
+            part = ids[start : start + QUANTISE_ROWS]
+            where = (slice(int(part[0]), int(part[-1]) + 1) if int(part[-1]) - int(part[0]) + 1 == len(part)
+                     and np.all(np.diff(part) == 1) else torch.from_numpy(part).to(self.device))
+            self._codes[where] = torch.from_numpy(codes).to(self.device)
+            self._scales[where] = torch.from_numpy(scales).to(self.device)
 
     def set_range(self, start: int, stop: int, matrix: np.ndarray) -> None:
         """Quantise ``matrix[start:stop]`` into the same slots (a slice: nothing gathered)."""
@@ -99,16 +104,6 @@ class Int8Rows:
 
     # -- helpers ----------------------------------------------------------------------
 
-    def _quantised(self, rows):  # (n, dim) float32 tensor -> (codes int8, scales float32)
-        torch = _torch()
-        peaks = rows.abs().amax(dim=1)
-        scales = torch.where(peaks > 0, peaks / 127.0, torch.ones_like(peaks))
-        codes = torch.round(rows / scales[:, None]).clamp_(-127, 127).to(torch.int8)
-        errors = torch.linalg.vector_norm(rows - codes.to(torch.float32) * scales[:, None], dim=1)
-        self.max_error = max(self.max_error, float(errors.max()) * (1 + 1e-3) if len(rows) else 0.0)
-        self.max_norm = max(self.max_norm, float(torch.linalg.vector_norm(rows, dim=1).max()) if len(rows) else 0.0)
-        return codes, scales
-
     def _reserve(self, slots: int) -> None:
         if slots <= self.slots:
             return
@@ -126,18 +121,17 @@ class Int8Rows:
     def _candidates(self, queries: np.ndarray, k: int, exclude_ids: Sequence[Collection[int]] | None,
                     live: np.ndarray, floor: float) -> list[np.ndarray]:
         torch = _torch()
-        batch = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
-        peaks = batch.abs().amax(dim=1)
-        steps = torch.where(peaks > 0, peaks / 127.0, torch.ones_like(peaks))
-        codes = torch.round(batch / steps[:, None]).clamp_(-127, 127)
-        quantised = codes * steps[:, None]
-        bound = (torch.linalg.vector_norm(quantised, dim=1) * self.max_error
-                 + torch.linalg.vector_norm(batch - quantised, dim=1) * self.max_norm) + ROUNDING_SLACK
+        batch = np.ascontiguousarray(queries, dtype=np.float32)
+        codes, steps, errors = quantised(batch)
+        # |q·x − t·s·(d·c)| <= ‖t·d‖·‖x − s·c‖ + ‖q − t·d‖·‖x‖ (module docstring), per query
+        bound = (np.linalg.norm(codes.astype(np.float32), axis=1) * steps * self.max_error
+                 + errors * self.max_norm + ROUNDING_SLACK)
         # The GPU's int8 product wants the batch's width a multiple of 8 (zero queries score 0).
         width = -(-len(batch) // 8) * 8
-        query_codes = torch.zeros((self.dim, width), dtype=torch.int8, device=self.device)
-        query_codes[:, : len(batch)] = codes.t().to(torch.int8).to(self.device)
-        steps, bound = steps.to(self.device), bound.to(self.device)
+        padded = np.zeros((self.dim, width), dtype=np.int8)
+        padded[:, : len(batch)] = codes.T
+        query_codes = torch.from_numpy(padded).to(self.device)
+        steps, bound = torch.from_numpy(steps).to(self.device), torch.from_numpy(bound).to(self.device)
         slots = min(self.slots, len(live))
         dead = torch.from_numpy(np.asarray(live[:slots]) == 0).to(self.device)
         excluded = [np.fromiter((int(i) for i in ids), dtype=np.int64) for ids in exclude_ids] if exclude_ids else None
@@ -178,3 +172,15 @@ def _products(codes, query_codes):  # int8 (rows, dim) @ int8 (dim, width) -> in
         # sums these integers exactly (|sum| <= 127 * 127 * dim, far below 2**53).
         return (codes.double() @ query_codes.double()).to(torch.int32)
     return torch._int_mm(codes, query_codes)
+
+
+def quantised(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each row as int8 codes times one scale (its largest magnitude / 127), and ``‖row − scale·codes‖``
+    rounded up. In numpy: a worker quantises a batch of 32 rows at a time, too little for torch's threads."""
+    rows = np.asarray(rows, dtype=np.float32).reshape(len(rows), -1)
+    peaks = np.abs(rows).max(axis=1) if rows.size else np.zeros(len(rows), dtype=np.float32)
+    scales = np.where(peaks > 0, peaks / np.float32(127), np.float32(1)).astype(np.float32)
+    codes = np.clip(np.rint(rows / scales[:, None]), -127, 127).astype(np.int8)
+    residual = rows.astype(np.float64) - codes.astype(np.float64) * scales[:, None].astype(np.float64)
+    errors = (np.linalg.norm(residual, axis=1) * (1 + 1e-6)).astype(np.float32)
+    return codes, scales, errors
