@@ -54,6 +54,8 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=10_000, help="images per printed rate")
     parser.add_argument("--budget-s", type=float, default=1800, help="stop after this long, whatever the size")
     parser.add_argument("--dir", default=None, help="where the store goes (default: a temporary directory)")
+    parser.add_argument("--link-device", default="cpu", help="where the int8 copy for links lives: cpu, or cuda as a "
+                                                             "GPU worker holds it")
     parser.add_argument("--keep", type=Path, default=None,
                         help="leave the store here (a new folder) for bench/store_scale.py --store to measure")
     args = parser.parse_args()
@@ -67,7 +69,7 @@ def main() -> None:
         if args.keep:
             args.keep.mkdir(parents=True)
         db = (args.keep or Path(directory)) / "store.sqlite3"
-        with EmbeddedGraphStore(db) as store:
+        with EmbeddedGraphStore(db, link_device=args.link_device) as store:
             store.ensure_model(MODEL, library.shape[1])
             stored = 0
             while stored < args.images and time.perf_counter() - started < args.budget_s:

@@ -69,6 +69,8 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=0.8, help="link threshold (the config's default)")
     parser.add_argument("--top-k", type=int, default=10, help="links picked per image (the config's default)")
     parser.add_argument("--dir", default=None, help="where the store goes (default: a temporary directory)")
+    parser.add_argument("--link-device", default="cpu", help="where the int8 copy for links lives: cpu, or cuda as a "
+                                                             "GPU worker holds it")
     parser.add_argument("--store", type=Path, default=None,
                         help="grow this store instead of a new one (bench/ingest_rate.py --keep leaves one holding "
                              "the library's first rows, named as here)")
@@ -84,7 +86,7 @@ def main() -> None:
     spare = len(library) - args.queries
     with tempfile.TemporaryDirectory(dir=args.dir) as directory:
         db = args.store or Path(directory) / "store.sqlite3"
-        with (EmbeddedGraphStore(db, ann_min_images=0, compact_min_images=0) as indexed,
+        with (EmbeddedGraphStore(db, ann_min_images=0, compact_min_images=0, link_device=args.link_device) as indexed,
               EmbeddedGraphStore(db, ann_min_images=NEVER, compact_min_images=NEVER) as exact):
             indexed.ensure_model(MODEL, args.dim)
             stored = indexed.stats().images
@@ -99,7 +101,8 @@ def main() -> None:
                 indexed.ann.maintain_now(args.dim)
                 maintain_s = time.perf_counter() - started
                 figures = [f"size {size:>9,}", f"fill {fill_s:6.1f} s", f"index forward {maintain_s:6.1f} s"]
-                figures.append(copy_build(db, record(stored - 1, library[stored - 1]), args.threshold, args.top_k))
+                figures.append(copy_build(db, record(stored - 1, library[stored - 1]), args.threshold, args.top_k,
+                                          args.link_device))
                 similar = similar_queries(library, size, args.queries)
                 through_index = [indexed.nearest(q, 10) for q in similar[:5]]  # warm-up, opens the index
                 seconds_index = timed_queries(indexed, similar)
@@ -142,9 +145,9 @@ def main() -> None:
     print(f"load after {os.getloadavg()}")
 
 
-def copy_build(db: Path, image: ImageRecord, threshold: float, top_k: int) -> str:
+def copy_build(db: Path, image: ImageRecord, threshold: float, top_k: int, link_device: str = "cpu") -> str:
     """The int8 copy's full build at this size: the first link (of one stored image) by a new store object."""
-    with EmbeddedGraphStore(db, ann_min_images=NEVER, compact_min_images=0) as fresh:
+    with EmbeddedGraphStore(db, ann_min_images=NEVER, compact_min_images=0, link_device=link_device) as fresh:
         started = time.perf_counter()
         fresh.link([image], threshold, top_k)
         seconds = time.perf_counter() - started
