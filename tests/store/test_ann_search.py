@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -279,3 +280,21 @@ def test_a_second_process_shares_the_saved_index_and_sees_the_writes_after_it(
     finally:
         reader.stdin.close()
         reader.wait(timeout=30)
+
+
+def test_the_background_build_runs_at_the_lowest_priority_and_nothing_else_does(
+    ann_store: EmbeddedGraphStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first ingest's links must not slow down for the index: only the maintenance thread yields."""
+    seen = []
+    maintain = ann_search.AnnSearch._maintain
+
+    def observed(self: ann_search.AnnSearch, dim: int) -> bool:
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return maintain(self, dim)
+
+    monkeypatch.setattr(ann_search.AnnSearch, "_maintain", observed)
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    indexed(ann_store)
+    assert seen == [ann_search.IDLE_NICENESS]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before < ann_search.IDLE_NICENESS

@@ -20,8 +20,8 @@ that query is scanned exactly instead.
 
 Maintenance: when the delta (writes plus deletions since the index) outgrows
 :func:`delta_bound`, or the index is missing, unusable, ahead of SQLite or of another store
-(its ``store-id`` file differs from SQLite's identity), a daemon thread of this process
-brings it forward, if it wins a non-blocking ``flock`` on ``<store>.hnsw-lock`` (other
+(its ``store-id`` file differs from SQLite's identity), a daemon thread of this process at
+the lowest CPU priority brings it forward, if it wins a non-blocking ``flock`` on ``<store>.hnsw-lock`` (other
 processes keep searching with the old index plus delta, or exactly, meanwhile). It runs
 in the background even for small updates: bringing a saved index forward means loading
 and re-saving all of it (~2 GiB at 1M images), seconds that must not hold up a job, and
@@ -81,6 +81,7 @@ BUILD_CHUNK = 8_192
 # while another process holds the maintenance lock, it looks again after a short while.
 RETRY_AFTER_FAILURE_SECONDS = 60.0
 RETRY_WHILE_BUSY_SECONDS = 5.0
+IDLE_NICENESS = 19  # the background maintenance's (the lowest priority)
 IDENTITY_FILE = "store-id"
 
 
@@ -210,8 +211,16 @@ class AnnSearch:
             return
         if time.monotonic() < self._next_try_at or self._stopping.is_set():
             return
-        self._worker = threading.Thread(target=self._maintain, args=(dim,), name="imgwatch-ann-index", daemon=True)
+        self._worker = threading.Thread(target=self._maintain_idle, args=(dim,), name="imgwatch-ann-index",
+                                        daemon=True)
         self._worker.start()
+
+    def _maintain_idle(self, dim: int) -> None:
+        """The background maintenance, on cores the process's own work leaves idle: links no longer
+        need the index, so a first ingest must not slow down for it (on 2 cores it halved the rate
+        from 100k images, bench/RESULTS.md issue 26); searches meanwhile scan the writes since it."""
+        run_when_idle()
+        self._maintain(dim)
 
     def wait_for_maintenance(self, timeout: float | None = None) -> None:
         """Until this process's maintenance thread (if any) is done: tests and the bench use it."""
@@ -339,6 +348,15 @@ class AnnSearch:
 def candidates_for(k: int) -> int:
     """Candidates asked of the index per query for a top ``k``, to be re-scored exactly."""
     return max(candidate_count(k), MIN_CANDIDATES)
+
+
+def run_when_idle() -> None:
+    """Give the calling thread (and threads it starts) the lowest CPU priority: Linux schedules
+    threads one by one, so only this thread yields to the process's others and to other processes."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), IDLE_NICENESS)
+    except OSError as exc:  # not allowed here (a sandbox): it only runs at the usual priority
+        log.info("ann_index_priority_unchanged", reason=str(exc))
 
 
 def index_proposer(index: HnswIndex, shared: np.ndarray, tail_check: TailCheck,
