@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from imgwatch.store import EmbeddedGraphStore, ImageRecord
 from imgwatch.store.embedded import spaces
@@ -33,10 +34,12 @@ def records(vectors: np.ndarray, first: int, model: str = MODEL) -> list[ImageRe
     return [make_record(f"/photos/{first + i:05d}.jpg", vector, model=model) for i, vector in enumerate(vectors)]
 
 
-@pytest.fixture
-def pair(tmp_path: Path) -> Iterator[tuple[EmbeddedGraphStore, EmbeddedGraphStore]]:
-    """(through the copy, exact), both with MODEL recorded."""
-    through_copy = EmbeddedGraphStore(tmp_path / "copy.sqlite3", compact_min_images=COPY_FROM)
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA GPU here: the copy on the GPU is not run"))])
+def pair(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[EmbeddedGraphStore, EmbeddedGraphStore]]:
+    """(through the copy, exact), both with MODEL recorded; the copy on the CPU, or a GPU as a GPU worker holds it."""
+    through_copy = EmbeddedGraphStore(tmp_path / "copy.sqlite3", compact_min_images=COPY_FROM,
+                                      link_device=request.param)
     exact = EmbeddedGraphStore(tmp_path / "exact.sqlite3", compact_min_images=10**9)
     for store in (through_copy, exact):
         store.ensure_model(MODEL, DIM)
