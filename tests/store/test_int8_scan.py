@@ -135,6 +135,7 @@ def test_an_empty_copy_or_fewer_rows_than_k(device: str) -> None:
     live = np.array([1, 0, 1], dtype=np.uint8)
     [(ids, _)] = through_copy(matrix, live, device).candidates(matrix[0], 10)
     assert ids.tolist() == [0, 2]
+    assert through_copy(matrix, live, device).candidates(np.empty((0, DIM), np.float32), 10) == []  # no queries
     empty = Int8Rows(DIM, device)
     [(ids, _)] = SlotVectors(matrix, live).proposed_by(empty.proposer(live)).candidates(matrix[0], 10)
     assert ids.tolist() == []

@@ -122,6 +122,8 @@ class Int8Rows:
                     live: np.ndarray, floor: float) -> list[np.ndarray]:
         torch = _torch()
         batch = np.ascontiguousarray(queries, dtype=np.float32)
+        if len(batch) == 0:
+            return []
         codes, steps, errors = quantised(batch)
         # |q·x − t·s·(d·c)| <= ‖t·d‖·‖x − s·c‖ + ‖q − t·d‖·‖x‖ (module docstring), per query
         bound = (np.linalg.norm(codes.astype(np.float32), axis=1) * steps * self.max_error
@@ -177,7 +179,7 @@ def _products(codes, query_codes):  # int8 (rows, dim) @ int8 (dim, width) -> in
 def quantised(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each row as int8 codes times one scale (its largest magnitude / 127), and ``‖row − scale·codes‖``
     rounded up. In numpy: a worker quantises a batch of 32 rows at a time, too little for torch's threads."""
-    rows = np.asarray(rows, dtype=np.float32).reshape(len(rows), -1)
+    rows = np.asarray(rows, dtype=np.float32)
     peaks = np.abs(rows).max(axis=1) if rows.size else np.zeros(len(rows), dtype=np.float32)
     scales = np.where(peaks > 0, peaks / np.float32(127), np.float32(1)).astype(np.float32)
     codes = np.clip(np.rint(rows / scales[:, None]), -127, 127).astype(np.int8)
