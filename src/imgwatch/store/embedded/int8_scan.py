@@ -87,6 +87,7 @@ class Int8Rows:
 
     def set_range(self, start: int, stop: int, matrix: np.ndarray) -> None:
         """Quantise ``matrix[start:stop]`` into the same slots (a slice: nothing gathered)."""
+        self._reserve(stop)  # once: a full build neither re-copies the codes as it goes nor over-reserves
         for low in range(start, stop, QUANTISE_ROWS):
             high = min(stop, low + QUANTISE_ROWS)
             self.set_rows(np.arange(low, high), matrix[low:high])
