@@ -298,3 +298,14 @@ def test_the_background_build_runs_at_the_lowest_priority_and_nothing_else_does(
     indexed(ann_store)
     assert seen == [ann_search.IDLE_NICENESS]
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before < ann_search.IDLE_NICENESS
+
+
+def test_a_workers_links_alone_bring_the_index_forward_for_searches(db_path: Path, vectors: np.ndarray) -> None:
+    """Links never search the index, but a worker is what writes: its links start the build nearest() needs."""
+    records = [make_record(path_of(i), vector) for i, vector in enumerate(vectors)]
+    with EmbeddedGraphStore(db_path, ann_min_images=THRESHOLD) as worker:
+        worker.ensure_model(MODEL, DIM)
+        worker.upsert(records)
+        worker.link(records[:10], 0.5, 5)
+        worker.ann.wait_for_maintenance(60)
+        assert worker.ann.saves == 1

@@ -150,28 +150,40 @@ class AnnSearch:
 
         ``tx`` is the transaction ``view`` was taken in (the delta is read in it).
         """
-        images = len(view)
-        if images < self.min_images:
-            return view
         with self._lock:
-            index = self._opened(view.dim)
-            revision = tx.revision()
-            if index is None or self._index_store_id != store_identity(tx) or index.revision > revision:
-                self._maintain_soon(view.dim)
-                return view  # exact until the index is (re)built
-            if self._delta is None or self._delta.base != index.revision or self._delta.upto > revision:
-                self._delta = _Delta(index.revision)
-            delta = self._delta
-            delta.catch_up(tx, revision)
-            if len(delta) > delta_bound(images):
-                self._maintain_soon(view.dim)
-            if len(delta.ids) > EXACT_WHEN_DELTA_ABOVE * images:
+            current = self._caught_up(tx, view)
+            if current is None or len(current[1].ids) > EXACT_WHEN_DELTA_ABOVE * len(view):
                 return view
-            shared = delta.ids
+            index, delta = current
             if self._tail_check is None:
                 self._tail_check = TailCheck(view)
             tail_check = self._tail_check
-        return view.proposed_by(index_proposer(index, shared, tail_check, self._count_untrusted))
+        return view.proposed_by(index_proposer(index, delta.ids, tail_check, self._count_untrusted))
+
+    def keep_forward(self, tx: Transaction, view: SlotVectors) -> None:
+        """Start bringing the saved index forward when it is due, as :meth:`attach` does, searching nothing
+        (links do not search the index, but a worker's writes are what make it due)."""
+        with self._lock:
+            self._caught_up(tx, view)
+
+    def _caught_up(self, tx: Transaction, view: SlotVectors) -> tuple[HnswIndex, _Delta] | None:
+        """The usable index and the writes since it, as of ``tx``, with maintenance started when due
+        (self._lock held); None below min_images or while no usable index is saved."""
+        images = len(view)
+        if images < self.min_images:
+            return None
+        index = self._opened(view.dim)
+        revision = tx.revision()
+        if index is None or self._index_store_id != store_identity(tx) or index.revision > revision:
+            self._maintain_soon(view.dim)
+            return None  # exact until the index is (re)built
+        if self._delta is None or self._delta.base != index.revision or self._delta.upto > revision:
+            self._delta = _Delta(index.revision)
+        delta = self._delta
+        delta.catch_up(tx, revision)
+        if len(delta) > delta_bound(images):
+            self._maintain_soon(view.dim)
+        return index, delta
 
     def _count_untrusted(self) -> None:
         with self._lock:

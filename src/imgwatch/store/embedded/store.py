@@ -200,7 +200,7 @@ class EmbeddedGraphStore(GraphStore):
         with self._db.write() as tx, self._vectors.current(tx) as view:
             if view is None:
                 return 0
-            self._ann.attach(tx, view)  # not searched here, but keeps the saved index forward for nearest()
+            self._ann.keep_forward(tx, view)  # for nearest(): links scan, they never search the index
             index = self._compact.attach(tx, view)
             paths = list(dict.fromkeys(image.path for image in images))
             ids = [i for i in _ids_by_path(tx, paths).values() if i in index]
