@@ -40,7 +40,7 @@ def library() -> tuple[np.ndarray, np.ndarray]:
 def through_copy(matrix: np.ndarray, live: np.ndarray, device: str = "cpu") -> SlotVectors:
     rows = Int8Rows(DIM, device)
     rows.set_range(0, len(matrix), matrix)
-    return SlotVectors(matrix, live).proposed_by(rows.proposer(live))
+    return rows.searching(SlotVectors(matrix, live))
 
 
 def queries_for(matrix: np.ndarray) -> np.ndarray:
@@ -98,7 +98,7 @@ def test_without_its_error_bound_the_copy_would_miss_near_ties(monkeypatch: pyte
     rows.max_error = rows.max_norm = 0.0
     query = matrix[1650][np.newaxis]
     expected = SlotVectors(matrix, live).candidates(query, 25, [{1650}])
-    got = SlotVectors(matrix, live).proposed_by(rows.proposer(live)).candidates(query, 25, [{1650}])
+    got = rows.searching(SlotVectors(matrix, live)).candidates(query, 25, [{1650}])
     assert len(set(got[0][0].tolist()) & set(expected[0][0].tolist())) < 20  # not a mere swap of near-ties
 
 
@@ -122,7 +122,7 @@ def test_rows_set_again_are_found_by_their_new_vector_and_the_copy_grows() -> No
     rows.set_range(1000, len(grown), grown)
     rows.set_rows(np.array([10]), grown[10:11])
     assert rows.slots == len(grown)
-    view = SlotVectors(grown, grown_live).proposed_by(rows.proposer(grown_live))
+    view = rows.searching(SlotVectors(grown, grown_live))
     for query in (grown[10], grown[len(grown) - 1]):
         [(ids, scores)] = view.candidates(query, 5)
         [(want_ids, want_scores)] = SlotVectors(grown, grown_live).candidates(query, 5)
@@ -137,5 +137,5 @@ def test_an_empty_copy_or_fewer_rows_than_k(device: str) -> None:
     assert ids.tolist() == [0, 2]
     assert through_copy(matrix, live, device).candidates(np.empty((0, DIM), np.float32), 10) == []  # no queries
     empty = Int8Rows(DIM, device)
-    [(ids, _)] = SlotVectors(matrix, live).proposed_by(empty.proposer(live)).candidates(matrix[0], 10)
+    [(ids, _)] = empty.searching(SlotVectors(matrix, live)).candidates(matrix[0], 10)
     assert ids.tolist() == []

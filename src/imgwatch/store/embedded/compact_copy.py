@@ -63,7 +63,7 @@ class CompactCopy:
             return view
         with self._lock:
             rows = self._in_step(tx, view)
-        return view.proposed_by(rows.proposer(view.live))
+        return rows.searching(view)
 
     def _in_step(self, tx: Transaction, view: SlotVectors) -> Int8Rows:
         identity, revision = store_identity(tx), tx.revision()

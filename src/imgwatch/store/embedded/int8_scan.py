@@ -27,7 +27,7 @@ from collections.abc import Collection, Sequence
 
 import numpy as np
 
-from imgwatch.store.embedded.vectors import Proposal, Proposer
+from imgwatch.store.embedded.vectors import Proposal, SlotVectors
 
 # Rows quantised per step (64 MiB of float32 at 2048-d), and at most this many approximate
 # scores held at once by a scan (2**24 int32 + float32 = 128 MiB).
@@ -48,7 +48,7 @@ def _torch():  # imported when a scan is first built: searching processes need n
 class Int8Rows:
     """An int8 copy of a ``(slots, dim)`` float32 matrix, row for row, on ``device``.
 
-    Rows are (re)quantised with :meth:`set_rows` as the source changes; :meth:`proposer` scans it.
+    Rows are (re)quantised with :meth:`set_rows` as the source changes; :meth:`searching` scans it.
     Not thread-safe: its owner serialises use.
     """
 
@@ -92,16 +92,15 @@ class Int8Rows:
             high = min(stop, low + QUANTISE_ROWS)
             self.set_rows(np.arange(low, high), matrix[low:high])
 
-    def proposer(self, live: np.ndarray) -> Proposer:
-        """A proposer (``SlotVectors.proposed_by``) naming, per query, every slot that may be in
-        its answer; ``live`` (one flag per slot, 0 = never proposed) as the source holds it now."""
+    def searching(self, view: SlotVectors) -> SlotVectors:
+        """``view`` (the matrix this copies) searched by re-scoring, per query, every slot that may be
+        in its answer; ``view``'s live flags are read at every scan (removals need no update here)."""
 
         def propose(queries: np.ndarray, k: int, exclude_ids: Sequence[Collection[int]] | None,
                     floor: float) -> Proposal:
-            per_query = self._candidates(queries, k, exclude_ids, live, floor)
-            return Proposal(per_query, np.empty(0, dtype=np.int64))
+            return Proposal(self._candidates(queries, k, exclude_ids, view.live, floor), np.empty(0, dtype=np.int64))
 
-        return propose
+        return view.proposed_by(propose)
 
     # -- helpers ----------------------------------------------------------------------
 

@@ -83,7 +83,7 @@ class SpaceLinks:
     def searched(self) -> SlotVectors:
         """The pending vectors, searched through the int8 copy when there is one."""
         view = self.vectors.view
-        return view if self.copy is None else view.proposed_by(self.copy.proposer(view.live))
+        return view if self.copy is None else self.copy.searching(view)
 
 
 class PendingVectors:
